@@ -1,0 +1,1 @@
+//! Working-day calendar (调休) and publication deadlines.

@@ -1,0 +1,1 @@
+//! Identifier checksums: USCC, organisation code, ID number.
