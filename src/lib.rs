@@ -2,7 +2,14 @@
 //! provincial credit platform. See ARCHITECTURE.md for the map of modules.
 
 pub mod calendar;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod findings;
 pub mod ids;
+pub mod map_input;
+pub mod mapping;
 pub mod model;
 pub mod source_schema;
+pub mod validate;
 pub mod xml;

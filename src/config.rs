@@ -1,0 +1,520 @@
+//! `dualpub.toml`: the configuration, with `DUALPUB_<SECTION>_<KEY>` environment overrides and secrets by
+//! reference only (`…_env` or `…_file`, never inline). Every problem names the file, the key and what to do.
+
+use crate::mapping::{DisplayPolicy, MappingContext, MappingError, MappingSet};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{0}")]
+    Mapping(#[from] MappingError),
+}
+
+/// A secret value: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencySection {
+    pub name: Option<String>,
+    pub credit_code: Option<String>,
+    pub domain: Option<String>,
+    /// The display period of penalties when the source gives none, in months (clamped to the legal window).
+    pub display_months: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub url: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub page_size: Option<u32>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSection {
+    pub url: Option<String>,
+    pub app_key: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub receiver: Option<String>,
+    pub batch_size: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub retry_budget_secs: Option<u64>,
+    pub max_backoff_secs: Option<u64>,
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSection {
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    pub overlap_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub agency: AgencySection,
+    #[serde(default)]
+    pub source: SourceSection,
+    #[serde(default)]
+    pub platform: PlatformSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub mapping: MappingSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// The type of each key, so an environment override becomes the right TOML value.
+#[derive(Clone, Copy, PartialEq)]
+enum KeyType {
+    Str,
+    Int,
+}
+
+const KEYS: &[(&str, &str, KeyType)] = &[
+    ("agency", "name", KeyType::Str),
+    ("agency", "credit_code", KeyType::Str),
+    ("agency", "domain", KeyType::Str),
+    ("agency", "display_months", KeyType::Int),
+    ("source", "url", KeyType::Str),
+    ("source", "token_env", KeyType::Str),
+    ("source", "token_file", KeyType::Str),
+    ("source", "page_size", KeyType::Int),
+    ("source", "timeout_secs", KeyType::Int),
+    ("platform", "url", KeyType::Str),
+    ("platform", "app_key", KeyType::Str),
+    ("platform", "secret_env", KeyType::Str),
+    ("platform", "secret_file", KeyType::Str),
+    ("platform", "receiver", KeyType::Str),
+    ("platform", "batch_size", KeyType::Int),
+    ("platform", "concurrency", KeyType::Int),
+    ("platform", "timeout_secs", KeyType::Int),
+    ("platform", "retry_budget_secs", KeyType::Int),
+    ("platform", "max_backoff_secs", KeyType::Int),
+    ("platform", "page_size", KeyType::Int),
+    ("store", "path", KeyType::Str),
+    ("mapping", "dir", KeyType::Str),
+    ("sync", "overlap_minutes", KeyType::Int),
+    ("log", "format", KeyType::Str),
+    ("log", "level", KeyType::Str),
+];
+
+const SECTIONS: &[&str] = &[
+    "agency", "source", "platform", "store", "mapping", "sync", "log",
+];
+
+/// Environment variables that are not key overrides.
+const NOT_OVERRIDES: &[&str] = &["DUALPUB_CONFIG", "DUALPUB_LOG"];
+
+impl RawConfig {
+    /// Reads a file (or nothing, when `path` is None) and applies the `DUALPUB_<SECTION>_<KEY>` overrides from
+    /// `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<(RawConfig, String), ConfigError> {
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(no configuration file)".into());
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                for secret in ["token", "secret"] {
+                    if let Some(line) = text.lines().position(|l| {
+                        l.trim_start().starts_with(secret) && l.contains('=') && {
+                            let k = l.split('=').next().unwrap_or("").trim();
+                            k == secret
+                        }
+                    }) {
+                        return Err(ConfigError::Invalid {
+                            path: origin.clone(),
+                            message: format!(
+                                "line {}: `{secret}` must not be written in the file; give `{secret}_env = \"VARIABLE\"` or `{secret}_file = \"/path\"` instead",
+                                line + 1
+                            ),
+                        });
+                    }
+                }
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: origin.clone(),
+                    message: format!(
+                        "{}{}",
+                        e.span()
+                            .map(|s| format!(
+                                "line {}: ",
+                                text[..s.start.min(text.len())].lines().count().max(1)
+                            ))
+                            .unwrap_or_default(),
+                        e.message().trim()
+                    ),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("DUALPUB_") else {
+                continue;
+            };
+            // DUALPUB_SOURCE_TOKEN and DUALPUB_PLATFORM_SECRET are the conventional secret variables, not keys.
+            if NOT_OVERRIDES.contains(&k.as_str())
+                || rest == "SOURCE_TOKEN"
+                || rest == "PLATFORM_SECRET"
+            {
+                continue;
+            }
+            let lower_rest = rest.to_ascii_lowercase();
+            if !SECTIONS
+                .iter()
+                .any(|s| lower_rest.starts_with(&format!("{s}_")))
+            {
+                continue;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let Some((section, key, ty)) = KEYS
+                .iter()
+                .find(|(s, key, _)| lower == format!("{s}_{key}"))
+            else {
+                return Err(ConfigError::Invalid {
+                    path: format!("environment variable {k}"),
+                    message: "is not a configuration key override; known: ".to_string()
+                        + &KEYS
+                            .iter()
+                            .map(|(s, key, _)| {
+                                format!("DUALPUB_{}_{}", s.to_uppercase(), key.to_uppercase())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                });
+            };
+            let value = match ty {
+                KeyType::Str => toml::Value::String(v.clone()),
+                KeyType::Int => {
+                    toml::Value::Integer(v.trim().parse().map_err(|_| ConfigError::Invalid {
+                        path: format!("environment variable {k}"),
+                        message: format!("`{v}` is not a whole number"),
+                    })?)
+                }
+            };
+            let sec = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = sec {
+                t.insert(key.to_string(), value);
+            }
+        }
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: origin.clone(),
+                    message: e.message().trim().to_string(),
+                })?;
+        Ok((raw, origin))
+    }
+
+    /// Where to find the configuration: `--config`, else `$DUALPUB_CONFIG`, else `./dualpub.toml` if it exists.
+    pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = flag {
+            return Some(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os("DUALPUB_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        let default = PathBuf::from("dualpub.toml");
+        default.exists().then_some(default)
+    }
+
+    /// The mappings: the configured directory, else the ones built into the binary.
+    pub fn mappings(&self) -> Result<MappingSet, ConfigError> {
+        match &self.mapping.dir {
+            Some(dir) => Ok(MappingSet::load_dir(dir)?),
+            None => Ok(MappingSet::builtin()),
+        }
+    }
+
+    pub fn mapping_context(&self) -> MappingContext {
+        MappingContext {
+            agency_name: self.agency.name.clone(),
+            agency_credit_code: self.agency.credit_code.clone(),
+            display: DisplayPolicy::for_domain(
+                self.agency.domain.as_deref(),
+                self.agency.display_months,
+            ),
+        }
+    }
+}
+
+/// Everything `sync` and `reconcile` need, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: String,
+    pub agency_name: String,
+    pub agency_credit_code: String,
+    pub mapping_context: MappingContext,
+    pub source_url: String,
+    pub source_token: Secret,
+    pub source_page_size: u32,
+    pub source_timeout: Duration,
+    pub platform_url: String,
+    pub app_key: String,
+    pub platform_secret: Secret,
+    pub receiver: String,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub platform_timeout: Duration,
+    pub retry_budget: Duration,
+    pub max_backoff: Duration,
+    pub platform_page_size: u32,
+    pub store_path: PathBuf,
+    pub overlap: chrono::Duration,
+    pub mapping_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Checks a raw configuration for the networked commands; reads the secrets it refers to.
+    pub fn from_raw(
+        raw: &RawConfig,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("[{key}]: {message}"),
+        };
+        let need = |v: &Option<String>, key: &str, what: &str| -> Result<String, ConfigError> {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(bad(key, format!("is missing; set it to {what}"))),
+            }
+        };
+        let agency_name = need(
+            &raw.agency.name,
+            "agency] name",
+            "the data source unit's name (数据来源单位)",
+        )?;
+        let agency_credit_code = need(
+            &raw.agency.credit_code,
+            "agency] credit_code",
+            "the data source unit's USCC",
+        )?;
+        if let Err(e) = crate::ids::Uscc::parse(&agency_credit_code) {
+            return Err(bad(
+                "agency] credit_code",
+                format!("`{agency_credit_code}` is not a valid USCC: {e}"),
+            ));
+        }
+        let source_url = need(
+            &raw.source.url,
+            "source] url",
+            "the enforcement system's base URL",
+        )?;
+        let platform_url = need(
+            &raw.platform.url,
+            "platform] url",
+            "the credit platform's base URL",
+        )?;
+        for (k, u) in [
+            ("source] url", &source_url),
+            ("platform] url", &platform_url),
+        ] {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad(k, format!("`{u}` must start with http:// or https://")));
+            }
+        }
+        let app_key = need(
+            &raw.platform.app_key,
+            "platform] app_key",
+            "the app key the platform issued",
+        )?;
+        let receiver = need(
+            &raw.platform.receiver,
+            "platform] receiver",
+            "the platform's receiver code",
+        )?;
+        let source_token = read_secret(
+            origin,
+            "source",
+            "token",
+            &raw.source.token_env,
+            &raw.source.token_file,
+            env,
+        )?;
+        let platform_secret = read_secret(
+            origin,
+            "platform",
+            "secret",
+            &raw.platform.secret_env,
+            &raw.platform.secret_file,
+            env,
+        )?;
+        let batch_size = raw.platform.batch_size.unwrap_or(200);
+        if !(1..=500).contains(&batch_size) {
+            return Err(bad("platform] batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));
+        }
+        let concurrency = raw.platform.concurrency.unwrap_or(4);
+        if !(1..=64).contains(&concurrency) {
+            return Err(bad(
+                "platform] concurrency",
+                format!("{concurrency} is outside 1..=64"),
+            ));
+        }
+        let source_page_size = raw.source.page_size.unwrap_or(500);
+        if !(1..=1000).contains(&source_page_size) {
+            return Err(bad(
+                "source] page_size",
+                format!("{source_page_size} is outside 1..=1000"),
+            ));
+        }
+        let platform_page_size = raw.platform.page_size.unwrap_or(1000);
+        if !(1..=5000).contains(&platform_page_size) {
+            return Err(bad(
+                "platform] page_size",
+                format!("{platform_page_size} is outside 1..=5000"),
+            ));
+        }
+        let store_path = raw.store.path.clone().ok_or_else(|| {
+            bad(
+                "store] path",
+                "is missing; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
+            )
+        })?;
+        if let Some(d) = &raw.agency.domain {
+            if d.trim().is_empty() {
+                return Err(bad("agency] domain", "is empty".into()));
+            }
+        }
+        if let Some(f) = &raw.log.format {
+            if f != "text" && f != "json" {
+                return Err(bad(
+                    "log] format",
+                    format!("`{f}`: expected \"text\" or \"json\""),
+                ));
+            }
+        }
+        let secs = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
+            let s = v.unwrap_or(d);
+            if s == 0 {
+                return Err(bad(key, "must be at least 1 second".into()));
+            }
+            Ok(Duration::from_secs(s))
+        };
+        Ok(Config {
+            origin: origin.to_string(),
+            mapping_context: raw.mapping_context(),
+            agency_name,
+            agency_credit_code,
+            source_url: source_url.trim_end_matches('/').to_string(),
+            source_token,
+            source_page_size,
+            source_timeout: secs(raw.source.timeout_secs, 30, "source] timeout_secs")?,
+            platform_url: platform_url.trim_end_matches('/').to_string(),
+            app_key,
+            platform_secret,
+            receiver,
+            batch_size: batch_size as usize,
+            concurrency: concurrency as usize,
+            platform_timeout: secs(raw.platform.timeout_secs, 30, "platform] timeout_secs")?,
+            retry_budget: secs(
+                raw.platform.retry_budget_secs,
+                300,
+                "platform] retry_budget_secs",
+            )?,
+            max_backoff: secs(
+                raw.platform.max_backoff_secs,
+                30,
+                "platform] max_backoff_secs",
+            )?,
+            platform_page_size,
+            store_path,
+            overlap: chrono::Duration::minutes(i64::from(raw.sync.overlap_minutes.unwrap_or(10))),
+            mapping_dir: raw.mapping.dir.clone(),
+        })
+    }
+}
+
+fn read_secret(
+    origin: &str,
+    section: &str,
+    name: &str,
+    env_name: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &[(String, String)],
+) -> Result<Secret, ConfigError> {
+    let bad = |message: String| ConfigError::Invalid {
+        path: origin.to_string(),
+        message: format!("[{section}] {message}"),
+    };
+    match (env_name, file) {
+        (Some(_), Some(_)) => Err(bad(format!("give only one of `{name}_env` and `{name}_file`"))),
+        (Some(var), None) => match env.iter().find(|(k, _)| k == var) {
+            Some((_, v)) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            _ => Err(bad(format!("{name}_env = \"{var}\", but the environment variable {var} is not set or empty"))),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
+            Ok(_) => Err(bad(format!("{name}_file = \"{}\" is empty", path.display()))),
+            Err(e) => Err(bad(format!("{name}_file = \"{}\" cannot be read: {e}", path.display()))),
+        },
+        (None, None) => Err(bad(format!(
+            "the {name} is missing: set `{name}_env = \"VARIABLE\"` (an environment variable holding it) or `{name}_file = \"/path\"`"
+        ))),
+    }
+}

@@ -1,0 +1,157 @@
+//! `dualpub map`'s core: read source records (a JSON array or JSON lines), map and validate each, and render the
+//! platform XML of the valid ones and every finding of the others. Pure apart from its input bytes.
+
+use crate::findings::{Finding, FindingCode};
+use crate::mapping::{Mapped, MappingContext, MappingSet};
+use crate::model::{Kind, RecordKey};
+use crate::source_schema::SourceRecord;
+use std::collections::HashMap;
+
+/// The input as a whole could not be read as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("the input is not a JSON array or JSON lines: {0}")]
+pub struct InputError(pub String);
+
+/// One input record's outcome.
+#[derive(Debug, Clone)]
+pub struct MapItem {
+    /// The source record's `id`, or `#N` (its 1-based position) when it has none.
+    pub id: String,
+    pub key: Option<RecordKey>,
+    pub mapped: Option<Mapped>,
+    pub findings: Vec<Finding>,
+}
+
+impl MapItem {
+    pub fn is_valid(&self) -> bool {
+        self.findings.is_empty() && self.key.is_some() && self.mapped.is_some()
+    }
+}
+
+/// Splits the input into JSON values: an array's elements, or one value per non-blank line. A line that is not
+/// JSON becomes an `Err` for that record only.
+pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>>, InputError> {
+    let text = std::str::from_utf8(input).map_err(|e| InputError(format!("not UTF-8 ({e})")))?;
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.starts_with('[') {
+        let v: Vec<serde_json::Value> =
+            serde_json::from_str(trimmed).map_err(|e| InputError(e.to_string()))?;
+        return Ok(v.into_iter().map(Ok).collect());
+    }
+    Ok(trimmed
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
+        .collect())
+}
+
+/// Maps every record of the input with the kind's mapping.
+pub fn map_input(
+    kind: Kind,
+    mappings: &MappingSet,
+    ctx: &MappingContext,
+    input: &[u8],
+) -> Result<Vec<MapItem>, InputError> {
+    let values = split_input(input)?;
+    let mapping = mappings.get(kind);
+    let mut seen: HashMap<RecordKey, String> = HashMap::new();
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let position = format!("#{}", i + 1);
+        let value = match v {
+            Ok(v) => v,
+            Err(msg) => {
+                out.push(schema_item(position, msg));
+                continue;
+            }
+        };
+        let id = value
+            .get("id")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or(position);
+        let src: SourceRecord = match serde_json::from_value(value) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(schema_item(id, e.to_string()));
+                continue;
+            }
+        };
+        let mut mapped = mapping.map(ctx, &src);
+        if let Some(key) = &mapped.key {
+            match seen.get(key) {
+                Some(first) if *first != src.id => mapped.findings.push(key_reused(key, first)),
+                Some(_) => {}
+                None => {
+                    seen.insert(key.clone(), src.id.clone());
+                }
+            }
+        }
+        out.push(MapItem {
+            id,
+            key: mapped.key.clone(),
+            findings: mapped.findings.clone(),
+            mapped: Some(mapped),
+        });
+    }
+    Ok(out)
+}
+
+fn schema_item(id: String, msg: String) -> MapItem {
+    let f = Finding::new(
+        FindingCode::SourceSchema,
+        "(record)",
+        format!("源记录不符合执法系统数据格式：{msg}"),
+        format!("the source record does not fit the source schema: {msg}"),
+    );
+    MapItem {
+        id,
+        key: None,
+        mapped: None,
+        findings: vec![f],
+    }
+}
+
+/// The finding for a document number that another source record already uses.
+pub fn key_reused(key: &RecordKey, first_id: &str) -> Finding {
+    Finding::new(
+        FindingCode::KeyReused,
+        "(key)",
+        format!("文书号与源记录 {first_id} 相同（记录键 {key}），平台上会互相覆盖；请核对文书号"),
+        format!("source record {first_id} already has this document number (key {key}); the platform would overwrite one with the other — check the document number"),
+    )
+}
+
+/// The XML `<record>` elements of the valid items, one per line.
+pub fn render_xml(items: &[MapItem]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for it in items.iter().filter(|i| i.is_valid()) {
+        if let (Some(key), Some(m)) = (&it.key, &it.mapped) {
+            crate::xml::write_record(key.as_str(), &m.record, &mut out);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Every finding of the invalid items, one per line: record id, field, code, message (Chinese / English).
+pub fn render_findings(items: &[MapItem]) -> String {
+    let mut out = String::new();
+    for it in items {
+        for f in &it.findings {
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{} / {}\n",
+                it.id, f.field, f.code, f.zh, f.en
+            ));
+        }
+        if it.findings.is_empty() && it.key.is_none() {
+            out.push_str(&format!(
+                "{}\t(key)\trequired\t无法生成记录键 / no record key can be made\n",
+                it.id
+            ));
+        }
+    }
+    out
+}

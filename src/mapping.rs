@@ -1,0 +1,976 @@
+//! Mapping files (`mappings/*.toml`): how a source record becomes a platform record, as data.
+//!
+//! A mapping names, for each target field, where its value comes from (source paths, a value from the config,
+//! a constant), how it is converted (code table, date format, yuan → 万元, ID-number upgrade) and the rules the
+//! platform applies to it (required for which party categories, checksums, length, code-table membership, date
+//! order). The same file drives the connector's mapping and validation and the platform simulator's validation,
+//! so both sides judge a record by identical rules. A second field set (the 2016 one) is another file, not code.
+//!
+//! Invariant: mapping never does I/O except `load`, and `map` never panics on any source record.
+
+use crate::findings::{Finding, FindingCode};
+use crate::model::{FieldName, Kind, PlatformRecord, RecordKey};
+use crate::source_schema::{SourcePath, SourceRecord, SourceValue};
+use crate::validate;
+use chrono::{Months, NaiveDate};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// A mapping file that cannot be used: which file, which line, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("cannot read mapping file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The output date format of a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateFormat {
+    Slash,
+    Dash,
+}
+
+impl DateFormat {
+    pub fn format(self, d: NaiveDate) -> String {
+        match self {
+            DateFormat::Slash => d.format("%Y/%m/%d").to_string(),
+            DateFormat::Dash => d.format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// Values from the configuration that a mapping may use (`config = "agency.name"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigKey {
+    AgencyName,
+    AgencyCreditCode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Convert {
+    None,
+    Date,
+    YuanToWan,
+    IdNumber,
+    Timestamp,
+}
+
+/// A checksum or format rule for a target field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Uscc,
+    OrgCode,
+    IdNumber,
+    Date,
+    Amount,
+}
+
+/// The legal window for a penalty's public display (CF_GSJZQ), in months from the decision date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplayPolicy {
+    pub period_months: u32,
+    pub min_months: u32,
+    pub max_months: u32,
+}
+
+impl DisplayPolicy {
+    /// The legal minimum for the agency's domain (reference §3.2): 1 year for 安全生产, 特种设备 and 消防,
+    /// otherwise 3 months; the maximum is 3 years. `period_months` defaults to the minimum and is clamped.
+    pub fn for_domain(domain: Option<&str>, period_months: Option<u32>) -> DisplayPolicy {
+        let min_months = match domain.map(str::trim) {
+            Some("安全生产") | Some("特种设备") | Some("消防") => 12,
+            _ => 3,
+        };
+        let max_months = 36;
+        let period = period_months
+            .unwrap_or(min_months)
+            .clamp(min_months, max_months);
+        DisplayPolicy {
+            period_months: period,
+            min_months,
+            max_months,
+        }
+    }
+
+    /// CF_GSJZQ for a decision date when the source supplies none.
+    pub fn display_until(&self, decided: NaiveDate) -> Option<NaiveDate> {
+        decided.checked_add_months(Months::new(self.period_months))
+    }
+
+    /// The last day the law allows the record to be shown.
+    pub fn latest(&self, decided: NaiveDate) -> Option<NaiveDate> {
+        decided.checked_add_months(Months::new(self.max_months))
+    }
+}
+
+impl Default for DisplayPolicy {
+    fn default() -> Self {
+        DisplayPolicy::for_domain(None, None)
+    }
+}
+
+/// What the configuration contributes to mapping: the data source unit and the display-period policy.
+#[derive(Debug, Clone, Default)]
+pub struct MappingContext {
+    pub agency_name: Option<String>,
+    pub agency_credit_code: Option<String>,
+    pub display: DisplayPolicy,
+}
+
+/// A code table: source code → platform value, with `prefix*` rules.
+#[derive(Debug, Clone, Default)]
+pub struct CodeTable {
+    exact: HashMap<String, String>,
+    prefix: Vec<(String, String)>,
+    values: HashSet<String>,
+    value_prefixes: Vec<String>,
+}
+
+impl CodeTable {
+    pub fn lookup(&self, code: &str) -> Option<String> {
+        if let Some(v) = self.exact.get(code) {
+            return Some(v.clone());
+        }
+        for (p, out) in &self.prefix {
+            if let Some(rest) = code.strip_prefix(p.as_str()) {
+                if !rest.trim().is_empty() {
+                    return Some(out.replacen('*', rest.trim(), 1));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a platform value belongs to the table.
+    pub fn contains_value(&self, v: &str) -> bool {
+        self.values.contains(v)
+            || self.value_prefixes.iter().any(|p| {
+                v.strip_prefix(p.as_str())
+                    .is_some_and(|rest| !rest.trim().is_empty())
+            })
+    }
+
+    /// The platform values, for messages.
+    pub fn value_list(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.values.iter().cloned().collect();
+        v.sort();
+        v.extend(self.value_prefixes.iter().map(|p| format!("{p}…")));
+        v
+    }
+}
+
+/// A condition on another field: equal to a value, or (for `;` lists) containing any of some values.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub field: FieldName,
+    pub equals: Option<String>,
+    pub contains_any: Vec<String>,
+}
+
+impl Condition {
+    pub fn holds(&self, rec: &PlatformRecord) -> bool {
+        let v = rec.get(&self.field).unwrap_or("");
+        if let Some(eq) = &self.equals {
+            return v == eq;
+        }
+        v.split(';')
+            .map(str::trim)
+            .any(|part| self.contains_any.iter().any(|c| c == part))
+    }
+}
+
+/// One target field of a mapping, compiled.
+#[derive(Debug, Clone)]
+pub struct FieldRule {
+    pub name: FieldName,
+    pub line: usize,
+    sources: Vec<SourcePath>,
+    config: Option<ConfigKey>,
+    constant: Option<String>,
+    default: Option<String>,
+    table: Option<String>,
+    join: Option<String>,
+    convert: Convert,
+    display_period: bool,
+    timestamp_format: Option<String>,
+    pub required: bool,
+    pub required_for: Vec<String>,
+    pub required_if: Option<Condition>,
+    pub applies_to: Option<Vec<String>>,
+    pub check: Option<Check>,
+    pub check_if: Option<Condition>,
+    pub placeholder_for: Vec<String>,
+    pub placeholder_requires: Option<FieldName>,
+    pub one_of: Option<String>,
+    pub max_len: Option<usize>,
+    pub not_before: Option<FieldName>,
+}
+
+impl FieldRule {
+    /// Whether the rule's list values are `;`-joined (then `one_of` and conditions look at each part).
+    pub fn is_list(&self) -> bool {
+        self.join.is_some()
+    }
+
+    pub fn applies(&self, category: Option<&str>) -> bool {
+        match (&self.applies_to, category) {
+            (Some(list), Some(c)) => list.iter().any(|x| x == c),
+            _ => true,
+        }
+    }
+}
+
+/// A compiled mapping file for one kind.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub kind: Kind,
+    pub origin: String,
+    pub date_format: DateFormat,
+    /// The field holding the party category, when the field set has one (the 2016 set does not).
+    pub category_field: Option<FieldName>,
+    pub key_field: FieldName,
+    pub fields: Vec<FieldRule>,
+    pub tables: HashMap<String, CodeTable>,
+    by_name: HashMap<FieldName, usize>,
+}
+
+/// Both kinds' mappings, as used by every command.
+#[derive(Debug, Clone)]
+pub struct MappingSet {
+    pub permit: Mapping,
+    pub penalty: Mapping,
+}
+
+impl MappingSet {
+    /// The mappings shipped in the binary (the national field set of `mappings/`).
+    pub fn builtin() -> MappingSet {
+        let codes = include_str!("../mappings/codes.toml");
+        let load = |name: &str, text: &str| {
+            Mapping::from_str_with(text, name, |_| {
+                Ok(("mappings/codes.toml".into(), codes.to_string()))
+            })
+            .expect("the built-in mapping files are tested and always load")
+        };
+        MappingSet {
+            permit: load(
+                "mappings/permit.toml",
+                include_str!("../mappings/permit.toml"),
+            ),
+            penalty: load(
+                "mappings/penalty.toml",
+                include_str!("../mappings/penalty.toml"),
+            ),
+        }
+    }
+
+    /// Loads `permit.toml` and `penalty.toml` (and the code tables they name) from a directory.
+    pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingError> {
+        let permit = Mapping::load(&dir.join("permit.toml"))?;
+        let penalty = Mapping::load(&dir.join("penalty.toml"))?;
+        let check = |m: &Mapping, want: Kind| {
+            if m.kind != want {
+                return Err(MappingError::Invalid {
+                    file: m.origin.clone(),
+                    line: 1,
+                    message: format!(
+                        "this file must describe `kind = \"{want}\"`, but says `{}`",
+                        m.kind
+                    ),
+                });
+            }
+            Ok(())
+        };
+        check(&permit, Kind::Permit)?;
+        check(&penalty, Kind::Penalty)?;
+        Ok(MappingSet { permit, penalty })
+    }
+
+    pub fn get(&self, kind: Kind) -> &Mapping {
+        match kind {
+            Kind::Permit => &self.permit,
+            Kind::Penalty => &self.penalty,
+        }
+    }
+}
+
+// ---- the file format, as serde sees it ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    kind: String,
+    #[serde(default)]
+    date_format: Option<String>,
+    #[serde(default)]
+    category_field: Option<String>,
+    key_field: String,
+    #[serde(default)]
+    codes: Option<String>,
+    #[serde(default)]
+    tables: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default, rename = "field")]
+    fields: Vec<toml::Spanned<FieldSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionSpec {
+    field: String,
+    #[serde(default)]
+    equals: Option<String>,
+    #[serde(default)]
+    contains_any: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldSpec {
+    name: String,
+    #[serde(default)]
+    from: Option<OneOrMany>,
+    #[serde(default)]
+    config: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    join: Option<String>,
+    #[serde(default)]
+    convert: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    otherwise: Option<String>,
+    #[serde(default)]
+    required: Option<bool>,
+    #[serde(default)]
+    required_for: Option<Vec<String>>,
+    #[serde(default)]
+    required_if: Option<ConditionSpec>,
+    #[serde(default)]
+    applies_to: Option<Vec<String>>,
+    #[serde(default)]
+    check: Option<String>,
+    #[serde(default)]
+    check_if: Option<ConditionSpec>,
+    #[serde(default)]
+    placeholder_for: Option<Vec<String>>,
+    #[serde(default)]
+    placeholder_requires: Option<String>,
+    #[serde(default)]
+    one_of: Option<String>,
+    #[serde(default)]
+    max_len: Option<usize>,
+    #[serde(default)]
+    not_before: Option<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Turns a toml error into file:line: message.
+fn toml_error(file: &str, text: &str, e: toml::de::Error) -> MappingError {
+    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+    MappingError::Invalid {
+        file: file.to_string(),
+        line,
+        message: e.message().trim().to_string(),
+    }
+}
+
+fn parse_tables(
+    file: &str,
+    text: &str,
+    into: &mut HashMap<String, CodeTable>,
+) -> Result<(), MappingError> {
+    let raw: BTreeMap<String, BTreeMap<String, String>> =
+        toml::from_str(text).map_err(|e| toml_error(file, text, e))?;
+    add_tables(file, raw, into)
+}
+
+fn add_tables(
+    file: &str,
+    raw: BTreeMap<String, BTreeMap<String, String>>,
+    into: &mut HashMap<String, CodeTable>,
+) -> Result<(), MappingError> {
+    for (name, rows) in raw {
+        let mut t = CodeTable::default();
+        for (code, value) in rows {
+            if value.trim().is_empty() {
+                return Err(MappingError::Invalid {
+                    file: file.to_string(),
+                    line: 1,
+                    message: format!("code table [{name}]: code `{code}` maps to an empty value"),
+                });
+            }
+            if let Some(p) = code.strip_suffix('*') {
+                let vp = value.split('*').next().unwrap_or("").to_string();
+                t.value_prefixes.push(vp);
+                t.prefix.push((p.to_string(), value));
+            } else {
+                t.values.insert(value.clone());
+                t.exact.insert(code, value);
+            }
+        }
+        into.insert(name, t);
+    }
+    Ok(())
+}
+
+impl Mapping {
+    /// Loads a mapping file; the code-table file it names is read from the same directory.
+    pub fn load(path: &Path) -> Result<Mapping, MappingError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| MappingError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Mapping::from_str_with(&text, &file, |name| {
+            let p = dir.join(name);
+            let t = std::fs::read_to_string(&p).map_err(|source| MappingError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            Ok((p.display().to_string(), t))
+        })
+    }
+
+    /// Parses a mapping from text; `read_codes` supplies the code-table file named by `codes = "…"`.
+    pub fn from_str_with(
+        text: &str,
+        file: &str,
+        read_codes: impl Fn(&str) -> Result<(String, String), MappingError>,
+    ) -> Result<Mapping, MappingError> {
+        let spec: FileSpec = toml::from_str(text).map_err(|e| toml_error(file, text, e))?;
+        let err = |line: usize, message: String| MappingError::Invalid {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        let kind = Kind::parse(&spec.kind).ok_or_else(|| {
+            err(
+                1,
+                format!(
+                    "kind = \"{}\": expected \"permit\" or \"penalty\"",
+                    spec.kind
+                ),
+            )
+        })?;
+        let date_format = match spec.date_format.as_deref() {
+            None | Some("YYYY/MM/DD") => DateFormat::Slash,
+            Some("YYYY-MM-DD") => DateFormat::Dash,
+            Some(other) => {
+                return Err(err(
+                    1,
+                    format!("date_format = \"{other}\": expected \"YYYY/MM/DD\" or \"YYYY-MM-DD\""),
+                ))
+            }
+        };
+        let mut tables = HashMap::new();
+        if let Some(codes) = &spec.codes {
+            let (cfile, ctext) = read_codes(codes)?;
+            parse_tables(&cfile, &ctext, &mut tables)?;
+        }
+        add_tables(file, spec.tables, &mut tables)?;
+
+        let mut fields: Vec<FieldRule> = Vec::new();
+        let mut by_name: HashMap<FieldName, usize> = HashMap::new();
+        for spanned in &spec.fields {
+            let line = line_of(text, spanned.span().start);
+            let f = spanned.get_ref();
+            let e = |m: String| err(line, format!("field {}: {m}", f.name));
+            let name = f.name.trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(
+                    line,
+                    format!("field name `{}` must be letters, digits and _ only", f.name),
+                ));
+            }
+            let name: FieldName = Arc::from(name);
+            if by_name.contains_key(&name) {
+                return Err(e("this field is defined twice".into()));
+            }
+            let sources = match &f.from {
+                None => vec![],
+                Some(OneOrMany::One(s)) => vec![s.clone()],
+                Some(OneOrMany::Many(v)) => v.clone(),
+            };
+            let sources = sources
+                .iter()
+                .map(|s| {
+                    SourcePath::parse(s.trim()).ok_or_else(|| {
+                        let known: Vec<&str> = SourcePath::ALL.iter().map(|p| p.as_str()).collect();
+                        e(format!(
+                            "unknown source path `{s}`; known paths: {}",
+                            known.join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let config = match f.config.as_deref() {
+                None => None,
+                Some("agency.name") => Some(ConfigKey::AgencyName),
+                Some("agency.credit_code") => Some(ConfigKey::AgencyCreditCode),
+                Some(other) => {
+                    return Err(e(format!(
+                        "config = \"{other}\": expected \"agency.name\" or \"agency.credit_code\""
+                    )))
+                }
+            };
+            if sources.is_empty() && config.is_none() && f.value.is_none() && f.otherwise.is_none()
+            {
+                return Err(e(
+                    "says nowhere where its value comes from: give `from`, `config` or `value`"
+                        .into(),
+                ));
+            }
+            let convert = match f.convert.as_deref() {
+                None => Convert::None,
+                Some("date") => Convert::Date,
+                Some("yuan_to_wan") => Convert::YuanToWan,
+                Some("id_number") => Convert::IdNumber,
+                Some("timestamp") => Convert::Timestamp,
+                Some(other) => {
+                    return Err(e(format!(
+                        "convert = \"{other}\": expected one of date, yuan_to_wan, id_number, timestamp"
+                    )))
+                }
+            };
+            let display_period = match f.otherwise.as_deref() {
+                None => false,
+                Some("display_period") => true,
+                Some(other) => {
+                    return Err(e(format!(
+                        "otherwise = \"{other}\": expected \"display_period\""
+                    )))
+                }
+            };
+            let check = match f.check.as_deref() {
+                None => None,
+                Some("uscc") => Some(Check::Uscc),
+                Some("org_code") => Some(Check::OrgCode),
+                Some("id_number") => Some(Check::IdNumber),
+                Some("date") => Some(Check::Date),
+                Some("amount") => Some(Check::Amount),
+                Some(other) => return Err(e(format!(
+                    "check = \"{other}\": expected one of uscc, org_code, id_number, date, amount"
+                ))),
+            };
+            for t in [&f.table, &f.one_of].into_iter().flatten() {
+                if !tables.contains_key(t) {
+                    let mut known: Vec<&String> = tables.keys().collect();
+                    known.sort();
+                    return Err(e(format!(
+                        "unknown code table `{t}`; known tables: {known:?}"
+                    )));
+                }
+            }
+            let rule = FieldRule {
+                name: name.clone(),
+                line,
+                sources,
+                config,
+                constant: f.value.clone(),
+                default: f.default.clone(),
+                table: f.table.clone(),
+                join: f.join.clone(),
+                convert,
+                display_period,
+                timestamp_format: f.format.clone(),
+                required: f.required.unwrap_or(false),
+                required_for: f.required_for.clone().unwrap_or_default(),
+                required_if: None,
+                applies_to: f.applies_to.clone(),
+                check,
+                check_if: None,
+                placeholder_for: f.placeholder_for.clone().unwrap_or_default(),
+                placeholder_requires: f.placeholder_requires.as_deref().map(Arc::from),
+                one_of: f.one_of.clone(),
+                max_len: f.max_len,
+                not_before: f.not_before.as_deref().map(Arc::from),
+            };
+            by_name.insert(name, fields.len());
+            fields.push(rule);
+        }
+        // Second pass: references to other fields must name fields of this mapping.
+        for (spanned, rule) in spec.fields.iter().zip(fields.iter_mut()) {
+            let f = spanned.get_ref();
+            let line = rule.line;
+            let known = |n: &str| -> Result<FieldName, MappingError> {
+                by_name
+                    .get_key_value(n)
+                    .map(|(k, _)| k.clone())
+                    .ok_or_else(|| {
+                        err(
+                            line,
+                            format!(
+                                "field {}: refers to `{n}`, which this mapping does not define",
+                                f.name
+                            ),
+                        )
+                    })
+            };
+            let cond = |c: &ConditionSpec| -> Result<Condition, MappingError> {
+                if c.equals.is_none() == c.contains_any.is_none() {
+                    return Err(err(
+                        line,
+                        format!(
+                            "field {}: a condition needs exactly one of `equals`, `contains_any`",
+                            f.name
+                        ),
+                    ));
+                }
+                Ok(Condition {
+                    field: known(&c.field)?,
+                    equals: c.equals.clone(),
+                    contains_any: c.contains_any.clone().unwrap_or_default(),
+                })
+            };
+            rule.required_if = f.required_if.as_ref().map(cond).transpose()?;
+            rule.check_if = f.check_if.as_ref().map(cond).transpose()?;
+            if let Some(n) = &f.placeholder_requires {
+                known(n)?;
+            }
+            if let Some(n) = &f.not_before {
+                known(n)?;
+            }
+        }
+        let category_field: Option<FieldName> = match &spec.category_field {
+            None => None,
+            Some(c) => Some(
+                by_name
+                    .get_key_value(c.as_str())
+                    .map(|(k, _)| k.clone())
+                    .ok_or_else(|| {
+                        err(
+                            1,
+                            format!("category_field = \"{c}\" is not a field of this mapping"),
+                        )
+                    })?,
+            ),
+        };
+        let key_field: FieldName = by_name
+            .get_key_value(spec.key_field.as_str())
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| {
+                err(
+                    1,
+                    format!(
+                        "key_field = \"{}\" is not a field of this mapping",
+                        spec.key_field
+                    ),
+                )
+            })?;
+        Ok(Mapping {
+            kind,
+            origin: file.to_string(),
+            date_format,
+            category_field,
+            key_field,
+            fields,
+            tables,
+            by_name,
+        })
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&FieldRule> {
+        self.by_name.get(name).map(|&i| &self.fields[i])
+    }
+
+    /// Maps and validates one source record. Never panics; every problem becomes a finding.
+    pub fn map(&self, ctx: &MappingContext, src: &SourceRecord) -> Mapped {
+        let mut findings = Vec::new();
+        let mut failed: Vec<FieldName> = Vec::new();
+        let mut values: Vec<(FieldName, String)> = Vec::with_capacity(self.fields.len());
+
+        // The party category decides which fields apply, so it is mapped first.
+        let category = match &self.category_field {
+            Some(f) => self.produce(
+                &self.fields[self.by_name[f]],
+                ctx,
+                src,
+                &mut findings,
+                &mut failed,
+            ),
+            None => None,
+        };
+        let category_known = category
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(str::to_string);
+
+        for rule in &self.fields {
+            if Some(&rule.name) == self.category_field.as_ref() {
+                if let Some(c) = &category {
+                    values.push((rule.name.clone(), c.clone()));
+                }
+                continue;
+            }
+            if !rule.applies(category_known.as_deref()) {
+                continue;
+            }
+            if let Some(v) = self.produce(rule, ctx, src, &mut findings, &mut failed) {
+                values.push((rule.name.clone(), v));
+            }
+        }
+        let record = PlatformRecord::from_fields(values);
+        validate::validate_record(self, &record, &failed, &mut findings);
+
+        let sender = ctx
+            .agency_credit_code
+            .as_deref()
+            .or_else(|| {
+                src.authority
+                    .as_ref()
+                    .and_then(|a| a.credit_code.as_deref())
+            })
+            .unwrap_or("");
+        let key = RecordKey::new(self.kind, sender, record.get(&self.key_field).unwrap_or("")).ok();
+        Mapped {
+            record,
+            key,
+            findings,
+        }
+    }
+
+    /// Computes one field's value from the source; conversion problems become findings.
+    fn produce(
+        &self,
+        rule: &FieldRule,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+        findings: &mut Vec<Finding>,
+        failed: &mut Vec<FieldName>,
+    ) -> Option<String> {
+        let mut raw: Option<String> = rule.constant.clone();
+        if raw.is_none() {
+            raw = match rule.config {
+                Some(ConfigKey::AgencyName) => ctx.agency_name.clone(),
+                Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.clone(),
+                None => None,
+            }
+            .filter(|s| !s.trim().is_empty());
+        }
+        if raw.is_none() {
+            for path in &rule.sources {
+                match path.get(src) {
+                    SourceValue::Absent => {}
+                    SourceValue::Text(t) => {
+                        if !t.trim().is_empty() {
+                            raw = Some(t.trim().to_string());
+                            break;
+                        }
+                    }
+                    SourceValue::List(items) => {
+                        let items: Vec<&str> = items
+                            .iter()
+                            .map(|s| s.trim())
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        if items.is_empty() {
+                            continue;
+                        }
+                        let sep = rule.join.as_deref().unwrap_or(";");
+                        let mut out: Vec<String> = Vec::with_capacity(items.len());
+                        for it in items {
+                            match &rule.table {
+                                Some(t) => match self.tables[t].lookup(it) {
+                                    Some(v) => {
+                                        if !out.contains(&v) {
+                                            out.push(v)
+                                        }
+                                    }
+                                    None => {
+                                        findings.push(validate::code_unknown(
+                                            &rule.name,
+                                            path.as_str(),
+                                            it,
+                                            &self.tables[t],
+                                        ));
+                                        failed.push(rule.name.clone());
+                                        return None;
+                                    }
+                                },
+                                None => out.push(it.to_string()),
+                            }
+                        }
+                        return Some(out.join(sep));
+                    }
+                }
+            }
+        }
+        if raw.is_none() {
+            raw = rule.default.clone();
+        }
+        let Some(raw) = raw else {
+            if rule.display_period {
+                return self.computed_display_until(ctx, src);
+            }
+            return None;
+        };
+        let path = rule.sources.first().map(|p| p.as_str()).unwrap_or("config");
+        let value = match &rule.table {
+            Some(t) => match self.tables[t].lookup(&raw) {
+                Some(v) => v,
+                None => {
+                    findings.push(validate::code_unknown(
+                        &rule.name,
+                        path,
+                        &raw,
+                        &self.tables[t],
+                    ));
+                    failed.push(rule.name.clone());
+                    return None;
+                }
+            },
+            None => raw,
+        };
+        let converted = match rule.convert {
+            Convert::None => Ok(value),
+            Convert::Date => match parse_source_date(&value) {
+                Some(d) => {
+                    let d = if rule.display_period {
+                        self.clamp_display(ctx, src, d)
+                    } else {
+                        d
+                    };
+                    Ok(self.date_format.format(d))
+                }
+                None => Err(validate::date_invalid(&rule.name, path, &value)),
+            },
+            Convert::YuanToWan => yuan_to_wan(&value)
+                .map_err(|code| validate::amount_problem(code, &rule.name, path, &value)),
+            Convert::IdNumber => Ok(upgrade_id_number(value)),
+            Convert::Timestamp => match chrono::DateTime::parse_from_rfc3339(&value) {
+                Ok(t) => Ok(t
+                    .with_timezone(&crate::model::china_offset())
+                    .format(
+                        rule.timestamp_format
+                            .as_deref()
+                            .unwrap_or("%Y-%m-%d %H:%M:%S"),
+                    )
+                    .to_string()),
+                Err(_) => Err(validate::date_invalid(&rule.name, path, &value)),
+            },
+        };
+        match converted {
+            Ok(v) => Some(v),
+            Err(f) => {
+                findings.push(f);
+                failed.push(rule.name.clone());
+                None
+            }
+        }
+    }
+
+    fn computed_display_until(&self, ctx: &MappingContext, src: &SourceRecord) -> Option<String> {
+        let decided = parse_source_date(src.decided_on.as_deref()?.trim())?;
+        ctx.display
+            .display_until(decided)
+            .map(|d| self.date_format.format(d))
+    }
+
+    /// A display end supplied by the source is kept, but never beyond the legal maximum.
+    fn clamp_display(&self, ctx: &MappingContext, src: &SourceRecord, d: NaiveDate) -> NaiveDate {
+        match src
+            .decided_on
+            .as_deref()
+            .and_then(|s| parse_source_date(s.trim()))
+            .and_then(|dec| ctx.display.latest(dec))
+        {
+            Some(max) if d > max => max,
+            _ => d,
+        }
+    }
+
+    /// The party category value of a mapped record.
+    pub fn category<'a>(&self, rec: &'a PlatformRecord) -> Option<&'a str> {
+        self.category_field.as_ref().and_then(|f| rec.get(f))
+    }
+}
+
+/// The result of mapping one source record: the platform record, its key (when the document number and sender
+/// allow one) and every finding. Valid means no findings and a key.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub record: PlatformRecord,
+    pub key: Option<RecordKey>,
+    pub findings: Vec<Finding>,
+}
+
+impl Mapped {
+    pub fn is_valid(&self) -> bool {
+        self.findings.is_empty() && self.key.is_some()
+    }
+}
+
+/// Source dates: `YYYY-MM-DD` (also `/` or `.` as separator, and an RFC 3339 timestamp's date part).
+pub fn parse_source_date(s: &str) -> Option<NaiveDate> {
+    let s = s.trim();
+    let date_part = if s.len() > 10 && s.is_char_boundary(10) && s.as_bytes()[10] == b'T' {
+        &s[..10]
+    } else {
+        s
+    };
+    validate::parse_date(date_part)
+}
+
+/// Converts a yuan amount to 万元, exactly: `2000` → `0.2`. Errors name the finding code.
+pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
+    let s = yuan.trim();
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+    {
+        return Err(FindingCode::AmountInvalid);
+    }
+    let d = Decimal::from_str(s).map_err(|_| FindingCode::AmountInvalid)?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(FindingCode::AmountNegative);
+    }
+    let wan = (d / Decimal::from(10_000)).normalize();
+    if wan.scale() > 6 {
+        return Err(FindingCode::AmountScale);
+    }
+    Ok(wan.to_string())
+}
+
+/// A 15-digit legacy ID number becomes its 18-digit form; anything else is left for validation to judge.
+fn upgrade_id_number(v: String) -> String {
+    if v.len() == 15 && v.bytes().all(|b| b.is_ascii_digit()) {
+        if let Some(v18) = crate::ids::IdNumber::convert_15(&v) {
+            return v18;
+        }
+    }
+    v
+}

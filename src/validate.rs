@@ -1,0 +1,388 @@
+//! Validation: every rule of the standard a platform applies to a record, as pure functions over a mapped
+//! record and its mapping's rules. The connector runs it before pushing; the platform simulator runs the same
+//! function on what it receives. Returns all findings, never just the first.
+
+use crate::findings::{Finding, FindingCode};
+use crate::ids::{self, IdError};
+use crate::mapping::{Check, CodeTable, FieldRule, Mapping};
+use crate::model::{FieldName, PlatformRecord};
+use chrono::NaiveDate;
+
+/// Validates a mapped record against its mapping's rules. Fields in `skip` already have a finding from mapping
+/// (a bad date, an unknown code) and are not judged again.
+pub fn validate_record(
+    m: &Mapping,
+    rec: &PlatformRecord,
+    skip: &[FieldName],
+    out: &mut Vec<Finding>,
+) {
+    let category = m.category(rec);
+    for rule in &m.fields {
+        if skip.iter().any(|s| *s == rule.name) {
+            continue;
+        }
+        if !rule.applies(category) {
+            // Mapping leaves fields that do not apply to the category empty; the platform ignores them.
+            continue;
+        }
+        match rec.get(&rule.name) {
+            None => {
+                if let Some(why) = required_because(rule, category, rec) {
+                    out.push(required(&rule.name, &why));
+                }
+            }
+            Some(v) => check_value(m, rule, v, category, rec, out),
+        }
+    }
+}
+
+/// Why an empty field is required, or None when it may be empty.
+fn required_because(
+    rule: &FieldRule,
+    category: Option<&str>,
+    rec: &PlatformRecord,
+) -> Option<(String, String)> {
+    if rule.required {
+        return Some(("必填项".into(), "it is always required".into()));
+    }
+    if let Some(c) = category {
+        if rule.required_for.iter().any(|x| x == c) {
+            return Some((
+                format!("行政相对人类别为「{c}」时必填"),
+                format!("it is required for party category {c}"),
+            ));
+        }
+    }
+    if let Some(cond) = &rule.required_if {
+        if cond.holds(rec) {
+            let what = cond
+                .equals
+                .clone()
+                .unwrap_or_else(|| cond.contains_any.join("/"));
+            return Some((
+                format!("{} 为「{what}」时必填", cond.field),
+                format!("it is required when {} contains {what}", cond.field),
+            ));
+        }
+    }
+    None
+}
+
+fn check_value(
+    m: &Mapping,
+    rule: &FieldRule,
+    v: &str,
+    category: Option<&str>,
+    rec: &PlatformRecord,
+    out: &mut Vec<Finding>,
+) {
+    let name = &*rule.name;
+    if let Some((i, ch)) = crate::xml::first_illegal_char(v) {
+        out.push(Finding::new(
+            FindingCode::XmlChar,
+            name,
+            format!("第 {} 个字符 U+{:04X} 是 XML 无法传输的控制字符，请在源系统中删除", i + 1, ch as u32),
+            format!(
+                "character {} is U+{:04X}, which XML 1.0 cannot carry; remove it in the source system",
+                i + 1,
+                ch as u32
+            ),
+        ));
+    }
+    if let Some(max) = rule.max_len {
+        let n = v.chars().count();
+        if n > max {
+            out.push(Finding::new(
+                FindingCode::TooLong,
+                name,
+                format!("长度 {n} 字，超过上限 {max} 字，请精简"),
+                format!("{n} characters, more than the {max} allowed; shorten it"),
+            ));
+        }
+    }
+    if let Some(t) = &rule.one_of {
+        let table = &m.tables[t];
+        let parts: Vec<&str> = if rule.is_list() {
+            v.split(';').map(str::trim).collect()
+        } else {
+            vec![v]
+        };
+        for p in parts {
+            if !table.contains_value(p) {
+                out.push(Finding::new(
+                    FindingCode::CodeUnknown,
+                    name,
+                    format!(
+                        "「{p}」不在代码表 {t} 中，可用值：{}",
+                        table.value_list().join("、")
+                    ),
+                    format!(
+                        "`{p}` is not a value of code table {t}; allowed: {}",
+                        table.value_list().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    match rule.check {
+        None => {}
+        Some(Check::Uscc) => check_uscc(rule, v, category, rec, out),
+        Some(Check::OrgCode) => {
+            if let Err(e) = ids::OrgCode::parse(v) {
+                let code = match e {
+                    IdError::CheckChar { .. } => FindingCode::OrgCodeCheck,
+                    _ => FindingCode::OrgCodeFormat,
+                };
+                out.push(id_finding(
+                    code,
+                    name,
+                    "组织机构代码",
+                    "organisation code",
+                    &e,
+                ));
+            }
+        }
+        Some(Check::IdNumber) => {
+            let applies = rule.check_if.as_ref().is_none_or(|c| c.holds(rec));
+            if applies {
+                if let Err(e) = ids::IdNumber::parse(v) {
+                    let code = match e {
+                        IdError::CheckChar { .. } => FindingCode::IdCheck,
+                        _ => FindingCode::IdFormat,
+                    };
+                    out.push(id_finding(code, name, "身份证号码", "ID number", &e));
+                }
+            }
+        }
+        Some(Check::Date) => {
+            if parse_date(v).is_none() {
+                out.push(date_invalid(name, name, v));
+            }
+        }
+        Some(Check::Amount) => {
+            if let Err(code) = check_amount(v) {
+                out.push(amount_problem(code, name, name, v));
+            }
+        }
+    }
+    if let Some(other) = &rule.not_before {
+        if let (Some(start), Some(end)) = (rec.get(other).and_then(parse_date), parse_date(v)) {
+            if end < start {
+                out.push(Finding::new(
+                    FindingCode::PeriodOrder,
+                    name,
+                    format!(
+                        "{name}（{v}）早于 {other}（{}），期限的结束不能早于开始",
+                        rec.get(other).unwrap_or("")
+                    ),
+                    format!(
+                        "{name} ({v}) is before {other} ({}); a period cannot end before it starts",
+                        rec.get(other).unwrap_or("")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn check_uscc(
+    rule: &FieldRule,
+    v: &str,
+    category: Option<&str>,
+    rec: &PlatformRecord,
+    out: &mut Vec<Finding>,
+) {
+    let name = &*rule.name;
+    if ids::is_uscc_placeholder(v) {
+        let allowed = category.is_some_and(|c| rule.placeholder_for.iter().any(|p| p == c));
+        if !allowed {
+            let who = if rule.placeholder_for.is_empty() {
+                "无".to_string()
+            } else {
+                rule.placeholder_for.join("、")
+            };
+            out.push(Finding::new(
+                FindingCode::UsccPlaceholder,
+                name,
+                format!("占位代码 00000000000000000X 只允许用于：{who}；请填写真实的统一社会信用代码"),
+                format!(
+                    "the placeholder 00000000000000000X is only allowed for: {}; give the real USCC",
+                    if rule.placeholder_for.is_empty() { "none".to_string() } else { rule.placeholder_for.join(", ") }
+                ),
+            ));
+        } else if let Some(req) = &rule.placeholder_requires {
+            if rec.get(req).is_none() {
+                out.push(Finding::new(
+                    FindingCode::Required,
+                    &**req,
+                    format!("{name} 使用占位代码 00000000000000000X 时，{req}（工商注册号）必填"),
+                    format!("{req} (registration number) is required when {name} is the placeholder 00000000000000000X"),
+                ));
+            }
+        }
+        return;
+    }
+    if let Err(e) = ids::Uscc::parse(v) {
+        let code = match e {
+            IdError::CheckChar { .. } => FindingCode::UsccCheck,
+            _ => FindingCode::UsccFormat,
+        };
+        out.push(id_finding(code, name, "统一社会信用代码", "USCC", &e));
+    }
+}
+
+fn id_finding(
+    code: FindingCode,
+    field: &str,
+    zh_what: &str,
+    en_what: &str,
+    e: &IdError,
+) -> Finding {
+    Finding::new(
+        code,
+        field,
+        format!("{zh_what}有误：{}，请核对原始证照", e.zh()),
+        format!("{en_what} is wrong: {e}; check it against the original certificate"),
+    )
+}
+
+fn required(field: &str, why: &(String, String)) -> Finding {
+    Finding::new(
+        FindingCode::Required,
+        field,
+        format!("{field} 为空（{}），请在源系统中补全", why.0),
+        format!(
+            "{field} is empty but {}; fill it in the source system",
+            why.1
+        ),
+    )
+}
+
+/// A source code that no row of the code table maps.
+pub fn code_unknown(field: &str, path: &str, code: &str, table: &CodeTable) -> Finding {
+    let _ = table;
+    Finding::new(
+        FindingCode::CodeUnknown,
+        field,
+        format!("源字段 {path} 的代码「{code}」在代码表中没有对应值，请修正源数据或在 mappings/codes.toml 中补充"),
+        format!("source {path} has code `{code}`, which the code table does not map; fix the record or add it to mappings/codes.toml"),
+    )
+}
+
+/// A date that is not a real date.
+pub fn date_invalid(field: &str, path: &str, value: &str) -> Finding {
+    Finding::new(
+        FindingCode::DateInvalid,
+        field,
+        format!("{path} 的值「{value}」不是有效日期（应为 YYYY-MM-DD 的真实日期）"),
+        format!("{path} is `{value}`, which is not a real date (expected YYYY-MM-DD)"),
+    )
+}
+
+/// An amount problem with its code.
+pub fn amount_problem(code: FindingCode, field: &str, path: &str, value: &str) -> Finding {
+    let (zh, en) = match code {
+        FindingCode::AmountNegative => ("金额不能为负数", "an amount cannot be negative"),
+        FindingCode::AmountScale => (
+            "金额精度超过 0.01 元（万元最多 6 位小数）",
+            "the amount is finer than 0.01 yuan (at most 6 decimal places in 万元)",
+        ),
+        _ => (
+            "不是数字金额（应为如 20000 或 35000.50 的十进制数）",
+            "not a decimal amount (like 20000 or 35000.50)",
+        ),
+    };
+    Finding::new(
+        code,
+        field,
+        format!("{path} 的值「{value}」：{zh}"),
+        format!("{path} is `{value}`: {en}"),
+    )
+}
+
+/// Platform amounts in 万元: a non-negative decimal with at most 6 places.
+pub fn check_amount(v: &str) -> Result<(), FindingCode> {
+    let s = v.trim();
+    let body = match s.strip_prefix('-') {
+        Some(rest) => {
+            if is_decimal(rest).is_some() {
+                return Err(FindingCode::AmountNegative);
+            }
+            return Err(FindingCode::AmountInvalid);
+        }
+        None => s,
+    };
+    match is_decimal(body) {
+        None => Err(FindingCode::AmountInvalid),
+        Some(places) if places > 6 => Err(FindingCode::AmountScale),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `digits[.digits]` → number of decimal places.
+fn is_decimal(s: &str) -> Option<usize> {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match frac {
+        None => Some(0),
+        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => Some(f.len()),
+        Some(_) => None,
+    }
+}
+
+/// Platform dates: `YYYY[-/.]M[M][-/.]D[D]` with one separator throughout, and a real calendar date.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() < 8 || b.len() > 10 || !b[..4].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sep = b[4];
+    if !matches!(sep, b'-' | b'/' | b'.') {
+        return None;
+    }
+    let rest = &s[5..];
+    let (m, d) = rest.split_once(sep as char)?;
+    let ok = |p: &str| (1..=2).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit());
+    if !ok(m) || !ok(d) {
+        return None;
+    }
+    let y: i32 = s[..4].parse().ok()?;
+    NaiveDate::from_ymd_opt(y, m.parse().ok()?, d.parse().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(
+            parse_date("2024/03/01"),
+            NaiveDate::from_ymd_opt(2024, 3, 1)
+        );
+        assert_eq!(parse_date("2024-3-1"), NaiveDate::from_ymd_opt(2024, 3, 1));
+        assert_eq!(
+            parse_date("2024.03.01"),
+            NaiveDate::from_ymd_opt(2024, 3, 1)
+        );
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2024/03-01"), None);
+        assert_eq!(parse_date("２０２４-03-01"), None);
+        assert_eq!(parse_date(""), None);
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(check_amount("0.2"), Ok(()));
+        assert_eq!(check_amount("12.000001"), Ok(()));
+        assert_eq!(check_amount("12.0000001"), Err(FindingCode::AmountScale));
+        assert_eq!(check_amount("-1"), Err(FindingCode::AmountNegative));
+        assert_eq!(check_amount("1e3"), Err(FindingCode::AmountInvalid));
+        assert_eq!(check_amount(".5"), Err(FindingCode::AmountInvalid));
+    }
+}

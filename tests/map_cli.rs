@@ -1,0 +1,200 @@
+//! `dualpub map` through the real binary: exit codes, output streams, and no panic on hostile input.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn dualpub(args: &[&str], stdin: &[u8], dir: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DUALPUB_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut sin = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn fixture_records(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/cases")
+        .join(format!("{name}.json"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    serde_json::to_vec(&v["records"]).unwrap()
+}
+
+#[test]
+fn valid_input_exits_0_with_xml_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dualpub(
+        &["map", "--kind", "permit"],
+        &fixture_records("permit_org"),
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        xml.starts_with("<record op=\"upsert\" key=\"XZXK:"),
+        "{xml}"
+    );
+    assert!(xml.contains("<XK_XDR_MC>河南豫东化工有限公司</XK_XDR_MC>"));
+    // with no config the data source unit is the deciding authority
+    assert!(xml.contains("<XK_LYDW>河南省应急管理厅</XK_LYDW>"));
+}
+
+#[test]
+fn json_lines_from_a_file_and_findings_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for name in ["permit_org", "finding_uscc_check"] {
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&fixture_records(name)).unwrap();
+        for r in v {
+            lines.extend(serde_json::to_vec(&r).unwrap());
+            lines.push(b'\n');
+        }
+    }
+    std::fs::write(dir.path().join("in.jsonl"), &lines).unwrap();
+    let out = dualpub(&["map", "--kind", "permit", "in.jsonl"], b"", dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("XK-U-2\tXK_XDR_SHXYM\tuscc_check\t"), "{err}");
+    assert!(
+        err.contains("2 permit record(s): 1 valid, 1 invalid"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn config_supplies_agency_and_mapping_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    for f in ["permit.toml", "penalty.toml", "codes.toml"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("mappings")
+                .join(f),
+        )
+        .unwrap();
+        std::fs::write(
+            m.join(f),
+            text.replace(
+                "date_format = \"YYYY/MM/DD\"",
+                "date_format = \"YYYY-MM-DD\"",
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("dualpub.toml"),
+        "[agency]\nname = \"洛阳市应急管理局\"\ncredit_code = \"11410300000012343Y\"\n[mapping]\ndir = \"m\"\n",
+    )
+    .unwrap();
+    let out = dualpub(
+        &["map", "--kind", "permit"],
+        &fixture_records("permit_org"),
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(xml.contains("<XK_LYDW>洛阳市应急管理局</XK_LYDW>"), "{xml}");
+    assert!(xml.contains("key=\"XZXK:11410300000012343Y:"), "{xml}");
+    assert!(
+        xml.contains("<XK_JDRQ>2024-03-01</XK_JDRQ>"),
+        "the mapping dir's date format is used: {xml}"
+    );
+}
+
+#[test]
+fn broken_mapping_or_unreadable_input_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dualpub.toml"),
+        "[mapping]\ndir = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = dualpub(&["map", "--kind", "permit"], b"[]", dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere/permit.toml"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dualpub(
+        &["map", "--kind", "permit", "missing.json"],
+        b"",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read missing.json"));
+    let out = dualpub(&["map", "--kind", "permit"], b"[{\"id\": 1,", dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let out = dualpub(&["map", "--kind", "parking"], b"[]", dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let out = dualpub(
+        &["map", "--kind", "permit"],
+        &[0xff, 0xfe, 0x00],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn hostile_input_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_obj = format!(
+        "[{{\"id\":\"d\",\"party\":{}1{}}}]",
+        "{\"a\":".repeat(5000),
+        "}".repeat(5000)
+    );
+    let huge = format!(
+        "[{{\"id\":\"h\",\"doc_no\":\"{}\",\"content\":\"{}\",\"party\":{{\"name\":\"{}\"}}}}]",
+        "号".repeat(100_000),
+        "<&>\\u0000".repeat(200_000),
+        "\\ud800x".repeat(10)
+    );
+    let inputs: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"]".to_vec(),
+        b"null".to_vec(),
+        b"42\n\"x\"\n[1,2]\n{\"id\":null}\n{}\n".to_vec(),
+        b"{\"id\":\"a\",\"penalty_types\":\"C02\"}\n{\"id\":\"b\",\"fine_yuan\":20000}\n{\"id\":\"c\",\"party\":[]}\n".to_vec(),
+        b"{\"id\":\"a\"} trailing\n{bad json\n".to_vec(),
+        deep.into_bytes(),
+        deep_obj.into_bytes(),
+        huge.into_bytes(),
+        b"[{\"id\":\"z\",\"decided_on\":\"9999999-99-99\",\"valid_to\":\"\xe5\x8f\xb7\",\"fine_yuan\":\"99999999999999999999999999999999\"}]".to_vec(),
+    ];
+    for kind in ["permit", "penalty"] {
+        for input in &inputs {
+            let out = dualpub(&["map", "--kind", kind], input, dir.path());
+            let code = out.status.code();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                matches!(code, Some(1) | Some(2)),
+                "exit {code:?} for {:?}: {err}",
+                String::from_utf8_lossy(&input[..input.len().min(80)])
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
