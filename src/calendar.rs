@@ -1,1 +1,638 @@
 //! Working-day calendar (调休) and publication deadlines.
+//!
+//! Permits and penalties must be public within 7 working days of the decision date (standard §3.1); the
+//! deadline is the 7th working day after the decision date, the decision day itself not counted (DESIGN.md §4).
+//! Working days follow the official calendar of mainland China: Monday–Friday unless a public holiday, and
+//! Saturday/Sunday only when the State Council makes it a working day (调休).
+//!
+//! The calendar is data, not code: `mappings/calendar.toml` (built into the binary, see [`Calendar::builtin`])
+//! holds one `[YEAR]` table per covered year with `holidays` (Monday–Friday days off) and `workdays`
+//! (weekend days made working days). An operator can load an edited copy with [`Calendar::load`]. A date in a
+//! year the file does not cover is an error ([`CalendarError::NotCovered`]) that says which file to extend —
+//! never a guess.
+//!
+//! Everything here is pure except [`Calendar::load`], which reads the file.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate, Weekday};
+
+/// The origin recorded for the built-in calendar, the file to extend each year.
+pub const BUILTIN_ORIGIN: &str = "mappings/calendar.toml";
+
+/// Working days allowed between a decision and its publication (standard §3.1).
+pub const PUBLICATION_WORKING_DAYS: u32 = 7;
+
+const BUILTIN_TEXT: &str = include_str!("../mappings/calendar.toml");
+
+const HOLIDAYS: &str = "holidays";
+const WORKDAYS: &str = "workdays";
+
+/// The official working-day calendar for a consecutive range of years.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calendar {
+    origin: String,
+    first_year: i32,
+    last_year: i32,
+    /// Monday–Friday dates that are public holidays.
+    holidays: HashSet<NaiveDate>,
+    /// Saturday/Sunday dates made working days (调休).
+    workdays: HashSet<NaiveDate>,
+}
+
+/// Why a calendar file could not be used, or a date could not be classified.
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("cannot read calendar file {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: no year tables; add one [YEAR] table per year with `holidays` and `workdays` lists")]
+    Empty { file: String },
+    #[error("{file}: unknown top-level key `{key}`: only year tables such as [2024] are allowed")]
+    NotAYear { file: String, key: String },
+    #[error("{file}: [{year}] must be a table with `holidays` and `workdays` lists")]
+    NotATable { file: String, year: i32 },
+    #[error(
+        "{file}: [{year}] has unknown key `{key}`: only `holidays` and `workdays` are allowed"
+    )]
+    UnknownKey {
+        file: String,
+        year: i32,
+        key: String,
+    },
+    #[error(
+        "{file}: [{year}] has no `{key}` list; write `{key} = []` if that year has none, so a forgotten list \
+         is never mistaken for an empty one"
+    )]
+    MissingKey {
+        file: String,
+        year: i32,
+        key: &'static str,
+    },
+    #[error("{file}: [{year}] {key} must be a list of \"YYYY-MM-DD\" dates; found {found}")]
+    NotAList {
+        file: String,
+        year: i32,
+        key: &'static str,
+        found: String,
+    },
+    #[error("{file}: [{year}] {key}: {value} is not a date in YYYY-MM-DD form")]
+    BadDate {
+        file: String,
+        year: i32,
+        key: &'static str,
+        value: String,
+    },
+    #[error("{file}: [{year}] {key}: {date} is in year {}, not {year}; move it to the [{}] table", .date.year(), .date.year())]
+    WrongYear {
+        file: String,
+        year: i32,
+        key: &'static str,
+        date: NaiveDate,
+    },
+    #[error(
+        "{file}: [{year}] holidays: {date} is a {weekday}; list only Monday–Friday holidays \
+         (weekends are rest days anyway)"
+    )]
+    HolidayOnWeekend {
+        file: String,
+        year: i32,
+        date: NaiveDate,
+        weekday: Weekday,
+    },
+    #[error(
+        "{file}: [{year}] workdays: {date} is a {weekday}; list only Saturdays and Sundays made working \
+         days (调休)"
+    )]
+    WorkdayOnWeekday {
+        file: String,
+        year: i32,
+        date: NaiveDate,
+        weekday: Weekday,
+    },
+    #[error("{file}: [{year}] {key}: {date} is listed twice")]
+    Duplicate {
+        file: String,
+        year: i32,
+        key: &'static str,
+        date: NaiveDate,
+    },
+    #[error(
+        "{file}: no [{year}] table, but [{first_year}] and [{last_year}] are present; covered years must be \
+         consecutive (a year without exceptions gets `holidays = []` and `workdays = []`)"
+    )]
+    MissingYear {
+        file: String,
+        year: i32,
+        first_year: i32,
+        last_year: i32,
+    },
+    #[error(
+        "{file} covers {first_year}–{last_year}; {date} is outside it: add a [{}] table to {file} with that \
+         year's official holidays and 调休 working days",
+        .date.year()
+    )]
+    NotCovered {
+        date: NaiveDate,
+        first_year: i32,
+        last_year: i32,
+        file: String,
+    },
+}
+
+impl Calendar {
+    /// The calendar built into the binary from `mappings/calendar.toml`.
+    pub fn builtin() -> Calendar {
+        Calendar::from_toml_str(BUILTIN_TEXT, BUILTIN_ORIGIN)
+            .expect("mappings/calendar.toml is part of the crate and checked by its tests, so it always parses")
+    }
+
+    /// Reads a calendar file in the `mappings/calendar.toml` format; errors name `path`.
+    pub fn load(path: &Path) -> Result<Calendar, CalendarError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Calendar::from_toml_str(&text, &file)
+    }
+
+    /// Parses calendar text; `origin` names the file in error messages (and is returned by [`Calendar::origin`]).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Calendar, CalendarError> {
+        let file = || origin.to_string();
+        let table: toml::Table = toml::from_str(text).map_err(|e| CalendarError::Syntax {
+            file: file(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+
+        let mut years = Vec::with_capacity(table.len());
+        let mut holidays = HashSet::new();
+        let mut workdays = HashSet::new();
+        for (key, value) in &table {
+            let year = parse_year(key).ok_or_else(|| CalendarError::NotAYear {
+                file: file(),
+                key: key.clone(),
+            })?;
+            let toml::Value::Table(inner) = value else {
+                return Err(CalendarError::NotATable { file: file(), year });
+            };
+            if let Some(unknown) = inner.keys().find(|k| *k != HOLIDAYS && *k != WORKDAYS) {
+                return Err(CalendarError::UnknownKey {
+                    file: file(),
+                    year,
+                    key: unknown.clone(),
+                });
+            }
+            for key in [HOLIDAYS, WORKDAYS] {
+                let list = inner.get(key).ok_or_else(|| CalendarError::MissingKey {
+                    file: file(),
+                    year,
+                    key,
+                })?;
+                let want_weekend = key == WORKDAYS;
+                let set = if want_weekend {
+                    &mut workdays
+                } else {
+                    &mut holidays
+                };
+                for date in parse_list(list, origin, year, key)? {
+                    let weekday = date.weekday();
+                    match (want_weekend, is_weekend(weekday)) {
+                        (false, true) => {
+                            return Err(CalendarError::HolidayOnWeekend {
+                                file: file(),
+                                year,
+                                date,
+                                weekday,
+                            })
+                        }
+                        (true, false) => {
+                            return Err(CalendarError::WorkdayOnWeekday {
+                                file: file(),
+                                year,
+                                date,
+                                weekday,
+                            })
+                        }
+                        _ => {}
+                    }
+                    if !set.insert(date) {
+                        return Err(CalendarError::Duplicate {
+                            file: file(),
+                            year,
+                            key,
+                            date,
+                        });
+                    }
+                }
+            }
+            years.push(year);
+        }
+
+        years.sort_unstable();
+        let (Some(&first_year), Some(&last_year)) = (years.first(), years.last()) else {
+            return Err(CalendarError::Empty { file: file() });
+        };
+        if let Some(gap) = years.windows(2).find(|w| w[1] != w[0] + 1) {
+            return Err(CalendarError::MissingYear {
+                file: file(),
+                year: gap[0] + 1,
+                first_year: gap[0],
+                last_year: gap[1],
+            });
+        }
+
+        Ok(Calendar {
+            origin: origin.to_string(),
+            first_year,
+            last_year,
+            holidays,
+            workdays,
+        })
+    }
+
+    /// First covered year.
+    pub fn first_year(&self) -> i32 {
+        self.first_year
+    }
+
+    /// Last covered year.
+    pub fn last_year(&self) -> i32 {
+        self.last_year
+    }
+
+    /// The file the calendar came from (`mappings/calendar.toml` for the built-in one).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Whether `date` falls in a covered year.
+    pub fn covers(&self, date: NaiveDate) -> bool {
+        (self.first_year..=self.last_year).contains(&date.year())
+    }
+
+    /// Whether `date` is an official working day: Monday–Friday unless a public holiday, Saturday/Sunday only
+    /// when made a working day (调休). A date outside the covered years is [`CalendarError::NotCovered`].
+    pub fn is_working_day(&self, date: NaiveDate) -> Result<bool, CalendarError> {
+        self.check_covered(date)?;
+        Ok(if is_weekend(date.weekday()) {
+            self.workdays.contains(&date)
+        } else {
+            !self.holidays.contains(&date)
+        })
+    }
+
+    /// The publication deadline: the 7th working day after `decided`, the decision day itself not counted
+    /// (whatever kind of day it is).
+    pub fn deadline(&self, decided: NaiveDate) -> Result<NaiveDate, CalendarError> {
+        self.nth_working_day_after(decided, PUBLICATION_WORKING_DAYS)
+    }
+
+    /// The `n`th working day after `decided`, `decided` itself not counted; `n = 0` gives `decided`.
+    /// Both `decided` and every day up to the result must be in covered years.
+    pub fn nth_working_day_after(
+        &self,
+        decided: NaiveDate,
+        n: u32,
+    ) -> Result<NaiveDate, CalendarError> {
+        self.check_covered(decided)?;
+        let mut day = decided;
+        let mut counted = 0;
+        while counted < n {
+            // Past NaiveDate::MAX no year can be covered; report the last representable date.
+            day = day
+                .succ_opt()
+                .ok_or_else(|| self.not_covered(NaiveDate::MAX))?;
+            if self.is_working_day(day)? {
+                counted += 1;
+            }
+        }
+        Ok(day)
+    }
+
+    fn check_covered(&self, date: NaiveDate) -> Result<(), CalendarError> {
+        if self.covers(date) {
+            Ok(())
+        } else {
+            Err(self.not_covered(date))
+        }
+    }
+
+    fn not_covered(&self, date: NaiveDate) -> CalendarError {
+        CalendarError::NotCovered {
+            date,
+            first_year: self.first_year,
+            last_year: self.last_year,
+            file: self.origin.clone(),
+        }
+    }
+}
+
+fn is_weekend(weekday: Weekday) -> bool {
+    matches!(weekday, Weekday::Sat | Weekday::Sun)
+}
+
+/// A table name is a year: exactly four ASCII digits.
+fn parse_year(key: &str) -> Option<i32> {
+    if key.len() == 4 && key.bytes().all(|b| b.is_ascii_digit()) {
+        key.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Parses one `holidays`/`workdays` list: "YYYY-MM-DD" strings (or bare TOML dates), all in `year`.
+fn parse_list(
+    value: &toml::Value,
+    file: &str,
+    year: i32,
+    key: &'static str,
+) -> Result<Vec<NaiveDate>, CalendarError> {
+    let toml::Value::Array(items) = value else {
+        return Err(CalendarError::NotAList {
+            file: file.to_string(),
+            year,
+            key,
+            found: format!("{} {value}", value.type_str()),
+        });
+    };
+    items
+        .iter()
+        .map(|item| {
+            let date = parse_date(item).ok_or_else(|| CalendarError::BadDate {
+                file: file.to_string(),
+                year,
+                key,
+                value: item.to_string(),
+            })?;
+            if date.year() != year {
+                return Err(CalendarError::WrongYear {
+                    file: file.to_string(),
+                    year,
+                    key,
+                    date,
+                });
+            }
+            Ok(date)
+        })
+        .collect()
+}
+
+fn parse_date(item: &toml::Value) -> Option<NaiveDate> {
+    match item {
+        toml::Value::String(s) => {
+            // Strict: exactly YYYY-MM-DD with zero padding, a real date.
+            let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+            (date.format("%Y-%m-%d").to_string() == *s).then_some(date)
+        }
+        toml::Value::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => {
+            let d = dt.date?;
+            NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn parse(text: &str) -> Result<Calendar, CalendarError> {
+        Calendar::from_toml_str(text, "test/cal.toml")
+    }
+
+    fn parse_err(text: &str) -> String {
+        let e = parse(text).expect_err("should not parse");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("test/cal.toml"),
+            "error does not name the file: {msg}"
+        );
+        msg
+    }
+
+    const SMALL: &str = r#"
+        [2024]
+        holidays = ["2024-05-01", "2024-05-02", "2024-05-03"]
+        workdays = ["2024-04-28", "2024-05-11"]
+        [2025]
+        holidays = []
+        workdays = []
+    "#;
+
+    #[test]
+    fn builtin_parses_and_covers_2018_to_2026() {
+        let cal = Calendar::builtin();
+        assert_eq!(cal.first_year(), 2018);
+        assert_eq!(cal.last_year(), 2026);
+        assert_eq!(cal.origin(), BUILTIN_ORIGIN);
+    }
+
+    #[test]
+    fn weekend_rules() {
+        let cal = Calendar::builtin();
+        // Ordinary week: Mon–Fri work, Sat/Sun rest.
+        assert!(cal.is_working_day(d(2024, 3, 15)).unwrap()); // Fri
+        assert!(!cal.is_working_day(d(2024, 3, 16)).unwrap()); // Sat
+        assert!(!cal.is_working_day(d(2024, 3, 17)).unwrap()); // Sun
+        assert!(cal.is_working_day(d(2024, 3, 18)).unwrap()); // Mon
+                                                              // Weekday public holiday.
+        assert!(!cal.is_working_day(d(2024, 10, 1)).unwrap()); // Tue, National Day
+                                                               // Weekend inside a holiday period stays a rest day.
+        assert!(!cal.is_working_day(d(2024, 10, 5)).unwrap());
+    }
+
+    #[test]
+    fn tiaoxiu_saturday_is_a_working_day() {
+        let cal = Calendar::builtin();
+        // Sat 2024-05-11 was made a working day for Labour Day 2024; the Saturday before was not.
+        assert_eq!(d(2024, 5, 11).weekday(), Weekday::Sat);
+        assert!(cal.is_working_day(d(2024, 5, 11)).unwrap());
+        assert!(!cal.is_working_day(d(2024, 5, 4)).unwrap());
+        // Sun 2024-02-18 after Spring Festival.
+        assert!(cal.is_working_day(d(2024, 2, 18)).unwrap());
+    }
+
+    #[test]
+    fn deadline_counts_tiaoxiu_and_skips_holidays() {
+        let cal = parse(SMALL).unwrap();
+        // Tue 04-30: 05-01..05-05 off; Mon 06 1, Tue 07 2, Wed 08 3, Thu 09 4, Fri 10 5, Sat 11 调休 6, Mon 13 7.
+        assert_eq!(cal.deadline(d(2024, 4, 30)).unwrap(), d(2024, 5, 13));
+        // Decided on the 调休 Saturday itself: that day is not counted.
+        assert_eq!(cal.deadline(d(2024, 5, 11)).unwrap(), d(2024, 5, 21));
+        assert_eq!(
+            cal.nth_working_day_after(d(2024, 5, 10), 1).unwrap(),
+            d(2024, 5, 11)
+        );
+        assert_eq!(
+            cal.nth_working_day_after(d(2024, 5, 4), 0).unwrap(),
+            d(2024, 5, 4)
+        );
+        // An empty year table still covers its year: plain weeks.
+        assert_eq!(cal.deadline(d(2025, 12, 19)).unwrap(), d(2025, 12, 30));
+    }
+
+    #[test]
+    fn outside_covered_years_is_an_explained_error() {
+        let cal = parse(SMALL).unwrap();
+        let err = cal.deadline(d(2025, 12, 26)).unwrap_err();
+        match &err {
+            CalendarError::NotCovered {
+                date,
+                first_year,
+                last_year,
+                file,
+            } => {
+                assert_eq!(*date, d(2026, 1, 1));
+                assert_eq!((*first_year, *last_year), (2024, 2025));
+                assert_eq!(file, "test/cal.toml");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "test/cal.toml covers 2024–2025; 2026-01-01 is outside it: add a [2026] table to test/cal.toml \
+             with that year's official holidays and 调休 working days"
+        );
+        assert!(matches!(
+            cal.is_working_day(d(2023, 12, 29)),
+            Err(CalendarError::NotCovered { .. })
+        ));
+        // The decision date itself must be covered.
+        assert!(cal.deadline(d(2023, 12, 29)).is_err());
+    }
+
+    #[test]
+    fn native_toml_dates_are_accepted() {
+        let cal = parse("[2024]\nholidays = [2024-10-01]\nworkdays = [2024-10-12]\n").unwrap();
+        assert!(!cal.is_working_day(d(2024, 10, 1)).unwrap());
+        assert!(cal.is_working_day(d(2024, 10, 12)).unwrap());
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let msg = parse_err("[2024\nholidays = []");
+        assert!(msg.contains("not valid TOML"), "{msg}");
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        assert!(matches!(
+            parse("# nothing\n"),
+            Err(CalendarError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let msg = parse_err("version = 1\n[2024]\nholidays = []\nworkdays = []\n");
+        assert!(msg.contains("`version`"), "{msg}");
+        let msg = parse_err("[24]\nholidays = []\nworkdays = []\n");
+        assert!(msg.contains("`24`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_year() {
+        let msg = parse_err("[2024]\nholidays = []\nworkdays = []\nholiday = [\"2024-10-01\"]\n");
+        assert!(msg.contains("[2024]") && msg.contains("`holiday`"), "{msg}");
+    }
+
+    #[test]
+    fn missing_key_in_year() {
+        let msg = parse_err("[2024]\nholidays = []\n");
+        assert!(
+            msg.contains("[2024]") && msg.contains("`workdays`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn year_must_be_a_table_and_lists_must_be_lists() {
+        assert!(matches!(
+            parse("2024 = 1\n"),
+            Err(CalendarError::NotATable { year: 2024, .. })
+        ));
+        let msg = parse_err("[2024]\nholidays = \"2024-10-01\"\nworkdays = []\n");
+        assert!(msg.contains("[2024] holidays must be a list"), "{msg}");
+    }
+
+    #[test]
+    fn bad_date_strings() {
+        for bad in [
+            "2024-13-01",
+            "2024-02-30",
+            "2024-1-1",
+            "20240101",
+            "Oct 1",
+            " 2024-10-01",
+        ] {
+            let text = format!("[2024]\nholidays = [\"{bad}\"]\nworkdays = []\n");
+            let msg = parse_err(&text);
+            assert!(
+                msg.contains("[2024] holidays") && msg.contains(bad) && msg.contains("YYYY-MM-DD"),
+                "{bad}: {msg}"
+            );
+        }
+        let msg = parse_err("[2024]\nholidays = [20241001]\nworkdays = []\n");
+        assert!(msg.contains("20241001"), "{msg}");
+    }
+
+    #[test]
+    fn date_in_the_wrong_year_table() {
+        // Sat 2018-12-29 was a 调休 day for New Year 2019, but it belongs to [2018].
+        let msg = parse_err("[2019]\nholidays = []\nworkdays = [\"2018-12-29\"]\n");
+        assert!(
+            msg.contains("[2019] workdays") && msg.contains("2018-12-29") && msg.contains("[2018]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn holiday_on_a_weekend_is_rejected() {
+        let msg = parse_err("[2024]\nholidays = [\"2024-10-05\"]\nworkdays = []\n");
+        assert!(msg.contains("2024-10-05 is a Sat"), "{msg}");
+        assert!(matches!(
+            parse("[2024]\nholidays = [\"2024-10-05\"]\nworkdays = []\n"),
+            Err(CalendarError::HolidayOnWeekend { year: 2024, .. })
+        ));
+    }
+
+    #[test]
+    fn workday_on_a_weekday_is_rejected() {
+        let msg = parse_err("[2024]\nholidays = []\nworkdays = [\"2024-10-08\"]\n");
+        assert!(
+            msg.contains("2024-10-08 is a Tue") && msg.contains("调休"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let msg = parse_err("[2024]\nholidays = [\"2024-10-01\", \"2024-10-01\"]\nworkdays = []\n");
+        assert!(msg.contains("listed twice"), "{msg}");
+    }
+
+    #[test]
+    fn years_must_be_consecutive() {
+        let text = "[2024]\nholidays = []\nworkdays = []\n[2026]\nholidays = []\nworkdays = []\n";
+        let msg = parse_err(text);
+        assert!(msg.contains("no [2025] table"), "{msg}");
+    }
+
+    #[test]
+    fn load_names_the_path() {
+        let err = Calendar::load(Path::new("/nonexistent/dir/calendar.toml")).unwrap_err();
+        assert!(matches!(err, CalendarError::Io { .. }));
+        assert!(err.to_string().contains("/nonexistent/dir/calendar.toml"));
+    }
+}
