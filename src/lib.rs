@@ -4,5 +4,6 @@
 pub mod calendar;
 pub mod ids;
 pub mod model;
+pub mod sim;
 pub mod source_schema;
 pub mod xml;

@@ -81,7 +81,8 @@ impl PlatformRecord {
     /// Builds a record from any fields; empty values are dropped and the rest sorted by name. A field named twice
     /// keeps its last value.
     pub fn from_fields<I: IntoIterator<Item = (FieldName, String)>>(fields: I) -> Self {
-        let mut v: Vec<(FieldName, String)> = fields.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let mut v: Vec<(FieldName, String)> =
+            fields.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         // keep the last of equal names
         let mut out: Vec<(FieldName, String)> = Vec::with_capacity(v.len());
@@ -273,7 +274,8 @@ mod tests {
 
     #[test]
     fn key_trims_document_number() {
-        let k = RecordKey::new(Kind::Permit, "91230500MA1B3N1N2M", "  豫安许〔2024〕1号 \n").unwrap();
+        let k =
+            RecordKey::new(Kind::Permit, "91230500MA1B3N1N2M", "  豫安许〔2024〕1号 \n").unwrap();
         assert_eq!(k.as_str(), "XZXK:91230500MA1B3N1N2M:豫安许〔2024〕1号");
         assert_eq!(k.doc_no(), "豫安许〔2024〕1号");
         assert_eq!(k.kind(), Kind::Permit);

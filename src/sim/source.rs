@@ -1,0 +1,1 @@
+//! The enforcement-system simulator (in progress).
