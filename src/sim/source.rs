@@ -564,16 +564,17 @@ struct Touch {
 }
 
 async fn admin_touch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let touch: Touch =
-        match serde_json::from_slice(&body) {
-            Ok(t) => t,
-            Err(e) => return error(
+    let touch: Touch = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "the body must be {{\"kind\": \"permit\"|\"penalty\", \"ids\": [...]}}: {e}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let mut st = s.lock();
     let kind = touch.kind;
     let mut records = Vec::with_capacity(touch.ids.len());
