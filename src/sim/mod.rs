@@ -1,0 +1,51 @@
+//! Simulators of the two systems dualpub sits between, used by tests, `dualpub demo` and `dualpub sim`.
+//!
+//! - [`gen`]: the deterministic record generator behind the enforcement-system simulator. Record *i* of a kind
+//!   is a pure function of (seed, kind, i), so a million records cost no memory.
+//! - [`source`]: the enforcement-system (执法系统) simulator, an HTTP server speaking the change-feed protocol
+//!   of DESIGN §2, with admin endpoints to insert, replace, delete and re-stamp records.
+//!
+//! Both sides of the simulator share the time format below: RFC 3339 with milliseconds and the `+08:00` offset.
+
+use chrono::{DateTime, FixedOffset};
+
+pub mod gen;
+pub mod source;
+
+/// China Standard Time, the offset every simulated timestamp carries.
+pub(crate) fn cst() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// Formats epoch milliseconds as `2024-03-05T10:22:31.123+08:00`.
+pub fn format_ts(millis: i64) -> String {
+    match DateTime::from_timestamp_millis(millis) {
+        Some(t) => t
+            .with_timezone(&cst())
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+        // Outside chrono's range (±262,000 years): cannot come from the generator or from `parse_ts`.
+        None => String::new(),
+    }
+}
+
+/// Parses an RFC 3339 timestamp with any offset into epoch milliseconds (sub-millisecond digits are
+/// truncated towards the past). `None` when it is not RFC 3339.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_compare_as_instants() {
+        let ms = parse_ts("2024-03-05T10:22:31.123+08:00").unwrap();
+        assert_eq!(format_ts(ms), "2024-03-05T10:22:31.123+08:00");
+        assert_eq!(parse_ts("2024-03-05T02:22:31.123Z"), Some(ms));
+        assert_eq!(parse_ts("2024-03-05"), None);
+    }
+}
