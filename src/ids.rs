@@ -119,7 +119,7 @@ impl IdError {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// USCC alphabet; a character's value is its index (31 symbols, no I, O, S, V, Z).
-const USCC_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+pub const USCC_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 /// Weights for positions 1–17 (3^(i−1) mod 31).
 const USCC_WEIGHTS: [u32; 17] = [
     1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,

@@ -45,10 +45,12 @@ pub enum DateFormat {
 
 impl DateFormat {
     pub fn format(self, d: NaiveDate) -> String {
-        match self {
-            DateFormat::Slash => d.format("%Y/%m/%d").to_string(),
-            DateFormat::Dash => d.format("%Y-%m-%d").to_string(),
-        }
+        use chrono::Datelike;
+        let sep = match self {
+            DateFormat::Slash => '/',
+            DateFormat::Dash => '-',
+        };
+        format!("{:04}{sep}{:02}{sep}{:02}", d.year(), d.month(), d.day())
     }
 }
 
@@ -176,13 +178,19 @@ impl CodeTable {
 #[derive(Debug, Clone)]
 pub struct Condition {
     pub field: FieldName,
+    /// The index of `field` in the mapping's rules.
+    pub index: usize,
     pub equals: Option<String>,
     pub contains_any: Vec<String>,
 }
 
 impl Condition {
     pub fn holds(&self, rec: &PlatformRecord) -> bool {
-        let v = rec.get(&self.field).unwrap_or("");
+        self.holds_value(rec.get(&self.field).unwrap_or(""))
+    }
+
+    /// Judges the condition on the value of its field.
+    pub fn holds_value(&self, v: &str) -> bool {
         if let Some(eq) = &self.equals {
             return v == eq;
         }
@@ -201,7 +209,7 @@ pub struct FieldRule {
     config: Option<ConfigKey>,
     constant: Option<String>,
     default: Option<String>,
-    table: Option<String>,
+    table: Option<(String, Arc<CodeTable>)>,
     join: Option<String>,
     convert: Convert,
     display_period: bool,
@@ -214,7 +222,7 @@ pub struct FieldRule {
     pub check_if: Option<Condition>,
     pub placeholder_for: Vec<String>,
     pub placeholder_requires: Option<FieldName>,
-    pub one_of: Option<String>,
+    pub one_of: Option<(String, Arc<CodeTable>)>,
     pub max_len: Option<usize>,
     pub not_before: Option<FieldName>,
 }
@@ -245,6 +253,8 @@ pub struct Mapping {
     pub fields: Vec<FieldRule>,
     pub tables: HashMap<String, CodeTable>,
     by_name: HashMap<FieldName, usize>,
+    /// Rule indexes in ascending field-name order, the order of a `PlatformRecord`.
+    sorted: Vec<usize>,
 }
 
 /// Both kinds' mappings, as used by every command.
@@ -581,9 +591,11 @@ impl Mapping {
                 Some("id_number") => Some(Check::IdNumber),
                 Some("date") => Some(Check::Date),
                 Some("amount") => Some(Check::Amount),
-                Some(other) => return Err(e(format!(
+                Some(other) => {
+                    return Err(e(format!(
                     "check = \"{other}\": expected one of uscc, org_code, id_number, date, amount"
-                ))),
+                )))
+                }
             };
             for t in [&f.table, &f.one_of].into_iter().flatten() {
                 if !tables.contains_key(t) {
@@ -601,7 +613,10 @@ impl Mapping {
                 config,
                 constant: f.value.clone(),
                 default: f.default.clone(),
-                table: f.table.clone(),
+                table: f
+                    .table
+                    .as_ref()
+                    .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
                 join: f.join.clone(),
                 convert,
                 display_period,
@@ -614,7 +629,10 @@ impl Mapping {
                 check_if: None,
                 placeholder_for: f.placeholder_for.clone().unwrap_or_default(),
                 placeholder_requires: f.placeholder_requires.as_deref().map(Arc::from),
-                one_of: f.one_of.clone(),
+                one_of: f
+                    .one_of
+                    .as_ref()
+                    .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
                 max_len: f.max_len,
                 not_before: f.not_before.as_deref().map(Arc::from),
             };
@@ -649,8 +667,10 @@ impl Mapping {
                         ),
                     ));
                 }
+                let field = known(&c.field)?;
                 Ok(Condition {
-                    field: known(&c.field)?,
+                    index: by_name[&field],
+                    field,
                     equals: c.equals.clone(),
                     contains_any: c.contains_any.clone().unwrap_or_default(),
                 })
@@ -690,6 +710,8 @@ impl Mapping {
                     ),
                 )
             })?;
+        let mut sorted: Vec<usize> = (0..fields.len()).collect();
+        sorted.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
         Ok(Mapping {
             kind,
             origin: file.to_string(),
@@ -699,7 +721,12 @@ impl Mapping {
             fields,
             tables,
             by_name,
+            sorted,
         })
+    }
+
+    pub fn rule_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     pub fn rule(&self, name: &str) -> Option<&FieldRule> {
@@ -709,41 +736,32 @@ impl Mapping {
     /// Maps and validates one source record. Never panics; every problem becomes a finding.
     pub fn map(&self, ctx: &MappingContext, src: &SourceRecord) -> Mapped {
         let mut findings = Vec::new();
-        let mut failed: Vec<FieldName> = Vec::new();
-        let mut values: Vec<(FieldName, String)> = Vec::with_capacity(self.fields.len());
+        // Per rule: its value, and whether mapping already reported a problem with it.
+        let mut slots: Vec<Option<String>> = vec![None; self.fields.len()];
+        let mut failed: Vec<bool> = vec![false; self.fields.len()];
 
         // The party category decides which fields apply, so it is mapped first.
-        let category = match &self.category_field {
-            Some(f) => self.produce(
-                &self.fields[self.by_name[f]],
-                ctx,
-                src,
-                &mut findings,
-                &mut failed,
-            ),
-            None => None,
-        };
-        let category_known = category
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .map(str::to_string);
-
-        for rule in &self.fields {
-            if Some(&rule.name) == self.category_field.as_ref() {
-                if let Some(c) = &category {
-                    values.push((rule.name.clone(), c.clone()));
-                }
-                continue;
-            }
-            if !rule.applies(category_known.as_deref()) {
-                continue;
-            }
-            if let Some(v) = self.produce(rule, ctx, src, &mut findings, &mut failed) {
-                values.push((rule.name.clone(), v));
-            }
+        let category_index = self.category_field.as_ref().map(|f| self.by_name[f]);
+        if let Some(ci) = category_index {
+            slots[ci] = self.produce(ci, ctx, src, &mut findings, &mut failed);
         }
-        let record = PlatformRecord::from_fields(values);
-        validate::validate_record(self, &record, &failed, &mut findings);
+        let category = category_index.and_then(|ci| slots[ci].clone());
+
+        for (i, rule) in self.fields.iter().enumerate() {
+            if Some(i) == category_index || !rule.applies(category.as_deref()) {
+                continue;
+            }
+            slots[i] = self.produce(i, ctx, src, &mut findings, &mut failed);
+        }
+        {
+            let values: Vec<Option<&str>> = slots.iter().map(|v| v.as_deref()).collect();
+            validate::validate_values(self, &values, &failed, &mut findings);
+        }
+        let record = PlatformRecord::from_sorted(
+            self.sorted
+                .iter()
+                .filter_map(|&i| slots[i].take().map(|v| (self.fields[i].name.clone(), v))),
+        );
 
         let sender = ctx
             .agency_credit_code
@@ -765,12 +783,13 @@ impl Mapping {
     /// Computes one field's value from the source; conversion problems become findings.
     fn produce(
         &self,
-        rule: &FieldRule,
+        index: usize,
         ctx: &MappingContext,
         src: &SourceRecord,
         findings: &mut Vec<Finding>,
-        failed: &mut Vec<FieldName>,
+        failed: &mut [bool],
     ) -> Option<String> {
+        let rule = &self.fields[index];
         let mut raw: Option<String> = rule.constant.clone();
         if raw.is_none() {
             raw = match rule.config {
@@ -803,7 +822,7 @@ impl Mapping {
                         let mut out: Vec<String> = Vec::with_capacity(items.len());
                         for it in items {
                             match &rule.table {
-                                Some(t) => match self.tables[t].lookup(it) {
+                                Some(t) => match t.1.lookup(it) {
                                     Some(v) => {
                                         if !out.contains(&v) {
                                             out.push(v)
@@ -814,9 +833,9 @@ impl Mapping {
                                             &rule.name,
                                             path.as_str(),
                                             it,
-                                            &self.tables[t],
+                                            &t.1,
                                         ));
-                                        failed.push(rule.name.clone());
+                                        failed[index] = true;
                                         return None;
                                     }
                                 },
@@ -839,16 +858,11 @@ impl Mapping {
         };
         let path = rule.sources.first().map(|p| p.as_str()).unwrap_or("config");
         let value = match &rule.table {
-            Some(t) => match self.tables[t].lookup(&raw) {
+            Some(t) => match t.1.lookup(&raw) {
                 Some(v) => v,
                 None => {
-                    findings.push(validate::code_unknown(
-                        &rule.name,
-                        path,
-                        &raw,
-                        &self.tables[t],
-                    ));
-                    failed.push(rule.name.clone());
+                    findings.push(validate::code_unknown(&rule.name, path, &raw, &t.1));
+                    failed[index] = true;
                     return None;
                 }
             },
@@ -886,7 +900,7 @@ impl Mapping {
             Ok(v) => Some(v),
             Err(f) => {
                 findings.push(f);
-                failed.push(rule.name.clone());
+                failed[index] = true;
                 None
             }
         }

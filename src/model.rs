@@ -107,6 +107,18 @@ impl PlatformRecord {
         Self { fields: out }
     }
 
+    /// Builds a record from fields already in ascending name order with distinct names (as a mapping produces
+    /// them); empty values are dropped.
+    pub fn from_sorted<I: IntoIterator<Item = (FieldName, String)>>(fields: I) -> Self {
+        let fields: Vec<(FieldName, String)> =
+            fields.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        debug_assert!(
+            fields.windows(2).all(|w| w[0].0 < w[1].0),
+            "fields must be sorted and distinct"
+        );
+        Self { fields }
+    }
+
     /// Sets a field; an empty value removes it.
     pub fn set(&mut self, name: FieldName, value: String) {
         match self.fields.binary_search_by(|(k, _)| (**k).cmp(&*name)) {

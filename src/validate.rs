@@ -5,33 +5,45 @@
 use crate::findings::{Finding, FindingCode};
 use crate::ids::{self, IdError};
 use crate::mapping::{Check, CodeTable, FieldRule, Mapping};
-use crate::model::{FieldName, PlatformRecord};
+use crate::model::PlatformRecord;
 use chrono::NaiveDate;
 
 /// Validates a mapped record against its mapping's rules. Fields in `skip` already have a finding from mapping
 /// (a bad date, an unknown code) and are not judged again.
-pub fn validate_record(
+pub fn validate_record(m: &Mapping, rec: &PlatformRecord, out: &mut Vec<Finding>) {
+    let values: Vec<Option<&str>> = m.fields.iter().map(|r| rec.get(&r.name)).collect();
+    validate_values(m, &values, &[], out);
+}
+
+/// Validates the values of a record given per rule of the mapping (`values[i]` is rule `i`'s value). Rules
+/// whose `skip` flag is set already have a finding from mapping (a bad date, an unknown code) and are not
+/// judged again.
+pub fn validate_values(
     m: &Mapping,
-    rec: &PlatformRecord,
-    skip: &[FieldName],
+    values: &[Option<&str>],
+    skip: &[bool],
     out: &mut Vec<Finding>,
 ) {
-    let category = m.category(rec);
-    for rule in &m.fields {
-        if skip.iter().any(|s| *s == rule.name) {
+    let category = m
+        .category_field
+        .as_ref()
+        .and_then(|f| m.rule_index(f))
+        .and_then(|i| values[i]);
+    for (i, rule) in m.fields.iter().enumerate() {
+        if skip.get(i).copied().unwrap_or(false) {
             continue;
         }
         if !rule.applies(category) {
             // Mapping leaves fields that do not apply to the category empty; the platform ignores them.
             continue;
         }
-        match rec.get(&rule.name) {
+        match values[i] {
             None => {
-                if let Some(why) = required_because(rule, category, rec) {
+                if let Some(why) = required_because(rule, category, values) {
                     out.push(required(&rule.name, &why));
                 }
             }
-            Some(v) => check_value(m, rule, v, category, rec, out),
+            Some(v) => check_value(m, rule, v, category, values, out),
         }
     }
 }
@@ -40,7 +52,7 @@ pub fn validate_record(
 fn required_because(
     rule: &FieldRule,
     category: Option<&str>,
-    rec: &PlatformRecord,
+    values: &[Option<&str>],
 ) -> Option<(String, String)> {
     if rule.required {
         return Some(("必填项".into(), "it is always required".into()));
@@ -54,7 +66,7 @@ fn required_because(
         }
     }
     if let Some(cond) = &rule.required_if {
-        if cond.holds(rec) {
+        if cond.holds_value(values[cond.index].unwrap_or("")) {
             let what = cond
                 .equals
                 .clone()
@@ -73,7 +85,7 @@ fn check_value(
     rule: &FieldRule,
     v: &str,
     category: Option<&str>,
-    rec: &PlatformRecord,
+    values: &[Option<&str>],
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
@@ -100,8 +112,7 @@ fn check_value(
             ));
         }
     }
-    if let Some(t) = &rule.one_of {
-        let table = &m.tables[t];
+    if let Some((t, table)) = &rule.one_of {
         let parts: Vec<&str> = if rule.is_list() {
             v.split(';').map(str::trim).collect()
         } else {
@@ -126,7 +137,7 @@ fn check_value(
     }
     match rule.check {
         None => {}
-        Some(Check::Uscc) => check_uscc(rule, v, category, rec, out),
+        Some(Check::Uscc) => check_uscc(m, rule, v, category, values, out),
         Some(Check::OrgCode) => {
             if let Err(e) = ids::OrgCode::parse(v) {
                 let code = match e {
@@ -143,7 +154,10 @@ fn check_value(
             }
         }
         Some(Check::IdNumber) => {
-            let applies = rule.check_if.as_ref().is_none_or(|c| c.holds(rec));
+            let applies = rule
+                .check_if
+                .as_ref()
+                .is_none_or(|c| c.holds_value(values[c.index].unwrap_or("")));
             if applies {
                 if let Err(e) = ids::IdNumber::parse(v) {
                     let code = match e {
@@ -166,18 +180,19 @@ fn check_value(
         }
     }
     if let Some(other) = &rule.not_before {
-        if let (Some(start), Some(end)) = (rec.get(other).and_then(parse_date), parse_date(v)) {
+        let other_value = m.rule_index(other).and_then(|j| values[j]);
+        if let (Some(start), Some(end)) = (other_value.and_then(parse_date), parse_date(v)) {
             if end < start {
                 out.push(Finding::new(
                     FindingCode::PeriodOrder,
                     name,
                     format!(
                         "{name}（{v}）早于 {other}（{}），期限的结束不能早于开始",
-                        rec.get(other).unwrap_or("")
+                        other_value.unwrap_or("")
                     ),
                     format!(
                         "{name} ({v}) is before {other} ({}); a period cannot end before it starts",
-                        rec.get(other).unwrap_or("")
+                        other_value.unwrap_or("")
                     ),
                 ));
             }
@@ -186,10 +201,11 @@ fn check_value(
 }
 
 fn check_uscc(
+    m: &Mapping,
     rule: &FieldRule,
     v: &str,
     category: Option<&str>,
-    rec: &PlatformRecord,
+    values: &[Option<&str>],
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
@@ -211,7 +227,7 @@ fn check_uscc(
                 ),
             ));
         } else if let Some(req) = &rule.placeholder_requires {
-            if rec.get(req).is_none() {
+            if m.rule_index(req).and_then(|j| values[j]).is_none() {
                 out.push(Finding::new(
                     FindingCode::Required,
                     &**req,

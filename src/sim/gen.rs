@@ -303,67 +303,12 @@ pub fn defect(cfg: &GenConfig, kind: Kind, i: u64) -> Option<Defect> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Check characters (reference §4).
-// TODO(merge): use crate::ids — these are private copies until the ids module lands.
+// Check characters (reference §4), from the ids module.
 
-const USCC_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
-
-/// TODO(merge): use crate::ids. The USCC check character for the first 17 characters.
-fn uscc_check(first17: &str) -> Option<char> {
-    let b = first17.as_bytes();
-    if b.len() != 17 {
-        return None;
-    }
-    let mut sum = 0u32;
-    for (c, w) in b.iter().zip(USCC_WEIGHTS) {
-        sum += USCC_ALPHABET.iter().position(|a| a == c)? as u32 * w;
-    }
-    Some(USCC_ALPHABET[((31 - sum % 31) % 31) as usize] as char)
-}
-
-/// TODO(merge): use crate::ids. The organisation-code check character for the first 8 characters.
-fn org_code_check(first8: &str) -> Option<char> {
-    let b = first8.as_bytes();
-    if b.len() != 8 {
-        return None;
-    }
-    let mut sum = 0u32;
-    for (c, w) in b.iter().zip([3u32, 7, 9, 10, 5, 8, 4, 2]) {
-        let v = match c {
-            b'0'..=b'9' => u32::from(c - b'0'),
-            b'A'..=b'Z' => u32::from(c - b'A') + 10,
-            _ => return None,
-        };
-        sum += v * w;
-    }
-    Some(match 11 - sum % 11 {
-        10 => 'X',
-        11 => '0',
-        d => char::from(b'0' + d as u8),
-    })
-}
-
-/// TODO(merge): use crate::ids. The ID-number check character for the first 17 digits.
-fn id_check(first17: &str) -> Option<char> {
-    let b = first17.as_bytes();
-    if b.len() != 17 {
-        return None;
-    }
-    let mut sum = 0u32;
-    for (c, w) in b
-        .iter()
-        .zip([7u32, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
-    {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        sum += u32::from(c - b'0') * w;
-    }
-    Some(b"10X98765432"[(sum % 11) as usize] as char)
-}
+use crate::ids::{
+    id_check_char as id_check, org_code_check_char as org_code_check,
+    uscc_check_char as uscc_check, USCC_ALPHABET,
+};
 
 /// 工商注册号 check digit (ISO 7064 MOD 11,10) for 14 digits.
 fn reg_no_check(first14: &str) -> char {
@@ -663,7 +608,7 @@ fn org_code(d: &mut Draw) -> String {
     let body = if d.chance(0.5) {
         let mut s = String::from("MA");
         for _ in 0..6 {
-            s.push(*d.pick(USCC_ALPHABET) as char);
+            s.push(*d.pick(USCC_ALPHABET.as_bytes()) as char);
         }
         s
     } else {
@@ -704,7 +649,7 @@ fn org_party(d: &mut Draw, p: &Place, industries: &[&str], bad_uscc: bool) -> Pa
     let mut code = uscc("91", p.district.0, &org);
     if bad_uscc {
         let right = code.pop().expect("eighteen characters");
-        code.push(wrong_char(USCC_ALPHABET, right, d.next()));
+        code.push(wrong_char(USCC_ALPHABET.as_bytes(), right, d.next()));
     }
     let org_code = d.chance(0.2).then(|| org.clone());
     Party {
