@@ -168,11 +168,8 @@ fn check_value(
                 }
             }
         }
-        Some(Check::Date) => {
-            if parse_date(v).is_none() {
-                out.push(date_invalid(name, name, v));
-            }
-        }
+        Some(Check::Date) if parse_date(v).is_none() => out.push(date_invalid(name, name, v)),
+        Some(Check::Date) => {}
         Some(Check::Amount) => {
             if let Err(code) = check_amount(v) {
                 out.push(amount_problem(code, name, name, v));
