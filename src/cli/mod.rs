@@ -1,7 +1,11 @@
 //! The command line (DESIGN §1): argument parsing and dispatch. Each command lives in its own module and returns
 //! an `Exit` or a `Failure`; `main` prints and maps them to the process exit code in one place.
 
+mod common;
 mod map_cmd;
+mod quarantine_cmd;
+mod status_cmd;
+mod sync_cmd;
 
 use crate::exit::{Exit, Failure};
 use clap::{Parser, Subcommand};
@@ -23,8 +27,28 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// One cron run: read changes since the checkpoint, map, validate, push, record receipts.
+    Sync(sync_cmd::SyncArgs),
+    /// Checkpoints, ledger counts by state, quarantine size, last runs.
+    Status(status_cmd::StatusArgs),
+    /// Inspect and retry records that failed validation or were rejected.
+    Quarantine(quarantine_cmd::QuarantineArgs),
     /// Map and validate source records (JSON array or JSON lines) and print the platform XML or every error.
     Map(map_cmd::MapArgs),
+    /// Run a simulator of the enforcement system or the credit platform.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub which: SimWhich,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimWhich {
+    /// The enforcement-system simulator (DESIGN §2).
+    Source(crate::sim::source::SourceArgs),
 }
 
 /// Parses the arguments and runs the command. Clap's own errors exit 2 (usage), `--help` exits 0.
@@ -41,8 +65,20 @@ pub fn run() -> Result<Exit, Failure> {
             return Ok(code);
         }
     };
+    let config = cli.config.as_deref();
     match cli.command {
-        Command::Map(args) => map_cmd::run(cli.config.as_deref(), args),
+        Command::Sync(args) => sync_cmd::run(config, args),
+        Command::Status(args) => status_cmd::run(config, args),
+        Command::Quarantine(args) => quarantine_cmd::run(config, args),
+        Command::Map(args) => map_cmd::run(config, args),
+        Command::Sim(SimArgs { which }) => {
+            let rt = common::runtime()?;
+            let r = match which {
+                SimWhich::Source(a) => rt.block_on(crate::sim::source::run(a)),
+            };
+            r.map(|()| Exit::Ok)
+                .map_err(|e| Failure::new(Exit::Aborted, e))
+        }
     }
 }
 

@@ -1,0 +1,98 @@
+//! What the networked commands share: configuration loading, logging, the store, the runtime, exit mapping.
+
+use crate::config::{Config, RawConfig};
+use crate::exit::{Exit, Failure};
+use crate::mapping::MappingSet;
+use crate::store::{Store, StoreError};
+use crate::sync::SyncError;
+use std::io::IsTerminal;
+use std::path::Path;
+
+pub struct Loaded {
+    pub cfg: Config,
+    pub mappings: MappingSet,
+}
+
+/// Loads and checks the configuration for a command that talks to the source, the platform or the store.
+pub fn load(config: Option<&Path>) -> Result<Loaded, Failure> {
+    let env = super::env_vars();
+    let path = RawConfig::locate(config).ok_or_else(|| {
+        Failure::usage(
+            "no configuration: give --config PATH, set DUALPUB_CONFIG, or create ./dualpub.toml (see dualpub.example.toml)",
+        )
+    })?;
+    let (raw, origin) = RawConfig::load(Some(&path), &env)?;
+    let cfg = Config::from_raw(&raw, &origin, &env)?;
+    let mappings = raw.mappings()?;
+    init_logging(raw.log.format.as_deref(), raw.log.level.as_deref());
+    Ok(Loaded { cfg, mappings })
+}
+
+/// Logs go to stderr: text by default, JSON with `[log] format = "json"`; level from `[log] level` or
+/// `$DUALPUB_LOG` (e.g. `debug`), default `warn`. Logs never carry secrets or full ID numbers.
+pub fn init_logging(format: Option<&str>, level: Option<&str>) {
+    let filter = std::env::var("DUALPUB_LOG")
+        .ok()
+        .or_else(|| level.map(str::to_string))
+        .unwrap_or_else(|| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("dualpub={filter}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("dualpub=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if format == Some("json") {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+}
+
+pub fn open_store(path: &Path) -> Result<Store, Failure> {
+    Store::open(path).map_err(store_failure)
+}
+
+pub fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::Locked { .. } => Failure::new(Exit::Locked, e),
+        _ => Failure::new(Exit::Aborted, e),
+    }
+}
+
+pub fn sync_failure(e: SyncError) -> Failure {
+    match e {
+        SyncError::Store(s) => store_failure(s),
+        other => Failure::new(Exit::Aborted, other),
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                Exit::Aborted,
+                anyhow::anyhow!("cannot start the async runtime: {e}"),
+            )
+        })
+}
+
+/// `--today`, else today's date in China Standard Time.
+pub fn today(arg: Option<&str>) -> Result<chrono::NaiveDate, Failure> {
+    match arg {
+        None => Ok(crate::model::today_cst()),
+        Some(s) => crate::validate::parse_date(s.trim())
+            .ok_or_else(|| Failure::usage(format!("--today {s}: expected a date like 2026-11-27"))),
+    }
+}
+
+pub fn parse_kinds(kind: Option<crate::model::Kind>) -> Vec<crate::model::Kind> {
+    match kind {
+        Some(k) => vec![k],
+        None => crate::model::Kind::ALL.to_vec(),
+    }
+}

@@ -1,0 +1,173 @@
+//! `dualpub quarantine list | show KEY | retry [KEY…]`: records that failed validation or were rejected.
+
+use super::common;
+use crate::exit::{Exit, Failure};
+use crate::ids::mask_id;
+use crate::model::Kind;
+use crate::store::QuarantineEntry;
+use crate::sync::{self, SyncOptions};
+use clap::{Args, Subcommand};
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct QuarantineArgs {
+    #[command(subcommand)]
+    pub action: QuarantineAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineAction {
+    /// One line per quarantined record.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every finding of one record, and the source record with ID numbers masked. KEY is the source id or the
+    /// record key.
+    Show { key: String },
+    /// Map the stored source records again (after a mapping or platform fix) and push the valid ones; all when no
+    /// KEY is given.
+    Retry { keys: Vec<String> },
+}
+
+fn matches(e: &QuarantineEntry, key: &str) -> bool {
+    e.source_id == key || e.key.as_deref() == Some(key)
+}
+
+/// Masks every ID-number-like field of a source record for display.
+fn masked_source(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, val)| {
+                    let masked = match (k.as_str(), val) {
+                        ("id_no", serde_json::Value::String(s)) => {
+                            serde_json::Value::String(mask_id(s))
+                        }
+                        _ => masked_source(val),
+                    };
+                    (k.clone(), masked)
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.iter().map(masked_source).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure> {
+    let loaded = common::load(config)?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
+    let all = store.quarantine_all().map_err(common::store_failure)?;
+    match args.action {
+        QuarantineAction::List { json } => {
+            if json {
+                let rows: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({"kind": e.kind, "source_id": e.source_id, "key": e.key, "reason": e.reason,
+                            "codes": e.findings.iter().map(|f| f.code.clone()).collect::<Vec<_>>(),
+                            "party_name": e.meta.party_name, "party_id_masked": e.meta.party_id_masked,
+                            "first_seen": e.first_seen, "last_seen": e.last_seen})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else if all.is_empty() {
+                println!("quarantine is empty");
+            } else {
+                for e in &all {
+                    let codes: Vec<&str> = e.findings.iter().map(|f| f.code.as_str()).collect();
+                    println!(
+                        "{:<8} {:<20} {:<9} {:<40} {}",
+                        e.kind.as_str(),
+                        e.source_id,
+                        e.reason,
+                        codes.join(","),
+                        e.key.as_deref().unwrap_or("(no key)")
+                    );
+                }
+                println!(
+                    "{} record(s); `dualpub quarantine show ID` for details",
+                    all.len()
+                );
+            }
+            Ok(Exit::Ok)
+        }
+        QuarantineAction::Show { key } => {
+            let Some(e) = all.iter().find(|e| matches(e, &key)) else {
+                return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
+            };
+            println!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
+            println!("key          {}", e.key.as_deref().unwrap_or("(none)"));
+            println!(
+                "party        {} {}",
+                e.meta.party_name, e.meta.party_id_masked
+            );
+            println!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
+            for f in &e.findings {
+                println!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
+            }
+            println!(
+                "source record (ID numbers masked):\n{}",
+                serde_json::to_string_pretty(&masked_source(&e.source)).unwrap_or_default()
+            );
+            Ok(Exit::Ok)
+        }
+        QuarantineAction::Retry { keys } => {
+            let chosen: Vec<&QuarantineEntry> = if keys.is_empty() {
+                all.iter().collect()
+            } else {
+                let mut v = Vec::new();
+                for k in &keys {
+                    match all.iter().find(|e| matches(e, k)) {
+                        Some(e) => v.push(e),
+                        None => {
+                            return Err(Failure::usage(format!(
+                                "no quarantined record has the id or key `{k}`"
+                            )))
+                        }
+                    }
+                }
+                v
+            };
+            let items: Vec<(Kind, serde_json::Value)> = chosen
+                .iter()
+                .filter(|e| !e.source.is_null())
+                .map(|e| (e.kind, e.source.clone()))
+                .collect();
+            let opts = SyncOptions {
+                kinds: Kind::ALL.to_vec(),
+                dry_run: false,
+                today: common::today(None)?,
+                progress: false,
+            };
+            let rt = common::runtime()?;
+            let result = rt.block_on(sync::retry(
+                &loaded.cfg,
+                &loaded.mappings,
+                &store,
+                &opts,
+                items,
+            ));
+            let (summary, err) = match result {
+                Ok(s) => (s, None),
+                Err((s, e)) => (s, Some(e)),
+            };
+            super::sync_cmd::print_summary(&summary, false);
+            eprintln!("{} record(s) still in quarantine", store.quarantine_len());
+            if let Some(e) = err {
+                return Err(common::sync_failure(e));
+            }
+            Ok(if summary.needs_attention() {
+                Exit::Attention
+            } else {
+                Exit::Ok
+            })
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `dualpub status [--json]`: checkpoints, ledger counts by state, quarantine and outbox size, last runs.
+
+use super::common;
+use crate::exit::{Exit, Failure};
+use crate::model::Kind;
+use clap::Args;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
+    let loaded = common::load(config)?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
+    let mut cursors = serde_json::Map::new();
+    for k in Kind::ALL {
+        cursors.insert(
+            k.as_str().into(),
+            serde_json::to_value(store.cursor(k).map_err(common::store_failure)?)
+                .unwrap_or_default(),
+        );
+    }
+    let ledger = store.ledger_counts().map_err(common::store_failure)?;
+    let runs = store.last_runs(5).map_err(common::store_failure)?;
+    let v = serde_json::json!({
+        "store": store.path(),
+        "cursors": cursors,
+        "ledger": ledger,
+        "quarantine": store.quarantine_len(),
+        "outbox": store.outbox_len(),
+        "last_runs": runs,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    println!("store        {}", store.path());
+    for k in Kind::ALL {
+        match store.cursor(k).map_err(common::store_failure)? {
+            Some(c) => println!(
+                "checkpoint   {:<8} read up to {} (id {})",
+                k.as_str(),
+                c.since,
+                c.after_id
+            ),
+            None => println!("checkpoint   {:<8} never read", k.as_str()),
+        }
+    }
+    for (state, n) in &ledger {
+        println!("ledger       {state:<20} {n}");
+    }
+    println!(
+        "quarantine   {} record(s){}",
+        store.quarantine_len(),
+        if store.quarantine_len() > 0 {
+            " — see `dualpub quarantine list`"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "outbox       {} batch(es) waiting to be resent",
+        store.outbox_len()
+    );
+    for r in runs {
+        println!(
+            "run          {} {:<9} read {} pushed {} accepted {} rejected {} quarantined {} ({} ms)",
+            r["finished_at"].as_str().unwrap_or(""),
+            r["outcome"].as_str().unwrap_or(""),
+            r["read"], r["pushed"], r["accepted"], r["rejected"], r["quarantined"], r["elapsed_ms"]
+        );
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,103 @@
+//! `dualpub sync [--kind K] [--dry-run] [--json]`: one cron run.
+
+use super::common;
+use crate::exit::{Exit, Failure};
+use crate::model::Kind;
+use crate::sync::{self, RunSummary, SyncOptions};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Only this kind: permit or penalty (default both).
+    #[arg(long, value_parser = super::map_cmd::parse_kind)]
+    pub kind: Option<Kind>,
+    /// Read, map and validate, and say what would be pushed; send nothing and move no checkpoint.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Fix "today" (YYYY-MM-DD) for display-period checks.
+    #[arg(long)]
+    pub today: Option<String>,
+}
+
+pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
+    let loaded = common::load(config)?;
+    let today = common::today(args.today.as_deref())?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
+    let opts = SyncOptions {
+        kinds: common::parse_kinds(args.kind),
+        dry_run: args.dry_run,
+        today,
+        progress: std::io::stderr().is_terminal() && !args.json,
+    };
+    let rt = common::runtime()?;
+    let result = rt.block_on(sync::run(&loaded.cfg, &loaded.mappings, &store, &opts));
+    let (summary, err) = match result {
+        Ok(s) => (s, None),
+        Err((s, e)) => (s, Some(e)),
+    };
+    print_summary(&summary, args.json);
+    if let Some(e) = err {
+        return Err(common::sync_failure(e));
+    }
+    Ok(if summary.needs_attention() {
+        Exit::Attention
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The summary: a table on stderr, or JSON on stdout with `--json`.
+pub fn print_summary(s: &RunSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+        return;
+    }
+    let rows: [(&str, &str, u64); 11] = [
+        ("read", "读取", s.read),
+        ("unchanged", "无变化", s.unchanged),
+        ("pushed", "推送", s.pushed),
+        ("accepted", "平台接收", s.accepted),
+        ("already held", "平台已有", s.platform_unchanged),
+        ("rejected", "平台拒收", s.rejected),
+        ("quarantined", "校验未通过", s.quarantined),
+        ("withdrawn", "撤下", s.withdrawn),
+        ("retries", "重试", s.retries),
+        ("outbox resent", "补发", s.outbox_resent),
+        ("elapsed ms", "耗时(毫秒)", s.elapsed_ms),
+    ];
+    let mut out = String::new();
+    out.push_str(&format!(
+        "dualpub sync{} — {}\n",
+        if s.dry_run {
+            " (dry run: nothing sent)"
+        } else {
+            ""
+        },
+        s.kinds
+            .iter()
+            .map(|k| k.zh())
+            .collect::<Vec<_>>()
+            .join("、")
+    ));
+    for (en, zh, n) in rows {
+        out.push_str(&format!("  {en:<14} {zh:<10} {n:>10}\n"));
+    }
+    let verdict = match s.outcome.as_str() {
+        "ok" => "ok: nothing needs attention".to_string(),
+        "attention" => format!(
+            "needs attention: {} quarantined, {} rejected — see `dualpub quarantine list`",
+            s.quarantined, s.rejected
+        ),
+        _ => format!(
+            "aborted: {}",
+            s.error.as_deref().unwrap_or("see the error below")
+        ),
+    };
+    out.push_str(&format!("  {verdict}\n"));
+    eprint!("{out}");
+}

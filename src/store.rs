@@ -1,0 +1,555 @@
+//! The sled store: the only module that knows the key layout. Everything the connector remembers between runs
+//! lives here, so a run killed at any instant resumes from exactly what was made durable.
+//!
+//! Schema (version 1), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
+//! occurs in UTF-8); integers are big-endian so keys sort:
+//!
+//! | tree         | key                              | value                                        |
+//! |--------------|----------------------------------|----------------------------------------------|
+//! | `meta`       | `schema`                         | u32 BE schema version                        |
+//! | `cursor`     | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
+//! | `ledger`     | record key                       | JSON [`LedgerEntry`]: what the platform holds  |
+//! | `by_source`  | kind 0xff source id              | record key the source record maps to now     |
+//! | `outbox`     | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
+//! | `quarantine` | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
+//! | `expiry`     | `YYYYMMDD` 0xff record key       | empty: public penalties by CF_GSJZQ           |
+//! | `runs`       | u64 BE sequence                  | JSON run summary                              |
+//!
+//! Related writes happen in one sled transaction: a page's outbox batches, quarantine changes and the cursor
+//! move together; a receipt's ledger updates, quarantine changes and the outbox removal move together.
+
+use crate::findings::Finding;
+use crate::model::Kind;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::Path;
+
+pub const SCHEMA_VERSION: u32 = 1;
+const SEP: u8 = 0xff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {path} is in use by another dualpub run (it holds the lock); wait for it to finish, or check for a stuck process")]
+    Locked { path: String },
+    #[error("the store {path} is damaged: {detail}. Move it aside and run `dualpub sync` to rebuild it from the source (the platform keeps what was pushed; nothing is pushed twice)")]
+    Damaged { path: String, detail: String },
+    #[error("the store {path} was written by a newer dualpub (schema {found}, this one knows {SCHEMA_VERSION}); use the newer binary")]
+    NewerVersion { path: String, found: u32 },
+    #[error("store I/O error at {path}: {detail}")]
+    Io { path: String, detail: String },
+}
+
+/// Where a kind's change feed has been read up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub since: String,
+    pub after_id: String,
+}
+
+/// What the platform holds for a key, as far as the connector knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformState {
+    /// Sent, no receipt yet.
+    Pending,
+    Public,
+    Withdrawn,
+    Rejected,
+}
+
+/// Facts about a record that reports need without asking the source (masked: no full ID numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMeta {
+    pub doc_no: String,
+    pub party_name: String,
+    pub party_id_masked: String,
+    pub decided_on: Option<String>,
+    pub display_until: Option<String>,
+}
+
+/// The ledger entry of one record key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub kind: Kind,
+    pub source_id: String,
+    pub source_updated_at: String,
+    /// Digest of the content the platform last acknowledged (accepted or unchanged).
+    pub digest: Option<String>,
+    /// Digest of content the platform rejected, so the same content is not sent again until it changes.
+    pub rejected_digest: Option<String>,
+    pub state: PlatformState,
+    /// When the platform first acknowledged the record (RFC 3339).
+    pub first_published: Option<String>,
+    pub last_pushed: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub meta: RecordMeta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Upsert,
+    Withdraw,
+}
+
+/// One record of an outbox batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub key: String,
+    pub op: Op,
+    pub digest: Option<String>,
+    pub source_id: String,
+    pub source_updated_at: String,
+    pub meta: RecordMeta,
+    /// The source record (upserts only), so a rejected record can be quarantined with it and retried.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub source: serde_json::Value,
+}
+
+/// A message written to the store before it is sent; a restarted run resends it with the same flow id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxBatch {
+    pub flow: String,
+    pub kind: Kind,
+    pub created: String,
+    /// The exact ExchangeMessage bytes (UTF-8 XML).
+    pub body: String,
+    pub items: Vec<OutboxItem>,
+}
+
+/// Why a record is held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub kind: Kind,
+    pub source_id: String,
+    pub key: Option<String>,
+    /// `invalid` (local validation) or `rejected` (the platform refused it).
+    pub reason: String,
+    pub findings: Vec<StoredFinding>,
+    /// The source record as read (JSON), so `quarantine retry` can re-map it after a mapping fix.
+    pub source: serde_json::Value,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub meta: RecordMeta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFinding {
+    pub code: String,
+    pub field: String,
+    pub zh: String,
+    pub en: String,
+}
+
+impl From<&Finding> for StoredFinding {
+    fn from(f: &Finding) -> Self {
+        StoredFinding {
+            code: f.code.as_str().to_string(),
+            field: f.field.clone(),
+            zh: f.zh.clone(),
+            en: f.en.clone(),
+        }
+    }
+}
+
+/// A ledger change as a receipt or page decides it.
+#[derive(Debug, Clone)]
+pub enum LedgerChange {
+    Put(String, LedgerEntry),
+}
+
+/// Everything one processed page makes durable at once.
+#[derive(Debug, Default)]
+pub struct PageCommit {
+    pub cursor: Option<(Kind, Cursor)>,
+    pub batches: Vec<(u64, OutboxBatch)>,
+    pub quarantine_put: Vec<QuarantineEntry>,
+    pub quarantine_del: Vec<(Kind, String)>,
+    pub by_source: Vec<(Kind, String, String)>,
+}
+
+/// Everything one receipt makes durable at once.
+#[derive(Debug, Default)]
+pub struct ReceiptCommit {
+    pub outbox_seq: Option<u64>,
+    pub ledger: Vec<(String, LedgerEntry)>,
+    pub quarantine_put: Vec<QuarantineEntry>,
+    pub quarantine_del: Vec<(Kind, String)>,
+    /// (display_until YYYYMMDD, key, add?)
+    pub expiry: Vec<(String, String, bool)>,
+}
+
+pub struct Store {
+    path: String,
+    db: sled::Db,
+    meta: sled::Tree,
+    cursor: sled::Tree,
+    ledger: sled::Tree,
+    by_source: sled::Tree,
+    outbox: sled::Tree,
+    quarantine: sled::Tree,
+    expiry: sled::Tree,
+    runs: sled::Tree,
+}
+
+fn composite(kind: Kind, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.as_str().len() + 1 + id.len());
+    k.extend_from_slice(kind.as_str().as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn expiry_key(date: &str, key: &str) -> Vec<u8> {
+    let mut k = date.as_bytes().to_vec();
+    k.push(SEP);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store values are plain data and always serialize")
+}
+
+impl Store {
+    /// Opens (or creates) the store. A second process gets `Locked`; a damaged or foreign directory gets
+    /// `Damaged`; a newer schema gets `NewerVersion`. Never panics on a bad directory.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                return Err(StoreError::Io {
+                    path: p,
+                    detail: format!("the directory {} does not exist", parent.display()),
+                });
+            }
+        }
+        let cfg = sled::Config::new().path(path).flush_every_ms(Some(200));
+        // sled may panic on some kinds of damage; turn that into an error the operator can act on.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
+        let db = match opened {
+            Err(_) => {
+                return Err(StoreError::Damaged {
+                    path: p,
+                    detail: "sled could not read its files".into(),
+                })
+            }
+            Ok(Err(e)) => return Err(classify_open_error(&p, e)),
+            Ok(Ok(db)) => db,
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_open_error(&p, e));
+        let store = Store {
+            meta: tree("meta")?,
+            cursor: tree("cursor")?,
+            ledger: tree("ledger")?,
+            by_source: tree("by_source")?,
+            outbox: tree("outbox")?,
+            quarantine: tree("quarantine")?,
+            expiry: tree("expiry")?,
+            runs: tree("runs")?,
+            path: p.clone(),
+            db,
+        };
+        match store.meta.get(b"schema").map_err(|e| store.io(e))? {
+            None => {
+                if !store.ledger.is_empty() || !store.cursor.is_empty() {
+                    return Err(StoreError::Damaged {
+                        path: p,
+                        detail: "it has data but no schema version".into(),
+                    });
+                }
+                store
+                    .meta
+                    .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|e| store.io(e))?;
+                store.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Damaged {
+                        path: p.clone(),
+                        detail: "its schema version is unreadable".into(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerVersion { path: p, found });
+                }
+                if found < SCHEMA_VERSION {
+                    return Err(StoreError::Damaged {
+                        path: p,
+                        detail: format!("unknown old schema {found}"),
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn io(&self, e: sled::Error) -> StoreError {
+        classify_open_error(&self.path, e)
+    }
+
+    fn damaged(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            detail: format!("{what}: {e}"),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+    }
+
+    pub fn cursor(&self, kind: Kind) -> Result<Option<Cursor>, StoreError> {
+        match self.cursor.get(kind.as_str()).map_err(|e| self.io(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.damaged("cursor", e)),
+        }
+    }
+
+    pub fn ledger_get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        match self.ledger.get(key).map_err(|e| self.io(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.damaged("ledger entry", e)),
+        }
+    }
+
+    /// Every ledger entry in key order (streaming).
+    pub fn ledger_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, LedgerEntry), StoreError>> + '_ {
+        self.ledger.iter().map(move |r| {
+            let (k, v) = r.map_err(|e| self.io(e))?;
+            let key = String::from_utf8(k.to_vec()).map_err(|e| self.damaged("ledger key", e))?;
+            let entry = serde_json::from_slice(&v).map_err(|e| self.damaged("ledger entry", e))?;
+            Ok((key, entry))
+        })
+    }
+
+    pub fn by_source_get(&self, kind: Kind, id: &str) -> Result<Option<String>, StoreError> {
+        match self
+            .by_source
+            .get(composite(kind, id))
+            .map_err(|e| self.io(e))?
+        {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|e| self.damaged("by_source", e)),
+        }
+    }
+
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(|e| self.io(e))
+    }
+
+    /// The outbox in the order batches were written.
+    pub fn outbox(&self) -> Result<Vec<(u64, OutboxBatch)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.outbox.iter() {
+            let (k, v) = r.map_err(|e| self.io(e))?;
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|e| self.damaged("outbox key", e))?;
+            out.push((
+                seq,
+                serde_json::from_slice(&v).map_err(|e| self.damaged("outbox batch", e))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub fn quarantine_get(
+        &self,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<QuarantineEntry>, StoreError> {
+        match self
+            .quarantine
+            .get(composite(kind, id))
+            .map_err(|e| self.io(e))?
+        {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.damaged("quarantine entry", e)),
+        }
+    }
+
+    pub fn quarantine_all(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.quarantine
+            .iter()
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.io(e))?;
+                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))
+            })
+            .collect()
+    }
+
+    pub fn quarantine_len(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Keys of public penalties whose display period ended before `today` (CF_GSJZQ < today).
+    pub fn expired_before(&self, today_yyyymmdd: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.expiry.range(..today_yyyymmdd.as_bytes().to_vec()) {
+            let (k, _) = r.map_err(|e| self.io(e))?;
+            if let Some(pos) = k.iter().position(|&b| b == SEP) {
+                out.push(String::from_utf8_lossy(&k[pos + 1..]).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes a processed page durable: its outbox batches, quarantine changes, source→key links and cursor.
+    pub fn commit_page(&self, c: &PageCommit) -> Result<(), StoreError> {
+        let r: Result<(), TransactionError<()>> = (
+            &self.outbox,
+            &self.quarantine,
+            &self.by_source,
+            &self.cursor,
+        )
+            .transaction(|(outbox, quarantine, by_source, cursor)| {
+                for (seq, b) in &c.batches {
+                    outbox.insert(&seq.to_be_bytes(), json(b))?;
+                }
+                for q in &c.quarantine_put {
+                    quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
+                }
+                for (kind, id) in &c.quarantine_del {
+                    quarantine.remove(composite(*kind, id))?;
+                }
+                for (kind, id, key) in &c.by_source {
+                    by_source.insert(composite(*kind, id), key.as_bytes())?;
+                }
+                if let Some((kind, cur)) = &c.cursor {
+                    cursor.insert(kind.as_str(), json(cur))?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        r.map_err(|e| self.tx_error(e))
+    }
+
+    /// Makes a receipt durable: ledger entries, quarantine changes, the expiry index, and the outbox removal.
+    pub fn commit_receipt(&self, c: &ReceiptCommit) -> Result<(), StoreError> {
+        let r: Result<(), TransactionError<()>> =
+            (&self.outbox, &self.ledger, &self.quarantine, &self.expiry).transaction(
+                |(outbox, ledger, quarantine, expiry)| {
+                    for (key, e) in &c.ledger {
+                        ledger.insert(key.as_bytes(), json(e))?;
+                    }
+                    for q in &c.quarantine_put {
+                        quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
+                    }
+                    for (kind, id) in &c.quarantine_del {
+                        quarantine.remove(composite(*kind, id))?;
+                    }
+                    for (date, key, add) in &c.expiry {
+                        let k = expiry_key(date, key);
+                        if *add {
+                            expiry.insert(k, &[])?;
+                        } else {
+                            expiry.remove(k)?;
+                        }
+                    }
+                    if let Some(seq) = c.outbox_seq {
+                        outbox.remove(&seq.to_be_bytes())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        r.map_err(|e| self.tx_error(e))
+    }
+
+    fn tx_error(&self, e: TransactionError<()>) -> StoreError {
+        match e {
+            TransactionError::Storage(e) => self.io(e),
+            TransactionError::Abort(()) => StoreError::Io {
+                path: self.path.clone(),
+                detail: "transaction aborted".into(),
+            },
+        }
+    }
+
+    pub fn record_run(&self, summary: &serde_json::Value) -> Result<(), StoreError> {
+        let seq = self.next_seq()?;
+        self.runs
+            .insert(seq.to_be_bytes(), json(summary))
+            .map_err(|e| self.io(e))?;
+        // keep the last 1000 runs
+        while self.runs.len() > 1000 {
+            if self.runs.pop_min().map_err(|e| self.io(e))?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn last_runs(&self, n: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.runs.iter().rev().take(n) {
+            let (_, v) = r.map_err(|e| self.io(e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| self.damaged("run summary", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Ledger counts by platform state.
+    pub fn ledger_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut m = std::collections::BTreeMap::new();
+        for r in self.ledger_iter() {
+            let (_, e) = r?;
+            let k = format!(
+                "{}:{}",
+                e.kind.as_str(),
+                serde_json::to_value(e.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
+            *m.entry(k).or_insert(0) += 1;
+        }
+        Ok(m)
+    }
+}
+
+fn classify_open_error(path: &str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => {
+            let msg = io.to_string();
+            if msg.contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock {
+                StoreError::Locked {
+                    path: path.to_string(),
+                }
+            } else {
+                StoreError::Io {
+                    path: path.to_string(),
+                    detail: msg,
+                }
+            }
+        }
+        sled::Error::Corruption { .. } => StoreError::Damaged {
+            path: path.to_string(),
+            detail: e.to_string(),
+        },
+        other => StoreError::Damaged {
+            path: path.to_string(),
+            detail: other.to_string(),
+        },
+    }
+}

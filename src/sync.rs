@@ -1,0 +1,1009 @@
+//! `dualpub sync`: one cron run. Read the change feed from the checkpoint (minus an overlap window, so late
+//! commits are caught), map and validate, and push idempotently:
+//!
+//! 1. drain the outbox left by an earlier run, with the same flow ids (the platform replays a committed flow's
+//!    first receipt, so nothing is applied twice);
+//! 2. withdraw public penalties whose display period ended;
+//! 3. for each kind, page through the feed; each page's batches, quarantine changes and the cursor are written
+//!    to the store in one transaction *before* anything is sent;
+//! 4. send up to `concurrency` batches at once, never two batches holding the same key, and apply each receipt
+//!    (ledger, quarantine for rejections, outbox removal) in one transaction.
+//!
+//! Records whose mapped digest equals the acknowledged one cost no push. A kill at any instant loses nothing:
+//! what was not durable is read again from the source, and the platform is idempotent by key and content.
+
+use crate::config::Config;
+use crate::findings::Finding;
+use crate::ids::mask_id;
+use crate::mapping::{Mapped, MappingSet};
+use crate::model::{china_offset, Kind, PlatformRecord};
+use crate::platform_client::PlatformClient;
+use crate::retry::{Budget, GiveUp};
+use crate::source_client::{Page, SourceClient};
+use crate::source_schema::{SourceRecord, SourceStatus};
+use crate::store::{
+    Cursor, LedgerEntry, Op, OutboxBatch, OutboxItem, PageCommit, PlatformState, QuarantineEntry,
+    ReceiptCommit, RecordMeta, Store, StoreError, StoredFinding,
+};
+use crate::xml::{self, ExchangeMessage, MessageOp, MessageRecord, Receipt, ResultStatus};
+use chrono::NaiveDate;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinSet;
+
+/// Largest message body dualpub builds (the platform takes 10 MiB).
+const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub kinds: Vec<Kind>,
+    pub dry_run: bool,
+    pub today: NaiveDate,
+    pub progress: bool,
+}
+
+/// The run summary printed at the end and kept in the store (`status` shows the last ones). Its JSON form is
+/// the stable `--json` output documented in the README.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub started_at: String,
+    pub finished_at: String,
+    pub dry_run: bool,
+    pub kinds: Vec<Kind>,
+    /// Source records read (including the overlap window).
+    pub read: u64,
+    /// Records whose platform copy is already current: no push.
+    pub unchanged: u64,
+    /// Records sent (upserts and withdrawals), including resent outbox batches.
+    pub pushed: u64,
+    pub accepted: u64,
+    /// Upserts the platform answered `unchanged` (already held with that content).
+    pub platform_unchanged: u64,
+    pub rejected: u64,
+    /// Records newly quarantined by local validation in this run.
+    pub quarantined: u64,
+    pub withdrawn: u64,
+    pub retries: u64,
+    pub outbox_resent: u64,
+    pub elapsed_ms: u64,
+    /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn needs_attention(&self) -> bool {
+        self.quarantined > 0 || self.rejected > 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Remote(#[from] GiveUp),
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Facts of a mapped record that reports need, with the party's ID number masked.
+pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> RecordMeta {
+    let party = src.party.as_ref();
+    let id = party
+        .and_then(|p| p.id_no.as_deref().or(p.credit_code.as_deref()))
+        .map(mask_id)
+        .unwrap_or_default();
+    let display_until = match kind {
+        Kind::Penalty => rec
+            .get("CF_GSJZQ")
+            .and_then(crate::validate::parse_date)
+            .map(|d| d.to_string()),
+        Kind::Permit => None,
+    };
+    RecordMeta {
+        doc_no: src
+            .doc_no
+            .clone()
+            .or_else(|| src.permit_no.clone())
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        party_name: party.and_then(|p| p.name.clone()).unwrap_or_default(),
+        party_id_masked: id,
+        decided_on: src
+            .decided_on
+            .as_deref()
+            .and_then(crate::mapping::parse_source_date)
+            .map(|d| d.to_string()),
+        display_until,
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now()
+        .with_timezone(&china_offset())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// The overlap start: `since` moved back by the window, in the source's format.
+fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
+    match chrono::DateTime::parse_from_rfc3339(since) {
+        Ok(t) => (t - overlap)
+            .with_timezone(&china_offset())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        Err(_) => since.to_string(),
+    }
+}
+
+/// Orders two feed positions; timestamps compare as instants.
+fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
+    let ta = chrono::DateTime::parse_from_rfc3339(&a.since).ok();
+    let tb = chrono::DateTime::parse_from_rfc3339(&b.since).ok();
+    match (ta, tb) {
+        (Some(x), Some(y)) if x != y => x > y,
+        (Some(_), Some(_)) => a.after_id > b.after_id,
+        _ => (a.since.as_str(), a.after_id.as_str()) > (b.since.as_str(), b.after_id.as_str()),
+    }
+}
+
+struct Sent {
+    seq: u64,
+    batch: OutboxBatch,
+    result: Result<Receipt, GiveUp>,
+}
+
+struct Engine<'a> {
+    cfg: &'a Config,
+    mappings: &'a MappingSet,
+    store: &'a Store,
+    platform: Arc<PlatformClient>,
+    budget: Arc<Budget>,
+    opts: &'a SyncOptions,
+    summary: RunSummary,
+    in_flight: JoinSet<Sent>,
+    in_flight_keys: HashMap<String, u32>,
+    /// Keys sent in this run and not yet acknowledged, with the op and digest sent.
+    pending: HashMap<String, (Op, Option<String>)>,
+    progress: Option<indicatif::ProgressBar>,
+    /// False for `quarantine retry`, which pushes stored records without moving the feed's cursor.
+    move_cursor: bool,
+    /// Resend content the platform rejected before (`quarantine retry`).
+    force: bool,
+}
+
+/// Runs one sync. The store must already be open (it holds the lock).
+pub async fn run(
+    cfg: &Config,
+    mappings: &MappingSet,
+    store: &Store,
+    opts: &SyncOptions,
+) -> Result<RunSummary, (RunSummary, SyncError)> {
+    run_with(cfg, mappings, store, opts, None).await
+}
+
+/// `quarantine retry`: maps the stored source records again (with the current mappings) and pushes the valid
+/// ones, including content the platform rejected before; the feed's cursor does not move.
+pub async fn retry(
+    cfg: &Config,
+    mappings: &MappingSet,
+    store: &Store,
+    opts: &SyncOptions,
+    items: Vec<(Kind, serde_json::Value)>,
+) -> Result<RunSummary, (RunSummary, SyncError)> {
+    run_with(cfg, mappings, store, opts, Some(items)).await
+}
+
+async fn run_with(
+    cfg: &Config,
+    mappings: &MappingSet,
+    store: &Store,
+    opts: &SyncOptions,
+    retry_items: Option<Vec<(Kind, serde_json::Value)>>,
+) -> Result<RunSummary, (RunSummary, SyncError)> {
+    let started = Instant::now();
+    let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
+    let mut summary = RunSummary {
+        started_at: now_rfc3339(),
+        dry_run: opts.dry_run,
+        kinds: opts.kinds.clone(),
+        ..RunSummary::default()
+    };
+    let clients = SourceClient::new(
+        &cfg.source_url,
+        cfg.source_token.clone(),
+        cfg.source_page_size,
+        cfg.source_timeout,
+    )
+    .and_then(|s| {
+        PlatformClient::new(
+            &cfg.platform_url,
+            &cfg.app_key,
+            cfg.platform_secret.clone(),
+            cfg.platform_timeout,
+        )
+        .map(|p| (s, p))
+    });
+    let (source, platform) = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            summary.outcome = "aborted".into();
+            return Err((summary, SyncError::Client(e.to_string())));
+        }
+    };
+    let progress = opts.progress.then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    });
+    let mut engine = Engine {
+        cfg,
+        mappings,
+        store,
+        platform: Arc::new(platform),
+        budget: budget.clone(),
+        opts,
+        summary,
+        in_flight: JoinSet::new(),
+        in_flight_keys: HashMap::new(),
+        pending: HashMap::new(),
+        progress,
+        move_cursor: true,
+        force: false,
+    };
+    let result = match retry_items {
+        None => engine.run_all(Arc::new(source)).await,
+        Some(items) => {
+            engine.move_cursor = false;
+            engine.force = true;
+            let mut by_kind: HashMap<Kind, Vec<serde_json::Value>> = HashMap::new();
+            for (k, v) in items {
+                by_kind.entry(k).or_default().push(v);
+            }
+            let mut r = Ok(());
+            for (kind, items) in by_kind {
+                let mut none = None;
+                r = r.and(
+                    engine
+                        .process_page(
+                            kind,
+                            Page {
+                                items,
+                                has_more: false,
+                            },
+                            &mut none,
+                        )
+                        .await,
+                );
+            }
+            r
+        }
+    };
+    // Whatever happened, wait for what is in flight so its receipts are recorded.
+    let drained = engine.wait_all().await;
+    if let Some(pb) = &engine.progress {
+        pb.finish_and_clear();
+    }
+    let mut summary = engine.summary;
+    summary.retries = budget.retries();
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    summary.finished_at = now_rfc3339();
+    let result = result.and(drained);
+    let flushed = store.flush();
+    match result.and(flushed.map_err(SyncError::from)) {
+        Ok(()) => {
+            summary.outcome = if summary.needs_attention() {
+                "attention".into()
+            } else {
+                "ok".into()
+            };
+            if !opts.dry_run {
+                let _ = store.record_run(&serde_json::to_value(&summary).unwrap_or_default());
+                let _ = store.flush();
+            }
+            Ok(summary)
+        }
+        Err(e) => {
+            summary.outcome = "aborted".into();
+            summary.error = Some(e.to_string());
+            if !opts.dry_run {
+                let _ = store.record_run(&serde_json::to_value(&summary).unwrap_or_default());
+                let _ = store.flush();
+            }
+            Err((summary, e))
+        }
+    }
+}
+
+impl Engine<'_> {
+    async fn run_all(&mut self, source: Arc<SourceClient>) -> Result<(), SyncError> {
+        if !self.opts.dry_run {
+            self.drain_outbox().await?;
+            if self.opts.kinds.contains(&Kind::Penalty) {
+                self.withdraw_expired().await?;
+            }
+        }
+        for &kind in &self.opts.kinds.clone() {
+            self.sync_kind(kind, source.clone()).await?;
+        }
+        Ok(())
+    }
+
+    fn tick(&self) {
+        if let Some(pb) = &self.progress {
+            let s = &self.summary;
+            pb.set_message(format!(
+                "read {} · unchanged {} · pushed {} · accepted {} · rejected {} · quarantined {}",
+                s.read, s.unchanged, s.pushed, s.accepted, s.rejected, s.quarantined
+            ));
+        }
+    }
+
+    /// Resends what an earlier run left in the outbox, in order, with the same flow ids.
+    async fn drain_outbox(&mut self) -> Result<(), SyncError> {
+        let batches = self.store.outbox()?;
+        if !batches.is_empty() {
+            tracing::info!(
+                batches = batches.len(),
+                "resending batches left in the outbox by an earlier run"
+            );
+        }
+        for (seq, batch) in batches {
+            self.summary.outbox_resent += batch.items.len() as u64;
+            self.dispatch(seq, batch).await?;
+        }
+        self.wait_all().await
+    }
+
+    /// Withdraws public penalties whose CF_GSJZQ is before today.
+    async fn withdraw_expired(&mut self) -> Result<(), SyncError> {
+        let today = self.opts.today.format("%Y%m%d").to_string();
+        let keys = self.store.expired_before(&today)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = keys.len(),
+            "withdrawing penalties whose display period ended"
+        );
+        let mut items = Vec::new();
+        for key in keys {
+            if let Some(e) = self.store.ledger_get(&key)? {
+                if e.state == PlatformState::Public {
+                    items.push((
+                        OutboxItem {
+                            key: key.clone(),
+                            op: Op::Withdraw,
+                            digest: None,
+                            source_id: e.source_id.clone(),
+                            source_updated_at: e.source_updated_at.clone(),
+                            meta: e.meta.clone(),
+                            source: serde_json::Value::Null,
+                        },
+                        None,
+                    ));
+                }
+            }
+        }
+        let mut commit = PageCommit::default();
+        for chunk in items.chunks(self.cfg.batch_size) {
+            let batch = self.build_batch(Kind::Penalty, chunk.to_vec())?;
+            commit.batches.push((self.store.next_seq()?, batch));
+        }
+        self.store.commit_page(&commit)?;
+        for (seq, batch) in commit.batches {
+            self.dispatch(seq, batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn sync_kind(&mut self, kind: Kind, source: Arc<SourceClient>) -> Result<(), SyncError> {
+        let stored = self.store.cursor(kind)?;
+        let start = stored.as_ref().map(|c| Cursor {
+            since: minus_overlap(&c.since, self.cfg.overlap),
+            after_id: String::new(),
+        });
+        // Read ahead one page while this one is mapped and pushed.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Page, GiveUp>>(2);
+        let budget = self.budget.clone();
+        let reader = tokio::spawn(async move {
+            let mut pos = start;
+            loop {
+                let page = source
+                    .changes(
+                        &budget,
+                        kind,
+                        pos.as_ref().map(|c| c.since.as_str()),
+                        pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or(""),
+                    )
+                    .await;
+                let (next, more) = match &page {
+                    Ok(p) => (
+                        p.items.iter().rev().find_map(|it| {
+                            Some(Cursor {
+                                since: it.get("updated_at")?.as_str()?.to_string(),
+                                after_id: it.get("id")?.as_str()?.to_string(),
+                            })
+                        }),
+                        p.has_more && !p.items.is_empty(),
+                    ),
+                    Err(_) => (None, false),
+                };
+                if tx.send(page).await.is_err() || !more {
+                    break;
+                }
+                if next.is_some() {
+                    pos = next;
+                }
+            }
+        });
+        let mut cursor = stored;
+        let mut result = Ok(());
+        while let Some(page) = rx.recv().await {
+            match page {
+                Ok(page) => {
+                    if let Err(e) = self.process_page(kind, page, &mut cursor).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+        result
+    }
+
+    async fn process_page(
+        &mut self,
+        kind: Kind,
+        page: Page,
+        cursor: &mut Option<Cursor>,
+    ) -> Result<(), SyncError> {
+        let mapping = self.mappings.get(kind);
+        let ctx = &self.cfg.mapping_context;
+        let mut commit = PageCommit::default();
+        let mut items: Vec<(OutboxItem, Option<PlatformRecord>)> = Vec::new();
+        let mut seen_in_page: HashSet<String> = HashSet::new();
+        let now = now_rfc3339();
+        for raw in page.items {
+            self.summary.read += 1;
+            let pos = match (
+                raw.get("updated_at").and_then(|v| v.as_str()),
+                raw.get("id").and_then(|v| v.as_str()),
+            ) {
+                (Some(u), Some(i)) => Some(Cursor {
+                    since: u.to_string(),
+                    after_id: i.to_string(),
+                }),
+                _ => None,
+            };
+            if let Some(p) = pos {
+                if cursor.as_ref().is_none_or(|c| cursor_after(&p, c)) {
+                    *cursor = Some(p);
+                }
+            }
+            let src: SourceRecord = match serde_json::from_value(raw.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let id = raw
+                        .get("id")
+                        .map(|v| v.to_string().trim_matches('"').to_string())
+                        .unwrap_or_else(|| "(no id)".into());
+                    let f = Finding::new(
+                        crate::findings::FindingCode::SourceSchema,
+                        "(record)",
+                        format!("源记录不符合执法系统数据格式：{e}"),
+                        format!("the source record does not fit the source schema: {e}"),
+                    );
+                    self.quarantine(
+                        &mut commit,
+                        kind,
+                        &id,
+                        None,
+                        "invalid",
+                        &[f],
+                        raw,
+                        &now,
+                        RecordMeta::default(),
+                    )?;
+                    continue;
+                }
+            };
+            let mapped = mapping.map(ctx, &src);
+            let meta = record_meta(kind, &src, &mapped.record);
+            if !mapped.is_valid() {
+                let key = mapped.key.as_ref().map(|k| k.to_string());
+                self.quarantine(
+                    &mut commit,
+                    kind,
+                    &src.id,
+                    key,
+                    "invalid",
+                    &mapped.findings,
+                    raw,
+                    &now,
+                    meta,
+                )?;
+                continue;
+            }
+            let key = mapped
+                .key
+                .as_ref()
+                .expect("a valid mapping has a key")
+                .to_string();
+            let ledger = self.store.ledger_get(&key)?;
+            // A document number another source record already uses: never overwrite silently.
+            if let Some(other) = ledger.as_ref().filter(|e| e.source_id != src.id) {
+                if self.store.by_source_get(kind, &other.source_id)?.as_deref()
+                    == Some(key.as_str())
+                {
+                    let f = crate::map_input::key_reused(
+                        mapped.key.as_ref().expect("valid"),
+                        &other.source_id,
+                    );
+                    self.quarantine(
+                        &mut commit,
+                        kind,
+                        &src.id,
+                        Some(key),
+                        "invalid",
+                        &[f],
+                        raw,
+                        &now,
+                        meta,
+                    )?;
+                    continue;
+                }
+            }
+            // The document number changed: the old key must come down.
+            let old_key = self.store.by_source_get(kind, &src.id)?;
+            if let Some(old) = old_key.as_ref().filter(|k| **k != key) {
+                if let Some(e) = self.store.ledger_get(old)? {
+                    if e.state == PlatformState::Public
+                        || self.pending.get(old).is_some_and(|p| p.0 == Op::Upsert)
+                    {
+                        items.push((
+                            OutboxItem {
+                                key: old.clone(),
+                                op: Op::Withdraw,
+                                digest: None,
+                                source_id: src.id.clone(),
+                                source_updated_at: src.updated_at.clone().unwrap_or_default(),
+                                meta: e.meta.clone(),
+                                source: serde_json::Value::Null,
+                            },
+                            None,
+                        ));
+                    }
+                }
+            }
+            if old_key.as_deref() != Some(key.as_str()) {
+                commit.by_source.push((kind, src.id.clone(), key.clone()));
+            }
+            // A record that is valid now leaves quarantine (unless the platform rejected this very content).
+            let digest = mapped.record.digest().to_hex();
+            let rejected_same = !self.force
+                && ledger
+                    .as_ref()
+                    .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
+            if !rejected_same && self.store.quarantine_get(kind, &src.id)?.is_some() {
+                commit.quarantine_del.push((kind, src.id.clone()));
+            }
+            let op = self.desired_op(kind, &src, &mapped);
+            let public_now = match self.pending.get(&key) {
+                Some((Op::Upsert, _)) => true,
+                Some((Op::Withdraw, _)) => false,
+                None => ledger
+                    .as_ref()
+                    .is_some_and(|e| e.state == PlatformState::Public),
+            };
+            let current_digest = match self.pending.get(&key) {
+                Some((Op::Upsert, d)) => d.clone(),
+                _ => ledger
+                    .as_ref()
+                    .filter(|e| e.state == PlatformState::Public)
+                    .and_then(|e| e.digest.clone()),
+            };
+            let item = OutboxItem {
+                key: key.clone(),
+                op,
+                digest: (op == Op::Upsert).then(|| digest.clone()),
+                source_id: src.id.clone(),
+                source_updated_at: src.updated_at.clone().unwrap_or_default(),
+                meta,
+                source: if op == Op::Upsert {
+                    raw
+                } else {
+                    serde_json::Value::Null
+                },
+            };
+            match op {
+                Op::Upsert if public_now && current_digest.as_deref() == Some(digest.as_str()) => {
+                    self.summary.unchanged += 1
+                }
+                Op::Upsert if rejected_same => self.summary.unchanged += 1,
+                Op::Withdraw if !public_now => self.summary.unchanged += 1,
+                Op::Upsert => {
+                    if !seen_in_page.insert(key.clone()) {
+                        // the same key twice in one page: the later version wins
+                        items.retain(|(i, _)| i.key != key);
+                    }
+                    items.push((item, Some(mapped.record)));
+                }
+                Op::Withdraw => {
+                    if !seen_in_page.insert(key.clone()) {
+                        items.retain(|(i, _)| i.key != key);
+                    }
+                    items.push((item, None));
+                }
+            }
+        }
+        // Cut the page's pushes into messages: at most batch_size records and MAX_MESSAGE_BYTES each.
+        let mut chunk: Vec<(OutboxItem, Option<PlatformRecord>)> = Vec::new();
+        let mut bytes = 0usize;
+        for it in items {
+            let size =
+                it.1.as_ref()
+                    .map(|r| {
+                        r.fields()
+                            .iter()
+                            .map(|(k, v)| 2 * k.len() + v.len() + 8)
+                            .sum::<usize>()
+                            + 64
+                    })
+                    .unwrap_or(64);
+            if !chunk.is_empty()
+                && (chunk.len() >= self.cfg.batch_size || bytes + size > MAX_MESSAGE_BYTES)
+            {
+                let b = self.build_batch(kind, std::mem::take(&mut chunk))?;
+                commit.batches.push((self.store.next_seq()?, b));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(it);
+        }
+        if !chunk.is_empty() {
+            let b = self.build_batch(kind, chunk)?;
+            commit.batches.push((self.store.next_seq()?, b));
+        }
+        if self.opts.dry_run {
+            self.summary.pushed += commit
+                .batches
+                .iter()
+                .map(|(_, b)| b.items.len() as u64)
+                .sum::<u64>();
+            self.tick();
+            return Ok(());
+        }
+        if self.move_cursor {
+            commit.cursor = cursor.clone().map(|c| (kind, c));
+        }
+        self.store.commit_page(&commit)?;
+        for (seq, batch) in commit.batches {
+            self.dispatch(seq, batch).await?;
+        }
+        self.tick();
+        Ok(())
+    }
+
+    /// What the platform should hold for a valid record (DESIGN §4).
+    fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
+        match kind {
+            // A revoked permit stays public with XK_ZT = 2 (the mapping's status table says so).
+            Kind::Permit => Op::Upsert,
+            Kind::Penalty => match src.status() {
+                Some(SourceStatus::Revoked) | Some(SourceStatus::Changed) => Op::Withdraw,
+                _ => {
+                    let until = mapped
+                        .record
+                        .get("CF_GSJZQ")
+                        .and_then(crate::validate::parse_date);
+                    match until {
+                        Some(d) if d < self.opts.today => Op::Withdraw,
+                        _ => Op::Upsert,
+                    }
+                }
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn quarantine(
+        &mut self,
+        commit: &mut PageCommit,
+        kind: Kind,
+        id: &str,
+        key: Option<String>,
+        reason: &str,
+        findings: &[Finding],
+        source: serde_json::Value,
+        now: &str,
+        meta: RecordMeta,
+    ) -> Result<(), SyncError> {
+        let findings: Vec<StoredFinding> = findings.iter().map(StoredFinding::from).collect();
+        let existing = self.store.quarantine_get(kind, id)?;
+        let first_seen = existing
+            .as_ref()
+            .map(|e| e.first_seen.clone())
+            .unwrap_or_else(|| now.to_string());
+        let is_new = existing
+            .as_ref()
+            .is_none_or(|e| e.findings != findings || e.source != source);
+        if is_new {
+            self.summary.quarantined += 1;
+            tracing::warn!(kind = %kind, id, findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "record quarantined");
+        }
+        commit.quarantine_put.push(QuarantineEntry {
+            kind,
+            source_id: id.to_string(),
+            key,
+            reason: reason.to_string(),
+            findings,
+            source,
+            first_seen,
+            last_seen: now.to_string(),
+            meta,
+        });
+        Ok(())
+    }
+
+    fn build_batch(
+        &self,
+        kind: Kind,
+        items: Vec<(OutboxItem, Option<PlatformRecord>)>,
+    ) -> Result<OutboxBatch, SyncError> {
+        let flow = uuid::Uuid::new_v4().to_string();
+        let mut records = Vec::with_capacity(items.len());
+        let mut outbox_items = Vec::with_capacity(items.len());
+        for (it, rec) in items {
+            records.push(MessageRecord {
+                key: it.key.clone(),
+                op: match (it.op, rec) {
+                    (Op::Upsert, Some(r)) => MessageOp::Upsert(r),
+                    _ => MessageOp::Withdraw,
+                },
+            });
+            outbox_items.push(it);
+        }
+        let msg = ExchangeMessage {
+            sender: self.cfg.agency_credit_code.clone(),
+            receiver: self.cfg.receiver.clone(),
+            flow: flow.clone(),
+            kind,
+            send_time: now_rfc3339(),
+            records,
+        };
+        let mut body = Vec::new();
+        xml::write_exchange_message(&msg, &mut body);
+        Ok(OutboxBatch {
+            flow,
+            kind,
+            created: now_rfc3339(),
+            body: String::from_utf8(body).expect("the XML writer writes UTF-8"),
+            items: outbox_items,
+        })
+    }
+
+    /// Sends a batch once no batch in flight holds any of its keys; keeps at most `concurrency` in flight.
+    async fn dispatch(&mut self, seq: u64, batch: OutboxBatch) -> Result<(), SyncError> {
+        while batch
+            .items
+            .iter()
+            .any(|i| self.in_flight_keys.contains_key(&i.key))
+        {
+            self.wait_one().await?;
+        }
+        while self.in_flight.len() >= self.cfg.concurrency {
+            self.wait_one().await?;
+        }
+        for i in &batch.items {
+            *self.in_flight_keys.entry(i.key.clone()).or_insert(0) += 1;
+            self.pending.insert(i.key.clone(), (i.op, i.digest.clone()));
+        }
+        self.summary.pushed += batch.items.len() as u64;
+        let platform = self.platform.clone();
+        let budget = self.budget.clone();
+        self.in_flight.spawn(async move {
+            let result = platform
+                .exchange(&budget, &batch.flow, batch.body.as_bytes())
+                .await;
+            Sent { seq, batch, result }
+        });
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), SyncError> {
+        match self.in_flight.join_next().await {
+            None => Ok(()),
+            Some(Ok(sent)) => self.apply(sent),
+            Some(Err(e)) => Err(SyncError::Client(format!("a send task failed: {e}"))),
+        }
+    }
+
+    async fn wait_all(&mut self) -> Result<(), SyncError> {
+        let mut first_err = Ok(());
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.wait_one().await {
+                if first_err.is_ok() {
+                    first_err = Err(e);
+                }
+            }
+        }
+        first_err
+    }
+
+    /// Records a receipt: ledger, quarantine for rejections, the expiry index, and the outbox removal.
+    fn apply(&mut self, sent: Sent) -> Result<(), SyncError> {
+        let Sent { seq, batch, result } = sent;
+        for i in &batch.items {
+            if let Some(n) = self.in_flight_keys.get_mut(&i.key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight_keys.remove(&i.key);
+                }
+            }
+        }
+        let receipt = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // The batch stays in the outbox; the next run resends it with the same flow id.
+                for i in &batch.items {
+                    self.pending.remove(&i.key);
+                }
+                return Err(e.into());
+            }
+        };
+        let now = now_rfc3339();
+        let results: HashMap<&str, &xml::RecordResult> = receipt
+            .results
+            .iter()
+            .map(|r| (r.key.as_str(), r))
+            .collect();
+        let mut commit = ReceiptCommit {
+            outbox_seq: Some(seq),
+            ..ReceiptCommit::default()
+        };
+        for item in &batch.items {
+            self.pending.remove(&item.key);
+            let prev = self.store.ledger_get(&item.key)?;
+            let mut e = prev.clone().unwrap_or(LedgerEntry {
+                kind: batch.kind,
+                source_id: item.source_id.clone(),
+                source_updated_at: item.source_updated_at.clone(),
+                digest: None,
+                rejected_digest: None,
+                state: PlatformState::Pending,
+                first_published: None,
+                last_pushed: None,
+                attempts: 0,
+                last_error: None,
+                meta: item.meta.clone(),
+            });
+            e.attempts += 1;
+            e.last_pushed = Some(now.clone());
+            let Some(res) = results.get(item.key.as_str()) else {
+                e.last_error = Some(format!(
+                    "the receipt of flow {} has no result for this key",
+                    batch.flow
+                ));
+                commit.ledger.push((item.key.clone(), e));
+                continue;
+            };
+            let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
+            match (item.op, res.status) {
+                (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
+                    if res.status == ResultStatus::Accepted {
+                        self.summary.accepted += 1;
+                    } else {
+                        self.summary.platform_unchanged += 1;
+                    }
+                    e.state = PlatformState::Public;
+                    e.digest = item.digest.clone();
+                    e.rejected_digest = None;
+                    e.last_error = None;
+                    e.source_id = item.source_id.clone();
+                    e.source_updated_at = item.source_updated_at.clone();
+                    e.meta = item.meta.clone();
+                    if e.first_published.is_none() {
+                        e.first_published = Some(now.clone());
+                    }
+                    if batch.kind == Kind::Penalty {
+                        if let Some(old) = old_until
+                            .as_ref()
+                            .filter(|o| Some(*o) != item.meta.display_until.as_ref())
+                        {
+                            commit
+                                .expiry
+                                .push((old.replace('-', ""), item.key.clone(), false));
+                        }
+                        if let Some(u) = &item.meta.display_until {
+                            commit
+                                .expiry
+                                .push((u.replace('-', ""), item.key.clone(), true));
+                        }
+                    }
+                    commit
+                        .quarantine_del
+                        .push((batch.kind, item.source_id.clone()));
+                }
+                (Op::Withdraw, ResultStatus::Withdrawn)
+                | (Op::Withdraw, ResultStatus::Unchanged) => {
+                    if res.status == ResultStatus::Withdrawn {
+                        self.summary.withdrawn += 1;
+                    }
+                    e.state = PlatformState::Withdrawn;
+                    e.last_error = None;
+                    if let Some(old) = &old_until {
+                        commit
+                            .expiry
+                            .push((old.replace('-', ""), item.key.clone(), false));
+                    }
+                }
+                (_, ResultStatus::Rejected) => {
+                    self.summary.rejected += 1;
+                    if e.state != PlatformState::Public {
+                        e.state = PlatformState::Rejected;
+                    }
+                    e.rejected_digest = item.digest.clone();
+                    e.last_error = Some(format!("{} {}", res.code, res.message));
+                    tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
+                    if item.op == Op::Withdraw && res.code == "unknown_key" {
+                        // Nothing to take down: the platform never held it.
+                        e.state = PlatformState::Withdrawn;
+                        continue_with(&mut commit, item, e);
+                        continue;
+                    }
+                    let existing = self.store.quarantine_get(batch.kind, &item.source_id)?;
+                    commit.quarantine_put.push(QuarantineEntry {
+                        kind: batch.kind,
+                        source_id: item.source_id.clone(),
+                        key: Some(item.key.clone()),
+                        reason: "rejected".into(),
+                        findings: vec![StoredFinding {
+                            code: res.code.clone(),
+                            field: "(platform)".into(),
+                            zh: res.message.clone(),
+                            en: format!(
+                                "the platform rejected the record: {} {}",
+                                res.code, res.message
+                            ),
+                        }],
+                        source: if item.source.is_null() {
+                            existing
+                                .map(|q| q.source)
+                                .unwrap_or(serde_json::Value::Null)
+                        } else {
+                            item.source.clone()
+                        },
+                        first_seen: now.clone(),
+                        last_seen: now.clone(),
+                        meta: item.meta.clone(),
+                    });
+                }
+                (op, status) => {
+                    e.last_error =
+                        Some(format!("unexpected answer {} to {:?}", status.as_str(), op));
+                }
+            }
+            commit.ledger.push((item.key.clone(), e));
+        }
+        self.store.commit_receipt(&commit)?;
+        self.tick();
+        Ok(())
+    }
+}
+
+fn continue_with(commit: &mut ReceiptCommit, item: &OutboxItem, e: LedgerEntry) {
+    commit.ledger.push((item.key.clone(), e));
+}
