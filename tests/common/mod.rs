@@ -1,0 +1,169 @@
+//! Test harness: both simulators in-process on 127.0.0.1:0, a throw-away store and config, and the real
+//! `dualpub` binary driven through them (the `spawn_app` of zero-to-production).
+#![allow(dead_code)]
+
+use dualpub::mapping::{DisplayPolicy, Mapped, MappingContext, MappingSet};
+use dualpub::model::Kind;
+use dualpub::sim::gen::{self, GenConfig};
+use dualpub::sim::platform::{self, Faults, PlatformSimConfig, PlatformSimHandle};
+use dualpub::sim::source::{self, SourceSimConfig, SourceSimHandle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const TODAY: &str = "2026-11-27";
+
+pub struct Env {
+    pub source: SourceSimHandle,
+    pub platform: PlatformSimHandle,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub gen: GenConfig,
+    pub http: reqwest::Client,
+}
+
+pub fn agency_code() -> String {
+    gen::agency().credit_code.unwrap()
+}
+
+pub fn mapping_context() -> MappingContext {
+    MappingContext {
+        agency_name: gen::agency().name,
+        agency_credit_code: Some(agency_code()),
+        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+    }
+}
+
+pub async fn spawn(gen_cfg: GenConfig, faults: Faults) -> Env {
+    spawn_with(gen_cfg, PlatformSimConfig { faults, ..PlatformSimConfig::default() }, "").await
+}
+
+/// Starts both simulators and writes a config; `extra` is appended to the config file.
+pub async fn spawn_with(gen_cfg: GenConfig, pcfg: PlatformSimConfig, extra: &str) -> Env {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let source = source::serve(l, SourceSimConfig { gen: gen_cfg.clone(), token: "test-token".into() }).await.unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let platform = platform::serve(l, pcfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("source.token"), "test-token\n").unwrap();
+    std::fs::write(dir.path().join("platform.secret"), "demo-secret\n").unwrap();
+    let config = dir.path().join("dualpub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agency]\nname = \"{}\"\ncredit_code = \"{}\"\ndomain = \"安全生产\"\n\n[source]\nurl = \"{}\"\ntoken_file = \"{}\"\n\n\
+             [platform]\nurl = \"{}\"\napp_key = \"demo-app\"\nsecret_file = \"{}\"\nreceiver = \"HNCREDIT\"\n\
+             batch_size = 200\nconcurrency = 4\nretry_budget_secs = 120\nmax_backoff_secs = 1\ntimeout_secs = 10\n\n\
+             [store]\npath = \"{}\"\n{extra}",
+            gen::agency().name.unwrap(),
+            agency_code(),
+            source.url(),
+            dir.path().join("source.token").display(),
+            platform.url(),
+            dir.path().join("platform.secret").display(),
+            dir.path().join("store").display(),
+        ),
+    )
+    .unwrap();
+    Env { source, platform, dir, config, gen: gen_cfg, http: reqwest::Client::new() }
+}
+
+impl Env {
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+        c.arg("--config").arg(&self.config).args(args).env_remove("DUALPUB_CONFIG").env_remove("DUALPUB_LOG");
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs the real binary to completion (off the async threads, so the simulators keep serving).
+    pub async fn dualpub(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+    }
+
+    /// `sync --json --today TODAY`: the exit code and the parsed summary.
+    pub async fn sync(&self, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let mut args = vec!["sync", "--json", "--today", TODAY];
+        args.extend_from_slice(extra);
+        let out = self.dualpub(&args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let summary = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), summary, stderr)
+    }
+
+    /// The platform's stored records: key → (digest, status, fields).
+    pub async fn platform_records(&self) -> BTreeMap<String, (String, String, serde_json::Value, u64)> {
+        let body = self.http.get(format!("{}/admin/records", self.platform.url())).send().await.unwrap().text().await.unwrap();
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap().to_string(),
+                    (
+                        v["digest"].as_str().unwrap().to_string(),
+                        v["status"].as_str().unwrap().to_string(),
+                        v["fields"].clone(),
+                        v["versions"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn admin_post(&self, url: String, body: serde_json::Value) -> serde_json::Value {
+        let r = self.http.post(url).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    pub async fn source_insert(&self, records: serde_json::Value) {
+        self.admin_post(format!("{}/admin/records", self.source.url()), records).await;
+    }
+}
+
+/// What the platform must hold for the generated source set: key → digest of the public records.
+pub fn expected_public(gen_cfg: &GenConfig, today: chrono::NaiveDate) -> (BTreeMap<String, String>, Vec<(Kind, String, &'static str)>) {
+    let mappings = MappingSet::builtin();
+    let ctx = mapping_context();
+    let mut public = BTreeMap::new();
+    let mut invalid = Vec::new();
+    for kind in Kind::ALL {
+        for i in 0..gen_cfg.count(kind) {
+            let rec = gen::record(gen_cfg, kind, i);
+            let m: Mapped = mappings.get(kind).map(&ctx, &rec);
+            if !m.is_valid() {
+                let code = gen::defect(gen_cfg, kind, i).map(|d| d.code()).unwrap_or("?");
+                invalid.push((kind, rec.id.clone(), code));
+                continue;
+            }
+            if kind == Kind::Penalty {
+                let withdrawn = matches!(rec.status.as_deref(), Some("revoked") | Some("changed"));
+                let until = m.record.get("CF_GSJZQ").and_then(dualpub::validate::parse_date);
+                if withdrawn || until.is_some_and(|d| d < today) {
+                    continue;
+                }
+            }
+            public.insert(m.key.unwrap().to_string(), m.record.digest().to_hex());
+        }
+    }
+    (public, invalid)
+}
+
+pub fn today() -> chrono::NaiveDate {
+    dualpub::validate::parse_date(TODAY).unwrap()
+}
+
+/// Public records on the platform: key → digest.
+pub fn public_of(records: &BTreeMap<String, (String, String, serde_json::Value, u64)>) -> BTreeMap<String, String> {
+    records.iter().filter(|(_, v)| v.1 == "public").map(|(k, v)| (k.clone(), v.0.clone())).collect()
+}
+
+pub fn read_store(path: &Path) -> dualpub::store::Store {
+    dualpub::store::Store::open(path).expect("the store opens after the run ended")
+}
