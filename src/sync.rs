@@ -184,6 +184,22 @@ pub async fn run(
     run_with(cfg, mappings, store, opts, None).await
 }
 
+/// Withdraws the given keys (reconcile's repair of expired and orphaned records).
+pub async fn withdraw(
+    cfg: &Config,
+    mappings: &MappingSet,
+    store: &Store,
+    opts: &SyncOptions,
+    keys: Vec<(Kind, String)>,
+) -> Result<RunSummary, (RunSummary, SyncError)> {
+    run_with(cfg, mappings, store, opts, Some(Mode::Withdraw(keys))).await
+}
+
+enum Mode {
+    Retry(Vec<(Kind, serde_json::Value)>),
+    Withdraw(Vec<(Kind, String)>),
+}
+
 /// `quarantine retry`: maps the stored source records again (with the current mappings) and pushes the valid
 /// ones, including content the platform rejected before; the feed's cursor does not move.
 pub async fn retry(
@@ -193,7 +209,7 @@ pub async fn retry(
     opts: &SyncOptions,
     items: Vec<(Kind, serde_json::Value)>,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
-    run_with(cfg, mappings, store, opts, Some(items)).await
+    run_with(cfg, mappings, store, opts, Some(Mode::Retry(items))).await
 }
 
 async fn run_with(
@@ -201,7 +217,7 @@ async fn run_with(
     mappings: &MappingSet,
     store: &Store,
     opts: &SyncOptions,
-    retry_items: Option<Vec<(Kind, serde_json::Value)>>,
+    mode: Option<Mode>,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
     let started = Instant::now();
     let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
@@ -257,9 +273,10 @@ async fn run_with(
         move_cursor: true,
         force: false,
     };
-    let result = match retry_items {
+    let result = match mode {
         None => engine.run_all(Arc::new(source)).await,
-        Some(items) => {
+        Some(Mode::Withdraw(keys)) => engine.withdraw_keys(keys).await,
+        Some(Mode::Retry(items)) => {
             engine.move_cursor = false;
             engine.force = true;
             let mut by_kind: HashMap<Kind, Vec<serde_json::Value>> = HashMap::new();
@@ -359,6 +376,38 @@ impl Engine<'_> {
             self.dispatch(seq, batch).await?;
         }
         self.wait_all().await
+    }
+
+    /// Withdraws exactly these keys, whatever the ledger says (the platform's own listing showed them public).
+    async fn withdraw_keys(&mut self, keys: Vec<(Kind, String)>) -> Result<(), SyncError> {
+        for kind in Kind::ALL {
+            let mut items = Vec::new();
+            for (_, key) in keys.iter().filter(|(k, _)| *k == kind) {
+                let e = self.store.ledger_get(key)?;
+                items.push((
+                    OutboxItem {
+                        key: key.clone(),
+                        op: Op::Withdraw,
+                        digest: None,
+                        source_id: e.as_ref().map(|e| e.source_id.clone()).unwrap_or_default(),
+                        source_updated_at: e.as_ref().map(|e| e.source_updated_at.clone()).unwrap_or_default(),
+                        meta: e.map(|e| e.meta).unwrap_or_default(),
+                        source: serde_json::Value::Null,
+                    },
+                    None,
+                ));
+            }
+            let mut commit = PageCommit::default();
+            for chunk in items.chunks(self.cfg.batch_size) {
+                let batch = self.build_batch(kind, chunk.to_vec())?;
+                commit.batches.push((self.store.next_seq()?, batch));
+            }
+            self.store.commit_page(&commit)?;
+            for (seq, batch) in commit.batches {
+                self.dispatch(seq, batch).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Withdraws public penalties whose CF_GSJZQ is before today.
