@@ -2,6 +2,8 @@
 //!
 //! - [`gen`]: the deterministic record generator behind the enforcement-system simulator. Record *i* of a kind
 //!   is a pure function of (seed, kind, i), so a million records cost no memory.
+//! - [`platform`]: the credit-platform (信用平台) simulator, an HTTP + XML server speaking the exchange protocol of
+//!   DESIGN §3, with a seeded fault injector and admin endpoints to inspect and tamper with what it holds.
 //! - [`source`]: the enforcement-system (执法系统) simulator, an HTTP server speaking the change-feed protocol
 //!   of DESIGN §2, with admin endpoints to insert, replace, delete and re-stamp records.
 //!
@@ -10,6 +12,7 @@
 use chrono::{DateTime, FixedOffset};
 
 pub mod gen;
+pub mod platform;
 pub mod source;
 
 /// China Standard Time, the offset every simulated timestamp carries.
