@@ -524,16 +524,27 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn the_example_file_loads_with_its_secrets_from_the_environment() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("dualpub.example.toml");
-        let e = env(&[("DUALPUB_SOURCE_TOKEN", "t"), ("DUALPUB_PLATFORM_SECRET", "s"), ("DUALPUB_STORE_PATH", "/tmp/x")]);
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_SECRET", "s"),
+            ("DUALPUB_STORE_PATH", "/tmp/x"),
+        ]);
         let (raw, origin) = RawConfig::load(Some(&p), &e).unwrap();
         let cfg = Config::from_raw(&raw, &origin, &e).unwrap();
-        assert_eq!(cfg.store_path, PathBuf::from("/tmp/x"), "environment overrides the file");
+        assert_eq!(
+            cfg.store_path,
+            PathBuf::from("/tmp/x"),
+            "environment overrides the file"
+        );
         assert_eq!(cfg.source_token.expose(), "t");
         assert_eq!(format!("{:?}", cfg.platform_secret), "Secret(***)");
         assert!(!format!("{cfg:?}").contains("\"s\""));
@@ -544,24 +555,52 @@ mod tests {
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dualpub.example.toml")).unwrap();
-        let e = env(&[("DUALPUB_SOURCE_TOKEN", "t"), ("DUALPUB_PLATFORM_SECRET", "s")]);
+        let base = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dualpub.example.toml"),
+        )
+        .unwrap();
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_SECRET", "s"),
+        ]);
         let cases = [
-            (base.replace("batch_size = 200", "batch_size = 900"), "batch_size"),
-            (base.replace("concurrency = 4", "concurency = 4"), "concurency"),
-            (base.replace("token_env = \"DUALPUB_SOURCE_TOKEN\"", "token = \"abc\""), "must not be written in the file"),
-            (base.replace("credit_code = \"11410000000012343F\"", "credit_code = \"11410000000012343A\""), "credit_code"),
-            (base.replace("url = \"http://127.0.0.1:8702\"", "url = \"ftp://x\""), "platform] url"),
+            (
+                base.replace("batch_size = 200", "batch_size = 900"),
+                "batch_size",
+            ),
+            (
+                base.replace("concurrency = 4", "concurency = 4"),
+                "concurency",
+            ),
+            (
+                base.replace("token_env = \"DUALPUB_SOURCE_TOKEN\"", "token = \"abc\""),
+                "must not be written in the file",
+            ),
+            (
+                base.replace(
+                    "credit_code = \"11410000000012343F\"",
+                    "credit_code = \"11410000000012343A\"",
+                ),
+                "credit_code",
+            ),
+            (
+                base.replace("url = \"http://127.0.0.1:8702\"", "url = \"ftp://x\""),
+                "platform] url",
+            ),
         ];
         for (text, want) in cases {
             std::fs::write(&p, &text).unwrap();
-            let r = RawConfig::load(Some(&p), &e).and_then(|(raw, o)| Config::from_raw(&raw, &o, &e));
+            let r =
+                RawConfig::load(Some(&p), &e).and_then(|(raw, o)| Config::from_raw(&raw, &o, &e));
             let msg = r.unwrap_err().to_string();
             assert!(msg.contains(want), "{msg} should name {want}");
             assert!(msg.contains("c.toml"), "{msg} should name the file");
         }
         let r = RawConfig::load(None, &env(&[("DUALPUB_PLATFORM_BATCHSIZE", "3")]));
-        assert!(r.unwrap_err().to_string().contains("DUALPUB_PLATFORM_BATCHSIZE"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("DUALPUB_PLATFORM_BATCHSIZE"));
         let r = RawConfig::load(None, &env(&[("DUALPUB_PLATFORM_BATCH_SIZE", "many")]));
         assert!(r.unwrap_err().to_string().contains("not a whole number"));
         // a missing secret variable

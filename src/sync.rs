@@ -149,6 +149,33 @@ fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
     }
 }
 
+/// A feed item's position, `(updated_at, id)`.
+fn position(item: &serde_json::Value) -> Option<Cursor> {
+    Some(Cursor {
+        since: item.get("updated_at")?.as_str()?.to_string(),
+        after_id: item.get("id")?.as_str()?.to_string(),
+    })
+}
+
+/// Where the next feed request starts: the overlap window before the page's last item, so a record committed
+/// late behind it is still found in this run — but never before the page's middle item, so a page dense with
+/// records still makes progress (a page of one item continues exactly after it).
+fn next_position(positions: &[Option<Cursor>], overlap: chrono::Duration) -> Option<Cursor> {
+    let last = positions.iter().rev().flatten().next()?.clone();
+    let n = positions.len();
+    if n < 2 {
+        return Some(last);
+    }
+    let back = Cursor {
+        since: minus_overlap(&last.since, overlap),
+        after_id: String::new(),
+    };
+    match positions[(n - 1) / 2].clone() {
+        Some(mid) if cursor_after(&mid, &back) => Some(mid),
+        _ => Some(back),
+    }
+}
+
 struct Sent {
     seq: u64,
     batch: OutboxBatch,
@@ -390,7 +417,10 @@ impl Engine<'_> {
                         op: Op::Withdraw,
                         digest: None,
                         source_id: e.as_ref().map(|e| e.source_id.clone()).unwrap_or_default(),
-                        source_updated_at: e.as_ref().map(|e| e.source_updated_at.clone()).unwrap_or_default(),
+                        source_updated_at: e
+                            .as_ref()
+                            .map(|e| e.source_updated_at.clone())
+                            .unwrap_or_default(),
                         meta: e.map(|e| e.meta).unwrap_or_default(),
                         source: serde_json::Value::Null,
                     },
@@ -461,30 +491,41 @@ impl Engine<'_> {
         // Read ahead one page while this one is mapped and pushed.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Page, GiveUp>>(2);
         let budget = self.budget.clone();
+        let overlap = self.cfg.overlap;
         let reader = tokio::spawn(async move {
             let mut pos = start;
+            // Positions the previous request delivered: the part of a page that is read again is skipped.
+            let mut prev: HashSet<(String, String)> = HashSet::new();
             loop {
-                let page = source
-                    .changes(
-                        &budget,
-                        kind,
-                        pos.as_ref().map(|c| c.since.as_str()),
-                        pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or(""),
-                    )
-                    .await;
-                let (next, more) = match &page {
-                    Ok(p) => (
-                        p.items.iter().rev().find_map(|it| {
-                            Some(Cursor {
-                                since: it.get("updated_at")?.as_str()?.to_string(),
-                                after_id: it.get("id")?.as_str()?.to_string(),
-                            })
-                        }),
-                        p.has_more && !p.items.is_empty(),
-                    ),
-                    Err(_) => (None, false),
+                let since = pos.as_ref().map(|c| c.since.as_str());
+                let after = pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or("");
+                let mut page = match source.changes(&budget, kind, since, after).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
                 };
-                if tx.send(page).await.is_err() || !more {
+                let positions: Vec<Option<Cursor>> = page.items.iter().map(position).collect();
+                let more = page.has_more && !page.items.is_empty();
+                let next = next_position(&positions, overlap);
+                let this: HashSet<(String, String)> = positions
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.since.clone(), c.after_id.clone()))
+                    .collect();
+                page.items = page
+                    .items
+                    .into_iter()
+                    .zip(&positions)
+                    .filter(|(_, p)| {
+                        p.as_ref()
+                            .is_none_or(|c| !prev.contains(&(c.since.clone(), c.after_id.clone())))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                prev = this;
+                if tx.send(Ok(page)).await.is_err() || !more {
                     break;
                 }
                 if next.is_some() {

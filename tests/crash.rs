@@ -12,7 +12,10 @@ use std::time::Duration;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
@@ -49,18 +52,40 @@ async fn assert_exact(env: &Env, gen_cfg: &GenConfig) {
     let public = public_of(&held);
     let missing = expected.keys().filter(|k| !public.contains_key(*k)).count();
     let extra = public.keys().filter(|k| !expected.contains_key(*k)).count();
-    let wrong = expected.iter().filter(|(k, d)| public.get(*k).is_some_and(|p| p != *d)).count();
-    assert_eq!((missing, extra, wrong), (0, 0, 0), "missing, extra, wrong-version records");
+    let wrong = expected
+        .iter()
+        .filter(|(k, d)| public.get(*k).is_some_and(|p| p != *d))
+        .count();
+    assert_eq!(
+        (missing, extra, wrong),
+        (0, 0, 0),
+        "missing, extra, wrong-version records"
+    );
     let multi = held.values().filter(|v| v.3 != 1).count();
-    assert_eq!(multi, 0, "records stored in more than one version although the source never changed");
+    assert_eq!(
+        multi, 0,
+        "records stored in more than one version although the source never changed"
+    );
     let store = read_store(&env.store_path());
     assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_of_a_backfill() {
-    let gen_cfg = GenConfig { records: 20_000, seed: 77, invalid_rate: 0.01, ..GenConfig::default() };
-    let env = spawn(gen_cfg.clone(), Faults { latency_ms: 15, ..Faults::default() }).await;
+    let gen_cfg = GenConfig {
+        records: 20_000,
+        seed: 77,
+        invalid_rate: 0.01,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            latency_ms: 15,
+            ..Faults::default()
+        },
+    )
+    .await;
     let killed = kill_repeatedly(&env, 22, 0xC0FFEE, 1500).await;
     assert!(killed >= 20, "killed only {killed} times");
     run_to_completion(&env).await;
@@ -71,19 +96,55 @@ async fn killed_at_random_moments_of_a_backfill() {
 async fn killed_between_commit_and_acknowledgement() {
     // Half the acknowledgements are lost after the platform committed; the client backs off before retrying,
     // and the kills land in that window.
-    let gen_cfg = GenConfig { records: 3_000, seed: 78, ..GenConfig::default() };
-    let env = spawn(gen_cfg.clone(), Faults { seed: 4, lost_ack_rate: 0.5, latency_ms: 10, ..Faults::default() }).await;
-    let cfg = std::fs::read_to_string(&env.config).unwrap().replace("max_backoff_secs = 1", "max_backoff_secs = 3");
+    let gen_cfg = GenConfig {
+        records: 3_000,
+        seed: 78,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            seed: 4,
+            lost_ack_rate: 0.5,
+            latency_ms: 10,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let cfg = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("max_backoff_secs = 1", "max_backoff_secs = 3");
     std::fs::write(&env.config, cfg).unwrap();
     let killed = kill_repeatedly(&env, 10, 0xBEEF, 1200).await;
     assert!(killed >= 8);
-    let before: serde_json::Value =
-        env.http.get(format!("{}/admin/stats", env.platform.url())).send().await.unwrap().json().await.unwrap();
+    let before: serde_json::Value = env
+        .http
+        .get(format!("{}/admin/stats", env.platform.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(before["faults"]["lost_acks"].as_u64().unwrap() > 0);
-    env.admin_post(format!("{}/admin/faults", env.platform.url()), serde_json::json!({"lost_ack_rate": 0.0})).await;
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"lost_ack_rate": 0.0}),
+    )
+    .await;
     run_to_completion(&env).await;
-    let after: serde_json::Value =
-        env.http.get(format!("{}/admin/stats", env.platform.url())).send().await.unwrap().json().await.unwrap();
-    assert!(after["replayed_flows"].as_u64().unwrap() > 0, "flows committed before a kill were replayed: {after}");
+    let after: serde_json::Value = env
+        .http
+        .get(format!("{}/admin/stats", env.platform.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        after["replayed_flows"].as_u64().unwrap() > 0,
+        "flows committed before a kill were replayed: {after}"
+    );
     assert_exact(&env, &gen_cfg).await;
 }

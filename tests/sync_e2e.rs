@@ -10,10 +10,19 @@ use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_update_revoke_expire() {
-    let gen_cfg = GenConfig { records: 10_000, seed: 11, invalid_rate: 0.02, ..GenConfig::default() };
+    let gen_cfg = GenConfig {
+        records: 10_000,
+        seed: 11,
+        invalid_rate: 0.02,
+        ..GenConfig::default()
+    };
     let env = spawn(gen_cfg.clone(), Faults::default()).await;
     let (expected, invalid) = expected_public(&gen_cfg, today());
-    assert!(invalid.len() > 100, "the generator made {} invalid records", invalid.len());
+    assert!(
+        invalid.len() > 100,
+        "the generator made {} invalid records",
+        invalid.len()
+    );
 
     // 1. backfill: exactly the valid records, with matching digests; the invalid ones quarantined.
     let (code, s, err) = env.sync(&[]).await;
@@ -22,16 +31,31 @@ async fn backfill_update_revoke_expire() {
     let held = env.platform_records().await;
     let public = public_of(&held);
     assert_eq!(public.len(), expected.len());
-    assert!(public == expected, "the platform's public set differs from the valid source set");
+    assert!(
+        public == expected,
+        "the platform's public set differs from the valid source set"
+    );
     {
         let store = read_store(&env.store_path());
         let q = store.quarantine_all().unwrap();
-        let got: BTreeMap<String, Vec<String>> =
-            q.iter().map(|e| (e.source_id.clone(), e.findings.iter().map(|f| f.code.clone()).collect())).collect();
+        let got: BTreeMap<String, Vec<String>> = q
+            .iter()
+            .map(|e| {
+                (
+                    e.source_id.clone(),
+                    e.findings.iter().map(|f| f.code.clone()).collect(),
+                )
+            })
+            .collect();
         assert_eq!(got.len(), invalid.len());
         for (_, id, code) in &invalid {
-            let codes = got.get(id).unwrap_or_else(|| panic!("{id} is not in quarantine"));
-            assert!(codes.iter().any(|c| c == code), "{id}: findings {codes:?} lack the intended {code}");
+            let codes = got
+                .get(id)
+                .unwrap_or_else(|| panic!("{id} is not in quarantine"));
+            assert!(
+                codes.iter().any(|c| c == code),
+                "{id}: findings {codes:?} lack the intended {code}"
+            );
         }
         assert_eq!(store.outbox_len(), 0);
     }
@@ -52,12 +76,19 @@ async fn backfill_update_revoke_expire() {
     let mut source_ids = Vec::new();
     for i in 0..gen_cfg.count(Kind::Permit) {
         let r = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, i);
-        if r.doc_no.as_deref().is_some_and(|d| ids.iter().any(|x| x == d.trim())) {
+        if r.doc_no
+            .as_deref()
+            .is_some_and(|d| ids.iter().any(|x| x == d.trim()))
+        {
             source_ids.push(r.id.clone());
         }
     }
     assert_eq!(source_ids.len(), 100);
-    env.admin_post(format!("{}/admin/touch", env.source.url()), serde_json::json!({"kind": "permit", "ids": source_ids})).await;
+    env.admin_post(
+        format!("{}/admin/touch", env.source.url()),
+        serde_json::json!({"kind": "permit", "ids": source_ids}),
+    )
+    .await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(s["pushed"], 100, "{s}");
@@ -76,11 +107,19 @@ async fn backfill_update_revoke_expire() {
         .unwrap();
     permit["status"] = "revoked".into();
     permit["updated_at"] = serde_json::Value::Null;
-    let public_penalties: Vec<String> = public.keys().filter(|k| k.starts_with("XZCF")).take(2).cloned().collect();
+    let public_penalties: Vec<String> = public
+        .keys()
+        .filter(|k| k.starts_with("XZCF"))
+        .take(2)
+        .cloned()
+        .collect();
     let mut pen_ids = Vec::new();
     for i in 0..gen_cfg.count(Kind::Penalty) {
         let r = dualpub::sim::gen::record(&gen_cfg, Kind::Penalty, i);
-        if public_penalties.iter().any(|k| k.ends_with(&format!(":{}", r.doc_no.as_deref().unwrap_or("").trim()))) {
+        if public_penalties
+            .iter()
+            .any(|k| k.ends_with(&format!(":{}", r.doc_no.as_deref().unwrap_or("").trim())))
+        {
             pen_ids.push(r);
         }
     }
@@ -94,23 +133,43 @@ async fn backfill_update_revoke_expire() {
     expired["updated_at"] = serde_json::Value::Null;
     expired["kind"] = "penalty".into();
     permit["kind"] = "permit".into();
-    env.source_insert(serde_json::json!([permit, revoked, expired])).await;
+    env.source_insert(serde_json::json!([permit, revoked, expired]))
+        .await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(s["withdrawn"], 2, "{s}");
     let held = env.platform_records().await;
-    let pk = held.iter().find(|(k, _)| k.starts_with("XZXK") && k.ends_with(&format!(":{}", permit["doc_no"].as_str().unwrap().trim()))).unwrap();
+    let pk = held
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("XZXK")
+                && k.ends_with(&format!(":{}", permit["doc_no"].as_str().unwrap().trim()))
+        })
+        .unwrap();
     assert_eq!(pk.1 .1, "public");
-    assert_eq!(pk.1 .2["XK_ZT"], "2", "a revoked permit stays public with XK_ZT = 2");
+    assert_eq!(
+        pk.1 .2["XK_ZT"], "2",
+        "a revoked permit stays public with XK_ZT = 2"
+    );
     for k in &public_penalties {
         assert_eq!(held[k].1, "withdrawn", "{k}");
     }
 
     // 5. the display period of every penalty ends: a later run withdraws them all from the ledger's index.
-    let out = env.dualpub(&["sync", "--json", "--today", "2031-01-01"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .dualpub(&["sync", "--json", "--today", "2031-01-01"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let held = env.platform_records().await;
-    assert!(held.iter().filter(|(k, _)| k.starts_with("XZCF")).all(|(_, v)| v.1 == "withdrawn"));
+    assert!(held
+        .iter()
+        .filter(|(k, _)| k.starts_with("XZCF"))
+        .all(|(_, v)| v.1 == "withdrawn"));
     let status = env.dualpub(&["status", "--json"]).await;
     assert_eq!(status.status.code(), Some(0));
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -120,7 +179,12 @@ async fn backfill_update_revoke_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_flaky_platform() {
-    let gen_cfg = GenConfig { records: 3_000, seed: 5, invalid_rate: 0.0, ..GenConfig::default() };
+    let gen_cfg = GenConfig {
+        records: 3_000,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
     let faults = Faults {
         seed: 42,
         error_rate: 0.30,
@@ -137,34 +201,81 @@ async fn survives_a_flaky_platform() {
     assert_eq!(code, 0, "the run completes despite the faults: {err}\n{s}");
     assert!(s["retries"].as_u64().unwrap() > 0, "{s}");
     let held = env.platform_records().await;
-    assert!(public_of(&held) == expected, "every valid record exactly once, latest version");
-    assert!(held.values().all(|v| v.3 == 1), "no record was stored twice in different versions");
-    let stats: serde_json::Value =
-        env.http.get(format!("{}/admin/stats", env.platform.url())).send().await.unwrap().json().await.unwrap();
-    assert!(stats["faults"]["lost_acks"].as_u64().unwrap() > 0, "{stats}");
-    assert!(stats["replayed_flows"].as_u64().unwrap() > 0, "lost acknowledgements were replayed: {stats}");
-    assert!(stats["faults"]["errors"].as_u64().unwrap() > 0 && stats["faults"]["throttles"].as_u64().unwrap() > 0);
+    assert!(
+        public_of(&held) == expected,
+        "every valid record exactly once, latest version"
+    );
+    assert!(
+        held.values().all(|v| v.3 == 1),
+        "no record was stored twice in different versions"
+    );
+    let stats: serde_json::Value = env
+        .http
+        .get(format!("{}/admin/stats", env.platform.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        stats["faults"]["lost_acks"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["replayed_flows"].as_u64().unwrap() > 0,
+        "lost acknowledgements were replayed: {stats}"
+    );
+    assert!(
+        stats["faults"]["errors"].as_u64().unwrap() > 0
+            && stats["faults"]["throttles"].as_u64().unwrap() > 0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_hazards_lose_nothing() {
     // ties on updated_at that straddle pages, late commits, and updates while a run is going on
-    let gen_cfg = GenConfig { records: 4_000, seed: 9, tie_size: 7, late_commit_rate: 0.05, ..GenConfig::default() };
-    let env = spawn(gen_cfg.clone(), Faults { latency_ms: 20, ..Faults::default() }).await;
-    let cfg = std::fs::read_to_string(&env.config).unwrap().replace("token_file", "page_size = 50\ntoken_file");
+    let gen_cfg = GenConfig {
+        records: 4_000,
+        seed: 9,
+        tie_size: 7,
+        late_commit_rate: 0.05,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            latency_ms: 20,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let cfg = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("token_file", "page_size = 50\ntoken_file");
     std::fs::write(&env.config, cfg).unwrap();
     let (mut expected, _) = expected_public(&gen_cfg, today());
 
     let mut child = env.command(&["sync", "--today", TODAY]).spawn().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let touched: Vec<String> = (0..40u64).map(|i| dualpub::sim::gen::id(Kind::Permit, i * 37)).collect();
-    let r = env.admin_post(format!("{}/admin/touch", env.source.url()), serde_json::json!({"kind": "permit", "ids": touched})).await;
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let touched: Vec<String> = (0..40u64)
+        .map(|i| dualpub::sim::gen::id(Kind::Permit, i * 37))
+        .collect();
+    let r = env
+        .admin_post(
+            format!("{}/admin/touch", env.source.url()),
+            serde_json::json!({"kind": "permit", "ids": touched}),
+        )
+        .await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(matches!(status.code(), Some(0) | Some(1)));
     // the touched records' current versions are what the platform must end up with
     let mappings = dualpub::mapping::MappingSet::builtin();
     for rec in r["records"].as_array().unwrap() {
-        let src: dualpub::source_schema::SourceRecord = serde_json::from_value(rec.clone()).unwrap();
+        let src: dualpub::source_schema::SourceRecord =
+            serde_json::from_value(rec.clone()).unwrap();
         let m = mappings.permit.map(&mapping_context(), &src);
         if m.is_valid() {
             expected.insert(m.key.unwrap().to_string(), m.record.digest().to_hex());
@@ -174,17 +285,45 @@ async fn source_hazards_lose_nothing() {
     assert!(code2 == 0 || code2 == 1, "{err2}");
     let held = env.platform_records().await;
     let public = public_of(&held);
-    let missing: Vec<&String> = expected.keys().filter(|k| !public.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "missed {} records, e.g. {:?}\n{s2}", missing.len(), &missing[..missing.len().min(5)]);
-    let stale: Vec<&String> = expected.iter().filter(|(k, d)| public.get(*k) != Some(d)).map(|(k, _)| k).collect();
-    assert!(stale.is_empty(), "{} records are not in their latest version, e.g. {:?}", stale.len(), &stale[..stale.len().min(5)]);
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|k| !public.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missed {} records, e.g. {:?}\n{s2}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let stale: Vec<&String> = expected
+        .iter()
+        .filter(|(k, d)| public.get(*k) != Some(d))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} records are not in their latest version, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
     assert_eq!(public.len(), expected.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_process_gets_4_and_damaged_store_gets_3() {
-    let gen_cfg = GenConfig { records: 200, seed: 3, ..GenConfig::default() };
-    let env = spawn(gen_cfg, Faults { latency_ms: 300, ..Faults::default() }).await;
+    let gen_cfg = GenConfig {
+        records: 200,
+        seed: 3,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg,
+        Faults {
+            latency_ms: 300,
+            ..Faults::default()
+        },
+    )
+    .await;
     let mut first = env.command(&["sync", "--today", TODAY]).spawn().unwrap();
     // wait until the first run holds the store
     for _ in 0..100 {
@@ -194,9 +333,16 @@ async fn second_process_gets_4_and_damaged_store_gets_3() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let out = env.dualpub(&["sync", "--today", TODAY]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another dualpub run"));
-    let status = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 
     // damage the store: overwrite its files with garbage
@@ -209,27 +355,60 @@ async fn second_process_gets_4_and_damaged_store_gets_3() {
     let out = env.dualpub(&["sync", "--today", TODAY]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("store") && !err.contains("panicked at"), "{err}");
+    assert!(
+        err.contains("store") && !err.contains("panicked at"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_secret_and_no_id_number() {
-    let gen_cfg = GenConfig { records: 300, seed: 21, invalid_rate: 0.1, ..GenConfig::default() };
-    let env = spawn(gen_cfg.clone(), Faults { seed: 1, error_rate: 0.2, token_ttl_secs: 1, ..Faults::default() }).await;
+    let gen_cfg = GenConfig {
+        records: 300,
+        seed: 21,
+        invalid_rate: 0.1,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            seed: 1,
+            error_rate: 0.2,
+            token_ttl_secs: 1,
+            ..Faults::default()
+        },
+    )
+    .await;
     let mut c = env.command(&["sync", "--today", TODAY]);
     c.env("DUALPUB_LOG", "debug");
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(log.contains("DEBUG") || log.contains("debug"), "debug logging is on: {log}");
-    assert!(!log.contains("demo-secret") && !log.contains("test-token"), "a secret leaked into the log");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("DEBUG") || log.contains("debug"),
+        "debug logging is on: {log}"
+    );
+    assert!(
+        !log.contains("demo-secret") && !log.contains("test-token"),
+        "a secret leaked into the log"
+    );
     // every ID number of the source set
     for kind in Kind::ALL {
         for i in 0..gen_cfg.count(kind) {
             let r = dualpub::sim::gen::record(&gen_cfg, kind, i);
             let p = r.party.unwrap_or_default();
-            for id in [p.id_no, p.legal_rep.and_then(|l| l.id_no)].into_iter().flatten() {
+            for id in [p.id_no, p.legal_rep.and_then(|l| l.id_no)]
+                .into_iter()
+                .flatten()
+            {
                 if id.len() >= 15 {
-                    assert!(!log.contains(&id), "the full ID number {} leaked", dualpub::ids::mask_id(&id));
+                    assert!(
+                        !log.contains(&id),
+                        "the full ID number {} leaked",
+                        dualpub::ids::mask_id(&id)
+                    );
                 }
             }
         }
@@ -239,5 +418,8 @@ async fn debug_logs_hold_no_secret_and_no_id_number() {
     let first = shown.split_whitespace().nth(1).unwrap_or("").to_string();
     let show = env.dualpub(&["quarantine", "show", &first]).await;
     let shown = String::from_utf8_lossy(&show.stdout);
-    assert!(shown.contains("****"), "ID numbers are masked in quarantine show: {shown}");
+    assert!(
+        shown.contains("****"),
+        "ID numbers are masked in quarantine show: {shown}"
+    );
 }

@@ -26,26 +26,48 @@ fn step(n: u32, what: &str) {
 
 pub fn run(args: DemoArgs) -> Result<Exit, Failure> {
     if args.records == 0 || args.records > gen::MAX_RECORDS {
-        return Err(Failure::usage(format!("--records must be between 1 and {}", gen::MAX_RECORDS)));
+        return Err(Failure::usage(format!(
+            "--records must be between 1 and {}",
+            gen::MAX_RECORDS
+        )));
     }
     let rt = common::runtime()?;
-    rt.block_on(demo(args.records)).map_err(|e| Failure::new(Exit::Aborted, e))
+    rt.block_on(demo(args.records))
+        .map_err(|e| Failure::new(Exit::Aborted, e))
 }
 
 async fn demo(records: u64) -> anyhow::Result<Exit> {
     let today = crate::model::today_cst();
-    let gen_cfg = GenConfig { records, seed: 2026, invalid_rate: 0.02, ..GenConfig::default() };
+    let gen_cfg = GenConfig {
+        records,
+        seed: 2026,
+        invalid_rate: 0.02,
+        ..GenConfig::default()
+    };
     let src = source::serve(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        SourceSimConfig { gen: gen_cfg.clone(), token: "demo-token".into() },
+        SourceSimConfig {
+            gen: gen_cfg.clone(),
+            token: "demo-token".into(),
+        },
     )
     .await?;
-    let plat = platform::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?, PlatformSimConfig::default()).await?;
+    let plat = platform::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        PlatformSimConfig::default(),
+    )
+    .await?;
     let dir = tempfile_dir()?;
     step(1, "start");
-    eprintln!("enforcement-system simulator  {}  ({records} records, 2 % with a defect)", src.url());
+    eprintln!(
+        "enforcement-system simulator  {}  ({records} records, 2 % with a defect)",
+        src.url()
+    );
     eprintln!("credit-platform simulator     {}", plat.url());
-    eprintln!("store                         {}", dir.join("store").display());
+    eprintln!(
+        "store                         {}",
+        dir.join("store").display()
+    );
 
     let agency = gen::agency();
     let toml = format!(
@@ -61,22 +83,37 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     std::fs::write(&path, toml)?;
     let env = vec![
         ("DEMO_SOURCE_TOKEN".to_string(), "demo-token".to_string()),
-        ("DEMO_PLATFORM_SECRET".to_string(), "demo-secret".to_string()),
+        (
+            "DEMO_PLATFORM_SECRET".to_string(),
+            "demo-secret".to_string(),
+        ),
     ];
     let (raw, origin) = RawConfig::load(Some(&path), &env)?;
     let cfg = Config::from_raw(&raw, &origin, &env)?;
     let mappings = MappingSet::builtin();
     let store = Store::open(&cfg.store_path)?;
-    let opts = SyncOptions { kinds: Kind::ALL.to_vec(), dry_run: false, today, progress: false };
+    let opts = SyncOptions {
+        kinds: Kind::ALL.to_vec(),
+        dry_run: false,
+        today,
+        progress: false,
+    };
 
     step(2, "first sync: the backfill");
-    let s1 = sync::run(&cfg, &mappings, &store, &opts).await.map_err(|(_, e)| e)?;
+    let s1 = sync::run(&cfg, &mappings, &store, &opts)
+        .await
+        .map_err(|(_, e)| e)?;
     super::sync_cmd::print_summary(&s1, false);
     eprintln!("(penalties whose display period already ended are not published; invalid records wait in quarantine)");
 
-    step(3, "the enforcement system changes: 20 corrections, a revoked permit, a revoked penalty");
+    step(
+        3,
+        "the enforcement system changes: 20 corrections, a revoked permit, a revoked penalty",
+    );
     let http = reqwest::Client::new();
-    let ids: Vec<String> = (0..20u64).map(|i| gen::id(Kind::Permit, i * 7 + 1)).collect();
+    let ids: Vec<String> = (0..20u64)
+        .map(|i| gen::id(Kind::Permit, i * 7 + 1))
+        .collect();
     http.post(format!("{}/admin/touch", src.url()))
         .json(&serde_json::json!({"kind": "permit", "ids": ids}))
         .send()
@@ -96,23 +133,39 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         pen["updated_at"] = serde_json::Value::Null;
         changes.push(pen);
     }
-    http.post(format!("{}/admin/records", src.url())).json(&changes).send().await?.error_for_status()?;
+    http.post(format!("{}/admin/records", src.url()))
+        .json(&changes)
+        .send()
+        .await?
+        .error_for_status()?;
 
     step(4, "second sync: only the changes travel");
-    let s2 = sync::run(&cfg, &mappings, &store, &opts).await.map_err(|(_, e)| e)?;
+    let s2 = sync::run(&cfg, &mappings, &store, &opts)
+        .await
+        .map_err(|(_, e)| e)?;
     super::sync_cmd::print_summary(&s2, false);
 
     step(5, "a third sync right away: nothing to do");
-    let s3 = sync::run(&cfg, &mappings, &store, &opts).await.map_err(|(_, e)| e)?;
+    let s3 = sync::run(&cfg, &mappings, &store, &opts)
+        .await
+        .map_err(|(_, e)| e)?;
     super::sync_cmd::print_summary(&s3, false);
 
     step(6, "what the platform holds");
-    let stats: serde_json::Value = http.get(format!("{}/admin/stats", plat.url())).send().await?.json().await?;
+    let stats: serde_json::Value = http
+        .get(format!("{}/admin/stats", plat.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
     eprintln!(
         "{} records: {} public, {} withdrawn; {} flows, {} upserts",
         stats["records"], stats["public"], stats["withdrawn"], stats["flows"], stats["upserts"]
     );
-    eprintln!("{} record(s) in quarantine — `dualpub quarantine list` shows why", store.quarantine_len());
+    eprintln!(
+        "{} record(s) in quarantine — `dualpub quarantine list` shows why",
+        store.quarantine_len()
+    );
 
     drop(store);
     src.shutdown().await;
@@ -123,7 +176,11 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("dualpub-demo-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    let dir = std::env::temp_dir().join(format!(
+        "dualpub-demo-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -2,6 +2,7 @@
 //! an `Exit` or a `Failure`; `main` prints and maps them to the process exit code in one place.
 
 mod common;
+mod demo_cmd;
 mod map_cmd;
 mod quarantine_cmd;
 mod status_cmd;
@@ -37,6 +38,8 @@ pub enum Command {
     Map(map_cmd::MapArgs),
     /// Run a simulator of the enforcement system or the credit platform.
     Sim(SimArgs),
+    /// Both simulators in-process, two syncs with changes in between, a reconcile; needs no config.
+    Demo(demo_cmd::DemoArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +52,8 @@ pub struct SimArgs {
 pub enum SimWhich {
     /// The enforcement-system simulator (DESIGN §2).
     Source(crate::sim::source::SourceArgs),
+    /// The credit-platform simulator (DESIGN §3).
+    Platform(crate::sim::platform::PlatformArgs),
 }
 
 /// Parses the arguments and runs the command. Clap's own errors exit 2 (usage), `--help` exits 0.
@@ -71,10 +76,12 @@ pub fn run() -> Result<Exit, Failure> {
         Command::Status(args) => status_cmd::run(config, args),
         Command::Quarantine(args) => quarantine_cmd::run(config, args),
         Command::Map(args) => map_cmd::run(config, args),
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Sim(SimArgs { which }) => {
             let rt = common::runtime()?;
             let r = match which {
                 SimWhich::Source(a) => rt.block_on(crate::sim::source::run(a)),
+                SimWhich::Platform(a) => rt.block_on(crate::sim::platform::run(a)),
             };
             r.map(|()| Exit::Ok)
                 .map_err(|e| Failure::new(Exit::Aborted, e))

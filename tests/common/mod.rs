@@ -35,13 +35,29 @@ pub fn mapping_context() -> MappingContext {
 }
 
 pub async fn spawn(gen_cfg: GenConfig, faults: Faults) -> Env {
-    spawn_with(gen_cfg, PlatformSimConfig { faults, ..PlatformSimConfig::default() }, "").await
+    spawn_with(
+        gen_cfg,
+        PlatformSimConfig {
+            faults,
+            ..PlatformSimConfig::default()
+        },
+        "",
+    )
+    .await
 }
 
 /// Starts both simulators and writes a config; `extra` is appended to the config file.
 pub async fn spawn_with(gen_cfg: GenConfig, pcfg: PlatformSimConfig, extra: &str) -> Env {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let source = source::serve(l, SourceSimConfig { gen: gen_cfg.clone(), token: "test-token".into() }).await.unwrap();
+    let source = source::serve(
+        l,
+        SourceSimConfig {
+            gen: gen_cfg.clone(),
+            token: "test-token".into(),
+        },
+    )
+    .await
+    .unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let platform = platform::serve(l, pcfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +81,14 @@ pub async fn spawn_with(gen_cfg: GenConfig, pcfg: PlatformSimConfig, extra: &str
         ),
     )
     .unwrap();
-    Env { source, platform, dir, config, gen: gen_cfg, http: reqwest::Client::new() }
+    Env {
+        source,
+        platform,
+        dir,
+        config,
+        gen: gen_cfg,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl Env {
@@ -75,15 +98,23 @@ impl Env {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dualpub"));
-        c.arg("--config").arg(&self.config).args(args).env_remove("DUALPUB_CONFIG").env_remove("DUALPUB_LOG");
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("DUALPUB_CONFIG")
+            .env_remove("DUALPUB_LOG");
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 
     /// Runs the real binary to completion (off the async threads, so the simulators keep serving).
     pub async fn dualpub(&self, args: &[&str]) -> Output {
         let mut c = self.command(args);
-        tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
     }
 
     /// `sync --json --today TODAY`: the exit code and the parsed summary.
@@ -97,8 +128,18 @@ impl Env {
     }
 
     /// The platform's stored records: key → (digest, status, fields).
-    pub async fn platform_records(&self) -> BTreeMap<String, (String, String, serde_json::Value, u64)> {
-        let body = self.http.get(format!("{}/admin/records", self.platform.url())).send().await.unwrap().text().await.unwrap();
+    pub async fn platform_records(
+        &self,
+    ) -> BTreeMap<String, (String, String, serde_json::Value, u64)> {
+        let body = self
+            .http
+            .get(format!("{}/admin/records", self.platform.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         body.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
@@ -123,12 +164,16 @@ impl Env {
     }
 
     pub async fn source_insert(&self, records: serde_json::Value) {
-        self.admin_post(format!("{}/admin/records", self.source.url()), records).await;
+        self.admin_post(format!("{}/admin/records", self.source.url()), records)
+            .await;
     }
 }
 
 /// What the platform must hold for the generated source set: key → digest of the public records.
-pub fn expected_public(gen_cfg: &GenConfig, today: chrono::NaiveDate) -> (BTreeMap<String, String>, Vec<(Kind, String, &'static str)>) {
+pub fn expected_public(
+    gen_cfg: &GenConfig,
+    today: chrono::NaiveDate,
+) -> (BTreeMap<String, String>, Vec<(Kind, String, &'static str)>) {
     let mappings = MappingSet::builtin();
     let ctx = mapping_context();
     let mut public = BTreeMap::new();
@@ -138,13 +183,18 @@ pub fn expected_public(gen_cfg: &GenConfig, today: chrono::NaiveDate) -> (BTreeM
             let rec = gen::record(gen_cfg, kind, i);
             let m: Mapped = mappings.get(kind).map(&ctx, &rec);
             if !m.is_valid() {
-                let code = gen::defect(gen_cfg, kind, i).map(|d| d.code()).unwrap_or("?");
+                let code = gen::defect(gen_cfg, kind, i)
+                    .map(|d| d.code())
+                    .unwrap_or("?");
                 invalid.push((kind, rec.id.clone(), code));
                 continue;
             }
             if kind == Kind::Penalty {
                 let withdrawn = matches!(rec.status.as_deref(), Some("revoked") | Some("changed"));
-                let until = m.record.get("CF_GSJZQ").and_then(dualpub::validate::parse_date);
+                let until = m
+                    .record
+                    .get("CF_GSJZQ")
+                    .and_then(dualpub::validate::parse_date);
                 if withdrawn || until.is_some_and(|d| d < today) {
                     continue;
                 }
@@ -160,8 +210,14 @@ pub fn today() -> chrono::NaiveDate {
 }
 
 /// Public records on the platform: key → digest.
-pub fn public_of(records: &BTreeMap<String, (String, String, serde_json::Value, u64)>) -> BTreeMap<String, String> {
-    records.iter().filter(|(_, v)| v.1 == "public").map(|(k, v)| (k.clone(), v.0.clone())).collect()
+pub fn public_of(
+    records: &BTreeMap<String, (String, String, serde_json::Value, u64)>,
+) -> BTreeMap<String, String> {
+    records
+        .iter()
+        .filter(|(_, v)| v.1 == "public")
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
 }
 
 pub fn read_store(path: &Path) -> dualpub::store::Store {
