@@ -10,6 +10,7 @@ pub mod ids;
 pub mod map_input;
 pub mod mapping;
 pub mod model;
+pub mod reconcile;
 pub mod sim;
 pub mod source_schema;
 pub mod validate;
