@@ -11,6 +11,7 @@ pub mod map_input;
 pub mod mapping;
 pub mod model;
 pub mod platform_client;
+pub mod reconcile;
 pub mod retry;
 pub mod sim;
 pub mod source_client;

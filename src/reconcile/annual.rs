@@ -1,0 +1,443 @@
+//! The numbers of the 政府信息公开工作年度报告 (annual government-information report) for `dualpub report annual`:
+//! permit and penalty decisions of a year by category (许可类别 / 处罚类别), fines and confiscations in 万元 as
+//! exact decimals, and the share published on time; with a terminal table, JSON and xlsx writer.
+//!
+//! [`AnnualAccumulator`] takes decisions one at a time (memory does not grow with their number) and ignores those
+//! decided outside the year.
+
+use super::writers::{align_rows, percent, round4, Paint, WriteError};
+use chrono::{Datelike, NaiveDate};
+use rust_decimal::Decimal;
+use rust_xlsxwriter::{Format, Workbook, XlsxError};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// 许可类别 in the standard's order (reference §2.3); reports list these first, even at 0.
+pub const PERMIT_CATEGORIES: [&str; 6] = ["普通", "特许", "认可", "核准", "登记", "其他"];
+
+/// 处罚类别 in the order of 行政处罚法 (2021) art. 9 (reference §2.4); reports list these first, even at 0.
+pub const PENALTY_CATEGORIES: [&str; 14] = [
+    "警告",
+    "通报批评",
+    "罚款",
+    "没收违法所得",
+    "没收非法财物",
+    "暂扣许可证件",
+    "降低资质等级",
+    "吊销许可证件",
+    "限制开展生产经营活动",
+    "责令停产停业",
+    "责令关闭",
+    "限制从业",
+    "行政拘留",
+    "其他",
+];
+
+/// A year's decisions, counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnualReport {
+    pub year: i32,
+    /// 许可类别 (Chinese value) → decisions.
+    pub permits_by_category: BTreeMap<String, u64>,
+    /// 处罚类别 (Chinese value) → decisions; a decision with several categories counts once in each.
+    pub penalties_by_category: BTreeMap<String, u64>,
+    pub permits_total: u64,
+    /// Each decision once, whatever its number of categories.
+    pub penalties_total: u64,
+    /// Sum of CF_NR_FK, 万元.
+    pub fines_wan: Decimal,
+    /// Sum of CF_NR_WFFF, 万元.
+    pub confiscated_wan: Decimal,
+    pub permits_on_time: u64,
+    /// Permits whose timeliness is known (published, or past their deadline).
+    pub permits_due: u64,
+    pub penalties_on_time: u64,
+    pub penalties_due: u64,
+}
+
+impl AnnualReport {
+    /// Share of due permits published on time; `None` when none was due.
+    pub fn permits_timeliness(&self) -> Option<f64> {
+        share(self.permits_on_time, self.permits_due)
+    }
+
+    pub fn penalties_timeliness(&self) -> Option<f64> {
+        share(self.penalties_on_time, self.penalties_due)
+    }
+
+    pub fn timeliness(&self) -> Option<f64> {
+        share(
+            self.permits_on_time + self.penalties_on_time,
+            self.permits_due + self.penalties_due,
+        )
+    }
+
+    /// Permit categories: the standard ones in order (0 when absent), then any others by name.
+    pub fn permit_rows(&self) -> Vec<(String, u64)> {
+        ordered(&self.permits_by_category, &PERMIT_CATEGORIES)
+    }
+
+    /// Penalty categories: the standard ones in order (0 when absent), then any others by name.
+    pub fn penalty_rows(&self) -> Vec<(String, u64)> {
+        ordered(&self.penalties_by_category, &PENALTY_CATEGORIES)
+    }
+}
+
+fn share(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+fn ordered(counts: &BTreeMap<String, u64>, standard: &[&str]) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = standard
+        .iter()
+        .map(|c| (c.to_string(), counts.get(*c).copied().unwrap_or(0)))
+        .collect();
+    rows.extend(
+        counts
+            .iter()
+            .filter(|(c, _)| !standard.contains(&c.as_str()))
+            .map(|(c, n)| (c.clone(), *n)),
+    );
+    rows
+}
+
+/// Counts decisions of one year as they are read.
+#[derive(Debug, Clone)]
+pub struct AnnualAccumulator {
+    report: AnnualReport,
+}
+
+impl AnnualAccumulator {
+    pub fn new(year: i32) -> AnnualAccumulator {
+        AnnualAccumulator {
+            report: AnnualReport {
+                year,
+                permits_by_category: BTreeMap::new(),
+                penalties_by_category: BTreeMap::new(),
+                permits_total: 0,
+                penalties_total: 0,
+                fines_wan: Decimal::ZERO,
+                confiscated_wan: Decimal::ZERO,
+                permits_on_time: 0,
+                permits_due: 0,
+                penalties_on_time: 0,
+                penalties_due: 0,
+            },
+        }
+    }
+
+    /// Counts a permit decision. `on_time`: `Some(true)` published by its deadline, `Some(false)` published late
+    /// or overdue, `None` not yet due.
+    pub fn add_permit(&mut self, category: &str, decided: NaiveDate, on_time: Option<bool>) {
+        if decided.year() != self.report.year {
+            return;
+        }
+        let r = &mut self.report;
+        *r.permits_by_category
+            .entry(category.trim().to_string())
+            .or_default() += 1;
+        r.permits_total += 1;
+        if let Some(ok) = on_time {
+            r.permits_due += 1;
+            r.permits_on_time += u64::from(ok);
+        }
+    }
+
+    /// Counts a penalty decision: once in the total, once in each of its (distinct) categories.
+    pub fn add_penalty(
+        &mut self,
+        categories: &[&str],
+        fine_wan: Option<Decimal>,
+        confiscated_wan: Option<Decimal>,
+        decided: NaiveDate,
+        on_time: Option<bool>,
+    ) {
+        if decided.year() != self.report.year {
+            return;
+        }
+        let r = &mut self.report;
+        let mut seen: Vec<&str> = Vec::with_capacity(categories.len());
+        for c in categories
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+        {
+            if !seen.contains(&c) {
+                seen.push(c);
+                *r.penalties_by_category.entry(c.to_string()).or_default() += 1;
+            }
+        }
+        r.penalties_total += 1;
+        r.fines_wan += fine_wan.unwrap_or(Decimal::ZERO);
+        r.confiscated_wan += confiscated_wan.unwrap_or(Decimal::ZERO);
+        if let Some(ok) = on_time {
+            r.penalties_due += 1;
+            r.penalties_on_time += u64::from(ok);
+        }
+    }
+
+    pub fn finish(self) -> AnnualReport {
+        self.report
+    }
+}
+
+/// An amount in 万元 with its exact decimal and no trailing zeros ("12.5", "0.000001", "0").
+pub fn wan_str(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+fn on_time_cell(on_time: u64, due: u64, rate: Option<f64>) -> String {
+    if due == 0 {
+        percent(None)
+    } else {
+        format!("{} ({on_time}/{due})", percent(rate))
+    }
+}
+
+/// Writes the annual numbers for a terminal; ANSI colour only when `color` is true.
+pub fn write_annual_table(r: &AnnualReport, out: &mut dyn Write, color: bool) -> io::Result<()> {
+    let p = Paint { on: color };
+    writeln!(
+        out,
+        "{}",
+        p.bold(&format!(
+            "{} 年度 行政许可 / 行政处罚 决定数量（政府信息公开工作年度报告）",
+            r.year
+        ))
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}",
+        p.bold(&format!("行政许可 permits: {}", r.permits_total))
+    )?;
+    let rows: Vec<Vec<String>> = r
+        .permit_rows()
+        .into_iter()
+        .map(|(c, n)| vec![c, n.to_string()])
+        .collect();
+    for line in align_rows(&rows, &[1], "  ") {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(
+        out,
+        "  按时公示率 on time: {}",
+        on_time_cell(r.permits_on_time, r.permits_due, r.permits_timeliness())
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}",
+        p.bold(&format!("行政处罚 penalties: {}", r.penalties_total))
+    )?;
+    let rows: Vec<Vec<String>> = r
+        .penalty_rows()
+        .into_iter()
+        .map(|(c, n)| vec![c, n.to_string()])
+        .collect();
+    for line in align_rows(&rows, &[1], "  ") {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "  罚款金额 fines: {} 万元", wan_str(r.fines_wan))?;
+    writeln!(
+        out,
+        "  没收金额 confiscated: {} 万元",
+        wan_str(r.confiscated_wan)
+    )?;
+    writeln!(
+        out,
+        "  按时公示率 on time: {}",
+        on_time_cell(
+            r.penalties_on_time,
+            r.penalties_due,
+            r.penalties_timeliness()
+        )
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "合计按时公示率 overall on time: {}",
+        on_time_cell(
+            r.permits_on_time + r.penalties_on_time,
+            r.permits_due + r.penalties_due,
+            r.timeliness()
+        )
+    )?;
+    if r.penalties_total > 0 && r.penalties_by_category.values().sum::<u64>() > r.penalties_total {
+        writeln!(
+            out,
+            "{}",
+            p.dim("注：一个处罚决定有多个处罚类别时，在每个类别中各计一次，在合计中只计一次。")
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the annual numbers as JSON (version 1):
+///
+/// ```json
+/// {"version": 1, "year": 2024,
+///  "permits":   {"total": 12, "by_category": {"普通": 10, "特许": 0, …, "其他": 0},
+///                "due": 12, "on_time": 11, "timeliness": 0.9167},
+///  "penalties": {"total": 5, "by_category": {"警告": 1, "通报批评": 0, "罚款": 4, …},
+///                "fines_wan": "12.35", "confiscated_wan": "0.2",
+///                "due": 5, "on_time": 5, "timeliness": 1.0},
+///  "timeliness": 0.9412}
+/// ```
+///
+/// `by_category` lists the standard categories in the standard's order (0 when none), then any others; a penalty
+/// with several categories counts in each. Amounts are 万元 as exact decimal strings. Shares are between 0 and 1,
+/// rounded to 4 places, `null` when nothing was due.
+pub fn write_annual_json(r: &AnnualReport, out: &mut dyn Write) -> io::Result<()> {
+    let by = |rows: Vec<(String, u64)>| {
+        serde_json::Value::Object(
+            rows.into_iter()
+                .map(|(c, n)| (c, serde_json::Value::from(n)))
+                .collect(),
+        )
+    };
+    let doc = serde_json::json!({
+        "version": 1,
+        "year": r.year,
+        "permits": {
+            "total": r.permits_total,
+            "by_category": by(r.permit_rows()),
+            "due": r.permits_due,
+            "on_time": r.permits_on_time,
+            "timeliness": round4(r.permits_timeliness()),
+        },
+        "penalties": {
+            "total": r.penalties_total,
+            "by_category": by(r.penalty_rows()),
+            "fines_wan": wan_str(r.fines_wan),
+            "confiscated_wan": wan_str(r.confiscated_wan),
+            "due": r.penalties_due,
+            "on_time": r.penalties_on_time,
+            "timeliness": round4(r.penalties_timeliness()),
+        },
+        "timeliness": round4(r.timeliness()),
+    });
+    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
+    writeln!(out)
+}
+
+/// Writes the annual numbers as an xlsx workbook with one sheet, 年度报告.
+pub fn write_annual_xlsx(r: &AnnualReport, path: &Path) -> Result<(), WriteError> {
+    build_annual(r)
+        .and_then(|mut wb| wb.save(path))
+        .map_err(|source| WriteError::Xlsx {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn build_annual(r: &AnnualReport) -> Result<Workbook, XlsxError> {
+    let title = Format::new().set_bold().set_font_size(14);
+    let bold = Format::new().set_bold();
+    let header = Format::new()
+        .set_bold()
+        .set_background_color(rust_xlsxwriter::Color::RGB(0xDDEBF7))
+        .set_border(rust_xlsxwriter::FormatBorder::Thin);
+    let pct = Format::new().set_num_format("0.00%");
+    let wan = Format::new().set_num_format("#,##0.00####");
+
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name("年度报告")?;
+    ws.write_string_with_format(
+        0,
+        0,
+        format!("{} 年度 行政许可 / 行政处罚 决定数量", r.year),
+        &title,
+    )?;
+    let mut row = 2u32;
+    let sections = [
+        ("行政许可", "许可类别", r.permit_rows(), r.permits_total),
+        ("行政处罚", "处罚类别", r.penalty_rows(), r.penalties_total),
+    ];
+    let on_time = [
+        (r.permits_on_time, r.permits_due, r.permits_timeliness()),
+        (
+            r.penalties_on_time,
+            r.penalties_due,
+            r.penalties_timeliness(),
+        ),
+    ];
+    for ((kind, col_name, rows, total), (ok, due, rate)) in sections.into_iter().zip(on_time) {
+        ws.write_string_with_format(row, 0, kind, &bold)?;
+        row += 1;
+        ws.write_string_with_format(row, 0, col_name, &header)?;
+        ws.write_string_with_format(row, 1, "本年处理决定数量", &header)?;
+        row += 1;
+        for (c, n) in rows {
+            ws.write_string(row, 0, c)?;
+            ws.write_number(row, 1, n as f64)?;
+            row += 1;
+        }
+        ws.write_string_with_format(row, 0, "合计", &bold)?;
+        ws.write_number_with_format(row, 1, total as f64, &bold)?;
+        row += 1;
+        if kind == "行政处罚" {
+            for (label, amount) in [
+                ("罚款金额（万元）", r.fines_wan),
+                ("没收金额（万元）", r.confiscated_wan),
+            ] {
+                ws.write_string(row, 0, label)?;
+                // Excel holds numbers as doubles; 15 significant digits keep every 万元 amount with 6 places
+                // exact on display, and the exact text is beside it.
+                let value: f64 = wan_str(amount).parse().unwrap_or(0.0);
+                ws.write_number_with_format(row, 1, value, &wan)?;
+                ws.write_string(row, 2, wan_str(amount))?;
+                row += 1;
+            }
+        }
+        ws.write_string(row, 0, "按时公示率")?;
+        match rate {
+            Some(x) => ws.write_number_with_format(row, 1, x, &pct)?,
+            None => ws.write_string(row, 1, "—")?,
+        };
+        ws.write_string(row, 2, format!("{ok}/{due}"))?;
+        row += 2;
+    }
+    ws.write_string_with_format(row, 0, "合计按时公示率", &bold)?;
+    match r.timeliness() {
+        Some(x) => ws.write_number_with_format(row, 1, x, &pct)?,
+        None => ws.write_string(row, 1, "—")?,
+    };
+    ws.set_column_width(0, 24)?;
+    ws.set_column_width(1, 18)?;
+    ws.set_column_width(2, 14)?;
+    Ok(wb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("test date")
+    }
+
+    #[test]
+    fn counts_multi_category_penalties_once_per_category() {
+        let mut acc = AnnualAccumulator::new(2024);
+        let fine = Decimal::from_str("0.2").expect("decimal");
+        acc.add_penalty(
+            &["警告", "罚款", "罚款"],
+            Some(fine),
+            None,
+            d("2024-05-01"),
+            Some(true),
+        );
+        acc.add_penalty(&["罚款"], Some(fine), None, d("2023-12-31"), Some(true));
+        let r = acc.finish();
+        assert_eq!(r.penalties_total, 1);
+        assert_eq!(r.penalties_by_category.get("罚款"), Some(&1));
+        assert_eq!(r.penalties_by_category.get("警告"), Some(&1));
+        assert_eq!(wan_str(r.fines_wan), "0.2");
+        assert_eq!(r.penalty_rows()[0], ("警告".to_string(), 1));
+        assert_eq!(r.penalty_rows().len(), PENALTY_CATEGORIES.len());
+    }
+}

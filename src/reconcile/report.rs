@@ -1,0 +1,413 @@
+//! The data model of a reconcile gap report: what differs between the source, the ledger and the platform
+//! (DESIGN §4), how the platform would grade the agency, and what was repaired.
+//!
+//! The comparison engine fills a [`Report`]; the `writers` render it. Pure: no I/O. A record can appear in several
+//! categories (e.g. `missing` and `overdue`), so [`Report::gaps`] holds one row per (category, record).
+
+use crate::model::Kind;
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A gap category (DESIGN §4). The declaration order is the order of every report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// A valid source record that should be public and that the platform does not hold as public.
+    Missing,
+    /// The platform holds it, but its digest (or state) differs from the source record mapped today.
+    Stale,
+    /// The platform holds it as public, but the source has no such record.
+    Orphan,
+    /// Not public on the platform, and today is past its deadline.
+    Overdue,
+    /// Public, but first published after its deadline.
+    Late,
+    /// A penalty still public after its CF_GSJZQ.
+    Expired,
+    /// Failed local validation.
+    Quarantined,
+    /// The platform refused it.
+    Rejected,
+}
+
+impl Category {
+    pub const ALL: [Category; 8] = [
+        Category::Missing,
+        Category::Stale,
+        Category::Orphan,
+        Category::Overdue,
+        Category::Late,
+        Category::Expired,
+        Category::Quarantined,
+        Category::Rejected,
+    ];
+
+    /// The lowercase English name used in JSON, CSV file names and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Missing => "missing",
+            Category::Stale => "stale",
+            Category::Orphan => "orphan",
+            Category::Overdue => "overdue",
+            Category::Late => "late",
+            Category::Expired => "expired",
+            Category::Quarantined => "quarantined",
+            Category::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The Chinese name operators know the category by; also the xlsx sheet name.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Category::Missing => "缺失",
+            Category::Stale => "不一致",
+            Category::Orphan => "多余",
+            Category::Overdue => "逾期未公示",
+            Category::Late => "超期公示",
+            Category::Expired => "公示期满未撤下",
+            Category::Quarantined => "校验未通过",
+            Category::Rejected => "平台拒收",
+        }
+    }
+
+    /// What the operator should do about a row of this category, in plain English.
+    pub fn action_en(self) -> &'static str {
+        match self {
+            Category::Missing => "run `dualpub reconcile --repair` or the next sync re-sends it",
+            Category::Stale => {
+                "run `dualpub reconcile --repair` or the next sync re-sends the current version"
+            }
+            Category::Orphan => {
+                "check whether the platform record is yours; `--repair --repair-orphans` withdraws it"
+            }
+            Category::Overdue => {
+                "publish it now: it is past its 7-working-day deadline (`dualpub reconcile --repair`; \
+                 if it is also quarantined or rejected, fix that first)"
+            }
+            Category::Late => {
+                "nothing to re-send; it lowers 及时率 — find out why it was late \
+                 (committed late in the source, connector not running, or rejected first)"
+            }
+            Category::Expired => {
+                "take it down: its display period (CF_GSJZQ) has ended; \
+                 `dualpub reconcile --repair` or the next sync withdraws it"
+            }
+            Category::Quarantined => {
+                "fix the fields listed in the source system; the next sync re-validates"
+            }
+            Category::Rejected => {
+                "read the platform's message, fix the record, then `dualpub quarantine retry KEY`"
+            }
+        }
+    }
+
+    /// What the operator should do about a row of this category, in plain Chinese.
+    pub fn action_zh(self) -> &'static str {
+        match self {
+            Category::Missing => "运行 `dualpub reconcile --repair`，或等待下次同步自动重新推送",
+            Category::Stale => "运行 `dualpub reconcile --repair`，或等待下次同步推送当前版本",
+            Category::Orphan => {
+                "核实平台上的该记录是否属于本单位；`--repair --repair-orphans` 会将其撤下"
+            }
+            Category::Overdue => {
+                "立即公示：已超过 7 个工作日的公示期限（`dualpub reconcile --repair`；\
+                 如同时校验未通过或被平台拒收，请先处理）"
+            }
+            Category::Late => {
+                "无需重新推送；该记录拉低及时率，请查明延迟原因（执法系统迟录入、同步未运行或先被拒收）"
+            }
+            Category::Expired => {
+                "公示期（CF_GSJZQ）已满，应撤下：运行 `dualpub reconcile --repair` 或等待下次同步"
+            }
+            Category::Quarantined => "在执法系统中修正所列字段，下次同步将重新校验",
+            Category::Rejected => {
+                "查看平台返回的信息，修正记录后运行 `dualpub quarantine retry KEY`"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One gap: a record in one category, with what an operator needs to find it in both systems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapRow {
+    pub category: Category,
+    /// The platform record key `{item}:{sender}:{document number}`.
+    pub key: String,
+    pub kind: Kind,
+    pub doc_no: String,
+    pub party_name: String,
+    /// Already masked (`ids::mask_id`); never a full ID number.
+    pub party_id_masked: String,
+    pub decided_on: Option<NaiveDate>,
+    /// The 7th working day after the decision; `None` when it cannot be computed (e.g. an orphan).
+    pub deadline: Option<NaiveDate>,
+    /// The CST calendar date the platform first published it.
+    pub first_published: Option<NaiveDate>,
+    /// What differs, e.g. for stale "XK_XDR_MC, XK_NR differ", or the findings / the platform's message.
+    pub detail: String,
+}
+
+/// The counts behind the platform's grades. The rates are `None` when their denominator is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates {
+    /// Records whose deadline has passed, or that were published (so their timeliness is known).
+    pub due: u64,
+    /// Of those, published on or before their deadline.
+    pub on_time: u64,
+    pub submitted: u64,
+    pub accepted: u64,
+    pub filled_items: u64,
+    pub expected_items: u64,
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+impl Rates {
+    /// 及时率: on time / due.
+    pub fn timeliness(&self) -> Option<f64> {
+        ratio(self.on_time, self.due)
+    }
+
+    /// 入库率: accepted / submitted.
+    pub fn acceptance(&self) -> Option<f64> {
+        ratio(self.accepted, self.submitted)
+    }
+
+    /// 完整率: filled data items / expected data items.
+    pub fn completeness(&self) -> Option<f64> {
+        ratio(self.filled_items, self.expected_items)
+    }
+
+    pub fn add(&mut self, other: &Rates) {
+        self.due += other.due;
+        self.on_time += other.on_time;
+        self.submitted += other.submitted;
+        self.accepted += other.accepted;
+        self.filled_items += other.filled_items;
+        self.expected_items += other.expected_items;
+    }
+}
+
+/// How a decision fared against its publication deadline, for the per-month table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthOutcome {
+    /// Published on or before its deadline.
+    OnTime,
+    /// Published after its deadline.
+    Late,
+    /// Not published, and the deadline has passed.
+    Overdue,
+    /// Not published, and the deadline has not passed yet.
+    NotYetDue,
+}
+
+/// Decisions of one month (by decision date) split by outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct MonthBucket {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub on_time: u64,
+    pub late: u64,
+    pub overdue: u64,
+    pub not_yet_due: u64,
+}
+
+impl MonthBucket {
+    pub fn total(&self) -> u64 {
+        self.on_time + self.late + self.overdue + self.not_yet_due
+    }
+}
+
+/// What `reconcile --repair` did, and what it could not do.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct RepairSummary {
+    pub repushed: u64,
+    pub withdrawn: u64,
+    pub orphans_withdrawn: u64,
+    pub failed: u64,
+    /// Plain sentences of what is left for a person.
+    pub left: Vec<String>,
+}
+
+/// A whole reconcile report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The date deadlines and display periods were judged against (`--today`).
+    pub today: NaiveDate,
+    /// The window of decision dates asked for; `None` = open.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub kinds: Vec<Kind>,
+    pub source_records: u64,
+    pub platform_records: u64,
+    /// Per kind; the overall rates are their sum ([`Report::overall`]).
+    pub rates: BTreeMap<Kind, Rates>,
+    /// Sorted by month; fill with [`Report::record_month`].
+    pub months: Vec<MonthBucket>,
+    pub gaps: Vec<GapRow>,
+    pub repair: Option<RepairSummary>,
+}
+
+impl Report {
+    /// An empty report for `today` over all kinds and an open window.
+    pub fn new(today: NaiveDate) -> Report {
+        Report {
+            today,
+            from: None,
+            to: None,
+            kinds: Kind::ALL.to_vec(),
+            source_records: 0,
+            platform_records: 0,
+            rates: BTreeMap::new(),
+            months: Vec::new(),
+            gaps: Vec::new(),
+            repair: None,
+        }
+    }
+
+    /// Rows per category; every category is present, with 0 when it has no rows.
+    pub fn counts(&self) -> BTreeMap<Category, u64> {
+        let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|&c| (c, 0)).collect();
+        for g in &self.gaps {
+            *counts.entry(g.category).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The rates over all kinds.
+    pub fn overall(&self) -> Rates {
+        let mut total = Rates::default();
+        for r in self.rates.values() {
+            total.add(r);
+        }
+        total
+    }
+
+    pub fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
+    /// The number of distinct records with at least one gap.
+    pub fn records_with_gaps(&self) -> usize {
+        let mut keys: Vec<&str> = self.gaps.iter().map(|g| g.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len()
+    }
+
+    /// The rows of one category, in report order.
+    pub fn gaps_in(&self, category: Category) -> impl Iterator<Item = &GapRow> {
+        self.gaps.iter().filter(move |g| g.category == category)
+    }
+
+    /// Sorts the rows by category, then decision date (undated last), then key: the order operators read.
+    pub fn sort_gaps(&mut self) {
+        self.gaps.sort_by(|a, b| {
+            a.category
+                .cmp(&b.category)
+                .then_with(|| match (a.decided_on, b.decided_on) {
+                    (Some(x), Some(y)) => x.cmp(&y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                })
+                .then_with(|| a.key.cmp(&b.key))
+        });
+    }
+
+    /// Counts one decision in the month of its decision date, keeping `months` sorted.
+    pub fn record_month(&mut self, decided: NaiveDate, outcome: MonthOutcome) {
+        let month = format!("{:04}-{:02}", decided.year(), decided.month());
+        let i = match self.months.binary_search_by(|b| b.month.cmp(&month)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.months.insert(
+                    i,
+                    MonthBucket {
+                        month,
+                        ..MonthBucket::default()
+                    },
+                );
+                i
+            }
+        };
+        let b = &mut self.months[i];
+        match outcome {
+            MonthOutcome::OnTime => b.on_time += 1,
+            MonthOutcome::Late => b.late += 1,
+            MonthOutcome::Overdue => b.overdue += 1,
+            MonthOutcome::NotYetDue => b.not_yet_due += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("test date")
+    }
+
+    #[test]
+    fn rates_are_none_without_denominator() {
+        let r = Rates::default();
+        assert_eq!(r.timeliness(), None);
+        assert_eq!(r.acceptance(), None);
+        assert_eq!(r.completeness(), None);
+        let mut a = Rates {
+            due: 4,
+            on_time: 3,
+            submitted: 10,
+            accepted: 9,
+            filled_items: 50,
+            expected_items: 56,
+        };
+        a.add(&Rates {
+            due: 4,
+            on_time: 4,
+            ..Rates::default()
+        });
+        assert_eq!(a.timeliness(), Some(7.0 / 8.0));
+        assert_eq!(a.acceptance(), Some(0.9));
+    }
+
+    #[test]
+    fn months_stay_sorted_and_counted() {
+        let mut r = Report::new(d("2024-12-31"));
+        r.record_month(d("2024-03-05"), MonthOutcome::OnTime);
+        r.record_month(d("2024-01-31"), MonthOutcome::Late);
+        r.record_month(d("2024-03-20"), MonthOutcome::Overdue);
+        r.record_month(d("2023-12-01"), MonthOutcome::NotYetDue);
+        let months: Vec<&str> = r.months.iter().map(|m| m.month.as_str()).collect();
+        assert_eq!(months, ["2023-12", "2024-01", "2024-03"]);
+        assert_eq!(r.months[2].on_time, 1);
+        assert_eq!(r.months[2].overdue, 1);
+        assert_eq!(r.months[2].total(), 2);
+    }
+
+    #[test]
+    fn counts_have_every_category() {
+        let r = Report::new(d("2024-12-31"));
+        assert_eq!(r.counts().len(), 8);
+        assert!(!r.has_gaps());
+        assert_eq!(Category::parse("orphan"), Some(Category::Orphan));
+        assert_eq!(
+            serde_json::to_string(&Category::Quarantined).expect("serialize"),
+            "\"quarantined\""
+        );
+    }
+}
