@@ -719,7 +719,11 @@ impl Engine<'_> {
                 },
             };
             match op {
-                Op::Upsert if public_now && current_digest.as_deref() == Some(digest.as_str()) => {
+                Op::Upsert
+                    if !self.force
+                        && public_now
+                        && current_digest.as_deref() == Some(digest.as_str()) =>
+                {
                     self.summary.unchanged += 1
                 }
                 Op::Upsert if rejected_same => self.summary.unchanged += 1,

@@ -167,6 +167,77 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         store.quarantine_len()
     );
 
+    step(
+        7,
+        "the platform loses a record and someone edits another by hand; reconcile finds both",
+    );
+    let held = http
+        .get(format!("{}/admin/records", plat.url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let keys: Vec<String> = held
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["status"] == "public" && v["key"].as_str().is_some_and(|k| k.starts_with("XZXK"))
+        })
+        .filter_map(|v| v["key"].as_str().map(str::to_string))
+        .take(2)
+        .collect();
+    if keys.len() == 2 {
+        http.delete(format!(
+            "{}/admin/records/{}",
+            plat.url(),
+            urlencode(&keys[0])
+        ))
+        .send()
+        .await?
+        .error_for_status()?;
+        http.post(format!("{}/admin/records/alter", plat.url()))
+            .json(&serde_json::json!({"key": keys[1], "field": "XK_XDR_MC", "value": "（被手工修改的名称）"}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let ropts = crate::reconcile::engine::ReconcileOptions {
+        kinds: Kind::ALL.to_vec(),
+        from: None,
+        to: None,
+        today,
+        progress: false,
+    };
+    let cal = crate::calendar::Calendar::builtin();
+    let (report, plan) =
+        crate::reconcile::engine::reconcile(&cfg, &mappings, &store, &cal, &ropts).await?;
+    crate::reconcile::writers::write_table(&report, &mut std::io::stdout().lock(), false)?;
+
+    step(
+        8,
+        "reconcile --repair: re-push what is missing or stale, withdraw what expired",
+    );
+    let r = sync::retry(&cfg, &mappings, &store, &opts, plan.repush)
+        .await
+        .map_err(|(_, e)| e)?;
+    eprintln!("re-pushed {} record(s)", r.accepted);
+    if !plan.withdraw.is_empty() {
+        sync::withdraw(&cfg, &mappings, &store, &opts, plan.withdraw)
+            .await
+            .map_err(|(_, e)| e)?;
+    }
+    let (after, _) =
+        crate::reconcile::engine::reconcile(&cfg, &mappings, &store, &cal, &ropts).await?;
+    let counts = after.counts();
+    use crate::reconcile::report::Category;
+    eprintln!(
+        "after repair: missing {}, stale {}, expired {} (the {} quarantined stay until the source is fixed)",
+        counts[&Category::Missing],
+        counts[&Category::Stale],
+        counts[&Category::Expired],
+        counts[&Category::Quarantined]
+    );
+
     drop(store);
     src.shutdown().await;
     plat.shutdown().await;
@@ -183,4 +254,15 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

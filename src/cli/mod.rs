@@ -5,6 +5,7 @@ mod common;
 mod demo_cmd;
 mod map_cmd;
 mod quarantine_cmd;
+mod reconcile_cmd;
 mod status_cmd;
 mod sync_cmd;
 
@@ -30,6 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// One cron run: read changes since the checkpoint, map, validate, push, record receipts.
     Sync(sync_cmd::SyncArgs),
+    /// Compare source, ledger and platform; report every gap, with deadlines; --repair fixes what it can.
+    Reconcile(reconcile_cmd::ReconcileArgs),
+    /// Reports to file: `report annual --year YYYY`.
+    Report(reconcile_cmd::ReportArgs),
     /// Checkpoints, ledger counts by state, quarantine size, last runs.
     Status(status_cmd::StatusArgs),
     /// Inspect and retry records that failed validation or were rejected.
@@ -74,6 +79,8 @@ pub fn run() -> Result<Exit, Failure> {
     match cli.command {
         Command::Sync(args) => sync_cmd::run(config, args),
         Command::Status(args) => status_cmd::run(config, args),
+        Command::Reconcile(args) => reconcile_cmd::run(config, args),
+        Command::Report(args) => reconcile_cmd::run_report(config, args),
         Command::Quarantine(args) => quarantine_cmd::run(config, args),
         Command::Map(args) => map_cmd::run(config, args),
         Command::Demo(args) => demo_cmd::run(args),

@@ -1,0 +1,332 @@
+//! `dualpub reconcile` and `dualpub report annual`.
+
+use super::common;
+use crate::calendar::Calendar;
+use crate::exit::{Exit, Failure};
+use crate::model::Kind;
+use crate::reconcile::annual::AnnualAccumulator;
+use crate::reconcile::engine::{self, ReconcileError, ReconcileOptions};
+use crate::reconcile::report::{Category, RepairSummary, Report};
+use crate::reconcile::writers;
+use crate::sync::{self, SyncOptions};
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Xlsx,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    /// First decision date of the window (YYYY-MM-DD).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last decision date of the window (YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this kind: permit or penalty.
+    #[arg(long, value_parser = super::map_cmd::parse_kind)]
+    pub kind: Option<Kind>,
+    /// Judge deadlines and display periods as of this date (default: today in China Standard Time).
+    #[arg(long)]
+    pub today: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Output file (json, xlsx) or directory (csv); json and table default to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Re-push missing and stale records, withdraw expired ones; then report what was done and what is left.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: also withdraw orphans (platform records the source does not have).
+    #[arg(long, requires = "repair")]
+    pub repair_orphans: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub which: ReportWhich,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ReportWhich {
+    /// The year's numbers for the 政府信息公开工作年度报告.
+    Annual {
+        #[arg(long)]
+        year: i32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        today: Option<String>,
+    },
+}
+
+fn date_arg(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDate>, Failure> {
+    match v {
+        None => Ok(None),
+        Some(s) => crate::validate::parse_date(s.trim())
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::usage(format!("--{name} {s}: expected a date like 2026-01-31"))
+            }),
+    }
+}
+
+/// The calendar: `calendar.toml` of the configured mapping directory when it has one, else the built-in one.
+fn calendar(mapping_dir: Option<&Path>) -> Result<Calendar, Failure> {
+    match mapping_dir
+        .map(|d| d.join("calendar.toml"))
+        .filter(|p| p.exists())
+    {
+        Some(p) => Calendar::load(&p).map_err(Failure::usage),
+        None => Ok(Calendar::builtin()),
+    }
+}
+
+fn reconcile_failure(e: ReconcileError) -> Failure {
+    match e {
+        ReconcileError::Calendar(c) => Failure::usage(c),
+        ReconcileError::Store(s) => common::store_failure(s),
+        other => Failure::new(Exit::Aborted, other),
+    }
+}
+
+pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> {
+    let loaded = common::load(config)?;
+    let today = common::today(args.today.as_deref())?;
+    let from = date_arg("from", args.from.as_deref())?;
+    let to = date_arg("to", args.to.as_deref())?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(Failure::usage(format!("--from {f} is after --to {t}")));
+        }
+    }
+    if matches!(args.format, Format::Csv | Format::Xlsx) && args.out.is_none() {
+        return Err(Failure::usage(
+            "--format csv and xlsx need --out (a directory for csv, a file for xlsx)",
+        ));
+    }
+    let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
+    let opts = ReconcileOptions {
+        kinds: common::parse_kinds(args.kind),
+        from,
+        to,
+        today,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let rt = common::runtime()?;
+    let (mut report, plan) = rt
+        .block_on(engine::reconcile(
+            &loaded.cfg,
+            &loaded.mappings,
+            &store,
+            &cal,
+            &opts,
+        ))
+        .map_err(reconcile_failure)?;
+
+    if args.repair {
+        let sopts = SyncOptions {
+            kinds: opts.kinds.clone(),
+            dry_run: false,
+            today,
+            progress: false,
+        };
+        let mut summary = RepairSummary::default();
+        if !plan.repush.is_empty() {
+            match rt.block_on(sync::retry(
+                &loaded.cfg,
+                &loaded.mappings,
+                &store,
+                &sopts,
+                plan.repush.clone(),
+            )) {
+                Ok(s) => {
+                    summary.repushed = s.accepted + s.platform_unchanged;
+                    summary.failed += s.rejected;
+                }
+                Err((s, e)) => {
+                    summary.repushed = s.accepted;
+                    summary.failed += plan.repush.len() as u64 - s.accepted;
+                    summary.left.push(format!("re-pushing stopped: {e}"));
+                }
+            }
+        }
+        let mut withdraw = plan.withdraw.clone();
+        if args.repair_orphans {
+            withdraw.extend(plan.orphans.iter().cloned());
+        }
+        if !withdraw.is_empty() {
+            match rt.block_on(sync::withdraw(
+                &loaded.cfg,
+                &loaded.mappings,
+                &store,
+                &sopts,
+                withdraw,
+            )) {
+                Ok(s) => {
+                    let orphans = if args.repair_orphans {
+                        plan.orphans.len() as u64
+                    } else {
+                        0
+                    };
+                    summary.orphans_withdrawn = orphans.min(s.withdrawn);
+                    summary.withdrawn = s.withdrawn - summary.orphans_withdrawn;
+                }
+                Err((_, e)) => summary.left.push(format!("withdrawing stopped: {e}")),
+            }
+        }
+        let counts = report.counts();
+        if !args.repair_orphans && counts[&Category::Orphan] > 0 {
+            summary.left.push(format!(
+                "{} orphan(s) only reported: check they are not another system's records, then run with --repair --repair-orphans",
+                counts[&Category::Orphan]
+            ));
+        }
+        if counts[&Category::Quarantined] > 0 || counts[&Category::Rejected] > 0 {
+            summary.left.push(format!(
+                "{} quarantined and {} rejected record(s) need fixing in the enforcement system (`dualpub quarantine list`)",
+                counts[&Category::Quarantined],
+                counts[&Category::Rejected]
+            ));
+        }
+        if counts[&Category::Late] > 0 {
+            summary.left.push(format!(
+                "{} record(s) were published late; that cannot be undone, only explained",
+                counts[&Category::Late]
+            ));
+        }
+        report.repair = Some(summary);
+    }
+    write(&report, args.format, args.out.as_deref())?;
+    Ok(if report.has_gaps() {
+        Exit::Attention
+    } else {
+        Exit::Ok
+    })
+}
+
+fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(
+            Exit::Aborted,
+            anyhow::anyhow!("cannot write the report: {e}"),
+        )
+    };
+    match format {
+        Format::Table => match out {
+            Some(p) => {
+                let mut f = std::fs::File::create(p).map_err(io)?;
+                writers::write_table(report, &mut f, false).map_err(io)
+            }
+            None => writers::write_table(
+                report,
+                &mut std::io::stdout().lock(),
+                std::io::stdout().is_terminal(),
+            )
+            .map_err(io),
+        },
+        Format::Json => match out {
+            Some(p) => {
+                let mut f = std::fs::File::create(p).map_err(io)?;
+                writers::write_json(report, &mut f).map_err(io)
+            }
+            None => writers::write_json(report, &mut std::io::stdout().lock()).map_err(io),
+        },
+        Format::Csv => {
+            let dir = out.expect("checked above");
+            let files = writers::write_csv(report, dir).map_err(io)?;
+            eprintln!("wrote {} file(s) to {}", files.len(), dir.display());
+            Ok(())
+        }
+        Format::Xlsx => {
+            let p = out.expect("checked above");
+            writers::write_xlsx(report, p).map_err(|e| Failure::new(Exit::Aborted, e))?;
+            eprintln!("wrote {}", p.display());
+            Ok(())
+        }
+    }
+}
+
+pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failure> {
+    let ReportWhich::Annual {
+        year,
+        format,
+        out,
+        today,
+    } = args.which;
+    if !(2000..=2100).contains(&year) {
+        return Err(Failure::usage(format!(
+            "--year {year}: expected a year like 2025"
+        )));
+    }
+    if format == Format::Csv {
+        return Err(Failure::usage("report annual writes table, json or xlsx"));
+    }
+    if format == Format::Xlsx && out.is_none() {
+        return Err(Failure::usage("--format xlsx needs --out FILE"));
+    }
+    let loaded = common::load(config)?;
+    let today = common::today(today.as_deref())?;
+    let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
+    let from = chrono::NaiveDate::from_ymd_opt(year, 1, 1);
+    let to = chrono::NaiveDate::from_ymd_opt(year, 12, 31);
+    let opts = ReconcileOptions {
+        kinds: Kind::ALL.to_vec(),
+        from,
+        to,
+        today,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let rt = common::runtime()?;
+    let annual = rt
+        .block_on(engine::annual(
+            &loaded.cfg,
+            &loaded.mappings,
+            &store,
+            &cal,
+            &opts,
+            AnnualAccumulator::new(year),
+        ))
+        .map_err(reconcile_failure)?;
+    let io = |e: std::io::Error| {
+        Failure::new(
+            Exit::Aborted,
+            anyhow::anyhow!("cannot write the report: {e}"),
+        )
+    };
+    use crate::reconcile::annual as a;
+    match (format, out.as_deref()) {
+        (Format::Xlsx, Some(p)) => {
+            a::write_annual_xlsx(&annual, p).map_err(|e| Failure::new(Exit::Aborted, e))?;
+            eprintln!("wrote {}", p.display());
+        }
+        (Format::Json, Some(p)) => {
+            a::write_annual_json(&annual, &mut std::fs::File::create(p).map_err(io)?).map_err(io)?
+        }
+        (Format::Json, None) => {
+            a::write_annual_json(&annual, &mut std::io::stdout().lock()).map_err(io)?
+        }
+        (_, Some(p)) => {
+            a::write_annual_table(&annual, &mut std::fs::File::create(p).map_err(io)?, false)
+                .map_err(io)?
+        }
+        (_, None) => a::write_annual_table(
+            &annual,
+            &mut std::io::stdout().lock(),
+            std::io::stdout().is_terminal(),
+        )
+        .map_err(io)?,
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,471 @@
+//! `dualpub reconcile` and `report annual` end to end: every gap category made on purpose through the simulators'
+//! admin endpoints and sync, found in JSON, CSV and xlsx; repair closes the repairable ones.
+
+mod common;
+
+use calamine::{Data, Reader};
+use common::*;
+use dualpub::sim::gen::GenConfig;
+use dualpub::sim::platform::{Faults, PlatformSimConfig, StrictProfile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn fixture(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/cases")
+        .join(format!("{name}.json"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    v["records"][0].clone()
+}
+
+/// A fixture record made unique: id, document number, decision date.
+fn record(base: &str, kind: &str, id: &str, decided: &str) -> serde_json::Value {
+    let mut r = fixture(base);
+    r["id"] = id.into();
+    r["kind"] = kind.into();
+    r["doc_no"] = format!("测试〔2026〕{id}号").into();
+    r["decided_on"] = decided.into();
+    if kind == "permit" {
+        r["valid_from"] = decided.into();
+    }
+    r["updated_at"] = serde_json::Value::Null;
+    r
+}
+
+fn key(kind: &str, id: &str) -> String {
+    let item = if kind == "permit" { "XZXK" } else { "XZCF" };
+    format!("{item}:{}:测试〔2026〕{id}号", agency_code())
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn set_published(env: &Env, key: &str, at: &str) {
+    env.admin_post(
+        format!("{}/admin/records/published_at", env.platform.url()),
+        serde_json::json!({"key": key, "published_at": at}),
+    )
+    .await;
+}
+
+/// category → keys, from the JSON report.
+fn categories_json(v: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for g in v["gaps"].as_array().unwrap() {
+        m.entry(g["category"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(g["key"].as_str().unwrap().to_string());
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_category_on_purpose_in_json_csv_and_xlsx() {
+    let strict = StrictProfile {
+        max_len: None,
+        refused_parties: vec!["被拒收的公司".into()],
+    };
+    let env = spawn_with(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        PlatformSimConfig {
+            strict: Some(strict),
+            faults: Faults::default(),
+            ..PlatformSimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let ok = record("permit_org", "permit", "A", "2026-11-02");
+    let missing = record("permit_org", "permit", "B", "2026-11-20");
+    let stale = record("permit_person", "permit", "C", "2026-11-20");
+    let orphan = record("permit_org", "permit", "D", "2026-11-20");
+    let late = record("penalty_fine_confiscation", "penalty", "F", "2026-10-12");
+    let mut expired = record("penalty_multi_category", "penalty", "G", "2026-10-12");
+    expired["display_until"] = "2026-11-20".into();
+    let mut invalid = record("permit_org", "permit", "H", "2026-11-20");
+    invalid["party"]["credit_code"] = "914101004157892343".into();
+    let mut rejected = record("permit_org", "permit", "I", "2026-11-20");
+    rejected["party"]["name"] = "被拒收的公司".into();
+    env.source_insert(serde_json::json!([
+        ok, missing, stale, orphan, late, expired, invalid, rejected
+    ]))
+    .await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-10"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // make the gaps
+    for (k, at) in [
+        (key("permit", "A"), "2026-11-05T10:00:00+08:00"),
+        (key("permit", "C"), "2026-11-21T10:00:00+08:00"),
+        (key("permit", "D"), "2026-11-21T10:00:00+08:00"),
+        (key("penalty", "F"), "2026-10-30T10:00:00+08:00"),
+        (key("penalty", "G"), "2026-10-13T10:00:00+08:00"),
+    ] {
+        set_published(&env, &k, at).await;
+    }
+    let r = env
+        .http
+        .delete(format!(
+            "{}/admin/records/{}",
+            env.platform.url(),
+            enc(&key("permit", "B"))
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    env.admin_post(
+        format!("{}/admin/records/alter", env.platform.url()),
+        serde_json::json!({"key": key("permit", "C"), "field": "XK_XDR_MC", "value": "李秀云"}),
+    )
+    .await;
+    let r = env
+        .http
+        .delete(format!("{}/admin/records/D", env.source.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // withheld: reaches the source after the last sync, decided long before its deadline passed
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "E",
+        "2026-10-09"
+    )]))
+    .await;
+
+    let expected: BTreeMap<String, BTreeSet<String>> = [
+        ("missing", vec![key("permit", "B"), key("permit", "E")]),
+        ("stale", vec![key("permit", "C")]),
+        ("orphan", vec![key("permit", "D")]),
+        ("overdue", vec![key("permit", "E")]),
+        ("late", vec![key("penalty", "F")]),
+        ("expired", vec![key("penalty", "G")]),
+        ("quarantined", vec![key("permit", "H")]),
+        ("rejected", vec![key("permit", "I")]),
+    ]
+    .into_iter()
+    .map(|(c, ks)| (c.to_string(), ks.into_iter().collect()))
+    .collect();
+
+    // JSON
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        categories_json(&v),
+        expected,
+        "{}",
+        serde_json::to_string_pretty(&v["gaps"]).unwrap()
+    );
+    let stale_row = v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["category"] == "stale")
+        .unwrap();
+    assert!(
+        stale_row["detail"].as_str().unwrap().contains("XK_XDR_MC"),
+        "{stale_row}"
+    );
+    assert!(stale_row["party_id_masked"]
+        .as_str()
+        .unwrap()
+        .contains("****"));
+    assert!(
+        !out.stdout.windows(18).any(|w| w == b"410302199211011524"),
+        "no full ID number in the report"
+    );
+
+    // CSV
+    let dir = env.dir.path().join("csv");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-11-27",
+            "--format",
+            "csv",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut from_csv: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in expected.keys() {
+        let text = std::fs::read_to_string(dir.join(format!("{c}.csv")))
+            .unwrap_or_else(|_| panic!("{c}.csv"));
+        for line in text.trim_start_matches('\u{feff}').lines().skip(1) {
+            let k = line
+                .split(',')
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .to_string();
+            from_csv.entry(c.clone()).or_default().insert(k);
+        }
+    }
+    assert_eq!(from_csv, expected);
+
+    // xlsx, read back
+    let xlsx = env.dir.path().join("r.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-11-27",
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let zh = [
+        ("missing", "缺失"),
+        ("stale", "不一致"),
+        ("orphan", "多余"),
+        ("overdue", "逾期未公示"),
+        ("late", "超期公示"),
+        ("expired", "公示期满未撤下"),
+        ("quarantined", "校验未通过"),
+        ("rejected", "平台拒收"),
+    ];
+    let mut from_xlsx: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (c, sheet) in zh {
+        let range = wb
+            .worksheet_range(sheet)
+            .unwrap_or_else(|e| panic!("sheet {sheet}: {e}"));
+        let mut rows = range.rows();
+        let header: Vec<String> = rows.next().unwrap().iter().map(|d| d.to_string()).collect();
+        let col = header
+            .iter()
+            .position(|h| h == "记录键")
+            .expect("a 记录键 column");
+        for row in rows {
+            if let Data::String(k) = &row[col] {
+                from_xlsx
+                    .entry(c.to_string())
+                    .or_default()
+                    .insert(k.clone());
+            }
+        }
+    }
+    assert_eq!(from_xlsx, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_then_sync_leaves_no_gaps() {
+    let env = spawn(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let mut expired = record("penalty_multi_category", "penalty", "G", "2026-11-16");
+    expired["display_until"] = "2026-11-20".into();
+    let recs = serde_json::json!([
+        record("permit_org", "permit", "B", "2026-11-20"),
+        record("permit_person", "permit", "C", "2026-11-20"),
+        record("permit_org", "permit", "D", "2026-11-20"),
+        expired,
+    ]);
+    env.source_insert(recs).await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for k in [
+        key("permit", "B"),
+        key("permit", "C"),
+        key("permit", "D"),
+        key("penalty", "G"),
+    ] {
+        set_published(&env, &k, "2026-11-20T09:00:00+08:00").await;
+    }
+    env.http
+        .delete(format!(
+            "{}/admin/records/{}",
+            env.platform.url(),
+            enc(&key("permit", "B"))
+        ))
+        .send()
+        .await
+        .unwrap();
+    env.admin_post(
+        format!("{}/admin/records/alter", env.platform.url()),
+        serde_json::json!({"key": key("permit", "C"), "field": "XK_NR", "value": "被改动"}),
+    )
+    .await;
+    env.http
+        .delete(format!("{}/admin/records/D", env.source.url()))
+        .send()
+        .await
+        .unwrap();
+
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cats: BTreeSet<String> = categories_json(&v).into_keys().collect();
+    assert_eq!(
+        cats,
+        ["expired", "missing", "orphan", "stale"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-11-27",
+            "--format",
+            "json",
+            "--repair",
+            "--repair-orphans",
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["repair"]["repushed"],
+        2,
+        "{}\n{}",
+        v["repair"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        v["repair"]["withdrawn"].as_u64().unwrap()
+            + v["repair"]["orphans_withdrawn"].as_u64().unwrap(),
+        2
+    );
+    // the re-pushed ones count as published today; pin the first publication so timeliness stays on time
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0, "{err}");
+    for k in [key("permit", "B"), key("permit", "C")] {
+        set_published(&env, &k, "2026-11-20T09:00:00+08:00").await;
+    }
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        serde_json::to_string_pretty(&v["gaps"]).unwrap()
+    );
+    assert_eq!(v["gaps"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_report_matches_independent_counts() {
+    let env = spawn(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    // fixtures decided in 2024, and one in 2023 that must not count
+    let mut recs = vec![
+        record("permit_org", "permit", "P1", "2024-03-01"), // 核准 (P04)
+        record("permit_person", "permit", "P2", "2024-05-06"), // 普通 (P01)
+        record("permit_org", "permit", "P3", "2024-07-01"), // 核准
+        record("penalty_fine_confiscation", "penalty", "C1", "2024-05-16"), // 罚款;没收违法所得 35000.50 / 12000 yuan
+        record("penalty_multi_category", "penalty", "C2", "2024-06-03"), // 警告;罚款;吊销许可证件, 2000 yuan
+        record("penalty_person", "penalty", "C3", "2024-08-01"),         // 罚款 5000 yuan
+        record("permit_org", "permit", "P9", "2023-12-29"),
+    ];
+    for r in recs.iter_mut().filter(|r| r["kind"] == "penalty") {
+        r["display_until"] = "2027-01-01".into();
+    }
+    // independent expectations, straight from the fixtures' source values and the code table
+    let source_fines_yuan: f64 = recs
+        .iter()
+        .filter(|r| r["kind"] == "penalty")
+        .filter_map(|r| r["fine_yuan"].as_str().map(|s| s.parse::<f64>().unwrap()))
+        .sum();
+    assert_eq!(source_fines_yuan, 35000.50 + 2000.0 + 5000.0);
+    env.source_insert(serde_json::Value::Array(recs)).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let out = env
+        .dualpub(&[
+            "report", "annual", "--year", "2024", "--format", "json", "--today", TODAY,
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["year"], 2024);
+    assert_eq!(v["permits"]["total"], 3, "{v}");
+    assert_eq!(v["permits"]["by_category"]["核准"], 2);
+    assert_eq!(v["permits"]["by_category"]["普通"], 1);
+    assert_eq!(v["penalties"]["total"], 3);
+    assert_eq!(v["penalties"]["by_category"]["罚款"], 3);
+    assert_eq!(v["penalties"]["by_category"]["警告"], 1);
+    assert_eq!(v["penalties"]["by_category"]["没收违法所得"], 1);
+    assert_eq!(v["penalties"]["by_category"]["吊销许可证件"], 1);
+    assert_eq!(
+        v["penalties"]["fines_wan"],
+        format!("{}", source_fines_yuan / 10000.0)
+    );
+    assert_eq!(v["penalties"]["confiscated_wan"], "1.2");
+    // all published today, years after their deadlines: none on time
+    assert_eq!(v["permits"]["on_time"], 0);
+    assert_eq!(v["permits"]["due"], 3);
+    let xlsx = env.dir.path().join("annual.xlsx");
+    let out = env
+        .dualpub(&[
+            "report",
+            "annual",
+            "--year",
+            "2024",
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(std::fs::metadata(&xlsx).unwrap().len() > 1000);
+}
