@@ -102,8 +102,10 @@ pub struct OutboxItem {
     pub source_id: String,
     pub source_updated_at: String,
     pub meta: RecordMeta,
-    /// The source record (upserts only), so a rejected record can be quarantined with it and retried.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    /// The source record (upserts only, in memory only), so a rejected record can be quarantined with it and
+    /// retried. Not persisted: it would double what every batch writes; a batch resent after a crash quarantines
+    /// a rejection without it (the record is retried when the source changes it).
+    #[serde(skip)]
     pub source: serde_json::Value,
 }
 
@@ -113,9 +115,29 @@ pub struct OutboxBatch {
     pub flow: String,
     pub kind: Kind,
     pub created: String,
-    /// The exact ExchangeMessage bytes (UTF-8 XML).
+    /// The exact ExchangeMessage bytes (UTF-8 XML); stored raw after the JSON of the rest (see `encode_batch`).
+    #[serde(skip)]
     pub body: String,
     pub items: Vec<OutboxItem>,
+}
+
+/// An outbox value: u32 BE length of the batch's JSON (without the body), that JSON, then the body bytes — so
+/// the large XML body is written as it is instead of being escaped into JSON.
+fn encode_batch(b: &OutboxBatch) -> Vec<u8> {
+    let meta = json(b);
+    let mut v = Vec::with_capacity(4 + meta.len() + b.body.len());
+    v.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    v.extend_from_slice(&meta);
+    v.extend_from_slice(b.body.as_bytes());
+    v
+}
+
+fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
+    let len = v.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes).ok_or("too short")? as usize;
+    let meta = v.get(4..4 + len).ok_or("truncated")?;
+    let mut b: OutboxBatch = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
+    b.body = String::from_utf8(v[4 + len..].to_vec()).map_err(|e| e.to_string())?;
+    Ok(b)
 }
 
 /// Why a record is held back.
@@ -225,7 +247,8 @@ impl Store {
                 });
             }
         }
-        let cfg = sled::Config::new().path(path).flush_every_ms(Some(200));
+        // A bounded page cache keeps memory flat however many records the store holds.
+        let cfg = sled::Config::new().path(path).flush_every_ms(Some(200)).cache_capacity(32 << 20);
         // sled may panic on some kinds of damage; turn that into an error the operator can act on.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
         let db = match opened {
@@ -363,7 +386,7 @@ impl Store {
                 .map_err(|e| self.damaged("outbox key", e))?;
             out.push((
                 seq,
-                serde_json::from_slice(&v).map_err(|e| self.damaged("outbox batch", e))?,
+                decode_batch(&v).map_err(|e| self.damaged("outbox batch", e))?,
             ));
         }
         Ok(out)
@@ -426,7 +449,7 @@ impl Store {
         )
             .transaction(|(outbox, quarantine, by_source, cursor)| {
                 for (seq, b) in &c.batches {
-                    outbox.insert(&seq.to_be_bytes(), json(b))?;
+                    outbox.insert(&seq.to_be_bytes(), encode_batch(b))?;
                 }
                 for q in &c.quarantine_put {
                     quarantine.insert(composite(q.kind, &q.source_id), json(q))?;

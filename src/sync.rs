@@ -583,7 +583,7 @@ impl Engine<'_> {
                     *cursor = Some(p);
                 }
             }
-            let src: SourceRecord = match serde_json::from_value(raw.clone()) {
+            let src: SourceRecord = match serde::Deserialize::deserialize(&raw) {
                 Ok(s) => s,
                 Err(e) => {
                     let id = raw

@@ -208,7 +208,7 @@ async fn compare(
                 ) {
                     pos = Some((u.to_string(), i.to_string()));
                 }
-                let Ok(src) = serde_json::from_value::<SourceRecord>(raw.clone()) else {
+                let Ok(src) = <SourceRecord as serde::Deserialize>::deserialize(raw) else {
                     // A record the source schema cannot read: only quarantine can tell its story.
                     continue;
                 };

@@ -1,0 +1,47 @@
+//! Reconcile benchmark (issue "reconcile", not a timed test): BENCH_RECORDS (default 1,000,000) source records,
+//! synced so the platform holds them too, then `dualpub reconcile` over everything. Prints the wall time and the
+//! peak RSS of the reconcile process. Penalties are judged as of 2024-01-01 so none has expired and both sides
+//! really hold about the same number of records.
+//!
+//! Run: `cargo bench --bench reconcile`.
+
+mod support;
+
+use support::{config, run, start_sim, sync};
+
+fn main() {
+    let n: u64 = std::env::var("BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let source = start_sim(&["sim", "source", "--records", &n.to_string(), "--seed", "6", "--token", "bench-token"]);
+    let platform = start_sim(&["sim", "platform"]);
+    let cfg = config(dir.path(), &source.url, &platform.url, 500, 4);
+    let (m, s) = sync(&cfg, "2024-01-01");
+    println!(
+        "filled the platform: {} records pushed in {:.1} s ({:.0} records/s)",
+        s["pushed"],
+        m.elapsed.as_secs_f64(),
+        n as f64 / m.elapsed.as_secs_f64()
+    );
+    let out = dir.path().join("report.json");
+    let r = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "reconcile",
+        "--today",
+        "2024-01-01",
+        "--format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(matches!(r.code, Some(0) | Some(1)), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    println!(
+        "reconcile of {} source and {} platform records: {:.1} s, peak RSS {:.1} MiB, {} gaps",
+        v["records"]["source"],
+        v["records"]["platform"],
+        r.elapsed.as_secs_f64(),
+        r.peak_rss_mib,
+        v["gaps"].as_array().map(|a| a.len()).unwrap_or(0)
+    );
+}

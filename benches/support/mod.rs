@@ -1,0 +1,122 @@
+//! What the process-level benchmarks share: simulators as separate processes, and running the release
+//! `dualpub` binary while sampling its peak RSS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dualpub");
+
+pub struct Sim {
+    child: Child,
+    pub url: String,
+}
+
+impl Sim {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `dualpub sim …` on a free loopback port and reads the address it prints.
+pub fn start_sim(args: &[&str]) -> Sim {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the simulator starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the simulator prints its address").to_string();
+    Sim { child, url }
+}
+
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub struct Measured {
+    pub elapsed: Duration,
+    pub peak_rss_mib: f64,
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `dualpub ARGS` with the bench secrets, sampling its peak RSS every 20 ms.
+pub fn run(args: &[&str]) -> Measured {
+    let t = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("DUALPUB_SOURCE_TOKEN", "bench-token")
+        .env("DUALPUB_PLATFORM_SECRET", "demo-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    // read stdout in a thread so a large report never blocks the child
+    let mut out_pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out_pipe, &mut v).ok();
+        v
+    });
+    loop {
+        if let Some(h) = vm_hwm_kib(pid) {
+            peak = peak.max(h);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = t.elapsed();
+    let out = child.wait_with_output().unwrap();
+    Measured {
+        elapsed,
+        peak_rss_mib: peak as f64 / 1024.0,
+        code: out.status.code(),
+        stdout: reader.join().unwrap(),
+        stderr: out.stderr,
+    }
+}
+
+/// A config for the two simulators with a store in `dir`.
+pub fn config(dir: &Path, source: &str, platform: &str, batch: u32, concurrency: u32) -> PathBuf {
+    let p = dir.join(format!("dualpub-{batch}-{concurrency}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[agency]\nname = \"河南省应急管理厅\"\ncredit_code = \"{}\"\ndomain = \"安全生产\"\n\
+             [source]\nurl = \"{source}\"\ntoken_env = \"DUALPUB_SOURCE_TOKEN\"\npage_size = 1000\n\
+             [platform]\nurl = \"{platform}\"\napp_key = \"demo-app\"\nsecret_env = \"DUALPUB_PLATFORM_SECRET\"\nreceiver = \"HNCREDIT\"\n\
+             batch_size = {batch}\nconcurrency = {concurrency}\npage_size = 5000\n[store]\npath = \"{}\"\n",
+            dualpub::sim::gen::agency().credit_code.unwrap(),
+            dir.join(format!("store-{batch}-{concurrency}")).display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `dualpub sync` for a config; panics unless it exits 0 or 1.
+pub fn sync(config: &Path, today: &str) -> (Measured, serde_json::Value) {
+    let m = run(&["--config", config.to_str().unwrap(), "sync", "--json", "--today", today]);
+    assert!(matches!(m.code, Some(0) | Some(1)), "sync failed: {}", String::from_utf8_lossy(&m.stderr));
+    let s = serde_json::from_slice(&m.stdout).unwrap_or_default();
+    (m, s)
+}
