@@ -640,7 +640,7 @@ impl Shared {
 
     /// Latency, then the faults that strike before any work: an error, a throttle or a reset. Returns the call
     /// number (for later draws) or the answer that replaces the call's.
-    async fn before_call(&self, conn: &Conn) -> Result<(u64, Faults), Response> {
+    async fn before_call(&self, conn: &Conn) -> Result<(u64, Faults), Box<Response>> {
         let faults = lock(&self.faults).clone();
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         if faults.latency_ms > 0 {
@@ -649,7 +649,7 @@ impl Shared {
         let seed = faults.seed;
         if Self::draw(seed, call, 0) < faults.error_rate {
             lock(&self.state).stats.faults.errors += 1;
-            return Err(self.injected_error(seed, call));
+            return Err(Box::new(self.injected_error(seed, call)));
         }
         if Self::draw(seed, call, 1) < faults.throttle_rate {
             lock(&self.state).stats.faults.throttles += 1;
@@ -662,11 +662,11 @@ impl Shared {
                 header::RETRY_AFTER,
                 HeaderValue::from(faults.retry_after_secs),
             );
-            return Err(res);
+            return Err(Box::new(res));
         }
         if Self::draw(seed, call, 2) < faults.reset_rate {
             lock(&self.state).stats.faults.resets += 1;
-            return Err(conn.reset());
+            return Err(Box::new(conn.reset()));
         }
         Ok((call, faults))
     }
@@ -688,7 +688,7 @@ impl Shared {
     }
 
     /// `Ok` when the `X-Token` header names a live token; the 401 answer otherwise.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
         let token = headers
             .get("x-token")
             .and_then(|v| v.to_str().ok())
@@ -703,7 +703,11 @@ impl Shared {
             },
         };
         st.stats.unauthorized += 1;
-        Err(error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", why))
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            why,
+        )))
     }
 
     /// Validates and encodes a message's records (no lock held), then applies them and stores the receipt in one
@@ -1110,7 +1114,7 @@ async fn token(
 ) -> Response {
     let (call, faults) = match s.before_call(&conn).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     let bytes = match read_body(&headers, body, MAX_TOKEN_BYTES).await {
         Ok(b) => b,
@@ -1188,12 +1192,12 @@ async fn exchange(
 ) -> Response {
     let (call, faults) = match s.before_call(&conn).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     // The body is read before anything is answered, so a large message's sender reads the answer, not a reset.
     let bytes = read_body(&headers, body, MAX_MESSAGE_BYTES).await;
     if let Err(res) = s.authorize(&headers) {
-        return res;
+        return *res;
     }
     let bytes = match bytes {
         Ok(b) => b,
@@ -1219,7 +1223,11 @@ async fn exchange(
     if Shared::draw(faults.seed, call, 4) < faults.lost_ack_rate {
         lock(&s.state).stats.faults.lost_acks += 1;
         return if Shared::draw(faults.seed, call, 5) < 0.5 {
-            s.injected_error(faults.seed, call)
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "平台内部错误 (simulated internal error)",
+            )
         } else {
             conn.reset()
         };
@@ -1234,10 +1242,10 @@ async fn records(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     if let Err(res) = s.before_call(&conn).await {
-        return res;
+        return *res;
     }
     if let Err(res) = s.authorize(&headers) {
-        return res;
+        return *res;
     }
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &m);
     let Query(q) = match query {
@@ -1255,24 +1263,24 @@ async fn records(
         },
         None => return bad("parameter `item` (XZXK or XZCF) is required".into()),
     };
-    let number = |name: &str, default: u64| -> Result<u64, Response> {
+    let number = |name: &str, default: u64| -> Result<u64, String> {
         match q.get(name).map(String::as_str) {
             None | Some("") => Ok(default),
             Some(raw) => match raw.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(bad(format!(
+                _ => Err(format!(
                     "parameter `{name}` must be a positive integer, got `{raw}`"
-                ))),
+                )),
             },
         }
     };
     let page = match number("page", 1) {
         Ok(n) => n,
-        Err(res) => return res,
+        Err(m) => return bad(m),
     };
     let size = match number("size", DEFAULT_PAGE_SIZE) {
         Ok(n) => n.min(MAX_PAGE_SIZE),
-        Err(res) => return res,
+        Err(m) => return bad(m),
     };
     let with_fields = match q.get("fields").map(String::as_str) {
         None | Some("") | Some("0") | Some("false") => false,
