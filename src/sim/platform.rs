@@ -12,8 +12,9 @@
 //!   `DELETE /admin/records/{key}`, `POST /admin/records/alter`, `POST /admin/records/published_at`.
 //!
 //! Storage is in memory and compact, because the simulator must hold a million records: per item, per sender, a
-//! `BTreeMap` from document number to [`Stored`], whose fields are one byte string (field-name id, length,
-//! value) rather than a vector of strings. Validation, digests and encoding happen outside the store's lock;
+//! `BTreeMap` from document number to [`Stored`], whose fields are one byte string (field-name id, then the value
+//! inline or, for the short values many records repeat, an id in a per-field dictionary) rather than a vector of
+//! strings. Validation, digests and encoding happen outside the store's lock;
 //! only the per-record bookkeeping of a committed message happens under it, in one critical section with the
 //! flow table, so a flow is applied exactly once even when sent twice at the same time.
 //!
@@ -451,64 +452,137 @@ struct Shared {
     state: Mutex<Store>,
 }
 
-/// Field names by a small id, so a stored record spends two bytes per field name.
+/// Values of at most this many bytes may be stored once in a field's dictionary instead of in every record.
+const MAX_SHARED_VALUE: usize = 128;
+/// Distinct values a field's dictionary holds at most; later new values of the field are stored inline.
+const MAX_SHARED_VALUES: usize = 4096;
+
+/// Field names by a small id, so a stored record spends two bytes per field name; and per field a dictionary of
+/// its first distinct short values, so the values most records repeat (the agency, code-table values, dates) are
+/// stored once. A field whose values are all different (names, document numbers) fills its dictionary once and
+/// is stored inline from then on.
 #[derive(Default)]
 struct NameTable {
     names: Vec<FieldName>,
     ids: HashMap<FieldName, u16>,
+    /// Per name id: the shared values.
+    dicts: Vec<Dict>,
 }
+
+#[derive(Default)]
+struct Dict {
+    values: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+}
+
+/// How one field of a record is stored: name id and, when the value is shared, its id in the name's dictionary.
+type Slot = (u16, Option<u32>);
 
 impl NameTable {
-    fn id(&self, name: &str) -> Option<u16> {
-        self.ids.get(name).copied()
+    /// The slot of a field without changing the table, or `None` when the table must learn something first.
+    fn lookup(&self, name: &str, value: &str) -> Option<Slot> {
+        let id = *self.ids.get(name)?;
+        let dict = &self.dicts[id as usize];
+        match dict.ids.get(value) {
+            Some(v) => Some((id, Some(*v))),
+            None if value.len() <= MAX_SHARED_VALUE && dict.values.len() < MAX_SHARED_VALUES => {
+                None
+            }
+            None => Some((id, None)),
+        }
     }
 
-    fn intern(&mut self, name: &FieldName) -> u16 {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
+    fn intern(&mut self, name: &FieldName, value: &str) -> Slot {
+        let id = match self.ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
+                // 65,535 distinct field names cannot come from a mapping; stop learning rather than wrap.
+                if id == u16::MAX {
+                    return (id, None);
+                }
+                self.names.push(name.clone());
+                self.ids.insert(name.clone(), id);
+                self.dicts.push(Dict::default());
+                id
+            }
+        };
+        let dict = &mut self.dicts[id as usize];
+        if let Some(v) = dict.ids.get(value) {
+            return (id, Some(*v));
         }
-        let id = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
-        if id < u16::MAX {
-            self.names.push(name.clone());
-            self.ids.insert(name.clone(), id);
+        if value.len() <= MAX_SHARED_VALUE && dict.values.len() < MAX_SHARED_VALUES {
+            let v = dict.values.len() as u32;
+            dict.values.push(value.into());
+            dict.ids.insert(value.into(), v);
+            return (id, Some(v));
         }
-        id
+        (id, None)
     }
 }
 
-/// Encodes a record's fields as `(name id: u16 LE, value length: LEB128, value bytes)*`, in the record's order.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_varint(blob: &mut &[u8]) -> u64 {
+    let (mut n, mut shift) = (0u64, 0);
+    while let Some((&b, rest)) = blob.split_first() {
+        *blob = rest;
+        if shift < 64 {
+            n |= u64::from(b & 0x7f) << shift;
+        }
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    n
+}
+
+/// Encodes a record's fields, in the record's order, as `(name id: u16 LE, tag: LEB128, [value bytes])*` where
+/// the tag is `value id << 1 | 1` for a shared value and `length << 1` for a value that follows inline.
 fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
-    let mut ids = Vec::with_capacity(rec.len());
+    let mut slots: Vec<Slot> = Vec::with_capacity(rec.len());
     {
         let table = names.read().unwrap_or_else(|e| e.into_inner());
-        for (name, _) in rec.fields() {
-            match table.id(name) {
-                Some(id) => ids.push(id),
+        for (name, value) in rec.fields() {
+            match table.lookup(name, value) {
+                Some(slot) => slots.push(slot),
                 None => break,
             }
         }
     }
-    if ids.len() < rec.len() {
+    if slots.len() < rec.len() {
         let mut table = names.write().unwrap_or_else(|e| e.into_inner());
-        for (name, _) in &rec.fields()[ids.len()..] {
-            ids.push(table.intern(name));
+        for (name, value) in &rec.fields()[slots.len()..] {
+            slots.push(table.intern(name, value));
         }
     }
-    let len: usize = rec.fields().iter().map(|(_, v)| v.len() + 5).sum();
+    let len: usize = rec
+        .fields()
+        .iter()
+        .zip(&slots)
+        .map(|((_, v), (_, shared))| if shared.is_some() { 5 } else { v.len() + 5 })
+        .sum();
     let mut out = Vec::with_capacity(len);
-    for ((_, value), id) in rec.fields().iter().zip(ids) {
+    for ((_, value), (id, shared)) in rec.fields().iter().zip(slots) {
         out.extend_from_slice(&id.to_le_bytes());
-        let mut n = value.len();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                break;
+        match shared {
+            Some(v) => push_varint(&mut out, u64::from(v) << 1 | 1),
+            None => {
+                push_varint(&mut out, (value.len() as u64) << 1);
+                out.extend_from_slice(value.as_bytes());
             }
-            out.push(byte | 0x80);
         }
-        out.extend_from_slice(value.as_bytes());
     }
     out.into_boxed_slice()
 }
@@ -517,22 +591,25 @@ fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
 fn decode(table: &NameTable, mut blob: &[u8]) -> PlatformRecord {
     let mut fields = Vec::new();
     while blob.len() >= 2 {
-        let id = u16::from_le_bytes([blob[0], blob[1]]);
+        let id = u16::from_le_bytes([blob[0], blob[1]]) as usize;
         blob = &blob[2..];
-        let (mut n, mut shift) = (0usize, 0);
-        while let Some((&b, rest)) = blob.split_first() {
+        let tag = read_varint(&mut blob);
+        let value = if tag & 1 == 1 {
+            table
+                .dicts
+                .get(id)
+                .and_then(|d| d.values.get((tag >> 1) as usize))
+                .map(|v| v.to_string())
+        } else {
+            let n = usize::try_from(tag >> 1)
+                .unwrap_or(usize::MAX)
+                .min(blob.len());
+            let (value, rest) = blob.split_at(n);
             blob = rest;
-            n |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let n = n.min(blob.len());
-        let (value, rest) = blob.split_at(n);
-        blob = rest;
-        if let Some(name) = table.names.get(id as usize) {
-            fields.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+            Some(String::from_utf8_lossy(value).into_owned())
+        };
+        if let (Some(name), Some(value)) = (table.names.get(id), value) {
+            fields.push((name.clone(), value));
         }
     }
     PlatformRecord::from_sorted(fields)
@@ -1676,9 +1753,20 @@ mod tests {
             (FieldName::from("C"), "値<&>".to_string()),
         ]);
         let blob = encode(&names, &rec);
+        // Stored again: the short values are shared, only the long one is inline.
+        let again = encode(&names, &rec);
+        assert_eq!(blob, again);
+        assert!(blob.len() < long.len() + 20, "{}", blob.len());
         let table = names.read().unwrap();
         assert_eq!(decode(&table, &blob), rec);
         assert_eq!(decode(&table, &blob).digest(), rec.digest());
+        drop(table);
+        // A field with more distinct values than a dictionary holds is stored inline past that.
+        for i in 0..MAX_SHARED_VALUES + 10 {
+            let r = PlatformRecord::from_fields([(FieldName::from("N"), format!("值{i}"))]);
+            let blob = encode(&names, &r);
+            assert_eq!(decode(&names.read().unwrap(), &blob), r);
+        }
     }
 
     #[test]
