@@ -12,8 +12,9 @@
 //!   `DELETE /admin/records/{key}`, `POST /admin/records/alter`, `POST /admin/records/published_at`.
 //!
 //! Storage is in memory and compact, because the simulator must hold a million records: per item, per sender, a
-//! `BTreeMap` from document number to [`Stored`], whose fields are one byte string (field-name id, length,
-//! value) rather than a vector of strings. Validation, digests and encoding happen outside the store's lock;
+//! `BTreeMap` from document number to [`Stored`], whose fields are one byte string (field-name id, then the value
+//! inline or, for the short values many records repeat, an id in a per-field dictionary) rather than a vector of
+//! strings. Validation, digests and encoding happen outside the store's lock;
 //! only the per-record bookkeeping of a committed message happens under it, in one critical section with the
 //! flow table, so a flow is applied exactly once even when sent twice at the same time.
 //!
@@ -451,64 +452,167 @@ struct Shared {
     state: Mutex<Store>,
 }
 
-/// Field names by a small id, so a stored record spends two bytes per field name.
+/// Values of at most this many bytes may be stored once in a field's dictionary instead of in every record.
+const MAX_SHARED_VALUE: usize = 128;
+/// Distinct values a field's dictionary holds at most; later new values of the field are stored inline.
+const MAX_SHARED_VALUES: usize = 4096;
+
+/// Field names by a small id, so a stored record spends two bytes per field name; and per field a dictionary of
+/// its first distinct short values, so the values most records repeat (the agency, code-table values, dates) are
+/// stored once. A field whose values are all different (names, document numbers) fills its dictionary once and
+/// is stored inline from then on.
 #[derive(Default)]
 struct NameTable {
     names: Vec<FieldName>,
-    ids: HashMap<FieldName, u16>,
+    ids: HashMap<FieldName, u16, FastHash>,
+    /// Per name id: the shared values.
+    dicts: Vec<Dict>,
 }
+
+#[derive(Default)]
+struct Dict {
+    values: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32, FastHash>,
+}
+
+/// A multiply-rotate hash (FxHash's) for the dictionaries: looked up for every field of every record, where
+/// SipHash costs a quarter of the ingest. A dictionary holds at most [`MAX_SHARED_VALUES`] entries, so crafted
+/// collisions can slow it only that far.
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// How one field of a record is stored: name id and, when the value is shared, its id in the name's dictionary.
+type Slot = (u16, Option<u32>);
 
 impl NameTable {
-    fn id(&self, name: &str) -> Option<u16> {
-        self.ids.get(name).copied()
+    /// The slot of a field without changing the table, or `None` when the table must learn something first.
+    fn lookup(&self, name: &str, value: &str) -> Option<Slot> {
+        let id = *self.ids.get(name)?;
+        let dict = &self.dicts[id as usize];
+        match dict.ids.get(value) {
+            Some(v) => Some((id, Some(*v))),
+            None if value.len() <= MAX_SHARED_VALUE && dict.values.len() < MAX_SHARED_VALUES => {
+                None
+            }
+            None => Some((id, None)),
+        }
     }
 
-    fn intern(&mut self, name: &FieldName) -> u16 {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
+    fn intern(&mut self, name: &FieldName, value: &str) -> Slot {
+        let id = match self.ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
+                // 65,535 distinct field names cannot come from a mapping; stop learning rather than wrap.
+                if id == u16::MAX {
+                    return (id, None);
+                }
+                self.names.push(name.clone());
+                self.ids.insert(name.clone(), id);
+                self.dicts.push(Dict::default());
+                id
+            }
+        };
+        let dict = &mut self.dicts[id as usize];
+        if let Some(v) = dict.ids.get(value) {
+            return (id, Some(*v));
         }
-        let id = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
-        if id < u16::MAX {
-            self.names.push(name.clone());
-            self.ids.insert(name.clone(), id);
+        if value.len() <= MAX_SHARED_VALUE && dict.values.len() < MAX_SHARED_VALUES {
+            let v = dict.values.len() as u32;
+            dict.values.push(value.into());
+            dict.ids.insert(value.into(), v);
+            return (id, Some(v));
         }
-        id
+        (id, None)
     }
 }
 
-/// Encodes a record's fields as `(name id: u16 LE, value length: LEB128, value bytes)*`, in the record's order.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_varint(blob: &mut &[u8]) -> u64 {
+    let (mut n, mut shift) = (0u64, 0);
+    while let Some((&b, rest)) = blob.split_first() {
+        *blob = rest;
+        if shift < 64 {
+            n |= u64::from(b & 0x7f) << shift;
+        }
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    n
+}
+
+/// Encodes a record's fields, in the record's order, as `(name id: u16 LE, tag: LEB128, [value bytes])*` where
+/// the tag is `value id << 1 | 1` for a shared value and `length << 1` for a value that follows inline.
 fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
-    let mut ids = Vec::with_capacity(rec.len());
+    let mut slots: Vec<Slot> = Vec::with_capacity(rec.len());
     {
         let table = names.read().unwrap_or_else(|e| e.into_inner());
-        for (name, _) in rec.fields() {
-            match table.id(name) {
-                Some(id) => ids.push(id),
+        for (name, value) in rec.fields() {
+            match table.lookup(name, value) {
+                Some(slot) => slots.push(slot),
                 None => break,
             }
         }
     }
-    if ids.len() < rec.len() {
+    if slots.len() < rec.len() {
         let mut table = names.write().unwrap_or_else(|e| e.into_inner());
-        for (name, _) in &rec.fields()[ids.len()..] {
-            ids.push(table.intern(name));
+        for (name, value) in &rec.fields()[slots.len()..] {
+            slots.push(table.intern(name, value));
         }
     }
-    let len: usize = rec.fields().iter().map(|(_, v)| v.len() + 5).sum();
+    let len: usize = rec
+        .fields()
+        .iter()
+        .zip(&slots)
+        .map(|((_, v), (_, shared))| if shared.is_some() { 5 } else { v.len() + 5 })
+        .sum();
     let mut out = Vec::with_capacity(len);
-    for ((_, value), id) in rec.fields().iter().zip(ids) {
+    for ((_, value), (id, shared)) in rec.fields().iter().zip(slots) {
         out.extend_from_slice(&id.to_le_bytes());
-        let mut n = value.len();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                break;
+        match shared {
+            Some(v) => push_varint(&mut out, u64::from(v) << 1 | 1),
+            None => {
+                push_varint(&mut out, (value.len() as u64) << 1);
+                out.extend_from_slice(value.as_bytes());
             }
-            out.push(byte | 0x80);
         }
-        out.extend_from_slice(value.as_bytes());
     }
     out.into_boxed_slice()
 }
@@ -517,22 +621,25 @@ fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
 fn decode(table: &NameTable, mut blob: &[u8]) -> PlatformRecord {
     let mut fields = Vec::new();
     while blob.len() >= 2 {
-        let id = u16::from_le_bytes([blob[0], blob[1]]);
+        let id = u16::from_le_bytes([blob[0], blob[1]]) as usize;
         blob = &blob[2..];
-        let (mut n, mut shift) = (0usize, 0);
-        while let Some((&b, rest)) = blob.split_first() {
+        let tag = read_varint(&mut blob);
+        let value = if tag & 1 == 1 {
+            table
+                .dicts
+                .get(id)
+                .and_then(|d| d.values.get((tag >> 1) as usize))
+                .map(|v| v.to_string())
+        } else {
+            let n = usize::try_from(tag >> 1)
+                .unwrap_or(usize::MAX)
+                .min(blob.len());
+            let (value, rest) = blob.split_at(n);
             blob = rest;
-            n |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let n = n.min(blob.len());
-        let (value, rest) = blob.split_at(n);
-        blob = rest;
-        if let Some(name) = table.names.get(id as usize) {
-            fields.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+            Some(String::from_utf8_lossy(value).into_owned())
+        };
+        if let (Some(name), Some(value)) = (table.names.get(id), value) {
+            fields.push((name.clone(), value));
         }
     }
     PlatformRecord::from_sorted(fields)
@@ -640,7 +747,7 @@ impl Shared {
 
     /// Latency, then the faults that strike before any work: an error, a throttle or a reset. Returns the call
     /// number (for later draws) or the answer that replaces the call's.
-    async fn before_call(&self, conn: &Conn) -> Result<(u64, Faults), Response> {
+    async fn before_call(&self, conn: &Conn) -> Result<(u64, Faults), Box<Response>> {
         let faults = lock(&self.faults).clone();
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         if faults.latency_ms > 0 {
@@ -649,7 +756,7 @@ impl Shared {
         let seed = faults.seed;
         if Self::draw(seed, call, 0) < faults.error_rate {
             lock(&self.state).stats.faults.errors += 1;
-            return Err(self.injected_error(seed, call));
+            return Err(Box::new(self.injected_error(seed, call)));
         }
         if Self::draw(seed, call, 1) < faults.throttle_rate {
             lock(&self.state).stats.faults.throttles += 1;
@@ -662,11 +769,11 @@ impl Shared {
                 header::RETRY_AFTER,
                 HeaderValue::from(faults.retry_after_secs),
             );
-            return Err(res);
+            return Err(Box::new(res));
         }
         if Self::draw(seed, call, 2) < faults.reset_rate {
             lock(&self.state).stats.faults.resets += 1;
-            return Err(conn.reset());
+            return Err(Box::new(conn.reset()));
         }
         Ok((call, faults))
     }
@@ -688,7 +795,7 @@ impl Shared {
     }
 
     /// `Ok` when the `X-Token` header names a live token; the 401 answer otherwise.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
         let token = headers
             .get("x-token")
             .and_then(|v| v.to_str().ok())
@@ -703,7 +810,11 @@ impl Shared {
             },
         };
         st.stats.unauthorized += 1;
-        Err(error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", why))
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            why,
+        )))
     }
 
     /// Validates and encodes a message's records (no lock held), then applies them and stores the receipt in one
@@ -1110,7 +1221,7 @@ async fn token(
 ) -> Response {
     let (call, faults) = match s.before_call(&conn).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     let bytes = match read_body(&headers, body, MAX_TOKEN_BYTES).await {
         Ok(b) => b,
@@ -1188,12 +1299,12 @@ async fn exchange(
 ) -> Response {
     let (call, faults) = match s.before_call(&conn).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     // The body is read before anything is answered, so a large message's sender reads the answer, not a reset.
     let bytes = read_body(&headers, body, MAX_MESSAGE_BYTES).await;
     if let Err(res) = s.authorize(&headers) {
-        return res;
+        return *res;
     }
     let bytes = match bytes {
         Ok(b) => b,
@@ -1219,7 +1330,11 @@ async fn exchange(
     if Shared::draw(faults.seed, call, 4) < faults.lost_ack_rate {
         lock(&s.state).stats.faults.lost_acks += 1;
         return if Shared::draw(faults.seed, call, 5) < 0.5 {
-            s.injected_error(faults.seed, call)
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "平台内部错误 (simulated internal error)",
+            )
         } else {
             conn.reset()
         };
@@ -1234,10 +1349,10 @@ async fn records(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     if let Err(res) = s.before_call(&conn).await {
-        return res;
+        return *res;
     }
     if let Err(res) = s.authorize(&headers) {
-        return res;
+        return *res;
     }
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &m);
     let Query(q) = match query {
@@ -1255,24 +1370,24 @@ async fn records(
         },
         None => return bad("parameter `item` (XZXK or XZCF) is required".into()),
     };
-    let number = |name: &str, default: u64| -> Result<u64, Response> {
+    let number = |name: &str, default: u64| -> Result<u64, String> {
         match q.get(name).map(String::as_str) {
             None | Some("") => Ok(default),
             Some(raw) => match raw.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(bad(format!(
+                _ => Err(format!(
                     "parameter `{name}` must be a positive integer, got `{raw}`"
-                ))),
+                )),
             },
         }
     };
     let page = match number("page", 1) {
         Ok(n) => n,
-        Err(res) => return res,
+        Err(m) => return bad(m),
     };
     let size = match number("size", DEFAULT_PAGE_SIZE) {
         Ok(n) => n.min(MAX_PAGE_SIZE),
-        Err(res) => return res,
+        Err(m) => return bad(m),
     };
     let with_fields = match q.get("fields").map(String::as_str) {
         None | Some("") | Some("0") | Some("false") => false,
@@ -1668,9 +1783,20 @@ mod tests {
             (FieldName::from("C"), "値<&>".to_string()),
         ]);
         let blob = encode(&names, &rec);
+        // Stored again: the short values are shared, only the long one is inline.
+        let again = encode(&names, &rec);
+        assert_eq!(blob, again);
+        assert!(blob.len() < long.len() + 20, "{}", blob.len());
         let table = names.read().unwrap();
         assert_eq!(decode(&table, &blob), rec);
         assert_eq!(decode(&table, &blob).digest(), rec.digest());
+        drop(table);
+        // A field with more distinct values than a dictionary holds is stored inline past that.
+        for i in 0..MAX_SHARED_VALUES + 10 {
+            let r = PlatformRecord::from_fields([(FieldName::from("N"), format!("值{i}"))]);
+            let blob = encode(&names, &r);
+            assert_eq!(decode(&names.read().unwrap(), &blob), r);
+        }
     }
 
     #[test]
