@@ -15,7 +15,8 @@ use crate::validate;
 use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -47,10 +48,33 @@ impl DateFormat {
     pub fn format(self, d: NaiveDate) -> String {
         use chrono::Datelike;
         let sep = match self {
-            DateFormat::Slash => '/',
-            DateFormat::Dash => '-',
+            DateFormat::Slash => b'/',
+            DateFormat::Dash => b'-',
         };
-        format!("{:04}{sep}{:02}{sep}{:02}", d.year(), d.month(), d.day())
+        let (y, m, day) = (d.year(), d.month(), d.day());
+        if !(0..=9999).contains(&y) {
+            // Outside four digits `{:04}` keeps its own rules (sign, more digits); rare, so format! is fine.
+            let sep = sep as char;
+            return format!("{y:04}{sep}{m:02}{sep}{day:02}");
+        }
+        // Fast path (every mapped date): ten ASCII bytes, no formatting machinery.
+        let y = y as u32;
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        let bytes = [
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            sep,
+            digit(m / 10),
+            digit(m),
+            sep,
+            digit(day / 10),
+            digit(day),
+        ];
+        let mut out = String::with_capacity(bytes.len());
+        out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
+        out
     }
 }
 
@@ -135,21 +159,29 @@ pub struct MappingContext {
 /// A code table: source code → platform value, with `prefix*` rules.
 #[derive(Debug, Clone, Default)]
 pub struct CodeTable {
-    exact: HashMap<String, String>,
+    /// Code → value, sorted by code with distinct codes. Tables are small (a few dozen rows), so a binary search
+    /// over a sorted vector beats hashing the code on every lookup.
+    exact: Vec<(String, String)>,
     prefix: Vec<(String, String)>,
-    values: HashSet<String>,
+    /// The exact rows' values, sorted and distinct.
+    values: Vec<String>,
     value_prefixes: Vec<String>,
 }
 
 impl CodeTable {
     pub fn lookup(&self, code: &str) -> Option<String> {
-        if let Some(v) = self.exact.get(code) {
-            return Some(v.clone());
+        self.lookup_cow(code).map(Cow::into_owned)
+    }
+
+    /// As [`CodeTable::lookup`], borrowing the value when it is a row's value as is.
+    pub fn lookup_cow(&self, code: &str) -> Option<Cow<'_, str>> {
+        if let Ok(i) = self.exact.binary_search_by(|(k, _)| k.as_str().cmp(code)) {
+            return Some(Cow::Borrowed(self.exact[i].1.as_str()));
         }
         for (p, out) in &self.prefix {
             if let Some(rest) = code.strip_prefix(p.as_str()) {
                 if !rest.trim().is_empty() {
-                    return Some(out.replacen('*', rest.trim(), 1));
+                    return Some(Cow::Owned(out.replacen('*', rest.trim(), 1)));
                 }
             }
         }
@@ -158,7 +190,7 @@ impl CodeTable {
 
     /// Whether a platform value belongs to the table.
     pub fn contains_value(&self, v: &str) -> bool {
-        self.values.contains(v)
+        self.values.binary_search_by(|x| x.as_str().cmp(v)).is_ok()
             || self.value_prefixes.iter().any(|p| {
                 v.strip_prefix(p.as_str())
                     .is_some_and(|rest| !rest.trim().is_empty())
@@ -167,8 +199,7 @@ impl CodeTable {
 
     /// The platform values, for messages.
     pub fn value_list(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.values.iter().cloned().collect();
-        v.sort();
+        let mut v: Vec<String> = self.values.clone();
         v.extend(self.value_prefixes.iter().map(|p| format!("{p}…")));
         v
     }
@@ -225,6 +256,14 @@ pub struct FieldRule {
     pub one_of: Option<(String, Arc<CodeTable>)>,
     pub max_len: Option<usize>,
     pub not_before: Option<FieldName>,
+    /// Precomputed at load, so mapping and validation compare small integers instead of strings per record:
+    /// `applies_to`, `required_for` and `placeholder_for` as ids into `Mapping::categories`, and the rule indexes
+    /// of `placeholder_requires` and `not_before`.
+    pub(crate) applies_ids: Option<Vec<u32>>,
+    pub(crate) required_for_ids: Vec<u32>,
+    pub(crate) placeholder_for_ids: Vec<u32>,
+    pub(crate) placeholder_requires_index: Option<usize>,
+    pub(crate) not_before_index: Option<usize>,
 }
 
 impl FieldRule {
@@ -238,6 +277,36 @@ impl FieldRule {
             (Some(list), Some(c)) => list.iter().any(|x| x == c),
             _ => true,
         }
+    }
+
+    /// [`FieldRule::applies`] for a category resolved by [`Mapping::resolve_category`].
+    #[inline]
+    pub(crate) fn applies_to_category(&self, category: CategoryId) -> bool {
+        match (&self.applies_ids, category) {
+            (Some(ids), CategoryId::Listed(id)) => ids.contains(&id),
+            (Some(_), CategoryId::Unlisted) => false,
+            _ => true,
+        }
+    }
+}
+
+/// A record's party category, resolved once per record against the category names a mapping's rules mention
+/// (`applies_to`, `required_for`, `placeholder_for`), so per-rule tests are integer compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CategoryId {
+    /// The record has no category (or the field set has none).
+    Absent,
+    /// A category that no rule names: in no list.
+    Unlisted,
+    /// `Mapping::categories[id]`.
+    Listed(u32),
+}
+
+impl CategoryId {
+    /// Whether the category is one of `ids`.
+    #[inline]
+    pub(crate) fn is_in(self, ids: &[u32]) -> bool {
+        matches!(self, CategoryId::Listed(id) if ids.contains(&id))
     }
 }
 
@@ -255,6 +324,10 @@ pub struct Mapping {
     by_name: HashMap<FieldName, usize>,
     /// Rule indexes in ascending field-name order, the order of a `PlatformRecord`.
     sorted: Vec<usize>,
+    /// The rule index of `category_field`.
+    category_index: Option<usize>,
+    /// Every category name some rule mentions; `CategoryId::Listed` indexes it.
+    categories: Vec<String>,
 }
 
 /// Both kinds' mappings, as used by every command.
@@ -446,10 +519,13 @@ fn add_tables(
                 t.value_prefixes.push(vp);
                 t.prefix.push((p.to_string(), value));
             } else {
-                t.values.insert(value.clone());
-                t.exact.insert(code, value);
+                t.values.push(value.clone());
+                // `rows` is a BTreeMap: codes arrive sorted and distinct, as `lookup_cow` needs.
+                t.exact.push((code, value));
             }
         }
+        t.values.sort();
+        t.values.dedup();
         into.insert(name, t);
     }
     Ok(())
@@ -635,6 +711,11 @@ impl Mapping {
                     .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
                 max_len: f.max_len,
                 not_before: f.not_before.as_deref().map(Arc::from),
+                applies_ids: None,
+                required_for_ids: Vec::new(),
+                placeholder_for_ids: Vec::new(),
+                placeholder_requires_index: None,
+                not_before_index: None,
             };
             by_name.insert(name, fields.len());
             fields.push(rule);
@@ -678,11 +759,30 @@ impl Mapping {
             rule.required_if = f.required_if.as_ref().map(cond).transpose()?;
             rule.check_if = f.check_if.as_ref().map(cond).transpose()?;
             if let Some(n) = &f.placeholder_requires {
-                known(n)?;
+                rule.placeholder_requires_index = Some(by_name[&known(n)?]);
             }
             if let Some(n) = &f.not_before {
-                known(n)?;
+                rule.not_before_index = Some(by_name[&known(n)?]);
             }
+        }
+        // Category names as ids (see `CategoryId`).
+        let mut categories: Vec<String> = Vec::new();
+        let mut ids_of = |names: &[String]| -> Vec<u32> {
+            names
+                .iter()
+                .map(|n| match categories.iter().position(|c| c == n) {
+                    Some(i) => i as u32,
+                    None => {
+                        categories.push(n.clone());
+                        (categories.len() - 1) as u32
+                    }
+                })
+                .collect()
+        };
+        for rule in &mut fields {
+            rule.applies_ids = rule.applies_to.as_deref().map(&mut ids_of);
+            rule.required_for_ids = ids_of(&rule.required_for);
+            rule.placeholder_for_ids = ids_of(&rule.placeholder_for);
         }
         let category_field: Option<FieldName> = match &spec.category_field {
             None => None,
@@ -712,7 +812,10 @@ impl Mapping {
             })?;
         let mut sorted: Vec<usize> = (0..fields.len()).collect();
         sorted.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
+        let category_index = category_field.as_ref().map(|f| by_name[f]);
         Ok(Mapping {
+            category_index,
+            categories,
             kind,
             origin: file.to_string(),
             date_format,
@@ -733,6 +836,22 @@ impl Mapping {
         self.by_name.get(name).map(|&i| &self.fields[i])
     }
 
+    /// Resolves a party category value to its id among the names the rules mention.
+    pub(crate) fn resolve_category(&self, category: Option<&str>) -> CategoryId {
+        match category {
+            None => CategoryId::Absent,
+            Some(c) => match self.categories.iter().position(|x| x == c) {
+                Some(i) => CategoryId::Listed(i as u32),
+                None => CategoryId::Unlisted,
+            },
+        }
+    }
+
+    /// The rule index of `category_field`.
+    pub(crate) fn category_index(&self) -> Option<usize> {
+        self.category_index
+    }
+
     /// Maps and validates one source record. Never panics; every problem becomes a finding.
     pub fn map(&self, ctx: &MappingContext, src: &SourceRecord) -> Mapped {
         let mut findings = Vec::new();
@@ -741,22 +860,19 @@ impl Mapping {
         let mut failed: Vec<bool> = vec![false; self.fields.len()];
 
         // The party category decides which fields apply, so it is mapped first.
-        let category_index = self.category_field.as_ref().map(|f| self.by_name[f]);
-        if let Some(ci) = category_index {
+        let mut category = CategoryId::Absent;
+        if let Some(ci) = self.category_index {
             slots[ci] = self.produce(ci, ctx, src, &mut findings, &mut failed);
+            category = self.resolve_category(slots[ci].as_deref());
         }
-        let category = category_index.and_then(|ci| slots[ci].clone());
 
         for (i, rule) in self.fields.iter().enumerate() {
-            if Some(i) == category_index || !rule.applies(category.as_deref()) {
+            if Some(i) == self.category_index || !rule.applies_to_category(category) {
                 continue;
             }
             slots[i] = self.produce(i, ctx, src, &mut findings, &mut failed);
         }
-        {
-            let values: Vec<Option<&str>> = slots.iter().map(|v| v.as_deref()).collect();
-            validate::validate_values(self, &values, &failed, &mut findings);
-        }
+        validate::validate_slots(self, &slots, category, &failed, &mut findings);
         let record = PlatformRecord::from_sorted(
             self.sorted
                 .iter()
@@ -781,6 +897,9 @@ impl Mapping {
     }
 
     /// Computes one field's value from the source; conversion problems become findings.
+    ///
+    /// Values are borrowed from the rule, the context or the source until the final `String` is made, so a field
+    /// costs one allocation (none for a field without a value).
     fn produce(
         &self,
         index: usize,
@@ -790,11 +909,11 @@ impl Mapping {
         failed: &mut [bool],
     ) -> Option<String> {
         let rule = &self.fields[index];
-        let mut raw: Option<String> = rule.constant.clone();
+        let mut raw: Option<&str> = rule.constant.as_deref();
         if raw.is_none() {
             raw = match rule.config {
-                Some(ConfigKey::AgencyName) => ctx.agency_name.clone(),
-                Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.clone(),
+                Some(ConfigKey::AgencyName) => ctx.agency_name.as_deref(),
+                Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.as_deref(),
                 None => None,
             }
             .filter(|s| !s.trim().is_empty());
@@ -804,25 +923,27 @@ impl Mapping {
                 match path.get(src) {
                     SourceValue::Absent => {}
                     SourceValue::Text(t) => {
-                        if !t.trim().is_empty() {
-                            raw = Some(t.trim().to_string());
+                        let t = t.trim();
+                        if !t.is_empty() {
+                            raw = Some(t);
                             break;
                         }
                     }
                     SourceValue::List(items) => {
-                        let items: Vec<&str> = items
+                        let mut items = items
                             .iter()
                             .map(|s| s.trim())
                             .filter(|s| !s.is_empty())
-                            .collect();
-                        if items.is_empty() {
+                            .peekable();
+                        if items.peek().is_none() {
                             continue;
                         }
                         let sep = rule.join.as_deref().unwrap_or(";");
-                        let mut out: Vec<String> = Vec::with_capacity(items.len());
+                        let mut out: Vec<Cow<'_, str>> =
+                            Vec::with_capacity(items.size_hint().1.unwrap_or(0));
                         for it in items {
                             match &rule.table {
-                                Some(t) => match t.1.lookup(it) {
+                                Some(t) => match t.1.lookup_cow(it) {
                                     Some(v) => {
                                         if !out.contains(&v) {
                                             out.push(v)
@@ -839,7 +960,7 @@ impl Mapping {
                                         return None;
                                     }
                                 },
-                                None => out.push(it.to_string()),
+                                None => out.push(Cow::Borrowed(it)),
                             }
                         }
                         return Some(out.join(sep));
@@ -848,7 +969,7 @@ impl Mapping {
             }
         }
         if raw.is_none() {
-            raw = rule.default.clone();
+            raw = rule.default.as_deref();
         }
         let Some(raw) = raw else {
             if rule.display_period {
@@ -857,19 +978,19 @@ impl Mapping {
             return None;
         };
         let path = rule.sources.first().map(|p| p.as_str()).unwrap_or("config");
-        let value = match &rule.table {
-            Some(t) => match t.1.lookup(&raw) {
+        let value: Cow<'_, str> = match &rule.table {
+            Some(t) => match t.1.lookup_cow(raw) {
                 Some(v) => v,
                 None => {
-                    findings.push(validate::code_unknown(&rule.name, path, &raw, &t.1));
+                    findings.push(validate::code_unknown(&rule.name, path, raw, &t.1));
                     failed[index] = true;
                     return None;
                 }
             },
-            None => raw,
+            None => Cow::Borrowed(raw),
         };
         let converted = match rule.convert {
-            Convert::None => Ok(value),
+            Convert::None => Ok(value.into_owned()),
             Convert::Date => match parse_source_date(&value) {
                 Some(d) => {
                     let d = if rule.display_period {
@@ -980,11 +1101,11 @@ pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
 }
 
 /// A 15-digit legacy ID number becomes its 18-digit form; anything else is left for validation to judge.
-fn upgrade_id_number(v: String) -> String {
+fn upgrade_id_number(v: Cow<'_, str>) -> String {
     if v.len() == 15 && v.bytes().all(|b| b.is_ascii_digit()) {
         if let Some(v18) = crate::ids::IdNumber::convert_15(&v) {
             return v18;
         }
     }
-    v
+    v.into_owned()
 }

@@ -110,8 +110,14 @@ impl PlatformRecord {
     /// Builds a record from fields already in ascending name order with distinct names (as a mapping produces
     /// them); empty values are dropped.
     pub fn from_sorted<I: IntoIterator<Item = (FieldName, String)>>(fields: I) -> Self {
-        let fields: Vec<(FieldName, String)> =
-            fields.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let fields = fields.into_iter();
+        // One allocation: a filtered iterator's lower bound is 0, so `collect` would grow the vector step by step;
+        // reserve the (sane) upper bound, a mapping's field count, instead.
+        let (lower, upper) = fields.size_hint();
+        let mut out: Vec<(FieldName, String)> =
+            Vec::with_capacity(upper.filter(|&u| u <= 4096).unwrap_or(lower));
+        out.extend(fields.filter(|(_, v)| !v.is_empty()));
+        let fields = out;
         debug_assert!(
             fields.windows(2).all(|w| w[0].0 < w[1].0),
             "fields must be sorted and distinct"
@@ -226,7 +232,15 @@ impl RecordKey {
         if sender.is_empty() {
             return Err(KeyError::EmptySender);
         }
-        Ok(RecordKey(format!("{}:{}:{}", kind.item(), sender, doc)))
+        let item = kind.item();
+        let mut key = String::with_capacity(item.len() + sender.len() + doc.len() + 2);
+        for (i, part) in [item, sender, doc].into_iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
+        Ok(RecordKey(key))
     }
 
     pub fn parse(s: &str) -> Result<RecordKey, KeyError> {

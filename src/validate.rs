@@ -4,7 +4,7 @@
 
 use crate::findings::{Finding, FindingCode};
 use crate::ids::{self, IdError};
-use crate::mapping::{Check, CodeTable, FieldRule, Mapping};
+use crate::mapping::{CategoryId, Check, CodeTable, FieldRule, Mapping};
 use crate::model::PlatformRecord;
 use chrono::NaiveDate;
 
@@ -24,41 +24,90 @@ pub fn validate_values(
     skip: &[bool],
     out: &mut Vec<Finding>,
 ) {
-    let category = m
-        .category_field
-        .as_ref()
-        .and_then(|f| m.rule_index(f))
-        .and_then(|i| values[i]);
+    let category = m.resolve_category(m.category_index().and_then(|i| values[i]));
+    validate_with(m, values, category, skip, out);
+}
+
+/// [`validate_values`] on the values as `Mapping::map` holds them, with the category it already resolved: saves
+/// collecting a `Vec<Option<&str>>` per record.
+pub(crate) fn validate_slots(
+    m: &Mapping,
+    values: &[Option<String>],
+    category: CategoryId,
+    skip: &[bool],
+    out: &mut Vec<Finding>,
+) {
+    validate_with(m, values, category, skip, out);
+}
+
+/// The values of a record per rule of its mapping, however the caller holds them.
+trait Values {
+    fn at(&self, i: usize) -> Option<&str>;
+}
+
+impl Values for [Option<&str>] {
+    #[inline]
+    fn at(&self, i: usize) -> Option<&str> {
+        self[i]
+    }
+}
+
+impl Values for [Option<String>] {
+    #[inline]
+    fn at(&self, i: usize) -> Option<&str> {
+        self[i].as_deref()
+    }
+}
+
+fn validate_with<V: Values + ?Sized>(
+    m: &Mapping,
+    values: &V,
+    category_id: CategoryId,
+    skip: &[bool],
+    out: &mut Vec<Finding>,
+) {
+    let category = m.category_index().and_then(|i| values.at(i));
+    let cat = Cat {
+        text: category,
+        id: category_id,
+    };
     for (i, rule) in m.fields.iter().enumerate() {
         if skip.get(i).copied().unwrap_or(false) {
             continue;
         }
-        if !rule.applies(category) {
+        if !rule.applies_to_category(category_id) {
             // Mapping leaves fields that do not apply to the category empty; the platform ignores them.
             continue;
         }
-        match values[i] {
+        match values.at(i) {
             None => {
-                if let Some(why) = required_because(rule, category, values) {
+                if let Some(why) = required_because(rule, cat, values) {
                     out.push(required(&rule.name, &why));
                 }
             }
-            Some(v) => check_value(m, rule, v, category, values, out),
+            Some(v) => check_value(rule, v, cat, values, out),
         }
     }
 }
 
+/// A record's party category: its value (for messages) and its resolved id (for rule tests).
+#[derive(Clone, Copy)]
+struct Cat<'a> {
+    text: Option<&'a str>,
+    id: CategoryId,
+}
+
 /// Why an empty field is required, or None when it may be empty.
-fn required_because(
+fn required_because<V: Values + ?Sized>(
     rule: &FieldRule,
-    category: Option<&str>,
-    values: &[Option<&str>],
+    category: Cat<'_>,
+    values: &V,
 ) -> Option<(String, String)> {
     if rule.required {
         return Some(("必填项".into(), "it is always required".into()));
     }
-    if let Some(c) = category {
-        if rule.required_for.iter().any(|x| x == c) {
+    if let Some(c) = category.text {
+        if category.id.is_in(&rule.required_for_ids) {
             return Some((
                 format!("行政相对人类别为「{c}」时必填"),
                 format!("it is required for party category {c}"),
@@ -66,7 +115,7 @@ fn required_because(
         }
     }
     if let Some(cond) = &rule.required_if {
-        if cond.holds_value(values[cond.index].unwrap_or("")) {
+        if cond.holds_value(values.at(cond.index).unwrap_or("")) {
             let what = cond
                 .equals
                 .clone()
@@ -80,12 +129,11 @@ fn required_because(
     None
 }
 
-fn check_value(
-    m: &Mapping,
+fn check_value<V: Values + ?Sized>(
     rule: &FieldRule,
     v: &str,
-    category: Option<&str>,
-    values: &[Option<&str>],
+    category: Cat<'_>,
+    values: &V,
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
@@ -101,7 +149,8 @@ fn check_value(
             ),
         ));
     }
-    if let Some(max) = rule.max_len {
+    // A string never has more chars than bytes, so only a long one needs counting.
+    if let Some(max) = rule.max_len.filter(|&max| v.len() > max) {
         let n = v.chars().count();
         if n > max {
             out.push(Finding::new(
@@ -113,12 +162,18 @@ fn check_value(
         }
     }
     if let Some((t, table)) = &rule.one_of {
-        let parts: Vec<&str> = if rule.is_list() {
-            v.split(';').map(str::trim).collect()
-        } else {
-            vec![v]
+        let mut parts = v.split(';');
+        let mut whole = Some(v);
+        let is_list = rule.is_list();
+        // Each `;` part of a list value, or the whole value once.
+        let next = || {
+            if is_list {
+                parts.next().map(str::trim)
+            } else {
+                whole.take()
+            }
         };
-        for p in parts {
+        for p in std::iter::from_fn(next) {
             if !table.contains_value(p) {
                 out.push(Finding::new(
                     FindingCode::CodeUnknown,
@@ -137,7 +192,7 @@ fn check_value(
     }
     match rule.check {
         None => {}
-        Some(Check::Uscc) => check_uscc(m, rule, v, category, values, out),
+        Some(Check::Uscc) => check_uscc(rule, v, category, values, out),
         Some(Check::OrgCode) => {
             if let Err(e) = ids::OrgCode::parse(v) {
                 let code = match e {
@@ -157,7 +212,7 @@ fn check_value(
             let applies = rule
                 .check_if
                 .as_ref()
-                .is_none_or(|c| c.holds_value(values[c.index].unwrap_or("")));
+                .is_none_or(|c| c.holds_value(values.at(c.index).unwrap_or("")));
             if applies {
                 if let Err(e) = ids::IdNumber::parse(v) {
                     let code = match e {
@@ -177,7 +232,7 @@ fn check_value(
         }
     }
     if let Some(other) = &rule.not_before {
-        let other_value = m.rule_index(other).and_then(|j| values[j]);
+        let other_value = rule.not_before_index.and_then(|j| values.at(j));
         if let (Some(start), Some(end)) = (other_value.and_then(parse_date), parse_date(v)) {
             if end < start {
                 out.push(Finding::new(
@@ -197,17 +252,16 @@ fn check_value(
     }
 }
 
-fn check_uscc(
-    m: &Mapping,
+fn check_uscc<V: Values + ?Sized>(
     rule: &FieldRule,
     v: &str,
-    category: Option<&str>,
-    values: &[Option<&str>],
+    category: Cat<'_>,
+    values: &V,
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
     if ids::is_uscc_placeholder(v) {
-        let allowed = category.is_some_and(|c| rule.placeholder_for.iter().any(|p| p == c));
+        let allowed = category.id.is_in(&rule.placeholder_for_ids);
         if !allowed {
             let who = if rule.placeholder_for.is_empty() {
                 "无".to_string()
@@ -224,7 +278,11 @@ fn check_uscc(
                 ),
             ));
         } else if let Some(req) = &rule.placeholder_requires {
-            if m.rule_index(req).and_then(|j| values[j]).is_none() {
+            if rule
+                .placeholder_requires_index
+                .and_then(|j| values.at(j))
+                .is_none()
+            {
                 out.push(Finding::new(
                     FindingCode::Required,
                     &**req,

@@ -257,14 +257,41 @@ pub fn is_xml_char(c: char) -> bool {
 
 /// The first character XML 1.0 cannot carry, as (char index counted from 0, char), or `None` if all can be.
 pub fn first_illegal_char(s: &str) -> Option<(usize, char)> {
-    // Fast path: an illegal char is a control byte or U+FFFE/U+FFFF (lead byte 0xEF).
-    if !s
-        .bytes()
-        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
-    {
-        return None;
+    // In a `&str` the only chars XML cannot carry are the controls below U+0020 other than tab, LF and CR (single
+    // bytes) and U+FFFE / U+FFFF (EF BF BE / EF BF BF; 0xEF is always a lead byte). So scan bytes, 8 at a time
+    // while a word has neither a byte below 0x20 nor 0xEF, and count chars only once something is found.
+    let clean = |x: u64| !has_less(x, 0x20) && !has_byte(x, 0xEF);
+    let b = s.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let end = match chunk(b, i) {
+            Some(x) if clean(x) => {
+                i += 8;
+                continue;
+            }
+            Some(_) => i + 8,
+            // Fewer than 8 bytes left: one word over the last 8 bytes (overlapping clean ones) covers them.
+            None if n >= 8 && chunk(b, n - 8).is_some_and(clean) => return None,
+            None => n,
+        };
+        // Something in b[i..end] needs a closer look.
+        while i < end {
+            let illegal = match b[i] {
+                b'\t' | b'\n' | b'\r' => false,
+                0..0x20 => true,
+                0xEF => b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)),
+                _ => false,
+            };
+            if illegal {
+                let ch = s[i..].chars().next()?;
+                debug_assert!(!is_xml_char(ch));
+                return Some((s[..i].chars().count(), ch));
+            }
+            i += 1;
+        }
     }
-    s.chars().enumerate().find(|&(_, c)| !is_xml_char(c))
+    None
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -330,12 +357,13 @@ fn chunk(b: &[u8], i: usize) -> Option<u64> {
 /// Whether 8 bytes may hold something the writer must escape or replace.
 #[inline(always)]
 fn escape_attention<const ATTR: bool>(x: u64) -> bool {
+    // `|`, not `||`: each test is a few ALU ops, cheaper together than as a chain of branches.
     has_less(x, 0x20)
-        || has_byte(x, b'<')
-        || has_byte(x, b'>')
-        || has_byte(x, b'&')
-        || has_byte(x, 0xEF)
-        || (ATTR && (has_byte(x, b'"') || has_byte(x, b'\'')))
+        | has_byte(x, b'<')
+        | has_byte(x, b'>')
+        | has_byte(x, b'&')
+        | has_byte(x, 0xEF)
+        | (ATTR && (has_byte(x, b'"') | has_byte(x, b'\'')))
 }
 
 #[inline]
@@ -346,11 +374,20 @@ fn escape_into<const ATTR: bool>(s: &str, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < b.len() {
         // Skip 8 clean bytes at a time; look at a single byte otherwise.
-        if let Some(x) = chunk(b, i) {
-            if !escape_attention::<ATTR>(x) {
+        match chunk(b, i) {
+            Some(x) if !escape_attention::<ATTR>(x) => {
                 i += 8;
                 continue;
             }
+            Some(_) => {}
+            // Fewer than 8 bytes left: when the last 8 bytes (overlapping ones already looked at) are clean, so
+            // is the rest, which the final copy below takes as is.
+            None if b.len() >= 8
+                && chunk(b, b.len() - 8).is_some_and(|x| !escape_attention::<ATTR>(x)) =>
+            {
+                break;
+            }
+            None => {}
         }
         let c = b[i];
         match table[c as usize] {
