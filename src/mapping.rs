@@ -855,14 +855,24 @@ impl Mapping {
     /// Maps and validates one source record. Never panics; every problem becomes a finding.
     pub fn map(&self, ctx: &MappingContext, src: &SourceRecord) -> Mapped {
         let mut findings = Vec::new();
-        // Per rule: its value, and whether mapping already reported a problem with it.
-        let mut slots: Vec<Option<String>> = vec![None; self.fields.len()];
-        let mut failed: Vec<bool> = vec![false; self.fields.len()];
+        // Per rule: its value, and whether mapping already reported a problem with it. On the stack for any
+        // ordinary field set (saves two allocations per record), on the heap beyond that.
+        const STACK: usize = 64;
+        let n = self.fields.len();
+        let (mut slots_stack, mut failed_stack) = ([const { None }; STACK], [false; STACK]);
+        let (mut slots_heap, mut failed_heap) = (Vec::new(), Vec::new());
+        let (slots, failed): (&mut [Option<String>], &mut [bool]) = if n <= STACK {
+            (&mut slots_stack[..n], &mut failed_stack[..n])
+        } else {
+            slots_heap.resize(n, None);
+            failed_heap.resize(n, false);
+            (&mut slots_heap, &mut failed_heap)
+        };
 
         // The party category decides which fields apply, so it is mapped first.
         let mut category = CategoryId::Absent;
         if let Some(ci) = self.category_index {
-            slots[ci] = self.produce(ci, ctx, src, &mut findings, &mut failed);
+            slots[ci] = self.produce(ci, ctx, src, &mut findings, failed);
             category = self.resolve_category(slots[ci].as_deref());
         }
 
@@ -870,9 +880,9 @@ impl Mapping {
             if Some(i) == self.category_index || !rule.applies_to_category(category) {
                 continue;
             }
-            slots[i] = self.produce(i, ctx, src, &mut findings, &mut failed);
+            slots[i] = self.produce(i, ctx, src, &mut findings, failed);
         }
-        validate::validate_slots(self, &slots, category, &failed, &mut findings);
+        validate::validate_slots(self, slots, category, failed, &mut findings);
         let record = PlatformRecord::from_sorted(
             self.sorted
                 .iter()

@@ -293,6 +293,13 @@ fn check_uscc<V: Values + ?Sized>(
         }
         return;
     }
+    // Fast path for the common, valid code, without `Uscc::parse`'s allocations: 18 ASCII bytes whose last is the
+    // check character computed from the first 17 (which also proves all 18 are of the USCC alphabet), exactly
+    // when `Uscc::parse` accepts. Anything else goes through `Uscc::parse` for its precise error.
+    let b = v.as_bytes();
+    if b.len() == 18 && b.is_ascii() && ids::uscc_check_char(&v[..17]) == Some(char::from(b[17])) {
+        return;
+    }
     if let Err(e) = ids::Uscc::parse(v) {
         let code = match e {
             IdError::CheckChar { .. } => FindingCode::UsccCheck,
@@ -416,14 +423,20 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
     if !matches!(sep, b'-' | b'/' | b'.') {
         return None;
     }
-    let rest = &s[5..];
-    let (m, d) = rest.split_once(sep as char)?;
-    let ok = |p: &str| (1..=2).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit());
-    if !ok(m) || !ok(d) {
-        return None;
-    }
-    let y: i32 = s[..4].parse().ok()?;
-    NaiveDate::from_ymd_opt(y, m.parse().ok()?, d.parse().ok()?)
+    // On bytes rather than with `split_once` and `str::parse`: this runs several times per record.
+    let rest = &b[5..];
+    let k = rest.iter().position(|&c| c == sep)?;
+    let number = |p: &[u8]| -> Option<u32> {
+        if !(1..=2).contains(&p.len()) || !p.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(p.iter().fold(0, |n, &c| n * 10 + u32::from(c - b'0')))
+    };
+    let (m, d) = (number(&rest[..k])?, number(&rest[k + 1..])?);
+    let y = b[..4]
+        .iter()
+        .fold(0i32, |n, &c| n * 10 + i32::from(c - b'0'));
+    NaiveDate::from_ymd_opt(y, m, d)
 }
 
 #[cfg(test)]

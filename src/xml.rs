@@ -259,8 +259,9 @@ pub fn is_xml_char(c: char) -> bool {
 pub fn first_illegal_char(s: &str) -> Option<(usize, char)> {
     // In a `&str` the only chars XML cannot carry are the controls below U+0020 other than tab, LF and CR (single
     // bytes) and U+FFFE / U+FFFF (EF BF BE / EF BF BF; 0xEF is always a lead byte). So scan bytes, 8 at a time
-    // while a word has neither a byte below 0x20 nor 0xEF, and count chars only once something is found.
-    let clean = |x: u64| !has_less(x, 0x20) && !has_byte(x, 0xEF);
+    // while a word has neither a byte below 0x20 nor a possible EF BF, and count chars only once something is
+    // found.
+    let clean = |x: u64| !has_less(x, 0x20) & !may_hold_nonchar(x);
     let b = s.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -347,6 +348,23 @@ fn has_byte(x: u64, b: u8) -> bool {
     has_less(x ^ (LO * b as u64), 1)
 }
 
+/// The high bit set in exactly the bytes of `x` that are zero (no carries between bytes, unlike `has_less`).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    let low7 = !HI;
+    !(((x & low7).wrapping_add(low7)) | x | low7)
+}
+
+/// Whether 8 bytes (little-endian) may hold U+FFFE / U+FFFF (EF BF BE / EF BF BF): an EF BF pair inside the word,
+/// or EF as its last byte. Chinese text is full of other EF-led chars (fullwidth punctuation such as `，` is
+/// EF BC 8C), so testing for the EF byte alone would send most words down the byte-by-byte path.
+#[inline(always)]
+fn may_hold_nonchar(x: u64) -> bool {
+    let ef = zero_bytes(x ^ (LO * 0xEF));
+    let bf = zero_bytes(x ^ (LO * 0xBF));
+    ((ef << 8) & bf) | (ef >> 56) != 0
+}
+
 #[inline(always)]
 fn chunk(b: &[u8], i: usize) -> Option<u64> {
     b.get(i..i + 8)
@@ -362,7 +380,7 @@ fn escape_attention<const ATTR: bool>(x: u64) -> bool {
         | has_byte(x, b'<')
         | has_byte(x, b'>')
         | has_byte(x, b'&')
-        | has_byte(x, 0xEF)
+        | may_hold_nonchar(x)
         | (ATTR && (has_byte(x, b'"') | has_byte(x, b'\'')))
 }
 
