@@ -413,6 +413,11 @@ impl Store {
         }
     }
 
+    /// Whether a source record is in quarantine (cheap: no decoding).
+    pub fn quarantine_contains(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
+        self.quarantine.contains_key(composite(kind, id)).map_err(|e| self.io(e))
+    }
+
     pub fn quarantine_all(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         self.quarantine
             .iter()

@@ -687,7 +687,7 @@ impl Engine<'_> {
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
-            if !rejected_same && self.store.quarantine_get(kind, &src.id)?.is_some() {
+            if !rejected_same && self.store.quarantine_contains(kind, &src.id)? {
                 commit.quarantine_del.push((kind, src.id.clone()));
             }
             let op = self.desired_op(kind, &src, &mapped);
@@ -1027,9 +1027,9 @@ impl Engine<'_> {
                                 .push((u.replace('-', ""), item.key.clone(), true));
                         }
                     }
-                    commit
-                        .quarantine_del
-                        .push((batch.kind, item.source_id.clone()));
+                    if self.store.quarantine_contains(batch.kind, &item.source_id)? {
+                        commit.quarantine_del.push((batch.kind, item.source_id.clone()));
+                    }
                 }
                 (Op::Withdraw, ResultStatus::Withdrawn)
                 | (Op::Withdraw, ResultStatus::Unchanged) => {
