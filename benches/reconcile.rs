@@ -10,9 +10,21 @@ mod support;
 use support::{config, run, start_sim, sync};
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let source = start_sim(&["sim", "source", "--records", &n.to_string(), "--seed", "6", "--token", "bench-token"]);
+    let source = start_sim(&[
+        "sim",
+        "source",
+        "--records",
+        &n.to_string(),
+        "--seed",
+        "6",
+        "--token",
+        "bench-token",
+    ]);
     let platform = start_sim(&["sim", "platform"]);
     let cfg = config(dir.path(), &source.url, &platform.url, 500, 4);
     let (m, s) = sync(&cfg, "2024-01-01");
@@ -34,7 +46,11 @@ fn main() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(matches!(r.code, Some(0) | Some(1)), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        matches!(r.code, Some(0) | Some(1)),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     println!(
         "reconcile of {} source and {} platform records: {:.1} s, peak RSS {:.1} MiB, {} gaps",

@@ -133,7 +133,11 @@ fn encode_batch(b: &OutboxBatch) -> Vec<u8> {
 }
 
 fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
-    let len = v.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes).ok_or("too short")? as usize;
+    let len = v
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or("too short")? as usize;
     let meta = v.get(4..4 + len).ok_or("truncated")?;
     let mut b: OutboxBatch = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
     b.body = String::from_utf8(v[4 + len..].to_vec()).map_err(|e| e.to_string())?;
@@ -248,7 +252,10 @@ impl Store {
             }
         }
         // A bounded page cache keeps memory flat however many records the store holds.
-        let cfg = sled::Config::new().path(path).flush_every_ms(Some(200)).cache_capacity(32 << 20);
+        let cfg = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(200))
+            .cache_capacity(32 << 20);
         // sled may panic on some kinds of damage; turn that into an error the operator can act on.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
         let db = match opened {
@@ -411,6 +418,13 @@ impl Store {
                 .map(Some)
                 .map_err(|e| self.damaged("quarantine entry", e)),
         }
+    }
+
+    /// Whether a source record is in quarantine (cheap: no decoding).
+    pub fn quarantine_contains(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
+        self.quarantine
+            .contains_key(composite(kind, id))
+            .map_err(|e| self.io(e))
     }
 
     pub fn quarantine_all(&self) -> Result<Vec<QuarantineEntry>, StoreError> {

@@ -19,7 +19,7 @@ use crate::mapping::{Mapped, MappingSet};
 use crate::model::{china_offset, Kind, PlatformRecord};
 use crate::platform_client::PlatformClient;
 use crate::retry::{Budget, GiveUp};
-use crate::source_client::{Page, SourceClient};
+use crate::source_client::SourceClient;
 use crate::source_schema::{SourceRecord, SourceStatus};
 use crate::store::{
     Cursor, LedgerEntry, Op, OutboxBatch, OutboxItem, PageCommit, PlatformState, QuarantineEntry,
@@ -176,6 +176,35 @@ fn next_position(positions: &[Option<Cursor>], overlap: chrono::Duration) -> Opt
     }
 }
 
+/// A feed item, read and mapped.
+struct Prepared {
+    raw: serde_json::Value,
+    src: Result<SourceRecord, String>,
+    mapped: Option<Mapped>,
+}
+
+fn prepare(
+    mapping: &crate::mapping::Mapping,
+    ctx: &crate::mapping::MappingContext,
+    raw: serde_json::Value,
+) -> Prepared {
+    match <SourceRecord as serde::Deserialize>::deserialize(&raw) {
+        Ok(src) => {
+            let mapped = mapping.map(ctx, &src);
+            Prepared {
+                raw,
+                src: Ok(src),
+                mapped: Some(mapped),
+            }
+        }
+        Err(e) => Prepared {
+            raw,
+            src: Err(e.to_string()),
+            mapped: None,
+        },
+    }
+}
+
 struct Sent {
     seq: u64,
     batch: OutboxBatch,
@@ -317,10 +346,10 @@ async fn run_with(
                     engine
                         .process_page(
                             kind,
-                            Page {
-                                items,
-                                has_more: false,
-                            },
+                            items
+                                .into_iter()
+                                .map(|raw| prepare(mappings.get(kind), &cfg.mapping_context, raw))
+                                .collect(),
                             &mut none,
                         )
                         .await,
@@ -489,9 +518,11 @@ impl Engine<'_> {
             after_id: String::new(),
         });
         // Read ahead one page while this one is mapped and pushed.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Page, GiveUp>>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Prepared>, GiveUp>>(2);
         let budget = self.budget.clone();
         let overlap = self.cfg.overlap;
+        let mappings = Arc::new(self.mappings.clone());
+        let ctx = self.cfg.mapping_context.clone();
         let reader = tokio::spawn(async move {
             let mut pos = start;
             // Positions the previous request delivered: the part of a page that is read again is skipped.
@@ -525,7 +556,17 @@ impl Engine<'_> {
                     .map(|(i, _)| i)
                     .collect();
                 prev = this;
-                if tx.send(Ok(page)).await.is_err() || !more {
+                // Mapping is pure and CPU-bound: do it off the engine's thread, while the engine pushes.
+                let (m, c) = (mappings.clone(), ctx.clone());
+                let prepared = tokio::task::spawn_blocking(move || {
+                    page.items
+                        .into_iter()
+                        .map(|raw| prepare(m.get(kind), &c, raw))
+                        .collect()
+                })
+                .await
+                .unwrap_or_default();
+                if tx.send(Ok(prepared)).await.is_err() || !more {
                     break;
                 }
                 if next.is_some() {
@@ -557,16 +598,14 @@ impl Engine<'_> {
     async fn process_page(
         &mut self,
         kind: Kind,
-        page: Page,
+        page: Vec<Prepared>,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
-        let mapping = self.mappings.get(kind);
-        let ctx = &self.cfg.mapping_context;
         let mut commit = PageCommit::default();
         let mut items: Vec<(OutboxItem, Option<PlatformRecord>)> = Vec::new();
         let mut seen_in_page: HashSet<String> = HashSet::new();
         let now = now_rfc3339();
-        for raw in page.items {
+        for Prepared { raw, src, mapped } in page {
             self.summary.read += 1;
             let pos = match (
                 raw.get("updated_at").and_then(|v| v.as_str()),
@@ -583,9 +622,10 @@ impl Engine<'_> {
                     *cursor = Some(p);
                 }
             }
-            let src: SourceRecord = match serde::Deserialize::deserialize(&raw) {
-                Ok(s) => s,
-                Err(e) => {
+            let (src, mapped) = match (src, mapped) {
+                (Ok(s), Some(m)) => (s, m),
+                (src, _) => {
+                    let e = src.err().unwrap_or_else(|| "not mapped".into());
                     let id = raw
                         .get("id")
                         .map(|v| v.to_string().trim_matches('"').to_string())
@@ -610,7 +650,6 @@ impl Engine<'_> {
                     continue;
                 }
             };
-            let mapped = mapping.map(ctx, &src);
             let meta = record_meta(kind, &src, &mapped.record);
             if !mapped.is_valid() {
                 let key = mapped.key.as_ref().map(|k| k.to_string());
@@ -687,7 +726,7 @@ impl Engine<'_> {
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
-            if !rejected_same && self.store.quarantine_get(kind, &src.id)?.is_some() {
+            if !rejected_same && self.store.quarantine_contains(kind, &src.id)? {
                 commit.quarantine_del.push((kind, src.id.clone()));
             }
             let op = self.desired_op(kind, &src, &mapped);
@@ -1027,9 +1066,14 @@ impl Engine<'_> {
                                 .push((u.replace('-', ""), item.key.clone(), true));
                         }
                     }
-                    commit
-                        .quarantine_del
-                        .push((batch.kind, item.source_id.clone()));
+                    if self
+                        .store
+                        .quarantine_contains(batch.kind, &item.source_id)?
+                    {
+                        commit
+                            .quarantine_del
+                            .push((batch.kind, item.source_id.clone()));
+                    }
                 }
                 (Op::Withdraw, ResultStatus::Withdrawn)
                 | (Op::Withdraw, ResultStatus::Unchanged) => {

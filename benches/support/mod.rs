@@ -37,14 +37,25 @@ pub fn start_sim(args: &[&str]) -> Sim {
         .spawn()
         .expect("the simulator starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the simulator prints its address").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the simulator prints its address")
+        .to_string();
     Sim { child, url }
 }
 
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 pub struct Measured {
@@ -115,8 +126,19 @@ pub fn config(dir: &Path, source: &str, platform: &str, batch: u32, concurrency:
 
 /// `dualpub sync` for a config; panics unless it exits 0 or 1.
 pub fn sync(config: &Path, today: &str) -> (Measured, serde_json::Value) {
-    let m = run(&["--config", config.to_str().unwrap(), "sync", "--json", "--today", today]);
-    assert!(matches!(m.code, Some(0) | Some(1)), "sync failed: {}", String::from_utf8_lossy(&m.stderr));
+    let m = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "sync",
+        "--json",
+        "--today",
+        today,
+    ]);
+    assert!(
+        matches!(m.code, Some(0) | Some(1)),
+        "sync failed: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
     let s = serde_json::from_slice(&m.stdout).unwrap_or_default();
     (m, s)
 }

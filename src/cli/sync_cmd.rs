@@ -85,7 +85,7 @@ pub fn print_summary(s: &RunSummary, json: bool) {
             .join("、")
     ));
     for (en, zh, n) in rows {
-        out.push_str(&format!("  {en:<14} {zh:<10} {n:>10}\n"));
+        out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
     let verdict = match s.outcome.as_str() {
         "ok" => "ok: nothing needs attention".to_string(),
