@@ -169,11 +169,14 @@ impl Env {
     }
 }
 
+/// The generated records that fail validation: kind, source id, the intended finding code.
+pub type Invalid = Vec<(Kind, String, &'static str)>;
+
 /// What the platform must hold for the generated source set: key → digest of the public records.
 pub fn expected_public(
     gen_cfg: &GenConfig,
     today: chrono::NaiveDate,
-) -> (BTreeMap<String, String>, Vec<(Kind, String, &'static str)>) {
+) -> (BTreeMap<String, String>, Invalid) {
     let mappings = MappingSet::builtin();
     let ctx = mapping_context();
     let mut public = BTreeMap::new();
