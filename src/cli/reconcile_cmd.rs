@@ -10,7 +10,7 @@ use crate::reconcile::report::{Category, RepairSummary, Report};
 use crate::reconcile::writers;
 use crate::sync::{self, SyncOptions};
 use clap::{Args, ValueEnum};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -215,6 +215,15 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     })
 }
 
+/// A buffered destination: the file, or standard output. The writers emit many small pieces.
+fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
+    let w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::fs::File::create(p)?),
+        None => Box::new(std::io::stdout()),
+    };
+    Ok(std::io::BufWriter::with_capacity(1 << 20, w))
+}
+
 fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
     let io = |e: std::io::Error| {
         Failure::new(
@@ -223,25 +232,17 @@ fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Fail
         )
     };
     match format {
-        Format::Table => match out {
-            Some(p) => {
-                let mut f = std::fs::File::create(p).map_err(io)?;
-                writers::write_table(report, &mut f, false).map_err(io)
-            }
-            None => writers::write_table(
-                report,
-                &mut std::io::stdout().lock(),
-                std::io::stdout().is_terminal(),
-            )
-            .map_err(io),
-        },
-        Format::Json => match out {
-            Some(p) => {
-                let mut f = std::fs::File::create(p).map_err(io)?;
-                writers::write_json(report, &mut f).map_err(io)
-            }
-            None => writers::write_json(report, &mut std::io::stdout().lock()).map_err(io),
-        },
+        Format::Table => {
+            let color = out.is_none() && std::io::stdout().is_terminal();
+            let mut w = sink(out).map_err(io)?;
+            writers::write_table(report, &mut w, color).map_err(io)?;
+            w.flush().map_err(io)
+        }
+        Format::Json => {
+            let mut w = sink(out).map_err(io)?;
+            writers::write_json(report, &mut w).map_err(io)?;
+            w.flush().map_err(io)
+        }
         Format::Csv => {
             let dir = out.expect("checked above");
             let files = writers::write_csv(report, dir).map_err(io)?;
@@ -306,27 +307,23 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
         )
     };
     use crate::reconcile::annual as a;
-    match (format, out.as_deref()) {
-        (Format::Xlsx, Some(p)) => {
+    match format {
+        Format::Xlsx => {
+            let p = out.as_deref().expect("checked above");
             a::write_annual_xlsx(&annual, p).map_err(|e| Failure::new(Exit::Aborted, e))?;
             eprintln!("wrote {}", p.display());
         }
-        (Format::Json, Some(p)) => {
-            a::write_annual_json(&annual, &mut std::fs::File::create(p).map_err(io)?).map_err(io)?
+        Format::Json => {
+            let mut w = sink(out.as_deref()).map_err(io)?;
+            a::write_annual_json(&annual, &mut w).map_err(io)?;
+            w.flush().map_err(io)?;
         }
-        (Format::Json, None) => {
-            a::write_annual_json(&annual, &mut std::io::stdout().lock()).map_err(io)?
+        _ => {
+            let color = out.is_none() && std::io::stdout().is_terminal();
+            let mut w = sink(out.as_deref()).map_err(io)?;
+            a::write_annual_table(&annual, &mut w, color).map_err(io)?;
+            w.flush().map_err(io)?;
         }
-        (_, Some(p)) => {
-            a::write_annual_table(&annual, &mut std::fs::File::create(p).map_err(io)?, false)
-                .map_err(io)?
-        }
-        (_, None) => a::write_annual_table(
-            &annual,
-            &mut std::io::stdout().lock(),
-            std::io::stdout().is_terminal(),
-        )
-        .map_err(io)?,
     }
     Ok(Exit::Ok)
 }
