@@ -49,7 +49,7 @@ fn main() {
     let mut bytes = 0;
     for _ in 0..3 {
         let t = Instant::now();
-        let mut out = Vec::with_capacity(64 << 20);
+        let mut out = Vec::with_capacity(256 << 20);
         valid = 0;
         for (kind, src) in &parsed {
             let m = mappings.get(*kind).map(&ctx, src);
@@ -71,7 +71,7 @@ fn main() {
     let mut best_json = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let mut out = Vec::with_capacity(64 << 20);
+        let mut out = Vec::with_capacity(256 << 20);
         for (kind, s) in &records {
             let src: SourceRecord = serde_json::from_str(s).unwrap();
             let m = mappings.get(*kind).map(&ctx, &src);

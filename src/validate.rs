@@ -213,7 +213,7 @@ fn check_value<V: Values + ?Sized>(
                 .check_if
                 .as_ref()
                 .is_none_or(|c| c.holds_value(values.at(c.index).unwrap_or("")));
-            if applies {
+            if applies && !is_valid_id_number(v) {
                 if let Err(e) = ids::IdNumber::parse(v) {
                     let code = match e {
                         IdError::CheckChar { .. } => FindingCode::IdCheck,
@@ -334,6 +334,23 @@ fn required(field: &str, why: &(String, String)) -> Finding {
             why.1
         ),
     )
+}
+
+/// The common case without allocating: 17 ASCII digits with a real birth date (year ≥ 1900) and the right
+/// upper-case check character — exactly what `IdNumber::parse` accepts in 18-character form. Anything else goes
+/// through `IdNumber::parse`, which explains the problem (or accepts a 15-digit or lower-case-x number).
+fn is_valid_id_number(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let (y, m, d) = (num(6..10), num(10..12), num(12..14));
+    if y < 1900 || NaiveDate::from_ymd_opt(y as i32, m, d).is_none() {
+        return false;
+    }
+    ids::id_check_char(&v[..17]) == Some(b[17] as char)
 }
 
 /// A source code that no row of the code table maps.
@@ -458,6 +475,31 @@ mod tests {
         assert_eq!(parse_date("2024/03-01"), None);
         assert_eq!(parse_date("２０２４-03-01"), None);
         assert_eq!(parse_date(""), None);
+    }
+
+    #[test]
+    fn fast_id_check_agrees_with_the_parser() {
+        for v in [
+            "34052419800101001X",
+            "11010519491231002X",
+            "340524198001010013",
+            "34052419800101001x",
+            "340524800101001",
+            "34052418990101001X",
+            "34052419800230001X",
+            "3405241980010100１X",
+            "",
+        ] {
+            let fast = is_valid_id_number(v);
+            let parsed = ids::IdNumber::parse(v);
+            assert!(
+                !fast || parsed.is_ok(),
+                "{v}: the fast path accepts only what the parser accepts"
+            );
+            if v.len() == 18 && v.ends_with(|c: char| c.is_ascii_digit() || c == 'X') {
+                assert_eq!(fast, parsed.is_ok(), "{v}");
+            }
+        }
     }
 
     #[test]
