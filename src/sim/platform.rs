@@ -204,14 +204,8 @@ pub struct Stats {
     pub faults_injected: u64,
 }
 
-/// Lowercase hex HMAC-SHA256(secret, app_key + timestamp): the `sign` of a token request.
-pub fn sign(secret: &str, app_key: &str, timestamp: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(app_key.as_bytes());
-    mac.update(timestamp.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
+/// Lowercase hex HMAC-SHA256(secret, app_key + timestamp): the `sign` of a token request (the client's own).
+pub use crate::platform_client::sign;
 
 /// A running simulator. Dropping it aborts the server; [`PlatformSimHandle::shutdown`] stops it gracefully.
 pub struct PlatformSimHandle {
