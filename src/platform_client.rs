@@ -45,6 +45,26 @@ pub fn sign(secret: &str, app_key: &str, timestamp: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Sends a request and reads the whole answer: status, `Retry-After`, body. A transport failure comes back as
+/// the reason to retry.
+async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Vec<u8>), String> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the platform: {e}"))?;
+    let status = resp.status().as_u16();
+    let ra = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("platform answer cut off: {e}"))?;
+    Ok((status, ra, body.to_vec()))
+}
+
 pub struct PlatformClient {
     http: reqwest::Client,
     base: String,
@@ -91,37 +111,22 @@ impl PlatformClient {
         };
         let mut body = Vec::new();
         xml::write_token_request(&req, &mut body);
-        let resp = match self
-            .http
-            .post(format!("{}/api/token", self.base))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/xml; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await
+        let (status, ra, bytes) = match answer(
+            self.http
+                .post(format!("{}/api/token", self.base))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/xml; charset=utf-8",
+                )
+                .body(body),
+        )
+        .await
         {
-            Ok(r) => r,
-            Err(e) => {
+            Ok(a) => a,
+            Err(reason) => {
                 return Attempt::Retry {
                     after: None,
-                    reason: format!("cannot reach the platform: {e}"),
-                }
-            }
-        };
-        let status = resp.status().as_u16();
-        let ra = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Retry {
-                    after: None,
-                    reason: format!("platform answer cut off: {e}"),
+                    reason,
                 }
             }
         };
@@ -175,38 +180,23 @@ impl PlatformClient {
                     Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
                     Attempt::Fatal(m) => return Attempt::Fatal(m),
                 };
-                let resp = match self
-                    .http
-                    .post(&url)
-                    .header("X-Token", &token)
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/xml; charset=utf-8",
-                    )
-                    .body(body.to_vec())
-                    .send()
-                    .await
+                let (status, ra, bytes) = match answer(
+                    self.http
+                        .post(&url)
+                        .header("X-Token", &token)
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/xml; charset=utf-8",
+                        )
+                        .body(body.to_vec()),
+                )
+                .await
                 {
-                    Ok(r) => r,
-                    Err(e) => {
+                    Ok(a) => a,
+                    Err(reason) => {
                         return Attempt::Retry {
                             after: None,
-                            reason: format!("cannot reach the platform: {e}"),
-                        }
-                    }
-                };
-                let status = resp.status().as_u16();
-                let ra = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let bytes = match resp.bytes().await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return Attempt::Retry {
-                            after: None,
-                            reason: format!("platform answer cut off: {e}"),
+                            reason,
                         }
                     }
                 };
@@ -275,37 +265,17 @@ impl PlatformClient {
                     if fields {
                         q.push(("fields", "1"));
                     }
-                    let resp = match self
-                        .http
-                        .get(&url)
-                        .query(&q)
-                        .header("X-Token", &token)
-                        .send()
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            return Attempt::Retry {
-                                after: None,
-                                reason: format!("cannot reach the platform: {e}"),
+                    let (status, ra, bytes) =
+                        match answer(self.http.get(&url).query(&q).header("X-Token", &token)).await
+                        {
+                            Ok(a) => a,
+                            Err(reason) => {
+                                return Attempt::Retry {
+                                    after: None,
+                                    reason,
+                                }
                             }
-                        }
-                    };
-                    let status = resp.status().as_u16();
-                    let ra = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let bytes = match resp.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            return Attempt::Retry {
-                                after: None,
-                                reason: format!("platform answer cut off: {e}"),
-                            }
-                        }
-                    };
+                        };
                     match classify(status, ra.as_deref()) {
                         Class::Success => match xml::read_record_page(&bytes) {
                             Ok(p) => Attempt::Done(p),
