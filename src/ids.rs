@@ -553,6 +553,33 @@ impl FromStr for IdNumber {
 /// - fewer than 5: all stars.
 ///
 /// The output has as many characters as the input.
+/// Masks every ID-number-like run in free text (15 to 18 digits, the last possibly `X`), e.g. in a parser's
+/// message that quotes a value. Other text is left as it is.
+pub fn mask_ids_in(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        while i < chars.len()
+            && (chars[i].is_ascii_digit() || ((chars[i] == 'X' || chars[i] == 'x') && i > start))
+        {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        if (15..=18).contains(&run.chars().count()) {
+            out.push_str(&mask_id(&run));
+        } else {
+            out.push_str(&run);
+        }
+        if i < chars.len() && i == start {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 pub fn mask_id(s: &str) -> String {
     let n = s.chars().count();
     let (keep_head, keep_tail) = if n >= 15 {
@@ -572,6 +599,27 @@ pub fn mask_id(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod mask_text_tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_text_are_masked() {
+        let t = r#"invalid type: string "410105198503124030", expected struct Party; 34052419800101001X at 3"#;
+        let m = mask_ids_in(t);
+        assert!(
+            !m.contains("410105198503124030") && !m.contains("34052419800101001X"),
+            "{m}"
+        );
+        assert!(m.contains("410105********4030"), "{m}");
+        assert!(m.ends_with(" at 3"), "{m}");
+        assert_eq!(
+            mask_ids_in("line 3, column 12: 河南"),
+            "line 3, column 12: 河南"
+        );
+    }
 }
 
 #[cfg(test)]

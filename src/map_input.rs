@@ -99,13 +99,20 @@ pub fn map_input(
     Ok(out)
 }
 
-fn schema_item(id: String, msg: String) -> MapItem {
-    let f = Finding::new(
+/// The finding for a record the source schema cannot read. The parser's message may quote a value, so any ID
+/// number in it is masked.
+pub fn schema_finding(msg: &str) -> Finding {
+    let msg = crate::ids::mask_ids_in(msg);
+    Finding::new(
         FindingCode::SourceSchema,
         "(record)",
         format!("源记录不符合执法系统数据格式：{msg}"),
         format!("the source record does not fit the source schema: {msg}"),
-    );
+    )
+}
+
+fn schema_item(id: String, msg: String) -> MapItem {
+    let f = schema_finding(&msg);
     MapItem {
         id,
         key: None,

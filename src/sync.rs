@@ -630,12 +630,7 @@ impl Engine<'_> {
                         .get("id")
                         .map(|v| v.to_string().trim_matches('"').to_string())
                         .unwrap_or_else(|| "(no id)".into());
-                    let f = Finding::new(
-                        crate::findings::FindingCode::SourceSchema,
-                        "(record)",
-                        format!("源记录不符合执法系统数据格式：{e}"),
-                        format!("the source record does not fit the source schema: {e}"),
-                    );
+                    let f = crate::map_input::schema_finding(&e);
                     self.quarantine(
                         &mut commit,
                         kind,
