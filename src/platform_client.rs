@@ -165,6 +165,55 @@ impl PlatformClient {
         }
     }
 
+    /// One authenticated call: a token (logging in when needed), the request `send` builds with it, and the
+    /// answer as an attempt — `parse` reads a 200 body; a 401 forgets the token so the retry logs in again;
+    /// `refused` words a final refusal.
+    async fn authed<T>(
+        &self,
+        send: impl FnOnce(&str) -> reqwest::RequestBuilder,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+        refused: &str,
+    ) -> Attempt<T> {
+        let token = match self.token().await {
+            Attempt::Done(t) => t,
+            Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
+            Attempt::Fatal(m) => return Attempt::Fatal(m),
+        };
+        let (status, ra, bytes) = match answer(send(&token)).await {
+            Ok(a) => a,
+            Err(reason) => {
+                return Attempt::Retry {
+                    after: None,
+                    reason,
+                }
+            }
+        };
+        match classify(status, ra.as_deref()) {
+            Class::Success => match parse(&bytes) {
+                Ok(v) => Attempt::Done(v),
+                Err(reason) => Attempt::Retry {
+                    after: None,
+                    reason,
+                },
+            },
+            Class::Relogin => {
+                self.forget_token(&token).await;
+                Attempt::Retry {
+                    after: Some(Duration::ZERO),
+                    reason: "token expired (HTTP 401)".into(),
+                }
+            }
+            Class::Retry { after } => Attempt::Retry {
+                after,
+                reason: format!("HTTP {status} from the platform"),
+            },
+            Class::Fatal => Attempt::Fatal(format!(
+                "{refused} with HTTP {status}: {}",
+                error_text(&bytes)
+            )),
+        }
+    }
+
     /// Sends one exchange message (the exact bytes stored in the outbox) until a receipt comes back.
     pub async fn exchange(
         &self,
@@ -174,60 +223,25 @@ impl PlatformClient {
     ) -> Result<Receipt, GiveUp> {
         let url = format!("{}/api/exchange", self.base);
         budget
-            .run(&format!("sending flow {flow} to the platform"), || async {
-                let token = match self.token().await {
-                    Attempt::Done(t) => t,
-                    Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
-                    Attempt::Fatal(m) => return Attempt::Fatal(m),
-                };
-                let (status, ra, bytes) = match answer(
-                    self.http
-                        .post(&url)
-                        .header("X-Token", &token)
-                        .header(
-                            reqwest::header::CONTENT_TYPE,
-                            "application/xml; charset=utf-8",
-                        )
-                        .body(body.to_vec()),
+            .run(&format!("sending flow {flow} to the platform"), || {
+                self.authed(
+                    |token| {
+                        self.http
+                            .post(&url)
+                            .header("X-Token", token)
+                            .header(
+                                reqwest::header::CONTENT_TYPE,
+                                "application/xml; charset=utf-8",
+                            )
+                            .body(body.to_vec())
+                    },
+                    |bytes| match xml::read_receipt(bytes) {
+                        Ok(r) if r.flow == flow => Ok(r),
+                        Ok(r) => Err(format!("receipt for flow {} instead of {flow}", r.flow)),
+                        Err(e) => Err(format!("unreadable receipt: {e}")),
+                    },
+                    "the platform refused the message",
                 )
-                .await
-                {
-                    Ok(a) => a,
-                    Err(reason) => {
-                        return Attempt::Retry {
-                            after: None,
-                            reason,
-                        }
-                    }
-                };
-                match classify(status, ra.as_deref()) {
-                    Class::Success => match xml::read_receipt(&bytes) {
-                        Ok(r) if r.flow == flow => Attempt::Done(r),
-                        Ok(r) => Attempt::Retry {
-                            after: None,
-                            reason: format!("receipt for flow {} instead of {flow}", r.flow),
-                        },
-                        Err(e) => Attempt::Retry {
-                            after: None,
-                            reason: format!("unreadable receipt: {e}"),
-                        },
-                    },
-                    Class::Relogin => {
-                        self.forget_token(&token).await;
-                        Attempt::Retry {
-                            after: Some(Duration::ZERO),
-                            reason: "token expired (HTTP 401)".into(),
-                        }
-                    }
-                    Class::Retry { after } => Attempt::Retry {
-                        after,
-                        reason: format!("HTTP {status} from the platform"),
-                    },
-                    Class::Fatal => Attempt::Fatal(format!(
-                        "the platform refused the message with HTTP {status}: {}",
-                        error_text(&bytes)
-                    )),
-                }
             })
             .await
     }
@@ -245,61 +259,27 @@ impl PlatformClient {
         let url = format!("{}/api/records", self.base);
         let page_s = page.to_string();
         let size_s = size.to_string();
+        let mut q = vec![
+            ("item", kind.item()),
+            ("sender", sender),
+            ("page", &page_s),
+            ("size", &size_s),
+        ];
+        if fields {
+            q.push(("fields", "1"));
+        }
         budget
             .run(
                 &format!("reading the platform's {} records", kind.item()),
-                || async {
-                    let token = match self.token().await {
-                        Attempt::Done(t) => t,
-                        Attempt::Retry { after, reason } => {
-                            return Attempt::Retry { after, reason }
-                        }
-                        Attempt::Fatal(m) => return Attempt::Fatal(m),
-                    };
-                    let mut q = vec![
-                        ("item", kind.item()),
-                        ("sender", sender),
-                        ("page", &page_s),
-                        ("size", &size_s),
-                    ];
-                    if fields {
-                        q.push(("fields", "1"));
-                    }
-                    let (status, ra, bytes) =
-                        match answer(self.http.get(&url).query(&q).header("X-Token", &token)).await
-                        {
-                            Ok(a) => a,
-                            Err(reason) => {
-                                return Attempt::Retry {
-                                    after: None,
-                                    reason,
-                                }
-                            }
-                        };
-                    match classify(status, ra.as_deref()) {
-                        Class::Success => match xml::read_record_page(&bytes) {
-                            Ok(p) => Attempt::Done(p),
-                            Err(e) => Attempt::Retry {
-                                after: None,
-                                reason: format!("unreadable record page: {e}"),
-                            },
+                || {
+                    self.authed(
+                        |token| self.http.get(&url).query(&q).header("X-Token", token),
+                        |bytes| {
+                            xml::read_record_page(bytes)
+                                .map_err(|e| format!("unreadable record page: {e}"))
                         },
-                        Class::Relogin => {
-                            self.forget_token(&token).await;
-                            Attempt::Retry {
-                                after: Some(Duration::ZERO),
-                                reason: "token expired (HTTP 401)".into(),
-                            }
-                        }
-                        Class::Retry { after } => Attempt::Retry {
-                            after,
-                            reason: format!("HTTP {status} from the platform"),
-                        },
-                        Class::Fatal => Attempt::Fatal(format!(
-                            "record listing refused with HTTP {status}: {}",
-                            error_text(&bytes)
-                        )),
-                    }
+                        "the record listing was refused",
+                    )
                 },
             )
             .await
