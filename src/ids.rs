@@ -134,12 +134,31 @@ pub fn is_uscc_placeholder(s: &str) -> bool {
     s == USCC_PLACEHOLDER
 }
 
+/// Each ASCII byte's value in the USCC alphabet, or `NOT_USCC`.
+const NOT_USCC: u8 = u8::MAX;
+static USCC_VALUES: [u8; 128] = {
+    let mut t = [NOT_USCC; 128];
+    let a = USCC_ALPHABET.as_bytes();
+    let mut i = 0;
+    while i < a.len() {
+        t[a[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn uscc_value(c: char) -> Option<u32> {
-    USCC_ALPHABET.chars().position(|a| a == c).map(|i| i as u32)
+    match USCC_VALUES.get(c as usize) {
+        Some(&v) if v != NOT_USCC => Some(u32::from(v)),
+        _ => None,
+    }
 }
 
 fn uscc_char(v: u32) -> Option<char> {
-    USCC_ALPHABET.chars().nth(v as usize)
+    USCC_ALPHABET
+        .as_bytes()
+        .get(v as usize)
+        .map(|&b| char::from(b))
 }
 
 /// Check character for the first 17 characters of a USCC; `None` unless `first17` is exactly 17 characters of

@@ -9,7 +9,7 @@
 //! Invariant: mapping never does I/O except `load`, and `map` never panics on any source record.
 
 use crate::findings::{Finding, FindingCode};
-use crate::model::{FieldName, Kind, PlatformRecord, RecordKey};
+use crate::model::{FieldName, Kind, PlatformRecord, RecordBuilder, RecordKey};
 use crate::source_schema::{SourcePath, SourceRecord, SourceValue};
 use crate::validate;
 use chrono::{Months, NaiveDate};
@@ -17,6 +17,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -46,6 +47,13 @@ pub enum DateFormat {
 
 impl DateFormat {
     pub fn format(self, d: NaiveDate) -> String {
+        let mut out = String::with_capacity(10);
+        self.format_into(d, &mut out);
+        out
+    }
+
+    /// Appends the date in this format.
+    pub fn format_into(self, d: NaiveDate, out: &mut String) {
         use chrono::Datelike;
         let sep = match self {
             DateFormat::Slash => b'/',
@@ -55,7 +63,8 @@ impl DateFormat {
         if !(0..=9999).contains(&y) {
             // Outside four digits `{:04}` keeps its own rules (sign, more digits); rare, so format! is fine.
             let sep = sep as char;
-            return format!("{y:04}{sep}{m:02}{sep}{day:02}");
+            let _ = write!(out, "{y:04}{sep}{m:02}{sep}{day:02}");
+            return;
         }
         // Fast path (every mapped date): ten ASCII bytes, no formatting machinery.
         let y = y as u32;
@@ -72,9 +81,7 @@ impl DateFormat {
             digit(day / 10),
             digit(day),
         ];
-        let mut out = String::with_capacity(bytes.len());
         out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
-        out
     }
 }
 
@@ -854,14 +861,26 @@ impl Mapping {
 
     /// Maps and validates one source record. Never panics; every problem becomes a finding.
     pub fn map(&self, ctx: &MappingContext, src: &SourceRecord) -> Mapped {
+        thread_local! {
+            /// The values of the record being mapped, back to back (kept between records: no allocation).
+            static SCRATCH: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+        }
+        let mut buf = SCRATCH.take();
+        buf.clear();
+        let mapped = self.map_with(ctx, src, &mut buf);
+        SCRATCH.set(buf);
+        mapped
+    }
+
+    fn map_with(&self, ctx: &MappingContext, src: &SourceRecord, buf: &mut String) -> Mapped {
         let mut findings = Vec::new();
-        // Per rule: its value, and whether mapping already reported a problem with it. On the stack for any
-        // ordinary field set (saves two allocations per record), on the heap beyond that.
+        // Per rule: where its value is in `buf`, and whether mapping already reported a problem with it. On the
+        // stack for any ordinary field set, on the heap beyond that.
         const STACK: usize = 64;
         let n = self.fields.len();
-        let (mut slots_stack, mut failed_stack) = ([const { None }; STACK], [false; STACK]);
+        let (mut slots_stack, mut failed_stack) = ([None; STACK], [false; STACK]);
         let (mut slots_heap, mut failed_heap) = (Vec::new(), Vec::new());
-        let (slots, failed): (&mut [Option<String>], &mut [bool]) = if n <= STACK {
+        let (slots, failed): (&mut [Option<Span>], &mut [bool]) = if n <= STACK {
             (&mut slots_stack[..n], &mut failed_stack[..n])
         } else {
             slots_heap.resize(n, None);
@@ -872,22 +891,34 @@ impl Mapping {
         // The party category decides which fields apply, so it is mapped first.
         let mut category = CategoryId::Absent;
         if let Some(ci) = self.category_index {
-            slots[ci] = self.produce(ci, ctx, src, &mut findings, failed);
-            category = self.resolve_category(slots[ci].as_deref());
+            slots[ci] = self.produce(ci, ctx, src, &mut findings, failed, buf);
+            category = self.resolve_category(slots[ci].map(|s| s.of(buf)));
         }
 
         for (i, rule) in self.fields.iter().enumerate() {
             if Some(i) == self.category_index || !rule.applies_to_category(category) {
                 continue;
             }
-            slots[i] = self.produce(i, ctx, src, &mut findings, failed);
+            slots[i] = self.produce(i, ctx, src, &mut findings, failed, buf);
         }
-        validate::validate_slots(self, slots, category, failed, &mut findings);
-        let record = PlatformRecord::from_sorted(
-            self.sorted
-                .iter()
-                .filter_map(|&i| slots[i].take().map(|v| (self.fields[i].name.clone(), v))),
-        );
+        let values = validate::Slots {
+            text: buf,
+            spans: slots,
+        };
+        validate::validate_slots(self, &values, category, failed, &mut findings);
+        let names: usize = self
+            .sorted
+            .iter()
+            .filter(|&&i| slots[i].is_some())
+            .map(|&i| self.fields[i].name.len())
+            .sum();
+        let mut rec = RecordBuilder::with_capacity(n, buf.len() + names);
+        for &i in &self.sorted {
+            if let Some(span) = slots[i] {
+                rec.push(&self.fields[i].name, span.of(buf));
+            }
+        }
+        let record = rec.finish();
 
         let sender = ctx
             .agency_credit_code
@@ -906,10 +937,10 @@ impl Mapping {
         }
     }
 
-    /// Computes one field's value from the source; conversion problems become findings.
+    /// Computes one field's value from the source into `buf`; conversion problems become findings.
     ///
-    /// Values are borrowed from the rule, the context or the source until the final `String` is made, so a field
-    /// costs one allocation (none for a field without a value).
+    /// Values are borrowed from the rule, the context or the source until they are appended to `buf`, so a field
+    /// costs no allocation of its own.
     fn produce(
         &self,
         index: usize,
@@ -917,7 +948,10 @@ impl Mapping {
         src: &SourceRecord,
         findings: &mut Vec<Finding>,
         failed: &mut [bool],
-    ) -> Option<String> {
+        buf: &mut String,
+    ) -> Option<Span> {
+        let start = buf.len();
+        let done = |buf: &String| Some(Span(start as u32, buf.len() as u32));
         let rule = &self.fields[index];
         let mut raw: Option<&str> = rule.constant.as_deref();
         if raw.is_none() {
@@ -926,14 +960,14 @@ impl Mapping {
                 Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.as_deref(),
                 None => None,
             }
-            .filter(|s| !s.trim().is_empty());
+            .filter(|s| !crate::model::trim(s).is_empty());
         }
         if raw.is_none() {
             for path in &rule.sources {
                 match path.get(src) {
                     SourceValue::Absent => {}
                     SourceValue::Text(t) => {
-                        let t = t.trim();
+                        let t = crate::model::trim(t);
                         if !t.is_empty() {
                             raw = Some(t);
                             break;
@@ -942,7 +976,7 @@ impl Mapping {
                     SourceValue::List(items) => {
                         let mut items = items
                             .iter()
-                            .map(|s| s.trim())
+                            .map(|s| crate::model::trim(s))
                             .filter(|s| !s.is_empty())
                             .peekable();
                         if items.peek().is_none() {
@@ -973,7 +1007,13 @@ impl Mapping {
                                 None => out.push(Cow::Borrowed(it)),
                             }
                         }
-                        return Some(out.join(sep));
+                        for (i, v) in out.iter().enumerate() {
+                            if i > 0 {
+                                buf.push_str(sep);
+                            }
+                            buf.push_str(v);
+                        }
+                        return done(buf);
                     }
                 }
             }
@@ -983,7 +1023,9 @@ impl Mapping {
         }
         let Some(raw) = raw else {
             if rule.display_period {
-                return self.computed_display_until(ctx, src);
+                let d = self.computed_display_until(ctx, src)?;
+                self.date_format.format_into(d, buf);
+                return done(buf);
             }
             return None;
         };
@@ -999,8 +1041,11 @@ impl Mapping {
             },
             None => Cow::Borrowed(raw),
         };
-        let converted = match rule.convert {
-            Convert::None => Ok(value.into_owned()),
+        let converted: Result<(), Finding> = match rule.convert {
+            Convert::None => {
+                buf.push_str(&value);
+                Ok(())
+            }
             Convert::Date => match parse_source_date(&value) {
                 Some(d) => {
                     let d = if rule.display_period {
@@ -1008,28 +1053,40 @@ impl Mapping {
                     } else {
                         d
                     };
-                    Ok(self.date_format.format(d))
+                    self.date_format.format_into(d, buf);
+                    Ok(())
                 }
                 None => Err(validate::date_invalid(&rule.name, path, &value)),
             },
-            Convert::YuanToWan => yuan_to_wan(&value)
-                .map_err(|code| validate::amount_problem(code, &rule.name, path, &value)),
-            Convert::IdNumber => Ok(upgrade_id_number(value)),
+            Convert::YuanToWan => match yuan_to_wan(&value) {
+                Ok(v) => {
+                    buf.push_str(&v);
+                    Ok(())
+                }
+                Err(code) => Err(validate::amount_problem(code, &rule.name, path, &value)),
+            },
+            Convert::IdNumber => {
+                buf.push_str(&upgrade_id_number(value));
+                Ok(())
+            }
             Convert::Timestamp => match chrono::DateTime::parse_from_rfc3339(&value) {
-                Ok(t) => Ok(t
-                    .with_timezone(&crate::model::china_offset())
-                    .format(
-                        rule.timestamp_format
-                            .as_deref()
-                            .unwrap_or("%Y-%m-%d %H:%M:%S"),
-                    )
-                    .to_string()),
+                Ok(t) => {
+                    let t = t.with_timezone(&crate::model::china_offset());
+                    match rule.timestamp_format.as_deref() {
+                        None => write_timestamp(&t, buf),
+                        Some(f) => {
+                            let _ = write!(buf, "{}", t.format(f));
+                        }
+                    }
+                    Ok(())
+                }
                 Err(_) => Err(validate::date_invalid(&rule.name, path, &value)),
             },
         };
         match converted {
-            Ok(v) => Some(v),
+            Ok(()) => done(buf),
             Err(f) => {
+                buf.truncate(start);
                 findings.push(f);
                 failed[index] = true;
                 None
@@ -1037,11 +1094,13 @@ impl Mapping {
         }
     }
 
-    fn computed_display_until(&self, ctx: &MappingContext, src: &SourceRecord) -> Option<String> {
-        let decided = parse_source_date(src.decided_on.as_deref()?.trim())?;
-        ctx.display
-            .display_until(decided)
-            .map(|d| self.date_format.format(d))
+    fn computed_display_until(
+        &self,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+    ) -> Option<NaiveDate> {
+        let decided = parse_source_date(src.decided_on.as_deref()?)?;
+        ctx.display.display_until(decided)
     }
 
     /// A display end supplied by the source is kept, but never beyond the legal maximum.
@@ -1049,7 +1108,7 @@ impl Mapping {
         match src
             .decided_on
             .as_deref()
-            .and_then(|s| parse_source_date(s.trim()))
+            .and_then(parse_source_date)
             .and_then(|dec| ctx.display.latest(dec))
         {
             Some(max) if d > max => max,
@@ -1060,6 +1119,17 @@ impl Mapping {
     /// The party category value of a mapped record.
     pub fn category<'a>(&self, rec: &'a PlatformRecord) -> Option<&'a str> {
         self.category_field.as_ref().and_then(|f| rec.get(f))
+    }
+}
+
+/// Where a value is in the buffer `Mapping::map` writes a record's values to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span(u32, u32);
+
+impl Span {
+    #[inline]
+    pub(crate) fn of(self, text: &str) -> &str {
+        text.get(self.0 as usize..self.1 as usize).unwrap_or("")
     }
 }
 
@@ -1080,7 +1150,7 @@ impl Mapped {
 
 /// Source dates: `YYYY-MM-DD` (also `/` or `.` as separator, and an RFC 3339 timestamp's date part).
 pub fn parse_source_date(s: &str) -> Option<NaiveDate> {
-    let s = s.trim();
+    let s = crate::model::trim(s);
     let date_part = if s.len() > 10 && s.is_char_boundary(10) && s.as_bytes()[10] == b'T' {
         &s[..10]
     } else {
@@ -1091,7 +1161,7 @@ pub fn parse_source_date(s: &str) -> Option<NaiveDate> {
 
 /// Converts a yuan amount to 万元, exactly: `2000` → `0.2`. Errors name the finding code.
 pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
-    let s = yuan.trim();
+    let s = crate::model::trim(yuan);
     if s.is_empty()
         || !s
             .bytes()
@@ -1111,11 +1181,37 @@ pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
 }
 
 /// A 15-digit legacy ID number becomes its 18-digit form; anything else is left for validation to judge.
-fn upgrade_id_number(v: Cow<'_, str>) -> String {
+fn upgrade_id_number(v: Cow<'_, str>) -> Cow<'_, str> {
     if v.len() == 15 && v.bytes().all(|b| b.is_ascii_digit()) {
         if let Some(v18) = crate::ids::IdNumber::convert_15(&v) {
-            return v18;
+            return Cow::Owned(v18);
         }
     }
-    v.into_owned()
+    v
+}
+
+/// Appends `t` as `YYYY-MM-DD HH:MM:SS` (the default timestamp format) without the formatting machinery.
+fn write_timestamp(t: &chrono::DateTime<chrono::FixedOffset>, out: &mut String) {
+    use chrono::{Datelike, Timelike};
+    let y = t.year();
+    if !(0..=9999).contains(&y) {
+        let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S"));
+        return;
+    }
+    let d2 = |out: &mut String, n: u32| {
+        out.push((b'0' + (n / 10 % 10) as u8) as char);
+        out.push((b'0' + (n % 10) as u8) as char);
+    };
+    d2(out, y as u32 / 100);
+    d2(out, y as u32 % 100);
+    out.push('-');
+    d2(out, t.month());
+    out.push('-');
+    d2(out, t.day());
+    out.push(' ');
+    d2(out, t.hour());
+    out.push(':');
+    d2(out, t.minute());
+    out.push(':');
+    d2(out, t.second());
 }

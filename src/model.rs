@@ -76,14 +76,88 @@ impl fmt::Display for Kind {
     }
 }
 
+/// `s.trim()`, answering at once for the usual value that neither starts nor ends with white space (two chars
+/// looked at instead of the general search from both ends).
+#[inline]
+pub fn trim(s: &str) -> &str {
+    // No ASCII white space is above b' ', and DEL is not white space.
+    let plain = |b: u8| b > b' ' && b < 0x80;
+    match s.as_bytes() {
+        [] => return s,
+        [a, .., z] | [a @ z] if plain(*a) && plain(*z) => return s,
+        _ => {}
+    }
+    let mut chars = s.chars();
+    match (chars.next(), chars.next_back()) {
+        (None, _) => s,
+        (Some(a), None) if !a.is_whitespace() => s,
+        (Some(a), Some(b)) if !a.is_whitespace() && !b.is_whitespace() => s,
+        _ => s.trim(),
+    }
+}
+
 /// A platform field name such as `XK_XDR_MC`. Shared, because every record of a mapping uses the same names.
 pub type FieldName = Arc<str>;
 
 /// A record in the platform's field set: only non-empty fields, sorted by field name (the digest's order).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Names and values live back to back in one string, with one span per field: a record costs two allocations
+/// however many fields it has (it used to be one per field plus a shared name's reference count each, which was
+/// most of the mapping's cost).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct PlatformRecord {
-    fields: Vec<(FieldName, String)>,
+    /// `name value name value …` without separators; the spans say where each part ends.
+    text: String,
+    /// Per field, in name order: where its name ends and where its value ends (its name starts where the previous
+    /// field's value ended).
+    spans: Vec<(u32, u32)>,
 }
+
+/// The fields of a [`PlatformRecord`] as `(name, value)`, in name order.
+#[derive(Clone)]
+pub struct Fields<'a> {
+    rec: &'a PlatformRecord,
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a str, &'a str);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.front == self.back {
+            return None;
+        }
+        let f = self.rec.field(self.front);
+        self.front += 1;
+        Some(f)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.back - self.front;
+        (n, Some(n))
+    }
+
+    #[inline]
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        self.front = self.front.saturating_add(n).min(self.back);
+        self.next()
+    }
+}
+
+impl DoubleEndedIterator for Fields<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.front == self.back {
+            return None;
+        }
+        self.back -= 1;
+        Some(self.rec.field(self.back))
+    }
+}
+
+impl ExactSizeIterator for Fields<'_> {}
 
 impl PlatformRecord {
     pub fn new() -> Self {
@@ -92,86 +166,161 @@ impl PlatformRecord {
 
     /// Builds a record from any fields; empty values are dropped and the rest sorted by name. A field named twice
     /// keeps its last value.
-    pub fn from_fields<I: IntoIterator<Item = (FieldName, String)>>(fields: I) -> Self {
-        let mut v: Vec<(FieldName, String)> =
-            fields.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        // keep the last of equal names
-        let mut out: Vec<(FieldName, String)> = Vec::with_capacity(v.len());
+    pub fn from_fields<I, N, V>(fields: I) -> Self
+    where
+        I: IntoIterator<Item = (N, V)>,
+        N: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut v: Vec<(N, V)> = fields
+            .into_iter()
+            .filter(|(_, v)| !v.as_ref().is_empty())
+            .collect();
+        // A stable sort keeps equal names in their order, so the last of them is the last given.
+        v.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        let mut keep: Vec<(N, V)> = Vec::with_capacity(v.len());
         for (k, val) in v {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = val,
-                _ => out.push((k, val)),
+            match keep.last_mut() {
+                Some(last) if last.0.as_ref() == k.as_ref() => last.1 = val,
+                _ => keep.push((k, val)),
             }
         }
-        Self { fields: out }
+        Self::from_sorted(keep)
     }
 
     /// Builds a record from fields already in ascending name order with distinct names (as a mapping produces
     /// them); empty values are dropped.
-    pub fn from_sorted<I: IntoIterator<Item = (FieldName, String)>>(fields: I) -> Self {
+    pub fn from_sorted<I, N, V>(fields: I) -> Self
+    where
+        I: IntoIterator<Item = (N, V)>,
+        N: AsRef<str>,
+        V: AsRef<str>,
+    {
         let fields = fields.into_iter();
-        // One allocation: a filtered iterator's lower bound is 0, so `collect` would grow the vector step by step;
-        // reserve the (sane) upper bound, a mapping's field count, instead.
-        let (lower, upper) = fields.size_hint();
-        let mut out: Vec<(FieldName, String)> =
-            Vec::with_capacity(upper.filter(|&u| u <= 4096).unwrap_or(lower));
-        out.extend(fields.filter(|(_, v)| !v.is_empty()));
-        let fields = out;
-        debug_assert!(
-            fields.windows(2).all(|w| w[0].0 < w[1].0),
-            "fields must be sorted and distinct"
-        );
-        Self { fields }
+        let mut b = RecordBuilder::with_capacity(fields.size_hint().0, 0);
+        for (n, v) in fields {
+            b.push(n.as_ref(), v.as_ref());
+        }
+        b.finish()
+    }
+
+    #[inline]
+    fn field(&self, i: usize) -> (&str, &str) {
+        let start = match i {
+            0 => 0,
+            _ => self.spans[i - 1].1 as usize,
+        };
+        let (name_end, value_end) = self.spans[i];
+        (
+            &self.text[start..name_end as usize],
+            &self.text[name_end as usize..value_end as usize],
+        )
     }
 
     /// Sets a field; an empty value removes it.
-    pub fn set(&mut self, name: FieldName, value: String) {
-        match self.fields.binary_search_by(|(k, _)| (**k).cmp(&*name)) {
-            Ok(i) => {
-                if value.is_empty() {
-                    self.fields.remove(i);
-                } else {
-                    self.fields[i].1 = value;
-                }
-            }
-            Err(i) => {
-                if !value.is_empty() {
-                    self.fields.insert(i, (name, value));
-                }
-            }
-        }
+    pub fn set(&mut self, name: &str, value: &str) {
+        let mut fields: Vec<(&str, &str)> = self.fields().filter(|(k, _)| *k != name).collect();
+        fields.push((name, value));
+        *self = Self::from_fields(fields);
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .binary_search_by(|(k, _)| (**k).cmp(name))
-            .ok()
-            .map(|i| self.fields[i].1.as_str())
+        let (mut lo, mut hi) = (0, self.spans.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, v) = self.field(mid);
+            match k.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(v),
+            }
+        }
+        None
     }
 
-    pub fn fields(&self) -> &[(FieldName, String)] {
-        &self.fields
+    /// The fields as `(name, value)` in name order.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            rec: self,
+            front: 0,
+            back: self.spans.len(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.spans.is_empty()
+    }
+
+    /// The bytes of all names and values together (for sizing messages).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
     }
 
     /// The digest of DESIGN §3: SHA-256 over `NAME=value\n` of the non-empty fields in ascending name order.
     pub fn digest(&self) -> Digest {
         let mut h = Sha256::new();
-        for (k, v) in &self.fields {
+        for (k, v) in self.fields() {
             h.update(k.as_bytes());
             h.update(b"=");
             h.update(v.as_bytes());
             h.update(b"\n");
         }
         Digest(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for PlatformRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.fields()).finish()
+    }
+}
+
+/// Builds a [`PlatformRecord`] field by field, in ascending name order.
+pub struct RecordBuilder {
+    rec: PlatformRecord,
+}
+
+impl RecordBuilder {
+    /// Room for `fields` fields of `bytes` bytes of names and values together.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self {
+            rec: PlatformRecord {
+                text: String::with_capacity(bytes),
+                spans: Vec::with_capacity(fields),
+            },
+        }
+    }
+
+    /// Appends a field; an empty value is dropped. Names must come in ascending order and be distinct (checked
+    /// in debug builds). A record over 4 GiB is cut short there (no input comes near).
+    #[inline]
+    pub fn push(&mut self, name: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        debug_assert!(
+            self.rec
+                .fields()
+                .next_back()
+                .is_none_or(|(last, _)| last < name),
+            "fields must be sorted and distinct"
+        );
+        let r = &mut self.rec;
+        if r.text.len() + name.len() + value.len() > u32::MAX as usize {
+            return;
+        }
+        r.text.push_str(name);
+        let name_end = r.text.len() as u32;
+        r.text.push_str(value);
+        r.spans.push((name_end, r.text.len() as u32));
+    }
+
+    pub fn finish(self) -> PlatformRecord {
+        self.rec
     }
 }
 
@@ -224,8 +373,8 @@ pub enum KeyError {
 
 impl RecordKey {
     pub fn new(kind: Kind, sender: &str, doc_no: &str) -> Result<RecordKey, KeyError> {
-        let doc = doc_no.trim();
-        let sender = sender.trim();
+        let doc = trim(doc_no);
+        let sender = trim(sender);
         if doc.is_empty() {
             return Err(KeyError::EmptyDocNo);
         }
@@ -294,7 +443,7 @@ mod tests {
     use super::*;
 
     fn rec(pairs: &[(&str, &str)]) -> PlatformRecord {
-        PlatformRecord::from_fields(pairs.iter().map(|(k, v)| (Arc::from(*k), v.to_string())))
+        PlatformRecord::from_fields(pairs.iter().copied())
     }
 
     #[test]
@@ -308,6 +457,26 @@ mod tests {
             hex::encode(Sha256::digest(b"A=1\nB=2\n"))
         );
         assert_ne!(a.digest(), rec(&[("A", "1"), ("B", "3")]).digest());
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{3000}公司\u{3000}",
+            "公司",
+            "\u{b}x",
+            "x\u{85}",
+            "\t",
+            "ab",
+            "a b",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
     }
 
     #[test]
@@ -325,11 +494,31 @@ mod tests {
     #[test]
     fn set_keeps_order_and_drops_empty() {
         let mut r = rec(&[("B", "2")]);
-        r.set(Arc::from("A"), "1".into());
-        r.set(Arc::from("C"), "3".into());
-        r.set(Arc::from("B"), String::new());
-        let names: Vec<&str> = r.fields().iter().map(|(k, _)| &**k).collect();
+        r.set("A", "1");
+        r.set("C", "3");
+        r.set("B", "");
+        let names: Vec<&str> = r.fields().map(|(k, _)| k).collect();
         assert_eq!(names, ["A", "C"]);
         assert_eq!(r.get("C"), Some("3"));
+        assert_eq!(r.get("A"), Some("1"));
+        assert_eq!(r.get("B"), None);
+        assert_eq!(r.get("0"), None);
+        assert_eq!(r.get("D"), None);
+        r.set("C", "三");
+        assert_eq!(r, rec(&[("A", "1"), ("C", "三")]));
+        assert_eq!(format!("{r:?}"), r#"{"A": "1", "C": "三"}"#);
+    }
+
+    #[test]
+    fn fields_iterate_both_ways() {
+        let r = rec(&[("B", "2"), ("A", "1"), ("B", "二"), ("C", "3")]);
+        assert_eq!(
+            r.fields().collect::<Vec<_>>(),
+            [("A", "1"), ("B", "二"), ("C", "3")]
+        );
+        assert_eq!(r.fields().rev().map(|f| f.0).collect::<String>(), "CBA");
+        assert_eq!(r.fields().len(), 3);
+        assert_eq!(r.fields().nth(1), Some(("B", "二")));
+        assert_eq!(r.fields().nth(5), None);
     }
 }

@@ -785,7 +785,6 @@ impl Engine<'_> {
                 it.1.as_ref()
                     .map(|r| {
                         r.fields()
-                            .iter()
                             .map(|(k, v)| 2 * k.len() + v.len() + 8)
                             .sum::<usize>()
                             + 64

@@ -32,7 +32,7 @@ pub fn validate_values(
 /// collecting a `Vec<Option<&str>>` per record.
 pub(crate) fn validate_slots(
     m: &Mapping,
-    values: &[Option<String>],
+    values: &Slots<'_>,
     category: CategoryId,
     skip: &[bool],
     out: &mut Vec<Finding>,
@@ -52,10 +52,16 @@ impl Values for [Option<&str>] {
     }
 }
 
-impl Values for [Option<String>] {
+/// The values as `Mapping::map` holds them: spans of one text.
+pub(crate) struct Slots<'a> {
+    pub text: &'a str,
+    pub spans: &'a [Option<crate::mapping::Span>],
+}
+
+impl Values for Slots<'_> {
     #[inline]
     fn at(&self, i: usize) -> Option<&str> {
-        self[i].as_deref()
+        self.spans[i].map(|s| s.of(self.text))
     }
 }
 
@@ -397,7 +403,7 @@ pub fn amount_problem(code: FindingCode, field: &str, path: &str, value: &str) -
 
 /// Platform amounts in 万元: a non-negative decimal with at most 6 places.
 pub fn check_amount(v: &str) -> Result<(), FindingCode> {
-    let s = v.trim();
+    let s = crate::model::trim(v);
     let body = match s.strip_prefix('-') {
         Some(rest) => {
             if is_decimal(rest).is_some() {

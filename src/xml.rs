@@ -15,13 +15,11 @@
 //! the XML spec requires. Every violation of the document shape is an [`XmlError`] naming what was expected and
 //! where; readers never panic.
 
-use crate::model::{FieldName, Kind, PlatformRecord};
+use crate::model::{Kind, PlatformRecord, RecordBuilder};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::io::Write as _;
-use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Documents
@@ -258,26 +256,33 @@ pub fn is_xml_char(c: char) -> bool {
 /// The first character XML 1.0 cannot carry, as (char index counted from 0, char), or `None` if all can be.
 pub fn first_illegal_char(s: &str) -> Option<(usize, char)> {
     // In a `&str` the only chars XML cannot carry are the controls below U+0020 other than tab, LF and CR (single
-    // bytes) and U+FFFE / U+FFFF (EF BF BE / EF BF BF; 0xEF is always a lead byte). So scan bytes, 8 at a time
-    // while a word has neither a byte below 0x20 nor a possible EF BF, and count chars only once something is
-    // found.
-    let clean = |x: u64| !has_less(x, 0x20) & !may_hold_nonchar(x);
+    // bytes) and U+FFFE / U+FFFF (EF BF BE / EF BF BF; 0xEF is always a lead byte). So scan 16 bytes at a time
+    // while a block has neither a byte below 0x20 nor an EF BF pair, and count chars only once something is found.
     let b = s.as_bytes();
     let n = b.len();
+    if n <= BLOCK && block_clean::<SCAN>(&padded(b)) {
+        return None;
+    }
     let mut i = 0;
     while i < n {
-        let end = match chunk(b, i) {
-            Some(x) if clean(x) => {
-                i += 8;
+        let end = match window(b, i) {
+            Some(w) if block_clean::<SCAN>(w) => {
+                i += BLOCK;
                 continue;
             }
-            Some(_) => i + 8,
-            // Fewer than 8 bytes left: one word over the last 8 bytes (overlapping clean ones) covers them.
-            None if n >= 8 && chunk(b, n - 8).is_some_and(clean) => return None,
+            Some(_) => i + BLOCK,
+            // Fewer than a block left: the last window (overlapping clean bytes) covers all but the last byte,
+            // which a str cannot end with the lead byte of.
+            None if n > BLOCK
+                && window(b, n - BLOCK - 1).is_some_and(block_clean::<SCAN>)
+                && (b[n - 1] >= 0x20 || matches!(b[n - 1], b'\t' | b'\n' | b'\r')) =>
+            {
+                return None
+            }
             None => n,
         };
         // Something in b[i..end] needs a closer look.
-        while i < end {
+        while i < end && i < n {
             let illegal = match b[i] {
                 b'\t' | b'\n' | b'\r' => false,
                 0..0x20 => true,
@@ -293,6 +298,48 @@ pub fn first_illegal_char(s: &str) -> Option<(usize, char)> {
         }
     }
     None
+}
+
+/// Bytes looked at together: the compiler turns a block test into a few vector instructions.
+const BLOCK: usize = 16;
+/// What [`block_clean`] looks for: chars XML cannot carry (and all controls), plus text escapes, plus attribute
+/// escapes.
+const SCAN: u8 = 0;
+const TEXT: u8 = 1;
+const ATTR: u8 = 2;
+
+/// `BLOCK` bytes from `i` and the byte after them (to see an EF BF pair across the block's end).
+#[inline(always)]
+fn window(b: &[u8], i: usize) -> Option<&[u8; BLOCK + 1]> {
+    b.get(i..i + BLOCK + 1).and_then(|w| w.try_into().ok())
+}
+
+/// A short string (at most `BLOCK` bytes) as a window, padded with spaces (which no test looks for).
+#[inline(always)]
+fn padded(b: &[u8]) -> [u8; BLOCK + 1] {
+    let mut w = [b' '; BLOCK + 1];
+    w[..b.len()].copy_from_slice(b);
+    w
+}
+
+/// Whether the first `BLOCK` bytes of `w` need no closer look: no byte below 0x20, no EF BF pair (which U+FFFE
+/// and U+FFFF start with; other EF-led chars such as the fullwidth `，` EF BC 8C are common in Chinese text and
+/// pass), and for `TEXT` / `ATTR` nothing to escape. Branch-free over the block, so it vectorises.
+#[inline(always)]
+fn block_clean<const MODE: u8>(w: &[u8; BLOCK + 1]) -> bool {
+    let mut hit = 0u8;
+    for k in 0..BLOCK {
+        let c = w[k];
+        let mut m = (c < 0x20) as u8 | ((c == 0xEF) & (w[k + 1] == 0xBF)) as u8;
+        if MODE >= TEXT {
+            m |= (c == b'<') as u8 | (c == b'>') as u8 | (c == b'&') as u8;
+        }
+        if MODE == ATTR {
+            m |= (c == b'"') as u8 | (c == b'\'') as u8;
+        }
+        hit |= m;
+    }
+    hit == 0
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -348,23 +395,6 @@ fn has_byte(x: u64, b: u8) -> bool {
     has_less(x ^ (LO * b as u64), 1)
 }
 
-/// The high bit set in exactly the bytes of `x` that are zero (no carries between bytes, unlike `has_less`).
-#[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
-    let low7 = !HI;
-    !(((x & low7).wrapping_add(low7)) | x | low7)
-}
-
-/// Whether 8 bytes (little-endian) may hold U+FFFE / U+FFFF (EF BF BE / EF BF BF): an EF BF pair inside the word,
-/// or EF as its last byte. Chinese text is full of other EF-led chars (fullwidth punctuation such as `，` is
-/// EF BC 8C), so testing for the EF byte alone would send most words down the byte-by-byte path.
-#[inline(always)]
-fn may_hold_nonchar(x: u64) -> bool {
-    let ef = zero_bytes(x ^ (LO * 0xEF));
-    let bf = zero_bytes(x ^ (LO * 0xBF));
-    ((ef << 8) & bf) | (ef >> 56) != 0
-}
-
 #[inline(always)]
 fn chunk(b: &[u8], i: usize) -> Option<u64> {
     b.get(i..i + 8)
@@ -372,74 +402,74 @@ fn chunk(b: &[u8], i: usize) -> Option<u64> {
         .map(u64::from_le_bytes)
 }
 
-/// Whether 8 bytes may hold something the writer must escape or replace.
-#[inline(always)]
-fn escape_attention<const ATTR: bool>(x: u64) -> bool {
-    // `|`, not `||`: each test is a few ALU ops, cheaper together than as a chain of branches.
-    has_less(x, 0x20)
-        | has_byte(x, b'<')
-        | has_byte(x, b'>')
-        | has_byte(x, b'&')
-        | may_hold_nonchar(x)
-        | (ATTR && (has_byte(x, b'"') | has_byte(x, b'\'')))
-}
-
 #[inline]
-fn escape_into<const ATTR: bool>(s: &str, out: &mut Vec<u8>) {
-    let table = if ATTR { &ATTR_ESCAPES } else { &TEXT_ESCAPES };
+fn escape_into<const MODE: u8>(s: &str, out: &mut Vec<u8>) {
+    let table = if MODE == ATTR {
+        &ATTR_ESCAPES
+    } else {
+        &TEXT_ESCAPES
+    };
     let b = s.as_bytes();
+    let n = b.len();
+    if n <= BLOCK && block_clean::<MODE>(&padded(b)) {
+        out.extend_from_slice(b);
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
-    while i < b.len() {
-        // Skip 8 clean bytes at a time; look at a single byte otherwise.
-        match chunk(b, i) {
-            Some(x) if !escape_attention::<ATTR>(x) => {
-                i += 8;
+    while i < n {
+        // Skip a clean block at a time; look at single bytes otherwise.
+        let end = match window(b, i) {
+            Some(w) if block_clean::<MODE>(w) => {
+                i += BLOCK;
                 continue;
             }
-            Some(_) => {}
-            // Fewer than 8 bytes left: when the last 8 bytes (overlapping ones already looked at) are clean, so
-            // is the rest, which the final copy below takes as is.
-            None if b.len() >= 8
-                && chunk(b, b.len() - 8).is_some_and(|x| !escape_attention::<ATTR>(x)) =>
+            Some(_) => i + BLOCK,
+            // Less than a block left: when the last window (overlapping bytes already looked at) and the last
+            // byte are clean, so is the rest, which the final copy below takes as is.
+            None if n > BLOCK
+                && window(b, n - BLOCK - 1).is_some_and(block_clean::<MODE>)
+                && table[b[n - 1] as usize] == PASS =>
             {
                 break;
             }
-            None => {}
-        }
-        let c = b[i];
-        match table[c as usize] {
-            PASS => i += 1,
-            ESC => {
-                out.extend_from_slice(&b[start..i]);
-                out.extend_from_slice(match c {
-                    b'<' => b"&lt;",
-                    b'>' => b"&gt;",
-                    b'&' => b"&amp;",
-                    b'"' => b"&quot;",
-                    b'\'' => b"&apos;",
-                    b'\t' => b"&#9;",
-                    b'\n' => b"&#10;",
-                    _ => b"&#13;",
-                });
-                i += 1;
-                start = i;
-            }
-            CTRL => {
-                out.extend_from_slice(&b[start..i]);
-                out.extend_from_slice(REPLACEMENT);
-                i += 1;
-                start = i;
-            }
-            _ => {
-                // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF.
-                if b.len() > i + 2 && b[i + 1] == 0xBF && (b[i + 2] == 0xBE || b[i + 2] == 0xBF) {
+            None => n,
+        };
+        while i < end && i < n {
+            let c = b[i];
+            match table[c as usize] {
+                PASS => i += 1,
+                ESC => {
+                    out.extend_from_slice(&b[start..i]);
+                    out.extend_from_slice(match c {
+                        b'<' => b"&lt;",
+                        b'>' => b"&gt;",
+                        b'&' => b"&amp;",
+                        b'"' => b"&quot;",
+                        b'\'' => b"&apos;",
+                        b'\t' => b"&#9;",
+                        b'\n' => b"&#10;",
+                        _ => b"&#13;",
+                    });
+                    i += 1;
+                    start = i;
+                }
+                CTRL => {
                     out.extend_from_slice(&b[start..i]);
                     out.extend_from_slice(REPLACEMENT);
-                    i += 3;
-                    start = i;
-                } else {
                     i += 1;
+                    start = i;
+                }
+                _ => {
+                    // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF.
+                    if n > i + 2 && b[i + 1] == 0xBF && (b[i + 2] == 0xBE || b[i + 2] == 0xBF) {
+                        out.extend_from_slice(&b[start..i]);
+                        out.extend_from_slice(REPLACEMENT);
+                        i += 3;
+                        start = i;
+                    } else {
+                        i += 1;
+                    }
                 }
             }
         }
@@ -450,13 +480,13 @@ fn escape_into<const ATTR: bool>(s: &str, out: &mut Vec<u8>) {
 /// Appends `s` escaped for text content.
 #[inline]
 pub fn escape_text(s: &str, out: &mut Vec<u8>) {
-    escape_into::<false>(s, out);
+    escape_into::<TEXT>(s, out);
 }
 
 /// Appends `s` escaped for a double-quoted attribute value.
 #[inline]
 pub fn escape_attr(s: &str, out: &mut Vec<u8>) {
-    escape_into::<true>(s, out);
+    escape_into::<ATTR>(s, out);
 }
 
 const fn ascii_name_chars() -> [bool; 256] {
@@ -554,12 +584,8 @@ fn text_elem(out: &mut Vec<u8>, name: &str, value: &str) {
 #[inline]
 fn write_fields(rec: &PlatformRecord, out: &mut Vec<u8>) {
     // One reservation for the record (escapes may still grow it).
-    let need: usize = rec
-        .fields()
-        .iter()
-        .map(|(n, v)| 2 * n.len() + v.len() + 5)
-        .sum();
-    out.reserve(need + 64);
+    // Each name twice, each value once, five bytes of tags per field: at most twice the text plus the tags.
+    out.reserve(2 * rec.text_len() + 5 * rec.len() + 64);
     for (name, value) in rec.fields() {
         text_elem(out, &element_name(name), value);
     }
@@ -1195,46 +1221,31 @@ fn kind_of(item: &str, element: &str, pos: u64) -> Result<Kind, XmlError> {
     })
 }
 
-/// Field names of one read, shared: one `Arc` per distinct name instead of one per field.
+/// The fields of the record being read, names and values back to back, kept between the records of one read
+/// (no allocation per field).
 #[derive(Default)]
-struct Interner {
-    set: HashSet<FieldName>,
-    /// The names of the last record by position: records of a batch mostly have the same fields in the same
-    /// order, so a comparison usually replaces the hash lookup.
-    by_pos: Vec<FieldName>,
+struct FieldScratch {
+    text: String,
+    /// Per field: where its name ends and where its value ends (its name starts where the previous value ended).
+    spans: Vec<(usize, usize)>,
 }
 
-impl Interner {
-    fn get(&mut self, pos: usize, name: &str) -> FieldName {
-        if let Some(n) = self.by_pos.get(pos) {
-            if **n == *name {
-                return n.clone();
-            }
-        }
-        let n = match self.set.get(name) {
-            Some(n) => n.clone(),
-            None => {
-                let n: FieldName = Arc::from(name);
-                self.set.insert(n.clone());
-                n
-            }
-        };
-        if pos < self.by_pos.len() {
-            self.by_pos[pos] = n.clone();
-        } else if pos == self.by_pos.len() {
-            self.by_pos.push(n.clone());
-        }
-        n
+impl FieldScratch {
+    fn field(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 { 0 } else { self.spans[i - 1].1 };
+        let (name_end, value_end) = self.spans[i];
+        (&self.text[start..name_end], &self.text[name_end..value_end])
     }
 }
 
 /// Reads the field elements of a `<record>` whose start tag was just read, up to its end tag.
 fn read_fields(
     p: &mut Parser<'_>,
-    names: &mut Interner,
+    scratch: &mut FieldScratch,
     record_pos: u64,
 ) -> Result<PlatformRecord, XmlError> {
-    let mut fields: Vec<(FieldName, String)> = Vec::with_capacity(names.by_pos.len().max(4));
+    scratch.text.clear();
+    scratch.spans.clear();
     let mut sorted = true;
     loop {
         let node = p.next()?;
@@ -1252,28 +1263,44 @@ fn read_fields(
         let name = p
             .as_str(raw_name)
             .map_err(|_| p.syntax("invalid UTF-8 in an element name"))?;
-        let name = names.get(fields.len(), name);
-        let mut value = String::new();
-        if has_content {
-            p.read_text(raw_name, &mut value)?;
-        }
-        if let Some((last, _)) = fields.last() {
-            if **last >= *name {
+        if let Some(last) = scratch.spans.len().checked_sub(1) {
+            if scratch.field(last).0 >= name {
                 sorted = false;
             }
         }
-        fields.push((name, value));
+        scratch.text.push_str(name);
+        let name_end = scratch.text.len();
+        if has_content {
+            p.read_text(raw_name, &mut scratch.text)?;
+        }
+        scratch.spans.push((name_end, scratch.text.len()));
     }
+    let n = scratch.spans.len();
+    let mut order: Vec<usize> = Vec::new();
     if !sorted {
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = fields.windows(2).find(|w| w[0].0 == w[1].0) {
+        order.extend(0..n);
+        order.sort_by(|&a, &b| scratch.field(a).0.cmp(scratch.field(b).0));
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| scratch.field(w[0]).0 == scratch.field(w[1]).0)
+        {
             return Err(XmlError::DuplicateField {
-                field: show(w[0].0.as_bytes()),
+                field: show(scratch.field(w[0]).0.as_bytes()),
                 pos: record_pos,
             });
         }
     }
-    Ok(PlatformRecord::from_fields(fields))
+    let mut rec = RecordBuilder::with_capacity(n, scratch.text.len());
+    let mut push = |k: usize| {
+        let (name, value) = scratch.field(k);
+        rec.push(name, value);
+    };
+    if sorted {
+        (0..n).for_each(&mut push);
+    } else {
+        order.iter().copied().for_each(&mut push);
+    }
+    Ok(rec.finish())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1331,7 +1358,7 @@ pub fn read_exchange_message(xml: &[u8]) -> Result<ExchangeMessage, XmlError> {
     let mut records = Vec::with_capacity(declared.min(1024) as usize);
     match node {
         Node::Start(ref s) if name_of(s) == b"Body" => {
-            let mut names = Interner::default();
+            let mut names = FieldScratch::default();
             loop {
                 let node = p.next()?;
                 let rec_pos = p.pos;
@@ -1503,7 +1530,7 @@ pub fn read_record_page(xml: &[u8]) -> Result<RecordPage, XmlError> {
     )?;
     let mut records = Vec::new();
     if has_content {
-        let mut names = Interner::default();
+        let mut names = FieldScratch::default();
         loop {
             let node = p.next()?;
             let pos = p.pos;
@@ -1611,7 +1638,7 @@ mod tests {
     use super::*;
 
     fn rec(pairs: &[(&str, &str)]) -> PlatformRecord {
-        PlatformRecord::from_fields(pairs.iter().map(|(k, v)| (Arc::from(*k), v.to_string())))
+        PlatformRecord::from_fields(pairs.iter().copied())
     }
 
     fn message() -> ExchangeMessage {
@@ -1831,20 +1858,6 @@ mod tests {
         };
         assert_eq!(r.fields().len(), 1);
         assert_eq!(r.get("A"), Some("<&>\rx\ny"));
-    }
-
-    #[test]
-    fn reader_interns_field_names() {
-        let xml = msg_xml(
-            "2",
-            "<record op=\"upsert\" key=\"a\"><A>1</A></record><record op=\"upsert\" key=\"b\"><A>2</A></record>",
-        );
-        let m = read_exchange_message(&xml).unwrap();
-        let name = |i: usize| match &m.records[i].op {
-            MessageOp::Upsert(r) => r.fields()[0].0.clone(),
-            MessageOp::Withdraw => panic!(),
-        };
-        assert!(Arc::ptr_eq(&name(0), &name(1)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the strict profile, size limits, every injected fault, record paging, and the admin API.
 
 use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
-use dualpub::model::{FieldName, Kind, PlatformRecord};
+use dualpub::model::{Kind, PlatformRecord};
 use dualpub::sim::platform::{
     serve, sign, Faults, PlatformSimConfig, PlatformSimHandle, Stats, StrictProfile,
     MAX_MESSAGE_BYTES,
@@ -340,10 +340,7 @@ async fn upserts_are_accepted_unchanged_or_new_versions_and_flows_replay() {
     assert_eq!(r.unchanged, 1);
 
     let mut changed = rec.clone();
-    changed.set(
-        FieldName::from("XK_NR"),
-        "经营（不带储存设施）：硫酸".into(),
-    );
+    changed.set("XK_NR", "经营（不带储存设施）：硫酸");
     let new_version = message("f3", vec![upsert((key.clone(), changed.clone()))]);
     let (r, first_bytes) = exchange(&c, &sim, &token, new_version.clone()).await;
     assert_eq!(statuses(&r), [ResultStatus::Accepted]);
@@ -454,7 +451,7 @@ async fn invalid_records_are_rejected_alone() {
     let c = client();
     let token = login(&c, &sim).await;
     let (bad_key, mut bad) = permit(31);
-    bad.set(FieldName::from("XK_XDR_SHXYM"), "914101004157892343".into());
+    bad.set("XK_XDR_SHXYM", "914101004157892343");
     let (other_key, other) = permit(32);
     let wrong_key = format!("XZXK:{SENDER}:另一个文号");
     let (r, _) = exchange(
@@ -516,7 +513,7 @@ async fn the_strict_profile_refuses_parties_and_long_values() {
     assert_eq!(statuses(&r), [ResultStatus::Rejected]);
     assert_eq!(r.results[0].code, "party_refused");
     assert!(r.results[0].message.contains("河南豫东化工有限公司"));
-    rec.set(FieldName::from("XK_XDR_MC"), "河南另一化工有限公司".into());
+    rec.set("XK_XDR_MC", "河南另一化工有限公司");
     let (r, _) = exchange(&c, &sim, &token, message("s2", vec![upsert((key, rec))])).await;
     assert_eq!(statuses(&r), [ResultStatus::Accepted]);
     sim.shutdown().await;
@@ -868,7 +865,7 @@ async fn admin_deletes_alters_and_backdates() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let mut altered = r1.clone();
-    altered.set(FieldName::from("XK_XDR_MC"), "改过的名称".into());
+    altered.set("XK_XDR_MC", "改过的名称");
     let stored = admin_records(&c, &sim).await;
     let s1 = stored.iter().find(|r| r.key == k1).unwrap();
     assert_eq!(s1.digest, altered.digest().to_hex());

@@ -153,11 +153,42 @@ proptest! {
     }
 
     #[test]
-    fn first_illegal_char_matches_the_xml_char_production(s in hazardous()) {
+    fn first_illegal_char_matches_the_xml_char_production(s in hazardous(), pad in 0usize..40, tail in 0usize..40) {
+        // Padding moves each hazard across every offset of the scanners' 16-byte blocks.
+        let s = format!("{}{s}{}", "a".repeat(pad), "中".repeat(tail / 3));
         let expected = s.chars().enumerate().find(|&(_, c)| {
             !matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
         });
         prop_assert_eq!(first_illegal_char(&s), expected);
+    }
+
+    #[test]
+    fn escaping_matches_the_char_by_char_definition(s in hazardous(), pad in 0usize..40, tail in 0usize..40) {
+        let s = format!("{}{s}{}", "b".repeat(pad), "，".repeat(tail / 3));
+        // Text: `<`, `>`, `&` and CR escaped; a char XML cannot carry becomes U+FFFD. Attributes also escape
+        // quotes, tab and LF.
+        let naive = |attr: bool| -> String {
+            s.chars()
+                .map(|c| match c {
+                    '<' => "&lt;".to_string(),
+                    '>' => "&gt;".to_string(),
+                    '&' => "&amp;".to_string(),
+                    '\r' => "&#13;".to_string(),
+                    '"' if attr => "&quot;".to_string(),
+                    '\'' if attr => "&apos;".to_string(),
+                    '\t' if attr => "&#9;".to_string(),
+                    '\n' if attr => "&#10;".to_string(),
+                    c if !is_xml_char(c) => "\u{FFFD}".to_string(),
+                    c => c.to_string(),
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        escape_text(&s, &mut out);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), naive(false));
+        let mut out = Vec::new();
+        escape_attr(&s, &mut out);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), naive(true));
     }
 
     #[test]

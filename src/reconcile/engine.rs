@@ -73,12 +73,7 @@ fn in_window(d: Option<NaiveDate>, from: Option<NaiveDate>, to: Option<NaiveDate
 
 /// The fields of two versions of a record that differ.
 fn differing_fields(a: &PlatformRecord, b: &PlatformRecord) -> Vec<String> {
-    let names: BTreeSet<&str> = a
-        .fields()
-        .iter()
-        .chain(b.fields().iter())
-        .map(|(k, _)| &**k)
-        .collect();
+    let names: BTreeSet<&str> = a.fields().chain(b.fields()).map(|(k, _)| k).collect();
     names
         .into_iter()
         .filter(|n| a.get(n) != b.get(n))

@@ -16,6 +16,27 @@ pub mod platform;
 pub mod source;
 
 /// China Standard Time, the offset every simulated timestamp carries.
+/// Prints where a simulator listens, then waits for Ctrl-C. The handler is in place before the line is printed, so
+/// a caller that signals as soon as it reads the address gets a clean stop, not the default action of SIGINT.
+pub(crate) async fn announce_until_ctrl_c(banner: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+        println!("{banner}");
+        interrupt.recv().await;
+    }
+    #[cfg(not(unix))]
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        println!("{banner}");
+        ctrl_c.await.context("waiting for Ctrl-C")?;
+    }
+    Ok(())
+}
+
 pub(crate) fn cst() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
 }

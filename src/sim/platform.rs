@@ -26,7 +26,7 @@
 use super::{format_ts, parse_ts};
 use crate::findings::{Finding, FindingCode};
 use crate::mapping::MappingSet;
-use crate::model::{FieldName, Kind, PlatformRecord};
+use crate::model::{FieldName, Kind, PlatformRecord, RecordBuilder};
 use crate::validate;
 use crate::xml::{self, ErrorDoc, MessageOp, PageRecord, PublicStatus, Receipt, RecordPage};
 use crate::xml::{RecordResult, ResultStatus, TokenResponse};
@@ -43,6 +43,7 @@ use axum::Router;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -516,7 +517,7 @@ impl NameTable {
         }
     }
 
-    fn intern(&mut self, name: &FieldName, value: &str) -> Slot {
+    fn intern(&mut self, name: &str, value: &str) -> Slot {
         let id = match self.ids.get(name) {
             Some(id) => *id,
             None => {
@@ -525,8 +526,9 @@ impl NameTable {
                 if id == u16::MAX {
                     return (id, None);
                 }
+                let name = FieldName::from(name);
                 self.names.push(name.clone());
-                self.ids.insert(name.clone(), id);
+                self.ids.insert(name, id);
                 self.dicts.push(Dict::default());
                 id
             }
@@ -587,18 +589,17 @@ fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
     }
     if slots.len() < rec.len() {
         let mut table = names.write().unwrap_or_else(|e| e.into_inner());
-        for (name, value) in &rec.fields()[slots.len()..] {
+        for (name, value) in rec.fields().skip(slots.len()) {
             slots.push(table.intern(name, value));
         }
     }
     let len: usize = rec
         .fields()
-        .iter()
         .zip(&slots)
         .map(|((_, v), (_, shared))| if shared.is_some() { 5 } else { v.len() + 5 })
         .sum();
     let mut out = Vec::with_capacity(len);
-    for ((_, value), (id, shared)) in rec.fields().iter().zip(slots) {
+    for ((_, value), (id, shared)) in rec.fields().zip(slots) {
         out.extend_from_slice(&id.to_le_bytes());
         match shared {
             Some(v) => push_varint(&mut out, u64::from(v) << 1 | 1),
@@ -613,7 +614,7 @@ fn encode(names: &RwLock<NameTable>, rec: &PlatformRecord) -> Box<[u8]> {
 
 /// The inverse of [`encode`].
 fn decode(table: &NameTable, mut blob: &[u8]) -> PlatformRecord {
-    let mut fields = Vec::new();
+    let mut rec = RecordBuilder::with_capacity(32, 2 * blob.len());
     while blob.len() >= 2 {
         let id = u16::from_le_bytes([blob[0], blob[1]]) as usize;
         blob = &blob[2..];
@@ -623,20 +624,20 @@ fn decode(table: &NameTable, mut blob: &[u8]) -> PlatformRecord {
                 .dicts
                 .get(id)
                 .and_then(|d| d.values.get((tag >> 1) as usize))
-                .map(|v| v.to_string())
+                .map(|v| Cow::Borrowed(&**v))
         } else {
             let n = usize::try_from(tag >> 1)
                 .unwrap_or(usize::MAX)
                 .min(blob.len());
             let (value, rest) = blob.split_at(n);
             blob = rest;
-            Some(String::from_utf8_lossy(value).into_owned())
+            Some(String::from_utf8_lossy(value))
         };
         if let (Some(name), Some(value)) = (table.names.get(id), value) {
-            fields.push((name.clone(), value));
+            rec.push(name, &value);
         }
     }
-    PlatformRecord::from_sorted(fields)
+    rec.finish()
 }
 
 /// One stored record.
@@ -1495,11 +1496,7 @@ async fn admin_records(State(s): State<Arc<Shared>>) -> Response {
                     published_at: format_ts(stored.published_at),
                     updated_at: format_ts(stored.updated_at),
                     versions: stored.versions(),
-                    fields: rec
-                        .fields()
-                        .iter()
-                        .map(|(k, v)| (&**k, v.as_str()))
-                        .collect(),
+                    fields: rec.fields().collect(),
                 };
                 if serde_json::to_writer(&mut out, &line).is_ok() {
                     out.push(b'\n');
@@ -1561,7 +1558,7 @@ async fn admin_alter(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         &s.names.read().unwrap_or_else(|e| e.into_inner()),
         &stored.fields,
     );
-    rec.set(FieldName::from(alter.field.as_str()), alter.value);
+    rec.set(&alter.field, &alter.value);
     stored.digest = rec.digest().0;
     stored.fields = encode(&s.names, &rec);
     let digest = hex::encode(stored.digest);
@@ -1707,11 +1704,10 @@ pub async fn run(args: PlatformArgs) -> anyhow::Result<()> {
     let handle = serve(listener, cfg)
         .await
         .context("starting the platform simulator")?;
-    println!("dualpub sim platform listening on {}", handle.url());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let banner = format!("dualpub sim platform listening on {}", handle.url());
+    let waited = super::announce_until_ctrl_c(&banner).await;
     handle.shutdown().await;
+    waited?;
     Ok(())
 }
 

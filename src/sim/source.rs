@@ -684,16 +684,15 @@ pub async fn run(args: SourceArgs) -> anyhow::Result<()> {
     let handle = serve(listener, cfg)
         .await
         .context("starting the source simulator")?;
-    println!(
+    let banner = format!(
         "dualpub sim source listening on {} ({} records, seed {})",
         handle.url(),
         args.records,
         args.seed
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let waited = super::announce_until_ctrl_c(&banner).await;
     handle.shutdown().await;
+    waited?;
     Ok(())
 }
 
