@@ -176,11 +176,11 @@ fn next_position(positions: &[Option<Cursor>], overlap: chrono::Duration) -> Opt
     }
 }
 
-/// A feed item, read and mapped.
+/// A feed item, read and mapped (with its digest and report facts, computed off the engine's thread).
 struct Prepared {
     raw: serde_json::Value,
     src: Result<SourceRecord, String>,
-    mapped: Option<Mapped>,
+    mapped: Option<(Mapped, String, RecordMeta)>,
 }
 
 fn prepare(
@@ -191,10 +191,12 @@ fn prepare(
     match <SourceRecord as serde::Deserialize>::deserialize(&raw) {
         Ok(src) => {
             let mapped = mapping.map(ctx, &src);
+            let digest = mapped.record.digest().to_hex();
+            let meta = record_meta(mapping.kind, &src, &mapped.record);
             Prepared {
                 raw,
                 src: Ok(src),
-                mapped: Some(mapped),
+                mapped: Some((mapped, digest, meta)),
             }
         }
         Err(e) => Prepared {
@@ -205,10 +207,19 @@ fn prepare(
     }
 }
 
+/// A batch's outcome as its send task reports it: the receipt is already applied to the store.
 struct Sent {
-    seq: u64,
-    batch: OutboxBatch,
-    result: Result<Receipt, GiveUp>,
+    keys: Vec<String>,
+    result: Result<Applied, SyncError>,
+}
+
+/// What an applied receipt adds to the run summary.
+#[derive(Debug, Default)]
+struct Applied {
+    accepted: u64,
+    platform_unchanged: u64,
+    rejected: u64,
+    withdrawn: u64,
 }
 
 struct Engine<'a> {
@@ -605,6 +616,9 @@ impl Engine<'_> {
         let mut items: Vec<(OutboxItem, Option<PlatformRecord>)> = Vec::new();
         let mut seen_in_page: HashSet<String> = HashSet::new();
         let now = now_rfc3339();
+        // Looked at once per page: what a receipt applied meanwhile puts there concerns keys still pending, which
+        // the page leaves to their receipts.
+        let quarantine_empty = self.store.quarantine_is_empty();
         for Prepared { raw, src, mapped } in page {
             self.summary.read += 1;
             let pos = match (
@@ -622,7 +636,7 @@ impl Engine<'_> {
                     *cursor = Some(p);
                 }
             }
-            let (src, mapped) = match (src, mapped) {
+            let (src, (mapped, digest, meta)) = match (src, mapped) {
                 (Ok(s), Some(m)) => (s, m),
                 (src, _) => {
                     let e = src.err().unwrap_or_else(|| "not mapped".into());
@@ -645,7 +659,6 @@ impl Engine<'_> {
                     continue;
                 }
             };
-            let meta = record_meta(kind, &src, &mapped.record);
             if !mapped.is_valid() {
                 let key = mapped.key.as_ref().map(|k| k.to_string());
                 self.quarantine(
@@ -715,13 +728,17 @@ impl Engine<'_> {
             if old_key.as_deref() != Some(key.as_str()) {
                 commit.by_source.push((kind, src.id.clone(), key.clone()));
             }
-            // A record that is valid now leaves quarantine (unless the platform rejected this very content).
-            let digest = mapped.record.digest().to_hex();
+            // A record that is valid now leaves quarantine (unless the platform rejected this very content). While
+            // its key is in flight, that batch's receipt decides instead (it is being applied concurrently).
             let rejected_same = !self.force
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
-            if !rejected_same && self.store.quarantine_contains(kind, &src.id)? {
+            if !rejected_same
+                && !quarantine_empty
+                && !self.pending.contains_key(&key)
+                && self.store.quarantine_contains(kind, &src.id)?
+            {
                 commit.quarantine_del.push((kind, src.id.clone()));
             }
             let op = self.desired_op(kind, &src, &mapped);
@@ -941,11 +958,26 @@ impl Engine<'_> {
         self.summary.pushed += batch.items.len() as u64;
         let platform = self.platform.clone();
         let budget = self.budget.clone();
+        let store = self.store.clone();
+        // The receipt is applied by the send task itself, off the engine's thread; the batch's keys stay pending
+        // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
-            let result = platform
+            let keys = batch.items.iter().map(|i| i.key.clone()).collect();
+            let result = match platform
                 .exchange(&budget, &batch.flow, batch.body.as_bytes())
-                .await;
-            Sent { seq, batch, result }
+                .await
+            {
+                // The batch stays in the outbox; the next run resends it with the same flow id.
+                Err(e) => Err(SyncError::from(e)),
+                Ok(receipt) => tokio::task::spawn_blocking(move || {
+                    apply_receipt(&store, seq, &batch, &receipt)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SyncError::Client(format!("applying a receipt failed: {e}")))
+                }),
+            };
+            Sent { keys, result }
         });
         Ok(())
     }
@@ -970,170 +1002,172 @@ impl Engine<'_> {
         first_err
     }
 
-    /// Records a receipt: ledger, quarantine for rejections, the expiry index, and the outbox removal.
+    /// Takes note of a finished batch: its keys are no longer in flight, its counts join the summary.
     fn apply(&mut self, sent: Sent) -> Result<(), SyncError> {
-        let Sent { seq, batch, result } = sent;
-        for i in &batch.items {
-            if let Some(n) = self.in_flight_keys.get_mut(&i.key) {
+        for k in &sent.keys {
+            if let Some(n) = self.in_flight_keys.get_mut(k) {
                 *n -= 1;
                 if *n == 0 {
-                    self.in_flight_keys.remove(&i.key);
+                    self.in_flight_keys.remove(k);
                 }
             }
+            self.pending.remove(k);
         }
-        let receipt = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // The batch stays in the outbox; the next run resends it with the same flow id.
-                for i in &batch.items {
-                    self.pending.remove(&i.key);
+        let a = sent.result?;
+        self.summary.accepted += a.accepted;
+        self.summary.platform_unchanged += a.platform_unchanged;
+        self.summary.rejected += a.rejected;
+        self.summary.withdrawn += a.withdrawn;
+        self.tick();
+        Ok(())
+    }
+}
+
+/// Records a receipt in one transaction: ledger, quarantine for rejections, the expiry index, and the outbox
+/// removal. Runs in the batch's send task; no other batch in flight holds any of its keys.
+fn apply_receipt(
+    store: &Store,
+    seq: u64,
+    batch: &OutboxBatch,
+    receipt: &Receipt,
+) -> Result<Applied, SyncError> {
+    let mut applied = Applied::default();
+    let now = now_rfc3339();
+    let quarantine_empty = store.quarantine_is_empty();
+    let results: HashMap<&str, &xml::RecordResult> = receipt
+        .results
+        .iter()
+        .map(|r| (r.key.as_str(), r))
+        .collect();
+    let mut commit = ReceiptCommit {
+        outbox_seq: Some(seq),
+        ..ReceiptCommit::default()
+    };
+    for item in &batch.items {
+        let prev = store.ledger_get(&item.key)?;
+        let mut e = prev.clone().unwrap_or(LedgerEntry {
+            kind: batch.kind,
+            source_id: item.source_id.clone(),
+            source_updated_at: item.source_updated_at.clone(),
+            digest: None,
+            rejected_digest: None,
+            state: PlatformState::Pending,
+            first_published: None,
+            last_pushed: None,
+            attempts: 0,
+            last_error: None,
+            meta: item.meta.clone(),
+        });
+        e.attempts += 1;
+        e.last_pushed = Some(now.clone());
+        let Some(res) = results.get(item.key.as_str()) else {
+            e.last_error = Some(format!(
+                "the receipt of flow {} has no result for this key",
+                batch.flow
+            ));
+            commit.ledger.push((item.key.clone(), e));
+            continue;
+        };
+        let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
+        match (item.op, res.status) {
+            (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
+                if res.status == ResultStatus::Accepted {
+                    applied.accepted += 1;
+                } else {
+                    applied.platform_unchanged += 1;
                 }
-                return Err(e.into());
-            }
-        };
-        let now = now_rfc3339();
-        let results: HashMap<&str, &xml::RecordResult> = receipt
-            .results
-            .iter()
-            .map(|r| (r.key.as_str(), r))
-            .collect();
-        let mut commit = ReceiptCommit {
-            outbox_seq: Some(seq),
-            ..ReceiptCommit::default()
-        };
-        for item in &batch.items {
-            self.pending.remove(&item.key);
-            let prev = self.store.ledger_get(&item.key)?;
-            let mut e = prev.clone().unwrap_or(LedgerEntry {
-                kind: batch.kind,
-                source_id: item.source_id.clone(),
-                source_updated_at: item.source_updated_at.clone(),
-                digest: None,
-                rejected_digest: None,
-                state: PlatformState::Pending,
-                first_published: None,
-                last_pushed: None,
-                attempts: 0,
-                last_error: None,
-                meta: item.meta.clone(),
-            });
-            e.attempts += 1;
-            e.last_pushed = Some(now.clone());
-            let Some(res) = results.get(item.key.as_str()) else {
-                e.last_error = Some(format!(
-                    "the receipt of flow {} has no result for this key",
-                    batch.flow
-                ));
-                commit.ledger.push((item.key.clone(), e));
-                continue;
-            };
-            let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
-            match (item.op, res.status) {
-                (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
-                    if res.status == ResultStatus::Accepted {
-                        self.summary.accepted += 1;
-                    } else {
-                        self.summary.platform_unchanged += 1;
-                    }
-                    e.state = PlatformState::Public;
-                    e.digest = item.digest.clone();
-                    e.rejected_digest = None;
-                    e.last_error = None;
-                    e.source_id = item.source_id.clone();
-                    e.source_updated_at = item.source_updated_at.clone();
-                    e.meta = item.meta.clone();
-                    if e.first_published.is_none() {
-                        e.first_published = Some(now.clone());
-                    }
-                    if batch.kind == Kind::Penalty {
-                        if let Some(old) = old_until
-                            .as_ref()
-                            .filter(|o| Some(*o) != item.meta.display_until.as_ref())
-                        {
-                            commit
-                                .expiry
-                                .push((old.replace('-', ""), item.key.clone(), false));
-                        }
-                        if let Some(u) = &item.meta.display_until {
-                            commit
-                                .expiry
-                                .push((u.replace('-', ""), item.key.clone(), true));
-                        }
-                    }
-                    if self
-                        .store
-                        .quarantine_contains(batch.kind, &item.source_id)?
+                e.state = PlatformState::Public;
+                e.digest = item.digest.clone();
+                e.rejected_digest = None;
+                e.last_error = None;
+                e.source_id = item.source_id.clone();
+                e.source_updated_at = item.source_updated_at.clone();
+                e.meta = item.meta.clone();
+                if e.first_published.is_none() {
+                    e.first_published = Some(now.clone());
+                }
+                if batch.kind == Kind::Penalty {
+                    if let Some(old) = old_until
+                        .as_ref()
+                        .filter(|o| Some(*o) != item.meta.display_until.as_ref())
                     {
-                        commit
-                            .quarantine_del
-                            .push((batch.kind, item.source_id.clone()));
-                    }
-                }
-                (Op::Withdraw, ResultStatus::Withdrawn)
-                | (Op::Withdraw, ResultStatus::Unchanged) => {
-                    if res.status == ResultStatus::Withdrawn {
-                        self.summary.withdrawn += 1;
-                    }
-                    e.state = PlatformState::Withdrawn;
-                    e.last_error = None;
-                    if let Some(old) = &old_until {
                         commit
                             .expiry
                             .push((old.replace('-', ""), item.key.clone(), false));
                     }
-                }
-                (_, ResultStatus::Rejected) => {
-                    self.summary.rejected += 1;
-                    if e.state != PlatformState::Public {
-                        e.state = PlatformState::Rejected;
+                    if let Some(u) = &item.meta.display_until {
+                        commit
+                            .expiry
+                            .push((u.replace('-', ""), item.key.clone(), true));
                     }
-                    e.rejected_digest = item.digest.clone();
-                    e.last_error = Some(format!("{} {}", res.code, res.message));
-                    tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
-                    if item.op == Op::Withdraw && res.code == "unknown_key" {
-                        // Nothing to take down: the platform never held it.
-                        e.state = PlatformState::Withdrawn;
-                        continue_with(&mut commit, item, e);
-                        continue;
-                    }
-                    let existing = self.store.quarantine_get(batch.kind, &item.source_id)?;
-                    commit.quarantine_put.push(QuarantineEntry {
-                        kind: batch.kind,
-                        source_id: item.source_id.clone(),
-                        key: Some(item.key.clone()),
-                        reason: "rejected".into(),
-                        findings: vec![StoredFinding {
-                            code: res.code.clone(),
-                            field: "(platform)".into(),
-                            zh: res.message.clone(),
-                            en: format!(
-                                "the platform rejected the record: {} {}",
-                                res.code, res.message
-                            ),
-                        }],
-                        source: if item.source.is_null() {
-                            existing
-                                .map(|q| q.source)
-                                .unwrap_or(serde_json::Value::Null)
-                        } else {
-                            item.source.clone()
-                        },
-                        first_seen: now.clone(),
-                        last_seen: now.clone(),
-                        meta: item.meta.clone(),
-                    });
                 }
-                (op, status) => {
-                    e.last_error =
-                        Some(format!("unexpected answer {} to {:?}", status.as_str(), op));
+                if !quarantine_empty && store.quarantine_contains(batch.kind, &item.source_id)? {
+                    commit
+                        .quarantine_del
+                        .push((batch.kind, item.source_id.clone()));
                 }
             }
-            commit.ledger.push((item.key.clone(), e));
+            (Op::Withdraw, ResultStatus::Withdrawn) | (Op::Withdraw, ResultStatus::Unchanged) => {
+                if res.status == ResultStatus::Withdrawn {
+                    applied.withdrawn += 1;
+                }
+                e.state = PlatformState::Withdrawn;
+                e.last_error = None;
+                if let Some(old) = &old_until {
+                    commit
+                        .expiry
+                        .push((old.replace('-', ""), item.key.clone(), false));
+                }
+            }
+            (_, ResultStatus::Rejected) => {
+                applied.rejected += 1;
+                if e.state != PlatformState::Public {
+                    e.state = PlatformState::Rejected;
+                }
+                e.rejected_digest = item.digest.clone();
+                e.last_error = Some(format!("{} {}", res.code, res.message));
+                tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
+                if item.op == Op::Withdraw && res.code == "unknown_key" {
+                    // Nothing to take down: the platform never held it.
+                    e.state = PlatformState::Withdrawn;
+                    continue_with(&mut commit, item, e);
+                    continue;
+                }
+                let existing = store.quarantine_get(batch.kind, &item.source_id)?;
+                commit.quarantine_put.push(QuarantineEntry {
+                    kind: batch.kind,
+                    source_id: item.source_id.clone(),
+                    key: Some(item.key.clone()),
+                    reason: "rejected".into(),
+                    findings: vec![StoredFinding {
+                        code: res.code.clone(),
+                        field: "(platform)".into(),
+                        zh: res.message.clone(),
+                        en: format!(
+                            "the platform rejected the record: {} {}",
+                            res.code, res.message
+                        ),
+                    }],
+                    source: if item.source.is_null() {
+                        existing
+                            .map(|q| q.source)
+                            .unwrap_or(serde_json::Value::Null)
+                    } else {
+                        item.source.clone()
+                    },
+                    first_seen: now.clone(),
+                    last_seen: now.clone(),
+                    meta: item.meta.clone(),
+                });
+            }
+            (op, status) => {
+                e.last_error = Some(format!("unexpected answer {} to {:?}", status.as_str(), op));
+            }
         }
-        self.store.commit_receipt(&commit)?;
-        self.tick();
-        Ok(())
+        commit.ledger.push((item.key.clone(), e));
     }
+    store.commit_receipt(&commit)?;
+    Ok(applied)
 }
 
 fn continue_with(commit: &mut ReceiptCommit, item: &OutboxItem, e: LedgerEntry) {

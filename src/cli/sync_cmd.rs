@@ -27,6 +27,7 @@ pub struct SyncArgs {
 pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
     let today = common::today(args.today.as_deref())?;
+    common::limit_malloc_arenas();
     let store = common::open_store(&loaded.cfg.store_path)?;
     let opts = SyncOptions {
         kinds: common::parse_kinds(args.kind),
@@ -41,6 +42,11 @@ pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
         Err((s, e)) => (s, Some(e)),
     };
     print_summary(&summary, args.json);
+    if !opts.dry_run && (summary.pushed >= 1000 || summary.read >= 10_000) {
+        // A run that wrote much spends the recovery replay of it now, not at the start of the next (quiet) run.
+        drop(rt);
+        store.close_and_snapshot();
+    }
     if let Some(e) = err {
         return Err(common::sync_failure(e));
     }
