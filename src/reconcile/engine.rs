@@ -18,7 +18,7 @@ use crate::platform_client::PlatformClient;
 use crate::retry::{Budget, GiveUp};
 use crate::source_client::SourceClient;
 use crate::source_schema::{SourceRecord, SourceStatus};
-use crate::store::{PlatformState, RecordMeta, Store, StoreError};
+use crate::store::{LedgerEntry, PlatformState, RecordMeta, Store, StoreError};
 use crate::xml::PublicStatus;
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -135,7 +135,41 @@ struct HeldEntry {
     page: u32,
     published: i32,
     flags: u8,
+    /// `LEDGER_*` bits: what the ledger says of the key.
+    ledger: u8,
     digest: [u8; 32],
+}
+
+const LEDGER_PRESENT: u8 = 1;
+const LEDGER_SUBMITTED: u8 = 2;
+const LEDGER_ACCEPTED: u8 = 4;
+const LEDGER_REJECTED: u8 = 8;
+const LEDGER_EXTRA: u8 = 16;
+
+/// What the comparison needs of a ledger entry.
+struct LedgerView {
+    /// Sent at least once.
+    submitted: bool,
+    /// Acknowledged by the platform at some point.
+    accepted: bool,
+    /// Its state is `rejected`.
+    rejected_state: bool,
+    rejected_digest: Option<String>,
+    last_error: Option<String>,
+}
+
+impl From<LedgerEntry> for LedgerView {
+    fn from(l: LedgerEntry) -> LedgerView {
+        LedgerView {
+            submitted: l.attempts > 0,
+            accepted: l.state == PlatformState::Public
+                || l.state == PlatformState::Withdrawn
+                || l.digest.is_some(),
+            rejected_state: l.state == PlatformState::Rejected,
+            rejected_digest: l.rejected_digest,
+            last_error: l.last_error,
+        }
+    }
 }
 
 /// The platform's records of one kind, compactly: entries sorted by key (the platform lists in key order, so
@@ -147,6 +181,8 @@ struct HeldIndex {
     arena: Vec<Vec<u8>>,
     entries: Vec<HeldEntry>,
     sorted: bool,
+    /// Rejected digest and last error of the entries whose ledger entry has them (`LEDGER_EXTRA`).
+    ledger_extra: HashMap<usize, (Option<String>, Option<String>)>,
 }
 
 impl HeldIndex {
@@ -156,6 +192,7 @@ impl HeldIndex {
             arena: Vec::new(),
             entries: Vec::new(),
             sorted: true,
+            ledger_extra: HashMap::new(),
         }
     }
 
@@ -231,6 +268,7 @@ impl HeldIndex {
                 .map(|d| d.num_days_from_ce())
                 .unwrap_or(NO_DAY),
             flags,
+            ledger: 0,
             digest: digest.map(|d| d.0).unwrap_or([0; 32]),
         });
     }
@@ -257,13 +295,75 @@ impl HeldIndex {
         self.sorted = true;
     }
 
-    /// The record of `key`, once: a key already taken answers `None`, as a removed map entry would.
-    fn take(&mut self, key: &str) -> Option<Held> {
+    /// Where `key` is.
+    fn find(&self, key: &str) -> Option<usize> {
         let (prefix, rest) = self.split(key);
-        let i = self
-            .entries
+        self.entries
             .binary_search_by(|e| self.cmp_entry(e, prefix, rest))
-            .ok()?;
+            .ok()
+    }
+
+    /// Reads the ledger once, in key order, alongside the (key-sorted) entries: what it says of each listed key
+    /// is kept in the entry, so the comparison does not look a million keys up one by one.
+    fn attach_ledger(&mut self, store: &Store) -> Result<(), StoreError> {
+        let mut i = 0;
+        for r in store.ledger_iter() {
+            let (key, l) = r?;
+            let (prefix, rest) = self.split(&key);
+            while i < self.entries.len()
+                && self.cmp_entry(&self.entries[i], prefix, rest) == std::cmp::Ordering::Less
+            {
+                i += 1;
+            }
+            if i == self.entries.len() {
+                break;
+            }
+            if self.cmp_entry(&self.entries[i], prefix, rest) != std::cmp::Ordering::Equal {
+                continue;
+            }
+            let v = LedgerView::from(l);
+            let mut bits = LEDGER_PRESENT;
+            if v.submitted {
+                bits |= LEDGER_SUBMITTED;
+            }
+            if v.accepted {
+                bits |= LEDGER_ACCEPTED;
+            }
+            if v.rejected_state {
+                bits |= LEDGER_REJECTED;
+            }
+            if v.rejected_state || v.rejected_digest.is_some() {
+                bits |= LEDGER_EXTRA;
+                self.ledger_extra
+                    .insert(i, (v.rejected_digest, v.last_error));
+            }
+            self.entries[i].ledger = bits;
+        }
+        Ok(())
+    }
+
+    /// The ledger's view of the entry at `i` (after [`HeldIndex::attach_ledger`]).
+    fn ledger_at(&self, i: usize) -> Option<LedgerView> {
+        let bits = self.entries.get(i)?.ledger;
+        if bits & LEDGER_PRESENT == 0 {
+            return None;
+        }
+        let (rejected_digest, last_error) = if bits & LEDGER_EXTRA != 0 {
+            self.ledger_extra.get(&i).cloned().unwrap_or_default()
+        } else {
+            (None, None)
+        };
+        Some(LedgerView {
+            submitted: bits & LEDGER_SUBMITTED != 0,
+            accepted: bits & LEDGER_ACCEPTED != 0,
+            rejected_state: bits & LEDGER_REJECTED != 0,
+            rejected_digest,
+            last_error,
+        })
+    }
+
+    /// The record at `i`, once: an entry already taken answers `None`, as a removed map entry would.
+    fn take_at(&mut self, i: usize) -> Option<Held> {
         let e = &mut self.entries[i];
         if e.flags & HELD_TAKEN != 0 {
             return None;
@@ -481,6 +581,8 @@ async fn compare(
     report.from = opts.from;
     report.to = opts.to;
     report.kinds = opts.kinds.clone();
+    // A backfill can put every record in a category: rows beyond a few MB go to disk in sorted runs.
+    report.gaps.spill_to_disk();
     let mut plan = RepairPlan::default();
     let pb = opts.progress.then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
@@ -541,6 +643,7 @@ async fn compare(
             page += 1;
         }
         held.finish();
+        held.attach_ledger(store)?;
         report.platform_records += held.len() as u64;
 
         // 2. The source side, streamed and mapped.
@@ -592,7 +695,8 @@ async fn compare(
                 let raw_value =
                     || serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default();
                 let key_str = mapped.key.as_ref().map(|k| k.to_string());
-                let h = key_str.as_ref().and_then(|k| held.take(k));
+                let at = key_str.as_ref().and_then(|k| held.find(k));
+                let h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
                 let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
@@ -659,14 +763,15 @@ async fn compare(
                 }
                 let key = key_str.expect("a valid mapping has a key");
                 let digest = digest.unwrap_or_else(|| mapped.record.digest());
-                let ledger = store.ledger_get(&key)?;
+                // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
+                let ledger = match at {
+                    Some(i) => held.ledger_at(i),
+                    None => store.ledger_get(&key)?.map(LedgerView::from),
+                };
                 if let Some(l) = &ledger {
-                    if l.attempts > 0 {
+                    if l.submitted {
                         rates.submitted += 1;
-                        if l.state == PlatformState::Public
-                            || l.state == PlatformState::Withdrawn
-                            || l.digest.is_some()
-                        {
+                        if l.accepted {
                             rates.accepted += 1;
                         }
                     }
@@ -684,7 +789,7 @@ async fn compare(
                 let should_be_public = !revoked && !expired;
                 let public = h.as_ref().is_some_and(|h| h.public);
                 let rejected = ledger.as_ref().filter(|l| {
-                    l.state == PlatformState::Rejected
+                    l.rejected_state
                         || l.rejected_digest.as_deref() == Some(digest.to_hex().as_str())
                 });
                 if let Some(l) = rejected {

@@ -17,6 +17,11 @@ use super::report::{Category, GapRow};
 use crate::model::Kind;
 use chrono::{Datelike, NaiveDate};
 use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 
 /// Bytes per arena chunk; a row never spans two chunks (a larger row gets a chunk of its own).
 const CHUNK: usize = 1 << 20;
@@ -66,15 +71,142 @@ const KEY_AT: usize = 2 + 3 * 4;
 #[derive(Debug, Clone, Default)]
 pub struct Gaps {
     chunks: Vec<Vec<u8>>,
-    /// One offset per row (chunk << 32 | position), in report order.
+    /// One offset per row held in `chunks` (chunk << 32 | position), in report order.
     index: Vec<u64>,
     prefixes: Vec<String>,
     counts: [u64; 8],
+    total: usize,
+    /// With [`Gaps::spill_to_disk`]: sorted runs written out so far.
+    spill: Option<Arc<Spill>>,
+    spill_wanted: bool,
+    /// Bytes of the rows in `chunks`, and the limit before a run is written out (0: [`RUN_BYTES`]).
+    mem_bytes: usize,
+    run_bytes: usize,
 }
 
-impl PartialEq for Gaps {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+/// Rows written out in sorted runs: `rows` holds each run's rows in report order, `keys` each run's keys in key
+/// order (for counting distinct keys). Records are `u32` length + bytes. The files are removed on drop.
+#[derive(Debug)]
+struct Spill {
+    rows_path: PathBuf,
+    keys_path: PathBuf,
+    rows: Mutex<BufWriter<File>>,
+    keys: Mutex<BufWriter<File>>,
+    /// (start, count) of each run, in both files.
+    runs: Mutex<Vec<((u64, u64), usize)>>,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.rows_path);
+        let _ = std::fs::remove_file(&self.keys_path);
+    }
+}
+
+/// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
+const RUN_BYTES: usize = 16 << 20;
+
+fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!(
+        "dualpub-reconcile-{}-{nanos}-{}-{what}.tmp",
+        std::process::id(),
+        N.fetch_add(1, AtomicOrdering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, f))
+}
+
+/// Reads the records of one run.
+struct RunReader {
+    r: BufReader<File>,
+    left: usize,
+}
+
+impl RunReader {
+    fn open(path: &std::path::Path, start: u64, count: usize) -> Option<RunReader> {
+        let mut f = File::open(path).ok()?;
+        f.seek(SeekFrom::Start(start)).ok()?;
+        Some(RunReader {
+            r: BufReader::with_capacity(64 << 10, f),
+            left: count,
+        })
+    }
+
+    fn next_record(&mut self) -> Option<Vec<u8>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut n = [0u8; 4];
+        self.r.read_exact(&mut n).ok()?;
+        let mut b = vec![0u8; u32::from_le_bytes(n) as usize];
+        self.r.read_exact(&mut b).ok()?;
+        Some(b)
+    }
+}
+
+/// Where a merged run comes from.
+enum Source {
+    File(Option<RunReader>),
+    Mem(std::vec::IntoIter<Vec<u8>>),
+}
+
+impl Source {
+    fn next_record(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Source::File(r) => r.as_mut()?.next_record(),
+            Source::Mem(it) => it.next(),
+        }
+    }
+}
+
+/// Merges sorted runs: the smallest head first, the earliest run on ties (so the merge is stable). `keys`:
+/// the records are keys (compared as keys), else rows (compared in report order).
+struct Merge<'a> {
+    gaps: &'a Gaps,
+    keys: bool,
+    heads: Vec<(Option<Vec<u8>>, Source)>,
+}
+
+impl Merge<'_> {
+    fn order(&self, a: &[u8], b: &[u8]) -> Ordering {
+        if self.keys {
+            self.gaps.cmp_key_at(a, 0, b, 0)
+        } else {
+            self.gaps.cmp_rows(a, b)
+        }
+    }
+}
+
+impl Iterator for Merge<'_> {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut best: Option<usize> = None;
+        for (i, (h, _)) in self.heads.iter().enumerate() {
+            if let Some(h) = h {
+                let better = match best.and_then(|b| self.heads[b].0.as_deref()) {
+                    None => true,
+                    Some(cur) => self.order(h, cur) == Ordering::Less,
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let b = best?;
+        let (head, src) = &mut self.heads[b];
+        let out = head.take();
+        *head = src.next_record();
+        out
     }
 }
 
@@ -159,17 +291,30 @@ fn prefix_len(key: &str) -> Option<usize> {
     Some(first + 1 + second + 1)
 }
 
+impl PartialEq for Gaps {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
 impl Gaps {
     pub fn new() -> Gaps {
         Gaps::default()
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.total == 0
+    }
+
+    /// From now on, write rows out in sorted runs to temporary files once they take [`RUN_BYTES`], and always
+    /// read them back in report order (as after [`Gaps::sort`]); memory then stays bounded whatever the number of
+    /// rows. If a temporary file cannot be written, rows simply stay in memory.
+    pub fn spill_to_disk(&mut self) {
+        self.spill_wanted = true;
     }
 
     /// Rows per category, in `Category::ALL` order.
@@ -254,6 +399,113 @@ impl Gaps {
         chunk.extend_from_slice(&row);
         self.index.push(off);
         self.counts[cat] += 1;
+        self.total += 1;
+        self.mem_bytes += row.len();
+        let limit = if self.run_bytes == 0 {
+            RUN_BYTES
+        } else {
+            self.run_bytes
+        };
+        if self.spill_wanted && self.mem_bytes >= limit {
+            // Failing to write is not fatal: the rows stay in memory.
+            if self.write_run().is_err() {
+                self.spill_wanted = false;
+            }
+        }
+    }
+
+    /// Sorts the rows held in memory and writes them out as one run.
+    fn write_run(&mut self) -> std::io::Result<()> {
+        if self.spill.is_none() {
+            let (rows_path, rows) = temp_file("rows")?;
+            let (keys_path, keys) = temp_file("keys")?;
+            self.spill = Some(Arc::new(Spill {
+                rows_path,
+                keys_path,
+                rows: Mutex::new(BufWriter::with_capacity(1 << 20, rows)),
+                keys: Mutex::new(BufWriter::with_capacity(1 << 20, keys)),
+                runs: Mutex::new(Vec::new()),
+            }));
+        }
+        let spill = self.spill.clone().expect("just set");
+        fn lock_err<T>(_: T) -> std::io::Error {
+            std::io::Error::other("a reconcile spill file lock is poisoned")
+        }
+        let mut rows = spill.rows.lock().map_err(lock_err)?;
+        let mut keys = spill.keys.lock().map_err(lock_err)?;
+        rows.flush()?;
+        keys.flush()?;
+        let start = (
+            rows.get_ref().metadata()?.len(),
+            keys.get_ref().metadata()?.len(),
+        );
+        let mut idx = self.index.clone();
+        idx.sort_by(|&a, &b| self.cmp_rows(self.row(a), self.row(b)));
+        for &off in &idx {
+            let b = self.row_bytes(off);
+            rows.write_all(&(b.len() as u32).to_le_bytes())?;
+            rows.write_all(b)?;
+        }
+        idx.sort_by(|&a, &b| self.cmp_key_at(self.row(a), KEY_AT, self.row(b), KEY_AT));
+        for &off in &idx {
+            let b = self.row(off);
+            let mut c = Cur { b, at: KEY_AT };
+            c.u8();
+            c.bytes();
+            let k = &b[KEY_AT..c.at.min(b.len())];
+            keys.write_all(&(k.len() as u32).to_le_bytes())?;
+            keys.write_all(k)?;
+        }
+        rows.flush()?;
+        keys.flush()?;
+        spill
+            .runs
+            .lock()
+            .map_err(lock_err)?
+            .push((start, self.index.len()));
+        self.index.clear();
+        self.chunks.clear();
+        self.mem_bytes = 0;
+        Ok(())
+    }
+
+    /// The exact bytes of the row at `off`.
+    fn row_bytes(&self, off: u64) -> &[u8] {
+        let b = self.row(off);
+        let mut c = Cur { b, at: KEY_AT };
+        c.u8();
+        c.bytes();
+        if c.u8() != DOC_NO_IS_KEYS {
+            c.bytes();
+        }
+        c.bytes();
+        c.bytes();
+        match c.u8() {
+            DETAIL_FIXED => {
+                c.u8();
+            }
+            DETAIL_LATE => {
+                c.i32();
+            }
+            DETAIL_OVERDUE => {}
+            _ => {
+                c.bytes();
+            }
+        }
+        &b[..c.at.min(b.len())]
+    }
+
+    /// The runs written out, if any.
+    fn runs(&self) -> Option<(Arc<Spill>, Vec<((u64, u64), usize)>)> {
+        let spill = self.spill.clone()?;
+        {
+            let mut r = spill.rows.lock().ok()?;
+            r.flush().ok()?;
+            let mut k = spill.keys.lock().ok()?;
+            k.flush().ok()?;
+        }
+        let runs = spill.runs.lock().ok()?.clone();
+        Some((spill, runs))
     }
 
     fn row(&self, off: u64) -> &[u8] {
@@ -261,17 +513,9 @@ impl Gaps {
         &chunk[(off & ((1 << CHUNK_BITS) - 1)) as usize..]
     }
 
-    fn category_of(&self, off: u64) -> Category {
-        Category::ALL
-            .get(self.row(off)[0] as usize)
-            .copied()
-            .unwrap_or(Category::Missing)
-    }
-
-    /// The key of a row as (interned prefix, rest).
-    fn key_parts(&self, off: u64) -> (&[u8], &[u8]) {
-        let b = self.row(off);
-        let mut c = Cur { b, at: KEY_AT };
+    /// The key of an encoded key at `at` of `b` as (interned prefix, rest).
+    fn key_at<'b>(&'b self, b: &'b [u8], at: usize) -> (&'b [u8], &'b [u8]) {
+        let mut c = Cur { b, at };
         let pid = c.u8() as usize;
         let rest = c.bytes();
         let prefix = match pid {
@@ -285,9 +529,9 @@ impl Gaps {
         (prefix, rest)
     }
 
-    fn cmp_keys(&self, a: u64, b: u64) -> Ordering {
-        let (pa, ra) = self.key_parts(a);
-        let (pb, rb) = self.key_parts(b);
+    fn cmp_key_at(&self, a: &[u8], at_a: usize, b: &[u8], at_b: usize) -> Ordering {
+        let (pa, ra) = self.key_at(a, at_a);
+        let (pb, rb) = self.key_at(b, at_b);
         if pa == pb {
             ra.cmp(rb)
         } else {
@@ -295,8 +539,22 @@ impl Gaps {
         }
     }
 
-    fn decode(&self, off: u64) -> GapRow {
-        let b = self.row(off);
+    /// Report order: category, then decision date (undated last), then key.
+    fn cmp_rows(&self, a: &[u8], b: &[u8]) -> Ordering {
+        let da = Cur { b: a, at: 2 }.i32();
+        let db = Cur { b, at: 2 }.i32();
+        let (ca, cb) = (a.first().copied(), b.first().copied());
+        ca.cmp(&cb)
+            .then_with(|| match (da == NO_DATE, db == NO_DATE) {
+                (false, false) => da.cmp(&db),
+                (false, true) => Ordering::Less,
+                (true, false) => Ordering::Greater,
+                (true, true) => Ordering::Equal,
+            })
+            .then_with(|| self.cmp_key_at(a, KEY_AT, b, KEY_AT))
+    }
+
+    fn decode(&self, b: &[u8]) -> GapRow {
         let mut c = Cur { b, at: 0 };
         let category = Category::ALL
             .get(c.u8() as usize)
@@ -351,44 +609,107 @@ impl Gaps {
         }
     }
 
+    /// With runs written out: every row's bytes in report order, the runs merged with the rows still in memory.
+    fn merged(&self) -> Option<Merge<'_>> {
+        let (spill, runs) = self.runs()?;
+        let mut heads = Vec::new();
+        for ((start, _), count) in runs {
+            let mut src = Source::File(RunReader::open(&spill.rows_path, start, count));
+            heads.push((src.next_record(), src));
+        }
+        let mut idx = self.index.clone();
+        idx.sort_by(|&a, &b| self.cmp_rows(self.row(a), self.row(b)));
+        let mem: Vec<Vec<u8>> = idx.iter().map(|&o| self.row_bytes(o).to_vec()).collect();
+        let mut src = Source::Mem(mem.into_iter());
+        heads.push((src.next_record(), src));
+        Some(Merge {
+            gaps: self,
+            keys: false,
+            heads,
+        })
+    }
+
     /// Every row, in report order, decoded one at a time.
-    pub fn iter(&self) -> impl Iterator<Item = GapRow> + '_ {
-        self.index.iter().map(|&off| self.decode(off))
+    pub fn iter(&self) -> Box<dyn Iterator<Item = GapRow> + '_> {
+        match self.merged() {
+            Some(m) => Box::new(m.map(|b| self.decode(&b))),
+            None => Box::new(self.index.iter().map(|&off| self.decode(self.row(off)))),
+        }
     }
 
     /// The rows of one category, in report order.
-    pub fn iter_in(&self, category: Category) -> impl Iterator<Item = GapRow> + '_ {
-        self.index
+    pub fn iter_in(&self, category: Category) -> Box<dyn Iterator<Item = GapRow> + '_> {
+        let cat = Category::ALL
             .iter()
-            .filter(move |&&off| self.category_of(off) == category)
-            .map(|&off| self.decode(off))
+            .position(|&c| c == category)
+            .unwrap_or(0) as u8;
+        match self.merged() {
+            // Merged rows come by category: stop after this one.
+            Some(m) => Box::new(
+                m.skip_while(move |b| b.first().copied().unwrap_or(0) < cat)
+                    .take_while(move |b| b.first().copied() == Some(cat))
+                    .map(|b| self.decode(&b)),
+            ),
+            None => Box::new(
+                self.index
+                    .iter()
+                    .filter(move |&&off| self.row(off).first().copied() == Some(cat))
+                    .map(|&off| self.decode(self.row(off))),
+            ),
+        }
     }
 
     /// The number of distinct keys among the rows.
     pub fn distinct_keys(&self) -> usize {
         let mut idx = self.index.clone();
-        idx.sort_unstable_by(|&a, &b| self.cmp_keys(a, b));
-        idx.dedup_by(|a, b| self.cmp_keys(*a, *b) == Ordering::Equal);
-        idx.len()
+        idx.sort_by(|&a, &b| self.cmp_key_at(self.row(a), KEY_AT, self.row(b), KEY_AT));
+        let Some((spill, runs)) = self.runs() else {
+            idx.dedup_by(|a, b| {
+                self.cmp_key_at(self.row(*a), KEY_AT, self.row(*b), KEY_AT) == Ordering::Equal
+            });
+            return idx.len();
+        };
+        let mut heads = Vec::new();
+        for ((_, start), count) in runs {
+            let mut src = Source::File(RunReader::open(&spill.keys_path, start, count));
+            heads.push((src.next_record(), src));
+        }
+        let mem: Vec<Vec<u8>> = idx
+            .iter()
+            .map(|&o| {
+                let b = self.row(o);
+                let mut c = Cur { b, at: KEY_AT };
+                c.u8();
+                c.bytes();
+                b[KEY_AT..c.at.min(b.len())].to_vec()
+            })
+            .collect();
+        let mut src = Source::Mem(mem.into_iter());
+        heads.push((src.next_record(), src));
+        let merge = Merge {
+            gaps: self,
+            keys: true,
+            heads,
+        };
+        let mut n = 0;
+        let mut last: Option<Vec<u8>> = None;
+        for k in merge {
+            if last
+                .as_deref()
+                .is_none_or(|l| self.cmp_key_at(l, 0, &k, 0) != Ordering::Equal)
+            {
+                n += 1;
+            }
+            last = Some(k);
+        }
+        n
     }
 
-    /// Sorts by category, then decision date (undated last), then key; stable.
+    /// Sorts by category, then decision date (undated last), then key; stable. (Rows written out to disk are
+    /// always read back in this order.)
     pub fn sort(&mut self) {
         let mut idx = std::mem::take(&mut self.index);
-        idx.sort_by(|&a, &b| {
-            let (ra, rb) = (self.row(a), self.row(b));
-            let da = Cur { b: ra, at: 2 }.i32();
-            let db = Cur { b: rb, at: 2 }.i32();
-            ra[0]
-                .cmp(&rb[0])
-                .then_with(|| match (da == NO_DATE, db == NO_DATE) {
-                    (false, false) => da.cmp(&db),
-                    (false, true) => Ordering::Less,
-                    (true, false) => Ordering::Greater,
-                    (true, true) => Ordering::Equal,
-                })
-                .then_with(|| self.cmp_keys(a, b))
-        });
+        idx.sort_by(|&a, &b| self.cmp_rows(self.row(a), self.row(b)));
         self.index = idx;
     }
 }
@@ -453,6 +774,57 @@ mod tests {
         assert_eq!(g.distinct_keys(), 6);
         g.push(rows[0].clone());
         assert_eq!(g.distinct_keys(), 6);
+    }
+
+    #[test]
+    fn spilled_rows_come_back_in_report_order() {
+        let mut mem = Gaps::new();
+        let mut disk = Gaps::new();
+        disk.spill_to_disk();
+        disk.run_bytes = 700;
+        let cats = [
+            Category::Late,
+            Category::Missing,
+            Category::Orphan,
+            Category::Stale,
+        ];
+        for i in 0..500u32 {
+            let j = (i * 7919) % 500;
+            let mut r = row(
+                cats[(j % 4) as usize],
+                &format!("XZCF:114100:doc{}", j % 97),
+                format!("detail {j}"),
+            );
+            r.decided_on = NaiveDate::from_ymd_opt(2024, 1 + j % 12, 1 + j % 28);
+            if j % 50 == 0 {
+                r.decided_on = None;
+            }
+            mem.push(r.clone());
+            disk.push(r);
+        }
+        assert!(disk.spill.is_some(), "runs were written");
+        mem.sort();
+        disk.sort();
+        assert_eq!(disk.len(), 500);
+        assert_eq!(
+            disk.iter().collect::<Vec<_>>(),
+            mem.iter().collect::<Vec<_>>()
+        );
+        for c in cats {
+            assert_eq!(
+                disk.iter_in(c).collect::<Vec<_>>(),
+                mem.iter_in(c).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(disk.distinct_keys(), 97);
+        assert_eq!(mem.distinct_keys(), 97);
+        let path = disk
+            .spill
+            .as_ref()
+            .map(|s| s.rows_path.clone())
+            .expect("spilled");
+        drop(disk);
+        assert!(!path.exists(), "temporary files are removed");
     }
 
     #[test]
