@@ -484,8 +484,8 @@ fn prepare(
 
 type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Prepared>, ReconcileError>>;
 
-/// Reads the source feed of `kind` in a task of its own, one page ahead, each page mapped on a blocking thread:
-/// fetching, mapping and comparing overlap, and the feed starts while the platform is still being listed.
+/// Reads and maps the source feed of `kind` in a task of its own, one page ahead: fetching, mapping and
+/// comparing overlap, and the feed starts while the platform is still being listed.
 fn spawn_feed(
     source: Arc<SourceClient>,
     budget: Arc<Budget>,
@@ -514,26 +514,14 @@ fn spawn_feed(
                 }
             };
             let more = page.has_more && !page.items.is_empty();
-            let (m, c) = (mappings.clone(), ctx.clone());
-            let mapped = tokio::task::spawn_blocking(move || {
-                let mapping = m.get(kind);
-                page.items
-                    .into_iter()
-                    .map(|raw| prepare(kind, mapping, &c, window, raw))
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            let items = match mapped {
-                Ok(items) => items,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(ReconcileError::Internal(format!(
-                            "mapping a page of {kind} records failed: {e}"
-                        ))))
-                        .await;
-                    return;
-                }
-            };
+            // Mapped right here, on a runtime worker (the comparison runs on the caller's thread): a dedicated
+            // blocking thread per page would give glibc another malloc arena to keep freed pages in.
+            let mapping = mappings.get(kind);
+            let items: Vec<_> = page
+                .items
+                .into_iter()
+                .map(|raw| prepare(kind, mapping, &ctx, window, raw))
+                .collect();
             let mut page = Vec::with_capacity(items.len());
             for (p, at) in items {
                 if at.is_some() {
@@ -790,7 +778,9 @@ async fn compare(
                 let public = h.as_ref().is_some_and(|h| h.public);
                 let rejected = ledger.as_ref().filter(|l| {
                     l.rejected_state
-                        || l.rejected_digest.as_deref() == Some(digest.to_hex().as_str())
+                        || l.rejected_digest
+                            .as_deref()
+                            .is_some_and(|r| r == digest.to_hex())
                 });
                 if let Some(l) = rejected {
                     report.gaps.push(row(

@@ -104,7 +104,7 @@ impl Drop for Spill {
 }
 
 /// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
-const RUN_BYTES: usize = 16 << 20;
+const RUN_BYTES: usize = 8 << 20;
 
 fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
     static N: AtomicU64 = AtomicU64::new(0);
