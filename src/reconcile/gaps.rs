@@ -93,7 +93,7 @@ struct Spill {
     rows: Mutex<BufWriter<File>>,
     keys: Mutex<BufWriter<File>>,
     /// (start, count) of each run, in both files.
-    runs: Mutex<Vec<((u64, u64), usize)>>,
+    runs: Mutex<Vec<Run>>,
 }
 
 impl Drop for Spill {
@@ -102,6 +102,9 @@ impl Drop for Spill {
         let _ = std::fs::remove_file(&self.keys_path);
     }
 }
+
+/// A run: where it starts in the rows file and in the keys file, and how many records it has.
+type Run = ((u64, u64), usize);
 
 /// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
 const RUN_BYTES: usize = 8 << 20;
@@ -496,7 +499,7 @@ impl Gaps {
     }
 
     /// The runs written out, if any.
-    fn runs(&self) -> Option<(Arc<Spill>, Vec<((u64, u64), usize)>)> {
+    fn runs(&self) -> Option<(Arc<Spill>, Vec<Run>)> {
         let spill = self.spill.clone()?;
         {
             let mut r = spill.rows.lock().ok()?;
