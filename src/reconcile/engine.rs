@@ -494,7 +494,7 @@ fn spawn_feed(
     ctx: crate::mapping::MappingContext,
     window: (Option<NaiveDate>, Option<NaiveDate>),
 ) -> Feed {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut pos: Option<(String, String)> = None;
         loop {

@@ -107,7 +107,7 @@ impl Drop for Spill {
 type Run = ((u64, u64), usize);
 
 /// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
-const RUN_BYTES: usize = 8 << 20;
+const RUN_BYTES: usize = 4 << 20;
 
 fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -425,8 +425,8 @@ impl Gaps {
             self.spill = Some(Arc::new(Spill {
                 rows_path,
                 keys_path,
-                rows: Mutex::new(BufWriter::with_capacity(1 << 20, rows)),
-                keys: Mutex::new(BufWriter::with_capacity(1 << 20, keys)),
+                rows: Mutex::new(BufWriter::with_capacity(256 << 10, rows)),
+                keys: Mutex::new(BufWriter::with_capacity(256 << 10, keys)),
                 runs: Mutex::new(Vec::new()),
             }));
         }
