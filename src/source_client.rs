@@ -29,9 +29,43 @@ struct Wire {
 
 /// Classifies a feed answer: pure, so the rules are tested without a server.
 pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Attempt<Page> {
+    classify_as(status, retry_after, body, |w: Wire| Page {
+        items: w.items,
+        has_more: w.has_more,
+    })
+}
+
+/// One page of the feed with each item left as its JSON text, for readers that deserialize items straight into
+/// their own types (no `serde_json::Value` tree per record).
+#[derive(Debug)]
+pub struct RawPage {
+    pub items: Vec<Box<serde_json::value::RawValue>>,
+    pub has_more: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct RawWire {
+    items: Vec<Box<serde_json::value::RawValue>>,
+    has_more: bool,
+}
+
+/// [`classify`] for a [`RawPage`].
+pub fn classify_raw(status: u16, retry_after: Option<&str>, body: &[u8]) -> Attempt<RawPage> {
+    classify_as(status, retry_after, body, |w: RawWire| RawPage {
+        items: w.items,
+        has_more: w.has_more,
+    })
+}
+
+fn classify_as<W: serde::de::DeserializeOwned, T>(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    page: impl FnOnce(W) -> T,
+) -> Attempt<T> {
     match status {
-        200 => match serde_json::from_slice::<Wire>(body) {
-            Ok(w) => Attempt::Done(Page { items: w.items, has_more: w.has_more }),
+        200 => match serde_json::from_slice::<W>(body) {
+            Ok(w) => Attempt::Done(page(w)),
             Err(e) => Attempt::Retry { after: None, reason: format!("unreadable page from the source: {e}") },
         },
         401 | 403 => Attempt::Fatal(
@@ -73,6 +107,29 @@ impl SourceClient {
         since: Option<&str>,
         after_id: &str,
     ) -> Result<Page, GiveUp> {
+        self.get_page(budget, kind, since, after_id, classify).await
+    }
+
+    /// [`SourceClient::changes`], with each item left as its JSON text.
+    pub async fn changes_raw(
+        &self,
+        budget: &Budget,
+        kind: Kind,
+        since: Option<&str>,
+        after_id: &str,
+    ) -> Result<RawPage, GiveUp> {
+        self.get_page(budget, kind, since, after_id, classify_raw)
+            .await
+    }
+
+    async fn get_page<T>(
+        &self,
+        budget: &Budget,
+        kind: Kind,
+        since: Option<&str>,
+        after_id: &str,
+        classify: fn(u16, Option<&str>, &[u8]) -> Attempt<T>,
+    ) -> Result<T, GiveUp> {
         let path = match kind {
             Kind::Permit => "permits",
             Kind::Penalty => "penalties",

@@ -4,22 +4,28 @@
 //! and against its 7-working-day deadline; the result is a `Report` plus what `--repair` would need.
 
 use super::annual::{AnnualAccumulator, AnnualReport};
+use super::gaps::{
+    late_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MISSING_DETAIL, ORPHAN_DETAIL,
+    REVOKED_DETAIL,
+};
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
 use crate::config::Config;
 use crate::ids::mask_id;
-use crate::mapping::MappingSet;
+use crate::mapping::{Mapped, MappingSet};
 use crate::model::{china_offset, Digest, Kind, PlatformRecord};
 use crate::platform_client::PlatformClient;
 use crate::retry::{Budget, GiveUp};
 use crate::source_client::SourceClient;
 use crate::source_schema::{SourceRecord, SourceStatus};
-use crate::store::{PlatformState, Store, StoreError};
+use crate::store::{LedgerEntry, PlatformState, RecordMeta, Store, StoreError};
 use crate::xml::PublicStatus;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
@@ -40,6 +46,8 @@ pub enum ReconcileError {
     Calendar(#[from] CalendarError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// What `--repair` needs: source records to push again, keys to withdraw.
@@ -48,14 +56,6 @@ pub struct RepairPlan {
     pub repush: Vec<(Kind, serde_json::Value)>,
     pub withdraw: Vec<(Kind, String)>,
     pub orphans: Vec<(Kind, String)>,
-}
-
-/// One platform record, compactly.
-struct Held {
-    digest: Option<Digest>,
-    public: bool,
-    published: Option<NaiveDate>,
-    page: u64,
 }
 
 fn cst_date(ts: &str) -> Option<NaiveDate> {
@@ -105,6 +105,433 @@ pub async fn annual(
     Ok(acc.finish())
 }
 
+/// A platform record as the comparison needs it.
+struct Held {
+    digest: Option<Digest>,
+    public: bool,
+    published: Option<NaiveDate>,
+    page: u64,
+}
+
+const HELD_PUBLIC: u8 = 1;
+const HELD_DIGEST: u8 = 2;
+const HELD_TAKEN: u8 = 4;
+/// The key does not start with the index's prefix and is stored whole.
+const HELD_WHOLE_KEY: u8 = 8;
+const NO_DAY: i32 = i32::MIN;
+const KEY_CHUNK: usize = 1 << 20;
+
+/// One entry of [`HeldIndex`]: 56 bytes, plus the key's document number in the arena.
+#[derive(Clone, Copy)]
+struct HeldEntry {
+    chunk: u32,
+    at: u32,
+    len: u32,
+    page: u32,
+    published: i32,
+    flags: u8,
+    /// `LEDGER_*` bits: what the ledger says of the key.
+    ledger: u8,
+    digest: [u8; 32],
+}
+
+const LEDGER_PRESENT: u8 = 1;
+const LEDGER_SUBMITTED: u8 = 2;
+const LEDGER_ACCEPTED: u8 = 4;
+const LEDGER_REJECTED: u8 = 8;
+const LEDGER_EXTRA: u8 = 16;
+
+/// What the comparison needs of a ledger entry.
+struct LedgerView {
+    /// Sent at least once.
+    submitted: bool,
+    /// Acknowledged by the platform at some point.
+    accepted: bool,
+    /// Its state is `rejected`.
+    rejected_state: bool,
+    rejected_digest: Option<String>,
+    last_error: Option<String>,
+}
+
+impl From<LedgerEntry> for LedgerView {
+    fn from(l: LedgerEntry) -> LedgerView {
+        LedgerView {
+            submitted: l.attempts > 0,
+            accepted: l.state == PlatformState::Public
+                || l.state == PlatformState::Withdrawn
+                || l.digest.is_some(),
+            rejected_state: l.state == PlatformState::Rejected,
+            rejected_digest: l.rejected_digest,
+            last_error: l.last_error,
+        }
+    }
+}
+
+/// The platform's records of one kind, compactly: entries sorted by key (the platform lists in key order, so
+/// this is usually free), each key stored without the `{item}:{sender}:` prefix every key of the listing
+/// shares, in a chunked arena; the digest as bytes, the first publication as a day number. A million records
+/// take about 100 MB instead of the ~250 MB of a `HashMap<String, _>`.
+struct HeldIndex {
+    prefix: String,
+    arena: Vec<Vec<u8>>,
+    entries: Vec<HeldEntry>,
+    sorted: bool,
+    /// Rejected digest and last error of the entries whose ledger entry has them (`LEDGER_EXTRA`).
+    ledger_extra: HashMap<usize, (Option<String>, Option<String>)>,
+}
+
+impl HeldIndex {
+    fn new(prefix: String) -> HeldIndex {
+        HeldIndex {
+            prefix,
+            arena: Vec::new(),
+            entries: Vec::new(),
+            sorted: true,
+            ledger_extra: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The key of an entry as (prefix, rest).
+    fn key(&self, e: &HeldEntry) -> (&[u8], &[u8]) {
+        let rest = self
+            .arena
+            .get(e.chunk as usize)
+            .and_then(|c| c.get(e.at as usize..(e.at + e.len) as usize))
+            .unwrap_or(&[]);
+        if e.flags & HELD_WHOLE_KEY != 0 {
+            (&[], rest)
+        } else {
+            (self.prefix.as_bytes(), rest)
+        }
+    }
+
+    fn cmp_entry(&self, e: &HeldEntry, prefix: &[u8], rest: &[u8]) -> std::cmp::Ordering {
+        let (p, r) = self.key(e);
+        if p == prefix {
+            r.cmp(rest)
+        } else {
+            p.iter().chain(r).cmp(prefix.iter().chain(rest))
+        }
+    }
+
+    fn split<'k>(&self, key: &'k str) -> (&[u8], &'k [u8]) {
+        match key.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => (self.prefix.as_bytes(), rest.as_bytes()),
+            None => (&[], key.as_bytes()),
+        }
+    }
+
+    fn push(&mut self, r: &crate::xml::PageRecord, page: u64) {
+        let (prefix, rest) = self.split(&r.key);
+        let mut flags = if prefix.is_empty() { HELD_WHOLE_KEY } else { 0 };
+        if self.sorted {
+            if let Some(last) = self.entries.last() {
+                if self.cmp_entry(last, prefix, rest) != std::cmp::Ordering::Less {
+                    self.sorted = false;
+                }
+            }
+        }
+        let fits = self
+            .arena
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= rest.len());
+        if !fits {
+            self.arena
+                .push(Vec::with_capacity(KEY_CHUNK.max(rest.len())));
+        }
+        let chunk = self.arena.len() - 1;
+        let c = &mut self.arena[chunk];
+        let at = c.len();
+        c.extend_from_slice(rest);
+        let digest = Digest::parse(&r.digest);
+        if digest.is_some() {
+            flags |= HELD_DIGEST;
+        }
+        if r.status == PublicStatus::Public {
+            flags |= HELD_PUBLIC;
+        }
+        self.entries.push(HeldEntry {
+            chunk: chunk as u32,
+            at: at as u32,
+            len: rest.len() as u32,
+            page: u32::try_from(page).unwrap_or(u32::MAX),
+            published: cst_date(&r.published_at)
+                .map(|d| d.num_days_from_ce())
+                .unwrap_or(NO_DAY),
+            flags,
+            ledger: 0,
+            digest: digest.map(|d| d.0).unwrap_or([0; 32]),
+        });
+    }
+
+    /// Sorts the entries by key if the listing was not in key order; of a key listed twice the later wins.
+    fn finish(&mut self) {
+        if self.sorted {
+            return;
+        }
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| {
+            let (pb, rb) = self.key(b);
+            self.cmp_entry(a, pb, rb)
+        });
+        entries.dedup_by(|later, kept| {
+            let (p, r) = self.key(later);
+            let same = self.cmp_entry(kept, p, r) == std::cmp::Ordering::Equal;
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        self.entries = entries;
+        self.sorted = true;
+    }
+
+    /// Where `key` is.
+    fn find(&self, key: &str) -> Option<usize> {
+        let (prefix, rest) = self.split(key);
+        self.entries
+            .binary_search_by(|e| self.cmp_entry(e, prefix, rest))
+            .ok()
+    }
+
+    /// Reads the ledger once, in key order, alongside the (key-sorted) entries: what it says of each listed key
+    /// is kept in the entry, so the comparison does not look a million keys up one by one.
+    fn attach_ledger(&mut self, store: &Store) -> Result<(), StoreError> {
+        let mut i = 0;
+        for r in store.ledger_iter() {
+            let (key, l) = r?;
+            let (prefix, rest) = self.split(&key);
+            while i < self.entries.len()
+                && self.cmp_entry(&self.entries[i], prefix, rest) == std::cmp::Ordering::Less
+            {
+                i += 1;
+            }
+            if i == self.entries.len() {
+                break;
+            }
+            if self.cmp_entry(&self.entries[i], prefix, rest) != std::cmp::Ordering::Equal {
+                continue;
+            }
+            let v = LedgerView::from(l);
+            let mut bits = LEDGER_PRESENT;
+            if v.submitted {
+                bits |= LEDGER_SUBMITTED;
+            }
+            if v.accepted {
+                bits |= LEDGER_ACCEPTED;
+            }
+            if v.rejected_state {
+                bits |= LEDGER_REJECTED;
+            }
+            if v.rejected_state || v.rejected_digest.is_some() {
+                bits |= LEDGER_EXTRA;
+                self.ledger_extra
+                    .insert(i, (v.rejected_digest, v.last_error));
+            }
+            self.entries[i].ledger = bits;
+        }
+        Ok(())
+    }
+
+    /// The ledger's view of the entry at `i` (after [`HeldIndex::attach_ledger`]).
+    fn ledger_at(&self, i: usize) -> Option<LedgerView> {
+        let bits = self.entries.get(i)?.ledger;
+        if bits & LEDGER_PRESENT == 0 {
+            return None;
+        }
+        let (rejected_digest, last_error) = if bits & LEDGER_EXTRA != 0 {
+            self.ledger_extra.get(&i).cloned().unwrap_or_default()
+        } else {
+            (None, None)
+        };
+        Some(LedgerView {
+            submitted: bits & LEDGER_SUBMITTED != 0,
+            accepted: bits & LEDGER_ACCEPTED != 0,
+            rejected_state: bits & LEDGER_REJECTED != 0,
+            rejected_digest,
+            last_error,
+        })
+    }
+
+    /// The record at `i`, once: an entry already taken answers `None`, as a removed map entry would.
+    fn take_at(&mut self, i: usize) -> Option<Held> {
+        let e = &mut self.entries[i];
+        if e.flags & HELD_TAKEN != 0 {
+            return None;
+        }
+        e.flags |= HELD_TAKEN;
+        Some(Held {
+            digest: (e.flags & HELD_DIGEST != 0).then_some(Digest(e.digest)),
+            public: e.flags & HELD_PUBLIC != 0,
+            published: (e.published != NO_DAY)
+                .then(|| NaiveDate::from_num_days_from_ce_opt(e.published))
+                .flatten(),
+            page: u64::from(e.page),
+        })
+    }
+
+    /// Public records nobody took, with their page, in key order.
+    fn untaken_public(&self) -> Vec<(String, u64)> {
+        self.entries
+            .iter()
+            .filter(|e| e.flags & (HELD_TAKEN | HELD_PUBLIC) == HELD_PUBLIC)
+            .map(|e| {
+                let (p, r) = self.key(e);
+                let mut k = String::from_utf8_lossy(p).into_owned();
+                k.push_str(&String::from_utf8_lossy(r));
+                (k, u64::from(e.page))
+            })
+            .collect()
+    }
+}
+
+/// One source record, read and mapped off the comparison's thread.
+struct Prepared {
+    raw: Box<RawValue>,
+    /// `None`: the source schema cannot read it.
+    src: Option<SourceRecord>,
+    decided: Option<NaiveDate>,
+    /// Only for records in the window.
+    mapped: Option<Mapped>,
+    meta: RecordMeta,
+    digest: Option<Digest>,
+    filled_items: u64,
+    expected_items: u64,
+}
+
+/// The feed position an item stands for, as the raw JSON gives it.
+fn raw_position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<(String, String)> {
+    match src {
+        Some(s) => s.updated_at.clone().map(|u| (u, s.id.clone())),
+        None => {
+            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+            match (
+                v.get("updated_at").and_then(|v| v.as_str()),
+                v.get("id").and_then(|v| v.as_str()),
+            ) {
+                (Some(u), Some(i)) => Some((u.to_string(), i.to_string())),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Reads a source record the way `serde_json::Value` → `SourceRecord` would, without building the tree unless
+/// the direct way refuses it (e.g. a field given twice, which a `Value` resolves to the last).
+fn read_source(raw: &RawValue) -> Option<SourceRecord> {
+    serde_json::from_str::<SourceRecord>(raw.get())
+        .ok()
+        .or_else(|| {
+            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+            <SourceRecord as serde::Deserialize>::deserialize(&v).ok()
+        })
+}
+
+fn prepare(
+    kind: Kind,
+    mapping: &crate::mapping::Mapping,
+    ctx: &crate::mapping::MappingContext,
+    window: (Option<NaiveDate>, Option<NaiveDate>),
+    raw: Box<RawValue>,
+) -> (Prepared, Option<(String, String)>) {
+    let src = read_source(&raw);
+    let pos = raw_position(src.as_ref(), &raw);
+    let mut p = Prepared {
+        raw,
+        src: None,
+        decided: None,
+        mapped: None,
+        meta: RecordMeta::default(),
+        digest: None,
+        filled_items: 0,
+        expected_items: 0,
+    };
+    let Some(src) = src else {
+        return (p, pos);
+    };
+    p.decided = src
+        .decided_on
+        .as_deref()
+        .and_then(crate::mapping::parse_source_date);
+    if in_window(p.decided, window.0, window.1) {
+        let mapped = mapping.map(ctx, &src);
+        p.meta = crate::sync::record_meta(kind, &src, &mapped.record);
+        // 完整率: filled items among those that apply to the record's category.
+        let category = mapping.category(&mapped.record);
+        for rule in mapping.fields.iter().filter(|r| r.applies(category)) {
+            p.expected_items += 1;
+            if mapped.record.get(&rule.name).is_some() {
+                p.filled_items += 1;
+            }
+        }
+        if mapped.is_valid() {
+            p.digest = Some(mapped.record.digest());
+        }
+        p.mapped = Some(mapped);
+    }
+    p.src = Some(src);
+    (p, pos)
+}
+
+type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Prepared>, ReconcileError>>;
+
+/// Reads and maps the source feed of `kind` in a task of its own, one page ahead: fetching, mapping and
+/// comparing overlap, and the feed starts while the platform is still being listed.
+fn spawn_feed(
+    source: Arc<SourceClient>,
+    budget: Arc<Budget>,
+    kind: Kind,
+    mappings: Arc<MappingSet>,
+    ctx: crate::mapping::MappingContext,
+    window: (Option<NaiveDate>, Option<NaiveDate>),
+) -> Feed {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut pos: Option<(String, String)> = None;
+        loop {
+            let page = match source
+                .changes_raw(
+                    &budget,
+                    kind,
+                    pos.as_ref().map(|c| c.0.as_str()),
+                    pos.as_ref().map(|c| c.1.as_str()).unwrap_or(""),
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let more = page.has_more && !page.items.is_empty();
+            // Mapped right here, on a runtime worker (the comparison runs on the caller's thread): a dedicated
+            // blocking thread per page would give glibc another malloc arena to keep freed pages in.
+            let mapping = mappings.get(kind);
+            let items: Vec<_> = page
+                .items
+                .into_iter()
+                .map(|raw| prepare(kind, mapping, &ctx, window, raw))
+                .collect();
+            let mut page = Vec::with_capacity(items.len());
+            for (p, at) in items {
+                if at.is_some() {
+                    pos = at;
+                }
+                page.push(p);
+            }
+            if tx.send(Ok(page)).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 async fn compare(
     cfg: &Config,
     mappings: &MappingSet,
@@ -113,25 +540,32 @@ async fn compare(
     opts: &ReconcileOptions,
     mut annual: Option<&mut AnnualAccumulator>,
 ) -> Result<(Report, RepairPlan), ReconcileError> {
-    let budget = Budget::new(cfg.retry_budget, cfg.max_backoff);
-    let source = SourceClient::new(
-        &cfg.source_url,
-        cfg.source_token.clone(),
-        cfg.source_page_size,
-        cfg.source_timeout,
-    )
-    .map_err(|e| ReconcileError::Client(e.to_string()))?;
-    let platform = PlatformClient::new(
-        &cfg.platform_url,
-        &cfg.app_key,
-        cfg.platform_secret.clone(),
-        cfg.platform_timeout,
-    )
-    .map_err(|e| ReconcileError::Client(e.to_string()))?;
+    let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
+    let source = Arc::new(
+        SourceClient::new(
+            &cfg.source_url,
+            cfg.source_token.clone(),
+            cfg.source_page_size,
+            cfg.source_timeout,
+        )
+        .map_err(|e| ReconcileError::Client(e.to_string()))?,
+    );
+    let platform = Arc::new(
+        PlatformClient::new(
+            &cfg.platform_url,
+            &cfg.app_key,
+            cfg.platform_secret.clone(),
+            cfg.platform_timeout,
+        )
+        .map_err(|e| ReconcileError::Client(e.to_string()))?,
+    );
+    let shared_mappings = Arc::new(mappings.clone());
     let mut report = Report::new(opts.today);
     report.from = opts.from;
     report.to = opts.to;
     report.kinds = opts.kinds.clone();
+    // A backfill can put every record in a category: rows beyond a few MB go to disk in sorted runs.
+    report.gaps.spill_to_disk();
     let mut plan = RepairPlan::default();
     let pb = opts.progress.then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
@@ -141,33 +575,46 @@ async fn compare(
     let ctx = &cfg.mapping_context;
 
     for &kind in &opts.kinds {
-        let mapping = mappings.get(kind);
         let mut rates = Rates::default();
-        // 1. The platform side, as a compact index.
-        let mut held: HashMap<String, Held> = HashMap::new();
+        // The source feed starts now, a page ahead, while the platform is listed.
+        let mut feed = spawn_feed(
+            source.clone(),
+            budget.clone(),
+            kind,
+            shared_mappings.clone(),
+            ctx.clone(),
+            (opts.from, opts.to),
+        );
+        // 1. The platform side, as a compact index; the next page is fetched while this one is indexed.
+        let mut held = HeldIndex::new(format!("{}:{}:", kind.item(), cfg.agency_credit_code));
+        let fetch = |page: u64| {
+            let (platform, budget) = (platform.clone(), budget.clone());
+            let sender = cfg.agency_credit_code.clone();
+            let size = cfg.platform_page_size;
+            tokio::spawn(async move {
+                platform
+                    .records(&budget, kind, &sender, page, size, false)
+                    .await
+            })
+        };
+        let joined = |r: Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| ReconcileError::Internal(format!("reading the platform failed: {e}")))
+        };
         let mut page = 1u64;
-        loop {
-            let p = platform
-                .records(
-                    &budget,
-                    kind,
-                    &cfg.agency_credit_code,
-                    page,
-                    cfg.platform_page_size,
-                    false,
-                )
-                .await?;
+        let mut next = Some(fetch(page));
+        while let Some(this) = next.take() {
+            let p = joined(this.await)??;
             let n = p.records.len();
-            for r in p.records {
-                held.insert(
-                    r.key,
-                    Held {
-                        digest: Digest::parse(&r.digest),
-                        public: r.status == PublicStatus::Public,
-                        published: cst_date(&r.published_at),
-                        page,
-                    },
-                );
+            let more = n != 0 && page * u64::from(cfg.platform_page_size) < p.total;
+            if more {
+                next = Some(fetch(page + 1));
+            }
+            if held.entries.capacity() == 0 {
+                held.entries
+                    .reserve(usize::try_from(p.total.min(10_000_000)).unwrap_or(0));
+            }
+            for r in &p.records {
+                held.push(r, page);
             }
             if let Some(pb) = &pb {
                 pb.set_message(format!(
@@ -176,56 +623,39 @@ async fn compare(
                     held.len()
                 ));
             }
-            if n == 0 || page * u64::from(cfg.platform_page_size) >= p.total {
-                break;
-            }
             page += 1;
         }
+        held.finish();
+        held.attach_ledger(store)?;
         report.platform_records += held.len() as u64;
 
         // 2. The source side, streamed and mapped.
-        let mut pos: Option<(String, String)> = None;
-        let mut need_fields: BTreeMap<u64, Vec<(usize, PlatformRecord)>> = BTreeMap::new();
+        let mut need_fields: BTreeMap<u64, Vec<(GapRow, PlatformRecord)>> = BTreeMap::new();
         let mut seen: usize = 0;
-        loop {
-            let p = source
-                .changes(
-                    &budget,
-                    kind,
-                    pos.as_ref().map(|c| c.0.as_str()),
-                    pos.as_ref().map(|c| c.1.as_str()).unwrap_or(""),
-                )
-                .await?;
-            for raw in &p.items {
-                if let (Some(u), Some(i)) = (
-                    raw.get("updated_at").and_then(|v| v.as_str()),
-                    raw.get("id").and_then(|v| v.as_str()),
-                ) {
-                    pos = Some((u.to_string(), i.to_string()));
-                }
-                let Ok(src) = <SourceRecord as serde::Deserialize>::deserialize(raw) else {
+        while let Some(items) = feed.recv().await {
+            for item in items? {
+                let Prepared {
+                    raw,
+                    src,
+                    decided,
+                    mapped,
+                    meta,
+                    digest,
+                    filled_items,
+                    expected_items,
+                } = item;
+                let Some(src) = src else {
                     // A record the source schema cannot read: only quarantine can tell its story.
                     continue;
                 };
-                let decided = src
-                    .decided_on
-                    .as_deref()
-                    .and_then(crate::mapping::parse_source_date);
-                if !in_window(decided, opts.from, opts.to) {
+                let Some(mapped) = mapped else {
+                    // Outside the window.
                     continue;
-                }
+                };
                 report.source_records += 1;
                 seen += 1;
-                let mapped = mapping.map(ctx, &src);
-                let meta = crate::sync::record_meta(kind, &src, &mapped.record);
-                // 完整率: filled items among those that apply to the record's category.
-                let category = mapping.category(&mapped.record);
-                for rule in mapping.fields.iter().filter(|r| r.applies(category)) {
-                    rates.expected_items += 1;
-                    if mapped.record.get(&rule.name).is_some() {
-                        rates.filled_items += 1;
-                    }
-                }
+                rates.expected_items += expected_items;
+                rates.filled_items += filled_items;
                 let deadline = match decided {
                     Some(d) => Some(calendar.deadline(d)?),
                     None => None,
@@ -245,8 +675,11 @@ async fn compare(
                     first_published: published,
                     detail,
                 };
+                let raw_value =
+                    || serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default();
                 let key_str = mapped.key.as_ref().map(|k| k.to_string());
-                let h = key_str.as_ref().and_then(|k| held.remove(k));
+                let at = key_str.as_ref().and_then(|k| held.find(k));
+                let h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
                 let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
@@ -298,7 +731,7 @@ async fn compare(
                                 report.gaps.push(row(
                                     Category::Overdue,
                                     &display_key,
-                                    "校验未通过，尚未公示".into(),
+                                    INVALID_OVERDUE_DETAIL.into(),
                                     None,
                                 ));
                                 if let Some(d) = decided {
@@ -312,15 +745,16 @@ async fn compare(
                     continue;
                 }
                 let key = key_str.expect("a valid mapping has a key");
-                let digest = mapped.record.digest();
-                let ledger = store.ledger_get(&key)?;
+                let digest = digest.unwrap_or_else(|| mapped.record.digest());
+                // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
+                let ledger = match at {
+                    Some(i) => held.ledger_at(i),
+                    None => store.ledger_get(&key)?.map(LedgerView::from),
+                };
                 if let Some(l) = &ledger {
-                    if l.attempts > 0 {
+                    if l.submitted {
                         rates.submitted += 1;
-                        if l.state == PlatformState::Public
-                            || l.state == PlatformState::Withdrawn
-                            || l.digest.is_some()
-                        {
+                        if l.accepted {
                             rates.accepted += 1;
                         }
                     }
@@ -338,8 +772,10 @@ async fn compare(
                 let should_be_public = !revoked && !expired;
                 let public = h.as_ref().is_some_and(|h| h.public);
                 let rejected = ledger.as_ref().filter(|l| {
-                    l.state == PlatformState::Rejected
-                        || l.rejected_digest.as_deref() == Some(digest.to_hex().as_str())
+                    l.rejected_state
+                        || l.rejected_digest
+                            .as_deref()
+                            .is_some_and(|r| r == digest.to_hex())
                 });
                 if let Some(l) = rejected {
                     report.gaps.push(row(
@@ -356,21 +792,21 @@ async fn compare(
                             report.gaps.push(row(
                                 Category::Missing,
                                 &key,
-                                "平台上没有公示这条记录 / the platform does not show it".into(),
+                                MISSING_DETAIL.into(),
                                 None,
                             ));
-                            plan.repush.push((kind, raw.clone()));
+                            plan.repush.push((kind, raw_value()));
                         }
                     } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
-                        let idx = report.gaps.len();
-                        report
-                            .gaps
-                            .push(row(Category::Stale, &key, String::new(), published));
+                        // Pushed once the platform's fields are fetched (step 4).
                         need_fields
                             .entry(h.as_ref().map(|h| h.page).unwrap_or(1))
                             .or_default()
-                            .push((idx, mapped.record.clone()));
-                        plan.repush.push((kind, raw.clone()));
+                            .push((
+                                row(Category::Stale, &key, String::new(), published),
+                                mapped.record.clone(),
+                            ));
+                        plan.repush.push((kind, raw_value()));
                     }
                     match (deadline, first_pub) {
                         (Some(dl), Some(p)) => {
@@ -385,7 +821,7 @@ async fn compare(
                                 report.gaps.push(row(
                                     Category::Late,
                                     &key,
-                                    format!("{p} 公示，期限 {dl} / published {p}, due {dl}"),
+                                    late_detail(p, dl),
                                     published,
                                 ));
                                 report.record_month(
@@ -400,9 +836,7 @@ async fn compare(
                                 report.gaps.push(row(
                                     Category::Overdue,
                                     &key,
-                                    format!(
-                                        "期限 {dl} 已过，仍未公示 / due {dl}, still not public"
-                                    ),
+                                    overdue_detail(dl),
                                     None,
                                 ));
                                 report.record_month(
@@ -430,7 +864,12 @@ async fn compare(
                             published,
                         ));
                     } else {
-                        report.gaps.push(row(Category::Stale, &key, "源系统已撤销，平台仍在公示 / revoked at the source, still public on the platform".into(), published));
+                        report.gaps.push(row(
+                            Category::Stale,
+                            &key,
+                            REVOKED_DETAIL.into(),
+                            published,
+                        ));
                     }
                     plan.withdraw.push((kind, key.clone()));
                 }
@@ -438,18 +877,11 @@ async fn compare(
             if let Some(pb) = &pb {
                 pb.set_message(format!("{}: {seen} source records compared", kind.zh()));
             }
-            if !p.has_more || p.items.is_empty() {
-                break;
-            }
         }
 
         // 3. What is left on the platform is not the source's: orphans (public ones only).
-        let mut orphans: Vec<(String, u64)> = held
-            .iter()
-            .filter(|(_, h)| h.public)
-            .map(|(k, h)| (k.clone(), h.page))
-            .collect();
-        orphans.sort();
+        let orphans = held.untaken_public();
+        drop(held);
         let mut orphan_rows: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for (k, page) in orphans {
             orphan_rows.entry(page).or_default().push(k);
@@ -473,14 +905,14 @@ async fn compare(
                 .await?;
             let by_key: HashMap<&str, &crate::xml::PageRecord> =
                 p.records.iter().map(|r| (r.key.as_str(), r)).collect();
-            for (idx, ours) in need_fields.get(&page).into_iter().flatten() {
+            for (mut stale, ours) in need_fields.remove(&page).into_iter().flatten() {
                 let theirs = by_key
-                    .get(report.gaps[*idx].key.as_str())
+                    .get(stale.key.as_str())
                     .and_then(|r| r.fields.clone())
                     .unwrap_or_default();
-                let diff = differing_fields(ours, &theirs);
-                report.gaps[*idx].detail =
-                    format!("字段不一致 / fields differ: {}", diff.join(", "));
+                let diff = differing_fields(&ours, &theirs);
+                stale.detail = format!("字段不一致 / fields differ: {}", diff.join(", "));
+                report.gaps.push(stale);
             }
             for key in orphan_rows.get(&page).into_iter().flatten() {
                 let rec = by_key.get(key.as_str());
@@ -511,7 +943,7 @@ async fn compare(
                     decided_on: decided,
                     deadline: None,
                     first_published: rec.and_then(|r| cst_date(&r.published_at)),
-                    detail: "源系统中没有这条记录 / the source has no such record".into(),
+                    detail: ORPHAN_DETAIL.into(),
                 });
                 plan.orphans.push((kind, key.clone()));
             }

@@ -11,5 +11,6 @@
 
 pub mod annual;
 pub mod engine;
+pub mod gaps;
 pub mod report;
 pub mod writers;

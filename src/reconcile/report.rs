@@ -4,6 +4,7 @@
 //! The comparison engine fills a [`Report`]; the `writers` render it. Pure: no I/O. A record can appear in several
 //! categories (e.g. `missing` and `overdue`), so [`Report::gaps`] holds one row per (category, record).
 
+pub use super::gaps::Gaps;
 use crate::model::Kind;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
@@ -257,7 +258,8 @@ pub struct Report {
     pub rates: BTreeMap<Kind, Rates>,
     /// Sorted by month; fill with [`Report::record_month`].
     pub months: Vec<MonthBucket>,
-    pub gaps: Vec<GapRow>,
+    /// One row per (category, record), compactly; see [`Gaps`].
+    pub gaps: Gaps,
     pub repair: Option<RepairSummary>,
 }
 
@@ -273,18 +275,17 @@ impl Report {
             platform_records: 0,
             rates: BTreeMap::new(),
             months: Vec::new(),
-            gaps: Vec::new(),
+            gaps: Gaps::new(),
             repair: None,
         }
     }
 
     /// Rows per category; every category is present, with 0 when it has no rows.
     pub fn counts(&self) -> BTreeMap<Category, u64> {
-        let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|&c| (c, 0)).collect();
-        for g in &self.gaps {
-            *counts.entry(g.category).or_default() += 1;
-        }
-        counts
+        Category::ALL
+            .into_iter()
+            .zip(self.gaps.category_counts())
+            .collect()
     }
 
     /// The rates over all kinds.
@@ -302,30 +303,17 @@ impl Report {
 
     /// The number of distinct records with at least one gap.
     pub fn records_with_gaps(&self) -> usize {
-        let mut keys: Vec<&str> = self.gaps.iter().map(|g| g.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.len()
+        self.gaps.distinct_keys()
     }
 
     /// The rows of one category, in report order.
-    pub fn gaps_in(&self, category: Category) -> impl Iterator<Item = &GapRow> {
-        self.gaps.iter().filter(move |g| g.category == category)
+    pub fn gaps_in(&self, category: Category) -> impl Iterator<Item = GapRow> + '_ {
+        self.gaps.iter_in(category)
     }
 
     /// Sorts the rows by category, then decision date (undated last), then key: the order operators read.
     pub fn sort_gaps(&mut self) {
-        self.gaps.sort_by(|a, b| {
-            a.category
-                .cmp(&b.category)
-                .then_with(|| match (a.decided_on, b.decided_on) {
-                    (Some(x), Some(y)) => x.cmp(&y),
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (None, None) => std::cmp::Ordering::Equal,
-                })
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        self.gaps.sort();
     }
 
     /// Counts one decision in the month of its decision date, keeping `months` sorted.

@@ -5,7 +5,7 @@
 use super::{csv_line, date_str, percent, GAP_HEADERS};
 use crate::reconcile::report::{Category, GapRow, Rates, Report};
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 const BOM: &str = "\u{feff}";
@@ -43,17 +43,25 @@ pub fn write_csv(r: &Report, dir: &Path) -> io::Result<Vec<PathBuf>> {
         written.push(path);
     }
 
+    let counts = r.counts();
     for cat in Category::ALL {
-        let mut rows = r.gaps_in(cat).peekable();
-        if rows.peek().is_none() {
+        if counts.get(&cat).copied().unwrap_or(0) == 0 {
             continue;
         }
-        let mut text = csv_line(&GAP_HEADERS);
-        for g in rows {
-            text.push_str(&csv_line(&gap_cells(g, true)));
-        }
+        // Streamed: a category can hold a million rows.
         let path = dir.join(format!("{}.csv", cat.as_str()));
-        write_file(&path, &text)?;
+        let file = fs::File::create(&path).map_err(|e| with_path(e, "write", &path))?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        let put = |w: &mut io::BufWriter<fs::File>, s: &str| {
+            w.write_all(s.as_bytes())
+                .map_err(|e| with_path(e, "write", &path))
+        };
+        put(&mut w, BOM)?;
+        put(&mut w, &csv_line(&GAP_HEADERS))?;
+        for g in r.gaps_in(cat) {
+            put(&mut w, &csv_line(&gap_cells(&g, true)))?;
+        }
+        w.flush().map_err(|e| with_path(e, "write", &path))?;
         written.push(path);
     }
     Ok(written)

@@ -42,8 +42,9 @@
 
 use super::round4;
 use crate::model::Kind;
-use crate::reconcile::report::{Category, GapRow, MonthBucket, Rates, RepairSummary, Report};
+use crate::reconcile::report::{Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report};
 use serde::ser::SerializeMap;
+use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -63,7 +64,7 @@ struct JsonReport<'a> {
     counts: Counts,
     rates: RatesMap<'a>,
     months: &'a [MonthBucket],
-    gaps: Vec<JsonGap<'a>>,
+    gaps: GapSeq<'a>,
     repair: Option<&'a RepairSummary>,
 }
 
@@ -173,6 +174,19 @@ impl<'a> From<&'a GapRow> for JsonGap<'a> {
     }
 }
 
+/// The rows, decoded and written one at a time (a report can hold a million).
+struct GapSeq<'a>(&'a Gaps);
+
+impl Serialize for GapSeq<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for g in self.0.iter() {
+            seq.serialize_element(&JsonGap::from(&g))?;
+        }
+        seq.end()
+    }
+}
+
 /// Writes the report as one pretty-printed JSON object (the shape above) followed by a newline.
 pub fn write_json(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     let doc = JsonReport {
@@ -195,7 +209,7 @@ pub fn write_json(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             per_kind: &r.rates,
         },
         months: &r.months,
-        gaps: r.gaps.iter().map(JsonGap::from).collect(),
+        gaps: GapSeq(&r.gaps),
         repair: r.repair.as_ref(),
     };
     serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;

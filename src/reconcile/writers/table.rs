@@ -20,11 +20,13 @@ const DETAIL_MAX: usize = 60;
 pub fn write_table(r: &Report, out: &mut dyn Write, color: bool) -> io::Result<()> {
     let p = Paint { on: color };
     write_summary(r, out, p)?;
+    let counts = r.counts();
     for cat in Category::ALL {
-        let rows: Vec<&GapRow> = r.gaps_in(cat).collect();
-        if !rows.is_empty() {
+        let total = counts.get(&cat).copied().unwrap_or(0) as usize;
+        if total > 0 {
+            let rows: Vec<GapRow> = r.gaps_in(cat).take(TABLE_ROWS_PER_CATEGORY).collect();
             writeln!(out)?;
-            write_category(cat, &rows, out, p)?;
+            write_category(cat, &rows, total, out, p)?;
         }
     }
     if let Some(rep) = &r.repair {
@@ -158,14 +160,15 @@ fn rate_row(label: String, r: &Rates) -> Vec<String> {
 
 fn write_category(
     cat: Category,
-    rows: &[&GapRow],
+    rows: &[GapRow],
+    total: usize,
     out: &mut dyn Write,
     p: Paint,
 ) -> io::Result<()> {
     writeln!(
         out,
         "{} {}",
-        p.bold(&format!("== {} {}: {}", cat.zh(), cat.as_str(), rows.len())),
+        p.bold(&format!("== {} {}: {}", cat.zh(), cat.as_str(), total)),
         p.dim("==")
     )?;
     writeln!(out, "   处理 to do: {}", cat.action_en())?;
@@ -202,8 +205,8 @@ fn write_category(
             writeln!(out, "{line}")?;
         }
     }
-    if rows.len() > TABLE_ROWS_PER_CATEGORY {
-        let more = rows.len() - TABLE_ROWS_PER_CATEGORY;
+    if total > TABLE_ROWS_PER_CATEGORY {
+        let more = total - TABLE_ROWS_PER_CATEGORY;
         writeln!(out, "   … and {more} more (use --format csv/xlsx for all)")?;
     }
     Ok(())

@@ -235,7 +235,7 @@ fn gap_sheet(r: &Report, cat: Category, ws: &mut Worksheet, f: &Formats) -> Resu
     for g in r.gaps_in(cat) {
         row += 1;
         // Strings in xlsx are never formulas, so the text goes in as it is.
-        let cells = gap_cells(g, false);
+        let cells = gap_cells(&g, false);
         let dates = [g.decided_on, g.deadline, g.first_published];
         for (c, text) in cells.iter().enumerate() {
             if let Some(i) = DATE_COLS.iter().position(|&d| d == c) {
