@@ -53,11 +53,7 @@ async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Ve
         .await
         .map_err(|e| format!("cannot reach the platform: {e}"))?;
     let status = resp.status().as_u16();
-    let ra = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let ra = crate::retry::retry_after_header(&resp);
     let body = resp
         .bytes()
         .await

@@ -117,6 +117,14 @@ impl Budget {
     }
 }
 
+/// The raw `Retry-After` header of an answer, if it is text.
+pub fn retry_after_header(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is treated as absent).
 pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
     v.and_then(|s| s.trim().parse::<u64>().ok())

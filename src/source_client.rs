@@ -158,11 +158,7 @@ impl SourceClient {
                             },
                             Ok(resp) => {
                                 let status = resp.status().as_u16();
-                                let ra = resp
-                                    .headers()
-                                    .get(reqwest::header::RETRY_AFTER)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_string);
+                                let ra = crate::retry::retry_after_header(&resp);
                                 match resp.bytes().await {
                                     Ok(body) => classify(status, ra.as_deref(), &body),
                                     Err(e) => Attempt::Retry {
