@@ -501,7 +501,22 @@ impl Store {
             return;
         }
         drop(self);
-        let _ = Store::open(&path);
+        let _ = Store::reopen(&path);
+    }
+
+    /// Opens a store this process has just closed. sled releases its file lock from a background thread a moment
+    /// after the last handle is dropped, so `Locked` is waited out for up to two seconds here (only here: from
+    /// another process it means a running sync).
+    fn reopen(path: &Path) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Store::open(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Makes everything written so far durable.
@@ -829,7 +844,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::reopen(&path).unwrap();
         assert_eq!(store.ledger_get("XZCF:k").unwrap(), Some(entry()));
         assert_eq!(
             store.meta.get(b"schema").unwrap().unwrap().as_ref(),
