@@ -78,15 +78,34 @@ impl fmt::Display for Kind {
 
 /// `s.trim()`, answering at once for the usual value that neither starts nor ends with white space (two chars
 /// looked at instead of the general search from both ends).
-#[inline]
+#[inline(always)]
 pub fn trim(s: &str) -> &str {
-    // No ASCII white space is above b' ', and DEL is not white space.
-    let plain = |b: u8| b > b' ' && b < 0x80;
     match s.as_bytes() {
-        [] => return s,
-        [a, .., z] | [a @ z] if plain(*a) && plain(*z) => return s,
-        _ => {}
+        [] => s,
+        [a, .., z] | [a @ z] if !may_start_space(*a) && !may_end_space(*z) => s,
+        _ => trim_slow(s),
     }
+}
+
+/// Whether a char starting with byte `a` may be white space: ASCII at or below b' ' (DEL is not white space), or
+/// the lead byte of U+0085 / U+00A0 (C2), U+1680 (E1), U+2000–U+205F (E2) or U+3000 (E3). CJK text (E4–E9 leads)
+/// answers no at once.
+#[inline(always)]
+fn may_start_space(a: u8) -> bool {
+    a <= b' ' || matches!(a, 0xC2 | 0xE1 | 0xE2 | 0xE3)
+}
+
+/// Whether a char ending with byte `z` may be white space: ASCII at or below b' ', or a last byte that one of the
+/// non-ASCII white-space chars ends with (U+0085 85, U+00A0 A0, U+1680 / U+2000 / U+3000 80, U+2001–U+200A 81–8A,
+/// U+2028 A8, U+2029 A9, U+202F AF, U+205F 9F).
+#[inline(always)]
+fn may_end_space(z: u8) -> bool {
+    z <= b' ' || matches!(z, 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF)
+}
+
+/// [`trim`] for a value that starts or ends with a non-ASCII char or ASCII white space.
+#[inline(never)]
+fn trim_slow(s: &str) -> &str {
     let mut chars = s.chars();
     match (chars.next(), chars.next_back()) {
         (None, _) => s,
@@ -476,6 +495,18 @@ mod tests {
             "a b",
         ] {
             assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+        // Every white-space char (and its neighbours) at either end, next to ASCII and to CJK.
+        for c in (0..0x3100u32).filter_map(char::from_u32) {
+            for s in [
+                format!("{c}公司"),
+                format!("公司{c}"),
+                format!("{c}a"),
+                format!("a{c}"),
+                format!("{c}"),
+            ] {
+                assert_eq!(trim(&s), s.trim(), "U+{:04X} in {s:?}", c as u32);
+            }
         }
     }
 

@@ -43,6 +43,10 @@ pub(crate) fn validate_slots(
 /// The values of a record per rule of its mapping, however the caller holds them.
 trait Values {
     fn at(&self, i: usize) -> Option<&str>;
+    /// Whether no value can hold a character XML cannot carry (so the per-value scan can be skipped).
+    fn known_xml_clean(&self) -> bool {
+        false
+    }
 }
 
 impl Values for [Option<&str>] {
@@ -63,6 +67,12 @@ impl Values for Slots<'_> {
     fn at(&self, i: usize) -> Option<&str> {
         self.spans[i].map(|s| s.of(self.text))
     }
+
+    /// Every value is a span of `text`, so one scan of all of it (a few dozen 16-byte blocks) answers for all
+    /// of them; only a record that has such a character is scanned value by value to name the field.
+    fn known_xml_clean(&self) -> bool {
+        crate::xml::first_illegal_char(self.text).is_none()
+    }
 }
 
 fn validate_with<V: Values + ?Sized>(
@@ -77,6 +87,7 @@ fn validate_with<V: Values + ?Sized>(
         text: category,
         id: category_id,
     };
+    let xml_clean = values.known_xml_clean();
     for (i, rule) in m.fields.iter().enumerate() {
         if skip.get(i).copied().unwrap_or(false) {
             continue;
@@ -91,7 +102,7 @@ fn validate_with<V: Values + ?Sized>(
                     out.push(required(&rule.name, &why));
                 }
             }
-            Some(v) => check_value(rule, v, cat, values, out),
+            Some(v) => check_value(rule, v, cat, values, xml_clean, out),
         }
     }
 }
@@ -140,10 +151,14 @@ fn check_value<V: Values + ?Sized>(
     v: &str,
     category: Cat<'_>,
     values: &V,
+    xml_clean: bool,
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
-    if let Some((i, ch)) = crate::xml::first_illegal_char(v) {
+    if let Some((i, ch)) = (!xml_clean)
+        .then(|| crate::xml::first_illegal_char(v))
+        .flatten()
+    {
         out.push(Finding::new(
             FindingCode::XmlChar,
             name,
