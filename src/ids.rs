@@ -164,14 +164,17 @@ fn uscc_char(v: u32) -> Option<char> {
 /// Check character for the first 17 characters of a USCC; `None` unless `first17` is exactly 17 characters of
 /// the USCC alphabet.
 pub fn uscc_check_char(first17: &str) -> Option<char> {
+    // The alphabet is ASCII, so 17 characters of it are exactly 17 bytes; any other length (or a non-ASCII
+    // byte, which the table lacks) is not 17 characters of the alphabet.
+    let b: &[u8; 17] = first17.as_bytes().try_into().ok()?;
     let mut sum = 0u32;
-    let mut n = 0usize;
-    for c in first17.chars() {
-        let w = USCC_WEIGHTS.get(n)?;
-        sum += uscc_value(c)? * w;
-        n += 1;
+    let mut bad = 0u8;
+    for (&c, &w) in b.iter().zip(&USCC_WEIGHTS) {
+        let v = USCC_VALUES[usize::from(c & 0x7F)] | if c >= 0x80 { NOT_USCC } else { 0 };
+        bad |= (v == NOT_USCC) as u8;
+        sum += u32::from(v) * w;
     }
-    if n != 17 {
+    if bad != 0 {
         return None;
     }
     uscc_char((31 - sum % 31) % 31)

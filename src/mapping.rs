@@ -81,7 +81,8 @@ impl DateFormat {
             digit(day / 10),
             digit(day),
         ];
-        out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
+        out.reserve(bytes.len());
+        out.extend(bytes.iter().map(|&b| char::from(b)));
     }
 }
 

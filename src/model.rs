@@ -82,7 +82,7 @@ impl fmt::Display for Kind {
 pub fn trim(s: &str) -> &str {
     match s.as_bytes() {
         [] => s,
-        [a, .., z] | [a @ z] if !may_start_space(*a) && !may_end_space(*z) => s,
+        [a, .., z] | [a @ z] if !may_start_space(*a) && !may_end_space(s.as_bytes()) => s,
         _ => trim_slow(s),
     }
 }
@@ -95,12 +95,24 @@ fn may_start_space(a: u8) -> bool {
     a <= b' ' || matches!(a, 0xC2 | 0xE1 | 0xE2 | 0xE3)
 }
 
-/// Whether a char ending with byte `z` may be white space: ASCII at or below b' ', or a last byte that one of the
-/// non-ASCII white-space chars ends with (U+0085 85, U+00A0 A0, U+1680 / U+2000 / U+3000 80, U+2001–U+200A 81–8A,
-/// U+2028 A8, U+2029 A9, U+202F AF, U+205F 9F).
+/// Whether the last char of non-empty `b` may be white space: ASCII at or below b' ', or a char that ends with
+/// a byte one of the non-ASCII white-space chars ends with (U+0085 85, U+00A0 A0, U+1680 / U+2000 / U+3000 80,
+/// U+2001–U+200A 81–8A, U+2028 A8, U+2029 A9, U+202F AF, U+205F 9F) and starts like one (C2 for two bytes;
+/// E1–E3 for three: a CJK ideograph such as 局 E5 B1 80 is not white space).
 #[inline(always)]
-fn may_end_space(z: u8) -> bool {
-    z <= b' ' || matches!(z, 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF)
+fn may_end_space(b: &[u8]) -> bool {
+    let n = b.len();
+    let z = b[n - 1];
+    if z < 0x80 {
+        return z <= b' ';
+    }
+    if !matches!(z, 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF) {
+        return false;
+    }
+    match (n >= 2).then(|| b[n - 2]) {
+        Some(0xC0..=0xDF) => b[n - 2] == 0xC2,
+        _ => n < 3 || matches!(b[n - 3], 0xE1..=0xE3) || b[n - 3] < 0xE0,
+    }
 }
 
 /// [`trim`] for a value that starts or ends with a non-ASCII char or ASCII white space.
@@ -234,6 +246,13 @@ impl PlatformRecord {
             &self.text[start..name_end as usize],
             &self.text[name_end as usize..value_end as usize],
         )
+    }
+
+    /// The text and spans themselves (names and values back to back; per field where its name and its value
+    /// end), for writers that walk every field.
+    #[inline]
+    pub fn parts(&self) -> (&str, &[(u32, u32)]) {
+        (&self.text, &self.spans)
     }
 
     /// Sets a field; an empty value removes it.
@@ -497,7 +516,10 @@ mod tests {
             assert_eq!(trim(s), s.trim(), "{s:?}");
         }
         // Every white-space char (and its neighbours) at either end, next to ASCII and to CJK.
-        for c in (0..0x3100u32).filter_map(char::from_u32) {
+        for c in (0..0x3100u32)
+            .chain((0x3100..0x11_0000).step_by(97))
+            .filter_map(char::from_u32)
+        {
             for s in [
                 format!("{c}公司"),
                 format!("公司{c}"),

@@ -583,12 +583,46 @@ fn text_elem(out: &mut Vec<u8>, name: &str, value: &str) {
 /// The fields of a record as child elements, in the record's (sorted) order.
 #[inline]
 fn write_fields(rec: &PlatformRecord, out: &mut Vec<u8>) {
+    let (text, spans) = rec.parts();
     // One reservation for the record (escapes may still grow it).
     // Each name twice, each value once, five bytes of tags per field: at most twice the text plus the tags.
-    out.reserve(2 * rec.text_len() + 5 * rec.len() + 64);
-    for (name, value) in rec.fields() {
-        text_elem(out, &element_name(name), value);
+    out.reserve(2 * text.len() + 5 * spans.len() + 64);
+    // One scan of the whole text (names and values) instead of one per value: the usual record has nothing to
+    // escape, and then values are copied as they are.
+    let plain = all_clean::<TEXT>(text.as_bytes());
+    let mut start = 0;
+    for &(name_end, value_end) in spans {
+        let (name_end, value_end) = (name_end as usize, value_end as usize);
+        let name = element_name(&text[start..name_end]);
+        let value = &text[name_end..value_end];
+        start = value_end;
+        out.push(b'<');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'>');
+        if plain {
+            out.extend_from_slice(value.as_bytes());
+        } else {
+            escape_text(value, out);
+        }
+        out.extend_from_slice(b"</");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'>');
     }
+}
+
+/// Whether no byte of `b` needs a closer look in `MODE` (see [`block_clean`]), a block at a time.
+#[inline]
+fn all_clean<const MODE: u8>(b: &[u8]) -> bool {
+    let n = b.len();
+    let mut i = 0;
+    while let Some(w) = window(b, i) {
+        if !block_clean::<MODE>(w) {
+            return false;
+        }
+        i += BLOCK;
+    }
+    // The last (at most) BLOCK bytes, padded: overlaps bytes already looked at, which is harmless.
+    block_clean::<MODE>(&padded(&b[n.saturating_sub(BLOCK)..]))
 }
 
 /// Appends one `<record op="upsert" key="…"><FIELD>…</FIELD>…</record>` (no XML declaration).
