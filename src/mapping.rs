@@ -9,7 +9,7 @@
 //! Invariant: mapping never does I/O except `load`, and `map` never panics on any source record.
 
 use crate::findings::{Finding, FindingCode};
-use crate::model::{FieldName, Kind, PlatformRecord, RecordBuilder, RecordKey};
+use crate::model::{FieldName, Kind, PlatformRecord, RecordKey};
 use crate::source_schema::{SourcePath, SourceRecord, SourceValue};
 use crate::validate;
 use chrono::{Months, NaiveDate};
@@ -889,37 +889,63 @@ impl Mapping {
             (&mut slots_heap, &mut failed_heap)
         };
 
-        // The party category decides which fields apply, so it is mapped first.
+        // `buf` becomes the record's text: the category's value first (it decides which fields apply, so it is
+        // mapped before the rest), then `name value` per field in name order — so the record is one copy of
+        // `buf` past the category's value, not one copy per name and per value.
         let mut category = CategoryId::Absent;
         if let Some(ci) = self.category_index {
             slots[ci] = self.produce(ci, ctx, src, &mut findings, failed, buf);
             category = self.resolve_category(slots[ci].map(|s| s.of(buf)));
         }
-
-        for (i, rule) in self.fields.iter().enumerate() {
-            if Some(i) == self.category_index || !rule.applies_to_category(category) {
+        let text_start = buf.len();
+        let mut fields = 0;
+        for &i in &self.sorted {
+            let rule = &self.fields[i];
+            let category_value = match self.category_index {
+                Some(ci) if ci == i => Some(slots[i]),
+                _ => None,
+            };
+            if category_value.is_none() && !rule.applies_to_category(category) {
                 continue;
             }
-            slots[i] = self.produce(i, ctx, src, &mut findings, failed, buf);
+            let name_start = buf.len();
+            buf.push_str(&rule.name);
+            let span = match category_value {
+                Some(Some(s)) => {
+                    let start = buf.len();
+                    buf.extend_from_within(s.0 as usize..s.1 as usize);
+                    Some(Span(start as u32, buf.len() as u32))
+                }
+                Some(None) => None,
+                None => self.produce(i, ctx, src, &mut findings, failed, buf),
+            };
+            match span {
+                Some(s) if s.1 > s.0 => {
+                    slots[i] = span;
+                    fields += 1;
+                }
+                // No value, or an empty one: the record leaves the field out (validation still sees the empty
+                // value).
+                _ => {
+                    buf.truncate(name_start);
+                    let empty = Span(name_start as u32, name_start as u32);
+                    slots[i] = span.map(|_| empty);
+                }
+            }
         }
         let values = validate::Slots {
             text: buf,
             spans: slots,
         };
         validate::validate_slots(self, &values, category, failed, &mut findings);
-        let names: usize = self
-            .sorted
-            .iter()
-            .filter(|&&i| slots[i].is_some())
-            .map(|&i| self.fields[i].name.len())
-            .sum();
-        let mut rec = RecordBuilder::with_capacity(n, buf.len() + names);
+        // Per field in name order: where its name and its value end, counted from the record text's start.
+        let mut spans = Vec::with_capacity(fields);
         for &i in &self.sorted {
-            if let Some(span) = slots[i] {
-                rec.push(&self.fields[i].name, span.of(buf));
+            if let Some(s) = slots[i].filter(|s| s.1 > s.0 && s.0 as usize >= text_start) {
+                spans.push((s.0 - text_start as u32, s.1 - text_start as u32));
             }
         }
-        let record = rec.finish();
+        let record = PlatformRecord::from_parts(buf[text_start..].to_string(), spans);
 
         let sender = ctx
             .agency_credit_code

@@ -248,6 +248,23 @@ impl PlatformRecord {
         )
     }
 
+    /// A record from its text and spans as [`RecordBuilder`] would have made them: names and values back to back,
+    /// names ascending and distinct, values non-empty, spans on char boundaries (checked in debug builds).
+    pub(crate) fn from_parts(text: String, spans: Vec<(u32, u32)>) -> Self {
+        let rec = Self { text, spans };
+        debug_assert!({
+            let mut start = 0;
+            rec.spans.iter().all(|&(n, v)| {
+                let ok = start < n && n < v && rec.text.get(start as usize..v as usize).is_some()
+                    && rec.text.is_char_boundary(n as usize);
+                start = v;
+                ok
+            }) && start as usize == rec.text.len()
+        });
+        debug_assert!(rec.fields().zip(rec.fields().skip(1)).all(|(a, b)| a.0 < b.0));
+        rec
+    }
+
     /// The text and spans themselves (names and values back to back; per field where its name and its value
     /// end), for writers that walk every field.
     #[inline]
