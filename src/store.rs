@@ -554,6 +554,19 @@ impl Store {
         })
     }
 
+    /// The ledger entries whose key starts with `prefix` (e.g. one kind's `XZXK:`), in key order (streaming).
+    pub fn ledger_iter_prefix<'a>(
+        &'a self,
+        prefix: &str,
+    ) -> impl Iterator<Item = Result<(String, LedgerEntry), StoreError>> + 'a {
+        self.ledger.scan_prefix(prefix.as_bytes()).map(move |r| {
+            let (k, v) = r.map_err(|e| self.io(e))?;
+            let key = String::from_utf8(k.to_vec()).map_err(|e| self.damaged("ledger key", e))?;
+            let entry = decode_ledger(&v).map_err(|e| self.damaged("ledger entry", e))?;
+            Ok((key, entry))
+        })
+    }
+
     pub fn by_source_get(&self, kind: Kind, id: &str) -> Result<Option<String>, StoreError> {
         match self
             .by_source

@@ -225,6 +225,17 @@ fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>
 }
 
 fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let written = write_format(report, format, out);
+    tracing::debug!(
+        gaps = report.gaps.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "reconcile: report written"
+    );
+    written
+}
+
+fn write_format(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
     let io = |e: std::io::Error| {
         Failure::new(
             Exit::Aborted,

@@ -167,6 +167,51 @@ impl From<LedgerEntry> for LedgerView {
     }
 }
 
+/// Marks a [`LedgerSide`] key stored whole (it does not start with the listing's `{item}:{sender}:` prefix).
+const LEDGER_WHOLE_KEY: u8 = 128;
+
+/// One kind's ledger, read on a thread of its own while the platform is listed: keys back to back (without the
+/// prefix the platform listing's keys share), per entry where its key ends and its `LEDGER_*` bits, and the rare
+/// rejected digest and last error by row.
+#[derive(Default)]
+struct LedgerSide {
+    keys: Vec<u8>,
+    rows: Vec<(usize, u8)>,
+    extra: HashMap<usize, (Option<String>, Option<String>)>,
+}
+
+impl LedgerSide {
+    /// Reads the ledger entries of `kind` in key order; `prefix` is the listing's shared key prefix.
+    fn read(store: &Store, kind: Kind, prefix: &str) -> Result<LedgerSide, StoreError> {
+        let mut side = LedgerSide::default();
+        for r in store.ledger_iter_prefix(&format!("{}:", kind.item())) {
+            let (key, l) = r?;
+            let (stored, mut bits) = match key.strip_prefix(prefix) {
+                Some(rest) => (rest, LEDGER_PRESENT),
+                None => (key.as_str(), LEDGER_PRESENT | LEDGER_WHOLE_KEY),
+            };
+            let v = LedgerView::from(l);
+            if v.submitted {
+                bits |= LEDGER_SUBMITTED;
+            }
+            if v.accepted {
+                bits |= LEDGER_ACCEPTED;
+            }
+            if v.rejected_state {
+                bits |= LEDGER_REJECTED;
+            }
+            if v.rejected_state || v.rejected_digest.is_some() {
+                bits |= LEDGER_EXTRA;
+                side.extra
+                    .insert(side.rows.len(), (v.rejected_digest, v.last_error));
+            }
+            side.keys.extend_from_slice(stored.as_bytes());
+            side.rows.push((side.keys.len(), bits));
+        }
+        Ok(side)
+    }
+}
+
 /// The platform's records of one kind, compactly: entries sorted by key (the platform lists in key order, so
 /// this is usually free), each key stored without the `{item}:{sender}:` prefix every key of the listing
 /// shares, in a chunked arena; the digest as bytes, the first publication as a day number. A million records
@@ -298,13 +343,19 @@ impl HeldIndex {
             .ok()
     }
 
-    /// Reads the ledger once, in key order, alongside the (key-sorted) entries: what it says of each listed key
-    /// is kept in the entry, so the comparison does not look a million keys up one by one.
-    fn attach_ledger(&mut self, store: &Store) -> Result<(), StoreError> {
+    /// Attaches what the ledger says of each listed key (read by [`LedgerSide::read`], in key order) to the
+    /// key-sorted entries in one merge, so the comparison does not look a million keys up one by one.
+    fn attach_ledger(&mut self, side: LedgerSide) {
         let mut i = 0;
-        for r in store.ledger_iter() {
-            let (key, l) = r?;
-            let (prefix, rest) = self.split(&key);
+        let mut start = 0;
+        for (row, &(end, bits)) in side.rows.iter().enumerate() {
+            let key = &side.keys[start..end];
+            start = end;
+            let (prefix, rest): (&[u8], &[u8]) = if bits & LEDGER_WHOLE_KEY != 0 {
+                (&[], key)
+            } else {
+                (self.prefix.as_bytes(), key)
+            };
             while i < self.entries.len()
                 && self.cmp_entry(&self.entries[i], prefix, rest) == std::cmp::Ordering::Less
             {
@@ -316,25 +367,13 @@ impl HeldIndex {
             if self.cmp_entry(&self.entries[i], prefix, rest) != std::cmp::Ordering::Equal {
                 continue;
             }
-            let v = LedgerView::from(l);
-            let mut bits = LEDGER_PRESENT;
-            if v.submitted {
-                bits |= LEDGER_SUBMITTED;
+            if bits & LEDGER_EXTRA != 0 {
+                if let Some(extra) = side.extra.get(&row) {
+                    self.ledger_extra.insert(i, extra.clone());
+                }
             }
-            if v.accepted {
-                bits |= LEDGER_ACCEPTED;
-            }
-            if v.rejected_state {
-                bits |= LEDGER_REJECTED;
-            }
-            if v.rejected_state || v.rejected_digest.is_some() {
-                bits |= LEDGER_EXTRA;
-                self.ledger_extra
-                    .insert(i, (v.rejected_digest, v.last_error));
-            }
-            self.entries[i].ledger = bits;
+            self.entries[i].ledger = bits & !LEDGER_WHOLE_KEY;
         }
-        Ok(())
     }
 
     /// The ledger's view of the entry at `i` (after [`HeldIndex::attach_ledger`]).
@@ -575,6 +614,7 @@ async fn compare(
     let ctx = &cfg.mapping_context;
 
     for &kind in &opts.kinds {
+        let started = std::time::Instant::now();
         let mut rates = Rates::default();
         // The source feed starts now, a page ahead, while the platform is listed.
         let mut feed = spawn_feed(
@@ -585,8 +625,13 @@ async fn compare(
             ctx.clone(),
             (opts.from, opts.to),
         );
-        // 1. The platform side, as a compact index; the next page is fetched while this one is indexed.
+        // 1. The platform side, as a compact index; the next page is fetched while this one is indexed. The
+        // kind's ledger is read meanwhile on a thread of its own.
         let mut held = HeldIndex::new(format!("{}:{}:", kind.item(), cfg.agency_credit_code));
+        let ledger_side = {
+            let (store, prefix) = (store.clone(), held.prefix.clone());
+            tokio::task::spawn_blocking(move || LedgerSide::read(&store, kind, &prefix))
+        };
         let fetch = |page: u64| {
             let (platform, budget) = (platform.clone(), budget.clone());
             let sender = cfg.agency_credit_code.clone();
@@ -626,8 +671,14 @@ async fn compare(
             page += 1;
         }
         held.finish();
-        held.attach_ledger(store)?;
+        let listed = started.elapsed();
+        let side = ledger_side.await.map_err(|e| {
+            ReconcileError::Internal(format!("reading the ledger failed: {e}"))
+        })??;
+        held.attach_ledger(side);
         report.platform_records += held.len() as u64;
+        let platform_records = held.len();
+        let ledger_read = started.elapsed();
 
         // 2. The source side, streamed and mapped.
         let mut need_fields: BTreeMap<u64, Vec<(GapRow, PlatformRecord)>> = BTreeMap::new();
@@ -949,6 +1000,15 @@ async fn compare(
             }
         }
         report.rates.insert(kind, rates);
+        tracing::debug!(
+            kind = kind.as_str(),
+            platform_records,
+            source_records = seen,
+            platform_listed_ms = listed.as_millis() as u64,
+            ledger_read_ms = (ledger_read - listed).as_millis() as u64,
+            source_compared_ms = (started.elapsed() - ledger_read).as_millis() as u64,
+            "reconcile: one kind compared"
+        );
     }
     if let Some(pb) = pb {
         pb.finish_and_clear();
