@@ -913,7 +913,20 @@ impl Mapping {
             let span = match category_value {
                 Some(Some(s)) => {
                     let start = buf.len();
-                    buf.extend_from_within(s.0 as usize..s.1 as usize);
+                    // (`String::extend_from_within` needs Rust 1.87.) A category value is a short code-table
+                    // value, copied through the stack; a long one through the heap.
+                    let value = s.of(buf);
+                    let mut tmp = [0u8; 64];
+                    match tmp.get_mut(..value.len()) {
+                        Some(t) => {
+                            t.copy_from_slice(value.as_bytes());
+                            buf.push_str(std::str::from_utf8(t).unwrap_or_default());
+                        }
+                        None => {
+                            let v = value.to_owned();
+                            buf.push_str(&v);
+                        }
+                    }
                     Some(Span(start as u32, buf.len() as u32))
                 }
                 Some(None) => None,
