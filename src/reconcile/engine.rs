@@ -442,11 +442,18 @@ struct Prepared {
     expected_items: u64,
 }
 
-/// The feed position an item stands for, as the raw JSON gives it.
-fn raw_position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<(String, String)> {
-    match src {
-        Some(s) => s.updated_at.clone().map(|u| (u, s.id.clone())),
-        None => {
+/// The feed position an item stands for (`updated_at`, `id`), as the raw JSON gives it, without reading the
+/// rest of the record.
+fn raw_position(raw: &RawValue) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Position {
+        updated_at: Option<String>,
+        id: String,
+    }
+    match serde_json::from_str::<Position>(raw.get()) {
+        Ok(p) => p.updated_at.map(|u| (u, p.id)),
+        // E.g. a field given twice, which a `Value` resolves to the last.
+        Err(_) => {
             let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
             match (
                 v.get("updated_at").and_then(|v| v.as_str()),
@@ -476,9 +483,8 @@ fn prepare(
     ctx: &crate::mapping::MappingContext,
     window: (Option<NaiveDate>, Option<NaiveDate>),
     raw: Box<RawValue>,
-) -> (Prepared, Option<(String, String)>) {
+) -> Prepared {
     let src = read_source(&raw);
-    let pos = raw_position(src.as_ref(), &raw);
     let mut p = Prepared {
         raw,
         src: None,
@@ -490,7 +496,7 @@ fn prepare(
         expected_items: 0,
     };
     let Some(src) = src else {
-        return (p, pos);
+        return p;
     };
     p.decided = src
         .decided_on
@@ -513,13 +519,14 @@ fn prepare(
         p.mapped = Some(mapped);
     }
     p.src = Some(src);
-    (p, pos)
+    p
 }
 
 type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Prepared>, ReconcileError>>;
 
 /// Reads and maps the source feed of `kind` in a task of its own, one page ahead: fetching, mapping and
-/// comparing overlap, and the feed starts while the platform is still being listed.
+/// comparing overlap, and the feed starts while the platform is still being listed. The next page is requested
+/// (from the last position of this one) before this one is mapped, so the source serves while we map.
 fn spawn_feed(
     source: Arc<SourceClient>,
     budget: Arc<Budget>,
@@ -529,10 +536,10 @@ fn spawn_feed(
     window: (Option<NaiveDate>, Option<NaiveDate>),
 ) -> Feed {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut pos: Option<(String, String)> = None;
-        loop {
-            let page = match source
+    let fetch = move |pos: Option<(String, String)>| {
+        let (source, budget) = (source.clone(), budget.clone());
+        tokio::spawn(async move {
+            source
                 .changes_raw(
                     &budget,
                     kind,
@@ -540,30 +547,44 @@ fn spawn_feed(
                     pos.as_ref().map(|c| c.1.as_str()).unwrap_or(""),
                 )
                 .await
-            {
-                Ok(p) => p,
-                Err(e) => {
+        })
+    };
+    tokio::spawn(async move {
+        let mut pos: Option<(String, String)> = None;
+        let mut next = Some(fetch(None));
+        while let Some(this) = next.take() {
+            let page = match this.await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
                     let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(ReconcileError::Internal(format!(
+                            "reading the enforcement system failed: {e}"
+                        ))))
+                        .await;
                     return;
                 }
             };
             let more = page.has_more && !page.items.is_empty();
+            if more {
+                // The feed continues after the last item that has a position.
+                if let Some(at) = page.items.iter().rev().find_map(|raw| raw_position(raw)) {
+                    pos = Some(at);
+                }
+                next = Some(fetch(pos.clone()));
+            }
             // Mapped right here, on a runtime worker (the comparison runs on the caller's thread): a dedicated
             // blocking thread per page would give glibc another malloc arena to keep freed pages in.
             let mapping = mappings.get(kind);
-            let items: Vec<_> = page
+            let items: Vec<Prepared> = page
                 .items
                 .into_iter()
                 .map(|raw| prepare(kind, mapping, &ctx, window, raw))
                 .collect();
-            let mut page = Vec::with_capacity(items.len());
-            for (p, at) in items {
-                if at.is_some() {
-                    pos = at;
-                }
-                page.push(p);
-            }
-            if tx.send(Ok(page)).await.is_err() || !more {
+            if tx.send(Ok(items)).await.is_err() {
                 return;
             }
         }
