@@ -506,13 +506,7 @@ fn prepare(
         let mapped = mapping.map(ctx, &src);
         p.meta = crate::sync::record_meta(kind, &src, &mapped.record);
         // 完整率: filled items among those that apply to the record's category.
-        let category = mapping.category(&mapped.record);
-        for rule in mapping.fields.iter().filter(|r| r.applies(category)) {
-            p.expected_items += 1;
-            if mapped.record.get(&rule.name).is_some() {
-                p.filled_items += 1;
-            }
-        }
+        (p.filled_items, p.expected_items) = mapping.completeness(&mapped.record);
         if mapped.is_valid() {
             p.digest = Some(mapped.record.digest());
         }

@@ -42,6 +42,7 @@
 
 use super::round4;
 use crate::model::Kind;
+use crate::reconcile::gaps::date_string;
 use crate::reconcile::report::{Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report};
 use serde::ser::SerializeMap;
 use serde::ser::SerializeSeq;
@@ -164,9 +165,9 @@ impl<'a> From<&'a GapRow> for JsonGap<'a> {
             doc_no: &g.doc_no,
             party_name: &g.party_name,
             party_id_masked: &g.party_id_masked,
-            decided_on: g.decided_on.map(|d| d.to_string()),
-            deadline: g.deadline.map(|d| d.to_string()),
-            first_published: g.first_published.map(|d| d.to_string()),
+            decided_on: g.decided_on.map(date_string),
+            deadline: g.deadline.map(date_string),
+            first_published: g.first_published.map(date_string),
             detail: &g.detail,
             action: g.category.action_en(),
             action_zh: g.category.action_zh(),
