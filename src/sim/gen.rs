@@ -598,7 +598,10 @@ fn person_name(d: &mut Draw) -> String {
 fn id_number(d: &mut Draw, area: &str) -> String {
     let first = NaiveDate::from_ymd_opt(1958, 1, 1).expect("a real date");
     let birth = first + Days::new(d.below(16_000));
-    let first17 = format!("{area}{}{:03}", birth.format("%Y%m%d"), d.below(1000));
+    let mut first17 = String::with_capacity(17);
+    first17.push_str(area);
+    super::push_ymd(&mut first17, birth, "");
+    super::push_digits(&mut first17, d.below(1000) as u32, 3);
     let check = id_check(&first17).expect("seventeen digits");
     format!("{first17}{check}")
 }
@@ -753,7 +756,9 @@ fn date_of(millis: i64) -> NaiveDate {
 }
 
 fn ymd(d: NaiveDate) -> String {
-    d.format("%Y-%m-%d").to_string()
+    let mut s = String::with_capacity(10);
+    super::push_ymd(&mut s, d, "-");
+    s
 }
 
 /// A date that matches `YYYY-MM-DD` but does not exist.
