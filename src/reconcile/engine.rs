@@ -516,11 +516,14 @@ fn prepare(
     p
 }
 
-type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Prepared>, ReconcileError>>;
+/// Pages of the feed in feed order, each mapped in a task of its own.
+type Feed =
+    tokio::sync::mpsc::Receiver<tokio::task::JoinHandle<Result<Vec<Prepared>, ReconcileError>>>;
 
 /// Reads and maps the source feed of `kind` in a task of its own, one page ahead: fetching, mapping and
 /// comparing overlap, and the feed starts while the platform is still being listed. The next page is requested
-/// (from the last position of this one) before this one is mapped, so the source serves while we map.
+/// (from the last position of this one) before this one is mapped, so the source serves while we map; each page
+/// is mapped in a task of its own, so two pages are mapped at once on two cores.
 fn spawn_feed(
     source: Arc<SourceClient>,
     budget: Arc<Budget>,
@@ -529,7 +532,8 @@ fn spawn_feed(
     ctx: crate::mapping::MappingContext,
     window: (Option<NaiveDate>, Option<NaiveDate>),
 ) -> Feed {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let failed = |e: ReconcileError| tokio::spawn(async move { Err(e) });
     let fetch = move |pos: Option<(String, String)>| {
         let (source, budget) = (source.clone(), budget.clone());
         tokio::spawn(async move {
@@ -550,12 +554,12 @@ fn spawn_feed(
             let page = match this.await {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(e.into())).await;
+                    let _ = tx.send(failed(e.into())).await;
                     return;
                 }
                 Err(e) => {
                     let _ = tx
-                        .send(Err(ReconcileError::Internal(format!(
+                        .send(failed(ReconcileError::Internal(format!(
                             "reading the enforcement system failed: {e}"
                         ))))
                         .await;
@@ -570,15 +574,19 @@ fn spawn_feed(
                 }
                 next = Some(fetch(pos.clone()));
             }
-            // Mapped right here, on a runtime worker (the comparison runs on the caller's thread): a dedicated
-            // blocking thread per page would give glibc another malloc arena to keep freed pages in.
-            let mapping = mappings.get(kind);
-            let items: Vec<Prepared> = page
-                .items
-                .into_iter()
-                .map(|raw| prepare(kind, mapping, &ctx, window, raw))
-                .collect();
-            if tx.send(Ok(items)).await.is_err() {
+            // Mapped in a task on a runtime worker (the comparison runs on the caller's thread), so the next page
+            // is mapped on the other core meanwhile; the channel keeps pages in feed order. Not a dedicated
+            // blocking thread per page: that would give glibc another malloc arena to keep freed pages in.
+            let (mappings, ctx) = (mappings.clone(), ctx.clone());
+            let items = tokio::spawn(async move {
+                let mapping = mappings.get(kind);
+                Ok(page
+                    .items
+                    .into_iter()
+                    .map(|raw| prepare(kind, mapping, &ctx, window, raw))
+                    .collect())
+            });
+            if tx.send(items).await.is_err() {
                 return;
             }
         }
@@ -698,8 +706,13 @@ async fn compare(
         // 2. The source side, streamed and mapped.
         let mut need_fields: BTreeMap<u64, Vec<(GapRow, PlatformRecord)>> = BTreeMap::new();
         let mut seen: usize = 0;
-        while let Some(items) = feed.recv().await {
-            for item in items? {
+        while let Some(page) = feed.recv().await {
+            let items = page.await.map_err(|e| {
+                ReconcileError::Internal(format!(
+                    "mapping the enforcement system's records failed: {e}"
+                ))
+            })??;
+            for item in items {
                 let Prepared {
                     raw,
                     src,
