@@ -47,8 +47,10 @@ use crate::reconcile::report::{Category, GapRow, Gaps, MonthBucket, Rates, Repai
 use serde::ser::SerializeMap;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::OnceLock;
 
 /// The version of the JSON shape; bumped only when a field changes meaning or goes away.
 pub const JSON_VERSION: u32 = 1;
@@ -152,8 +154,28 @@ struct JsonGap<'a> {
     deadline: Option<String>,
     first_published: Option<String>,
     detail: &'a str,
-    action: &'static str,
-    action_zh: &'static str,
+    action: &'static RawValue,
+    action_zh: &'static RawValue,
+}
+
+/// A category's two action sentences as JSON text, escaped once per process instead of once per row.
+fn actions(c: Category) -> (&'static RawValue, &'static RawValue) {
+    static ACTIONS: OnceLock<Vec<(Box<RawValue>, Box<RawValue>)>> = OnceLock::new();
+    let all = ACTIONS.get_or_init(|| {
+        let raw = |t: &str| {
+            RawValue::from_string(serde_json::to_string(t).expect("a string serializes"))
+                .expect("serde_json writes valid JSON")
+        };
+        Category::ALL
+            .iter()
+            .map(|c| (raw(c.action_en()), raw(c.action_zh())))
+            .collect()
+    });
+    let i = Category::ALL
+        .iter()
+        .position(|x| *x == c)
+        .expect("every category is in Category::ALL");
+    (&all[i].0, &all[i].1)
 }
 
 impl<'a> From<&'a GapRow> for JsonGap<'a> {
@@ -169,8 +191,8 @@ impl<'a> From<&'a GapRow> for JsonGap<'a> {
             deadline: g.deadline.map(date_string),
             first_published: g.first_published.map(date_string),
             detail: &g.detail,
-            action: g.category.action_en(),
-            action_zh: g.category.action_zh(),
+            action: actions(g.category).0,
+            action_zh: actions(g.category).1,
         }
     }
 }
