@@ -97,7 +97,13 @@ pub(crate) fn date_string(d: NaiveDate) -> String {
 
 /// The detail of an `overdue` row of a valid record, due `dl`.
 pub(crate) fn overdue_detail(dl: NaiveDate) -> String {
-    format!("期限 {dl} 已过，仍未公示 / due {dl}, still not public")
+    let mut s = String::with_capacity(64);
+    s.push_str("期限 ");
+    push_date(&mut s, dl);
+    s.push_str(" 已过，仍未公示 / due ");
+    push_date(&mut s, dl);
+    s.push_str(", still not public");
+    s
 }
 
 const DETAIL_TEXT: u8 = 0;
@@ -787,6 +793,10 @@ mod tests {
         assert_eq!(
             late_detail(p, dl),
             format!("{p} 公示，期限 {dl} / published {p}, due {dl}")
+        );
+        assert_eq!(
+            overdue_detail(dl),
+            format!("期限 {dl} 已过，仍未公示 / due {dl}, still not public")
         );
     }
 
