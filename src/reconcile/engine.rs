@@ -594,6 +594,74 @@ fn spawn_feed(
     rx
 }
 
+/// A kind's platform index with its ledger attached, and how long listing and then the ledger took.
+type PlatformSide = (HeldIndex, std::time::Duration, std::time::Duration);
+
+/// The platform side of `kind` in a task of its own: its listing as a compact index (the next page is fetched
+/// while this one is indexed) and, read meanwhile on a thread of its own, the kind's ledger attached to it. Also
+/// how long the listing and the wait for the ledger took.
+fn spawn_platform_side(
+    platform: Arc<PlatformClient>,
+    budget: Arc<Budget>,
+    store: Store,
+    kind: Kind,
+    sender: String,
+    size: u32,
+    pb: Option<indicatif::ProgressBar>,
+) -> tokio::task::JoinHandle<Result<PlatformSide, ReconcileError>> {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut held = HeldIndex::new(format!("{}:{}:", kind.item(), sender));
+        let ledger_side = {
+            let prefix = held.prefix.clone();
+            tokio::task::spawn_blocking(move || LedgerSide::read(&store, kind, &prefix))
+        };
+        let fetch = |page: u64| {
+            let (platform, budget, sender) = (platform.clone(), budget.clone(), sender.clone());
+            tokio::spawn(async move {
+                platform
+                    .records(&budget, kind, &sender, page, size, false)
+                    .await
+            })
+        };
+        let joined = |r: Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| ReconcileError::Internal(format!("reading the platform failed: {e}")))
+        };
+        let mut page = 1u64;
+        let mut next = Some(fetch(page));
+        while let Some(this) = next.take() {
+            let p = joined(this.await)??;
+            let n = p.records.len();
+            let more = n != 0 && page * u64::from(size) < p.total;
+            if more {
+                next = Some(fetch(page + 1));
+            }
+            if held.entries.capacity() == 0 {
+                held.entries
+                    .reserve(usize::try_from(p.total.min(10_000_000)).unwrap_or(0));
+            }
+            for r in &p.records {
+                held.push(r, page);
+            }
+            if let Some(pb) = &pb {
+                pb.set_message(format!(
+                    "{}: {} platform records read",
+                    kind.zh(),
+                    held.len()
+                ));
+            }
+            page += 1;
+        }
+        held.finish();
+        let listed = started.elapsed();
+        let side = ledger_side
+            .await
+            .map_err(|e| ReconcileError::Internal(format!("reading the ledger failed: {e}")))??;
+        held.attach_ledger(side);
+        Ok((held, listed, started.elapsed() - listed))
+    })
+}
+
 async fn compare(
     cfg: &Config,
     mappings: &MappingSet,
@@ -636,7 +704,19 @@ async fn compare(
     });
     let ctx = &cfg.mapping_context;
 
-    for &kind in &opts.kinds {
+    let platform_side = |kind: Kind| {
+        spawn_platform_side(
+            platform.clone(),
+            budget.clone(),
+            store.clone(),
+            kind,
+            cfg.agency_credit_code.clone(),
+            cfg.platform_page_size,
+            pb.clone(),
+        )
+    };
+    let mut next_side = opts.kinds.first().map(|&kind| platform_side(kind));
+    for (ki, &kind) in opts.kinds.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut rates = Rates::default();
         // The source feed starts now, a page ahead, while the platform is listed.
@@ -648,60 +728,17 @@ async fn compare(
             ctx.clone(),
             (opts.from, opts.to),
         );
-        // 1. The platform side, as a compact index; the next page is fetched while this one is indexed. The
-        // kind's ledger is read meanwhile on a thread of its own.
-        let mut held = HeldIndex::new(format!("{}:{}:", kind.item(), cfg.agency_credit_code));
-        let ledger_side = {
-            let (store, prefix) = (store.clone(), held.prefix.clone());
-            tokio::task::spawn_blocking(move || LedgerSide::read(&store, kind, &prefix))
-        };
-        let fetch = |page: u64| {
-            let (platform, budget) = (platform.clone(), budget.clone());
-            let sender = cfg.agency_credit_code.clone();
-            let size = cfg.platform_page_size;
-            tokio::spawn(async move {
-                platform
-                    .records(&budget, kind, &sender, page, size, false)
-                    .await
-            })
-        };
-        let joined = |r: Result<_, tokio::task::JoinError>| {
-            r.map_err(|e| ReconcileError::Internal(format!("reading the platform failed: {e}")))
-        };
-        let mut page = 1u64;
-        let mut next = Some(fetch(page));
-        while let Some(this) = next.take() {
-            let p = joined(this.await)??;
-            let n = p.records.len();
-            let more = n != 0 && page * u64::from(cfg.platform_page_size) < p.total;
-            if more {
-                next = Some(fetch(page + 1));
-            }
-            if held.entries.capacity() == 0 {
-                held.entries
-                    .reserve(usize::try_from(p.total.min(10_000_000)).unwrap_or(0));
-            }
-            for r in &p.records {
-                held.push(r, page);
-            }
-            if let Some(pb) = &pb {
-                pb.set_message(format!(
-                    "{}: {} platform records read",
-                    kind.zh(),
-                    held.len()
-                ));
-            }
-            page += 1;
-        }
-        held.finish();
-        let listed = started.elapsed();
-        let side = ledger_side.await.map_err(|e| {
-            ReconcileError::Internal(format!("reading the ledger failed: {e}"))
-        })??;
-        held.attach_ledger(side);
+        // 1. The platform side with the ledger's view of each key, read while the previous kind was compared;
+        // the next kind's is read while this one is.
+        let side = next_side.take().ok_or_else(|| {
+            ReconcileError::Internal("the platform side of a kind was not started".into())
+        })?;
+        let (mut held, listed, ledger_read) = side
+            .await
+            .map_err(|e| ReconcileError::Internal(format!("reading the platform failed: {e}")))??;
+        next_side = opts.kinds.get(ki + 1).map(|&next| platform_side(next));
         report.platform_records += held.len() as u64;
         let platform_records = held.len();
-        let ledger_read = started.elapsed();
 
         // 2. The source side, streamed and mapped.
         let mut need_fields: BTreeMap<u64, Vec<(GapRow, PlatformRecord)>> = BTreeMap::new();
@@ -1033,8 +1070,8 @@ async fn compare(
             platform_records,
             source_records = seen,
             platform_listed_ms = listed.as_millis() as u64,
-            ledger_read_ms = (ledger_read - listed).as_millis() as u64,
-            source_compared_ms = (started.elapsed() - ledger_read).as_millis() as u64,
+            ledger_read_ms = ledger_read.as_millis() as u64,
+            source_compared_ms = started.elapsed().as_millis() as u64,
             "reconcile: one kind compared"
         );
     }
