@@ -444,7 +444,7 @@ impl Gaps {
             row.extend_from_slice(&days(d).to_le_bytes());
         }
         // The key: an interned prefix and the rest.
-        let (pid, rest) = match prefix_len(&g.key) {
+        let (pid, rest) = match prefix_len(g.key) {
             Some(n) => match self.prefix_id(&g.key[..n]) {
                 0 => (0, g.key),
                 id => (id, &g.key[n..]),
