@@ -44,7 +44,7 @@ pub enum StoreError {
 }
 
 /// Where a kind's change feed has been read up to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cursor {
     pub since: String,
     pub after_id: String,
@@ -106,11 +106,16 @@ pub struct OutboxItem {
     pub source_id: String,
     pub source_updated_at: String,
     pub meta: RecordMeta,
-    /// The source record (upserts only, in memory only), so a rejected record can be quarantined with it and
+    /// The source record's JSON text (upserts only, in memory only), so a rejected record can be quarantined with it and
     /// retried. Not persisted: it would double what every batch writes; a batch resent after a crash quarantines
     /// a rejection without it (the record is retried when the source changes it).
     #[serde(skip)]
-    pub source: serde_json::Value,
+    pub source: Option<Box<str>>,
+    /// The key's ledger entry as the engine read it when it built the batch, when no batch in flight held the key
+    /// then (so nothing can have changed it before this batch's receipt); `None`: read it when the receipt comes.
+    /// In memory only.
+    #[serde(skip)]
+    pub ledger: Option<Option<LedgerEntry>>,
 }
 
 /// A message written to the store before it is sent; a restarted run resends it with the same flow id.
