@@ -768,9 +768,7 @@ impl Engine<'_> {
                     }
                 }
             }
-            if old_key.as_deref() != Some(key.as_str()) {
-                commit.by_source.push((kind, src.id.clone(), key.clone()));
-            }
+            let relink = old_key.as_deref() != Some(key.as_str());
             // A record that is valid now leaves quarantine (unless the platform rejected this very content). While
             // its key is in flight, that batch's receipt decides instead (it is being applied concurrently).
             let rejected_same = !self.force
@@ -809,29 +807,47 @@ impl Engine<'_> {
                 source: (op == Op::Upsert).then(|| raw.into()),
                 ledger: (!self.pending.contains_key(&key)).then(|| ledger.clone()),
             };
-            match op {
+            let sent = match op {
                 Op::Upsert
                     if !self.force
                         && public_now
                         && current_digest.as_deref() == Some(digest.as_str()) =>
                 {
-                    self.summary.unchanged += 1
+                    self.summary.unchanged += 1;
+                    false
                 }
-                Op::Upsert if rejected_same => self.summary.unchanged += 1,
-                Op::Withdraw if !public_now => self.summary.unchanged += 1,
+                Op::Upsert if rejected_same => {
+                    self.summary.unchanged += 1;
+                    false
+                }
+                Op::Withdraw if !public_now => {
+                    self.summary.unchanged += 1;
+                    false
+                }
                 Op::Upsert => {
                     if !seen_in_page.insert(key.clone()) {
                         // the same key twice in one page: the later version wins
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, Some(mapped.record)));
+                    true
                 }
                 Op::Withdraw => {
                     if !seen_in_page.insert(key.clone()) {
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, None));
+                    true
                 }
+            };
+            // The source record → key link, when it changes. Not for a record that was never linked, is not sent and
+            // whose key the store knows nothing of (a penalty already past its display period, never published):
+            // storing "this record maps to a key the platform never held" changes nothing later, and a backfill
+            // would write one for every such record.
+            let known =
+                sent || old_key.is_some() || ledger.is_some() || self.pending.contains_key(&key);
+            if relink && known {
+                commit.by_source.push((kind, src.id.clone(), key));
             }
         }
         // Cut the page's pushes into messages: at most batch_size records and MAX_MESSAGE_BYTES each.
@@ -1088,7 +1104,8 @@ fn apply_receipt(
             Some(known) => known.clone(),
             None => store.ledger_get(&item.key)?,
         };
-        let mut e = prev.clone().unwrap_or(LedgerEntry {
+        let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
+        let mut e = prev.unwrap_or_else(|| LedgerEntry {
             kind: batch.kind,
             source_id: item.source_id.clone(),
             source_updated_at: item.source_updated_at.clone(),
@@ -1111,7 +1128,6 @@ fn apply_receipt(
             commit.ledger.push((item.key.clone(), e));
             continue;
         };
-        let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
         match (item.op, res.status) {
             (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
                 if res.status == ResultStatus::Accepted {
