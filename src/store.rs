@@ -125,8 +125,9 @@ pub struct OutboxBatch {
     pub kind: Kind,
     pub created: String,
     /// The exact ExchangeMessage bytes (UTF-8 XML); stored raw after the JSON of the rest (see `encode_batch`).
+    /// Shared, so sending it (and sending it again) copies nothing.
     #[serde(skip)]
-    pub body: String,
+    pub body: bytes::Bytes,
     pub items: Vec<OutboxItem>,
 }
 
@@ -137,7 +138,7 @@ fn encode_batch(b: &OutboxBatch) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + meta.len() + b.body.len());
     v.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     v.extend_from_slice(&meta);
-    v.extend_from_slice(b.body.as_bytes());
+    v.extend_from_slice(&b.body);
     v
 }
 
@@ -149,7 +150,9 @@ fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
         .ok_or("too short")? as usize;
     let meta = v.get(4..4 + len).ok_or("truncated")?;
     let mut b: OutboxBatch = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
-    b.body = String::from_utf8(v[4 + len..].to_vec()).map_err(|e| e.to_string())?;
+    let body = &v[4 + len..];
+    std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    b.body = bytes::Bytes::copy_from_slice(body);
     Ok(b)
 }
 

@@ -990,7 +990,7 @@ impl Engine<'_> {
             flow,
             kind,
             created: now_rfc3339(),
-            body: String::from_utf8(body).expect("the XML writer writes UTF-8"),
+            body: body.into(),
             items: outbox_items,
         })
     }
@@ -1020,7 +1020,7 @@ impl Engine<'_> {
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
             let result = match platform
-                .exchange(&budget, &batch.flow, batch.body.as_bytes())
+                .exchange(&budget, &batch.flow, batch.body.clone())
                 .await
             {
                 // The batch stays in the outbox; the next run resends it with the same flow id.
