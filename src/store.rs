@@ -10,6 +10,7 @@
 //! | `cursor`     | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
 //! | `ledger`     | record key                       | binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
 //! | `by_source`  | kind 0xff source id              | record key the source record maps to now     |
+//! |              |                                  | (none for a record never sent whose key the ledger does not know) |
 //! | `outbox`     | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
 //! | `quarantine` | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
 //! | `expiry`     | `YYYYMMDD` 0xff record key       | empty: public penalties by CF_GSJZQ           |
