@@ -215,7 +215,7 @@ impl PlatformClient {
         &self,
         budget: &Budget,
         flow: &str,
-        body: &[u8],
+        body: bytes::Bytes,
     ) -> Result<Receipt, GiveUp> {
         let url = format!("{}/api/exchange", self.base);
         budget
@@ -229,7 +229,7 @@ impl PlatformClient {
                                 reqwest::header::CONTENT_TYPE,
                                 "application/xml; charset=utf-8",
                             )
-                            .body(body.to_vec())
+                            .body(body.clone())
                     },
                     |bytes| match xml::read_receipt(bytes) {
                         Ok(r) if r.flow == flow => Ok(r),

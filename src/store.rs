@@ -10,6 +10,7 @@
 //! | `cursor`     | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
 //! | `ledger`     | record key                       | binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
 //! | `by_source`  | kind 0xff source id              | record key the source record maps to now     |
+//! |              |                                  | (none for a record never sent whose key the ledger does not know) |
 //! | `outbox`     | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
 //! | `quarantine` | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
 //! | `expiry`     | `YYYYMMDD` 0xff record key       | empty: public penalties by CF_GSJZQ           |
@@ -44,7 +45,7 @@ pub enum StoreError {
 }
 
 /// Where a kind's change feed has been read up to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cursor {
     pub since: String,
     pub after_id: String,
@@ -106,11 +107,16 @@ pub struct OutboxItem {
     pub source_id: String,
     pub source_updated_at: String,
     pub meta: RecordMeta,
-    /// The source record (upserts only, in memory only), so a rejected record can be quarantined with it and
+    /// The source record's JSON text (upserts only, in memory only), so a rejected record can be quarantined with it and
     /// retried. Not persisted: it would double what every batch writes; a batch resent after a crash quarantines
     /// a rejection without it (the record is retried when the source changes it).
     #[serde(skip)]
-    pub source: serde_json::Value,
+    pub source: Option<Box<str>>,
+    /// The key's ledger entry as the engine read it when it built the batch, when no batch in flight held the key
+    /// then (so nothing can have changed it before this batch's receipt); `None`: read it when the receipt comes.
+    /// In memory only.
+    #[serde(skip)]
+    pub ledger: Option<Option<LedgerEntry>>,
 }
 
 /// A message written to the store before it is sent; a restarted run resends it with the same flow id.
@@ -120,8 +126,9 @@ pub struct OutboxBatch {
     pub kind: Kind,
     pub created: String,
     /// The exact ExchangeMessage bytes (UTF-8 XML); stored raw after the JSON of the rest (see `encode_batch`).
+    /// Shared, so sending it (and sending it again) copies nothing.
     #[serde(skip)]
-    pub body: String,
+    pub body: bytes::Bytes,
     pub items: Vec<OutboxItem>,
 }
 
@@ -132,7 +139,7 @@ fn encode_batch(b: &OutboxBatch) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + meta.len() + b.body.len());
     v.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     v.extend_from_slice(&meta);
-    v.extend_from_slice(b.body.as_bytes());
+    v.extend_from_slice(&b.body);
     v
 }
 
@@ -144,7 +151,9 @@ fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
         .ok_or("too short")? as usize;
     let meta = v.get(4..4 + len).ok_or("truncated")?;
     let mut b: OutboxBatch = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
-    b.body = String::from_utf8(v[4 + len..].to_vec()).map_err(|e| e.to_string())?;
+    let body = &v[4 + len..];
+    std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    b.body = bytes::Bytes::copy_from_slice(body);
     Ok(b)
 }
 

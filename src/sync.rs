@@ -28,6 +28,7 @@ use crate::store::{
 use crate::xml::{self, ExchangeMessage, MessageOp, MessageRecord, Receipt, ResultStatus};
 use chrono::NaiveDate;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,12 +150,36 @@ fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
     }
 }
 
-/// A feed item's position, `(updated_at, id)`.
-fn position(item: &serde_json::Value) -> Option<Cursor> {
-    Some(Cursor {
-        since: item.get("updated_at")?.as_str()?.to_string(),
-        after_id: item.get("id")?.as_str()?.to_string(),
+/// A feed item's position, `(updated_at, id)`, as the raw JSON gives it (the record read from it when it reads).
+fn position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<Cursor> {
+    match src {
+        Some(s) => s.updated_at.as_ref().map(|u| Cursor {
+            since: u.clone(),
+            after_id: s.id.clone(),
+        }),
+        None => {
+            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+            Some(Cursor {
+                since: v.get("updated_at")?.as_str()?.to_string(),
+                after_id: v.get("id")?.as_str()?.to_string(),
+            })
+        }
+    }
+}
+
+/// Reads a source record straight from its JSON text the way `serde_json::Value` → `SourceRecord` would, without
+/// building the tree unless the direct way refuses it (e.g. a field given twice, which a `Value` resolves to the
+/// last).
+fn read_source(raw: &RawValue) -> Result<SourceRecord, String> {
+    serde_json::from_str::<SourceRecord>(raw.get()).or_else(|_| {
+        let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        <SourceRecord as serde::Deserialize>::deserialize(&v).map_err(|e| e.to_string())
     })
+}
+
+/// A raw item as a `serde_json::Value` (quarantine keeps the source record in that form).
+fn raw_value(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or_default()
 }
 
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
@@ -178,33 +203,45 @@ fn next_position(positions: &[Option<Cursor>], overlap: chrono::Duration) -> Opt
 
 /// A feed item, read and mapped (with its digest and report facts, computed off the engine's thread).
 struct Prepared {
-    raw: serde_json::Value,
+    raw: Box<RawValue>,
+    pos: Option<Cursor>,
     src: Result<SourceRecord, String>,
     mapped: Option<(Mapped, String, RecordMeta)>,
+}
+
+/// Reads a feed item (its record and position), not yet mapped.
+fn read_item(raw: Box<RawValue>) -> Prepared {
+    let src = read_source(&raw);
+    let pos = position(src.as_ref().ok(), &raw);
+    Prepared {
+        raw,
+        pos,
+        src,
+        mapped: None,
+    }
+}
+
+/// Maps a read item, with its digest and report facts.
+fn map_item(
+    mapping: &crate::mapping::Mapping,
+    ctx: &crate::mapping::MappingContext,
+    mut p: Prepared,
+) -> Prepared {
+    if let Ok(src) = &p.src {
+        let mapped = mapping.map(ctx, src);
+        let digest = mapped.record.digest().to_hex();
+        let meta = record_meta(mapping.kind, src, &mapped.record);
+        p.mapped = Some((mapped, digest, meta));
+    }
+    p
 }
 
 fn prepare(
     mapping: &crate::mapping::Mapping,
     ctx: &crate::mapping::MappingContext,
-    raw: serde_json::Value,
+    raw: Box<RawValue>,
 ) -> Prepared {
-    match <SourceRecord as serde::Deserialize>::deserialize(&raw) {
-        Ok(src) => {
-            let mapped = mapping.map(ctx, &src);
-            let digest = mapped.record.digest().to_hex();
-            let meta = record_meta(mapping.kind, &src, &mapped.record);
-            Prepared {
-                raw,
-                src: Ok(src),
-                mapped: Some((mapped, digest, meta)),
-            }
-        }
-        Err(e) => Prepared {
-            raw,
-            src: Err(e.to_string()),
-            mapped: None,
-        },
-    }
+    map_item(mapping, ctx, read_item(raw))
 }
 
 /// A batch's outcome as its send task reports it: the receipt is already applied to the store.
@@ -359,7 +396,11 @@ async fn run_with(
                             kind,
                             items
                                 .into_iter()
-                                .map(|raw| prepare(mappings.get(kind), &cfg.mapping_context, raw))
+                                .map(|v| {
+                                    let raw = serde_json::value::to_raw_value(&v)
+                                        .expect("a JSON value always serializes");
+                                    prepare(mappings.get(kind), &cfg.mapping_context, raw)
+                                })
                                 .collect(),
                             &mut none,
                         )
@@ -462,7 +503,8 @@ impl Engine<'_> {
                             .map(|e| e.source_updated_at.clone())
                             .unwrap_or_default(),
                         meta: e.map(|e| e.meta).unwrap_or_default(),
-                        source: serde_json::Value::Null,
+                        source: None,
+                        ledger: None,
                     },
                     None,
                 ));
@@ -503,7 +545,8 @@ impl Engine<'_> {
                             source_id: e.source_id.clone(),
                             source_updated_at: e.source_updated_at.clone(),
                             meta: e.meta.clone(),
-                            source: serde_json::Value::Null,
+                            source: None,
+                            ledger: None,
                         },
                         None,
                     ));
@@ -537,46 +580,48 @@ impl Engine<'_> {
         let reader = tokio::spawn(async move {
             let mut pos = start;
             // Positions the previous request delivered: the part of a page that is read again is skipped.
-            let mut prev: HashSet<(String, String)> = HashSet::new();
+            let mut prev: HashSet<Cursor> = HashSet::new();
             loop {
                 let since = pos.as_ref().map(|c| c.since.as_str());
                 let after = pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or("");
-                let mut page = match source.changes(&budget, kind, since, after).await {
+                let page = match source.changes_raw(&budget, kind, since, after).await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         break;
                     }
                 };
-                let positions: Vec<Option<Cursor>> = page.items.iter().map(position).collect();
                 let more = page.has_more && !page.items.is_empty();
-                let next = next_position(&positions, overlap);
-                let this: HashSet<(String, String)> = positions
-                    .iter()
-                    .flatten()
-                    .map(|c| (c.since.clone(), c.after_id.clone()))
-                    .collect();
-                page.items = page
-                    .items
-                    .into_iter()
-                    .zip(&positions)
-                    .filter(|(_, p)| {
-                        p.as_ref()
-                            .is_none_or(|c| !prev.contains(&(c.since.clone(), c.after_id.clone())))
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                prev = this;
-                // Mapping is pure and CPU-bound: do it off the engine's thread, while the engine pushes.
+                // Reading and mapping are pure and CPU-bound: done off the engine's thread, while the engine pushes.
                 let (m, c) = (mappings.clone(), ctx.clone());
-                let prepared = tokio::task::spawn_blocking(move || {
-                    page.items
+                let seen = std::mem::take(&mut prev);
+                let read = tokio::task::spawn_blocking(move || {
+                    let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
+                    let positions: Vec<Option<Cursor>> =
+                        read.iter().map(|p| p.pos.clone()).collect();
+                    let next = next_position(&positions, overlap);
+                    let this: HashSet<Cursor> = positions.into_iter().flatten().collect();
+                    let prepared: Vec<Prepared> = read
                         .into_iter()
-                        .map(|raw| prepare(m.get(kind), &c, raw))
-                        .collect()
+                        .filter(|p| p.pos.as_ref().is_none_or(|c| !seen.contains(c)))
+                        .map(|p| map_item(m.get(kind), &c, p))
+                        .collect();
+                    (prepared, next, this)
                 })
-                .await
-                .unwrap_or_default();
+                .await;
+                let (prepared, next, this) = match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(GiveUp::Fatal {
+                                what: format!("mapping a page of {kind} changes"),
+                                message: e.to_string(),
+                            }))
+                            .await;
+                        break;
+                    }
+                };
+                prev = this;
                 if tx.send(Ok(prepared)).await.is_err() || !more {
                     break;
                 }
@@ -619,18 +664,14 @@ impl Engine<'_> {
         // Looked at once per page: what a receipt applied meanwhile puts there concerns keys still pending, which
         // the page leaves to their receipts.
         let quarantine_empty = self.store.quarantine_is_empty();
-        for Prepared { raw, src, mapped } in page {
+        for Prepared {
+            raw,
+            pos,
+            src,
+            mapped,
+        } in page
+        {
             self.summary.read += 1;
-            let pos = match (
-                raw.get("updated_at").and_then(|v| v.as_str()),
-                raw.get("id").and_then(|v| v.as_str()),
-            ) {
-                (Some(u), Some(i)) => Some(Cursor {
-                    since: u.to_string(),
-                    after_id: i.to_string(),
-                }),
-                _ => None,
-            };
             if let Some(p) = pos {
                 if cursor.as_ref().is_none_or(|c| cursor_after(&p, c)) {
                     *cursor = Some(p);
@@ -640,6 +681,7 @@ impl Engine<'_> {
                 (Ok(s), Some(m)) => (s, m),
                 (src, _) => {
                     let e = src.err().unwrap_or_else(|| "not mapped".into());
+                    let raw = raw_value(&raw);
                     let id = raw
                         .get("id")
                         .map(|v| v.to_string().trim_matches('"').to_string())
@@ -668,7 +710,7 @@ impl Engine<'_> {
                     key,
                     "invalid",
                     &mapped.findings,
-                    raw,
+                    raw_value(&raw),
                     &now,
                     meta,
                 )?;
@@ -696,7 +738,7 @@ impl Engine<'_> {
                         Some(key),
                         "invalid",
                         &[f],
-                        raw,
+                        raw_value(&raw),
                         &now,
                         meta,
                     )?;
@@ -718,16 +760,15 @@ impl Engine<'_> {
                                 source_id: src.id.clone(),
                                 source_updated_at: src.updated_at.clone().unwrap_or_default(),
                                 meta: e.meta.clone(),
-                                source: serde_json::Value::Null,
+                                source: None,
+                                ledger: None,
                             },
                             None,
                         ));
                     }
                 }
             }
-            if old_key.as_deref() != Some(key.as_str()) {
-                commit.by_source.push((kind, src.id.clone(), key.clone()));
-            }
+            let relink = old_key.as_deref() != Some(key.as_str());
             // A record that is valid now leaves quarantine (unless the platform rejected this very content). While
             // its key is in flight, that batch's receipt decides instead (it is being applied concurrently).
             let rejected_same = !self.force
@@ -763,35 +804,50 @@ impl Engine<'_> {
                 source_id: src.id.clone(),
                 source_updated_at: src.updated_at.clone().unwrap_or_default(),
                 meta,
-                source: if op == Op::Upsert {
-                    raw
-                } else {
-                    serde_json::Value::Null
-                },
+                source: (op == Op::Upsert).then(|| raw.into()),
+                ledger: (!self.pending.contains_key(&key)).then(|| ledger.clone()),
             };
-            match op {
+            let sent = match op {
                 Op::Upsert
                     if !self.force
                         && public_now
                         && current_digest.as_deref() == Some(digest.as_str()) =>
                 {
-                    self.summary.unchanged += 1
+                    self.summary.unchanged += 1;
+                    false
                 }
-                Op::Upsert if rejected_same => self.summary.unchanged += 1,
-                Op::Withdraw if !public_now => self.summary.unchanged += 1,
+                Op::Upsert if rejected_same => {
+                    self.summary.unchanged += 1;
+                    false
+                }
+                Op::Withdraw if !public_now => {
+                    self.summary.unchanged += 1;
+                    false
+                }
                 Op::Upsert => {
                     if !seen_in_page.insert(key.clone()) {
                         // the same key twice in one page: the later version wins
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, Some(mapped.record)));
+                    true
                 }
                 Op::Withdraw => {
                     if !seen_in_page.insert(key.clone()) {
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, None));
+                    true
                 }
+            };
+            // The source record → key link, when it changes. Not for a record that was never linked, is not sent and
+            // whose key the store knows nothing of (a penalty already past its display period, never published):
+            // storing "this record maps to a key the platform never held" changes nothing later, and a backfill
+            // would write one for every such record.
+            let known =
+                sent || old_key.is_some() || ledger.is_some() || self.pending.contains_key(&key);
+            if relink && known {
+                commit.by_source.push((kind, src.id.clone(), key));
             }
         }
         // Cut the page's pushes into messages: at most batch_size records and MAX_MESSAGE_BYTES each.
@@ -934,7 +990,7 @@ impl Engine<'_> {
             flow,
             kind,
             created: now_rfc3339(),
-            body: String::from_utf8(body).expect("the XML writer writes UTF-8"),
+            body: body.into(),
             items: outbox_items,
         })
     }
@@ -964,7 +1020,7 @@ impl Engine<'_> {
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
             let result = match platform
-                .exchange(&budget, &batch.flow, batch.body.as_bytes())
+                .exchange(&budget, &batch.flow, batch.body.clone())
                 .await
             {
                 // The batch stays in the outbox; the next run resends it with the same flow id.
@@ -1044,8 +1100,12 @@ fn apply_receipt(
         ..ReceiptCommit::default()
     };
     for item in &batch.items {
-        let prev = store.ledger_get(&item.key)?;
-        let mut e = prev.clone().unwrap_or(LedgerEntry {
+        let prev = match &item.ledger {
+            Some(known) => known.clone(),
+            None => store.ledger_get(&item.key)?,
+        };
+        let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
+        let mut e = prev.unwrap_or_else(|| LedgerEntry {
             kind: batch.kind,
             source_id: item.source_id.clone(),
             source_updated_at: item.source_updated_at.clone(),
@@ -1068,7 +1128,6 @@ fn apply_receipt(
             commit.ledger.push((item.key.clone(), e));
             continue;
         };
-        let old_until = prev.as_ref().and_then(|p| p.meta.display_until.clone());
         match (item.op, res.status) {
             (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
                 if res.status == ResultStatus::Accepted {
@@ -1148,12 +1207,11 @@ fn apply_receipt(
                             res.code, res.message
                         ),
                     }],
-                    source: if item.source.is_null() {
-                        existing
+                    source: match &item.source {
+                        Some(raw) => serde_json::from_str(raw).unwrap_or_default(),
+                        None => existing
                             .map(|q| q.source)
-                            .unwrap_or(serde_json::Value::Null)
-                    } else {
-                        item.source.clone()
+                            .unwrap_or(serde_json::Value::Null),
                     },
                     first_seen: now.clone(),
                     last_seen: now.clone(),

@@ -47,6 +47,38 @@ const FIXED_DETAILS: [&str; 5] = [
 ];
 
 /// The detail of a `late` row: first published `p`, due `dl`.
+/// A [`GapRow`] whose text is borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct GapRef<'a> {
+    pub category: Category,
+    pub key: &'a str,
+    pub kind: Kind,
+    pub doc_no: &'a str,
+    pub party_name: &'a str,
+    pub party_id_masked: &'a str,
+    pub decided_on: Option<NaiveDate>,
+    pub deadline: Option<NaiveDate>,
+    pub first_published: Option<NaiveDate>,
+    pub detail: &'a str,
+}
+
+impl GapRef<'_> {
+    pub fn to_row(&self) -> GapRow {
+        GapRow {
+            category: self.category,
+            key: self.key.to_string(),
+            kind: self.kind,
+            doc_no: self.doc_no.to_string(),
+            party_name: self.party_name.to_string(),
+            party_id_masked: self.party_id_masked.to_string(),
+            decided_on: self.decided_on,
+            deadline: self.deadline,
+            first_published: self.first_published,
+            detail: self.detail.to_string(),
+        }
+    }
+}
+
 pub(crate) fn late_detail(p: NaiveDate, dl: NaiveDate) -> String {
     // Built by hand: a backfill makes a million of these (and `push` builds one again to recognise it).
     let mut s = String::with_capacity(64);
@@ -388,6 +420,22 @@ impl Gaps {
 
     /// Adds a row at the end.
     pub fn push(&mut self, g: GapRow) {
+        self.push_ref(GapRef {
+            category: g.category,
+            key: &g.key,
+            kind: g.kind,
+            doc_no: &g.doc_no,
+            party_name: &g.party_name,
+            party_id_masked: &g.party_id_masked,
+            decided_on: g.decided_on,
+            deadline: g.deadline,
+            first_published: g.first_published,
+            detail: &g.detail,
+        });
+    }
+
+    /// [`Gaps::push`] from borrowed parts: the row is encoded straight from them, no strings copied first.
+    pub fn push_ref(&mut self, g: GapRef<'_>) {
         let mut row: Vec<u8> = Vec::with_capacity(96);
         let cat = Category::ALL
             .iter()
@@ -402,12 +450,12 @@ impl Gaps {
             row.extend_from_slice(&days(d).to_le_bytes());
         }
         // The key: an interned prefix and the rest.
-        let (pid, rest) = match prefix_len(&g.key) {
+        let (pid, rest) = match prefix_len(g.key) {
             Some(n) => match self.prefix_id(&g.key[..n]) {
-                0 => (0, g.key.as_str()),
+                0 => (0, g.key),
                 id => (id, &g.key[n..]),
             },
-            None => (0, g.key.as_str()),
+            None => (0, g.key),
         };
         row.push(pid);
         put_str(&mut row, rest);
@@ -415,10 +463,10 @@ impl Gaps {
             row.push(DOC_NO_IS_KEYS);
         } else {
             row.push(DOC_NO_TEXT);
-            put_str(&mut row, &g.doc_no);
+            put_str(&mut row, g.doc_no);
         }
-        put_str(&mut row, &g.party_name);
-        put_str(&mut row, &g.party_id_masked);
+        put_str(&mut row, g.party_name);
+        put_str(&mut row, g.party_id_masked);
         let late = match (g.category, g.deadline, g.detail.get(..10)) {
             (Category::Late, Some(dl), Some(p)) => crate::validate::parse_date(p)
                 .filter(|&p| late_detail(p, dl) == g.detail),
@@ -434,7 +482,7 @@ impl Gaps {
             row.push(DETAIL_OVERDUE);
         } else {
             row.push(DETAIL_TEXT);
-            put_str(&mut row, &g.detail);
+            put_str(&mut row, g.detail);
         }
 
         let fits = self
