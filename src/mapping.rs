@@ -1303,7 +1303,10 @@ mod tests {
                 let category = m.category(&rec);
                 let applying: Vec<&FieldRule> =
                     m.fields.iter().filter(|r| r.applies(category)).collect();
-                let filled = applying.iter().filter(|r| rec.get(&r.name).is_some()).count();
+                let filled = applying
+                    .iter()
+                    .filter(|r| rec.get(&r.name).is_some())
+                    .count();
                 assert_eq!(
                     m.completeness(&rec),
                     (filled as u64, applying.len() as u64),

@@ -255,13 +255,18 @@ impl PlatformRecord {
         debug_assert!({
             let mut start = 0;
             rec.spans.iter().all(|&(n, v)| {
-                let ok = start < n && n < v && rec.text.get(start as usize..v as usize).is_some()
+                let ok = start < n
+                    && n < v
+                    && rec.text.get(start as usize..v as usize).is_some()
                     && rec.text.is_char_boundary(n as usize);
                 start = v;
                 ok
             }) && start as usize == rec.text.len()
         });
-        debug_assert!(rec.fields().zip(rec.fields().skip(1)).all(|(a, b)| a.0 < b.0));
+        debug_assert!(rec
+            .fields()
+            .zip(rec.fields().skip(1))
+            .all(|(a, b)| a.0 < b.0));
         rec
     }
 

@@ -823,7 +823,8 @@ async fn compare(
                     decided,
                     deadline,
                 };
-                let row = |category, key, detail, published| rows.row(category, key, detail, published);
+                let row =
+                    |category, key, detail, published| rows.row(category, key, detail, published);
                 let raw_value =
                     || serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default();
                 let key_str = mapped.key.as_ref().map(|k| k.to_string());
@@ -871,9 +872,12 @@ async fn compare(
                         .map(|f| format!("{} [{}] {}", f.field, f.code, f.zh))
                         .collect::<Vec<_>>()
                         .join("；");
-                    report
-                        .gaps
-                        .push_ref(row(Category::Quarantined, &display_key, &detail, published));
+                    report.gaps.push_ref(row(
+                        Category::Quarantined,
+                        &display_key,
+                        &detail,
+                        published,
+                    ));
                     if published.is_none() {
                         if let Some(dl) = deadline {
                             if opts.today > dl {
@@ -1013,12 +1017,9 @@ async fn compare(
                             published,
                         ));
                     } else {
-                        report.gaps.push_ref(row(
-                            Category::Stale,
-                            &key,
-                            REVOKED_DETAIL,
-                            published,
-                        ));
+                        report
+                            .gaps
+                            .push_ref(row(Category::Stale, &key, REVOKED_DETAIL, published));
                     }
                     plan.withdraw.push((kind, key.clone()));
                 }

@@ -468,8 +468,9 @@ impl Gaps {
         put_str(&mut row, g.party_name);
         put_str(&mut row, g.party_id_masked);
         let late = match (g.category, g.deadline, g.detail.get(..10)) {
-            (Category::Late, Some(dl), Some(p)) => crate::validate::parse_date(p)
-                .filter(|&p| late_detail(p, dl) == g.detail),
+            (Category::Late, Some(dl), Some(p)) => {
+                crate::validate::parse_date(p).filter(|&p| late_detail(p, dl) == g.detail)
+            }
             _ => None,
         };
         if let Some(fixed) = FIXED_DETAILS.iter().position(|&f| f == g.detail) {
