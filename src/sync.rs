@@ -300,7 +300,7 @@ pub async fn withdraw(
 }
 
 enum Mode {
-    Retry(Vec<(Kind, serde_json::Value)>),
+    Retry(Vec<(Kind, Box<serde_json::value::RawValue>)>),
     Withdraw(Vec<(Kind, String)>),
 }
 
@@ -311,7 +311,7 @@ pub async fn retry(
     mappings: &MappingSet,
     store: &Store,
     opts: &SyncOptions,
-    items: Vec<(Kind, serde_json::Value)>,
+    items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
     run_with(cfg, mappings, store, opts, Some(Mode::Retry(items))).await
 }
@@ -383,7 +383,7 @@ async fn run_with(
         Some(Mode::Retry(items)) => {
             engine.move_cursor = false;
             engine.force = true;
-            let mut by_kind: HashMap<Kind, Vec<serde_json::Value>> = HashMap::new();
+            let mut by_kind: HashMap<Kind, Vec<Box<serde_json::value::RawValue>>> = HashMap::new();
             for (k, v) in items {
                 by_kind.entry(k).or_default().push(v);
             }
@@ -396,11 +396,7 @@ async fn run_with(
                             kind,
                             items
                                 .into_iter()
-                                .map(|v| {
-                                    let raw = serde_json::value::to_raw_value(&v)
-                                        .expect("a JSON value always serializes");
-                                    prepare(mappings.get(kind), &cfg.mapping_context, raw)
-                                })
+                                .map(|raw| prepare(mappings.get(kind), &cfg.mapping_context, raw))
                                 .collect(),
                             &mut none,
                         )

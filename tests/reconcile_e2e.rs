@@ -348,17 +348,20 @@ async fn repair_then_sync_leaves_no_gaps() {
             .collect()
     );
 
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            "2026-11-27",
-            "--format",
-            "json",
-            "--repair",
-            "--repair-orphans",
-        ])
-        .await;
+    // One record per chunk: the spooled records are read back and pushed in more than one go.
+    let mut c = env.command(&[
+        "reconcile",
+        "--today",
+        "2026-11-27",
+        "--format",
+        "json",
+        "--repair",
+        "--repair-orphans",
+    ]);
+    c.env("DUALPUB_REPAIR_CHUNK", "1");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["repair"]["repushed"],

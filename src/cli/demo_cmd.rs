@@ -207,6 +207,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         to: None,
         today,
         progress: false,
+        repair: true,
     };
     let cal = crate::calendar::Calendar::builtin();
     let (report, plan) =
@@ -217,7 +218,8 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         8,
         "reconcile --repair: re-push what is missing or stale, withdraw what expired",
     );
-    let r = sync::retry(&cfg, &mappings, &store, &opts, plan.repush)
+    let repush: Vec<_> = plan.repush.chunks(usize::MAX)?.collect::<Result<_, _>>()?;
+    let r = sync::retry(&cfg, &mappings, &store, &opts, repush.concat())
         .await
         .map_err(|(_, e)| e)?;
     eprintln!("re-pushed {} record(s)", r.accepted);

@@ -135,10 +135,10 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 }
                 v
             };
-            let items: Vec<(Kind, serde_json::Value)> = chosen
+            let items: Vec<(Kind, Box<serde_json::value::RawValue>)> = chosen
                 .iter()
                 .filter(|e| !e.source.is_null())
-                .map(|e| (e.kind, e.source.clone()))
+                .filter_map(|e| Some((e.kind, serde_json::value::to_raw_value(&e.source).ok()?)))
                 .collect();
             let opts = SyncOptions {
                 kinds: Kind::ALL.to_vec(),

@@ -99,6 +99,16 @@ fn reconcile_failure(e: ReconcileError) -> Failure {
     }
 }
 
+/// Records `--repair` pushes again per `sync::retry` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
+/// small to cover several chunks).
+fn repush_chunk() -> usize {
+    std::env::var("DUALPUB_REPAIR_CHUNK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(10_000)
+}
+
 pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
     let today = common::today(args.today.as_deref())?;
@@ -122,6 +132,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         to,
         today,
         progress: std::io::stderr().is_terminal(),
+        repair: args.repair,
     };
     let rt = common::runtime()?;
     let (mut report, plan) = rt
@@ -142,22 +153,45 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
             progress: false,
         };
         let mut summary = RepairSummary::default();
-        if !plan.repush.is_empty() {
-            match rt.block_on(sync::retry(
-                &loaded.cfg,
-                &loaded.mappings,
-                &store,
-                &sopts,
-                plan.repush.clone(),
-            )) {
-                Ok(s) => {
-                    summary.repushed = s.accepted + s.platform_unchanged;
-                    summary.failed += s.rejected;
-                }
-                Err((s, e)) => {
-                    summary.repushed = s.accepted;
-                    summary.failed += plan.repush.len() as u64 - s.accepted;
-                    summary.left.push(format!("re-pushing stopped: {e}"));
+        // Read back from the spool and pushed a chunk at a time, so memory stays flat however many there are.
+        let total = plan.repush.len() as u64;
+        let mut done = 0u64;
+        match plan.repush.chunks(repush_chunk()) {
+            Err(e) => summary.left.push(format!(
+                "re-pushing could not start: the re-push spool: {e}"
+            )),
+            Ok(chunks) => {
+                for chunk in chunks {
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        Err(e) => {
+                            summary.failed += total - done;
+                            summary
+                                .left
+                                .push(format!("re-pushing stopped: the re-push spool: {e}"));
+                            break;
+                        }
+                    };
+                    let n = chunk.len() as u64;
+                    match rt.block_on(sync::retry(
+                        &loaded.cfg,
+                        &loaded.mappings,
+                        &store,
+                        &sopts,
+                        chunk,
+                    )) {
+                        Ok(s) => {
+                            summary.repushed += s.accepted + s.platform_unchanged;
+                            summary.failed += s.rejected;
+                            done += n;
+                        }
+                        Err((s, e)) => {
+                            summary.repushed += s.accepted;
+                            summary.failed += total - done - s.accepted;
+                            summary.left.push(format!("re-pushing stopped: {e}"));
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -299,6 +333,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
         to,
         today,
         progress: std::io::stderr().is_terminal(),
+        repair: false,
     };
     let rt = common::runtime()?;
     let annual = rt

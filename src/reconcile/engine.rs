@@ -34,6 +34,9 @@ pub struct ReconcileOptions {
     pub to: Option<NaiveDate>,
     pub today: NaiveDate,
     pub progress: bool,
+    /// Collect what `--repair` needs of records to push again (spooled to a temporary file); without it the
+    /// plan's `repush` stays empty and only its keys to withdraw are kept.
+    pub repair: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +53,10 @@ pub enum ReconcileError {
     Internal(String),
 }
 
-/// What `--repair` needs: source records to push again, keys to withdraw.
-#[derive(Debug, Default, Clone)]
+/// What `--repair` needs: source records to push again (only with `ReconcileOptions::repair`), keys to withdraw.
+#[derive(Debug, Default)]
 pub struct RepairPlan {
-    pub repush: Vec<(Kind, serde_json::Value)>,
+    pub repush: super::repush::Repush,
     pub withdraw: Vec<(Kind, String)>,
     pub orphans: Vec<(Kind, String)>,
 }
@@ -825,8 +828,6 @@ async fn compare(
                 };
                 let row =
                     |category, key, detail, published| rows.row(category, key, detail, published);
-                let raw_value =
-                    || serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default();
                 let key_str = mapped.key.as_ref().map(|k| k.to_string());
                 let at = key_str.as_ref().and_then(|k| held.find(k));
                 let h = at.and_then(|i| held.take_at(i));
@@ -948,7 +949,9 @@ async fn compare(
                                 MISSING_DETAIL,
                                 None,
                             ));
-                            plan.repush.push((kind, raw_value()));
+                            if opts.repair {
+                                plan.repush.push(kind, &raw);
+                            }
                         }
                     } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
                         // Pushed once the platform's fields are fetched (step 4).
@@ -959,7 +962,9 @@ async fn compare(
                                 row(Category::Stale, &key, "", published).to_row(),
                                 mapped.record.clone(),
                             ));
-                        plan.repush.push((kind, raw_value()));
+                        if opts.repair {
+                            plan.repush.push(kind, &raw);
+                        }
                     }
                     match (deadline, first_pub) {
                         (Some(dl), Some(p)) => {

@@ -191,7 +191,7 @@ type Run = ((u64, u64), usize);
 /// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
 const RUN_BYTES: usize = 4 << 20;
 
-fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
+pub(super) fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -13,4 +13,5 @@ pub mod annual;
 pub mod engine;
 pub mod gaps;
 pub mod report;
+pub mod repush;
 pub mod writers;
