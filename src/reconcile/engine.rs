@@ -179,7 +179,10 @@ const LEDGER_WHOLE_KEY: u8 = 128;
 #[derive(Default)]
 struct LedgerSide {
     keys: Vec<u8>,
-    rows: Vec<(usize, u8)>,
+    /// Where each entry's key ends in `keys` (u32: a kind's keys stay far below 4 GiB; 5 bytes an entry with
+    /// `bits`, not the 16 of a `(usize, u8)`: this side is read while the previous kind's index is still held).
+    ends: Vec<u32>,
+    bits: Vec<u8>,
     extra: HashMap<usize, (Option<String>, Option<String>)>,
 }
 
@@ -206,10 +209,15 @@ impl LedgerSide {
             if v.rejected_state || v.rejected_digest.is_some() {
                 bits |= LEDGER_EXTRA;
                 side.extra
-                    .insert(side.rows.len(), (v.rejected_digest, v.last_error));
+                    .insert(side.bits.len(), (v.rejected_digest, v.last_error));
             }
             side.keys.extend_from_slice(stored.as_bytes());
-            side.rows.push((side.keys.len(), bits));
+            let end = u32::try_from(side.keys.len()).map_err(|_| StoreError::Damaged {
+                path: store.path().to_string(),
+                detail: format!("the ledger's {} keys exceed 4 GiB", kind.item()),
+            })?;
+            side.ends.push(end);
+            side.bits.push(bits);
         }
         Ok(side)
     }
@@ -351,7 +359,8 @@ impl HeldIndex {
     fn attach_ledger(&mut self, side: LedgerSide) {
         let mut i = 0;
         let mut start = 0;
-        for (row, &(end, bits)) in side.rows.iter().enumerate() {
+        for (row, (&end, &bits)) in side.ends.iter().zip(&side.bits).enumerate() {
+            let end = end as usize;
             let key = &side.keys[start..end];
             start = end;
             let (prefix, rest): (&[u8], &[u8]) = if bits & LEDGER_WHOLE_KEY != 0 {
