@@ -84,6 +84,14 @@ fn differing_fields(a: &PlatformRecord, b: &PlatformRecord) -> Vec<String> {
         .collect()
 }
 
+fn stale_spool_failed(e: std::io::Error) -> ReconcileError {
+    ReconcileError::Internal(format!(
+        "stale records waiting for the platform's fields could not be kept in a temporary file in {}: {e} \
+         (free some space there or point TMPDIR elsewhere)",
+        std::env::temp_dir().display()
+    ))
+}
+
 /// Runs the comparison. Reads the source and the platform; writes nothing.
 pub async fn reconcile(
     cfg: &Config,
@@ -794,7 +802,7 @@ async fn compare(
         let platform_records = held.len();
 
         // 2. The source side, streamed and mapped.
-        let mut need_fields: BTreeMap<u64, Vec<(GapRow, PlatformRecord)>> = BTreeMap::new();
+        let mut need_fields = super::stale::StaleRows::new();
         let mut seen: usize = 0;
         while let Some(page) = feed.recv().await {
             let items = page.await.map_err(|e| {
@@ -965,12 +973,12 @@ async fn compare(
                     } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
                         // Pushed once the platform's fields are fetched (step 4).
                         need_fields
-                            .entry(h.as_ref().map(|h| h.page).unwrap_or(1))
-                            .or_default()
-                            .push((
-                                row(Category::Stale, &key, "", published).to_row(),
-                                mapped.record.clone(),
-                            ));
+                            .push(
+                                h.as_ref().map(|h| h.page).unwrap_or(1),
+                                &row(Category::Stale, &key, "", published),
+                                &mapped.record,
+                            )
+                            .map_err(stale_spool_failed)?;
                         if opts.repair {
                             plan.repush.push(kind, &raw);
                         }
@@ -1052,9 +1060,9 @@ async fn compare(
         }
         // 4. Fields for stale and orphan rows, from just the pages that hold them.
         let pages: BTreeSet<u64> = need_fields
-            .keys()
-            .chain(orphan_rows.keys())
-            .copied()
+            .pages()
+            .into_iter()
+            .chain(orphan_rows.keys().copied())
             .collect();
         for page in pages {
             let p = platform
@@ -1069,7 +1077,8 @@ async fn compare(
                 .await?;
             let by_key: HashMap<&str, &crate::xml::PageRecord> =
                 p.records.iter().map(|r| (r.key.as_str(), r)).collect();
-            for (mut stale, ours) in need_fields.remove(&page).into_iter().flatten() {
+            let waiting = need_fields.take_page(page).map_err(stale_spool_failed)?;
+            for (mut stale, ours) in waiting {
                 let theirs = by_key
                     .get(stale.key.as_str())
                     .and_then(|r| r.fields.clone())

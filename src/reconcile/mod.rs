@@ -14,4 +14,5 @@ pub mod engine;
 pub mod gaps;
 pub mod report;
 pub mod repush;
+pub mod stale;
 pub mod writers;
