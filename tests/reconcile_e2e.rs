@@ -348,6 +348,15 @@ async fn repair_then_sync_leaves_no_gaps() {
             .collect()
     );
 
+    // A chunk size that is not a number is refused before anything is read or pushed.
+    let mut c = env.command(&["reconcile", "--today", "2026-11-27", "--repair"]);
+    c.env("DUALPUB_REPAIR_CHUNK", "ten");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DUALPUB_REPAIR_CHUNK=\"ten\""));
+
     // One record per chunk: the spooled records are read back and pushed in more than one go.
     let mut c = env.command(&[
         "reconcile",

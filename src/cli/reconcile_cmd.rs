@@ -101,17 +101,26 @@ fn reconcile_failure(e: ReconcileError) -> Failure {
 
 /// Records `--repair` pushes again per `sync::retry` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
 /// small to cover several chunks).
-fn repush_chunk() -> usize {
-    std::env::var("DUALPUB_REPAIR_CHUNK")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(10_000)
+fn repush_chunk() -> Result<usize, Failure> {
+    match std::env::var("DUALPUB_REPAIR_CHUNK") {
+        Err(_) => Ok(10_000),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "DUALPUB_REPAIR_CHUNK=\"{v}\" is not a whole number of records above 0"
+                ))
+            }),
+    }
 }
 
 pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
     let today = common::today(args.today.as_deref())?;
+    let chunk_size = if args.repair { repush_chunk()? } else { 0 };
     let from = date_arg("from", args.from.as_deref())?;
     let to = date_arg("to", args.to.as_deref())?;
     if let (Some(f), Some(t)) = (from, to) {
@@ -156,19 +165,24 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         // Read back from the spool and pushed a chunk at a time, so memory stays flat however many there are.
         let total = plan.repush.len() as u64;
         let mut done = 0u64;
-        match plan.repush.chunks(repush_chunk()) {
-            Err(e) => summary.left.push(format!(
-                "re-pushing could not start: the re-push spool: {e}"
-            )),
+        match plan.repush.chunks(chunk_size) {
+            Err(e) => {
+                summary.failed += total;
+                summary.left.push(format!(
+                    "re-pushing could not start: the re-push spool in {}: {e}",
+                    std::env::temp_dir().display()
+                ));
+            }
             Ok(chunks) => {
                 for chunk in chunks {
                     let chunk = match chunk {
                         Ok(c) => c,
                         Err(e) => {
                             summary.failed += total - done;
-                            summary
-                                .left
-                                .push(format!("re-pushing stopped: the re-push spool: {e}"));
+                            summary.left.push(format!(
+                                "re-pushing stopped: the re-push spool in {}: {e}",
+                                std::env::temp_dir().display()
+                            ));
                             break;
                         }
                     };

@@ -49,6 +49,10 @@ pub enum ReconcileError {
     Calendar(#[from] CalendarError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    #[error(
+        "cannot write a temporary file in {dir}: {source} (free some space there, or set TMPDIR to a directory with room)"
+    )]
+    TempFile { dir: String, source: std::io::Error },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -84,12 +88,11 @@ fn differing_fields(a: &PlatformRecord, b: &PlatformRecord) -> Vec<String> {
         .collect()
 }
 
-fn stale_spool_failed(e: std::io::Error) -> ReconcileError {
-    ReconcileError::Internal(format!(
-        "stale records waiting for the platform's fields could not be kept in a temporary file in {}: {e} \
-         (free some space there or point TMPDIR elsewhere)",
-        std::env::temp_dir().display()
-    ))
+fn stale_spool_failed(source: std::io::Error) -> ReconcileError {
+    ReconcileError::TempFile {
+        dir: std::env::temp_dir().display().to_string(),
+        source,
+    }
 }
 
 /// Runs the comparison. Reads the source and the platform; writes nothing.

@@ -191,6 +191,7 @@ type Run = ((u64, u64), usize);
 /// Bytes of rows held in memory before a run is sorted and written out (spilling mode only).
 const RUN_BYTES: usize = 4 << 20;
 
+/// A new temporary file in `$TMPDIR`, readable and writable by this user only (0600 on Unix).
 pub(super) fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -202,12 +203,23 @@ pub(super) fn temp_file(what: &str) -> std::io::Result<(PathBuf, File)> {
         std::process::id(),
         N.fetch_add(1, AtomicOrdering::Relaxed)
     ));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let f = o.open(&path)?;
     Ok((path, f))
+}
+
+/// A temporary file (as [`temp_file`]) whose name is removed at once, for data that holds full ID numbers: the
+/// open handle keeps it readable, and nothing is left behind even if the process is killed. Where an open file
+/// cannot be removed, its path comes back so the caller removes it when done.
+pub(super) fn unlinked_temp_file(what: &str) -> std::io::Result<(File, Option<PathBuf>)> {
+    let (path, f) = temp_file(what)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok((f, None)),
+        Err(_) => Ok((f, Some(path))),
+    }
 }
 
 /// Reads the records of one run.
@@ -905,6 +917,19 @@ mod tests {
         assert_eq!(g.distinct_keys(), 6);
         g.push(rows[0].clone());
         assert_eq!(g.distinct_keys(), 6);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn temporary_files_are_private_and_unlinked_ones_leave_no_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let (path, f) = temp_file("modetest").unwrap();
+        let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode, 0o600);
+        let (f, path) = unlinked_temp_file("modetest").unwrap();
+        assert!(path.is_none());
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

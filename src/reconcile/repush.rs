@@ -23,14 +23,17 @@ pub struct Repush {
 
 #[derive(Debug)]
 struct Spool {
-    path: PathBuf,
+    /// Only where the file's name could not be removed at creation (never on Unix).
+    path: Option<PathBuf>,
     file: BufWriter<File>,
     records: usize,
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -68,7 +71,7 @@ impl Repush {
         let bytes = raw.get().as_bytes();
         let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
         if self.spool.is_none() {
-            let (path, file) = super::gaps::temp_file("repush")?;
+            let (file, path) = super::gaps::unlinked_temp_file("repush")?;
             self.spool = Some(Spool {
                 path,
                 file: BufWriter::with_capacity(1 << 16, file),
@@ -207,7 +210,13 @@ mod tests {
             want.push((kind, v.get().to_string()));
         }
         assert_eq!(r.len(), 2503);
-        let path = r.spool.as_ref().expect("spooled to a file").path.clone();
+        let spool = r.spool.as_ref().expect("spooled to a file");
+        #[cfg(unix)]
+        assert!(
+            spool.path.is_none(),
+            "the spool's name is removed at once (it holds full ID numbers)"
+        );
+        let path = spool.path.clone();
         assert!(r.mem.is_empty(), "nothing kept in memory");
         let chunks = drain(r, 1000);
         assert_eq!(
@@ -215,7 +224,7 @@ mod tests {
             [1000, 1000, 503]
         );
         assert_eq!(chunks.concat(), want);
-        assert!(!path.exists(), "the spool file is removed");
+        assert!(path.is_none_or(|p| !p.exists()), "the spool file is gone");
     }
 
     #[test]

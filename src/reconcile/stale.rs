@@ -32,7 +32,8 @@ pub struct StaleRows {
 }
 
 struct Spool {
-    path: PathBuf,
+    /// Only where the file's name could not be removed at creation (never on Unix).
+    path: Option<PathBuf>,
     w: BufWriter<File>,
     len: u64,
     /// A second handle for reading back (after a flush).
@@ -41,7 +42,9 @@ struct Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -143,8 +146,8 @@ impl StaleRows {
     fn append(&mut self, page: u64, b: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() && !self.in_memory_only && self.mem.len() + b.len() > self.mem_limit
         {
-            match super::gaps::temp_file("stale") {
-                Ok((path, f)) => {
+            match super::gaps::unlinked_temp_file("stale") {
+                Ok((f, path)) => {
                     let r = f.try_clone()?;
                     let mut w = BufWriter::with_capacity(1 << 16, f);
                     w.write_all(&self.mem)?;
@@ -335,9 +338,13 @@ mod tests {
         }
         let path = s.file.as_ref().expect("moved to a file").path.clone();
         assert!(s.mem.is_empty(), "nothing left in memory");
-        assert!(path.exists());
+        #[cfg(unix)]
+        assert!(
+            path.is_none(),
+            "the file's name is removed at once (it holds full ID numbers)"
+        );
         check_all(s, 300);
-        assert!(!path.exists(), "the file is removed");
+        assert!(path.is_none_or(|p| !p.exists()), "the file is gone");
     }
 
     #[test]
