@@ -92,31 +92,14 @@ pub(crate) fn late_detail(p: NaiveDate, dl: NaiveDate) -> String {
     s
 }
 
-/// Appends `d` as its `Display` does (`2024-03-01`), without the formatting machinery for four-digit years.
+/// Appends `d` as its `Display` does (`2024-03-01`), without the formatting machinery for four-digit years
+/// (those are the mapping's `YYYY-MM-DD`; `Display` differs only outside them, e.g. `+10000-01-01`).
 pub(crate) fn push_date(out: &mut String, d: NaiveDate) {
-    let (y, m, day) = (d.year(), d.month(), d.day());
-    if !(0..=9999).contains(&y) {
+    if (0..=9999).contains(&d.year()) {
+        crate::mapping::DateFormat::Dash.format_into(d, out);
+    } else {
         use std::fmt::Write as _;
         let _ = write!(out, "{d}");
-        return;
-    }
-    let y = y as u32;
-    for c in [
-        y / 1000,
-        y / 100 % 10,
-        y / 10 % 10,
-        y % 10,
-        u32::MAX,
-        m / 10,
-        m % 10,
-        u32::MAX,
-        day / 10,
-        day % 10,
-    ] {
-        out.push(match c {
-            u32::MAX => '-',
-            c => char::from(b'0' + c as u8),
-        });
     }
 }
 
