@@ -68,31 +68,6 @@ pub fn sync_failure(e: SyncError) -> Failure {
     }
 }
 
-/// Caps glibc's malloc arenas at two. By default every thread that allocates may get its own arena (up to 8 per
-/// core), each keeping the memory it freed; a sync's reader, mapping, send and sled threads then hold tens of
-/// MiB more than they use. Also turns glibc's fastbins off (small blocks still come from its per-thread cache):
-/// sled frees and allocates node copies of a few KiB per write, and each such allocation made glibc consolidate
-/// the fastbins first (`malloc_consolidate`, ~5 % of a backfill's CPU; measured ~5 % less CPU at 1M records, same
-/// RSS). Call before the runtime starts its threads. No-op elsewhere than glibc.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(
-                param: std::os::raw::c_int,
-                value: std::os::raw::c_int,
-            ) -> std::os::raw::c_int;
-        }
-        const M_ARENA_MAX: std::os::raw::c_int = -8;
-        const M_MXFAST: std::os::raw::c_int = 1;
-        // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-        unsafe {
-            mallopt(M_ARENA_MAX, 2);
-            mallopt(M_MXFAST, 0);
-        }
-    }
-}
-
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -27,7 +27,6 @@ pub struct SyncArgs {
 pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
     let today = common::today(args.today.as_deref())?;
-    common::limit_malloc_arenas();
     let store = common::open_store(&loaded.cfg.store_path)?;
     let opts = SyncOptions {
         kinds: common::parse_kinds(args.kind),

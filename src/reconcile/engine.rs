@@ -640,7 +640,7 @@ fn spawn_feed(
             }
             // Mapped in a task on a runtime worker (the comparison runs on the caller's thread), so the next page
             // is mapped on the other core meanwhile; the channel keeps pages in feed order. Not a dedicated
-            // blocking thread per page: that would give glibc another malloc arena to keep freed pages in.
+            // blocking thread per page: every new thread gets its own allocator cache that keeps freed memory.
             let (mappings, ctx) = (mappings.clone(), ctx.clone());
             let items = tokio::spawn(async move {
                 let mapping = mappings.get(kind);
