@@ -3,7 +3,9 @@
 //! - records/s and peak RSS of `dualpub` for a backfill of BENCH_RECORDS (default 1,000,000) records,
 //! - peak RSS for a tenth of that, to show memory does not grow with the record count,
 //! - the per-record way (batch size 1, concurrency 1, as hand-written uploaders do) on a sample, and the ratio,
-//! - the wall time of a no-change run right after the backfill.
+//! - the wall time of a no-change run right after the backfill,
+//! - a run half a year later, when the display periods of many penalties have ended at once: records withdrawn,
+//!   time, peak RSS.
 //!
 //! Run: `cargo bench --bench backfill` (BENCH_RECORDS=100000 for a quicker look).
 
@@ -12,12 +14,20 @@ mod support;
 use std::time::Duration;
 use support::{config, start_sim, sync};
 
+/// A run that is not the backfill: its summary, wall time and peak RSS.
+struct Later {
+    summary: serde_json::Value,
+    elapsed: Duration,
+    peak_rss_mib: f64,
+}
+
 fn backfill(
     records: u64,
     batch: u32,
     concurrency: u32,
     latency_ms: u64,
-) -> (f64, f64, serde_json::Value, Duration) {
+    later: Option<&str>,
+) -> (f64, f64, serde_json::Value, Duration, Option<Later>) {
     let dir = tempfile::tempdir().unwrap();
     let n = records.to_string();
     let latency = latency_ms.to_string();
@@ -36,11 +46,20 @@ fn backfill(
     let (m, s) = sync(&cfg, "2026-11-27");
     let (again, s2) = sync(&cfg, "2026-11-27");
     assert_eq!(s2["pushed"], 0, "a second run pushes nothing");
+    let later = later.map(|today| {
+        let (m, summary) = sync(&cfg, today);
+        Later {
+            summary,
+            elapsed: m.elapsed,
+            peak_rss_mib: m.peak_rss_mib,
+        }
+    });
     (
         records as f64 / m.elapsed.as_secs_f64(),
         m.peak_rss_mib,
         s,
         again.elapsed,
+        later,
     )
 }
 
@@ -50,7 +69,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     println!("backfill of {n} records (permits and penalties), simulators as separate processes, batch 200, concurrency 4");
-    let (rate, rss, s, again) = backfill(n, 200, 4, 0);
+    let (rate, rss, s, again, later) = backfill(n, 200, 4, 0, Some("2027-06-01"));
     println!(
         "  {rate:.0} records/s; peak RSS of dualpub {rss:.1} MiB; pushed {} accepted {} unchanged (expired penalties, not published) {}",
         s["pushed"], s["accepted"], s["unchanged"]
@@ -59,8 +78,16 @@ fn main() {
         "  no-change run right after: {} ms wall (whole process, including start-up)",
         again.as_millis()
     );
+    if let Some(l) = later {
+        println!(
+            "  a run on 2027-06-01 (display periods ended): withdrew {} in {:.1} s, peak RSS {:.1} MiB",
+            l.summary["withdrawn"],
+            l.elapsed.as_secs_f64(),
+            l.peak_rss_mib
+        );
+    }
     let small = (n / 10).max(1000);
-    let (rate_small, rss_small, _, _) = backfill(small, 200, 4, 0);
+    let (rate_small, rss_small, _, _, _) = backfill(small, 200, 4, 0, None);
     println!(
         "  {small} records: {rate_small:.0} records/s, peak RSS {rss_small:.1} MiB (RSS at 10× the records: {:.2}×)",
         rss / rss_small
@@ -70,13 +97,13 @@ fn main() {
         "the per-record way (batch 1, concurrency 1, as hand-written uploaders do), same run:"
     );
     let sample = 2000.min(n);
-    let (one_local, _, _, _) = backfill(sample, 1, 1, 0);
+    let (one_local, _, _, _, _) = backfill(sample, 1, 1, 0, None);
     println!("  loopback, no added latency, {sample} records: {one_local:.0} records/s → dualpub is {:.0}× faster", rate / one_local);
     // A provincial platform is reached over the government extranet: every call pays a round trip.
     let latency = 20;
     let sample = 300.min(n);
-    let (one_far, _, _, _) = backfill(sample, 1, 1, latency);
-    let (batched_far, _, _, _) = backfill(20_000.min(n), 200, 4, latency);
+    let (one_far, _, _, _, _) = backfill(sample, 1, 1, latency, None);
+    let (batched_far, _, _, _, _) = backfill(20_000.min(n), 200, 4, latency, None);
     println!(
         "  {latency} ms per platform call: per-record {one_far:.0} records/s ({sample} records), dualpub {batched_far:.0} records/s → {:.0}× faster",
         batched_far / one_far

@@ -1,24 +1,33 @@
 //! The sled store: the only module that knows the key layout. Everything the connector remembers between runs
 //! lives here, so a run killed at any instant resumes from exactly what was made durable.
 //!
-//! Schema (version 2), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
+//! Schema (version 3), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
 //! occurs in UTF-8); integers are big-endian so keys sort:
 //!
-//! | tree         | key                              | value                                        |
-//! |--------------|----------------------------------|----------------------------------------------|
-//! | `meta`       | `schema`                         | u32 BE schema version                        |
-//! | `cursor`     | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
-//! | `ledger`     | record key                       | binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
-//! | `by_source`  | kind 0xff source id              | record key the source record maps to now     |
-//! |              |                                  | (none for a record never sent whose key the ledger does not know) |
-//! | `outbox`     | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
-//! | `quarantine` | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
-//! | `expiry`     | `YYYYMMDD` 0xff record key       | empty: public penalties by CF_GSJZQ           |
-//! | `runs`       | u64 BE sequence                  | JSON run summary                              |
+//! | tree                | key                              | value                                        |
+//! |---------------------|----------------------------------|----------------------------------------------|
+//! | `meta`              | `schema`                         | u32 BE schema version                        |
+//! | `cursor`            | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
+//! | `ledger`            | record key                       | binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
+//! | `by_source_buckets` | bucket of kind 0xff source id    | bucket: source id ending → record key the source record maps to now |
+//! |                     |                                  | (none for a record never sent whose key the ledger does not know) |
+//! | `outbox`            | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
+//! | `quarantine`        | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
+//! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
+//! | `runs`              | u64 BE sequence                  | JSON run summary                              |
+//!
+//! The two indexes are packed into buckets (`bucket_cut`): sled keeps ~35 bytes of memory per key for as long as
+//! the store is open (its page table: an entry and a fragment list for every 8–16 keys), so one key per record
+//! in three trees made a sync's memory grow with the store. A bucket is the index key without its last two
+//! characters (three when it ends in a digit and a symbol, as `…〔2026〕984号` does); source ids and document
+//! numbers end in sequence numbers, so about a hundred consecutive records share one bucket. Keys that do not
+//! (random ids) get buckets of one entry, as before. The ledger itself stays one key per record: reconcile reads
+//! it in key order.
 //!
 //! Version 1 stored ledger values as JSON; version 2 writes them in a compact binary form that starts with a
-//! tag byte (JSON always starts with `{`), and still reads JSON values, so a version 1 store is simply upgraded
-//! by writing the new version number (a version 1 binary then refuses it as newer instead of misreading it).
+//! tag byte (JSON always starts with `{`), and still reads JSON values. Version 3 packs the indexes: a version 1
+//! or 2 store is upgraded when it is opened (the old `by_source` and `expiry` trees are rewritten into buckets,
+//! then dropped; redone from the start if interrupted), and an older binary then refuses it as newer.
 //!
 //! Related writes happen in one sled transaction: a page's outbox batches, quarantine changes and the cursor
 //! move together; a receipt's ledger updates, quarantine changes and the outbox removal move together.
@@ -29,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 const SEP: u8 = 0xff;
 
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +404,103 @@ fn expiry_key(date: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// Where an index key splits into its bucket (before) and the entry's name in the bucket (after): before the
+/// last two characters of the part after the first `0xff`, or the last three when that part ends in an ASCII
+/// digit followed by something else (`…984号`). Never inside the part before `0xff` (kind or date), so an
+/// expiry bucket holds one date only. A part that is not UTF-8 stays whole (a bucket of one).
+fn bucket_cut(key: &[u8]) -> usize {
+    let min = key
+        .iter()
+        .position(|&b| b == SEP)
+        .map_or(key.len(), |p| p + 1);
+    let Ok(tail) = std::str::from_utf8(&key[min..]) else {
+        return key.len();
+    };
+    let last: Vec<(usize, char)> = tail.char_indices().rev().take(3).collect();
+    let keep = match (last.first(), last.get(1)) {
+        (Some(&(_, a)), Some(&(_, b))) if !a.is_ascii_digit() && b.is_ascii_digit() => 3,
+        _ => 2,
+    };
+    last.get(keep - 1).map_or(min, |&(i, _)| min + i)
+}
+
+/// One entry of an index bucket: its name (the end of the index key) and value.
+type BucketEntry<'a> = (&'a [u8], &'a [u8]);
+
+/// The entries of a bucket value, in the order stored (sorted by name): u32 BE name length, name, u32 BE value
+/// length, value; repeated.
+fn bucket_entries(mut v: &[u8]) -> Result<Vec<BucketEntry<'_>>, String> {
+    fn part<'a>(v: &mut &'a [u8]) -> Result<&'a [u8], String> {
+        let Some((len, rest)) = v.split_first_chunk::<4>() else {
+            return Err("an index bucket is cut short".into());
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("an index bucket is cut short".into());
+        }
+        let (p, rest) = rest.split_at(len);
+        *v = rest;
+        Ok(p)
+    }
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let name = part(&mut v)?;
+        let value = part(&mut v)?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The value of `name` in a bucket.
+fn bucket_get<'a>(v: &'a [u8], name: &[u8]) -> Result<Option<&'a [u8]>, String> {
+    Ok(bucket_entries(v)?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value))
+}
+
+/// Changes to one bucket: entry names and their new values (`None`: remove), applied in order.
+type BucketChanges = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A bucket after `changes`; `None` when nothing is left in it.
+fn bucket_apply(old: Option<&[u8]>, changes: &BucketChanges) -> Result<Option<Vec<u8>>, String> {
+    let mut entries: std::collections::BTreeMap<&[u8], &[u8]> = match old {
+        Some(v) => bucket_entries(v)?.into_iter().collect(),
+        None => Default::default(),
+    };
+    for (name, value) in changes {
+        match value {
+            Some(v) => entries.insert(name, v),
+            None => entries.remove(name.as_slice()),
+        };
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(entries.iter().map(|(n, v)| 8 + n.len() + v.len()).sum());
+    for (name, value) in entries {
+        for p in [name, value] {
+            let len =
+                u32::try_from(p.len()).map_err(|_| "an index entry over 4 GiB".to_string())?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(p);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Index changes grouped by bucket, so a bucket is read and written once per commit.
+fn by_bucket<'a>(
+    changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)> + 'a,
+) -> std::collections::BTreeMap<Vec<u8>, BucketChanges> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, BucketChanges> = Default::default();
+    for (mut key, value) in changes {
+        let name = key.split_off(bucket_cut(&key));
+        out.entry(key).or_default().push((name, value));
+    }
+    out
+}
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store values are plain data and always serialize")
 }
@@ -436,10 +542,10 @@ impl Store {
             meta: tree("meta")?,
             cursor: tree("cursor")?,
             ledger: tree("ledger")?,
-            by_source: tree("by_source")?,
+            by_source: tree("by_source_buckets")?,
             outbox: tree("outbox")?,
             quarantine: tree("quarantine")?,
-            expiry: tree("expiry")?,
+            expiry: tree("expiry_buckets")?,
             runs: tree("runs")?,
             path: p.clone(),
             db,
@@ -468,21 +574,77 @@ impl Store {
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::NewerVersion { path: p, found });
                 }
-                if found == 1 {
-                    // Version 1 differs only in how ledger values are written, and those are still read.
-                    store
-                        .meta
-                        .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
-                        .map_err(|e| store.io(e))?;
+                if found == 1 || found == 2 {
+                    // Versions 1 and 2 differ in the index layout (and 1 in how ledger values are written, which
+                    // are still read).
+                    store.migrate_indexes()?;
                 } else if found < SCHEMA_VERSION {
                     return Err(StoreError::Damaged {
                         path: p,
                         detail: format!("unknown old schema {found}"),
                     });
+                } else {
+                    // A migration that set the version but was stopped before it dropped the old trees.
+                    store.drop_old_indexes()?;
                 }
             }
         }
         Ok(store)
+    }
+
+    /// Rewrites the one-key-per-record `by_source` and `expiry` trees of schema 1 and 2 into buckets, then sets
+    /// the schema version and drops the old trees. Interrupted anywhere, the next open starts it again: the new
+    /// trees are cleared first and the version is written only once they are complete and flushed.
+    fn migrate_indexes(&self) -> Result<(), StoreError> {
+        let names = self.db.tree_names();
+        for (old_name, new) in [("by_source", &self.by_source), ("expiry", &self.expiry)] {
+            new.clear().map_err(|e| self.io(e))?;
+            if !names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
+                continue;
+            }
+            let old = self.db.open_tree(old_name).map_err(|e| self.io(e))?;
+            let mut pending = Vec::new();
+            for r in old.iter() {
+                let (k, v) = r.map_err(|e| self.io(e))?;
+                pending.push((k.to_vec(), Some(v.to_vec())));
+                if pending.len() == 100_000 {
+                    self.merge_into(new, std::mem::take(&mut pending))?;
+                }
+            }
+            self.merge_into(new, pending)?;
+        }
+        self.flush()?;
+        self.meta
+            .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|e| self.io(e))?;
+        self.flush()?;
+        self.drop_old_indexes()
+    }
+
+    /// Applies index changes to `tree` bucket by bucket (outside a transaction: only the migration does this).
+    fn merge_into(
+        &self,
+        tree: &sled::Tree,
+        changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        for (bucket, changes) in by_bucket(changes) {
+            let old = tree.get(&bucket).map_err(|e| self.io(e))?;
+            match bucket_apply(old.as_deref(), &changes).map_err(|e| self.damaged("index", e))? {
+                Some(v) => tree.insert(bucket, v).map_err(|e| self.io(e))?,
+                None => tree.remove(bucket).map_err(|e| self.io(e))?,
+            };
+        }
+        Ok(())
+    }
+
+    fn drop_old_indexes(&self) -> Result<(), StoreError> {
+        let names = self.db.tree_names();
+        for old_name in ["by_source", "expiry"] {
+            if names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
+                self.db.drop_tree(old_name).map_err(|e| self.io(e))?;
+            }
+        }
+        Ok(())
     }
 
     fn io(&self, e: sled::Error) -> StoreError {
@@ -577,13 +739,14 @@ impl Store {
     }
 
     pub fn by_source_get(&self, kind: Kind, id: &str) -> Result<Option<String>, StoreError> {
-        match self
-            .by_source
-            .get(composite(kind, id))
-            .map_err(|e| self.io(e))?
-        {
+        let key = composite(kind, id);
+        let (bucket, name) = key.split_at(bucket_cut(&key));
+        let Some(v) = self.by_source.get(bucket).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        match bucket_get(&v, name).map_err(|e| self.damaged("by_source", e))? {
             None => Ok(None),
-            Some(v) => String::from_utf8(v.to_vec())
+            Some(k) => String::from_utf8(k.to_vec())
                 .map(Some)
                 .map_err(|e| self.damaged("by_source", e)),
         }
@@ -660,9 +823,14 @@ impl Store {
     pub fn expired_before(&self, today_yyyymmdd: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for r in self.expiry.range(..today_yyyymmdd.as_bytes().to_vec()) {
-            let (k, _) = r.map_err(|e| self.io(e))?;
-            if let Some(pos) = k.iter().position(|&b| b == SEP) {
-                out.push(String::from_utf8_lossy(&k[pos + 1..]).into_owned());
+            let (bucket, v) = r.map_err(|e| self.io(e))?;
+            let Some(pos) = bucket.iter().position(|&b| b == SEP) else {
+                continue;
+            };
+            for (name, _) in bucket_entries(&v).map_err(|e| self.damaged("expiry", e))? {
+                let mut key = bucket[pos + 1..].to_vec();
+                key.extend_from_slice(name);
+                out.push(String::from_utf8_lossy(&key).into_owned());
             }
         }
         Ok(out)
@@ -670,7 +838,12 @@ impl Store {
 
     /// Makes a processed page durable: its outbox batches, quarantine changes, source→key links and cursor.
     pub fn commit_page(&self, c: &PageCommit) -> Result<(), StoreError> {
-        let r: Result<(), TransactionError<()>> = (
+        let links = by_bucket(
+            c.by_source
+                .iter()
+                .map(|(kind, id, key)| (composite(*kind, id), Some(key.as_bytes().to_vec()))),
+        );
+        let r: Result<(), TransactionError<String>> = (
             &self.outbox,
             &self.quarantine,
             &self.by_source,
@@ -686,20 +859,31 @@ impl Store {
                 for (kind, id) in &c.quarantine_del {
                     quarantine.remove(composite(*kind, id))?;
                 }
-                for (kind, id, key) in &c.by_source {
-                    by_source.insert(composite(*kind, id), key.as_bytes())?;
+                for (bucket, changes) in &links {
+                    let old = by_source.get(bucket)?;
+                    match bucket_apply(old.as_deref(), changes)
+                        .map_err(ConflictableTransactionError::Abort)?
+                    {
+                        Some(v) => by_source.insert(bucket.as_slice(), v)?,
+                        None => by_source.remove(bucket.as_slice())?,
+                    };
                 }
                 if let Some((kind, cur)) = &c.cursor {
                     cursor.insert(kind.as_str(), json(cur))?;
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
+                Ok::<(), ConflictableTransactionError<String>>(())
             });
         r.map_err(|e| self.tx_error(e))
     }
 
     /// Makes a receipt durable: ledger entries, quarantine changes, the expiry index, and the outbox removal.
     pub fn commit_receipt(&self, c: &ReceiptCommit) -> Result<(), StoreError> {
-        let r: Result<(), TransactionError<()>> =
+        let expiry_changes = by_bucket(
+            c.expiry
+                .iter()
+                .map(|(date, key, add)| (expiry_key(date, key), add.then(Vec::new))),
+        );
+        let r: Result<(), TransactionError<String>> =
             (&self.outbox, &self.ledger, &self.quarantine, &self.expiry).transaction(
                 |(outbox, ledger, quarantine, expiry)| {
                     for (key, e) in &c.ledger {
@@ -711,30 +895,28 @@ impl Store {
                     for (kind, id) in &c.quarantine_del {
                         quarantine.remove(composite(*kind, id))?;
                     }
-                    for (date, key, add) in &c.expiry {
-                        let k = expiry_key(date, key);
-                        if *add {
-                            expiry.insert(k, &[])?;
-                        } else {
-                            expiry.remove(k)?;
-                        }
+                    for (bucket, changes) in &expiry_changes {
+                        let old = expiry.get(bucket)?;
+                        match bucket_apply(old.as_deref(), changes)
+                            .map_err(ConflictableTransactionError::Abort)?
+                        {
+                            Some(v) => expiry.insert(bucket.as_slice(), v)?,
+                            None => expiry.remove(bucket.as_slice())?,
+                        };
                     }
                     if let Some(seq) = c.outbox_seq {
                         outbox.remove(&seq.to_be_bytes())?;
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<(), ConflictableTransactionError<String>>(())
                 },
             );
         r.map_err(|e| self.tx_error(e))
     }
 
-    fn tx_error(&self, e: TransactionError<()>) -> StoreError {
+    fn tx_error(&self, e: TransactionError<String>) -> StoreError {
         match e {
             TransactionError::Storage(e) => self.io(e),
-            TransactionError::Abort(()) => StoreError::Io {
-                path: self.path.clone(),
-                detail: "transaction aborted".into(),
-            },
+            TransactionError::Abort(detail) => self.damaged("index", detail),
         }
     }
 
@@ -872,5 +1054,239 @@ mod tests {
             store.meta.get(b"schema").unwrap().unwrap().as_ref(),
             &SCHEMA_VERSION.to_be_bytes()
         );
+    }
+
+    #[test]
+    fn index_keys_split_before_their_sequence_number() {
+        let split = |k: &[u8]| {
+            let (b, n) = k.split_at(bucket_cut(k));
+            (b.to_vec(), n.to_vec())
+        };
+        let id = composite(Kind::Permit, "XK-00000123");
+        assert_eq!(
+            split(&id),
+            (composite(Kind::Permit, "XK-000001"), b"23".to_vec())
+        );
+        // A trailing symbol after a number goes with the last two digits.
+        let doc = expiry_key("20270101", "XZCF:914101:豫应急罚〔2026〕984号");
+        let (bucket, name) = split(&doc);
+        assert_eq!(name, "84号".as_bytes());
+        assert_eq!(
+            bucket,
+            expiry_key("20270101", "XZCF:914101:豫应急罚〔2026〕9")
+        );
+        // Never into the kind or the date: an expiry bucket holds one date.
+        assert_eq!(
+            split(&composite(Kind::Permit, "7")).0,
+            composite(Kind::Permit, "")
+        );
+        assert_eq!(
+            split(&expiry_key("20270101", "k号")).0,
+            expiry_key("20270101", "")
+        );
+        // Not UTF-8 after the separator: a bucket of its own.
+        let odd = [b'p', SEP, 0xc3, 0x28, b'1'];
+        assert_eq!(bucket_cut(&odd), odd.len());
+    }
+
+    #[test]
+    fn buckets_apply_changes_in_order_and_vanish_when_empty() {
+        let changes: BucketChanges = vec![
+            (b"23".to_vec(), Some(b"K23".to_vec())),
+            (b"05".to_vec(), Some(b"K05".to_vec())),
+            (b"23".to_vec(), Some(b"K23b".to_vec())),
+        ];
+        let v = bucket_apply(None, &changes).unwrap().unwrap();
+        assert_eq!(bucket_get(&v, b"23").unwrap(), Some(&b"K23b"[..]));
+        assert_eq!(bucket_get(&v, b"05").unwrap(), Some(&b"K05"[..]));
+        assert_eq!(bucket_get(&v, b"2").unwrap(), None);
+        let names: Vec<&[u8]> = bucket_entries(&v)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, vec![&b"05"[..], &b"23"[..]]);
+        let gone = vec![(b"23".to_vec(), None), (b"05".to_vec(), None)];
+        assert_eq!(bucket_apply(Some(&v), &gone).unwrap(), None);
+        assert!(bucket_entries(&v[..v.len() - 1]).is_err());
+    }
+
+    fn index_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn source_links_are_packed_and_read_back() {
+        let (_dir, store) = index_store();
+        let ids: Vec<String> = (0..3000).map(|i| format!("XK-{i:08}")).collect();
+        for page in ids.chunks(1000) {
+            let commit = PageCommit {
+                by_source: page
+                    .iter()
+                    .map(|id| (Kind::Permit, id.clone(), format!("XZXK:{id}")))
+                    .collect(),
+                ..Default::default()
+            };
+            store.commit_page(&commit).unwrap();
+        }
+        // A record whose document number changed points to its new key.
+        store
+            .commit_page(&PageCommit {
+                by_source: vec![(Kind::Permit, ids[1234].clone(), "XZXK:new".into())],
+                ..Default::default()
+            })
+            .unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let want = if i == 1234 {
+                "XZXK:new".to_string()
+            } else {
+                format!("XZXK:{id}")
+            };
+            assert_eq!(store.by_source_get(Kind::Permit, id).unwrap(), Some(want));
+        }
+        assert_eq!(store.by_source_get(Kind::Penalty, &ids[0]).unwrap(), None);
+        assert_eq!(
+            store.by_source_get(Kind::Permit, "XK-99999999").unwrap(),
+            None
+        );
+        // 3,000 links in 30 sled keys: memory no longer grows one key per record.
+        assert_eq!(store.by_source.len(), 30);
+    }
+
+    #[test]
+    fn expiry_entries_are_packed_added_removed_and_found_by_date() {
+        let (_dir, store) = index_store();
+        let key = |i: u32| format!("XZCF:914101:豫应急罚〔2026〕{i}号");
+        let date = |i: u32| format!("202701{:02}", 1 + i % 3);
+        let adds: Vec<(String, String, bool)> =
+            (1..=600).map(|i| (date(i), key(i), true)).collect();
+        for chunk in adds.chunks(200) {
+            store
+                .commit_receipt(&ReceiptCommit {
+                    expiry: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        let removed: Vec<(String, String, bool)> = (1..=600)
+            .filter(|i| i % 5 == 0)
+            .map(|i| (date(i), key(i), false))
+            .collect();
+        store
+            .commit_receipt(&ReceiptCommit {
+                expiry: removed,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut got = store.expired_before("20270103").unwrap();
+        got.sort();
+        let mut want: Vec<String> = (1..=600)
+            .filter(|i| i % 5 != 0 && date(*i).as_str() < "20270103")
+            .map(key)
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(
+            store.expiry.len() < 40,
+            "{} expiry keys",
+            store.expiry.len()
+        );
+    }
+
+    #[test]
+    fn a_version_2_store_gets_its_indexes_packed_even_after_an_interrupted_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(b"schema", &2u32.to_be_bytes())
+                .unwrap();
+            let by_source = db.open_tree("by_source").unwrap();
+            let expiry = db.open_tree("expiry").unwrap();
+            for i in 0..250 {
+                let id = format!("CF-{i:08}");
+                by_source
+                    .insert(
+                        composite(Kind::Penalty, &id),
+                        format!("XZCF:{id}").as_bytes(),
+                    )
+                    .unwrap();
+                expiry
+                    .insert(
+                        expiry_key(
+                            if i < 100 { "20260101" } else { "20280101" },
+                            &format!("XZCF:{id}"),
+                        ),
+                        &[],
+                    )
+                    .unwrap();
+            }
+            // What an upgrade stopped half-way leaves: part of a new tree, version unchanged.
+            db.open_tree("by_source_buckets")
+                .unwrap()
+                .insert(composite(Kind::Penalty, "CF-000000"), b"junk".to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::reopen(&path).unwrap();
+        assert_eq!(
+            store.meta.get(b"schema").unwrap().unwrap().as_ref(),
+            &SCHEMA_VERSION.to_be_bytes()
+        );
+        for i in 0..250 {
+            let id = format!("CF-{i:08}");
+            assert_eq!(
+                store.by_source_get(Kind::Penalty, &id).unwrap(),
+                Some(format!("XZCF:{id}"))
+            );
+        }
+        let mut expired = store.expired_before("20270101").unwrap();
+        expired.sort();
+        assert_eq!(
+            expired,
+            (0..100)
+                .map(|i| format!("XZCF:CF-{i:08}"))
+                .collect::<Vec<_>>()
+        );
+        let names = store.db.tree_names();
+        assert!(!names
+            .iter()
+            .any(|n| n.as_ref() == b"by_source" || n.as_ref() == b"expiry"));
+        drop(store);
+        // Opened again: nothing to do, same answers.
+        let store = Store::reopen(&path).unwrap();
+        assert_eq!(
+            store
+                .by_source_get(Kind::Penalty, "CF-00000249")
+                .unwrap()
+                .as_deref(),
+            Some("XZCF:CF-00000249")
+        );
+    }
+
+    #[test]
+    fn a_damaged_index_bucket_is_reported_as_damage() {
+        let (_dir, store) = index_store();
+        let key = composite(Kind::Permit, "XK-00000123");
+        store
+            .by_source
+            .insert(&key[..bucket_cut(&key)], &[0, 0, 0, 9, b'x'][..])
+            .unwrap();
+        assert!(matches!(
+            store.by_source_get(Kind::Permit, "XK-00000123"),
+            Err(StoreError::Damaged { .. })
+        ));
+        let commit = PageCommit {
+            by_source: vec![(Kind::Permit, "XK-00000123".into(), "XZXK:k".into())],
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.commit_page(&commit),
+            Err(StoreError::Damaged { .. })
+        ));
     }
 }

@@ -423,3 +423,61 @@ async fn debug_logs_hold_no_secret_and_no_id_number() {
         "ID numbers are masked in quarantine show: {shown}"
     );
 }
+
+/// A source record whose document number changes moves to a new platform key: the old key is withdrawn (found
+/// through the store's source-id index), the new one is public, and nothing else is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_document_number_withdraws_the_old_key() {
+    let gen_cfg = GenConfig {
+        records: 600,
+        seed: 23,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let before = public_of(&env.platform_records().await);
+
+    // Two permits next to each other (their ids share an index bucket) and one far away.
+    let mut changed = Vec::new();
+    for i in [10, 11, 250] {
+        let r = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, i);
+        let old_doc = r.doc_no.clone().unwrap();
+        let mut v: serde_json::Value = env
+            .http
+            .get(format!("{}/admin/records/{}", env.source.url(), r.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let new_doc = format!("{}-更正", old_doc.trim());
+        v["doc_no"] = new_doc.clone().into();
+        v["permit_no"] = new_doc.clone().into();
+        v["updated_at"] = serde_json::Value::Null;
+        v["kind"] = "permit".into();
+        env.source_insert(serde_json::json!([v])).await;
+        changed.push((old_doc.trim().to_string(), new_doc));
+    }
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["withdrawn"], 3, "{s}");
+    let held = env.platform_records().await;
+    let key_of = |doc: &str| {
+        held.keys()
+            .find(|k| k.starts_with("XZXK") && k.ends_with(&format!(":{doc}")))
+            .unwrap_or_else(|| panic!("the platform has no key for {doc}"))
+            .clone()
+    };
+    for (old_doc, new_doc) in &changed {
+        assert_eq!(held[&key_of(old_doc)].1, "withdrawn", "{old_doc}");
+        assert_eq!(held[&key_of(new_doc)].1, "public", "{new_doc}");
+    }
+    let after = public_of(&held);
+    assert_eq!(after.len(), before.len(), "one key out, one in, per record");
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["pushed"], 0, "{s}");
+}
