@@ -8,7 +8,7 @@
 //! |---------------------|----------------------------------|----------------------------------------------|
 //! | `meta`              | `schema`                         | u32 BE schema version                        |
 //! | `cursor`            | kind (`permit`/`penalty`)        | JSON [`Cursor`]: `(updated_at, id)` read up to |
-//! | `ledger`            | record key                       | binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
+//! | `ledger_buckets`    | bucket of record key             | bucket: record key ending → binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
 //! | `by_source_buckets` | bucket of kind 0xff source id    | bucket: source id ending → record key the source record maps to now |
 //! |                     |                                  | (none for a record never sent whose key the ledger does not know) |
 //! | `outbox`            | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
@@ -16,18 +16,20 @@
 //! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
 //! | `runs`              | u64 BE sequence                  | JSON run summary                              |
 //!
-//! The two indexes are packed into buckets (`bucket_cut`): sled keeps ~35 bytes of memory per key for as long as
+//! The ledger and the two indexes are packed into buckets: sled keeps ~35 bytes of memory per key for as long as
 //! the store is open (its page table: an entry and a fragment list for every 8–16 keys), so one key per record
-//! in three trees made a sync's memory grow with the store. A bucket is the index key without its last two
-//! characters (three when it ends in a digit and a symbol, as `…〔2026〕984号` does); source ids and document
-//! numbers end in sequence numbers, so about a hundred consecutive records share one bucket. Keys that do not
-//! (random ids) get buckets of one entry, as before. The ledger itself stays one key per record: reconcile reads
-//! it in key order.
+//! in three trees made a sync's memory grow with the store (1M records: +55 MiB just to open it). An index
+//! bucket (`bucket_cut`) is the key without its last two characters (three when it ends in a digit and a
+//! symbol, as `…〔2026〕984号` does); a ledger bucket (`ledger_cut`) lacks one character (two). Source ids and
+//! document numbers end in sequence numbers, so about a hundred (index) or ten (ledger) consecutive records
+//! share a bucket; keys that do not (random ids) get buckets of one entry, as before. A bucket value is its
+//! entries sorted by name (the rest of the key), each as u32 BE length + name, u32 BE length + value. Reading
+//! the ledger bucket by bucket gives key order except where keys of different lengths meet; reconcile copes.
 //!
 //! Version 1 stored ledger values as JSON; version 2 writes them in a compact binary form that starts with a
 //! tag byte (JSON always starts with `{`), and still reads JSON values. Version 3 packs the indexes: a version 1
-//! or 2 store is upgraded when it is opened (the old `by_source` and `expiry` trees are rewritten into buckets,
-//! then dropped; redone from the start if interrupted), and an older binary then refuses it as newer.
+//! or 2 store is upgraded when it is opened (the old `ledger`, `by_source` and `expiry` trees are rewritten into
+//! buckets, then dropped; redone from the start if interrupted), and an older binary then refuses it as newer.
 //!
 //! Related writes happen in one sled transaction: a page's outbox batches, quarantine changes and the cursor
 //! move together; a receipt's ledger updates, quarantine changes and the outbox removal move together.
@@ -413,13 +415,27 @@ fn bucket_cut(key: &[u8]) -> usize {
         .iter()
         .position(|&b| b == SEP)
         .map_or(key.len(), |p| p + 1);
+    cut_before_last(key, min, 2)
+}
+
+/// Where a ledger key splits into its bucket and the entry's name: before its last character, or the last two
+/// when it ends in an ASCII digit followed by something else — about ten consecutive document numbers a
+/// bucket. Fewer than the indexes' hundred because ledger entries are ~200 bytes: a sled leaf holds up to 16
+/// buckets, and a leaf over 128 KiB would be written as a separate blob file.
+fn ledger_cut(key: &[u8]) -> usize {
+    cut_before_last(key, 0, 1)
+}
+
+/// Before the last `n` characters of `key[min..]`, or `n + 1` when they end in an ASCII digit followed by
+/// something else; never before `min`. Not UTF-8 there: the whole key (a bucket of one).
+fn cut_before_last(key: &[u8], min: usize, n: usize) -> usize {
     let Ok(tail) = std::str::from_utf8(&key[min..]) else {
         return key.len();
     };
-    let last: Vec<(usize, char)> = tail.char_indices().rev().take(3).collect();
+    let last: Vec<(usize, char)> = tail.char_indices().rev().take(n + 1).collect();
     let keep = match (last.first(), last.get(1)) {
-        (Some(&(_, a)), Some(&(_, b))) if !a.is_ascii_digit() && b.is_ascii_digit() => 3,
-        _ => 2,
+        (Some(&(_, a)), Some(&(_, b))) if !a.is_ascii_digit() && b.is_ascii_digit() => n + 1,
+        _ => n,
     };
     last.get(keep - 1).map_or(min, |&(i, _)| min + i)
 }
@@ -459,6 +475,9 @@ fn bucket_get<'a>(v: &'a [u8], name: &[u8]) -> Result<Option<&'a [u8]>, String> 
         .map(|(_, value)| value))
 }
 
+/// Where a key splits into its bucket and its name in the bucket ([`bucket_cut`], [`ledger_cut`]).
+type Cut = fn(&[u8]) -> usize;
+
 /// Changes to one bucket: entry names and their new values (`None`: remove), applied in order.
 type BucketChanges = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -490,12 +509,13 @@ fn bucket_apply(old: Option<&[u8]>, changes: &BucketChanges) -> Result<Option<Ve
 }
 
 /// Index changes grouped by bucket, so a bucket is read and written once per commit.
-fn by_bucket<'a>(
-    changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)> + 'a,
+fn by_bucket(
+    changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    cut: Cut,
 ) -> std::collections::BTreeMap<Vec<u8>, BucketChanges> {
     let mut out: std::collections::BTreeMap<Vec<u8>, BucketChanges> = Default::default();
     for (mut key, value) in changes {
-        let name = key.split_off(bucket_cut(&key));
+        let name = key.split_off(cut(&key));
         out.entry(key).or_default().push((name, value));
     }
     out
@@ -541,7 +561,7 @@ impl Store {
         let store = Store {
             meta: tree("meta")?,
             cursor: tree("cursor")?,
-            ledger: tree("ledger")?,
+            ledger: tree("ledger_buckets")?,
             by_source: tree("by_source_buckets")?,
             outbox: tree("outbox")?,
             quarantine: tree("quarantine")?,
@@ -597,7 +617,12 @@ impl Store {
     /// trees are cleared first and the version is written only once they are complete and flushed.
     fn migrate_indexes(&self) -> Result<(), StoreError> {
         let names = self.db.tree_names();
-        for (old_name, new) in [("by_source", &self.by_source), ("expiry", &self.expiry)] {
+        let trees: [(&str, &sled::Tree, Cut); 3] = [
+            ("ledger", &self.ledger, ledger_cut),
+            ("by_source", &self.by_source, bucket_cut),
+            ("expiry", &self.expiry, bucket_cut),
+        ];
+        for (old_name, new, cut) in trees {
             new.clear().map_err(|e| self.io(e))?;
             if !names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
                 continue;
@@ -608,10 +633,10 @@ impl Store {
                 let (k, v) = r.map_err(|e| self.io(e))?;
                 pending.push((k.to_vec(), Some(v.to_vec())));
                 if pending.len() == 100_000 {
-                    self.merge_into(new, std::mem::take(&mut pending))?;
+                    self.merge_into(new, std::mem::take(&mut pending), cut)?;
                 }
             }
-            self.merge_into(new, pending)?;
+            self.merge_into(new, pending, cut)?;
         }
         self.flush()?;
         self.meta
@@ -626,8 +651,9 @@ impl Store {
         &self,
         tree: &sled::Tree,
         changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        cut: Cut,
     ) -> Result<(), StoreError> {
-        for (bucket, changes) in by_bucket(changes) {
+        for (bucket, changes) in by_bucket(changes, cut) {
             let old = tree.get(&bucket).map_err(|e| self.io(e))?;
             match bucket_apply(old.as_deref(), &changes).map_err(|e| self.damaged("index", e))? {
                 Some(v) => tree.insert(bucket, v).map_err(|e| self.io(e))?,
@@ -639,7 +665,7 @@ impl Store {
 
     fn drop_old_indexes(&self) -> Result<(), StoreError> {
         let names = self.db.tree_names();
-        for old_name in ["by_source", "expiry"] {
+        for old_name in ["ledger", "by_source", "expiry"] {
             if names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
                 self.db.drop_tree(old_name).map_err(|e| self.io(e))?;
             }
@@ -705,36 +731,74 @@ impl Store {
     }
 
     pub fn ledger_get(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        match self.ledger.get(key).map_err(|e| self.io(e))? {
+        let key = key.as_bytes();
+        let (bucket, name) = key.split_at(ledger_cut(key));
+        let Some(v) = self.ledger.get(bucket).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        match bucket_get(&v, name).map_err(|e| self.damaged("ledger", e))? {
             None => Ok(None),
-            Some(v) => decode_ledger(&v)
+            Some(raw) => decode_ledger(raw)
                 .map(Some)
                 .map_err(|e| self.damaged("ledger entry", e)),
         }
     }
 
-    /// Every ledger entry in key order (streaming).
+    /// Every ledger entry (streaming), bucket by bucket: in key order within a bucket, and overall except where
+    /// keys of different lengths meet (`…9840号` comes after `…984号`, whose bucket is `…98`, not `…984`).
     pub fn ledger_iter(
         &self,
     ) -> impl Iterator<Item = Result<(String, LedgerEntry), StoreError>> + '_ {
-        self.ledger.iter().map(move |r| {
-            let (k, v) = r.map_err(|e| self.io(e))?;
-            let key = String::from_utf8(k.to_vec()).map_err(|e| self.damaged("ledger key", e))?;
-            let entry = decode_ledger(&v).map_err(|e| self.damaged("ledger entry", e))?;
-            Ok((key, entry))
-        })
+        self.ledger_entries(self.ledger.iter(), "")
     }
 
-    /// The ledger entries whose key starts with `prefix` (e.g. one kind's `XZXK:`), in key order (streaming).
+    /// The ledger entries whose key starts with `prefix` (e.g. one kind's `XZXK:`), in the order of
+    /// [`Store::ledger_iter`] (streaming).
     pub fn ledger_iter_prefix<'a>(
         &'a self,
-        prefix: &str,
+        prefix: &'a str,
     ) -> impl Iterator<Item = Result<(String, LedgerEntry), StoreError>> + 'a {
-        self.ledger.scan_prefix(prefix.as_bytes()).map(move |r| {
-            let (k, v) = r.map_err(|e| self.io(e))?;
-            let key = String::from_utf8(k.to_vec()).map_err(|e| self.damaged("ledger key", e))?;
-            let entry = decode_ledger(&v).map_err(|e| self.damaged("ledger entry", e))?;
-            Ok((key, entry))
+        // A key's bucket lacks at most its last two characters, so its bucket starts with the prefix minus those.
+        let scan = prefix
+            .char_indices()
+            .rev()
+            .nth(1)
+            .map_or("", |(i, _)| &prefix[..i]);
+        self.ledger_entries(self.ledger.scan_prefix(scan.as_bytes()), prefix)
+    }
+
+    fn ledger_entries<'a>(
+        &'a self,
+        buckets: sled::Iter,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = Result<(String, LedgerEntry), StoreError>> + 'a {
+        buckets.flat_map(move |r| {
+            let (bucket, v) = match r {
+                Ok(kv) => kv,
+                Err(e) => return vec![Err(self.io(e))],
+            };
+            let entries = match bucket_entries(&v) {
+                Ok(entries) => entries,
+                Err(e) => return vec![Err(self.damaged("ledger", e))],
+            };
+            entries
+                .into_iter()
+                .filter_map(|(name, raw)| {
+                    let mut key = bucket.to_vec();
+                    key.extend_from_slice(name);
+                    if !key.starts_with(prefix.as_bytes()) {
+                        return None;
+                    }
+                    let entry = String::from_utf8(key)
+                        .map_err(|e| self.damaged("ledger key", e))
+                        .and_then(|key| {
+                            let e =
+                                decode_ledger(raw).map_err(|e| self.damaged("ledger entry", e))?;
+                            Ok((key, e))
+                        });
+                    Some(entry)
+                })
+                .collect()
         })
     }
 
@@ -842,6 +906,7 @@ impl Store {
             c.by_source
                 .iter()
                 .map(|(kind, id, key)| (composite(*kind, id), Some(key.as_bytes().to_vec()))),
+            bucket_cut,
         );
         let r: Result<(), TransactionError<String>> = (
             &self.outbox,
@@ -882,12 +947,25 @@ impl Store {
             c.expiry
                 .iter()
                 .map(|(date, key, add)| (expiry_key(date, key), add.then(Vec::new))),
+            bucket_cut,
+        );
+        let ledger_changes = by_bucket(
+            c.ledger
+                .iter()
+                .map(|(key, e)| (key.as_bytes().to_vec(), Some(encode_ledger(e)))),
+            ledger_cut,
         );
         let r: Result<(), TransactionError<String>> =
             (&self.outbox, &self.ledger, &self.quarantine, &self.expiry).transaction(
                 |(outbox, ledger, quarantine, expiry)| {
-                    for (key, e) in &c.ledger {
-                        ledger.insert(key.as_bytes(), encode_ledger(e))?;
+                    for (bucket, changes) in &ledger_changes {
+                        let old = ledger.get(bucket)?;
+                        match bucket_apply(old.as_deref(), changes)
+                            .map_err(ConflictableTransactionError::Abort)?
+                        {
+                            Some(v) => ledger.insert(bucket.as_slice(), v)?,
+                            None => ledger.remove(bucket.as_slice())?,
+                        };
                     }
                     for q in &c.quarantine_put {
                         quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
@@ -1207,8 +1285,14 @@ mod tests {
                 .unwrap();
             let by_source = db.open_tree("by_source").unwrap();
             let expiry = db.open_tree("expiry").unwrap();
+            let ledger = db.open_tree("ledger").unwrap();
             for i in 0..250 {
                 let id = format!("CF-{i:08}");
+                let mut e = entry();
+                e.source_id = id.clone();
+                ledger
+                    .insert(format!("XZCF:{id}").as_bytes(), encode_ledger(&e))
+                    .unwrap();
                 by_source
                     .insert(
                         composite(Kind::Penalty, &id),
@@ -1243,7 +1327,10 @@ mod tests {
                 store.by_source_get(Kind::Penalty, &id).unwrap(),
                 Some(format!("XZCF:{id}"))
             );
+            let e = store.ledger_get(&format!("XZCF:{id}")).unwrap().unwrap();
+            assert_eq!(e.source_id, id);
         }
+        assert_eq!(store.ledger_iter().count(), 250);
         let mut expired = store.expired_before("20270101").unwrap();
         expired.sort();
         assert_eq!(
@@ -1255,7 +1342,7 @@ mod tests {
         let names = store.db.tree_names();
         assert!(!names
             .iter()
-            .any(|n| n.as_ref() == b"by_source" || n.as_ref() == b"expiry"));
+            .any(|n| [&b"ledger"[..], b"by_source", b"expiry"].contains(&n.as_ref())));
         drop(store);
         // Opened again: nothing to do, same answers.
         let store = Store::reopen(&path).unwrap();
@@ -1288,5 +1375,69 @@ mod tests {
             store.commit_page(&commit),
             Err(StoreError::Damaged { .. })
         ));
+    }
+
+    #[test]
+    fn ledger_entries_are_packed_read_back_and_listed_by_kind() {
+        let (_dir, store) = index_store();
+        let keys: Vec<String> = (1..=1500)
+            .map(|i| format!("XZCF:914101:豫应急罚〔2026〕{i}号"))
+            .chain((0..500).map(|i| format!("XZXK:914101:（豫）WH安许证字〔2026〕{i:06}")))
+            .collect();
+        for chunk in keys.chunks(200) {
+            let ledger = chunk
+                .iter()
+                .map(|k| {
+                    let mut e = entry();
+                    e.source_id = k.clone();
+                    (k.clone(), e)
+                })
+                .collect();
+            store
+                .commit_receipt(&ReceiptCommit {
+                    ledger,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        // A later receipt changes one entry of a bucket and leaves its neighbours alone.
+        let mut changed = entry();
+        changed.state = PlatformState::Public;
+        changed.source_id = keys[41].clone();
+        store
+            .commit_receipt(&ReceiptCommit {
+                ledger: vec![(keys[41].clone(), changed.clone())],
+                ..Default::default()
+            })
+            .unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let got = store.ledger_get(k).unwrap().unwrap();
+            assert_eq!(got.source_id, *k);
+            assert_eq!(got.state == PlatformState::Public, i == 41, "{k}");
+        }
+        assert_eq!(
+            store
+                .ledger_get("XZCF:914101:豫应急罚〔2026〕1501号")
+                .unwrap(),
+            None
+        );
+        let mut penalties: Vec<String> = store
+            .ledger_iter_prefix("XZCF:")
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(penalties.len(), 1500);
+        penalties.sort();
+        penalties.dedup();
+        let mut want = keys[..1500].to_vec();
+        want.sort();
+        assert_eq!(penalties, want);
+        assert_eq!(store.ledger_iter().count(), 2000);
+        assert_eq!(store.ledger_counts().unwrap()["penalty:public"], 1);
+        // 2,000 entries in a few hundred sled keys (ten consecutive numbers a bucket).
+        assert!(
+            store.ledger.len() <= 250,
+            "{} ledger keys",
+            store.ledger.len()
+        );
     }
 }

@@ -198,7 +198,8 @@ struct LedgerSide {
 }
 
 impl LedgerSide {
-    /// Reads the ledger entries of `kind` in key order; `prefix` is the listing's shared key prefix.
+    /// Reads the ledger entries of `kind` in the store's order (key order but where keys of different lengths
+    /// meet); `prefix` is the listing's shared key prefix.
     fn read(store: &Store, kind: Kind, prefix: &str) -> Result<LedgerSide, StoreError> {
         let mut side = LedgerSide::default();
         for r in store.ledger_iter_prefix(&format!("{}:", kind.item())) {
@@ -365,8 +366,8 @@ impl HeldIndex {
             .ok()
     }
 
-    /// Attaches what the ledger says of each listed key (read by [`LedgerSide::read`], in key order) to the
-    /// key-sorted entries in one merge, so the comparison does not look a million keys up one by one.
+    /// Attaches what the ledger says of each listed key (read by [`LedgerSide::read`], nearly in key order) to
+    /// the key-sorted entries in one merge, so the comparison does not look a million keys up one by one.
     fn attach_ledger(&mut self, side: LedgerSide) {
         let mut i = 0;
         let mut start = 0;
@@ -379,13 +380,22 @@ impl HeldIndex {
             } else {
                 (self.prefix.as_bytes(), key)
             };
+            // The ledger comes bucket by bucket (store.rs): in key order except where keys of different lengths
+            // meet. A row that sorts before the entry the merge reached is found anew by binary search.
+            if i > 0
+                && self.cmp_entry(&self.entries[i - 1], prefix, rest) != std::cmp::Ordering::Less
+            {
+                i = self.entries.partition_point(|e| {
+                    self.cmp_entry(e, prefix, rest) == std::cmp::Ordering::Less
+                });
+            }
             while i < self.entries.len()
                 && self.cmp_entry(&self.entries[i], prefix, rest) == std::cmp::Ordering::Less
             {
                 i += 1;
             }
             if i == self.entries.len() {
-                break;
+                continue;
             }
             if self.cmp_entry(&self.entries[i], prefix, rest) != std::cmp::Ordering::Equal {
                 continue;
