@@ -529,6 +529,11 @@ impl Store {
     /// Opens (or creates) the store. A second process gets `Locked`; a damaged or foreign directory gets
     /// `Damaged`; a newer schema gets `NewerVersion`. Never panics on a bad directory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, 300_000)
+    }
+
+    /// [`Store::open`], upgrading an old store `migrate_chunk` entries between reopenings.
+    fn open_with(path: &Path, migrate_chunk: usize) -> Result<Store, StoreError> {
         let p = path.display().to_string();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
@@ -596,8 +601,11 @@ impl Store {
                 }
                 if found == 1 || found == 2 {
                     // Versions 1 and 2 differ in the index layout (and 1 in how ledger values are written, which
-                    // are still read).
-                    store.migrate_indexes()?;
+                    // are still read). Upgraded a part at a time, reopening in between (see `migrate_indexes`).
+                    if !store.migrate_indexes(migrate_chunk)? {
+                        drop(store);
+                        return Store::reopen_with(path, migrate_chunk);
+                    }
                 } else if found < SCHEMA_VERSION {
                     return Err(StoreError::Damaged {
                         path: p,
@@ -612,38 +620,62 @@ impl Store {
         Ok(store)
     }
 
-    /// Rewrites the one-key-per-record `by_source` and `expiry` trees of schema 1 and 2 into buckets, then sets
-    /// the schema version and drops the old trees. Interrupted anywhere, the next open starts it again: the new
-    /// trees are cleared first and the version is written only once they are complete and flushed.
-    fn migrate_indexes(&self) -> Result<(), StoreError> {
+    /// Moves up to `limit` entries of the one-key-per-record `ledger`, `by_source` and `expiry` trees of schema 1
+    /// and 2 into buckets, a chunk at a time: each chunk is merged into the bucket trees, then removed from the
+    /// old tree. `Ok(true)` once the old trees are empty, the schema version set and the old trees dropped.
+    /// The caller closes and reopens the store between calls: sled writes its recovery snapshot only when it
+    /// opens, and replaying the log of a whole 1M-record upgrade at once took ~660 MiB. Stopped anywhere, the
+    /// next open goes on where it was: a chunk merged but not yet removed is merged again to the same result.
+    fn migrate_indexes(&self, limit: usize) -> Result<bool, StoreError> {
         let names = self.db.tree_names();
         let trees: [(&str, &sled::Tree, Cut); 3] = [
             ("ledger", &self.ledger, ledger_cut),
             ("by_source", &self.by_source, bucket_cut),
             ("expiry", &self.expiry, bucket_cut),
         ];
+        let mut moved = 0;
         for (old_name, new, cut) in trees {
-            new.clear().map_err(|e| self.io(e))?;
             if !names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
                 continue;
             }
             let old = self.db.open_tree(old_name).map_err(|e| self.io(e))?;
-            let mut pending = Vec::new();
-            for r in old.iter() {
-                let (k, v) = r.map_err(|e| self.io(e))?;
-                pending.push((k.to_vec(), Some(v.to_vec())));
-                if pending.len() == 100_000 {
-                    self.merge_into(new, std::mem::take(&mut pending), cut)?;
+            if moved == 0 && !old.is_empty() {
+                tracing::info!(
+                    store = %self.path,
+                    tree = old_name,
+                    left = old.len(),
+                    "upgrading the store to schema {SCHEMA_VERSION} (once; about half a minute per million records)"
+                );
+            }
+            loop {
+                let mut chunk = Vec::new();
+                for r in old.iter().take(limit.min(10_000)) {
+                    let (k, v) = r.map_err(|e| self.io(e))?;
+                    chunk.push((k.to_vec(), Some(v.to_vec())));
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.clone()).collect();
+                self.merge_into(new, chunk, cut)?;
+                moved += keys.len();
+                for k in keys {
+                    old.remove(k).map_err(|e| self.io(e))?;
+                }
+                if moved >= limit {
+                    self.flush()?;
+                    return Ok(false);
                 }
             }
-            self.merge_into(new, pending, cut)?;
         }
         self.flush()?;
         self.meta
             .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
             .map_err(|e| self.io(e))?;
         self.flush()?;
-        self.drop_old_indexes()
+        self.drop_old_indexes()?;
+        tracing::info!(store = %self.path, "store upgraded to schema {SCHEMA_VERSION}");
+        Ok(true)
     }
 
     /// Applies index changes to `tree` bucket by bucket (outside a transaction: only the migration does this).
@@ -705,9 +737,13 @@ impl Store {
     /// after the last handle is dropped, so `Locked` is waited out for up to two seconds here (only here: from
     /// another process it means a running sync).
     fn reopen(path: &Path) -> Result<Store, StoreError> {
+        Store::reopen_with(path, 300_000)
+    }
+
+    fn reopen_with(path: &Path, migrate_chunk: usize) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            match Store::open(path) {
+            match Store::open_with(path, migrate_chunk) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -1309,14 +1345,23 @@ mod tests {
                     )
                     .unwrap();
             }
-            // What an upgrade stopped half-way leaves: part of a new tree, version unchanged.
-            db.open_tree("by_source_buckets")
-                .unwrap()
-                .insert(composite(Kind::Penalty, "CF-000000"), b"junk".to_vec())
-                .unwrap();
+            // What an upgrade stopped between merging a chunk and removing it from the old tree leaves: the
+            // first 30 links in buckets and still in the old tree, version unchanged.
+            let half: Vec<(Vec<u8>, Option<Vec<u8>>)> = by_source
+                .iter()
+                .take(30)
+                .map(|r| r.map(|(k, v)| (k.to_vec(), Some(v.to_vec()))).unwrap())
+                .collect();
+            let buckets = db.open_tree("by_source_buckets").unwrap();
+            for (bucket, changes) in by_bucket(half, bucket_cut) {
+                buckets
+                    .insert(bucket, bucket_apply(None, &changes).unwrap().unwrap())
+                    .unwrap();
+            }
             db.flush().unwrap();
         }
-        let store = Store::reopen(&path).unwrap();
+        // Upgraded 100 entries between reopenings (the real chunk is 300,000): several rounds.
+        let store = Store::reopen_with(&path, 100).unwrap();
         assert_eq!(
             store.meta.get(b"schema").unwrap().unwrap().as_ref(),
             &SCHEMA_VERSION.to_be_bytes()
