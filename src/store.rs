@@ -27,9 +27,10 @@
 //! the ledger bucket by bucket gives key order except where keys of different lengths meet; reconcile copes.
 //!
 //! Version 1 stored ledger values as JSON; version 2 writes them in a compact binary form that starts with a
-//! tag byte (JSON always starts with `{`), and still reads JSON values. Version 3 packs the indexes: a version 1
-//! or 2 store is upgraded when it is opened (the old `ledger`, `by_source` and `expiry` trees are rewritten into
-//! buckets, then dropped; redone from the start if interrupted), and an older binary then refuses it as newer.
+//! tag byte (JSON always starts with `{`), and still reads JSON values. Version 3 packs the ledger and the
+//! indexes: a version 1 or 2 store is upgraded when it is opened (the old `ledger`, `by_source` and `expiry`
+//! trees are moved into buckets a chunk at a time, then dropped; continued where it stopped if interrupted), and
+//! an older binary then refuses it as newer.
 //!
 //! Related writes happen in one sled transaction: a page's outbox batches, quarantine changes and the cursor
 //! move together; a receipt's ledger updates, quarantine changes and the outbox removal move together.
@@ -440,7 +441,7 @@ fn cut_before_last(key: &[u8], min: usize, n: usize) -> usize {
     last.get(keep - 1).map_or(min, |&(i, _)| min + i)
 }
 
-/// One entry of an index bucket: its name (the end of the index key) and value.
+/// One entry of a bucket: its name (the end of the index key) and value.
 type BucketEntry<'a> = (&'a [u8], &'a [u8]);
 
 /// The entries of a bucket value, in the order stored (sorted by name): u32 BE name length, name, u32 BE value
@@ -448,11 +449,11 @@ type BucketEntry<'a> = (&'a [u8], &'a [u8]);
 fn bucket_entries(mut v: &[u8]) -> Result<Vec<BucketEntry<'_>>, String> {
     fn part<'a>(v: &mut &'a [u8]) -> Result<&'a [u8], String> {
         let Some((len, rest)) = v.split_first_chunk::<4>() else {
-            return Err("an index bucket is cut short".into());
+            return Err("a bucket is cut short".into());
         };
         let len = u32::from_be_bytes(*len) as usize;
         if rest.len() < len {
-            return Err("an index bucket is cut short".into());
+            return Err("a bucket is cut short".into());
         }
         let (p, rest) = rest.split_at(len);
         *v = rest;
@@ -500,7 +501,7 @@ fn bucket_apply(old: Option<&[u8]>, changes: &BucketChanges) -> Result<Option<Ve
     for (name, value) in entries {
         for p in [name, value] {
             let len =
-                u32::try_from(p.len()).map_err(|_| "an index entry over 4 GiB".to_string())?;
+                u32::try_from(p.len()).map_err(|_| "a bucket entry over 4 GiB".to_string())?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(p);
         }
