@@ -509,6 +509,22 @@ fn bucket_apply(old: Option<&[u8]>, changes: &BucketChanges) -> Result<Option<Ve
     Ok(Some(out))
 }
 
+/// Applies bucket changes (from [`by_bucket`]) to a tree inside a transaction; a bucket that cannot be read
+/// aborts it.
+fn apply_in_tx(
+    tree: &sled::transaction::TransactionalTree,
+    buckets: &std::collections::BTreeMap<Vec<u8>, BucketChanges>,
+) -> Result<(), ConflictableTransactionError<String>> {
+    for (bucket, changes) in buckets {
+        let old = tree.get(bucket)?;
+        match bucket_apply(old.as_deref(), changes).map_err(ConflictableTransactionError::Abort)? {
+            Some(v) => tree.insert(bucket.as_slice(), v)?,
+            None => tree.remove(bucket.as_slice())?,
+        };
+    }
+    Ok(())
+}
+
 /// Index changes grouped by bucket, so a bucket is read and written once per commit.
 fn by_bucket(
     changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
@@ -961,15 +977,7 @@ impl Store {
                 for (kind, id) in &c.quarantine_del {
                     quarantine.remove(composite(*kind, id))?;
                 }
-                for (bucket, changes) in &links {
-                    let old = by_source.get(bucket)?;
-                    match bucket_apply(old.as_deref(), changes)
-                        .map_err(ConflictableTransactionError::Abort)?
-                    {
-                        Some(v) => by_source.insert(bucket.as_slice(), v)?,
-                        None => by_source.remove(bucket.as_slice())?,
-                    };
-                }
+                apply_in_tx(by_source, &links)?;
                 if let Some((kind, cur)) = &c.cursor {
                     cursor.insert(kind.as_str(), json(cur))?;
                 }
@@ -995,30 +1003,14 @@ impl Store {
         let r: Result<(), TransactionError<String>> =
             (&self.outbox, &self.ledger, &self.quarantine, &self.expiry).transaction(
                 |(outbox, ledger, quarantine, expiry)| {
-                    for (bucket, changes) in &ledger_changes {
-                        let old = ledger.get(bucket)?;
-                        match bucket_apply(old.as_deref(), changes)
-                            .map_err(ConflictableTransactionError::Abort)?
-                        {
-                            Some(v) => ledger.insert(bucket.as_slice(), v)?,
-                            None => ledger.remove(bucket.as_slice())?,
-                        };
-                    }
+                    apply_in_tx(ledger, &ledger_changes)?;
                     for q in &c.quarantine_put {
                         quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
                     }
                     for (kind, id) in &c.quarantine_del {
                         quarantine.remove(composite(*kind, id))?;
                     }
-                    for (bucket, changes) in &expiry_changes {
-                        let old = expiry.get(bucket)?;
-                        match bucket_apply(old.as_deref(), changes)
-                            .map_err(ConflictableTransactionError::Abort)?
-                        {
-                            Some(v) => expiry.insert(bucket.as_slice(), v)?,
-                            None => expiry.remove(bucket.as_slice())?,
-                        };
-                    }
+                    apply_in_tx(expiry, &expiry_changes)?;
                     if let Some(seq) = c.outbox_seq {
                         outbox.remove(&seq.to_be_bytes())?;
                     }
