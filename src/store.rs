@@ -704,7 +704,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         for (bucket, changes) in by_bucket(changes, cut) {
             let old = tree.get(&bucket).map_err(|e| self.io(e))?;
-            match bucket_apply(old.as_deref(), &changes).map_err(|e| self.damaged("index", e))? {
+            match bucket_apply(old.as_deref(), &changes).map_err(|e| self.damaged("store bucket", e))? {
                 Some(v) => tree.insert(bucket, v).map_err(|e| self.io(e))?,
                 None => tree.remove(bucket).map_err(|e| self.io(e))?,
             };
@@ -1023,7 +1023,7 @@ impl Store {
     fn tx_error(&self, e: TransactionError<String>) -> StoreError {
         match e {
             TransactionError::Storage(e) => self.io(e),
-            TransactionError::Abort(detail) => self.damaged("index", detail),
+            TransactionError::Abort(detail) => self.damaged("store bucket", detail),
         }
     }
 

@@ -32,6 +32,18 @@ fn record(base: &str, kind: &str, id: &str, decided: &str) -> serde_json::Value 
     r
 }
 
+/// Both simulators, the source holding nothing until a test inserts its records.
+async fn empty_env() -> Env {
+    spawn(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await
+}
+
 fn key(kind: &str, id: &str) -> String {
     let item = if kind == "permit" { "XZXK" } else { "XZCF" };
     format!("{item}:{}:测试〔2026〕{id}号", agency_code())
@@ -282,14 +294,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_then_sync_leaves_no_gaps() {
-    let env = spawn(
-        GenConfig {
-            records: 0,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = empty_env().await;
     let mut expired = record("penalty_multi_category", "penalty", "G", "2026-11-16");
     expired["display_until"] = "2026-11-20".into();
     let recs = serde_json::json!([
@@ -405,14 +410,7 @@ async fn repair_then_sync_leaves_no_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annual_report_matches_independent_counts() {
-    let env = spawn(
-        GenConfig {
-            records: 0,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = empty_env().await;
     // fixtures decided in 2024, and one in 2023 that must not count
     let mut recs = vec![
         record("permit_org", "permit", "P1", "2024-03-01"), // 核准 (P04)
@@ -487,14 +485,7 @@ async fn annual_report_matches_independent_counts() {
 /// 入库率 counts submitted and accepted from it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_entries_match_whatever_the_document_number_lengths() {
-    let env = spawn(
-        GenConfig {
-            records: 0,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = empty_env().await;
     let ids = ["9", "98", "980", "981", "99", "1", "10", "100"];
     let recs: Vec<serde_json::Value> = ids
         .iter()
