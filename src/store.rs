@@ -704,7 +704,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         for (bucket, changes) in by_bucket(changes, cut) {
             let old = tree.get(&bucket).map_err(|e| self.io(e))?;
-            match bucket_apply(old.as_deref(), &changes).map_err(|e| self.damaged("store bucket", e))? {
+            match bucket_apply(old.as_deref(), &changes)
+                .map_err(|e| self.damaged("store bucket", e))?
+            {
                 Some(v) => tree.insert(bucket, v).map_err(|e| self.io(e))?,
                 None => tree.remove(bucket).map_err(|e| self.io(e))?,
             };
