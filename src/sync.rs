@@ -259,6 +259,13 @@ struct Applied {
     withdrawn: u64,
 }
 
+/// A key sent in this run and not yet acknowledged.
+struct Pending {
+    op: Op,
+    digest: Option<String>,
+    source_id: String,
+}
+
 struct Engine<'a> {
     cfg: &'a Config,
     mappings: &'a MappingSet,
@@ -269,8 +276,8 @@ struct Engine<'a> {
     summary: RunSummary,
     in_flight: JoinSet<Sent>,
     in_flight_keys: HashMap<String, u32>,
-    /// Keys sent in this run and not yet acknowledged, with the op and digest sent.
-    pending: HashMap<String, (Op, Option<String>)>,
+    /// Keys sent in this run and not yet acknowledged: what was sent, and for which source record.
+    pending: HashMap<String, Pending>,
     progress: Option<indicatif::ProgressBar>,
     /// False for `quarantine retry`, which pushes stored records without moving the feed's cursor.
     move_cursor: bool,
@@ -674,7 +681,11 @@ impl Engine<'_> {
     ) -> Result<(), SyncError> {
         let mut commit = PageCommit::default();
         let mut items: Vec<(OutboxItem, Option<PlatformRecord>)> = Vec::new();
-        let mut seen_in_page: HashSet<String> = HashSet::new();
+        // Keys this page sends, with the source record each is sent for; and keys a record of this page moved
+        // away from (its document number changed). Together with `pending` and the ledger they tell who holds a
+        // key before the page is committed.
+        let mut page_owner: HashMap<String, String> = HashMap::new();
+        let mut page_released: HashSet<String> = HashSet::new();
         let now = now_rfc3339();
         // Looked at once per page: what a receipt applied meanwhile puts there concerns keys still pending, which
         // the page leaves to their receipts.
@@ -737,50 +748,72 @@ impl Engine<'_> {
                 .expect("a valid mapping has a key")
                 .to_string();
             let ledger = self.store.ledger_get(&key)?;
-            // A document number another source record already uses: never overwrite silently.
-            if let Some(other) = ledger.as_ref().filter(|e| e.source_id != src.id) {
-                if self.store.by_source_get(kind, &other.source_id)?.as_deref()
-                    == Some(key.as_str())
-                {
-                    let f = crate::map_input::key_reused(
-                        mapped.key.as_ref().expect("valid"),
-                        &other.source_id,
-                    );
-                    self.quarantine(
-                        &mut commit,
-                        kind,
-                        &src.id,
-                        Some(key),
-                        "invalid",
-                        &[f],
-                        raw_value(&raw),
-                        &now,
-                        meta,
-                    )?;
-                    continue;
-                }
+            // A document number another source record already holds, on the platform or on its way there in this
+            // run: the later record goes to quarantine, never a silent overwrite.
+            if let Some(other) = self.holder(
+                kind,
+                &key,
+                &src.id,
+                ledger.as_ref(),
+                &page_owner,
+                &page_released,
+            )? {
+                let f = crate::map_input::key_reused(mapped.key.as_ref().expect("valid"), &other);
+                self.quarantine(
+                    &mut commit,
+                    kind,
+                    &src.id,
+                    Some(key),
+                    "invalid",
+                    &[f],
+                    raw_value(&raw),
+                    &now,
+                    meta,
+                )?;
+                continue;
             }
-            // The document number changed: the old key must come down.
+            // The document number changed: the old key must come down, whether the platform holds it or this
+            // run's batch for it is still on its way.
             let old_key = self.store.by_source_get(kind, &src.id)?;
             if let Some(old) = old_key.as_ref().filter(|k| **k != key) {
-                if let Some(e) = self.store.ledger_get(old)? {
-                    if e.state == PlatformState::Public
-                        || self.pending.get(old).is_some_and(|p| p.0 == Op::Upsert)
-                    {
-                        items.push((
-                            OutboxItem {
-                                key: old.clone(),
-                                op: Op::Withdraw,
-                                digest: None,
-                                source_id: src.id.clone(),
-                                source_updated_at: src.updated_at.clone().unwrap_or_default(),
-                                meta: e.meta.clone(),
-                                source: None,
-                                ledger: None,
-                            },
-                            None,
-                        ));
-                    }
+                page_released.insert(old.clone());
+                if page_owner.get(old) == Some(&src.id) {
+                    page_owner.remove(old);
+                }
+                let old_entry = self
+                    .store
+                    .ledger_get(old)?
+                    .filter(|e| e.source_id == src.id);
+                let on_its_way = self
+                    .pending
+                    .get(old)
+                    .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
+                let public = old_entry
+                    .as_ref()
+                    .is_some_and(|e| e.state == PlatformState::Public);
+                if public || on_its_way {
+                    let old_meta = match old_entry {
+                        Some(e) => e.meta,
+                        None => RecordMeta {
+                            doc_no: crate::model::RecordKey::parse(old)
+                                .map(|k| k.doc_no().to_string())
+                                .unwrap_or_default(),
+                            ..meta.clone()
+                        },
+                    };
+                    items.push((
+                        OutboxItem {
+                            key: old.clone(),
+                            op: Op::Withdraw,
+                            digest: None,
+                            source_id: src.id.clone(),
+                            source_updated_at: src.updated_at.clone().unwrap_or_default(),
+                            meta: old_meta,
+                            source: None,
+                            ledger: None,
+                        },
+                        None,
+                    ));
                 }
             }
             let relink = old_key.as_deref() != Some(key.as_str());
@@ -798,15 +831,15 @@ impl Engine<'_> {
                 commit.quarantine_del.push((kind, src.id.clone()));
             }
             let op = self.desired_op(kind, &src, &mapped);
-            let public_now = match self.pending.get(&key) {
-                Some((Op::Upsert, _)) => true,
-                Some((Op::Withdraw, _)) => false,
+            let public_now = match self.pending.get(&key).map(|p| p.op) {
+                Some(Op::Upsert) => true,
+                Some(Op::Withdraw) => false,
                 None => ledger
                     .as_ref()
                     .is_some_and(|e| e.state == PlatformState::Public),
             };
             let current_digest = match self.pending.get(&key) {
-                Some((Op::Upsert, d)) => d.clone(),
+                Some(p) if p.op == Op::Upsert => p.digest.clone(),
                 _ => ledger
                     .as_ref()
                     .filter(|e| e.state == PlatformState::Public)
@@ -840,15 +873,20 @@ impl Engine<'_> {
                     false
                 }
                 Op::Upsert => {
-                    if !seen_in_page.insert(key.clone()) {
-                        // the same key twice in one page: the later version wins
+                    if page_owner.insert(key.clone(), src.id.clone()).is_some()
+                        || page_released.contains(&key)
+                    {
+                        // the same record twice in one page (another record's would have been quarantined above),
+                        // or a key another record of the page moved away from: the later item wins
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, Some(mapped.record)));
                     true
                 }
                 Op::Withdraw => {
-                    if !seen_in_page.insert(key.clone()) {
+                    if page_owner.insert(key.clone(), src.id.clone()).is_some()
+                        || page_released.contains(&key)
+                    {
                         items.retain(|(i, _)| i.key != key);
                     }
                     items.push((item, None));
@@ -913,6 +951,36 @@ impl Engine<'_> {
     }
 
     /// What the platform should hold for a valid record (DESIGN §4).
+    /// The other source record that holds `key`, if any: the one this page sends it for, else the one a batch
+    /// still in flight was sent for, else the ledger's; the last two only while that record still maps to the
+    /// key (its document number has not changed since). A key a record of this page moved away from is free.
+    fn holder(
+        &self,
+        kind: Kind,
+        key: &str,
+        id: &str,
+        ledger: Option<&LedgerEntry>,
+        page_owner: &HashMap<String, String>,
+        page_released: &HashSet<String>,
+    ) -> Result<Option<String>, SyncError> {
+        if let Some(owner) = page_owner.get(key) {
+            return Ok((owner != id).then(|| owner.clone()));
+        }
+        if page_released.contains(key) {
+            return Ok(None);
+        }
+        let candidate = match (self.pending.get(key), ledger) {
+            (Some(p), _) => &p.source_id,
+            (None, Some(e)) => &e.source_id,
+            (None, None) => return Ok(None),
+        };
+        if candidate == id {
+            return Ok(None);
+        }
+        let still_there = self.store.by_source_get(kind, candidate)?.as_deref() == Some(key);
+        Ok(still_there.then(|| candidate.clone()))
+    }
+
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
         match kind {
             // A revoked permit stays public with XK_ZT = 2 (the mapping's status table says so).
@@ -1024,7 +1092,14 @@ impl Engine<'_> {
         }
         for i in &batch.items {
             *self.in_flight_keys.entry(i.key.clone()).or_insert(0) += 1;
-            self.pending.insert(i.key.clone(), (i.op, i.digest.clone()));
+            self.pending.insert(
+                i.key.clone(),
+                Pending {
+                    op: i.op,
+                    digest: i.digest.clone(),
+                    source_id: i.source_id.clone(),
+                },
+            );
         }
         self.summary.pushed += batch.items.len() as u64;
         let platform = self.platform.clone();

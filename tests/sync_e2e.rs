@@ -481,3 +481,165 @@ async fn a_changed_document_number_withdraws_the_old_key() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(s["pushed"], 0, "{s}");
 }
+
+/// Two new permits of different source records with one document number (a data-entry slip): the clone of
+/// generated permit 0's JSON under `id`, with `doc` and `content`.
+async fn permit_with_doc(
+    env: &Env,
+    gen_cfg: &GenConfig,
+    id: &str,
+    doc: &str,
+    content: &str,
+) -> serde_json::Value {
+    let r = dualpub::sim::gen::record(gen_cfg, Kind::Permit, 0);
+    let mut v: serde_json::Value = env
+        .http
+        .get(format!("{}/admin/records/{}", env.source.url(), r.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["id"] = id.into();
+    v["doc_no"] = doc.into();
+    v["permit_no"] = doc.into();
+    v["content"] = content.into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "permit".into();
+    v
+}
+
+/// Where a document number reuse ended up: the platform's content and status for the key, the ledger's source
+/// record for it, and the quarantined source ids with their finding codes.
+async fn reuse_outcome(
+    env: &Env,
+    doc: &str,
+) -> (String, String, Option<String>, Vec<(String, Vec<String>)>) {
+    let held = env.platform_records().await;
+    let key = held
+        .keys()
+        .find(|k| k.starts_with("XZXK") && k.ends_with(&format!(":{doc}")))
+        .unwrap_or_else(|| panic!("the platform has no key for {doc}"))
+        .clone();
+    let store = read_store(&env.store_path());
+    let ledger_source = store.ledger_get(&key).unwrap().map(|e| e.source_id);
+    let quarantined = store
+        .quarantine_all()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.source_id,
+                e.findings.into_iter().map(|f| f.code).collect(),
+            )
+        })
+        .collect();
+    let (_, status, fields, _) = &held[&key];
+    (
+        fields["XK_NR"].as_str().unwrap_or_default().to_string(),
+        status.clone(),
+        ledger_source,
+        quarantined,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_number_reused_in_one_page_quarantines_the_later_record() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let doc = "（豫）FM安许证字〔2026〕990001";
+    let a = permit_with_doc(&env, &gen_cfg, "XK-REUSE-A", doc, "甲的许可内容").await;
+    let b = permit_with_doc(&env, &gen_cfg, "XK-REUSE-B", doc, "乙的许可内容").await;
+    env.source_insert(serde_json::json!([a, b])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "a record in quarantine needs attention: {s} {err}");
+    let (content, status, ledger_source, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("甲的许可内容", "public", Some("XK-REUSE-A")),
+        "the first record keeps the document number"
+    );
+    assert_eq!(
+        quarantined,
+        vec![("XK-REUSE-B".to_string(), vec!["key_reused".to_string()])],
+        "the later record is held with the finding, not dropped"
+    );
+
+    // The agency gives B its own number: B goes out, A stays as it is.
+    let b_doc = "（豫）FM安许证字〔2026〕990002";
+    let b = permit_with_doc(&env, &gen_cfg, "XK-REUSE-B", b_doc, "乙的许可内容").await;
+    env.source_insert(serde_json::json!([b])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["withdrawn"], 0, "nothing comes down: {s}");
+    let (content, status, _, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("甲的许可内容", "public")
+    );
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+    let (content, status, ledger_source, _) = reuse_outcome(&env, b_doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("乙的许可内容", "public", Some("XK-REUSE-B"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_later_record() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            latency_ms: 400,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let doc = "（豫）FM安许证字〔2026〕990003";
+    // One record a page: A's batch is still on its way (400 ms) when B's page is read.
+    for (id, content) in [
+        ("XK-REUSE-A", "甲的许可内容"),
+        ("XK-REUSE-B", "乙的许可内容"),
+    ] {
+        let v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
+        env.source_insert(serde_json::json!([v])).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_PAGE_SIZE", "1");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (content, status, ledger_source, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("甲的许可内容", "public", Some("XK-REUSE-A")),
+        "B must not overwrite A"
+    );
+    assert_eq!(
+        quarantined,
+        vec![("XK-REUSE-B".to_string(), vec!["key_reused".to_string()])]
+    );
+}
