@@ -140,6 +140,17 @@ fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
 }
 
 /// Orders two feed positions; timestamps compare as instants.
+/// Whether source time `a` is later than `b` (both RFC 3339, compared as instants); false when either is not.
+fn newer(a: &str, b: &str) -> bool {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
+    }
+}
+
 fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
     let ta = chrono::DateTime::parse_from_rfc3339(&a.since).ok();
     let tb = chrono::DateTime::parse_from_rfc3339(&b.since).ok();
@@ -1250,10 +1261,16 @@ fn apply_receipt(
                             .push((u.replace('-', ""), item.key.clone(), true));
                     }
                 }
-                if !quarantine_empty && store.quarantine_contains(batch.kind, &item.source_id)? {
-                    commit
-                        .quarantine_del
-                        .push((batch.kind, item.source_id.clone()));
+                if !quarantine_empty {
+                    // Not when a newer version of the record went to quarantine while this one was on its way.
+                    if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
+                        let held = q.source["updated_at"].as_str().unwrap_or("");
+                        if !newer(held, &item.source_updated_at) {
+                            commit
+                                .quarantine_del
+                                .push((batch.kind, item.source_id.clone()));
+                        }
+                    }
                 }
             }
             (Op::Withdraw, ResultStatus::Withdrawn) | (Op::Withdraw, ResultStatus::Unchanged) => {

@@ -643,3 +643,107 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
         vec![("XK-REUSE-B".to_string(), vec!["key_reused".to_string()])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changed_while_their_first_push_is_in_flight() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (s_doc, s_doc2) = (
+        "（豫）FM安许证字〔2026〕990011",
+        "（豫）FM安许证字〔2026〕990012",
+    );
+    let t_doc = "（豫）FM安许证字〔2026〕990013";
+    let f_doc = "（豫）FM安许证字〔2026〕990014";
+    for (id, doc, content) in [
+        ("XK-INRUN-S", s_doc, "S 的第一版"),
+        ("XK-INRUN-T", t_doc, "T 的第一版"),
+        ("XK-INRUN-F", f_doc, "F 的内容"),
+    ] {
+        let v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
+        env.source_insert(serde_json::json!([v])).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A slow feed (one record a page, 300 ms each) and a slower platform (2.5 s a call): S and T are read and
+    // sent first, and their second versions are read while those batches are still on their way.
+    let served = |env: &Env| {
+        let url = format!("{}/admin/stats", env.source.url());
+        let http = env.http.clone();
+        async move {
+            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v["items_served"].as_u64().unwrap()
+        }
+    };
+    let before = served(&env).await;
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 300}),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"latency_ms": 2500}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_PAGE_SIZE", "1");
+    // no re-read of the feed before the checkpoint: the first two pages served are S and T
+    c.env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    // Once S and T have been served (the first page may be the checkpoint's own record, read again, so wait for
+    // three): T becomes invalid, S gets a corrected document number. Both come at the end of the feed.
+    let t0 = std::time::Instant::now();
+    while served(&env).await < before + 3 {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the run never read its second page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let t2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-T", t_doc, "T 的第二版\u{1}").await;
+    env.source_insert(serde_json::json!([t2])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let s2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-S", s_doc2, "S 的第二版").await;
+    env.source_insert(serde_json::json!([s2])).await;
+    let out = run.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "T is in quarantine: {summary} {stderr}"
+    );
+    assert!(
+        summary["read"].as_u64().unwrap() >= 5,
+        "the second versions were read in the same run: {summary}"
+    );
+
+    // S: the number it no longer has comes down, the new one goes up.
+    let (content, status, _, quarantined) = reuse_outcome(&env, s_doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("S 的第一版", "withdrawn")
+    );
+    let (content, status, ledger_source, _) = reuse_outcome(&env, s_doc2).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("S 的第二版", "public", Some("XK-INRUN-S"))
+    );
+    // T: the platform keeps the first version; the invalid second one stays in quarantine.
+    let (content, status, _, _) = reuse_outcome(&env, t_doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("T 的第一版", "public")
+    );
+    assert_eq!(
+        quarantined,
+        vec![("XK-INRUN-T".to_string(), vec!["xml_char".to_string()])],
+        "T's second version waits in quarantine"
+    );
+}

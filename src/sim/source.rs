@@ -13,7 +13,8 @@
 //!   `limit` (default 100, clamped to 1000). `Authorization: Bearer <token>` required (401 otherwise); a bad
 //!   `since` or `limit` is a 400 whose `{"error": …}` names the parameter.
 //! - Admin endpoints need no token (they are the test harness's, not the connector's): `POST /admin/records`,
-//!   `DELETE /admin/records/{id}`, `GET /admin/records/{id}`, `POST /admin/touch`, `GET /admin/stats`.
+//!   `DELETE /admin/records/{id}`, `GET /admin/records/{id}`, `POST /admin/touch`, `GET /admin/stats`,
+//!   `POST /admin/latency` (`{"ms": N}`: every change-feed answer waits N ms from then on).
 //!
 //! Late commits: a late generated record ([`super::gen::is_late`]) stays hidden while no response has reached
 //! its successor. A page that would pass it is cut right after the successor — the snapshot a real read would
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -117,6 +119,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         state: Mutex::new(SimState::default()),
         cfg,
+        latency_ms: AtomicU64::new(0),
     });
     let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -145,6 +148,8 @@ type Key = (i64, String);
 struct Shared {
     cfg: SourceSimConfig,
     state: Mutex<SimState>,
+    /// Added to every change-feed answer (`POST /admin/latency`): a slow enforcement system.
+    latency_ms: AtomicU64,
 }
 
 impl Shared {
@@ -331,6 +336,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/records/{id}", get(admin_get).delete(admin_delete))
         .route("/admin/touch", post(admin_touch))
         .route("/admin/stats", get(admin_stats))
+        .route("/admin/latency", post(admin_latency))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(shared)
 }
@@ -363,6 +369,7 @@ async fn permit_changes(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    s.delay().await;
     changes(&s, Kind::Permit, &headers, query)
 }
 
@@ -371,7 +378,17 @@ async fn penalty_changes(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    s.delay().await;
     changes(&s, Kind::Penalty, &headers, query)
+}
+
+impl Shared {
+    async fn delay(&self) {
+        let ms = self.latency_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
@@ -600,6 +617,26 @@ async fn admin_touch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         rec.kind = Some(kind);
     }
     json(StatusCode::OK, &serde_json::json!({ "records": records }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Latency {
+    ms: u64,
+}
+
+/// Sets the delay of every change-feed answer from now on.
+async fn admin_latency(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Latency>(&body) {
+        Ok(l) => {
+            s.latency_ms.store(l.ms, Ordering::Relaxed);
+            json(StatusCode::OK, &serde_json::json!({ "ms": l.ms }))
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body must be {{\"ms\": milliseconds}}: {e}"),
+        ),
+    }
 }
 
 async fn admin_stats(State(s): State<Arc<Shared>>) -> Response {
