@@ -511,3 +511,85 @@ async fn ledger_entries_match_whatever_the_document_number_lengths() {
     assert_eq!(permit["submitted"], ids.len(), "{permit}");
     assert_eq!(permit["accepted"], ids.len(), "{permit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "B",
+        "2026-11-20"
+    )]))
+    .await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-20"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    // The platform loses the record: a repair would re-push it.
+    env.http
+        .delete(format!(
+            "{}/admin/records/{}",
+            env.platform.url(),
+            enc(&key("permit", "B"))
+        ))
+        .send()
+        .await
+        .unwrap();
+    let missing_dir = env.dir.path().join("no-such-folder");
+    let file_as_dir = env.dir.path().join("a-file");
+    std::fs::write(&file_as_dir, "x").unwrap();
+    for (format, out_path, why) in [
+        ("json", missing_dir.join("r.json"), "does not exist"),
+        ("xlsx", missing_dir.join("r.xlsx"), "does not exist"),
+        ("json", env.dir.path().to_path_buf(), "is a folder"),
+        ("csv", file_as_dir.clone(), "is a file"),
+    ] {
+        let out = env
+            .dualpub(&[
+                "reconcile",
+                "--today",
+                "2026-11-27",
+                "--repair",
+                "--format",
+                format,
+                "--out",
+                out_path.to_str().unwrap(),
+            ])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{format} {out_path:?}: {err}");
+        assert!(
+            err.contains(out_path.to_str().unwrap()) && err.contains(why),
+            "the message names the path and the problem: {err}"
+        );
+    }
+    assert!(
+        !env.platform_records()
+            .await
+            .contains_key(&key("permit", "B")),
+        "nothing was repaired"
+    );
+    // With a good path the same repair runs and its report is written.
+    let report = env.dir.path().join("r.json");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-11-27",
+            "--repair",
+            "--format",
+            "json",
+            "--out",
+            report.to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.exists());
+    assert!(env
+        .platform_records()
+        .await
+        .contains_key(&key("permit", "B")));
+}

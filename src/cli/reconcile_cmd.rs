@@ -133,6 +133,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
             "--format csv and xlsx need --out (a directory for csv, a file for xlsx)",
         ));
     }
+    check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
     let store = common::open_store(&loaded.cfg.store_path)?;
     let opts = ReconcileOptions {
@@ -263,6 +264,59 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     })
 }
 
+/// Before any work (a repair changes the platform): can the report be written where `--out` says? A folder for
+/// csv (created when missing, so its parent must exist), a file otherwise, in a folder that exists and takes new
+/// files. Refused with exit 2 and the path named; the report is never lost after the work is done.
+fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
+    let Some(out) = out else {
+        return Ok(());
+    };
+    let bad = |why: &str| Failure::usage(format!("--out {}: {why}", out.display()));
+    let folder = if format == Format::Csv {
+        if out.is_dir() {
+            out.to_path_buf()
+        } else if out.exists() {
+            return Err(bad(
+                "is a file; csv needs a folder (it writes several files)",
+            ));
+        } else {
+            match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) if !p.is_dir() => {
+                    return Err(bad(&format!("the folder {} does not exist", p.display())))
+                }
+                Some(p) => p.to_path_buf(),
+                None => PathBuf::from("."),
+            }
+        }
+    } else {
+        if out.is_dir() {
+            return Err(bad("is a folder; give a file name"));
+        }
+        match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) if !p.is_dir() => {
+                return Err(bad(&format!("the folder {} does not exist", p.display())))
+            }
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::from("."),
+        }
+    };
+    let probe = folder.join(format!(".dualpub-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(bad(&format!(
+            "cannot create files in {}: {e}",
+            folder.display()
+        ))),
+    }
+}
+
 /// A buffered destination: the file, or standard output. The writers emit many small pieces.
 fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
     let w: Box<dyn Write> = match out {
@@ -284,10 +338,11 @@ fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Fail
 }
 
 fn write_format(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
+    let to = out.map_or_else(String::new, |p| format!(" to {}", p.display()));
     let io = |e: std::io::Error| {
         Failure::new(
             Exit::Aborted,
-            anyhow::anyhow!("cannot write the report: {e}"),
+            anyhow::anyhow!("cannot write the report{to}: {e}"),
         )
     };
     match format {
@@ -335,6 +390,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
     if format == Format::Xlsx && out.is_none() {
         return Err(Failure::usage("--format xlsx needs --out FILE"));
     }
+    check_out(format, out.as_deref())?;
     let loaded = common::load(config)?;
     let today = common::today(today.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
