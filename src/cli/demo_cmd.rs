@@ -106,26 +106,39 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     super::sync_cmd::print_summary(&s1, false);
     eprintln!("(penalties whose display period already ended are not published; invalid records wait in quarantine)");
 
+    // Corrections to every 7th permit (up to 20), a revoked permit and a revoked penalty, as far as the set has them.
+    let n_perm = gen_cfg.count(Kind::Permit);
+    let n_pen = gen_cfg.count(Kind::Penalty);
+    let ids: Vec<String> = (0..20u64)
+        .map(|i| i * 7 + 1)
+        .filter(|&i| i < n_perm)
+        .map(|i| gen::id(Kind::Permit, i))
+        .collect();
     step(
         3,
-        "the enforcement system changes: 20 corrections, a revoked permit, a revoked penalty",
+        &format!(
+            "the enforcement system changes: {} correction(s){}{}",
+            ids.len(),
+            if n_perm > 3 { ", a revoked permit" } else { "" },
+            if n_pen > 0 { ", a revoked penalty" } else { "" }
+        ),
     );
     let http = reqwest::Client::new();
-    let ids: Vec<String> = (0..20u64)
-        .map(|i| gen::id(Kind::Permit, i * 7 + 1))
-        .collect();
-    http.post(format!("{}/admin/touch", src.url()))
-        .json(&serde_json::json!({"kind": "permit", "ids": ids}))
-        .send()
-        .await?
-        .error_for_status()?;
-    let n_pen = gen_cfg.count(Kind::Penalty);
+    if !ids.is_empty() {
+        http.post(format!("{}/admin/touch", src.url()))
+            .json(&serde_json::json!({"kind": "permit", "ids": ids}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let mut changes = Vec::new();
-    let mut permit = serde_json::to_value(gen::record(&gen_cfg, Kind::Permit, 3))?;
-    permit["status"] = "revoked".into();
-    permit["kind"] = "permit".into();
-    permit["updated_at"] = serde_json::Value::Null;
-    changes.push(permit);
+    if n_perm > 3 {
+        let mut permit = serde_json::to_value(gen::record(&gen_cfg, Kind::Permit, 3))?;
+        permit["status"] = "revoked".into();
+        permit["kind"] = "permit".into();
+        permit["updated_at"] = serde_json::Value::Null;
+        changes.push(permit);
+    }
     if n_pen > 0 {
         let mut pen = serde_json::to_value(gen::record(&gen_cfg, Kind::Penalty, n_pen - 1))?;
         pen["status"] = "revoked".into();
