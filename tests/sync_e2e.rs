@@ -747,3 +747,55 @@ async fn records_changed_while_their_first_push_is_in_flight() {
         "T's second version waits in quarantine"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_records_still_invalid_needs_attention() {
+    let gen_cfg = GenConfig {
+        records: 200,
+        seed: 7,
+        invalid_rate: 0.05,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let in_quarantine = read_store(&env.store_path()).quarantine_len();
+    assert!(in_quarantine > 0);
+    let before = env.platform_records().await;
+
+    // Nothing was fixed: every record goes back to quarantine, and the run says so.
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("dualpub quarantine retry"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{in_quarantine} of the {in_quarantine} retried record(s) still in quarantine"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("needs attention"), "{err}");
+    assert_eq!(
+        env.platform_records().await,
+        before,
+        "nothing new reached the platform"
+    );
+    assert_eq!(
+        read_store(&env.store_path()).quarantine_len(),
+        in_quarantine
+    );
+
+    // One record by id, and an id that is not in quarantine.
+    let id = read_store(&env.store_path()).quarantine_all().unwrap()[0]
+        .source_id
+        .clone();
+    let out = env.dualpub(&["quarantine", "retry", &id]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 of the 1 retried record(s) still in quarantine"),
+        "{err}"
+    );
+    let out = env.dualpub(&["quarantine", "retry", "XK-NOT-THERE"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -154,12 +154,35 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 &opts,
                 items,
             ));
-            let (summary, err) = match result {
+            let (mut summary, err) = match result {
                 Ok(s) => (s, None),
                 Err((s, e)) => (s, Some(e)),
             };
-            super::sync_cmd::print_summary(&summary, false);
-            eprintln!("{} record(s) still in quarantine", store.quarantine_len());
+            // A retried record that is still invalid was quarantined again by this run, though not anew.
+            let mut still = 0u64;
+            for e in &chosen {
+                if store
+                    .quarantine_contains(e.kind, &e.source_id)
+                    .map_err(common::store_failure)?
+                {
+                    still += 1;
+                }
+            }
+            summary.quarantined = summary.quarantined.max(still);
+            if summary.outcome == "ok" && summary.needs_attention() {
+                summary.outcome = "attention".into();
+            }
+            super::sync_cmd::print_summary_titled(&summary, false, "dualpub quarantine retry");
+            eprintln!(
+                "{still} of the {} retried record(s) still in quarantine, {} in all{}",
+                chosen.len(),
+                store.quarantine_len(),
+                if still > 0 {
+                    " — `dualpub quarantine show ID` says why"
+                } else {
+                    ""
+                }
+            );
             if let Some(e) = err {
                 return Err(common::sync_failure(e));
             }

@@ -58,6 +58,11 @@ pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
 
 /// The summary: a table on stderr, or JSON on stdout with `--json`.
 pub fn print_summary(s: &RunSummary, json: bool) {
+    print_summary_titled(s, json, "dualpub sync");
+}
+
+/// The run summary under `title` (the command that ran).
+pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
     if json {
         println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
         return;
@@ -77,7 +82,7 @@ pub fn print_summary(s: &RunSummary, json: bool) {
     ];
     let mut out = String::new();
     out.push_str(&format!(
-        "dualpub sync{} — {}\n",
+        "{title}{} — {}\n",
         if s.dry_run {
             " (dry run: nothing sent)"
         } else {
