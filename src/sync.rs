@@ -395,7 +395,14 @@ async fn run_with(
         move_cursor: true,
         force: false,
     };
+    // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
+    // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
+    let drained_first = match (&mode, opts.dry_run) {
+        (Some(_), false) => engine.drain_outbox().await,
+        _ => Ok(()),
+    };
     let result = match mode {
+        _ if drained_first.is_err() => drained_first,
         None => engine.run_all(Arc::new(source)).await,
         Some(Mode::Withdraw(keys)) => engine.withdraw_keys(keys).await,
         Some(Mode::Retry(items)) => {

@@ -799,3 +799,52 @@ async fn a_retry_of_records_still_invalid_needs_attention() {
     let out = env.dualpub(&["quarantine", "retry", "XK-NOT-THERE"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sends_what_an_aborted_run_left_in_the_outbox_first() {
+    let gen_cfg = GenConfig {
+        records: 100,
+        seed: 7,
+        invalid_rate: 0.05,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    // The platform is down: the run gives up after its retry budget, its batches kept in the outbox.
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = read_store(&env.store_path()).outbox_len();
+    assert!(left > 0, "the aborted run kept its batches");
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"error_rate": 0.0}),
+    )
+    .await;
+
+    // The operator retries the quarantine before the next sync: the outbox goes out first.
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        read_store(&env.store_path()).outbox_len(),
+        0,
+        "the retry resent the {left} batch(es) left behind: {err}"
+    );
+    let (expected, _) = expected_public(&gen_cfg, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
