@@ -929,7 +929,7 @@ impl Engine<'_> {
                 it.1.as_ref()
                     .map(|r| {
                         r.fields()
-                            .map(|(k, v)| 2 * k.len() + v.len() + 8)
+                            .map(|(k, v)| 2 * k.len() + xml::escaped_text_len(v) + 8)
                             .sum::<usize>()
                             + 64
                     })

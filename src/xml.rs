@@ -483,6 +483,39 @@ pub fn escape_text(s: &str, out: &mut Vec<u8>) {
     escape_into::<TEXT>(s, out);
 }
 
+/// How many bytes [`escape_text`] writes for `s`, without writing them (sizing messages before they are built).
+pub fn escaped_text_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    if b.len() <= BLOCK && block_clean::<TEXT>(&padded(b)) {
+        return b.len();
+    }
+    let mut n = b.len();
+    let mut i = 0;
+    while i < b.len() {
+        if window(b, i).is_some_and(block_clean::<TEXT>) {
+            i += BLOCK;
+            continue;
+        }
+        match TEXT_ESCAPES[b[i] as usize] {
+            ESC => {
+                n += match b[i] {
+                    b'&' | b'\r' => 4,
+                    _ => 3,
+                }
+            }
+            CTRL => n += REPLACEMENT.len() - 1,
+            PASS => {}
+            _ => {
+                if b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) {
+                    i += 2; // three bytes become the three of U+FFFD
+                }
+            }
+        }
+        i += 1;
+    }
+    n
+}
+
 /// Appends `s` escaped for a double-quoted attribute value.
 #[inline]
 pub fn escape_attr(s: &str, out: &mut Vec<u8>) {
@@ -2030,6 +2063,26 @@ mod tests {
             let _ = read_error_doc(g);
             let _ = read_record_page(g);
             let _ = read_receipt(g);
+        }
+    }
+
+    #[test]
+    fn escaped_text_len_is_what_escape_text_writes() {
+        let samples = [
+            "",
+            "plain ascii",
+            "郑州市某某有限公司",
+            "a&b<c>d\re\tf\ng\"h'i",
+            "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&",
+            "bad\u{1}control\u{1f}chars",
+            "non-chars \u{FFFE} and \u{FFFF} and \u{FFFD} and \u{EFFF}",
+            "\u{EF}\u{BF}",
+        ];
+        let long = "罚款&".repeat(700) + &"<>".repeat(300);
+        for s in samples.iter().copied().chain([long.as_str()]) {
+            let mut out = Vec::new();
+            escape_text(s, &mut out);
+            assert_eq!(escaped_text_len(s), out.len(), "{s:?}");
         }
     }
 }
