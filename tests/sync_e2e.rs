@@ -572,6 +572,37 @@ async fn a_document_number_reused_in_one_page_quarantines_the_later_record() {
         vec![("XK-REUSE-B".to_string(), vec!["key_reused".to_string()])],
         "the later record is held with the finding, not dropped"
     );
+    // Reconcile tells the same story: B is quarantined, not `missing`; A is on the platform as it should be.
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "json",
+            "--repair",
+        ])
+        .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = format!("XZXK:{}:{doc}", agency_code());
+    let rows: Vec<(&str, &str)> = report["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key"] == key.as_str())
+        .map(|g| {
+            (
+                g["category"].as_str().unwrap(),
+                g["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // (A was decided long ago, so it is also `late`, which is beside the point here)
+    assert!(!rows.iter().any(|r| r.0 == "missing"), "{rows:?}");
+    let quarantined: Vec<_> = rows.iter().filter(|r| r.0 == "quarantined").collect();
+    assert_eq!(quarantined.len(), 1, "{rows:?}");
+    assert!(quarantined[0].1.contains("key_reused"), "{rows:?}");
+    assert_eq!(report["repair"]["repushed"], 0, "{}", report["repair"]);
 
     // The agency gives B its own number: B goes out, A stays as it is.
     let b_doc = "（豫）FM安许证字〔2026〕990002";

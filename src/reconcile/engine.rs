@@ -814,6 +814,25 @@ async fn compare(
         report.platform_records += held.len() as u64;
         let platform_records = held.len();
 
+        // Records held back because another record already has their document number: valid on their own,
+        // they are quarantine's story, not `missing` (and the platform row belongs to the other record).
+        let reused: HashMap<String, String> = if store.quarantine_is_empty() {
+            HashMap::new()
+        } else {
+            store
+                .quarantine_all()?
+                .into_iter()
+                .filter(|q| q.kind == kind)
+                .filter_map(|q| {
+                    let f = q.findings.iter().find(|f| f.code == "key_reused")?;
+                    Some((
+                        q.source_id.clone(),
+                        format!("{} [{}] {}", f.field, f.code, f.zh),
+                    ))
+                })
+                .collect()
+        };
+
         // 2. The source side, streamed and mapped.
         let mut need_fields = super::stale::StaleRows::new();
         let mut seen: usize = 0;
@@ -859,7 +878,11 @@ async fn compare(
                 let row =
                     |category, key, detail, published| rows.row(category, key, detail, published);
                 let key_str = mapped.key.as_ref().map(|k| k.to_string());
-                let at = key_str.as_ref().and_then(|k| held.find(k));
+                let reused_detail = reused.get(&src.id);
+                let at = key_str
+                    .as_ref()
+                    .filter(|_| reused_detail.is_none())
+                    .and_then(|k| held.find(k));
                 let h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
@@ -926,6 +949,12 @@ async fn compare(
                             }
                         }
                     }
+                    continue;
+                }
+                if let Some(detail) = reused_detail {
+                    report
+                        .gaps
+                        .push_ref(row(Category::Quarantined, &display_key, detail, None));
                     continue;
                 }
                 let key = key_str.expect("a valid mapping has a key");
