@@ -471,9 +471,9 @@ impl Engine<'_> {
     async fn run_all(&mut self, source: Arc<SourceClient>) -> Result<(), SyncError> {
         if !self.opts.dry_run {
             self.drain_outbox().await?;
-            if self.opts.kinds.contains(&Kind::Penalty) {
-                self.withdraw_expired().await?;
-            }
+        }
+        if self.opts.kinds.contains(&Kind::Penalty) {
+            self.withdraw_expired().await?;
         }
         for &kind in &self.opts.kinds.clone() {
             self.sync_kind(kind, source.clone()).await?;
@@ -553,6 +553,12 @@ impl Engine<'_> {
         items: Vec<(OutboxItem, Option<PlatformRecord>)>,
     ) -> Result<(), SyncError> {
         if items.is_empty() {
+            return Ok(());
+        }
+        if self.opts.dry_run {
+            // What would come down, counted as a real run counts it; nothing written or sent.
+            self.summary.pushed += items.len() as u64;
+            self.summary.withdrawn += items.len() as u64;
             return Ok(());
         }
         let mut commit = PageCommit::default();
@@ -949,11 +955,9 @@ impl Engine<'_> {
             commit.batches.push((self.store.next_seq()?, b));
         }
         if self.opts.dry_run {
-            self.summary.pushed += commit
-                .batches
-                .iter()
-                .map(|(_, b)| b.items.len() as u64)
-                .sum::<u64>();
+            let items = commit.batches.iter().flat_map(|(_, b)| &b.items);
+            self.summary.pushed += items.clone().count() as u64;
+            self.summary.withdrawn += items.filter(|i| i.op == Op::Withdraw).count() as u64;
             self.tick();
             return Ok(());
         }
@@ -968,7 +972,6 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// What the platform should hold for a valid record (DESIGN §4).
     /// The other source record that holds `key`, if any: the one this page sends it for, else the one a batch
     /// still in flight was sent for, else the ledger's; the last two only while that record still maps to the
     /// key (its document number has not changed since). A key a record of this page moved away from is free.
@@ -999,6 +1002,7 @@ impl Engine<'_> {
         Ok(still_there.then(|| candidate.clone()))
     }
 
+    /// What the platform should hold for a valid record (DESIGN §4).
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
         match kind {
             // A revoked permit stays public with XK_ZT = 2 (the mapping's status table says so).

@@ -155,7 +155,26 @@ async fn backfill_update_revoke_expire() {
         assert_eq!(held[k].1, "withdrawn", "{k}");
     }
 
-    // 5. the display period of every penalty ends: a later run withdraws them all from the ledger's index.
+    // 5. the display period of every penalty ends: a later run withdraws them all from the ledger's index. A dry
+    // run first says how many, and changes nothing.
+    let still_public = |held: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        held.iter()
+            .filter(|(k, v)| k.starts_with("XZCF") && v.1 == "public")
+            .count() as u64
+    };
+    let before = env.platform_records().await;
+    let out = env
+        .dualpub(&["sync", "--json", "--dry-run", "--today", "2031-01-01"])
+        .await;
+    assert_eq!(out.status.code(), Some(0));
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(still_public(&before) > 0);
+    assert_eq!(dry["withdrawn"], still_public(&before), "{dry}");
+    assert_eq!(
+        env.platform_records().await,
+        before,
+        "a dry run sends nothing"
+    );
     let out = env
         .dualpub(&["sync", "--json", "--today", "2031-01-01"])
         .await;
@@ -165,6 +184,8 @@ async fn backfill_update_revoke_expire() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let real: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(real["withdrawn"], dry["withdrawn"], "{real}");
     let held = env.platform_records().await;
     assert!(held
         .iter()
