@@ -900,3 +900,38 @@ async fn a_retry_sends_what_an_aborted_run_left_in_the_outbox_first() {
     let (expected, _) = expected_public(&gen_cfg, today());
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_show_masks_id_numbers_in_free_text_too() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let full = "410105198001011239";
+    let mut v = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-MASK-1",
+        "（豫）FM安许证字〔2026〕990021",
+        "内容\u{1}含控制字符",
+    )
+    .await;
+    v["remarks"] = format!("当事人证件{full}，已核对").into();
+    env.source_insert(serde_json::json!([v])).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    let out = env.dualpub(&["quarantine", "show", "XK-MASK-1"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("已核对"), "{shown}");
+    assert!(!shown.contains(full), "a full ID number is shown: {shown}");
+    assert!(
+        shown.contains(&dualpub::ids::mask_id(full)),
+        "the masked form is: {shown}"
+    );
+    // the organisation's codes and the document number stay whole: the operator looks the record up by them
+    assert!(shown.contains("（豫）FM安许证字〔2026〕990021"), "{shown}");
+}

@@ -2,7 +2,7 @@
 
 use super::common;
 use crate::exit::{Exit, Failure};
-use crate::ids::mask_id;
+use crate::ids::{mask_id, mask_ids_in};
 use crate::model::Kind;
 use crate::store::QuarantineEntry;
 use crate::sync::{self, SyncOptions};
@@ -43,6 +43,16 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
                     let masked = match (k.as_str(), val) {
                         ("id_no", serde_json::Value::String(s)) => {
                             serde_json::Value::String(mask_id(s))
+                        }
+                        // Codes of organisations and documents, which the operator needs whole to find the record.
+                        (
+                            "id" | "credit_code" | "org_code" | "reg_no" | "tax_no"
+                            | "social_org_no" | "inst_cert_no" | "doc_no" | "permit_no",
+                            _,
+                        ) => val.clone(),
+                        // Free text can hold an ID number too (`当事人证件4101…`).
+                        (_, serde_json::Value::String(s)) => {
+                            serde_json::Value::String(mask_ids_in(s))
                         }
                         _ => masked_source(val),
                     };
