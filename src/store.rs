@@ -52,8 +52,10 @@ pub enum StoreError {
     Damaged { path: String, detail: String },
     #[error("the store {path} was written by a newer dualpub (schema {found}, this one knows {SCHEMA_VERSION}); use the newer binary")]
     NewerVersion { path: String, found: u32 },
-    #[error("store I/O error at {path}: {detail}")]
+    #[error("store I/O error at {path}: {detail}. If the disk is fine, the store may be damaged: move it aside and run `dualpub sync` to rebuild it from the source")]
     Io { path: String, detail: String },
+    #[error("cannot use {path} as the store ([store] path): {detail}; check the path, and that dualpub may create and write files there")]
+    Unusable { path: String, detail: String },
 }
 
 /// Where a kind's change feed has been read up to.
@@ -168,6 +170,9 @@ fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
     b.body = bytes::Bytes::copy_from_slice(body);
     Ok(b)
 }
+
+/// How long a flush may take before the store is reported as damaged ([`Store::flush`]).
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The tag that starts a binary ledger value (a JSON value starts with `{`).
 const LEDGER_V2: u8 = 2;
@@ -390,6 +395,8 @@ pub struct Store {
     quarantine: sled::Tree,
     expiry: sled::Tree,
     runs: sled::Tree,
+    /// Set when a flush did not finish in time: later flushes fail at once instead of waiting again.
+    flush_stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn composite(kind: Kind, id: &str) -> Vec<u8> {
@@ -576,10 +583,10 @@ impl Store {
                     detail: "sled could not read its files".into(),
                 })
             }
-            Ok(Err(e)) => return Err(classify_open_error(&p, e)),
+            Ok(Err(e)) => return Err(classify_error(&p, e, true)),
             Ok(Ok(db)) => db,
         };
-        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_open_error(&p, e));
+        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_error(&p, e, true));
         let store = Store {
             meta: tree("meta")?,
             cursor: tree("cursor")?,
@@ -591,6 +598,7 @@ impl Store {
             runs: tree("runs")?,
             path: p.clone(),
             db,
+            flush_stuck: Default::default(),
         };
         match store.meta.get(b"schema").map_err(|e| store.io(e))? {
             None => {
@@ -725,7 +733,7 @@ impl Store {
     }
 
     fn io(&self, e: sled::Error) -> StoreError {
-        classify_open_error(&self.path, e)
+        classify_error(&self.path, e, false)
     }
 
     fn damaged(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -771,9 +779,39 @@ impl Store {
         }
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable. Watched: on a store whose log is damaged in some ways, sled's
+    /// flush waits forever for a write that never comes (seen with the first bytes of `db` overwritten), and a
+    /// cron run stuck there would hold the lock and turn every later run away with exit 4. A flush that has not
+    /// finished in [`FLUSH_TIMEOUT`] (normally it takes milliseconds) is reported as damage (exit 3).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+        use std::sync::atomic::Ordering;
+        let stuck = || StoreError::Damaged {
+            path: self.path.clone(),
+            detail: format!(
+                "sled could not make its log durable in {} s",
+                FLUSH_TIMEOUT.as_secs()
+            ),
+        };
+        if self.flush_stuck.load(Ordering::Relaxed) {
+            return Err(stuck());
+        }
+        let db = self.db.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watched = std::thread::Builder::new()
+            .name("store flush".into())
+            .spawn(move || {
+                let _ = tx.send(db.flush());
+            });
+        if watched.is_err() {
+            return self.db.flush().map(|_| ()).map_err(|e| self.io(e));
+        }
+        match rx.recv_timeout(FLUSH_TIMEOUT) {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.io(e)),
+            Err(_) => {
+                self.flush_stuck.store(true, Ordering::Relaxed);
+                Err(stuck())
+            }
+        }
     }
 
     pub fn cursor(&self, kind: Kind) -> Result<Option<Cursor>, StoreError> {
@@ -1071,13 +1109,29 @@ impl Store {
     }
 }
 
-fn classify_open_error(path: &str, e: sled::Error) -> StoreError {
+/// A sled error as the operator should see it. `opening`: a path that cannot hold a store is a configuration
+/// problem only when the store is being opened; later the same I/O errors mean the store itself is in trouble.
+fn classify_error(path: &str, e: sled::Error, opening: bool) -> StoreError {
     match e {
         sled::Error::Io(io) => {
             let msg = io.to_string();
             if msg.contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock {
                 StoreError::Locked {
                     path: path.to_string(),
+                }
+            } else if opening
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::NotADirectory
+                        | std::io::ErrorKind::AlreadyExists
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::NotFound
+                )
+            {
+                StoreError::Unusable {
+                    path: path.to_string(),
+                    detail: msg,
                 }
             } else {
                 StoreError::Io {
@@ -1086,9 +1140,10 @@ fn classify_open_error(path: &str, e: sled::Error) -> StoreError {
                 }
             }
         }
+        // sled's own text is a debug dump ("… at file offset Some(Inline(20)) backtrace ()").
         sled::Error::Corruption { .. } => StoreError::Damaged {
             path: path.to_string(),
-            detail: e.to_string(),
+            detail: "sled found corrupted data in its files".to_string(),
         },
         other => StoreError::Damaged {
             path: path.to_string(),

@@ -380,6 +380,53 @@ async fn second_process_gets_4_and_damaged_store_gets_3() {
         err.contains("store") && !err.contains("panicked at"),
         "{err}"
     );
+
+    // A second run that damages only the start of the log, as a disk fault would: the same exit code and advice,
+    // in words (not sled's debug dump).
+    let env = spawn(
+        GenConfig {
+            records: 200,
+            seed: 3,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    assert_eq!(env.sync(&[]).await.0, 0);
+    let db = env.store_path().join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(256) {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&db, bytes).unwrap();
+    // sled opens this store, and its flush then waits forever for a write; the flush is watched (30 s), so the
+    // run ends with exit 3 instead of holding the lock for good.
+    let out = env.dualpub(&["sync", "--today", TODAY]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.to_lowercase().contains("move it aside"), "{err}");
+    assert!(
+        !err.contains("Inline(") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_that_cannot_be_used_is_a_configuration_error() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let file = env.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for path in [file.clone(), file.join("store")] {
+        let mut c = env.command(&["sync", "--today", TODAY]);
+        c.env("DUALPUB_STORE_PATH", &path);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path:?}: {err}");
+        assert!(err.contains("[store] path"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

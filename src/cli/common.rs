@@ -57,6 +57,7 @@ pub fn open_store(path: &Path) -> Result<Store, Failure> {
 pub fn store_failure(e: StoreError) -> Failure {
     match e {
         StoreError::Locked { .. } => Failure::new(Exit::Locked, e),
+        StoreError::Unusable { .. } => Failure::new(Exit::Usage, e),
         _ => Failure::new(Exit::Aborted, e),
     }
 }
