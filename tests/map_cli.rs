@@ -198,3 +198,40 @@ fn hostile_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let one: Vec<serde_json::Value> =
+        serde_json::from_slice(&fixture_records("permit_org")).unwrap();
+    // far more XML than a pipe holds
+    let many: Vec<serde_json::Value> = std::iter::repeat_n(one[0].clone(), 20_000).collect();
+    let input = serde_json::to_vec(&many).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["map", "--kind", "permit"])
+        .current_dir(dir.path())
+        .env_remove("DUALPUB_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&input);
+    });
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("<record "), "{first}");
+    // the reader is gone (like `| head -1`)
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("20000 permit record(s): 20000 valid"), "{err}");
+}

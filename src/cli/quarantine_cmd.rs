@@ -73,16 +73,16 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                             "first_seen": e.first_seen, "last_seen": e.last_seen})
                     })
                     .collect();
-                println!(
+                common::outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
             } else if all.is_empty() {
-                println!("quarantine is empty");
+                common::outln!("quarantine is empty");
             } else {
                 for e in &all {
                     let codes: Vec<&str> = e.findings.iter().map(|f| f.code.as_str()).collect();
-                    println!(
+                    common::outln!(
                         "{:<8} {:<20} {:<9} {:<40} {}",
                         e.kind.as_str(),
                         e.source_id,
@@ -91,7 +91,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         e.key.as_deref().unwrap_or("(no key)")
                     );
                 }
-                println!(
+                common::outln!(
                     "{} record(s); `dualpub quarantine show ID` for details",
                     all.len()
                 );
@@ -102,17 +102,18 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             let Some(e) = all.iter().find(|e| matches(e, &key)) else {
                 return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
             };
-            println!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
-            println!("key          {}", e.key.as_deref().unwrap_or("(none)"));
-            println!(
+            common::outln!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
+            common::outln!("key          {}", e.key.as_deref().unwrap_or("(none)"));
+            common::outln!(
                 "party        {} {}",
-                e.meta.party_name, e.meta.party_id_masked
+                e.meta.party_name,
+                e.meta.party_id_masked
             );
-            println!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
+            common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
             for f in &e.findings {
-                println!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
+                common::outln!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
             }
-            println!(
+            common::outln!(
                 "source record (ID numbers masked):\n{}",
                 serde_json::to_string_pretty(&masked_source(&e.source)).unwrap_or_default()
             );

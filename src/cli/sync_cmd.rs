@@ -59,7 +59,7 @@ pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
 /// The summary: a table on stderr, or JSON on stdout with `--json`.
 pub fn print_summary(s: &RunSummary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+        common::outln!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
         return;
     }
     let rows: [(&str, &str, u64); 11] = [
