@@ -123,3 +123,43 @@ fn a_simulator_whose_stdout_is_closed_keeps_serving() {
         assert_eq!(out.status.code(), Some(0), "sim {which}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_source_or_platform_is_named_with_its_url() {
+    let env = spawn(
+        GenConfig {
+            records: 20,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains("retry_budget_secs = 120"));
+    let text = text.replace("retry_budget_secs = 120", "retry_budget_secs = 2");
+    let port = closed_port();
+    let dead = format!("http://127.0.0.1:{port}");
+    for (system, live, path) in [
+        ("source", env.source.url(), "/api/v1/"),
+        ("platform", env.platform.url(), "/api/token"),
+    ] {
+        assert!(text.contains(&format!("url = \"{live}\"")));
+        std::fs::write(
+            &env.config,
+            text.replace(&format!("url = \"{live}\""), &format!("url = \"{dead}\"")),
+        )
+        .unwrap();
+        let (code, _, err) = env.sync(&[]).await;
+        assert_eq!(code, 3, "{system}: {err}");
+        assert!(
+            err.contains(&format!("cannot connect to the {system} at {dead}{path}")),
+            "{system}: {err}"
+        );
+        assert!(err.contains("connection refused"), "{system}: {err}");
+        assert!(!err.contains("error sending request"), "{system}: {err}");
+        assert!(
+            !err.contains("test-token") && !err.contains("demo-secret"),
+            "{system}: {err}"
+        );
+    }
+}
