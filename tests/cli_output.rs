@@ -163,3 +163,59 @@ async fn an_unreachable_source_or_platform_is_named_with_its_url() {
         );
     }
 }
+
+#[test]
+fn help_texts_say_what_each_option_takes() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let annual = help(&["report", "annual"]);
+    assert!(
+        annual.contains("[possible values: table, json, xlsx]"),
+        "{annual}"
+    );
+    assert!(!annual.contains("csv"), "{annual}");
+    let list = help(&["quarantine", "list"]);
+    let show = help(&["quarantine", "show"]);
+    // every option and argument has a help text: no line that ends right after its name
+    for (text, names) in [
+        (
+            &annual,
+            &[
+                "--year <YEAR>",
+                "--format <FORMAT>",
+                "--out <OUT>",
+                "--today <TODAY>",
+            ][..],
+        ),
+        (&list, &["--json"][..]),
+        (&show, &["<KEY>"][..]),
+    ] {
+        for name in names {
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing: {text}"));
+            assert!(
+                line.trim_end().len() > line.find(name).unwrap() + name.len(),
+                "{name} has no help: {text}"
+            );
+        }
+    }
+    // what help does not list is refused as usage (exit 2), before any config is read
+    let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["report", "annual", "--year", "2025", "--format", "csv"])
+        .env_remove("DUALPUB_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'csv'"), "{err}");
+}

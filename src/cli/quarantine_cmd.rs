@@ -19,12 +19,16 @@ pub struct QuarantineArgs {
 pub enum QuarantineAction {
     /// One line per quarantined record.
     List {
+        /// Print the list as a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Every finding of one record, and the source record with ID numbers masked. KEY is the source id or the
     /// record key.
-    Show { key: String },
+    Show {
+        /// The record's source id (e.g. XK-2024-000123) or its record key (XZXK:…).
+        key: String,
+    },
     /// Map the stored source records again (after a mapping or platform fix) and push the valid ones; all when no
     /// KEY is given.
     Retry { keys: Vec<String> },
