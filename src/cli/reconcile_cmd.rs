@@ -278,7 +278,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
 fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
     let w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::fs::File::create(p)?),
-        None => Box::new(std::io::stdout()),
+        None => Box::new(common::Stdout),
     };
     Ok(std::io::BufWriter::with_capacity(1 << 20, w))
 }
