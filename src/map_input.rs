@@ -29,7 +29,8 @@ impl MapItem {
 }
 
 /// Splits the input into JSON values: an array's elements, or one value per non-blank line. A line that is not
-/// JSON becomes an `Err` for that record only.
+/// JSON becomes an `Err` for that record only, unless no line is: input that is not JSON at all (an error page,
+/// CSV, the wrong file) is an `InputError`, not a run of findings (README, `dualpub map`: exit 2).
 pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>>, InputError> {
     let text = std::str::from_utf8(input).map_err(|e| InputError(format!("not UTF-8 ({e})")))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
@@ -38,12 +39,18 @@ pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>
             serde_json::from_str(trimmed).map_err(|e| InputError(e.to_string()))?;
         return Ok(v.into_iter().map(Ok).collect());
     }
-    Ok(trimmed
+    let values: Vec<Result<serde_json::Value, String>> = trimmed
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
-        .collect())
+        .collect();
+    if let Some(Err(first)) = values.first() {
+        if values.iter().all(Result::is_err) {
+            return Err(InputError(format!("no line is JSON ({first})")));
+        }
+    }
+    Ok(values)
 }
 
 /// Maps every record of the input with the kind's mapping.
@@ -161,4 +168,28 @@ pub fn render_findings(items: &[MapItem]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_that_is_not_json_at_all_is_an_input_error_but_a_bad_line_is_one_record() {
+        for text in [
+            &b"not json\n"[..],
+            b"id,doc_no\nXK-1,x\n",
+            b"<html>\n<body>502</body>\n",
+        ] {
+            let e = split_input(text).unwrap_err();
+            assert!(e.to_string().contains("line 1"), "{e}");
+        }
+        let v = split_input(b"{\"id\":\"a\"}\nnot json\n").unwrap();
+        assert!(v[0].is_ok());
+        assert!(v[1].as_ref().unwrap_err().starts_with("line 2: "));
+        // JSON that is not a record is still JSON: a source_schema finding, not an input error
+        assert!(split_input(b"42\n").unwrap()[0].is_ok());
+        assert!(split_input(b"").unwrap().is_empty());
+        assert!(split_input(b"\n  \n").unwrap().is_empty());
+    }
 }

@@ -51,7 +51,7 @@ async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Ve
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("cannot reach the platform: {e}"))?;
+        .map_err(|e| crate::retry::transport_problem("the platform", &e))?;
     let status = resp.status().as_u16();
     let ra = crate::retry::retry_after_header(&resp);
     let body = resp

@@ -125,6 +125,42 @@ pub fn retry_after_header(resp: &reqwest::Response) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Says why a request to `system` ("the source", "the platform") never got an answer, for operators: "cannot
+/// connect to … at URL: connection refused" when no connection could be made (refused, unknown host, connect
+/// timeout), else what went wrong on the way. The URL is kept without user name or password; reqwest's own text
+/// ("error sending request for url (…)") names neither the cause nor what to check.
+pub fn transport_problem(system: &str, e: &reqwest::Error) -> String {
+    let url = e
+        .url()
+        .map(|u| {
+            let mut u = u.clone();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        })
+        .unwrap_or_else(|| "(no url)".into());
+    let mut root: &dyn std::error::Error = e;
+    let mut refused = false;
+    while let Some(next) = root.source() {
+        if let Some(io) = next.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        root = next;
+    }
+    let cause = if refused {
+        "connection refused".to_string()
+    } else {
+        root.to_string()
+    };
+    if e.is_connect() {
+        format!("cannot connect to {system} at {url}: {cause}")
+    } else if e.is_timeout() {
+        format!("{system} did not answer in time ({url})")
+    } else {
+        format!("cannot reach {system} at {url}: {cause}")
+    }
+}
+
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is treated as absent).
 pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
     v.and_then(|s| s.trim().parse::<u64>().ok())
@@ -187,6 +223,31 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 7);
         assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    /// A port nothing listens on: bound, then closed.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_named_with_its_url_and_no_credentials() {
+        let port = closed_port();
+        let e = reqwest::Client::new()
+            .get(format!(
+                "http://user:hunter2@127.0.0.1:{port}/api/v1/permits/changes?limit=5"
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_connect(), "{e:?}");
+        let msg = transport_problem("the source", &e);
+        assert_eq!(
+            msg,
+            format!("cannot connect to the source at http://127.0.0.1:{port}/api/v1/permits/changes?limit=5: connection refused")
+        );
+        assert!(!msg.contains("hunter2") && !msg.contains("user"), "{msg}");
     }
 
     #[test]

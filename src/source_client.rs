@@ -154,7 +154,7 @@ impl SourceClient {
                         match req.send().await {
                             Err(e) => Attempt::Retry {
                                 after: None,
-                                reason: format!("cannot reach the source: {e}"),
+                                reason: crate::retry::transport_problem("the source", &e),
                             },
                             Ok(resp) => {
                                 let status = resp.status().as_u16();

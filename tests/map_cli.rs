@@ -198,3 +198,76 @@ fn hostile_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn input_that_is_not_json_at_all_exits_2_but_a_bad_line_among_records_is_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    for input in [
+        &b"not json\n"[..],
+        b"not json",
+        b"id,doc_no\nXK-1,x\n",
+        b"<html><body>502 Bad Gateway</body></html>\n",
+    ] {
+        for kind in ["permit", "penalty"] {
+            let out = dualpub(&["map", "--kind", kind], input, dir.path());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.contains("not a JSON array or JSON lines"), "{err}");
+            assert!(!err.contains("source_schema"), "{err}");
+            assert!(out.stdout.is_empty());
+        }
+    }
+    // JSON lines with one broken line: the broken line is that record's finding, the others are mapped
+    let mut input = Vec::new();
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&fixture_records("permit_org")).unwrap();
+    input.extend(serde_json::to_vec(&v[0]).unwrap());
+    input.extend(b"\nnot json\n");
+    let out = dualpub(&["map", "--kind", "permit"], &input, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("#2\t(record)\tsource_schema\t"), "{err}");
+    assert!(
+        err.contains("2 permit record(s): 1 valid, 1 invalid"),
+        "{err}"
+    );
+    // JSON that is not a source record stays a finding
+    let out = dualpub(&["map", "--kind", "permit"], b"42\n", dir.path());
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let one: Vec<serde_json::Value> =
+        serde_json::from_slice(&fixture_records("permit_org")).unwrap();
+    // far more XML than a pipe holds
+    let many: Vec<serde_json::Value> = std::iter::repeat_n(one[0].clone(), 20_000).collect();
+    let input = serde_json::to_vec(&many).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["map", "--kind", "permit"])
+        .current_dir(dir.path())
+        .env_remove("DUALPUB_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&input);
+    });
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("<record "), "{first}");
+    // the reader is gone (like `| head -1`)
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("20000 permit record(s): 20000 valid"), "{err}");
+}

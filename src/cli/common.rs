@@ -5,8 +5,10 @@ use crate::exit::{Exit, Failure};
 use crate::mapping::MappingSet;
 use crate::store::{Store, StoreError};
 use crate::sync::SyncError;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 pub struct Loaded {
     pub cfg: Config,
@@ -97,3 +99,61 @@ pub fn parse_kinds(kind: Option<crate::model::Kind>) -> Vec<crate::model::Kind> 
         None => crate::model::Kind::ALL.to_vec(),
     }
 }
+
+/// Standard output for what a command prints. `println!` panics when the reader has gone away
+/// (`dualpub status | head -1`); this writer does not: a broken pipe ends the output quietly (the rest is discarded
+/// and the command finishes and exits as it would have), like most Unix tools. Any other write error is returned
+/// to the caller and remembered, so that a command that printed through [`outln!`] still exits 3
+/// (see [`stdout_error`]).
+pub struct Stdout;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDOUT_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+impl Stdout {
+    fn outcome<T>(r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                Ok(ok)
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                if let Ok(mut first) = STDOUT_ERROR.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+                Err(e)
+            }
+            r => r,
+        }
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Ok(buf.len());
+        }
+        Stdout::outcome(std::io::stdout().write(buf), buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Stdout::outcome(std::io::stdout().flush(), ())
+    }
+}
+
+/// The first error other than a broken pipe that writing to standard output met, if any.
+pub fn stdout_error() -> Option<String> {
+    STDOUT_ERROR.lock().ok().and_then(|e| e.clone())
+}
+
+/// `println!` through [`Stdout`]: never panics.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($crate::cli::common::Stdout, $($arg)*);
+    }};
+}
+pub(crate) use outln;

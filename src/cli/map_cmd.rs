@@ -36,7 +36,7 @@ pub fn run(config: Option<&Path>, args: MapArgs) -> Result<Exit, Failure> {
     let xml = map_input::render_xml(&items);
     let findings = map_input::render_findings(&items);
     let valid = items.iter().filter(|i| i.is_valid()).count();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::common::Stdout;
     let _ = out.write_all(&xml);
     let _ = out.flush();
     let mut err = std::io::stderr().lock();

@@ -1,7 +1,7 @@
 //! The command line (DESIGN §1): argument parsing and dispatch. Each command lives in its own module and returns
 //! an `Exit` or a `Failure`; `main` prints and maps them to the process exit code in one place.
 
-mod common;
+pub(crate) mod common;
 mod demo_cmd;
 mod map_cmd;
 mod quarantine_cmd;
@@ -76,7 +76,7 @@ pub fn run() -> Result<Exit, Failure> {
         }
     };
     let config = cli.config.as_deref();
-    match cli.command {
+    let result = match cli.command {
         Command::Sync(args) => sync_cmd::run(config, args),
         Command::Status(args) => status_cmd::run(config, args),
         Command::Reconcile(args) => reconcile_cmd::run(config, args),
@@ -93,6 +93,16 @@ pub fn run() -> Result<Exit, Failure> {
             r.map(|()| Exit::Ok)
                 .map_err(|e| Failure::new(Exit::Aborted, e))
         }
+    };
+    // What a command printed reached its reader, or the reader went away (a broken pipe is not an error), or
+    // writing failed: then the output is incomplete, and the run says so.
+    let _ = std::io::Write::flush(&mut common::Stdout);
+    match (result, common::stdout_error()) {
+        (Ok(_), Some(e)) => Err(Failure::new(
+            Exit::Aborted,
+            anyhow::anyhow!("cannot write to standard output: {e}"),
+        )),
+        (r, _) => r,
     }
 }
 

@@ -19,12 +19,16 @@ pub struct QuarantineArgs {
 pub enum QuarantineAction {
     /// One line per quarantined record.
     List {
+        /// Print the list as a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Every finding of one record, and the source record with ID numbers masked. KEY is the source id or the
     /// record key.
-    Show { key: String },
+    Show {
+        /// The record's source id (e.g. XK-2024-000123) or its record key (XZXK:…).
+        key: String,
+    },
     /// Map the stored source records again (after a mapping or platform fix) and push the valid ones; all when no
     /// KEY is given.
     Retry { keys: Vec<String> },
@@ -83,16 +87,16 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                             "first_seen": e.first_seen, "last_seen": e.last_seen})
                     })
                     .collect();
-                println!(
+                common::outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
             } else if all.is_empty() {
-                println!("quarantine is empty");
+                common::outln!("quarantine is empty");
             } else {
                 for e in &all {
                     let codes: Vec<&str> = e.findings.iter().map(|f| f.code.as_str()).collect();
-                    println!(
+                    common::outln!(
                         "{:<8} {:<20} {:<9} {:<40} {}",
                         e.kind.as_str(),
                         e.source_id,
@@ -101,7 +105,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         e.key.as_deref().unwrap_or("(no key)")
                     );
                 }
-                println!(
+                common::outln!(
                     "{} record(s); `dualpub quarantine show ID` for details",
                     all.len()
                 );
@@ -112,17 +116,18 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             let Some(e) = all.iter().find(|e| matches(e, &key)) else {
                 return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
             };
-            println!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
-            println!("key          {}", e.key.as_deref().unwrap_or("(none)"));
-            println!(
+            common::outln!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
+            common::outln!("key          {}", e.key.as_deref().unwrap_or("(none)"));
+            common::outln!(
                 "party        {} {}",
-                e.meta.party_name, e.meta.party_id_masked
+                e.meta.party_name,
+                e.meta.party_id_masked
             );
-            println!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
+            common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
             for f in &e.findings {
-                println!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
+                common::outln!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
             }
-            println!(
+            common::outln!(
                 "source record (ID numbers masked):\n{}",
                 serde_json::to_string_pretty(&masked_source(&e.source)).unwrap_or_default()
             );

@@ -58,15 +58,26 @@ pub struct ReportArgs {
 pub enum ReportWhich {
     /// The year's numbers for the 政府信息公开工作年度报告.
     Annual {
+        /// The year to count (decisions dated 1 January to 31 December), e.g. 2025.
         #[arg(long)]
         year: i32,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        /// Output format; xlsx needs --out FILE.
+        #[arg(long, default_value = "table", value_parser = annual_format())]
         format: Format,
+        /// Output file; table and json default to stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Judge publication deadlines as of this date (YYYY-MM-DD; default: today in China Standard Time).
         #[arg(long)]
         today: Option<String>,
     },
+}
+
+/// The formats of `report annual`: reconcile's, without csv.
+fn annual_format() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["table", "json", "xlsx"])
+        .map(|s| <Format as ValueEnum>::from_str(&s, false).expect("a listed format"))
 }
 
 fn date_arg(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDate>, Failure> {
@@ -321,7 +332,7 @@ fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
 fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
     let w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::fs::File::create(p)?),
-        None => Box::new(std::io::stdout()),
+        None => Box::new(common::Stdout),
     };
     Ok(std::io::BufWriter::with_capacity(1 << 20, w))
 }

@@ -1,6 +1,6 @@
 //! `dualpub status [--json]`: checkpoints, ledger counts by state, quarantine and outbox size, last runs.
 
-use super::common;
+use super::common::{self, outln};
 use crate::exit::{Exit, Failure};
 use crate::model::Kind;
 use clap::Args;
@@ -35,25 +35,25 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
         "last_runs": runs,
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(Exit::Ok);
     }
-    println!("store        {}", store.path());
+    outln!("store        {}", store.path());
     for k in Kind::ALL {
         match store.cursor(k).map_err(common::store_failure)? {
-            Some(c) => println!(
+            Some(c) => outln!(
                 "checkpoint   {:<8} read up to {} (id {})",
                 k.as_str(),
                 c.since,
                 c.after_id
             ),
-            None => println!("checkpoint   {:<8} never read", k.as_str()),
+            None => outln!("checkpoint   {:<8} never read", k.as_str()),
         }
     }
     for (state, n) in &ledger {
-        println!("ledger       {state:<20} {n}");
+        outln!("ledger       {state:<20} {n}");
     }
-    println!(
+    outln!(
         "quarantine   {} record(s){}",
         store.quarantine_len(),
         if store.quarantine_len() > 0 {
@@ -62,12 +62,12 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             ""
         }
     );
-    println!(
+    outln!(
         "outbox       {} batch(es) waiting to be resent",
         store.outbox_len()
     );
     for r in runs {
-        println!(
+        outln!(
             "run          {} {:<9} read {} pushed {} accepted {} rejected {} quarantined {} ({} ms)",
             r["finished_at"].as_str().unwrap_or(""),
             r["outcome"].as_str().unwrap_or(""),

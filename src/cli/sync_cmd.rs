@@ -64,7 +64,7 @@ pub fn print_summary(s: &RunSummary, json: bool) {
 /// The run summary under `title` (the command that ran).
 pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+        common::outln!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
         return;
     }
     let rows: [(&str, &str, u64); 11] = [

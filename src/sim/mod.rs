@@ -25,13 +25,13 @@ pub(crate) async fn announce_until_ctrl_c(banner: &str) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut interrupt =
             signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
-        println!("{banner}");
+        crate::cli::common::outln!("{banner}");
         interrupt.recv().await;
     }
     #[cfg(not(unix))]
     {
         let ctrl_c = tokio::signal::ctrl_c();
-        println!("{banner}");
+        crate::cli::common::outln!("{banner}");
         ctrl_c.await.context("waiting for Ctrl-C")?;
     }
     Ok(())

@@ -1,0 +1,224 @@
+//! What the commands do with standard output when its reader goes away early (`dualpub status | head -1`) or it
+//! cannot be written at all, and what they say when the source or the platform cannot be reached.
+
+mod common;
+
+use common::*;
+use dualpub::sim::gen::GenConfig;
+use dualpub::sim::platform::Faults;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary with the read end of its standard output closed before it writes anything.
+fn with_closed_stdout(mut c: Command) -> Output {
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().expect("the binary starts");
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let gen_cfg = GenConfig {
+        records: 200,
+        seed: 3,
+        invalid_rate: 0.2,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg, Faults::default()).await;
+    let (code, summary, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "records are quarantined: {err}");
+    assert!(summary["quarantined"].as_u64().unwrap() > 0);
+    let list = env.dualpub(&["quarantine", "list", "--json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let id = rows[0]["source_id"].as_str().unwrap().to_string();
+
+    for args in [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["quarantine", "list"],
+        vec!["quarantine", "list", "--json"],
+        vec!["quarantine", "show", id.as_str()],
+        vec!["sync", "--json", "--today", TODAY],
+        vec!["reconcile", "--today", TODAY],
+        vec!["reconcile", "--today", TODAY, "--format", "json"],
+        vec!["report", "annual", "--year", "2026", "--today", TODAY],
+    ] {
+        let read = env.dualpub(&args).await;
+        assert!(!read.stdout.is_empty(), "{args:?}");
+        let c = env.command(&args);
+        let out = tokio::task::spawn_blocking(move || with_closed_stdout(c))
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+        // the same exit code as when the output is read in full (reconcile: 1, it finds the quarantined records)
+        assert_eq!(out.status.code(), read.status.code(), "{args:?}: {err}");
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{args:?}: {err}");
+    }
+
+    // Output that cannot be written for another reason is an error (exit 3), still without a panic.
+    #[cfg(target_os = "linux")]
+    for args in [vec!["status"], vec!["quarantine", "list"]] {
+        let mut c = env.command(&args);
+        c.stdout(std::fs::File::create("/dev/full").unwrap());
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_simulator_whose_stdout_is_closed_keeps_serving() {
+    for which in ["source", "platform"] {
+        let port = closed_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+            .args(["sim", which, "--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!("sim {which} ended early: {s:?}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sim {which} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // the banner is written right after the listener is up
+        std::thread::sleep(Duration::from_millis(1000));
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "sim {which} ended when its banner could not be printed: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(0), "sim {which}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_source_or_platform_is_named_with_its_url() {
+    let env = spawn(
+        GenConfig {
+            records: 20,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains("retry_budget_secs = 120"));
+    let text = text.replace("retry_budget_secs = 120", "retry_budget_secs = 2");
+    let port = closed_port();
+    let dead = format!("http://127.0.0.1:{port}");
+    for (system, live, path) in [
+        ("source", env.source.url(), "/api/v1/"),
+        ("platform", env.platform.url(), "/api/token"),
+    ] {
+        assert!(text.contains(&format!("url = \"{live}\"")));
+        std::fs::write(
+            &env.config,
+            text.replace(&format!("url = \"{live}\""), &format!("url = \"{dead}\"")),
+        )
+        .unwrap();
+        let (code, _, err) = env.sync(&[]).await;
+        assert_eq!(code, 3, "{system}: {err}");
+        assert!(
+            err.contains(&format!("cannot connect to the {system} at {dead}{path}")),
+            "{system}: {err}"
+        );
+        assert!(err.contains("connection refused"), "{system}: {err}");
+        assert!(!err.contains("error sending request"), "{system}: {err}");
+        assert!(
+            !err.contains("test-token") && !err.contains("demo-secret"),
+            "{system}: {err}"
+        );
+    }
+}
+
+#[test]
+fn help_texts_say_what_each_option_takes() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let annual = help(&["report", "annual"]);
+    assert!(
+        annual.contains("[possible values: table, json, xlsx]"),
+        "{annual}"
+    );
+    assert!(!annual.contains("csv"), "{annual}");
+    let list = help(&["quarantine", "list"]);
+    let show = help(&["quarantine", "show"]);
+    // every option and argument has a help text: no line that ends right after its name
+    for (text, names) in [
+        (
+            &annual,
+            &[
+                "--year <YEAR>",
+                "--format <FORMAT>",
+                "--out <OUT>",
+                "--today <TODAY>",
+            ][..],
+        ),
+        (&list, &["--json"][..]),
+        (&show, &["<KEY>"][..]),
+    ] {
+        for name in names {
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing: {text}"));
+            assert!(
+                line.trim_end().len() > line.find(name).unwrap() + name.len(),
+                "{name} has no help: {text}"
+            );
+        }
+    }
+    // what help does not list is refused as usage (exit 2), before any config is read
+    let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["report", "annual", "--year", "2025", "--format", "csv"])
+        .env_remove("DUALPUB_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'csv'"), "{err}");
+}
