@@ -9,11 +9,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error` is shown in the message and deliberately not a `#[source]`: `{:#}` would print it twice.
+    #[error("cannot read the configuration file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error("{0}")]
@@ -173,9 +171,9 @@ impl RawConfig {
             .unwrap_or_else(|| "(no configuration file)".into());
         let mut table: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
                     path: origin.clone(),
-                    source,
+                    error,
                 })?;
                 for secret in ["token", "secret"] {
                     if let Some(line) = text.lines().position(|l| {
@@ -608,5 +606,13 @@ mod tests {
         let (raw, o) = RawConfig::load(Some(&p), &[]).unwrap();
         let msg = Config::from_raw(&raw, &o, &[]).unwrap_err().to_string();
         assert!(msg.contains("DUALPUB_SOURCE_TOKEN"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_file_says_why_once() {
+        let err = RawConfig::load(Some(Path::new("/nonexistent/dualpub.toml")), &[]).unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert!(shown.contains("/nonexistent/dualpub.toml"), "{shown}");
+        assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
     }
 }

@@ -1,0 +1,73 @@
+//! Configuration errors through the real binary: exit code 2 and a message that names the file (or the
+//! environment variable), the key and the problem.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BASE: &str = r#"
+[agency]
+name = "河南省应急管理厅"
+credit_code = "11410000000012343F"
+domain = "安全生产"
+
+[source]
+url = "http://127.0.0.1:8701"
+token_env = "DUALPUB_SOURCE_TOKEN"
+
+[platform]
+url = "http://127.0.0.1:8702"
+app_key = "demo-app"
+secret_env = "DUALPUB_PLATFORM_SECRET"
+receiver = "HNCREDIT"
+batch_size = 200
+concurrency = 4
+
+[store]
+path = "store"
+"#;
+
+/// `dualpub status` in `dir` with `dualpub.toml` holding `config`, the secrets set, and `vars` added.
+fn status(dir: &Path, config: &str, vars: &[(&str, &str)]) -> Output {
+    std::fs::write(dir.join("dualpub.toml"), config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+    cmd.args(["--config", "dualpub.toml", "status"])
+        .current_dir(dir)
+        .env_remove("DUALPUB_CONFIG")
+        .env_remove("DUALPUB_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DUALPUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DUALPUB_SOURCE_TOKEN", "t")
+        .env("DUALPUB_PLATFORM_SECRET", "s");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_base_configuration_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(dir.path(), BASE, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_file_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["--config", "nope.toml", "status"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("nope.toml"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
