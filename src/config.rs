@@ -335,7 +335,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Invalid {
             path: origin.to_string(),
-            message: format!("[{key}]: {message}"),
+            // `key` is "section] key", so this reads "[section] key: problem".
+            message: format!("[{key}: {message}"),
         };
         let need = |v: &Option<String>, key: &str, what: &str| -> Result<String, ConfigError> {
             match v.as_deref().map(str::trim) {
@@ -614,5 +615,44 @@ mod tests {
         let shown = format!("{:#}", anyhow::Error::from(err));
         assert!(shown.contains("/nonexistent/dualpub.toml"), "{shown}");
         assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
+    }
+
+    fn example() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dualpub.example.toml"))
+            .unwrap()
+    }
+
+    fn secrets() -> Vec<(String, String)> {
+        env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_SECRET", "s"),
+        ])
+    }
+
+    /// Loads and checks `text` as the file `c.toml` with the environment `e`; the error message.
+    fn error_of(text: &str, e: &[(String, String)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let r = RawConfig::load(Some(&p), e).and_then(|(raw, o)| Config::from_raw(&raw, &o, e));
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn key_messages_have_no_stray_bracket() {
+        let msg = error_of(
+            &example().replace("batch_size = 200", "batch_size = 900"),
+            &secrets(),
+        );
+        assert!(
+            msg.contains("[platform] batch_size: 900 is outside"),
+            "{msg}"
+        );
+        assert!(!msg.contains("]:"), "{msg}");
+        let msg = error_of(
+            &example().replace("[store]\npath = ", "[store]\n# path = "),
+            &secrets(),
+        );
+        assert!(msg.contains("[store] path: is missing"), "{msg}");
     }
 }
