@@ -3,6 +3,7 @@
 
 use crate::mapping::{DisplayPolicy, MappingContext, MappingError, MappingSet};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,7 +116,29 @@ pub struct RawConfig {
     pub sync: SyncSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Where the value of each `(section, key)` came from, for messages.
+    #[serde(skip)]
+    sources: BTreeMap<(String, String), Source>,
 }
+
+/// Where a key's value came from, so that a message blames the right place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// The configuration file, at this line (when known).
+    File(Option<usize>),
+}
+
+impl Source {
+    /// Keys are checked in this order: the file's from top to bottom.
+    fn order(&self) -> usize {
+        match self {
+            Source::File(line) => line.unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// The origin of a configuration read without a file.
+const NO_FILE: &str = "(no configuration file)";
 
 /// The type of each key, so an environment override becomes the right TOML value.
 #[derive(Clone, Copy, PartialEq)]
@@ -161,14 +184,15 @@ const NOT_OVERRIDES: &[&str] = &["DUALPUB_CONFIG", "DUALPUB_LOG"];
 
 impl RawConfig {
     /// Reads a file (or nothing, when `path` is None) and applies the `DUALPUB_<SECTION>_<KEY>` overrides from
-    /// `env`.
+    /// `env`. Every problem names the file and line (or the environment variable) and the `[section] key`.
     pub fn load(
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<(RawConfig, String), ConfigError> {
         let origin = path
             .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(no configuration file)".into());
+            .unwrap_or_else(|| NO_FILE.into());
+        let mut sources = BTreeMap::new();
         let mut table: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
@@ -191,19 +215,19 @@ impl RawConfig {
                         });
                     }
                 }
-                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    path: origin.clone(),
-                    message: format!(
-                        "{}{}",
-                        e.span()
-                            .map(|s| format!(
-                                "line {}: ",
-                                text[..s.start.min(text.len())].lines().count().max(1)
-                            ))
-                            .unwrap_or_default(),
-                        e.message().trim()
-                    ),
-                })?
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        path: origin.clone(),
+                        message: format!(
+                            "{}{}",
+                            e.span()
+                                .map(|s| format!("line {}: ", line_at(&text, s.start)))
+                                .unwrap_or_default(),
+                            e.message().trim()
+                        ),
+                    })?;
+                check_structure(&table, &text, &origin, &mut sources)?;
+                table
             }
             None => toml::Table::new(),
         };
@@ -258,16 +282,60 @@ impl RawConfig {
                 t.insert(key.to_string(), value);
             }
         }
-        let raw: RawConfig =
+        let mut raw = RawConfig {
+            sources,
+            ..RawConfig::default()
+        };
+        // Each key on its own, in the order of the file, so a wrong type names its key and where it came from.
+        let mut keys: Vec<(&(String, String), &Source)> = raw.sources.iter().collect();
+        keys.sort_by_key(|(_, source)| source.order());
+        for ((section, key), _) in keys {
+            let Some(value) = table.get(section).and_then(|s| s.get(key)).cloned() else {
+                continue;
+            };
+            let mut one = toml::Table::new();
+            one.insert(
+                section.clone(),
+                toml::Value::Table([(key.clone(), value)].into_iter().collect()),
+            );
+            if let Err(e) = toml::Value::Table(one).try_into::<RawConfig>() {
+                return Err(raw.problem(&origin, section, key, e.message().trim()));
+            }
+        }
+        let parsed: RawConfig =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Invalid {
                     path: origin.clone(),
                     message: e.message().trim().to_string(),
                 })?;
+        raw = RawConfig {
+            sources: raw.sources,
+            ..parsed
+        };
         Ok((raw, origin))
     }
 
+    /// An error about the value of `[section] key`, naming where that value came from: the file and its line,
+    /// or the environment variable that overrides it.
+    fn problem(
+        &self,
+        origin: &str,
+        section: &str,
+        key: &str,
+        message: impl fmt::Display,
+    ) -> ConfigError {
+        match self.sources.get(&(section.to_string(), key.to_string())) {
+            Some(Source::File(Some(line))) => ConfigError::Invalid {
+                path: origin.to_string(),
+                message: format!("line {line}: [{section}] {key}: {message}"),
+            },
+            _ => ConfigError::Invalid {
+                path: origin.to_string(),
+                message: format!("[{section}] {key}: {message}"),
+            },
+        }
+    }
     /// Where to find the configuration: `--config`, else `$DUALPUB_CONFIG`, else `./dualpub.toml` if it exists.
     pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
         if let Some(p) = flag {
@@ -333,62 +401,72 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid {
-            path: origin.to_string(),
-            // `key` is "section] key", so this reads "[section] key: problem".
-            message: format!("[{key}: {message}"),
-        };
-        let need = |v: &Option<String>, key: &str, what: &str| -> Result<String, ConfigError> {
+        let bad =
+            |section: &str, key: &str, message: String| raw.problem(origin, section, key, message);
+        let need = |v: &Option<String>,
+                    section: &str,
+                    key: &str,
+                    what: &str|
+         -> Result<String, ConfigError> {
             match v.as_deref().map(str::trim) {
                 Some(s) if !s.is_empty() => Ok(s.to_string()),
-                _ => Err(bad(key, format!("is missing; set it to {what}"))),
+                _ => Err(bad(section, key, format!("is missing; set it to {what}"))),
             }
         };
         let agency_name = need(
             &raw.agency.name,
-            "agency] name",
+            "agency",
+            "name",
             "the data source unit's name (数据来源单位)",
         )?;
         let agency_credit_code = need(
             &raw.agency.credit_code,
-            "agency] credit_code",
+            "agency",
+            "credit_code",
             "the data source unit's USCC",
         )?;
         if let Err(e) = crate::ids::Uscc::parse(&agency_credit_code) {
             return Err(bad(
-                "agency] credit_code",
+                "agency",
+                "credit_code",
                 format!("`{agency_credit_code}` is not a valid USCC: {e}"),
             ));
         }
         let source_url = need(
             &raw.source.url,
-            "source] url",
+            "source",
+            "url",
             "the enforcement system's base URL",
         )?;
         let platform_url = need(
             &raw.platform.url,
-            "platform] url",
+            "platform",
+            "url",
             "the credit platform's base URL",
         )?;
-        for (k, u) in [
-            ("source] url", &source_url),
-            ("platform] url", &platform_url),
-        ] {
+        for (section, u) in [("source", &source_url), ("platform", &platform_url)] {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(bad(k, format!("`{u}` must start with http:// or https://")));
+                return Err(bad(
+                    section,
+                    "url",
+                    format!("`{u}` must start with http:// or https://"),
+                ));
             }
         }
         let app_key = need(
             &raw.platform.app_key,
-            "platform] app_key",
+            "platform",
+            "app_key",
             "the app key the platform issued",
         )?;
         let receiver = need(
             &raw.platform.receiver,
-            "platform] receiver",
+            "platform",
+            "receiver",
             "the platform's receiver code",
         )?;
         let source_token = read_secret(
+            raw,
             origin,
             "source",
             "token",
@@ -397,6 +475,7 @@ impl Config {
             env,
         )?;
         let platform_secret = read_secret(
+            raw,
             origin,
             "platform",
             "secret",
@@ -406,55 +485,61 @@ impl Config {
         )?;
         let batch_size = raw.platform.batch_size.unwrap_or(200);
         if !(1..=500).contains(&batch_size) {
-            return Err(bad("platform] batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));
+            return Err(bad("platform", "batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));
         }
         let concurrency = raw.platform.concurrency.unwrap_or(4);
         if !(1..=64).contains(&concurrency) {
             return Err(bad(
-                "platform] concurrency",
+                "platform",
+                "concurrency",
                 format!("{concurrency} is outside 1..=64"),
             ));
         }
         let source_page_size = raw.source.page_size.unwrap_or(500);
         if !(1..=1000).contains(&source_page_size) {
             return Err(bad(
-                "source] page_size",
+                "source",
+                "page_size",
                 format!("{source_page_size} is outside 1..=1000"),
             ));
         }
         let platform_page_size = raw.platform.page_size.unwrap_or(1000);
         if !(1..=5000).contains(&platform_page_size) {
             return Err(bad(
-                "platform] page_size",
+                "platform",
+                "page_size",
                 format!("{platform_page_size} is outside 1..=5000"),
             ));
         }
         let store_path = raw.store.path.clone().ok_or_else(|| {
             bad(
-                "store] path",
+                "store",
+                "path",
                 "is missing; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
             )
         })?;
         if let Some(d) = &raw.agency.domain {
             if d.trim().is_empty() {
-                return Err(bad("agency] domain", "is empty".into()));
+                return Err(bad("agency", "domain", "is empty".into()));
             }
         }
         if let Some(f) = &raw.log.format {
             if f != "text" && f != "json" {
                 return Err(bad(
-                    "log] format",
+                    "log",
+                    "format",
                     format!("`{f}`: expected \"text\" or \"json\""),
                 ));
             }
         }
-        let secs = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
-            let s = v.unwrap_or(d);
-            if s == 0 {
-                return Err(bad(key, "must be at least 1 second".into()));
-            }
-            Ok(Duration::from_secs(s))
-        };
+        let secs =
+            |v: Option<u64>, d: u64, section: &str, key: &str| -> Result<Duration, ConfigError> {
+                let s = v.unwrap_or(d);
+                if s == 0 {
+                    return Err(bad(section, key, "must be at least 1 second".into()));
+                }
+                Ok(Duration::from_secs(s))
+            };
         Ok(Config {
             origin: origin.to_string(),
             mapping_context: raw.mapping_context(),
@@ -463,23 +548,25 @@ impl Config {
             source_url: source_url.trim_end_matches('/').to_string(),
             source_token,
             source_page_size,
-            source_timeout: secs(raw.source.timeout_secs, 30, "source] timeout_secs")?,
+            source_timeout: secs(raw.source.timeout_secs, 30, "source", "timeout_secs")?,
             platform_url: platform_url.trim_end_matches('/').to_string(),
             app_key,
             platform_secret,
             receiver,
             batch_size: batch_size as usize,
             concurrency: concurrency as usize,
-            platform_timeout: secs(raw.platform.timeout_secs, 30, "platform] timeout_secs")?,
+            platform_timeout: secs(raw.platform.timeout_secs, 30, "platform", "timeout_secs")?,
             retry_budget: secs(
                 raw.platform.retry_budget_secs,
                 300,
-                "platform] retry_budget_secs",
+                "platform",
+                "retry_budget_secs",
             )?,
             max_backoff: secs(
                 raw.platform.max_backoff_secs,
                 30,
-                "platform] max_backoff_secs",
+                "platform",
+                "max_backoff_secs",
             )?,
             platform_page_size,
             store_path,
@@ -490,6 +577,7 @@ impl Config {
 }
 
 fn read_secret(
+    raw: &RawConfig,
     origin: &str,
     section: &str,
     name: &str,
@@ -497,24 +585,112 @@ fn read_secret(
     file: &Option<PathBuf>,
     env: &[(String, String)],
 ) -> Result<Secret, ConfigError> {
-    let bad = |message: String| ConfigError::Invalid {
-        path: origin.to_string(),
-        message: format!("[{section}] {message}"),
-    };
+    let by_env = format!("{name}_env");
+    let by_file = format!("{name}_file");
+    let bad = |key: &str, message: String| raw.problem(origin, section, key, message);
     match (env_name, file) {
-        (Some(_), Some(_)) => Err(bad(format!("give only one of `{name}_env` and `{name}_file`"))),
+        (Some(_), Some(_)) => Err(bad(&by_file, format!("give only one of `{by_env}` and `{by_file}`"))),
         (Some(var), None) => match env.iter().find(|(k, _)| k == var) {
             Some((_, v)) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-            _ => Err(bad(format!("{name}_env = \"{var}\", but the environment variable {var} is not set or empty"))),
+            _ => Err(bad(&by_env, format!("\"{var}\", but the environment variable {var} is not set or empty"))),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
-            Ok(_) => Err(bad(format!("{name}_file = \"{}\" is empty", path.display()))),
-            Err(e) => Err(bad(format!("{name}_file = \"{}\" cannot be read: {e}", path.display()))),
+            Ok(_) => Err(bad(&by_file, format!("\"{}\" is empty", path.display()))),
+            Err(e) => Err(bad(&by_file, format!("\"{}\" cannot be read: {e}", path.display()))),
         },
-        (None, None) => Err(bad(format!(
-            "the {name} is missing: set `{name}_env = \"VARIABLE\"` (an environment variable holding it) or `{name}_file = \"/path\"`"
+        (None, None) => Err(bad(&by_env, format!(
+            "the {name} is missing: set `{by_env} = \"VARIABLE\"` (an environment variable holding it) or `{by_file} = \"/path\"`"
         ))),
+    }
+}
+
+/// The line (counted from 1) of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Checks the file's sections and keys against the known ones, and records the line of each key in `sources`.
+/// Of several problems, the first in the file is reported.
+fn check_structure(
+    table: &toml::Table,
+    text: &str,
+    origin: &str,
+    sources: &mut BTreeMap<(String, String), Source>,
+) -> Result<(), ConfigError> {
+    // `text` is valid TOML (it parsed into `table`); this parse adds where each key is.
+    let doc = toml_edit::ImDocument::parse(text).ok();
+    let line_of = |section: &str, key: Option<&str>| -> Option<usize> {
+        let (k, item) = doc.as_ref()?.get_key_value(section)?;
+        let span = match key {
+            None => k.span().or_else(|| item.span()),
+            Some(key) => {
+                let (k, item) = item.as_table_like()?.get_key_value(key)?;
+                k.span().or_else(|| item.span())
+            }
+        }?;
+        Some(line_at(text, span.start))
+    };
+    let mut problems: Vec<(Option<usize>, String)> = Vec::new();
+    for (section, value) in table {
+        let line = line_of(section, None);
+        let Some(keys) = value.as_table() else {
+            problems.push((
+                line,
+                if SECTIONS.contains(&section.as_str()) {
+                    format!("[{section}] must be a section (a table of keys), not a single value")
+                } else {
+                    format!("`{section}` is a key outside any section; put it under its [section]")
+                },
+            ));
+            continue;
+        };
+        if !SECTIONS.contains(&section.as_str()) {
+            let known = SECTIONS
+                .iter()
+                .map(|s| format!("[{s}]"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            problems.push((
+                line,
+                format!("[{section}] is an unknown section; the sections are {known}"),
+            ));
+            continue;
+        }
+        for key in keys.keys() {
+            let line = line_of(section, Some(key));
+            if KEYS.iter().any(|(s, k, _)| s == section && k == key) {
+                sources.insert((section.clone(), key.clone()), Source::File(line));
+            } else {
+                let known = KEYS
+                    .iter()
+                    .filter(|(s, ..)| s == section)
+                    .map(|(_, k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                problems.push((
+                    line,
+                    format!("[{section}] {key}: unknown key; the keys of [{section}] are {known}"),
+                ));
+            }
+        }
+    }
+    match problems
+        .into_iter()
+        .min_by_key(|(line, _)| line.unwrap_or(usize::MAX))
+    {
+        None => Ok(()),
+        Some((line, message)) => Err(ConfigError::Invalid {
+            path: origin.to_string(),
+            message: match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            },
+        }),
     }
 }
 
@@ -584,7 +760,7 @@ mod tests {
             ),
             (
                 base.replace("url = \"http://127.0.0.1:8702\"", "url = \"ftp://x\""),
-                "platform] url",
+                "[platform] url",
             ),
         ];
         for (text, want) in cases {
@@ -654,5 +830,59 @@ mod tests {
             &secrets(),
         );
         assert!(msg.contains("[store] path: is missing"), "{msg}");
+    }
+
+    /// The 1-based number of the line of `text` that contains `needle`.
+    fn line_with(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_keys_in_the_file_name_the_section_key_and_line() {
+        let base = example();
+        let cases = [
+            (
+                base.replace("batch_size = 200", "batch_size = \"200\""),
+                "batch_size = \"200\"",
+                "[platform] batch_size",
+                "expected u32",
+            ),
+            (
+                base.replace("path = \"/var/lib/dualpub\"", "path = 5"),
+                "path = 5",
+                "[store] path",
+                "integer",
+            ),
+            (
+                base.replace(
+                    "# timeout_secs = 30               # per request",
+                    "timeout_secs = \"30s\"",
+                ),
+                "timeout_secs = \"30s\"",
+                "[platform] timeout_secs",
+                "expected u64",
+            ),
+            (
+                base.replace("concurrency = 4", "batchsize = 3"),
+                "batchsize = 3",
+                "[platform] batchsize",
+                "unknown key",
+            ),
+            (
+                base.replace("[store]", "[stores]"),
+                "[stores]",
+                "[stores]",
+                "unknown section",
+            ),
+        ];
+        for (text, line_text, key, problem) in cases {
+            let msg = error_of(&text, &secrets());
+            let line = line_with(&text, line_text);
+            assert!(
+                msg.contains(&format!("c.toml: line {line}: {key}")),
+                "{msg} should name the file, line {line} and {key}"
+            );
+            assert!(msg.contains(problem), "{msg} should say {problem}");
+        }
     }
 }

@@ -59,6 +59,22 @@ fn the_base_configuration_works() {
 }
 
 #[test]
+fn a_wrong_type_names_the_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("batch_size = 200", "batch_size = \"200\"");
+    let line = text.lines().position(|l| l.contains("batch_size")).unwrap() + 1;
+    let out = status(dir.path(), &text, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "dualpub.toml: line {line}: [platform] batch_size: "
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_file_says_why_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
