@@ -126,13 +126,16 @@ pub struct RawConfig {
 enum Source {
     /// The configuration file, at this line (when known).
     File(Option<usize>),
+    /// This environment variable, `DUALPUB_<SECTION>_<KEY>`, which overrides the file.
+    Env(String),
 }
 
 impl Source {
-    /// Keys are checked in this order: the file's from top to bottom.
-    fn order(&self) -> usize {
+    /// Keys are checked in this order: the file's from top to bottom, then the environment's.
+    fn order(&self) -> (u8, usize) {
         match self {
-            Source::File(line) => line.unwrap_or(usize::MAX),
+            Source::File(line) => (0, line.unwrap_or(usize::MAX)),
+            Source::Env(_) => (1, 0),
         }
     }
 }
@@ -266,14 +269,23 @@ impl RawConfig {
                             .join(", "),
                 });
             };
+            sources.insert(
+                (section.to_string(), key.to_string()),
+                Source::Env(k.clone()),
+            );
             let value = match ty {
                 KeyType::Str => toml::Value::String(v.clone()),
-                KeyType::Int => {
-                    toml::Value::Integer(v.trim().parse().map_err(|_| ConfigError::Invalid {
-                        path: format!("environment variable {k}"),
-                        message: format!("`{v}` is not a whole number"),
-                    })?)
-                }
+                KeyType::Int => match v.trim().parse() {
+                    Ok(n) => toml::Value::Integer(n),
+                    Err(_) => {
+                        let raw = RawConfig {
+                            sources,
+                            ..RawConfig::default()
+                        };
+                        let message = format!("`{v}` is not a whole number");
+                        return Err(raw.problem(&origin, section, key, message));
+                    }
+                },
             };
             let sec = table
                 .entry(section.to_string())
@@ -326,6 +338,14 @@ impl RawConfig {
         message: impl fmt::Display,
     ) -> ConfigError {
         match self.sources.get(&(section.to_string(), key.to_string())) {
+            Some(Source::Env(var)) => ConfigError::Invalid {
+                path: if origin == NO_FILE {
+                    format!("environment variable {var} (sets [{section}] {key})")
+                } else {
+                    format!("environment variable {var} (overrides [{section}] {key} of {origin})")
+                },
+                message: message.to_string(),
+            },
             Some(Source::File(Some(line))) => ConfigError::Invalid {
                 path: origin.to_string(),
                 message: format!("line {line}: [{section}] {key}: {message}"),
@@ -536,7 +556,7 @@ impl Config {
             |v: Option<u64>, d: u64, section: &str, key: &str| -> Result<Duration, ConfigError> {
                 let s = v.unwrap_or(d);
                 if s == 0 {
-                    return Err(bad(section, key, "must be at least 1 second".into()));
+                    return Err(bad(section, key, format!("{s}: must be at least 1 second")));
                 }
                 Ok(Duration::from_secs(s))
             };
@@ -883,6 +903,35 @@ mod tests {
                 "{msg} should name the file, line {line} and {key}"
             );
             assert!(msg.contains(problem), "{msg} should say {problem}");
+        }
+    }
+
+    #[test]
+    fn a_bad_override_names_the_environment_variable_not_the_file() {
+        let base = example();
+        for (var, value, key) in [
+            (
+                "DUALPUB_PLATFORM_CONCURRENCY",
+                "-3",
+                "[platform] concurrency",
+            ),
+            (
+                "DUALPUB_PLATFORM_BATCH_SIZE",
+                "9999",
+                "[platform] batch_size",
+            ),
+            ("DUALPUB_SOURCE_TIMEOUT_SECS", "0", "[source] timeout_secs"),
+            ("DUALPUB_PLATFORM_URL", "ftp://x", "[platform] url"),
+        ] {
+            let mut e = secrets();
+            e.push((var.to_string(), value.to_string()));
+            let msg = error_of(&base, &e);
+            assert!(
+                msg.starts_with(&format!("environment variable {var} ")),
+                "{msg} should blame {var}"
+            );
+            assert!(msg.contains(key), "{msg} should name {key}");
+            assert!(msg.contains(value), "{msg} should show the value {value}");
         }
     }
 }

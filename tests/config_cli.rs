@@ -75,6 +75,24 @@ fn a_wrong_type_names_the_file_key_and_line() {
 }
 
 #[test]
+fn a_bad_override_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("DUALPUB_PLATFORM_CONCURRENCY", "-3"),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "9999"),
+    ] {
+        let out = status(dir.path(), BASE, &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("environment variable {var} ")),
+            "{err}"
+        );
+        assert!(!err.contains("]:"), "{err}");
+    }
+}
+
+#[test]
 fn a_missing_file_says_why_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
