@@ -234,12 +234,26 @@ impl RawConfig {
             }
             None => toml::Table::new(),
         };
+        // The variables that `token_env` and `secret_env` name hold secrets: they are read, never taken for
+        // key overrides, whatever their name (e.g. DUALPUB_PLATFORM_PASSWORD).
+        let secret_vars: Vec<String> = KEYS
+            .iter()
+            .filter(|(_, key, _)| key.ends_with("_env"))
+            .filter_map(|(section, key, _)| {
+                let var = format!("DUALPUB_{}_{}", section.to_uppercase(), key.to_uppercase());
+                match env.iter().find(|(k, _)| *k == var) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => Some(table.get(*section)?.get(*key)?.as_str()?.to_string()),
+                }
+            })
+            .collect();
         for (k, v) in env {
             let Some(rest) = k.strip_prefix("DUALPUB_") else {
                 continue;
             };
             // DUALPUB_SOURCE_TOKEN and DUALPUB_PLATFORM_SECRET are the conventional secret variables, not keys.
             if NOT_OVERRIDES.contains(&k.as_str())
+                || secret_vars.contains(k)
                 || rest == "SOURCE_TOKEN"
                 || rest == "PLATFORM_SECRET"
             {
@@ -259,7 +273,7 @@ impl RawConfig {
             else {
                 return Err(ConfigError::Invalid {
                     path: format!("environment variable {k}"),
-                    message: "is not a configuration key override; known: ".to_string()
+                    message: "is not a configuration key override (a variable holding a secret must be named by `token_env` or `secret_env`); known: ".to_string()
                         + &KEYS
                             .iter()
                             .map(|(s, key, _)| {
@@ -933,5 +947,40 @@ mod tests {
             assert!(msg.contains(key), "{msg} should name {key}");
             assert!(msg.contains(value), "{msg} should show the value {value}");
         }
+    }
+
+    #[test]
+    fn a_secret_variable_named_by_an_env_key_is_not_an_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            example().replace(
+                "secret_env = \"DUALPUB_PLATFORM_SECRET\"",
+                "secret_env = \"DUALPUB_PLATFORM_PASSWORD\"",
+            ),
+        )
+        .unwrap();
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_PASSWORD", "pw"),
+        ]);
+        let (raw, o) = RawConfig::load(Some(&p), &e).unwrap();
+        let cfg = Config::from_raw(&raw, &o, &e).unwrap();
+        assert_eq!(cfg.platform_secret.expose(), "pw");
+        // also when the reference itself comes from an override
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN_ENV", "DUALPUB_SOURCE_KEY"),
+            ("DUALPUB_SOURCE_KEY", "k"),
+            ("DUALPUB_PLATFORM_PASSWORD", "pw"),
+        ]);
+        let (raw, o) = RawConfig::load(Some(&p), &e).unwrap();
+        let cfg = Config::from_raw(&raw, &o, &e).unwrap();
+        assert_eq!(cfg.source_token.expose(), "k");
+        // a variable nothing refers to is still a mistyped override
+        let mut e = e;
+        e.push(("DUALPUB_PLATFORM_PASSWORDS".into(), "x".into()));
+        let msg = RawConfig::load(Some(&p), &e).unwrap_err().to_string();
+        assert!(msg.contains("DUALPUB_PLATFORM_PASSWORDS"), "{msg}");
     }
 }

@@ -93,6 +93,14 @@ fn a_bad_override_names_the_variable() {
 }
 
 #[test]
+fn a_secret_in_the_dualpub_namespace_is_read_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("DUALPUB_PLATFORM_SECRET", "DUALPUB_PLATFORM_PASSWORD");
+    let out = status(dir.path(), &text, &[("DUALPUB_PLATFORM_PASSWORD", "pw")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn a_missing_file_says_why_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
