@@ -566,6 +566,11 @@ impl Config {
                 ));
             }
         }
+        if let Some(level) = &raw.log.level {
+            if let Err(e) = log_filter(level) {
+                return Err(bad("log", "level", e));
+            }
+        }
         let secs =
             |v: Option<u64>, d: u64, section: &str, key: &str| -> Result<Duration, ConfigError> {
                 let s = v.unwrap_or(d);
@@ -636,6 +641,27 @@ fn read_secret(
         (None, None) => Err(bad(&by_env, format!(
             "the {name} is missing: set `{by_env} = \"VARIABLE\"` (an environment variable holding it) or `{by_file} = \"/path\"`"
         ))),
+    }
+}
+
+/// The tracing filter for a log setting, `[log] level` or `$DUALPUB_LOG`: a level (trace, debug, info, warn,
+/// error, off) applies to dualpub's own logs; a setting with `=` or `,` is a whole filter, e.g.
+/// `dualpub=debug,hyper=warn`. Anything else is refused rather than silently replaced by the default.
+pub fn log_filter(spec: &str) -> Result<String, String> {
+    let spec = spec.trim();
+    let expected = "expected a level (trace, debug, info, warn, error, off) or a filter like `dualpub=debug,hyper=warn`";
+    // (tracing reads "" as the level `error`; here it is a mistake)
+    let is_level = !spec.is_empty() && spec.parse::<tracing::level_filters::LevelFilter>().is_ok();
+    let directives = if is_level {
+        format!("dualpub={spec}")
+    } else if spec.contains(['=', ',']) {
+        spec.to_string()
+    } else {
+        return Err(format!("`{spec}`: {expected}"));
+    };
+    match tracing_subscriber::EnvFilter::try_new(&directives) {
+        Ok(_) => Ok(directives),
+        Err(e) => Err(format!("`{spec}`: {e}")),
     }
 }
 
@@ -982,5 +1008,58 @@ mod tests {
         e.push(("DUALPUB_PLATFORM_PASSWORDS".into(), "x".into()));
         let msg = RawConfig::load(Some(&p), &e).unwrap_err().to_string();
         assert!(msg.contains("DUALPUB_PLATFORM_PASSWORDS"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_log_level_in_the_file_is_refused() {
+        let text = example().replace(
+            "# [log]\n# format = \"text\"                 # or \"json\"\n# level",
+            "[log]\nlevel",
+        );
+        assert!(
+            text.contains("[log]\nlevel = \"warn\""),
+            "the example's [log] section moved"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, &text).unwrap();
+        let (raw, o) = RawConfig::load(Some(&p), &secrets()).unwrap();
+        Config::from_raw(&raw, &o, &secrets()).unwrap();
+        let msg = error_of(
+            &text.replace("level = \"warn\"", "level = \"verbose\""),
+            &secrets(),
+        );
+        assert!(msg.contains("c.toml"), "{msg}");
+        assert!(msg.contains("[log] level"), "{msg}");
+        assert!(msg.contains("verbose"), "{msg}");
+        let mut e = secrets();
+        e.push(("DUALPUB_LOG_LEVEL".into(), "loud".into()));
+        let msg = error_of(&text, &e);
+        assert!(
+            msg.starts_with("environment variable DUALPUB_LOG_LEVEL "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn log_filters_accept_levels_and_directives_and_refuse_the_rest() {
+        for ok in [
+            "debug",
+            "INFO",
+            " warn ",
+            "off",
+            "dualpub=debug",
+            "dualpub=debug,hyper=warn",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok} should be accepted");
+        }
+        assert_eq!(log_filter("debug").unwrap(), "dualpub=debug");
+        assert_eq!(
+            log_filter("dualpub=debug,hyper=warn").unwrap(),
+            "dualpub=debug,hyper=warn"
+        );
+        for bad in ["verbose", "", "dualpub=verbose", "dualpub=debug,hyper=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 }

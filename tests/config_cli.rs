@@ -101,6 +101,22 @@ fn a_secret_in_the_dualpub_namespace_is_read_not_refused() {
 }
 
 #[test]
+fn a_bad_log_level_is_refused_and_a_good_filter_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(dir.path(), BASE, &[("DUALPUB_LOG", "verbose")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DUALPUB_LOG"), "{}", stderr(&out));
+    let text = format!("{BASE}\n[log]\nlevel = \"verbose\"\n");
+    let out = status(dir.path(), &text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[log] level"), "{}", stderr(&out));
+    for good in ["debug", "dualpub=debug,hyper=warn"] {
+        let out = status(dir.path(), BASE, &[("DUALPUB_LOG", good)]);
+        assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn a_missing_file_says_why_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
