@@ -552,6 +552,13 @@ impl Config {
                 "is missing; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
             )
         })?;
+        if store_path.to_string_lossy().trim().is_empty() {
+            return Err(bad(
+                "store",
+                "path",
+                "is empty; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
+            ));
+        }
         if let Some(d) = &raw.agency.domain {
             if d.trim().is_empty() {
                 return Err(bad("agency", "domain", "is empty".into()));
@@ -1061,5 +1068,22 @@ mod tests {
         for bad in ["verbose", "", "dualpub=verbose", "dualpub=debug,hyper=loud"] {
             assert!(log_filter(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn an_empty_store_path_is_refused() {
+        // (sled would quietly put the store in the working directory)
+        let msg = error_of(
+            &example().replace("path = \"/var/lib/dualpub\"", "path = \"  \""),
+            &secrets(),
+        );
+        assert!(msg.contains("[store] path: is empty"), "{msg}");
+        let mut e = secrets();
+        e.push(("DUALPUB_STORE_PATH".into(), String::new()));
+        let msg = error_of(&example(), &e);
+        assert!(
+            msg.starts_with("environment variable DUALPUB_STORE_PATH "),
+            "{msg}"
+        );
     }
 }
