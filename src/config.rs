@@ -118,8 +118,11 @@ pub struct RawConfig {
     pub log: LogSection,
     /// Where the value of each `(section, key)` came from, for messages.
     #[serde(skip)]
-    sources: BTreeMap<(String, String), Source>,
+    sources: Sources,
 }
+
+/// Where the value of each `(section, key)` came from.
+type Sources = BTreeMap<(String, String), Source>;
 
 /// Where a key's value came from, so that a message blames the right place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,12 +295,8 @@ impl RawConfig {
                 KeyType::Int => match v.trim().parse() {
                     Ok(n) => toml::Value::Integer(n),
                     Err(_) => {
-                        let raw = RawConfig {
-                            sources,
-                            ..RawConfig::default()
-                        };
                         let message = format!("`{v}` is not a whole number");
-                        return Err(raw.problem(&origin, section, key, message));
+                        return Err(key_problem(&sources, &origin, section, key, message));
                     }
                 },
             };
@@ -308,12 +307,8 @@ impl RawConfig {
                 t.insert(key.to_string(), value);
             }
         }
-        let mut raw = RawConfig {
-            sources,
-            ..RawConfig::default()
-        };
         // Each key on its own, in the order of the file, so a wrong type names its key and where it came from.
-        let mut keys: Vec<(&(String, String), &Source)> = raw.sources.iter().collect();
+        let mut keys: Vec<(&(String, String), &Source)> = sources.iter().collect();
         keys.sort_by_key(|(_, source)| source.order());
         for ((section, key), _) in keys {
             let Some(value) = table.get(section).and_then(|s| s.get(key)).cloned() else {
@@ -325,25 +320,27 @@ impl RawConfig {
                 toml::Value::Table([(key.clone(), value)].into_iter().collect()),
             );
             if let Err(e) = toml::Value::Table(one).try_into::<RawConfig>() {
-                return Err(raw.problem(&origin, section, key, e.message().trim()));
+                return Err(key_problem(
+                    &sources,
+                    &origin,
+                    section,
+                    key,
+                    e.message().trim(),
+                ));
             }
         }
-        let parsed: RawConfig =
+        let mut raw: RawConfig =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Invalid {
                     path: origin.clone(),
                     message: e.message().trim().to_string(),
                 })?;
-        raw = RawConfig {
-            sources: raw.sources,
-            ..parsed
-        };
+        raw.sources = sources;
         Ok((raw, origin))
     }
 
-    /// An error about the value of `[section] key`, naming where that value came from: the file and its line,
-    /// or the environment variable that overrides it.
+    /// An error about the value of `[section] key`, naming where that value came from.
     fn problem(
         &self,
         origin: &str,
@@ -351,25 +348,9 @@ impl RawConfig {
         key: &str,
         message: impl fmt::Display,
     ) -> ConfigError {
-        match self.sources.get(&(section.to_string(), key.to_string())) {
-            Some(Source::Env(var)) => ConfigError::Invalid {
-                path: if origin == NO_FILE {
-                    format!("environment variable {var} (sets [{section}] {key})")
-                } else {
-                    format!("environment variable {var} (overrides [{section}] {key} of {origin})")
-                },
-                message: message.to_string(),
-            },
-            Some(Source::File(Some(line))) => ConfigError::Invalid {
-                path: origin.to_string(),
-                message: format!("line {line}: [{section}] {key}: {message}"),
-            },
-            _ => ConfigError::Invalid {
-                path: origin.to_string(),
-                message: format!("[{section}] {key}: {message}"),
-            },
-        }
+        key_problem(&self.sources, origin, section, key, message)
     }
+
     /// Where to find the configuration: `--config`, else `$DUALPUB_CONFIG`, else `./dualpub.toml` if it exists.
     pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
         if let Some(p) = flag {
@@ -651,6 +632,35 @@ fn read_secret(
     }
 }
 
+/// An error about the value of `[section] key`, naming where that value came from: the file and its line,
+/// or the environment variable that overrides it.
+fn key_problem(
+    sources: &Sources,
+    origin: &str,
+    section: &str,
+    key: &str,
+    message: impl fmt::Display,
+) -> ConfigError {
+    match sources.get(&(section.to_string(), key.to_string())) {
+        Some(Source::Env(var)) => ConfigError::Invalid {
+            path: if origin == NO_FILE {
+                format!("environment variable {var} (sets [{section}] {key})")
+            } else {
+                format!("environment variable {var} (overrides [{section}] {key} of {origin})")
+            },
+            message: message.to_string(),
+        },
+        Some(Source::File(Some(line))) => ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("line {line}: [{section}] {key}: {message}"),
+        },
+        _ => ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("[{section}] {key}: {message}"),
+        },
+    }
+}
+
 /// The tracing filter for a log setting, `[log] level` or `$DUALPUB_LOG`: a level (trace, debug, info, warn,
 /// error, off) applies to dualpub's own logs; a setting with `=` or `,` is a whole filter, e.g.
 /// `dualpub=debug,hyper=warn`. Anything else is refused rather than silently replaced by the default.
@@ -687,7 +697,7 @@ fn check_structure(
     table: &toml::Table,
     text: &str,
     origin: &str,
-    sources: &mut BTreeMap<(String, String), Source>,
+    sources: &mut Sources,
 ) -> Result<(), ConfigError> {
     // `text` is valid TOML (it parsed into `table`); this parse adds where each key is.
     let doc = toml_edit::ImDocument::parse(text).ok();
