@@ -3,17 +3,16 @@
 
 use crate::mapping::{DisplayPolicy, MappingContext, MappingError, MappingSet};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error` is shown in the message and deliberately not a `#[source]`: `{:#}` would print it twice.
+    #[error("cannot read the configuration file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error("{0}")]
@@ -117,7 +116,35 @@ pub struct RawConfig {
     pub sync: SyncSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Where the value of each `(section, key)` came from, for messages.
+    #[serde(skip)]
+    sources: Sources,
 }
+
+/// Where the value of each `(section, key)` came from.
+type Sources = BTreeMap<(String, String), Source>;
+
+/// Where a key's value came from, so that a message blames the right place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// The configuration file, at this line (when known).
+    File(Option<usize>),
+    /// This environment variable, `DUALPUB_<SECTION>_<KEY>`, which overrides the file.
+    Env(String),
+}
+
+impl Source {
+    /// Keys are checked in this order: the file's from top to bottom, then the environment's.
+    fn order(&self) -> (u8, usize) {
+        match self {
+            Source::File(line) => (0, line.unwrap_or(usize::MAX)),
+            Source::Env(_) => (1, 0),
+        }
+    }
+}
+
+/// The origin of a configuration read without a file.
+const NO_FILE: &str = "(no configuration file)";
 
 /// The type of each key, so an environment override becomes the right TOML value.
 #[derive(Clone, Copy, PartialEq)]
@@ -163,19 +190,20 @@ const NOT_OVERRIDES: &[&str] = &["DUALPUB_CONFIG", "DUALPUB_LOG"];
 
 impl RawConfig {
     /// Reads a file (or nothing, when `path` is None) and applies the `DUALPUB_<SECTION>_<KEY>` overrides from
-    /// `env`.
+    /// `env`. Every problem names the file and line (or the environment variable) and the `[section] key`.
     pub fn load(
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<(RawConfig, String), ConfigError> {
         let origin = path
             .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(no configuration file)".into());
+            .unwrap_or_else(|| NO_FILE.into());
+        let mut sources = BTreeMap::new();
         let mut table: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
                     path: origin.clone(),
-                    source,
+                    error,
                 })?;
                 for secret in ["token", "secret"] {
                     if let Some(line) = text.lines().position(|l| {
@@ -193,28 +221,42 @@ impl RawConfig {
                         });
                     }
                 }
-                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    path: origin.clone(),
-                    message: format!(
-                        "{}{}",
-                        e.span()
-                            .map(|s| format!(
-                                "line {}: ",
-                                text[..s.start.min(text.len())].lines().count().max(1)
-                            ))
-                            .unwrap_or_default(),
-                        e.message().trim()
-                    ),
-                })?
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        path: origin.clone(),
+                        message: format!(
+                            "{}{}",
+                            e.span()
+                                .map(|s| format!("line {}: ", line_at(&text, s.start)))
+                                .unwrap_or_default(),
+                            e.message().trim()
+                        ),
+                    })?;
+                check_structure(&table, &text, &origin, &mut sources)?;
+                table
             }
             None => toml::Table::new(),
         };
+        // The variables that `token_env` and `secret_env` name hold secrets: they are read, never taken for
+        // key overrides, whatever their name (e.g. DUALPUB_PLATFORM_PASSWORD).
+        let secret_vars: Vec<String> = KEYS
+            .iter()
+            .filter(|(_, key, _)| key.ends_with("_env"))
+            .filter_map(|(section, key, _)| {
+                let var = format!("DUALPUB_{}_{}", section.to_uppercase(), key.to_uppercase());
+                match env.iter().find(|(k, _)| *k == var) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => Some(table.get(*section)?.get(*key)?.as_str()?.to_string()),
+                }
+            })
+            .collect();
         for (k, v) in env {
             let Some(rest) = k.strip_prefix("DUALPUB_") else {
                 continue;
             };
             // DUALPUB_SOURCE_TOKEN and DUALPUB_PLATFORM_SECRET are the conventional secret variables, not keys.
             if NOT_OVERRIDES.contains(&k.as_str())
+                || secret_vars.contains(k)
                 || rest == "SOURCE_TOKEN"
                 || rest == "PLATFORM_SECRET"
             {
@@ -234,7 +276,7 @@ impl RawConfig {
             else {
                 return Err(ConfigError::Invalid {
                     path: format!("environment variable {k}"),
-                    message: "is not a configuration key override; known: ".to_string()
+                    message: "is not a configuration key override (a variable holding a secret must be named by `token_env` or `secret_env`); known: ".to_string()
                         + &KEYS
                             .iter()
                             .map(|(s, key, _)| {
@@ -244,14 +286,19 @@ impl RawConfig {
                             .join(", "),
                 });
             };
+            sources.insert(
+                (section.to_string(), key.to_string()),
+                Source::Env(k.clone()),
+            );
             let value = match ty {
                 KeyType::Str => toml::Value::String(v.clone()),
-                KeyType::Int => {
-                    toml::Value::Integer(v.trim().parse().map_err(|_| ConfigError::Invalid {
-                        path: format!("environment variable {k}"),
-                        message: format!("`{v}` is not a whole number"),
-                    })?)
-                }
+                KeyType::Int => match v.trim().parse() {
+                    Ok(n) => toml::Value::Integer(n),
+                    Err(_) => {
+                        let message = format!("`{v}` is not a whole number");
+                        return Err(key_problem(&sources, &origin, section, key, message));
+                    }
+                },
             };
             let sec = table
                 .entry(section.to_string())
@@ -260,14 +307,48 @@ impl RawConfig {
                 t.insert(key.to_string(), value);
             }
         }
-        let raw: RawConfig =
+        // Each key on its own, in the order of the file, so a wrong type names its key and where it came from.
+        let mut keys: Vec<(&(String, String), &Source)> = sources.iter().collect();
+        keys.sort_by_key(|(_, source)| source.order());
+        for ((section, key), _) in keys {
+            let Some(value) = table.get(section).and_then(|s| s.get(key)).cloned() else {
+                continue;
+            };
+            let mut one = toml::Table::new();
+            one.insert(
+                section.clone(),
+                toml::Value::Table([(key.clone(), value)].into_iter().collect()),
+            );
+            if let Err(e) = toml::Value::Table(one).try_into::<RawConfig>() {
+                return Err(key_problem(
+                    &sources,
+                    &origin,
+                    section,
+                    key,
+                    e.message().trim(),
+                ));
+            }
+        }
+        let mut raw: RawConfig =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Invalid {
                     path: origin.clone(),
                     message: e.message().trim().to_string(),
                 })?;
+        raw.sources = sources;
         Ok((raw, origin))
+    }
+
+    /// An error about the value of `[section] key`, naming where that value came from.
+    fn problem(
+        &self,
+        origin: &str,
+        section: &str,
+        key: &str,
+        message: impl fmt::Display,
+    ) -> ConfigError {
+        key_problem(&self.sources, origin, section, key, message)
     }
 
     /// Where to find the configuration: `--config`, else `$DUALPUB_CONFIG`, else `./dualpub.toml` if it exists.
@@ -335,61 +416,72 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid {
-            path: origin.to_string(),
-            message: format!("[{key}]: {message}"),
-        };
-        let need = |v: &Option<String>, key: &str, what: &str| -> Result<String, ConfigError> {
+        let bad =
+            |section: &str, key: &str, message: String| raw.problem(origin, section, key, message);
+        let need = |v: &Option<String>,
+                    section: &str,
+                    key: &str,
+                    what: &str|
+         -> Result<String, ConfigError> {
             match v.as_deref().map(str::trim) {
                 Some(s) if !s.is_empty() => Ok(s.to_string()),
-                _ => Err(bad(key, format!("is missing; set it to {what}"))),
+                _ => Err(bad(section, key, format!("is missing; set it to {what}"))),
             }
         };
         let agency_name = need(
             &raw.agency.name,
-            "agency] name",
+            "agency",
+            "name",
             "the data source unit's name (数据来源单位)",
         )?;
         let agency_credit_code = need(
             &raw.agency.credit_code,
-            "agency] credit_code",
+            "agency",
+            "credit_code",
             "the data source unit's USCC",
         )?;
         if let Err(e) = crate::ids::Uscc::parse(&agency_credit_code) {
             return Err(bad(
-                "agency] credit_code",
+                "agency",
+                "credit_code",
                 format!("`{agency_credit_code}` is not a valid USCC: {e}"),
             ));
         }
         let source_url = need(
             &raw.source.url,
-            "source] url",
+            "source",
+            "url",
             "the enforcement system's base URL",
         )?;
         let platform_url = need(
             &raw.platform.url,
-            "platform] url",
+            "platform",
+            "url",
             "the credit platform's base URL",
         )?;
-        for (k, u) in [
-            ("source] url", &source_url),
-            ("platform] url", &platform_url),
-        ] {
+        for (section, u) in [("source", &source_url), ("platform", &platform_url)] {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(bad(k, format!("`{u}` must start with http:// or https://")));
+                return Err(bad(
+                    section,
+                    "url",
+                    format!("`{u}` must start with http:// or https://"),
+                ));
             }
         }
         let app_key = need(
             &raw.platform.app_key,
-            "platform] app_key",
+            "platform",
+            "app_key",
             "the app key the platform issued",
         )?;
         let receiver = need(
             &raw.platform.receiver,
-            "platform] receiver",
+            "platform",
+            "receiver",
             "the platform's receiver code",
         )?;
         let source_token = read_secret(
+            raw,
             origin,
             "source",
             "token",
@@ -398,6 +490,7 @@ impl Config {
             env,
         )?;
         let platform_secret = read_secret(
+            raw,
             origin,
             "platform",
             "secret",
@@ -407,55 +500,73 @@ impl Config {
         )?;
         let batch_size = raw.platform.batch_size.unwrap_or(200);
         if !(1..=500).contains(&batch_size) {
-            return Err(bad("platform] batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));
+            return Err(bad("platform", "batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));
         }
         let concurrency = raw.platform.concurrency.unwrap_or(4);
         if !(1..=64).contains(&concurrency) {
             return Err(bad(
-                "platform] concurrency",
+                "platform",
+                "concurrency",
                 format!("{concurrency} is outside 1..=64"),
             ));
         }
         let source_page_size = raw.source.page_size.unwrap_or(500);
         if !(1..=1000).contains(&source_page_size) {
             return Err(bad(
-                "source] page_size",
+                "source",
+                "page_size",
                 format!("{source_page_size} is outside 1..=1000"),
             ));
         }
         let platform_page_size = raw.platform.page_size.unwrap_or(1000);
         if !(1..=5000).contains(&platform_page_size) {
             return Err(bad(
-                "platform] page_size",
+                "platform",
+                "page_size",
                 format!("{platform_page_size} is outside 1..=5000"),
             ));
         }
         let store_path = raw.store.path.clone().ok_or_else(|| {
             bad(
-                "store] path",
+                "store",
+                "path",
                 "is missing; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
             )
         })?;
+        if store_path.to_string_lossy().trim().is_empty() {
+            return Err(bad(
+                "store",
+                "path",
+                "is empty; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
+            ));
+        }
         if let Some(d) = &raw.agency.domain {
             if d.trim().is_empty() {
-                return Err(bad("agency] domain", "is empty".into()));
+                return Err(bad("agency", "domain", "is empty".into()));
             }
         }
         if let Some(f) = &raw.log.format {
             if f != "text" && f != "json" {
                 return Err(bad(
-                    "log] format",
+                    "log",
+                    "format",
                     format!("`{f}`: expected \"text\" or \"json\""),
                 ));
             }
         }
-        let secs = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
-            let s = v.unwrap_or(d);
-            if s == 0 {
-                return Err(bad(key, "must be at least 1 second".into()));
+        if let Some(level) = &raw.log.level {
+            if let Err(e) = log_filter(level) {
+                return Err(bad("log", "level", e));
             }
-            Ok(Duration::from_secs(s))
-        };
+        }
+        let secs =
+            |v: Option<u64>, d: u64, section: &str, key: &str| -> Result<Duration, ConfigError> {
+                let s = v.unwrap_or(d);
+                if s == 0 {
+                    return Err(bad(section, key, format!("{s}: must be at least 1 second")));
+                }
+                Ok(Duration::from_secs(s))
+            };
         Ok(Config {
             origin: origin.to_string(),
             mapping_context: raw.mapping_context(),
@@ -464,23 +575,25 @@ impl Config {
             source_url: source_url.trim_end_matches('/').to_string(),
             source_token,
             source_page_size,
-            source_timeout: secs(raw.source.timeout_secs, 30, "source] timeout_secs")?,
+            source_timeout: secs(raw.source.timeout_secs, 30, "source", "timeout_secs")?,
             platform_url: platform_url.trim_end_matches('/').to_string(),
             app_key,
             platform_secret,
             receiver,
             batch_size: batch_size as usize,
             concurrency: concurrency as usize,
-            platform_timeout: secs(raw.platform.timeout_secs, 30, "platform] timeout_secs")?,
+            platform_timeout: secs(raw.platform.timeout_secs, 30, "platform", "timeout_secs")?,
             retry_budget: secs(
                 raw.platform.retry_budget_secs,
                 300,
-                "platform] retry_budget_secs",
+                "platform",
+                "retry_budget_secs",
             )?,
             max_backoff: secs(
                 raw.platform.max_backoff_secs,
                 30,
-                "platform] max_backoff_secs",
+                "platform",
+                "max_backoff_secs",
             )?,
             platform_page_size,
             store_path,
@@ -491,6 +604,7 @@ impl Config {
 }
 
 fn read_secret(
+    raw: &RawConfig,
     origin: &str,
     section: &str,
     name: &str,
@@ -498,24 +612,162 @@ fn read_secret(
     file: &Option<PathBuf>,
     env: &[(String, String)],
 ) -> Result<Secret, ConfigError> {
-    let bad = |message: String| ConfigError::Invalid {
-        path: origin.to_string(),
-        message: format!("[{section}] {message}"),
-    };
+    let by_env = format!("{name}_env");
+    let by_file = format!("{name}_file");
+    let bad = |key: &str, message: String| raw.problem(origin, section, key, message);
     match (env_name, file) {
-        (Some(_), Some(_)) => Err(bad(format!("give only one of `{name}_env` and `{name}_file`"))),
+        (Some(_), Some(_)) => Err(bad(&by_file, format!("give only one of `{by_env}` and `{by_file}`"))),
         (Some(var), None) => match env.iter().find(|(k, _)| k == var) {
             Some((_, v)) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-            _ => Err(bad(format!("{name}_env = \"{var}\", but the environment variable {var} is not set or empty"))),
+            _ => Err(bad(&by_env, format!("\"{var}\", but the environment variable {var} is not set or empty"))),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
-            Ok(_) => Err(bad(format!("{name}_file = \"{}\" is empty", path.display()))),
-            Err(e) => Err(bad(format!("{name}_file = \"{}\" cannot be read: {e}", path.display()))),
+            Ok(_) => Err(bad(&by_file, format!("\"{}\" is empty", path.display()))),
+            Err(e) => Err(bad(&by_file, format!("\"{}\" cannot be read: {e}", path.display()))),
         },
-        (None, None) => Err(bad(format!(
-            "the {name} is missing: set `{name}_env = \"VARIABLE\"` (an environment variable holding it) or `{name}_file = \"/path\"`"
+        (None, None) => Err(bad(&by_env, format!(
+            "the {name} is missing: set `{by_env} = \"VARIABLE\"` (an environment variable holding it) or `{by_file} = \"/path\"`"
         ))),
+    }
+}
+
+/// An error about the value of `[section] key`, naming where that value came from: the file and its line,
+/// or the environment variable that overrides it.
+fn key_problem(
+    sources: &Sources,
+    origin: &str,
+    section: &str,
+    key: &str,
+    message: impl fmt::Display,
+) -> ConfigError {
+    match sources.get(&(section.to_string(), key.to_string())) {
+        Some(Source::Env(var)) => ConfigError::Invalid {
+            path: if origin == NO_FILE {
+                format!("environment variable {var} (sets [{section}] {key})")
+            } else {
+                format!("environment variable {var} (overrides [{section}] {key} of {origin})")
+            },
+            message: message.to_string(),
+        },
+        Some(Source::File(Some(line))) => ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("line {line}: [{section}] {key}: {message}"),
+        },
+        _ => ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("[{section}] {key}: {message}"),
+        },
+    }
+}
+
+/// The tracing filter for a log setting, `[log] level` or `$DUALPUB_LOG`: a level (trace, debug, info, warn,
+/// error, off) applies to dualpub's own logs; a setting with `=` or `,` is a whole filter, e.g.
+/// `dualpub=debug,hyper=warn`. Anything else is refused rather than silently replaced by the default.
+pub fn log_filter(spec: &str) -> Result<String, String> {
+    let spec = spec.trim();
+    let expected = "expected a level (trace, debug, info, warn, error, off) or a filter like `dualpub=debug,hyper=warn`";
+    // (tracing reads "" as the level `error`; here it is a mistake)
+    let is_level = !spec.is_empty() && spec.parse::<tracing::level_filters::LevelFilter>().is_ok();
+    let directives = if is_level {
+        format!("dualpub={spec}")
+    } else if spec.contains(['=', ',']) {
+        spec.to_string()
+    } else {
+        return Err(format!("`{spec}`: {expected}"));
+    };
+    match tracing_subscriber::EnvFilter::try_new(&directives) {
+        Ok(_) => Ok(directives),
+        Err(e) => Err(format!("`{spec}`: {e}")),
+    }
+}
+
+/// The line (counted from 1) of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Checks the file's sections and keys against the known ones, and records the line of each key in `sources`.
+/// Of several problems, the first in the file is reported.
+fn check_structure(
+    table: &toml::Table,
+    text: &str,
+    origin: &str,
+    sources: &mut Sources,
+) -> Result<(), ConfigError> {
+    // `text` is valid TOML (it parsed into `table`); this parse adds where each key is.
+    let doc = toml_edit::ImDocument::parse(text).ok();
+    let line_of = |section: &str, key: Option<&str>| -> Option<usize> {
+        let (k, item) = doc.as_ref()?.get_key_value(section)?;
+        let span = match key {
+            None => k.span().or_else(|| item.span()),
+            Some(key) => {
+                let (k, item) = item.as_table_like()?.get_key_value(key)?;
+                k.span().or_else(|| item.span())
+            }
+        }?;
+        Some(line_at(text, span.start))
+    };
+    let mut problems: Vec<(Option<usize>, String)> = Vec::new();
+    for (section, value) in table {
+        let line = line_of(section, None);
+        let Some(keys) = value.as_table() else {
+            problems.push((
+                line,
+                if SECTIONS.contains(&section.as_str()) {
+                    format!("[{section}] must be a section (a table of keys), not a single value")
+                } else {
+                    format!("`{section}` is a key outside any section; put it under its [section]")
+                },
+            ));
+            continue;
+        };
+        if !SECTIONS.contains(&section.as_str()) {
+            let known = SECTIONS
+                .iter()
+                .map(|s| format!("[{s}]"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            problems.push((
+                line,
+                format!("[{section}] is an unknown section; the sections are {known}"),
+            ));
+            continue;
+        }
+        for key in keys.keys() {
+            let line = line_of(section, Some(key));
+            if KEYS.iter().any(|(s, k, _)| s == section && k == key) {
+                sources.insert((section.clone(), key.clone()), Source::File(line));
+            } else {
+                let known = KEYS
+                    .iter()
+                    .filter(|(s, ..)| s == section)
+                    .map(|(_, k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                problems.push((
+                    line,
+                    format!("[{section}] {key}: unknown key; the keys of [{section}] are {known}"),
+                ));
+            }
+        }
+    }
+    match problems
+        .into_iter()
+        .min_by_key(|(line, _)| line.unwrap_or(usize::MAX))
+    {
+        None => Ok(()),
+        Some((line, message)) => Err(ConfigError::Invalid {
+            path: origin.to_string(),
+            message: match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            },
+        }),
     }
 }
 
@@ -585,7 +837,7 @@ mod tests {
             ),
             (
                 base.replace("url = \"http://127.0.0.1:8702\"", "url = \"ftp://x\""),
-                "platform] url",
+                "[platform] url",
             ),
         ];
         for (text, want) in cases {
@@ -608,5 +860,240 @@ mod tests {
         let (raw, o) = RawConfig::load(Some(&p), &[]).unwrap();
         let msg = Config::from_raw(&raw, &o, &[]).unwrap_err().to_string();
         assert!(msg.contains("DUALPUB_SOURCE_TOKEN"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_file_says_why_once() {
+        let err = RawConfig::load(Some(Path::new("/nonexistent/dualpub.toml")), &[]).unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert!(shown.contains("/nonexistent/dualpub.toml"), "{shown}");
+        assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
+    }
+
+    fn example() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dualpub.example.toml"))
+            .unwrap()
+    }
+
+    fn secrets() -> Vec<(String, String)> {
+        env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_SECRET", "s"),
+        ])
+    }
+
+    /// Loads and checks `text` as the file `c.toml` with the environment `e`; the error message.
+    fn error_of(text: &str, e: &[(String, String)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let r = RawConfig::load(Some(&p), e).and_then(|(raw, o)| Config::from_raw(&raw, &o, e));
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn key_messages_have_no_stray_bracket() {
+        let msg = error_of(
+            &example().replace("batch_size = 200", "batch_size = 900"),
+            &secrets(),
+        );
+        assert!(
+            msg.contains("[platform] batch_size: 900 is outside"),
+            "{msg}"
+        );
+        assert!(!msg.contains("]:"), "{msg}");
+        let msg = error_of(
+            &example().replace("[store]\npath = ", "[store]\n# path = "),
+            &secrets(),
+        );
+        assert!(msg.contains("[store] path: is missing"), "{msg}");
+    }
+
+    /// The 1-based number of the line of `text` that contains `needle`.
+    fn line_with(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_keys_in_the_file_name_the_section_key_and_line() {
+        let base = example();
+        let cases = [
+            (
+                base.replace("batch_size = 200", "batch_size = \"200\""),
+                "batch_size = \"200\"",
+                "[platform] batch_size",
+                "expected u32",
+            ),
+            (
+                base.replace("path = \"/var/lib/dualpub\"", "path = 5"),
+                "path = 5",
+                "[store] path",
+                "integer",
+            ),
+            (
+                base.replace(
+                    "# timeout_secs = 30               # per request",
+                    "timeout_secs = \"30s\"",
+                ),
+                "timeout_secs = \"30s\"",
+                "[platform] timeout_secs",
+                "expected u64",
+            ),
+            (
+                base.replace("concurrency = 4", "batchsize = 3"),
+                "batchsize = 3",
+                "[platform] batchsize",
+                "unknown key",
+            ),
+            (
+                base.replace("[store]", "[stores]"),
+                "[stores]",
+                "[stores]",
+                "unknown section",
+            ),
+        ];
+        for (text, line_text, key, problem) in cases {
+            let msg = error_of(&text, &secrets());
+            let line = line_with(&text, line_text);
+            assert!(
+                msg.contains(&format!("c.toml: line {line}: {key}")),
+                "{msg} should name the file, line {line} and {key}"
+            );
+            assert!(msg.contains(problem), "{msg} should say {problem}");
+        }
+    }
+
+    #[test]
+    fn a_bad_override_names_the_environment_variable_not_the_file() {
+        let base = example();
+        for (var, value, key) in [
+            (
+                "DUALPUB_PLATFORM_CONCURRENCY",
+                "-3",
+                "[platform] concurrency",
+            ),
+            (
+                "DUALPUB_PLATFORM_BATCH_SIZE",
+                "9999",
+                "[platform] batch_size",
+            ),
+            ("DUALPUB_SOURCE_TIMEOUT_SECS", "0", "[source] timeout_secs"),
+            ("DUALPUB_PLATFORM_URL", "ftp://x", "[platform] url"),
+        ] {
+            let mut e = secrets();
+            e.push((var.to_string(), value.to_string()));
+            let msg = error_of(&base, &e);
+            assert!(
+                msg.starts_with(&format!("environment variable {var} ")),
+                "{msg} should blame {var}"
+            );
+            assert!(msg.contains(key), "{msg} should name {key}");
+            assert!(msg.contains(value), "{msg} should show the value {value}");
+        }
+    }
+
+    #[test]
+    fn a_secret_variable_named_by_an_env_key_is_not_an_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            example().replace(
+                "secret_env = \"DUALPUB_PLATFORM_SECRET\"",
+                "secret_env = \"DUALPUB_PLATFORM_PASSWORD\"",
+            ),
+        )
+        .unwrap();
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_PASSWORD", "pw"),
+        ]);
+        let (raw, o) = RawConfig::load(Some(&p), &e).unwrap();
+        let cfg = Config::from_raw(&raw, &o, &e).unwrap();
+        assert_eq!(cfg.platform_secret.expose(), "pw");
+        // also when the reference itself comes from an override
+        let e = env(&[
+            ("DUALPUB_SOURCE_TOKEN_ENV", "DUALPUB_SOURCE_KEY"),
+            ("DUALPUB_SOURCE_KEY", "k"),
+            ("DUALPUB_PLATFORM_PASSWORD", "pw"),
+        ]);
+        let (raw, o) = RawConfig::load(Some(&p), &e).unwrap();
+        let cfg = Config::from_raw(&raw, &o, &e).unwrap();
+        assert_eq!(cfg.source_token.expose(), "k");
+        // a variable nothing refers to is still a mistyped override
+        let mut e = e;
+        e.push(("DUALPUB_PLATFORM_PASSWORDS".into(), "x".into()));
+        let msg = RawConfig::load(Some(&p), &e).unwrap_err().to_string();
+        assert!(msg.contains("DUALPUB_PLATFORM_PASSWORDS"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_log_level_in_the_file_is_refused() {
+        let text = example().replace(
+            "# [log]\n# format = \"text\"                 # or \"json\"\n# level",
+            "[log]\nlevel",
+        );
+        assert!(
+            text.contains("[log]\nlevel = \"warn\""),
+            "the example's [log] section moved"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, &text).unwrap();
+        let (raw, o) = RawConfig::load(Some(&p), &secrets()).unwrap();
+        Config::from_raw(&raw, &o, &secrets()).unwrap();
+        let msg = error_of(
+            &text.replace("level = \"warn\"", "level = \"verbose\""),
+            &secrets(),
+        );
+        assert!(msg.contains("c.toml"), "{msg}");
+        assert!(msg.contains("[log] level"), "{msg}");
+        assert!(msg.contains("verbose"), "{msg}");
+        let mut e = secrets();
+        e.push(("DUALPUB_LOG_LEVEL".into(), "loud".into()));
+        let msg = error_of(&text, &e);
+        assert!(
+            msg.starts_with("environment variable DUALPUB_LOG_LEVEL "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn log_filters_accept_levels_and_directives_and_refuse_the_rest() {
+        for ok in [
+            "debug",
+            "INFO",
+            " warn ",
+            "off",
+            "dualpub=debug",
+            "dualpub=debug,hyper=warn",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok} should be accepted");
+        }
+        assert_eq!(log_filter("debug").unwrap(), "dualpub=debug");
+        assert_eq!(
+            log_filter("dualpub=debug,hyper=warn").unwrap(),
+            "dualpub=debug,hyper=warn"
+        );
+        for bad in ["verbose", "", "dualpub=verbose", "dualpub=debug,hyper=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn an_empty_store_path_is_refused() {
+        // (sled would quietly put the store in the working directory)
+        let msg = error_of(
+            &example().replace("path = \"/var/lib/dualpub\"", "path = \"  \""),
+            &secrets(),
+        );
+        assert!(msg.contains("[store] path: is empty"), "{msg}");
+        let mut e = secrets();
+        e.push(("DUALPUB_STORE_PATH".into(), String::new()));
+        let msg = error_of(&example(), &e);
+        assert!(
+            msg.starts_with("environment variable DUALPUB_STORE_PATH "),
+            "{msg}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! What the networked commands share: configuration loading, logging, the store, the runtime, exit mapping.
 
-use crate::config::{Config, RawConfig};
+use crate::config::{log_filter, Config, RawConfig};
 use crate::exit::{Exit, Failure};
 use crate::mapping::MappingSet;
 use crate::store::{Store, StoreError};
@@ -26,19 +26,28 @@ pub fn load(config: Option<&Path>) -> Result<Loaded, Failure> {
     let (raw, origin) = RawConfig::load(Some(&path), &env)?;
     let cfg = Config::from_raw(&raw, &origin, &env)?;
     let mappings = raw.mappings()?;
-    init_logging(raw.log.format.as_deref(), raw.log.level.as_deref());
+    init_logging(raw.log.format.as_deref(), raw.log.level.as_deref())?;
     Ok(Loaded { cfg, mappings })
 }
 
-/// Logs go to stderr: text by default, JSON with `[log] format = "json"`; level from `[log] level` or
-/// `$DUALPUB_LOG` (e.g. `debug`), default `warn`. Logs never carry secrets or full ID numbers.
-pub fn init_logging(format: Option<&str>, level: Option<&str>) {
-    let filter = std::env::var("DUALPUB_LOG")
-        .ok()
-        .or_else(|| level.map(str::to_string))
-        .unwrap_or_else(|| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("dualpub={filter}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("dualpub=warn"));
+/// Logs go to stderr: text by default, JSON with `[log] format = "json"`; level from `$DUALPUB_LOG`, else
+/// `[log] level` (a level such as `debug`, or a filter such as `dualpub=debug,hyper=warn`), default `warn`. A bad
+/// setting is a usage error (an empty `$DUALPUB_LOG` counts as unset). Logs never carry secrets or full ID
+/// numbers.
+pub fn init_logging(format: Option<&str>, level: Option<&str>) -> Result<(), Failure> {
+    let filter = match std::env::var("DUALPUB_LOG") {
+        Ok(v) if !v.trim().is_empty() => log_filter(&v)
+            .map_err(|e| Failure::usage(format!("environment variable DUALPUB_LOG: {e}")))?,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(Failure::usage(
+                "environment variable DUALPUB_LOG: is not valid UTF-8",
+            ))
+        }
+        // `Config::from_raw` has already refused a bad `[log] level`.
+        _ => log_filter(level.unwrap_or("warn"))
+            .map_err(|e| Failure::usage(format!("[log] level: {e}")))?,
+    };
+    let filter = tracing_subscriber::EnvFilter::new(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -50,6 +59,7 @@ pub fn init_logging(format: Option<&str>, level: Option<&str>) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init()
     };
+    Ok(())
 }
 
 pub fn open_store(path: &Path) -> Result<Store, Failure> {

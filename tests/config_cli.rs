@@ -1,0 +1,131 @@
+//! Configuration errors through the real binary: exit code 2 and a message that names the file (or the
+//! environment variable), the key and the problem.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BASE: &str = r#"
+[agency]
+name = "河南省应急管理厅"
+credit_code = "11410000000012343F"
+domain = "安全生产"
+
+[source]
+url = "http://127.0.0.1:8701"
+token_env = "DUALPUB_SOURCE_TOKEN"
+
+[platform]
+url = "http://127.0.0.1:8702"
+app_key = "demo-app"
+secret_env = "DUALPUB_PLATFORM_SECRET"
+receiver = "HNCREDIT"
+batch_size = 200
+concurrency = 4
+
+[store]
+path = "store"
+"#;
+
+/// `dualpub status` in `dir` with `dualpub.toml` holding `config`, the secrets set, and `vars` added.
+fn status(dir: &Path, config: &str, vars: &[(&str, &str)]) -> Output {
+    std::fs::write(dir.join("dualpub.toml"), config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+    cmd.args(["--config", "dualpub.toml", "status"])
+        .current_dir(dir)
+        .env_remove("DUALPUB_CONFIG")
+        .env_remove("DUALPUB_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DUALPUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DUALPUB_SOURCE_TOKEN", "t")
+        .env("DUALPUB_PLATFORM_SECRET", "s");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_base_configuration_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(dir.path(), BASE, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_wrong_type_names_the_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("batch_size = 200", "batch_size = \"200\"");
+    let line = text.lines().position(|l| l.contains("batch_size")).unwrap() + 1;
+    let out = status(dir.path(), &text, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "dualpub.toml: line {line}: [platform] batch_size: "
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_override_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("DUALPUB_PLATFORM_CONCURRENCY", "-3"),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "9999"),
+    ] {
+        let out = status(dir.path(), BASE, &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("environment variable {var} ")),
+            "{err}"
+        );
+        assert!(!err.contains("]:"), "{err}");
+    }
+}
+
+#[test]
+fn a_secret_in_the_dualpub_namespace_is_read_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("DUALPUB_PLATFORM_SECRET", "DUALPUB_PLATFORM_PASSWORD");
+    let out = status(dir.path(), &text, &[("DUALPUB_PLATFORM_PASSWORD", "pw")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_log_level_is_refused_and_a_good_filter_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(dir.path(), BASE, &[("DUALPUB_LOG", "verbose")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DUALPUB_LOG"), "{}", stderr(&out));
+    let text = format!("{BASE}\n[log]\nlevel = \"verbose\"\n");
+    let out = status(dir.path(), &text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[log] level"), "{}", stderr(&out));
+    for good in ["debug", "dualpub=debug,hyper=warn"] {
+        let out = status(dir.path(), BASE, &[("DUALPUB_LOG", good)]);
+        assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_missing_file_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["--config", "nope.toml", "status"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("nope.toml"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
