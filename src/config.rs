@@ -416,6 +416,25 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
+        Config::checked(raw, origin, env, true)
+    }
+
+    /// Checks a raw configuration for the commands that only read the store (`status`, `quarantine list|show`):
+    /// the secrets are neither read nor required, so an operator can look without loading them.
+    pub fn from_raw_local(
+        raw: &RawConfig,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        Config::checked(raw, origin, env, false)
+    }
+
+    fn checked(
+        raw: &RawConfig,
+        origin: &str,
+        env: &[(String, String)],
+        secrets: bool,
+    ) -> Result<Config, ConfigError> {
         let bad =
             |section: &str, key: &str, message: String| raw.problem(origin, section, key, message);
         let need = |v: &Option<String>,
@@ -480,24 +499,30 @@ impl Config {
             "receiver",
             "the platform's receiver code",
         )?;
-        let source_token = read_secret(
-            raw,
-            origin,
-            "source",
-            "token",
-            &raw.source.token_env,
-            &raw.source.token_file,
-            env,
-        )?;
-        let platform_secret = read_secret(
-            raw,
-            origin,
-            "platform",
-            "secret",
-            &raw.platform.secret_env,
-            &raw.platform.secret_file,
-            env,
-        )?;
+        let (source_token, platform_secret) = if secrets {
+            (
+                read_secret(
+                    raw,
+                    origin,
+                    "source",
+                    "token",
+                    &raw.source.token_env,
+                    &raw.source.token_file,
+                    env,
+                )?,
+                read_secret(
+                    raw,
+                    origin,
+                    "platform",
+                    "secret",
+                    &raw.platform.secret_env,
+                    &raw.platform.secret_file,
+                    env,
+                )?,
+            )
+        } else {
+            (Secret::new(""), Secret::new(""))
+        };
         let batch_size = raw.platform.batch_size.unwrap_or(200);
         if !(1..=500).contains(&batch_size) {
             return Err(bad("platform", "batch_size", format!("{batch_size} is outside 1..=500 (the platform takes at most 500 records a message)")));

@@ -129,3 +129,41 @@ fn a_missing_file_says_why_once() {
     assert!(err.contains("nope.toml"), "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// `dualpub ARGS` in `dir` with the base configuration and no secrets in the environment.
+fn without_secrets(dir: &Path, args: &[&str]) -> Output {
+    std::fs::write(dir.join("dualpub.toml"), BASE).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+    cmd.args(["--config", "dualpub.toml"])
+        .args(args)
+        .current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DUALPUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("the binary runs")
+}
+
+#[test]
+fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["status"][..],
+        &["quarantine", "list"][..],
+        &["quarantine", "list", "--json"][..],
+    ] {
+        let out = without_secrets(dir.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    for args in [
+        &["sync", "--today", "2026-11-27"][..],
+        &["quarantine", "retry"][..],
+        &["reconcile", "--today", "2026-11-27"][..],
+    ] {
+        let out = without_secrets(dir.path(), args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("DUALPUB_SOURCE_TOKEN"), "{args:?}: {err}");
+    }
+}

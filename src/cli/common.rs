@@ -17,6 +17,15 @@ pub struct Loaded {
 
 /// Loads and checks the configuration for a command that talks to the source, the platform or the store.
 pub fn load(config: Option<&Path>) -> Result<Loaded, Failure> {
+    load_with(config, true)
+}
+
+/// [`load`] for commands that only read the store: the secrets are not read (nor needed).
+pub fn load_local(config: Option<&Path>) -> Result<Loaded, Failure> {
+    load_with(config, false)
+}
+
+fn load_with(config: Option<&Path>, secrets: bool) -> Result<Loaded, Failure> {
     let env = super::env_vars();
     let path = RawConfig::locate(config).ok_or_else(|| {
         Failure::usage(
@@ -24,7 +33,11 @@ pub fn load(config: Option<&Path>) -> Result<Loaded, Failure> {
         )
     })?;
     let (raw, origin) = RawConfig::load(Some(&path), &env)?;
-    let cfg = Config::from_raw(&raw, &origin, &env)?;
+    let cfg = if secrets {
+        Config::from_raw(&raw, &origin, &env)?
+    } else {
+        Config::from_raw_local(&raw, &origin, &env)?
+    };
     let mappings = raw.mappings()?;
     init_logging(raw.log.format.as_deref(), raw.log.level.as_deref())?;
     Ok(Loaded { cfg, mappings })

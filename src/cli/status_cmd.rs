@@ -14,7 +14,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
-    let loaded = common::load(config)?;
+    let loaded = common::load_local(config)?;
     let store = common::open_store(&loaded.cfg.store_path)?;
     let mut cursors = serde_json::Map::new();
     for k in Kind::ALL {
