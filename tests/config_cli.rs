@@ -155,6 +155,13 @@ fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
     ] {
         let out = without_secrets(dir.path(), args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        // looking does not create a store (a mistyped path would leave an empty one behind)
+        assert!(
+            stderr(&out).contains("no store at"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!dir.path().join("store").exists(), "{args:?}");
     }
     for args in [
         &["sync", "--today", "2026-11-27"][..],

@@ -78,6 +78,17 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
     } else {
         common::load_local(config)?
     };
+    if !loaded.cfg.store_path.exists() {
+        // Not created here (see `status`).
+        eprintln!(
+            "no store at {} yet, so nothing is in quarantine: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
+            loaded.cfg.store_path.display()
+        );
+        return Ok(match args.action {
+            QuarantineAction::List { .. } => Exit::Ok,
+            _ => Exit::Usage,
+        });
+    }
     let store = common::open_store(&loaded.cfg.store_path)?;
     let all = store.quarantine_all().map_err(common::store_failure)?;
     match args.action {

@@ -15,6 +15,14 @@ pub struct StatusArgs {
 
 pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     let loaded = common::load_local(config)?;
+    if !loaded.cfg.store_path.exists() {
+        // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
+        eprintln!(
+            "no store at {} yet: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
+            loaded.cfg.store_path.display()
+        );
+        return Ok(Exit::Ok);
+    }
     let store = common::open_store(&loaded.cfg.store_path)?;
     let mut cursors = serde_json::Map::new();
     for k in Kind::ALL {
