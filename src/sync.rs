@@ -582,6 +582,7 @@ impl Engine<'_> {
         }
         tracing::info!(
             count = keys.len(),
+            dry_run = self.opts.dry_run,
             "withdrawing penalties whose display period ended"
         );
         let mut items = Vec::new();
