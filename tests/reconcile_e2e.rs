@@ -44,6 +44,15 @@ async fn empty_env() -> Env {
     .await
 }
 
+/// The platform loses a record (admin delete); the answer, for tests that check it.
+async fn drop_from_platform(env: &Env, key: &str) -> reqwest::Response {
+    env.http
+        .delete(format!("{}/admin/records/{}", env.platform.url(), enc(key)))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn key(kind: &str, id: &str) -> String {
     let item = if kind == "permit" { "XZXK" } else { "XZCF" };
     format!("{item}:{}:测试〔2026〕{id}号", agency_code())
@@ -132,16 +141,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
     ] {
         set_published(&env, &k, at).await;
     }
-    let r = env
-        .http
-        .delete(format!(
-            "{}/admin/records/{}",
-            env.platform.url(),
-            enc(&key("permit", "B"))
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = drop_from_platform(&env, &key("permit", "B")).await;
     assert!(r.status().is_success());
     env.admin_post(
         format!("{}/admin/records/alter", env.platform.url()),
@@ -319,15 +319,7 @@ async fn repair_then_sync_leaves_no_gaps() {
     ] {
         set_published(&env, &k, "2026-11-20T09:00:00+08:00").await;
     }
-    env.http
-        .delete(format!(
-            "{}/admin/records/{}",
-            env.platform.url(),
-            enc(&key("permit", "B"))
-        ))
-        .send()
-        .await
-        .unwrap();
+    drop_from_platform(&env, &key("permit", "B")).await;
     env.admin_post(
         format!("{}/admin/records/alter", env.platform.url()),
         serde_json::json!({"key": key("permit", "C"), "field": "XK_NR", "value": "被改动"}),
@@ -525,15 +517,7 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
     let out = env.dualpub(&["sync", "--today", "2026-11-20"]).await;
     assert_eq!(out.status.code(), Some(0));
     // The platform loses the record: a repair would re-push it.
-    env.http
-        .delete(format!(
-            "{}/admin/records/{}",
-            env.platform.url(),
-            enc(&key("permit", "B"))
-        ))
-        .send()
-        .await
-        .unwrap();
+    drop_from_platform(&env, &key("permit", "B")).await;
     let missing_dir = env.dir.path().join("no-such-folder");
     let file_as_dir = env.dir.path().join("a-file");
     std::fs::write(&file_as_dir, "x").unwrap();

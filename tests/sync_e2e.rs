@@ -417,11 +417,12 @@ async fn a_store_path_that_cannot_be_used_is_a_configuration_error() {
     let file = env.dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     for path in [file.clone(), file.join("store")] {
-        let mut c = env.command(&["sync", "--today", TODAY]);
-        c.env("DUALPUB_STORE_PATH", &path);
-        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap();
+        let out = env
+            .dualpub_with(
+                &["sync", "--today", TODAY],
+                &[("DUALPUB_STORE_PATH", path.to_str().unwrap())],
+            )
+            .await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{path:?}: {err}");
         assert!(err.contains("[store] path"), "{err}");
@@ -447,11 +448,9 @@ async fn debug_logs_hold_no_secret_and_no_id_number() {
         },
     )
     .await;
-    let mut c = env.command(&["sync", "--today", TODAY]);
-    c.env("DUALPUB_LOG", "debug");
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap();
+    let out = env
+        .dualpub_with(&["sync", "--today", TODAY], &[("DUALPUB_LOG", "debug")])
+        .await;
     let log =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -550,6 +549,20 @@ async fn a_changed_document_number_withdraws_the_old_key() {
     assert_eq!(s["pushed"], 0, "{s}");
 }
 
+/// Twenty valid records, synced once: the start of the tests that add records of their own.
+async fn backfilled(faults: Faults) -> (Env, GenConfig) {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), faults).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    (env, gen_cfg)
+}
+
 /// Two new permits of different source records with one document number (a data-entry slip): the clone of
 /// generated permit 0's JSON under `id`, with `doc` and `content`.
 async fn permit_with_doc(
@@ -614,15 +627,7 @@ async fn reuse_outcome(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_number_reused_in_one_page_quarantines_the_later_record() {
-    let gen_cfg = GenConfig {
-        records: 20,
-        seed: 5,
-        invalid_rate: 0.0,
-        ..GenConfig::default()
-    };
-    let env = spawn(gen_cfg.clone(), Faults::default()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
     let doc = "（豫）FM安许证字〔2026〕990001";
     let a = permit_with_doc(&env, &gen_cfg, "XK-REUSE-A", doc, "甲的许可内容").await;
     let b = permit_with_doc(&env, &gen_cfg, "XK-REUSE-B", doc, "乙的许可内容").await;
@@ -694,22 +699,11 @@ async fn a_document_number_reused_in_one_page_quarantines_the_later_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_later_record() {
-    let gen_cfg = GenConfig {
-        records: 20,
-        seed: 5,
-        invalid_rate: 0.0,
-        ..GenConfig::default()
-    };
-    let env = spawn(
-        gen_cfg.clone(),
-        Faults {
-            latency_ms: 400,
-            ..Faults::default()
-        },
-    )
+    let (env, gen_cfg) = backfilled(Faults {
+        latency_ms: 400,
+        ..Faults::default()
+    })
     .await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
     let doc = "（豫）FM安许证字〔2026〕990003";
     // One record a page: A's batch is still on its way (400 ms) when B's page is read.
     for (id, content) in [
@@ -720,11 +714,12 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
         env.source_insert(serde_json::json!([v])).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    c.env("DUALPUB_SOURCE_PAGE_SIZE", "1");
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap();
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", TODAY],
+            &[("DUALPUB_SOURCE_PAGE_SIZE", "1")],
+        )
+        .await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -745,15 +740,7 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_changed_while_their_first_push_is_in_flight() {
-    let gen_cfg = GenConfig {
-        records: 20,
-        seed: 5,
-        invalid_rate: 0.0,
-        ..GenConfig::default()
-    };
-    let env = spawn(gen_cfg.clone(), Faults::default()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
     let (s_doc, s_doc2) = (
         "（豫）FM安许证字〔2026〕990011",
         "（豫）FM安许证字〔2026〕990012",
@@ -916,11 +903,12 @@ async fn a_retry_sends_what_an_aborted_run_left_in_the_outbox_first() {
     )
     .await;
     // The platform is down: the run gives up after its retry budget, its batches kept in the outbox.
-    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    c.env("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1");
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap();
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", TODAY],
+            &[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")],
+        )
+        .await;
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -950,13 +938,7 @@ async fn a_retry_sends_what_an_aborted_run_left_in_the_outbox_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_show_masks_id_numbers_in_free_text_too() {
-    let gen_cfg = GenConfig {
-        records: 20,
-        seed: 5,
-        invalid_rate: 0.0,
-        ..GenConfig::default()
-    };
-    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
     let full = "410105198001011239";
     let mut v = permit_with_doc(
         &env,

@@ -111,7 +111,15 @@ impl Env {
 
     /// Runs the real binary to completion (off the async threads, so the simulators keep serving).
     pub async fn dualpub(&self, args: &[&str]) -> Output {
+        self.dualpub_with(args, &[]).await
+    }
+
+    /// [`Env::dualpub`] with environment variables added (e.g. configuration overrides).
+    pub async fn dualpub_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut c = self.command(args);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
         tokio::task::spawn_blocking(move || c.output().unwrap())
             .await
             .unwrap()
