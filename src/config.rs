@@ -262,14 +262,10 @@ impl RawConfig {
             {
                 continue;
             }
-            let lower_rest = rest.to_ascii_lowercase();
-            if !SECTIONS
-                .iter()
-                .any(|s| lower_rest.starts_with(&format!("{s}_")))
-            {
+            let lower = rest.to_ascii_lowercase();
+            if !SECTIONS.iter().any(|s| lower.starts_with(&format!("{s}_"))) {
                 continue;
             }
-            let lower = rest.to_ascii_lowercase();
             let Some((section, key, ty)) = KEYS
                 .iter()
                 .find(|(s, key, _)| lower == format!("{s}_{key}"))

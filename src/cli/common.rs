@@ -1,4 +1,5 @@
-//! What the networked commands share: configuration loading, logging, the store, the runtime, exit mapping.
+//! What the commands share: configuration loading (with or without secrets), logging, the store, the runtime,
+//! exit mapping, and standard output that survives a closed pipe.
 
 use crate::config::{log_filter, Config, RawConfig};
 use crate::exit::{Exit, Failure};
