@@ -174,6 +174,50 @@ fn decode_batch(v: &[u8]) -> Result<OutboxBatch, String> {
 /// How long a flush may take before the store is reported as damaged ([`Store::flush`]).
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The file in a store's directory that marks it as found damaged (see [`Store::open`]).
+const DAMAGE_NOTE: &str = "DAMAGED.txt";
+
+/// Runs `f` on its own thread and waits up to `timeout` for it: `None` if it has not finished by then (it goes on
+/// in the background). Runs `f` here, unwatched, if no thread can be started.
+fn watched<T: Send + 'static>(
+    timeout: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+    let job = f.clone();
+    let spawned = std::thread::Builder::new()
+        .name("store flush".into())
+        .spawn(move || {
+            let f = job.lock().ok().and_then(|mut f| f.take());
+            if let Some(f) = f {
+                let _ = tx.send(f());
+            }
+        });
+    if spawned.is_err() {
+        let f = f.lock().ok().and_then(|mut f| f.take())?;
+        return Some(f());
+    }
+    rx.recv_timeout(timeout).ok()
+}
+
+/// Whether sled's log file at `db` holds anything but zeros (sled lays out a new log's first segment as zeros).
+/// Reads only up to the first non-zero byte.
+fn log_has_data(db: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(db) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if buf[..n].iter().any(|&b| b != 0) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// The tag that starts a binary ledger value (a JSON value starts with `{`).
 const LEDGER_V2: u8 = 2;
 
@@ -574,6 +618,14 @@ impl Store {
             .path(path)
             .flush_every_ms(Some(200))
             .cache_capacity(8 << 20);
+        if let Ok(note) = std::fs::read_to_string(path.join(DAMAGE_NOTE)) {
+            let first = note.lines().next().unwrap_or_default();
+            return Err(StoreError::Damaged {
+                path: p,
+                detail: format!("{DAMAGE_NOTE} says: {}", first.trim_end_matches('.')),
+            });
+        }
+        let had_data = log_has_data(&path.join("db"));
         // sled may panic on some kinds of damage; turn that into an error the operator can act on.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
         let db = match opened {
@@ -586,6 +638,25 @@ impl Store {
             Ok(Err(e)) => return Err(classify_error(&p, e, true)),
             Ok(Ok(db)) => db,
         };
+        // A log whose start is unreadable (seen with its first bytes overwritten) opens as an empty store: status
+        // would say "never read", and sled's first flush would then wait for ever. sled recovered nothing from a
+        // log that holds data: that is damage, said before anything reads or writes.
+        // sled has by then begun a new log in place of the damaged one, so the next run would find a store that
+        // looks never used; a note in the store's directory keeps it reported as damaged until it is moved aside.
+        if had_data && !db.was_recovered() {
+            std::mem::forget(db);
+            let detail =
+                "sled found none of its data in its log (`db`); the start of the log is unreadable";
+            let note = format!(
+                "dualpub found this store damaged at {}: {detail}.\nMove the whole directory aside and run `dualpub sync` to rebuild it from the source.\n",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let _ = std::fs::write(path.join(DAMAGE_NOTE), note);
+            return Err(StoreError::Damaged {
+                path: p,
+                detail: detail.into(),
+            });
+        }
         let tree = |name: &str| db.open_tree(name).map_err(|e| classify_error(&p, e, true));
         let store = Store {
             meta: tree("meta")?,
@@ -780,9 +851,10 @@ impl Store {
     }
 
     /// Makes everything written so far durable. Watched: on a store whose log is damaged in some ways, sled's
-    /// flush waits forever for a write that never comes (seen with the first bytes of `db` overwritten), and a
-    /// cron run stuck there would hold the lock and turn every later run away with exit 4. A flush that has not
-    /// finished in [`FLUSH_TIMEOUT`] (normally it takes milliseconds) is reported as damage (exit 3).
+    /// flush waits forever for a write that never comes (seen with the first bytes of `db` overwritten, which
+    /// [`Store::open`] now catches first), and a cron run stuck there would hold the lock and turn every later
+    /// run away with exit 4. A flush that has not finished in [`FLUSH_TIMEOUT`] (normally it takes milliseconds)
+    /// is reported as damage (exit 3).
     pub fn flush(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
         let stuck = || StoreError::Damaged {
@@ -796,18 +868,9 @@ impl Store {
             return Err(stuck());
         }
         let db = self.db.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let watched = std::thread::Builder::new()
-            .name("store flush".into())
-            .spawn(move || {
-                let _ = tx.send(db.flush());
-            });
-        if watched.is_err() {
-            return self.db.flush().map(|_| ()).map_err(|e| self.io(e));
-        }
-        match rx.recv_timeout(FLUSH_TIMEOUT) {
-            Ok(r) => r.map(|_| ()).map_err(|e| self.io(e)),
-            Err(_) => {
+        match watched(FLUSH_TIMEOUT, move || db.flush()) {
+            Some(r) => r.map(|_| ()).map_err(|e| self.io(e)),
+            None => {
                 self.flush_stuck.store(true, Ordering::Relaxed);
                 Err(stuck())
             }
@@ -1470,6 +1533,17 @@ mod tests {
             store.commit_page(&commit),
             Err(StoreError::Damaged { .. })
         ));
+    }
+
+    #[test]
+    fn a_watched_job_that_does_not_finish_in_time_is_given_up() {
+        let quick = watched(std::time::Duration::from_secs(5), || 7);
+        assert_eq!(quick, Some(7));
+        let stuck = watched(std::time::Duration::from_millis(50), || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            7
+        });
+        assert_eq!(stuck, None);
     }
 
     #[test]

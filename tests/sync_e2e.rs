@@ -399,16 +399,20 @@ async fn second_process_gets_4_and_damaged_store_gets_3() {
         *b = b.wrapping_mul(31).wrapping_add(7);
     }
     std::fs::write(&db, bytes).unwrap();
-    // sled opens this store, and its flush then waits forever for a write; the flush is watched (30 s), so the
-    // run ends with exit 3 instead of holding the lock for good.
-    let out = env.dualpub(&["sync", "--today", TODAY]).await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.to_lowercase().contains("move it aside"), "{err}");
-    assert!(
-        !err.contains("Inline(") && !err.contains("backtrace"),
-        "{err}"
-    );
+    // sled opens this store as an empty one (and would write a new log over it): `status` said "never read" and
+    // sync's first flush waited for ever. Every command now reports the damage, also after the first has seen it.
+    for args in [&["status"][..], &["status"], &["sync", "--today", TODAY]] {
+        let out = env.dualpub(args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("is damaged"), "{args:?}: {err}");
+        assert!(err.to_lowercase().contains("move it aside"), "{err}");
+        assert!(
+            !err.contains("Inline(") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    assert!(env.store_path().join("DAMAGED.txt").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
