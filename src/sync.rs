@@ -57,6 +57,10 @@ pub struct RunSummary {
     pub read: u64,
     /// Records whose platform copy is already current: no push.
     pub unchanged: u64,
+    /// Records that must not be public and are not (a revoked penalty, a display period over, never published or
+    /// withdrawn before): nothing to send. Counted apart from `unchanged`, which a first run would otherwise show
+    /// for records it never sent.
+    pub not_public: u64,
     /// Records sent (upserts and withdrawals), including resent outbox batches.
     pub pushed: u64,
     pub accepted: u64,
@@ -894,7 +898,7 @@ impl Engine<'_> {
                     false
                 }
                 Op::Withdraw if !public_now => {
-                    self.summary.unchanged += 1;
+                    self.summary.not_public += 1;
                     false
                 }
                 Op::Upsert => {

@@ -28,6 +28,13 @@ async fn backfill_update_revoke_expire() {
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "quarantined records need a person: {err}");
     assert_eq!(s["read"], 10_000, "{s}");
+    // a first run finds nothing already current; what it does not send is what must not be public
+    assert_eq!(s["unchanged"], 0, "{s}");
+    assert_eq!(
+        s["not_public"],
+        (10_000 - invalid.len() - expected.len()) as u64,
+        "{s}"
+    );
     let held = env.platform_records().await;
     let public = public_of(&held);
     assert_eq!(public.len(), expected.len());

@@ -67,9 +67,10 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         common::outln!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
         return;
     }
-    let rows: [(&str, &str, u64); 11] = [
+    let rows: [(&str, &str, u64); 12] = [
         ("read", "读取", s.read),
         ("unchanged", "无变化", s.unchanged),
+        ("not public", "无需公示", s.not_public),
         ("pushed", "推送", s.pushed),
         ("accepted", "平台接收", s.accepted),
         ("already held", "平台已有", s.platform_unchanged),
