@@ -847,18 +847,17 @@ impl Engine<'_> {
             }
             let relink = old_key.as_deref() != Some(key.as_str());
             // A record that is valid now leaves quarantine (unless the platform rejected this very content). While
-            // its key is in flight, that batch's receipt decides instead (it is being applied concurrently).
+            // its key is in flight, that batch's receipt decides instead (it is being applied concurrently). When
+            // it is sent now, its own receipt does (below): the entry, with the source record a retry needs, stays
+            // until the platform has answered, so a run stopped in between loses nothing.
             let rejected_same = !self.force
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
-            if !rejected_same
+            let leaves_quarantine = !rejected_same
                 && !quarantine_empty
                 && !self.pending.contains_key(&key)
-                && self.store.quarantine_contains(kind, &src.id)?
-            {
-                commit.quarantine_del.push((kind, src.id.clone()));
-            }
+                && self.store.quarantine_contains(kind, &src.id)?;
             let op = self.desired_op(kind, &src, &mapped);
             let public_now = match self.pending.get(&key).map(|p| p.op) {
                 Some(Op::Upsert) => true,
@@ -922,6 +921,9 @@ impl Engine<'_> {
                     true
                 }
             };
+            if leaves_quarantine && !(sent && op == Op::Upsert) {
+                commit.quarantine_del.push((kind, src.id.clone()));
+            }
             // The source record → key link, when it changes. Not for a record that was never linked, is not sent and
             // whose key the store knows nothing of (a penalty already past its display period, never published):
             // storing "this record maps to a key the platform never held" changes nothing later, and a backfill
@@ -1316,6 +1318,9 @@ fn apply_receipt(
                     continue;
                 }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
+                let first_seen = existing
+                    .as_ref()
+                    .map_or_else(|| now.clone(), |q| q.first_seen.clone());
                 commit.quarantine_put.push(QuarantineEntry {
                     kind: batch.kind,
                     source_id: item.source_id.clone(),
@@ -1330,13 +1335,18 @@ fn apply_receipt(
                             res.code, res.message
                         ),
                     }],
+                    // A batch resent after a crash has no source text: keep the held one if it is this version
+                    // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.
                     source: match &item.source {
                         Some(raw) => serde_json::from_str(raw).unwrap_or_default(),
                         None => existing
                             .map(|q| q.source)
+                            .filter(|s| {
+                                s["updated_at"].as_str() == Some(item.source_updated_at.as_str())
+                            })
                             .unwrap_or(serde_json::Value::Null),
                     },
-                    first_seen: now.clone(),
+                    first_seen,
                     last_seen: now.clone(),
                     meta: item.meta.clone(),
                 });

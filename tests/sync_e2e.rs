@@ -975,3 +975,87 @@ async fn quarantine_show_masks_id_numbers_in_free_text_too() {
     // the organisation's codes and the document number stay whole: the operator looks the record up by them
     assert!(shown.contains("（豫）FM安许证字〔2026〕990021"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable() {
+    let gen_cfg = GenConfig {
+        records: 60,
+        seed: 7,
+        ..GenConfig::default()
+    };
+    let first = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, 0);
+    let refused = first.party.unwrap().name.unwrap();
+    let env = spawn_with(
+        gen_cfg,
+        dualpub::sim::platform::PlatformSimConfig {
+            strict: Some(dualpub::sim::platform::StrictProfile {
+                max_len: None,
+                refused_parties: vec![refused],
+            }),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "the platform refused a record: {s} {err}");
+    let held = |env: &Env| {
+        read_store(&env.store_path())
+            .quarantine_get(Kind::Permit, &first.id)
+            .unwrap()
+    };
+    let before = held(&env).expect("the refused record is in quarantine");
+    assert_eq!(before.reason, "rejected");
+    assert!(before.source.is_object());
+    let rejected = || async {
+        let stats: serde_json::Value = reqwest::get(format!("{}/admin/stats", env.platform.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["rejected"].as_u64().unwrap()
+    };
+    let platform = |rate: f64| {
+        env.admin_post(
+            format!("{}/admin/faults", env.platform.url()),
+            serde_json::json!({ "error_rate": rate }),
+        )
+    };
+
+    // The operator retries it while the platform is down: the run gives up (exit 3) with the batch in the outbox.
+    // The record used to leave quarantine when its batch was written, and a resent batch carries no source
+    // record: it came back without one, and no retry could send it again.
+    platform(1.0).await;
+    let out = env
+        .dualpub_with(
+            &["quarantine", "retry", &first.id],
+            &[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("1 of the 1 retried record(s) still in quarantine"),
+        "{err}"
+    );
+    assert_eq!(
+        held(&env).as_ref(),
+        Some(&before),
+        "unchanged until the platform answers"
+    );
+
+    // The next sync resends the batch; the platform refuses the record again, and it keeps its source record.
+    platform(0.0).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    let after = held(&env).expect("still in quarantine");
+    assert_eq!(after.source, before.source);
+    assert_eq!(after.first_seen, before.first_seen);
+
+    // So a retry still sends it.
+    let was = rejected().await;
+    let out = env.dualpub(&["quarantine", "retry", &first.id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(rejected().await, was + 1, "the retry sent the record again");
+}
