@@ -1303,6 +1303,17 @@ fn apply_receipt(
                         .push((old.replace('-', ""), item.key.clone(), false));
                 }
             }
+            (Op::Withdraw, ResultStatus::Rejected) if res.code == "unknown_key" => {
+                // Nothing to take down: the platform never held it. Not a rejection a person must look at.
+                tracing::debug!(key = %item.key, "the platform does not know a key to withdraw");
+                e.state = PlatformState::Withdrawn;
+                e.last_error = None;
+                if let Some(old) = &old_until {
+                    commit
+                        .expiry
+                        .push((old.replace('-', ""), item.key.clone(), false));
+                }
+            }
             (_, ResultStatus::Rejected) => {
                 applied.rejected += 1;
                 if e.state != PlatformState::Public {
@@ -1311,12 +1322,6 @@ fn apply_receipt(
                 e.rejected_digest = item.digest.clone();
                 e.last_error = Some(format!("{} {}", res.code, res.message));
                 tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
-                if item.op == Op::Withdraw && res.code == "unknown_key" {
-                    // Nothing to take down: the platform never held it.
-                    e.state = PlatformState::Withdrawn;
-                    continue_with(&mut commit, item, e);
-                    continue;
-                }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()
@@ -1359,8 +1364,4 @@ fn apply_receipt(
     }
     store.commit_receipt(&commit)?;
     Ok(applied)
-}
-
-fn continue_with(commit: &mut ReceiptCommit, item: &OutboxItem, e: LedgerEntry) {
-    commit.ledger.push((item.key.clone(), e));
 }

@@ -577,3 +577,120 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
         .await
         .contains_key(&key("permit", "B")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
+    let env = empty_env().await;
+    let ids = ["B", "C", "E"];
+    let recs: Vec<_> = ids
+        .iter()
+        .map(|id| record("permit_org", "permit", id, "2026-11-20"))
+        .collect();
+    env.source_insert(serde_json::Value::Array(recs)).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Two records the platform lost, and a batch an earlier run left in the outbox (its answer was lost).
+    for id in ["B", "C"] {
+        drop_from_platform(&env, &key("permit", id)).await;
+    }
+    env.http
+        .post(format!("{}/admin/touch", env.source.url()))
+        .json(&serde_json::json!({"kind": "permit", "ids": ["E"]}))
+        .send()
+        .await
+        .unwrap();
+    let faults =
+        |v: serde_json::Value| env.admin_post(format!("{}/admin/faults", env.platform.url()), v);
+    faults(serde_json::json!({"lost_ack_rate": 1.0})).await;
+    let out = env
+        .dualpub_with(
+            &["sync", "--today", TODAY],
+            &[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(read_store(&env.store_path()).outbox_len() > 0);
+
+    // The platform's answers to pushes are lost during the repair, until the retry budget runs out: the report is
+    // still written, with what was not done, and the exit code says the run was cut short (it said 1, "gaps
+    // found"; counts that included the outbox's records could wrap below zero).
+    let out_file = env.dir.path().join("repair.json");
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--out",
+                out_file.to_str().unwrap(),
+                "--repair",
+            ],
+            &[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
+    assert_eq!(v["repair"]["failed"], 2, "{}", v["repair"]);
+    assert!(
+        v["repair"]["left"].to_string().contains("outbox"),
+        "{}",
+        v["repair"]
+    );
+
+    // Once the platform is back, the outbox goes first and only the repair's own records are counted.
+    faults(serde_json::json!({"lost_ack_rate": 0.0})).await;
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "json",
+            "--repair",
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repair"]["repushed"], 2, "{}", v["repair"]);
+    assert_eq!(v["repair"]["failed"], 0, "{}", v["repair"]);
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm() {
+    let env = empty_env().await;
+    let mut p = record("penalty_multi_category", "penalty", "G", "2026-11-16");
+    p["display_until"] = "2026-11-20".into();
+    env.source_insert(serde_json::json!([p])).await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    // someone took it down by hand before its display period ended
+    drop_from_platform(&env, &key("penalty", "G")).await;
+    let stats = || async {
+        let v: serde_json::Value = env
+            .http
+            .get(format!("{}/admin/stats", env.platform.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    // The period ends: the withdrawal finds nothing to take down. Nothing for a person (it exited 1, "rejected"),
+    // and later runs do not ask again (it was asked on every run).
+    for run in 0..2 {
+        let (code, s, err) = env.sync(&[]).await;
+        assert_eq!(code, 0, "run {run}: {s} {err}");
+        assert_eq!(s["rejected"], 0, "run {run}: {s}");
+    }
+    let st = stats().await;
+    assert_eq!(
+        st["withdrawals"], 1,
+        "one withdrawal asked for, in two runs: {st}"
+    );
+}

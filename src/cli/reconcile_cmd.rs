@@ -174,10 +174,28 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
             progress: false,
         };
         let mut summary = RepairSummary::default();
+        // Why the repair stopped before its end, when the source, platform or store gave out: the report is still
+        // written, and the exit code then says the run was cut short (3), as sync's does.
+        let mut stopped: Option<sync::SyncError> = None;
+        // First what an earlier run left in the outbox (sent later, an old batch could undo the repair). On its
+        // own, so the counts below are the repair's records only.
+        if let Err((_, e)) = rt.block_on(sync::retry(
+            &loaded.cfg,
+            &loaded.mappings,
+            &store,
+            &sopts,
+            Vec::new(),
+        )) {
+            summary.left.push(format!(
+                "nothing was repaired: resending what an earlier run left in the outbox stopped: {e}"
+            ));
+            stopped = Some(e);
+        }
         // Read back from the spool and pushed a chunk at a time, so memory stays flat however many there are.
         let total = plan.repush.len() as u64;
         let mut done = 0u64;
         match plan.repush.chunks(chunk_size) {
+            _ if stopped.is_some() => summary.failed += total,
             Err(e) => {
                 summary.failed += total;
                 summary.left.push(format!(
@@ -199,25 +217,28 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         }
                     };
                     let n = chunk.len() as u64;
-                    match rt.block_on(sync::retry(
+                    let (s, err) = match rt.block_on(sync::retry(
                         &loaded.cfg,
                         &loaded.mappings,
                         &store,
                         &sopts,
                         chunk,
                     )) {
-                        Ok(s) => {
-                            summary.repushed += s.accepted + s.platform_unchanged;
-                            summary.failed += s.rejected;
-                            done += n;
-                        }
-                        Err((s, e)) => {
-                            summary.repushed += s.accepted;
-                            summary.failed += total - done - s.accepted;
-                            summary.left.push(format!("re-pushing stopped: {e}"));
-                            break;
-                        }
+                        Ok(s) => (s, None),
+                        Err((s, e)) => (s, Some(e)),
+                    };
+                    let fixed = (s.accepted + s.platform_unchanged).min(n);
+                    summary.repushed += fixed;
+                    // the old keys of records whose document number changed
+                    summary.withdrawn += s.withdrawn;
+                    if let Some(e) = err {
+                        summary.failed += (total - done).saturating_sub(fixed);
+                        summary.left.push(format!("re-pushing stopped: {e}"));
+                        stopped = Some(e);
+                        break;
                     }
+                    summary.failed += s.rejected.min(n - fixed);
+                    done += n;
                 }
             }
         }
@@ -225,7 +246,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         if args.repair_orphans {
             withdraw.extend(plan.orphans.iter().cloned());
         }
-        if !withdraw.is_empty() {
+        if !withdraw.is_empty() && stopped.is_none() {
             match rt.block_on(sync::withdraw(
                 &loaded.cfg,
                 &loaded.mappings,
@@ -240,10 +261,18 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         0
                     };
                     summary.orphans_withdrawn = orphans.min(s.withdrawn);
-                    summary.withdrawn = s.withdrawn - summary.orphans_withdrawn;
+                    summary.withdrawn += s.withdrawn - summary.orphans_withdrawn;
                 }
-                Err((_, e)) => summary.left.push(format!("withdrawing stopped: {e}")),
+                Err((_, e)) => {
+                    summary.left.push(format!("withdrawing stopped: {e}"));
+                    stopped = Some(e);
+                }
             }
+        } else if !withdraw.is_empty() {
+            summary.left.push(format!(
+                "{} withdrawal(s) not attempted: the repair stopped before them",
+                withdraw.len()
+            ));
         }
         let counts = report.counts();
         if !args.repair_orphans && counts[&Category::Orphan] > 0 {
@@ -266,8 +295,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
             ));
         }
         report.repair = Some(summary);
+        write(&report, args.format, args.out.as_deref())?;
+        if let Some(e) = stopped {
+            return Err(common::sync_failure(e));
+        }
+    } else {
+        write(&report, args.format, args.out.as_deref())?;
     }
-    write(&report, args.format, args.out.as_deref())?;
     Ok(if report.has_gaps() {
         Exit::Attention
     } else {
