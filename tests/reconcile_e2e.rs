@@ -546,6 +546,19 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
             "the message names the path and the problem: {err}"
         );
     }
+    // A repair as of a later date is refused too (it would withdraw penalties early); the report alone is not.
+    let out = env
+        .dualpub(&["reconcile", "--today", "2031-01-01", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("without --repair"), "{err}");
+    let out = env.dualpub(&["reconcile", "--today", "2031-01-01"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the what-if report finds the gap"
+    );
     assert!(
         !env.platform_records()
             .await

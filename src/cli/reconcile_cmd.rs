@@ -130,7 +130,7 @@ fn repush_chunk() -> Result<usize, Failure> {
 
 pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
-    let today = common::today(args.today.as_deref())?;
+    let today = common::acting_today(args.today.as_deref(), args.repair)?;
     let chunk_size = if args.repair { repush_chunk()? } else { 0 };
     let from = date_arg("from", args.from.as_deref())?;
     let to = date_arg("to", args.to.as_deref())?;

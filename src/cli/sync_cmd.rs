@@ -26,7 +26,7 @@ pub struct SyncArgs {
 
 pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
-    let today = common::today(args.today.as_deref())?;
+    let today = common::acting_today(args.today.as_deref(), !args.dry_run)?;
     let store = common::open_store(&loaded.cfg.store_path)?;
     let opts = SyncOptions {
         kinds: common::parse_kinds(args.kind),
