@@ -157,7 +157,11 @@ pub fn render_findings(items: &[MapItem]) -> String {
         for f in &it.findings {
             out.push_str(&format!(
                 "{}\t{}\t{}\t{} / {}\n",
-                it.id, f.field, f.code, f.zh, f.en
+                it.id,
+                f.field,
+                f.code,
+                crate::ids::mask_ids_in(&f.zh),
+                crate::ids::mask_ids_in(&f.en)
             ));
         }
         if it.findings.is_empty() && it.key.is_none() {

@@ -393,8 +393,9 @@ impl From<&Finding> for StoredFinding {
         StoredFinding {
             code: f.code.as_str().to_string(),
             field: f.field.clone(),
-            zh: f.zh.clone(),
-            en: f.en.clone(),
+            // a message may quote a source value, and that may be an ID number (one in the wrong field, say)
+            zh: crate::ids::mask_ids_in(&f.zh),
+            en: crate::ids::mask_ids_in(&f.en),
         }
     }
 }

@@ -975,12 +975,33 @@ async fn quarantine_show_masks_id_numbers_in_free_text_too() {
     )
     .await;
     v["remarks"] = format!("当事人证件{full}，已核对").into();
+    // an ID number typed into a date field: the finding's message quotes it
+    v["valid_to"] = full.into();
     env.source_insert(serde_json::json!([v])).await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "{err}");
     let out = env.dualpub(&["quarantine", "show", "XK-MASK-1"]).await;
     assert_eq!(out.status.code(), Some(0));
     let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("valid_to"), "the finding is shown: {shown}");
+    // nor in reconcile's report of it, nor in `map`'s findings
+    let out = env
+        .dualpub(&["reconcile", "--today", TODAY, "--format", "json"])
+        .await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("XK-MASK-1") || report.contains("990021"),
+        "{report}"
+    );
+    assert!(!report.contains(full), "a full ID number in the report");
+    let input = env.dir.path().join("one.json");
+    std::fs::write(&input, serde_json::to_vec(&serde_json::json!([v])).unwrap()).unwrap();
+    let out = env
+        .dualpub(&["map", "--kind", "permit", input.to_str().unwrap()])
+        .await;
+    let findings = String::from_utf8_lossy(&out.stderr);
+    assert!(findings.contains("valid_to"), "{findings}");
+    assert!(!findings.contains(full), "{findings}");
     assert!(shown.contains("已核对"), "{shown}");
     assert!(!shown.contains(full), "a full ID number is shown: {shown}");
     assert!(

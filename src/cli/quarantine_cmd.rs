@@ -141,7 +141,14 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             );
             common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
             for f in &e.findings {
-                common::outln!("- {} [{}] {}\n  {}", f.field, f.code, f.zh, f.en);
+                // masked again: entries stored before 2026-11-29 kept the messages as made
+                common::outln!(
+                    "- {} [{}] {}\n  {}",
+                    f.field,
+                    f.code,
+                    mask_ids_in(&f.zh),
+                    mask_ids_in(&f.en)
+                );
             }
             common::outln!(
                 "source record (ID numbers masked):\n{}",

@@ -923,7 +923,10 @@ async fn compare(
                     let detail = mapped
                         .findings
                         .iter()
-                        .map(|f| format!("{} [{}] {}", f.field, f.code, f.zh))
+                        .map(|f| {
+                            let zh = crate::ids::mask_ids_in(&f.zh);
+                            format!("{} [{}] {zh}", f.field, f.code)
+                        })
                         .collect::<Vec<_>>()
                         .join("；");
                     report.gaps.push_ref(row(
