@@ -707,3 +707,45 @@ async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm(
         "one withdrawal asked for, in two runs: {st}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_decision_date_left_the_window_is_not_an_orphan() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "T9",
+        "2025-12-30"
+    )]))
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // corrected in the source to a date outside the window asked for; not synced yet
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "T9",
+        "2026-01-05"
+    )]))
+    .await;
+    let window = ["--from", "2025-12-01", "--to", "2025-12-31"];
+    let mut args = vec!["reconcile", "--today", TODAY, "--format", "json"];
+    args.extend(window);
+    let out = env.dualpub(&args).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !categories_json(&v).contains_key("orphan"),
+        "the source has the record: {}",
+        v["gaps"]
+    );
+    args.extend(["--repair", "--repair-orphans"]);
+    let out = env.dualpub(&args).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
+    let held = env.platform_records().await;
+    assert_eq!(
+        held[&key("permit", "T9")].1,
+        "public",
+        "the record stays public"
+    );
+}

@@ -507,6 +507,8 @@ struct Prepared {
     decided: Option<NaiveDate>,
     /// Only for records in the window.
     mapped: Option<Mapped>,
+    /// The record key of a record outside the window: its platform row is the source's, not an orphan.
+    outside_key: Option<String>,
     meta: RecordMeta,
     digest: Option<Digest>,
     filled_items: u64,
@@ -561,6 +563,7 @@ fn prepare(
         src: None,
         decided: None,
         mapped: None,
+        outside_key: None,
         meta: RecordMeta::default(),
         digest: None,
         filled_items: 0,
@@ -582,6 +585,9 @@ fn prepare(
             p.digest = Some(mapped.record.digest());
         }
         p.mapped = Some(mapped);
+    } else if window.0.is_some() || window.1.is_some() {
+        // Its decision date may have moved out of the window while the platform still shows the old one inside.
+        p.outside_key = mapping.map(ctx, &src).key.map(|k| k.to_string());
     }
     p.src = Some(SourceInfo {
         status: src.status(),
@@ -848,6 +854,7 @@ async fn compare(
                     src,
                     decided,
                     mapped,
+                    outside_key,
                     meta,
                     digest,
                     filled_items,
@@ -858,7 +865,14 @@ async fn compare(
                     continue;
                 };
                 let Some(mapped) = mapped else {
-                    // Outside the window.
+                    // Outside the window: not compared, but the platform row it maps to is not an orphan (a
+                    // repair with --repair-orphans withdrew such rows). Unless another record holds the key.
+                    if let Some(i) = outside_key
+                        .filter(|_| !reused.contains_key(&src.id))
+                        .and_then(|k| held.find(&k))
+                    {
+                        held.take_at(i);
+                    }
                     continue;
                 };
                 report.source_records += 1;
