@@ -546,14 +546,19 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
             "the message names the path and the problem: {err}"
         );
     }
-    // A repair as of a later date is refused too (it would withdraw penalties early); the report alone is not.
+    // A repair as of another date is refused too (it would withdraw penalties early, or publish expired ones
+    // again); the report alone is not.
+    for date in ["2031-01-01", "2026-11-20"] {
+        let out = env
+            .dualpub_live(&["reconcile", "--today", date, "--repair"])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("without --repair"), "{err}");
+    }
     let out = env
-        .dualpub(&["reconcile", "--today", "2031-01-01", "--repair"])
+        .dualpub_live(&["reconcile", "--today", "2031-01-01"])
         .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("without --repair"), "{err}");
-    let out = env.dualpub(&["reconcile", "--today", "2031-01-01"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -182,23 +182,21 @@ async fn backfill_update_revoke_expire() {
         before,
         "a dry run sends nothing"
     );
-    // Acting as of a later date is refused unless asked for (an operator's what-if would withdraw penalties early).
-    let out = env
-        .dualpub(&["sync", "--json", "--today", "2031-01-01"])
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--dry-run"), "{err}");
+    // Acting as of another date is refused outside a rehearsal (an operator's what-if would withdraw penalties
+    // early, or publish expired ones again).
+    for date in ["2031-01-01", "2020-01-01"] {
+        let out = env.dualpub_live(&["sync", "--json", "--today", date]).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--dry-run"), "{err}");
+    }
     assert_eq!(
         env.platform_records().await,
         before,
         "refused before any work"
     );
     let out = env
-        .dualpub_with(
-            &["sync", "--json", "--today", "2031-01-01"],
-            &[("DUALPUB_ALLOW_FUTURE_TODAY", "1")],
-        )
+        .dualpub(&["sync", "--json", "--today", "2031-01-01"])
         .await;
     assert_eq!(
         out.status.code(),

@@ -117,18 +117,24 @@ pub fn today(arg: Option<&str>) -> Result<chrono::NaiveDate, Failure> {
     }
 }
 
-/// `--today` for a command that changes the platform (`acting`): a date after today's is refused, since the run
-/// would withdraw penalties whose display period has not ended (and no later sync would put them back). Rehearsals
-/// against the simulators set `DUALPUB_ALLOW_FUTURE_TODAY=1`.
+/// `--today` for a command that changes the platform (`acting`): only today's own date. A later one would withdraw
+/// penalties whose display period has not ended (and no later sync would put them back); an earlier one would
+/// publish again penalties whose period is over. Rehearsals against the simulators set
+/// `DUALPUB_ALLOW_OTHER_TODAY=1`.
 pub fn acting_today(arg: Option<&str>, acting: bool) -> Result<chrono::NaiveDate, Failure> {
     let date = today(arg)?;
     let real = crate::model::today_cst();
-    let allowed = std::env::var("DUALPUB_ALLOW_FUTURE_TODAY").is_ok_and(|v| v.trim() == "1");
-    if acting && date > real && !allowed {
+    let allowed = std::env::var("DUALPUB_ALLOW_OTHER_TODAY").is_ok_and(|v| v.trim() == "1");
+    if acting && date != real && !allowed {
+        let what = if date > real {
+            "withdraw penalties whose display period has not ended"
+        } else {
+            "publish again penalties whose display period is over"
+        };
         return Err(Failure::usage(format!(
-            "--today {date} is after today ({real}): acting as of a later date would withdraw penalties whose \
-             display period has not ended. Ask the question without acting (sync --dry-run, or reconcile without \
-             --repair); a rehearsal against the simulators may set DUALPUB_ALLOW_FUTURE_TODAY=1"
+            "--today {date} is not today ({real}): acting as of another date would {what}. Ask the question \
+             without acting (sync --dry-run, or reconcile without --repair); a rehearsal against the simulators \
+             may set DUALPUB_ALLOW_OTHER_TODAY=1"
         )));
     }
     Ok(date)

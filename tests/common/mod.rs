@@ -102,7 +102,9 @@ impl Env {
             .arg(&self.config)
             .args(args)
             .env_remove("DUALPUB_CONFIG")
-            .env_remove("DUALPUB_LOG");
+            .env_remove("DUALPUB_LOG")
+            // every test is a rehearsal: it acts as of TODAY, whatever the date ([`Env::dualpub_live`] does not)
+            .env("DUALPUB_ALLOW_OTHER_TODAY", "1");
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -112,6 +114,15 @@ impl Env {
     /// Runs the real binary to completion (off the async threads, so the simulators keep serving).
     pub async fn dualpub(&self, args: &[&str]) -> Output {
         self.dualpub_with(args, &[]).await
+    }
+
+    /// [`Env::dualpub`] as an operator runs it: `--today` is taken as a question, not a rehearsal.
+    pub async fn dualpub_live(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        c.env_remove("DUALPUB_ALLOW_OTHER_TODAY");
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
     }
 
     /// [`Env::dualpub`] with environment variables added (e.g. configuration overrides).
