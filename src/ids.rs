@@ -569,39 +569,63 @@ impl FromStr for IdNumber {
 // Masking
 // ---------------------------------------------------------------------------------------------------------------
 
+/// Masks every ID number in free text, e.g. in a parser's message or a finding that quotes a value: a run of 18
+/// characters (17 digits, then a digit or `X`) or of 15 digits, not part of a longer run of digits, whose birth
+/// date (positions 7–14, or 7–12 for 15 digits) could be one. Codes that only look alike stay whole — a USCC such as
+/// `91410100…` or `…12343F`, the placeholder `00000000000000000X`, document numbers — so the operator can still
+/// look records up by them. Other text is left as it is.
+pub fn mask_ids_in(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && chars[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i - start == 17 && i < chars.len() && (chars[i] == 'X' || chars[i] == 'x') {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        if looks_like_id_number(&run) {
+            out.push_str(&mask_id(&run));
+        } else {
+            out.push_str(&run);
+        }
+    }
+    out
+}
+
+/// 18 characters (17 digits and a digit or `X`) or 15 digits, with a birth date that could be one.
+fn looks_like_id_number(run: &str) -> bool {
+    let b = run.as_bytes();
+    let num = |r: std::ops::Range<usize>| {
+        std::str::from_utf8(&b[r])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+    };
+    let (year, md) = match b.len() {
+        18 => (num(6..10), 10),
+        15 => (num(6..8).map(|y| 1900 + y), 8),
+        _ => return false,
+    };
+    let (Some(year), Some(month), Some(day)) = (year, num(md..md + 2), num(md + 2..md + 4)) else {
+        return false;
+    };
+    (1900..=2100).contains(&year) && (1..=12).contains(&month) && (1..=31).contains(&day)
+}
+
 /// Masks an identifier for logs and reports (counting `char`s, not bytes):
 /// - 15 or more characters: keep the first 6 and last 4, star the middle (`410105********1234`);
 /// - 5 to 14 characters: keep only the last 2;
 /// - fewer than 5: all stars.
 ///
 /// The output has as many characters as the input.
-/// Masks every ID-number-like run in free text (15 to 18 digits, the last possibly `X`), e.g. in a parser's
-/// message that quotes a value. Other text is left as it is.
-pub fn mask_ids_in(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let start = i;
-        while i < chars.len()
-            && (chars[i].is_ascii_digit() || ((chars[i] == 'X' || chars[i] == 'x') && i > start))
-        {
-            i += 1;
-        }
-        let run: String = chars[start..i].iter().collect();
-        if (15..=18).contains(&run.chars().count()) {
-            out.push_str(&mask_id(&run));
-        } else {
-            out.push_str(&run);
-        }
-        if i < chars.len() && i == start {
-            out.push(chars[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 pub fn mask_id(s: &str) -> String {
     let n = s.chars().count();
     let (keep_head, keep_tail) = if n >= 15 {
@@ -641,6 +665,24 @@ mod mask_text_tests {
             mask_ids_in("line 3, column 12: 河南"),
             "line 3, column 12: 河南"
         );
+        // in Chinese text, and a 15-digit one
+        assert_eq!(
+            mask_ids_in("证件410105198001011239，旧号410105800101123。"),
+            "证件410105********1239，旧号410105*****1123。"
+        );
+    }
+
+    #[test]
+    fn codes_that_only_look_like_id_numbers_stay_whole() {
+        for t in [
+            "key XZXK:11410000000012343F:K1",
+            "占位代码 00000000000000000X 只允许用于",
+            "914101004157892342",
+            "（豫）WH安许证字〔2024〕000123",
+            "a run of 19 digits 4101051980010112391",
+        ] {
+            assert_eq!(mask_ids_in(t), t);
+        }
     }
 }
 
