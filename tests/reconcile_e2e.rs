@@ -754,3 +754,48 @@ async fn a_record_whose_decision_date_left_the_window_is_not_an_orphan() {
         "the record stays public"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_past_the_calendar_is_a_note_not_the_end_of_the_report() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([
+        record("permit_org", "permit", "N1", "2026-11-20"),
+        record("permit_org", "permit", "N2", "2026-12-28"),
+    ]))
+    .await;
+    // N1 is due and not published: a gap the report must still show
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-12-29", "--format", "json"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // it was exit 2, "calendar.toml covers 2018–2026", and no report at all
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cats = categories_json(&v);
+    assert!(
+        cats["overdue"].contains(&key("permit", "N1")),
+        "{}",
+        v["gaps"]
+    );
+    assert!(
+        cats["missing"].contains(&key("permit", "N2")),
+        "{}",
+        v["gaps"]
+    );
+    let notes = v["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = notes[0].as_str().unwrap();
+    assert!(
+        note.starts_with("1 record(s) decided from 2026-12-28"),
+        "{note}"
+    );
+    assert!(note.contains("add a [2027] table"), "{note}");
+    assert_eq!(v["rates"]["overall"]["due"], 1, "N2 is not judged");
+    // the table says it too
+    let out = env.dualpub(&["reconcile", "--today", "2026-12-29"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("注意 notes") && table.contains("[2027]"),
+        "{table}"
+    );
+}

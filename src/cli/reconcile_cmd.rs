@@ -302,7 +302,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     } else {
         write(&report, args.format, args.out.as_deref())?;
     }
-    Ok(if report.has_gaps() {
+    Ok(if report.has_gaps() || !report.notes.is_empty() {
         Exit::Attention
     } else {
         Exit::Ok

@@ -796,6 +796,9 @@ async fn compare(
         )
     };
     let mut next_side = opts.kinds.first().map(|&kind| platform_side(kind));
+    // Records whose deadline the calendar cannot give (a decision late in its last year, say): counted, the first
+    // date and the calendar's own words kept for the note; the rest of the report goes on.
+    let mut uncovered: Option<(u64, NaiveDate, CalendarError)> = None;
     for (ki, &kind) in opts.kinds.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut rates = Rates::default();
@@ -879,9 +882,20 @@ async fn compare(
                 seen += 1;
                 rates.expected_items += expected_items;
                 rates.filled_items += filled_items;
-                let deadline = match decided {
-                    Some(d) => Some(calendar.deadline(d)?),
+                let deadline = match decided.map(|d| (d, calendar.deadline(d))) {
                     None => None,
+                    Some((_, Ok(dl))) => Some(dl),
+                    Some((d, Err(e @ CalendarError::NotCovered { .. }))) => {
+                        match &mut uncovered {
+                            Some((n, first, _)) => {
+                                *n += 1;
+                                *first = (*first).min(d);
+                            }
+                            None => uncovered = Some((1, d, e)),
+                        }
+                        None
+                    }
+                    Some((_, Err(e))) => return Err(e.into()),
                 };
                 let rows = RowParts {
                     meta: &meta,
@@ -1195,5 +1209,11 @@ async fn compare(
         pb.finish_and_clear();
     }
     report.sort_gaps();
+    if let Some((n, first, e)) = uncovered {
+        report.notes.push(format!(
+            "{n} record(s) decided from {first} on have no publication deadline, so their timeliness is not \
+             judged (其发布期限无法计算，未计入及时率): {e}"
+        ));
+    }
     Ok((report, plan))
 }

@@ -261,6 +261,9 @@ pub struct Report {
     /// One row per (category, record), compactly; see [`Gaps`].
     pub gaps: Gaps,
     pub repair: Option<RepairSummary>,
+    /// Plain sentences on what limits the report itself and needs a person (a calendar that does not cover a
+    /// decision's deadline, say).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -277,6 +280,7 @@ impl Report {
             months: Vec::new(),
             gaps: Gaps::new(),
             repair: None,
+            notes: Vec::new(),
         }
     }
 

@@ -154,6 +154,9 @@ fn summary(r: &Report) -> String {
             rt.expected_items.to_string(),
         );
     }
+    for n in &r.notes {
+        line("注意", "", n.clone(), none(), none());
+    }
     if let Some(rep) = &r.repair {
         line(
             "修复:重新推送",

@@ -24,7 +24,8 @@
 //!             "decided_on": "2024-03-01", "deadline": "2024-03-12", "first_published": null,
 //!             "detail": "…", "action": "run `dualpub reconcile --repair` or the next sync re-sends it",
 //!             "action_zh": "…"}],
-//!   "repair": null
+//!   "repair": null,
+//!   "notes": []
 //! }
 //! ```
 //!
@@ -38,6 +39,8 @@
 //! - `gaps` are in report order; `party_id_masked` is always masked.
 //! - `repair` is `null` without `--repair`, else `{"repushed": n, "withdrawn": n, "orphans_withdrawn": n,
 //!   "failed": n, "left": ["plain sentence", …]}`.
+//! - `notes` (added 2026-11-29): plain sentences on what limits the report and needs a person, e.g. records whose
+//!   deadline the calendar cannot give; empty when there is nothing to say. A note makes the exit code 1.
 //! - New fields may be added within version 1; existing ones keep their name and meaning.
 
 use super::round4;
@@ -69,6 +72,7 @@ struct JsonReport<'a> {
     months: &'a [MonthBucket],
     gaps: GapSeq<'a>,
     repair: Option<&'a RepairSummary>,
+    notes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -234,6 +238,7 @@ pub fn write_json(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         months: &r.months,
         gaps: GapSeq(&r.gaps),
         repair: r.repair.as_ref(),
+        notes: &r.notes,
     };
     serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
     writeln!(out)

@@ -20,6 +20,13 @@ const DETAIL_MAX: usize = 60;
 pub fn write_table(r: &Report, out: &mut dyn Write, color: bool) -> io::Result<()> {
     let p = Paint { on: color };
     write_summary(r, out, p)?;
+    if !r.notes.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "{}", p.bold("注意 notes"))?;
+        for n in &r.notes {
+            writeln!(out, "  - {}", one_line(n))?;
+        }
+    }
     let counts = r.counts();
     for cat in Category::ALL {
         let total = counts.get(&cat).copied().unwrap_or(0) as usize;

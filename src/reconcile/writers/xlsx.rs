@@ -202,6 +202,15 @@ fn summary_sheet(r: &Report, ws: &mut Worksheet, f: &Formats) -> Result<(), Xlsx
         ws.set_column_width(c, 11)?;
     }
 
+    if !r.notes.is_empty() {
+        row += 1;
+        ws.write_string_with_format(row, 0, "注意", &f.label)?;
+        row += 1;
+        for n in &r.notes {
+            ws.write_string(row, 0, n)?;
+            row += 1;
+        }
+    }
     if let Some(rep) = &r.repair {
         row += 1;
         ws.write_string_with_format(row, 0, "修复", &f.label)?;
