@@ -173,6 +173,28 @@ fn csv_files_per_category_with_bom_and_rfc4180_quoting() {
     assert!(summary.contains("及时率,全部,97.00%,97,100\r\n"));
 }
 
+#[test]
+fn a_later_csv_report_into_the_same_folder_leaves_no_old_category_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("report");
+    write_csv(&sample(), &out).expect("write csv");
+    assert!(out.join("orphan.csv").exists());
+    std::fs::write(out.join("notes.txt"), "the operator's own file").expect("write");
+    // the gaps were fixed: the next report has none
+    let files = write_csv(&Report::new(d("2026-11-28")), &out).expect("write csv");
+    assert_eq!(files, [out.join("summary.csv")]);
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["notes.txt", "summary.csv"],
+        "what the old report wrote is gone, nothing else"
+    );
+}
+
 fn cell(range: &calamine::Range<Data>, row: usize, col: usize) -> Data {
     range.get((row, col)).cloned().unwrap_or(Data::Empty)
 }

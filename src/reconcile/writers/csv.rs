@@ -1,5 +1,5 @@
 //! CSV output for Excel: `summary.csv`, `months.csv` (when the report has months) and one `{category}.csv` per
-//! category that has rows, each UTF-8 with a byte-order mark (so Excel reads the Chinese correctly), RFC 4180
+//! category that has rows (such files an earlier report left in the folder are removed when this one has none), each UTF-8 with a byte-order mark (so Excel reads the Chinese correctly), RFC 4180
 //! quoting and CRLF line ends, with Chinese column headers.
 
 use super::{csv_line, date_str, percent, GAP_HEADERS};
@@ -18,6 +18,26 @@ pub fn write_csv(r: &Report, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let path = dir.join("summary.csv");
     write_file(&path, &summary(r))?;
     written.push(path);
+
+    // A file an earlier report wrote here and this one does not (a category now empty) would be read as current.
+    let stale = |name: String| {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(with_path(e, "remove the old", &path))
+            }
+            _ => Ok(()),
+        }
+    };
+    if r.months.is_empty() {
+        stale("months.csv".into())?;
+    }
+    let counts = r.counts();
+    for cat in Category::ALL {
+        if counts.get(&cat).copied().unwrap_or(0) == 0 {
+            stale(format!("{}.csv", cat.as_str()))?;
+        }
+    }
 
     if !r.months.is_empty() {
         let mut text = csv_line(&[
@@ -43,7 +63,6 @@ pub fn write_csv(r: &Report, dir: &Path) -> io::Result<Vec<PathBuf>> {
         written.push(path);
     }
 
-    let counts = r.counts();
     for cat in Category::ALL {
         if counts.get(&cat).copied().unwrap_or(0) == 0 {
             continue;
