@@ -799,3 +799,49 @@ async fn a_deadline_past_the_calendar_is_a_note_not_the_end_of_the_report() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeliness_counts_every_record_that_was_due() {
+    let env = empty_env().await;
+    let mut p1 = record("penalty_multi_category", "penalty", "P1", "2026-10-12");
+    p1["display_until"] = "2026-11-20".into();
+    let mut h = record("permit_org", "permit", "H", "2026-11-02");
+    h["party"]["credit_code"] = "914101004157892343".into();
+    env.source_insert(serde_json::json!([
+        record("permit_org", "permit", "A", "2026-11-02"),
+        p1,
+        h
+    ]))
+    .await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-05"]).await;
+    assert_eq!(out.status.code(), Some(1), "H is quarantined");
+    set_published(&env, &key("permit", "A"), "2026-11-05T10:00:00+08:00").await;
+    set_published(&env, &key("penalty", "P1"), "2026-10-15T10:00:00+08:00").await;
+    // P2 reaches the source only after its display period ended: it was never published
+    let mut p2 = record("penalty_multi_category", "penalty", "P2", "2026-10-12");
+    p2["display_until"] = "2026-11-20".into();
+    env.source_insert(serde_json::json!([p2])).await;
+
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let overall = &v["rates"]["overall"];
+    // A and P1 on time; H (quarantined, past its deadline) and P2 (never published) missed. It said 1 of 1.
+    assert_eq!(overall["due"], 4, "{}", v["rates"]);
+    assert_eq!(overall["on_time"], 2, "{}", v["rates"]);
+    assert_eq!(v["rates"]["penalty"]["due"], 2, "{}", v["rates"]);
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("1 penalty record(s) were never published"),
+        "{notes}"
+    );
+    // the months agree with the rates
+    let months = v["months"].as_array().unwrap();
+    let sum = |f: &str| months.iter().map(|m| m[f].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum("on_time") + sum("late") + sum("overdue"),
+        4,
+        "{months:?}"
+    );
+}

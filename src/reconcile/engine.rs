@@ -799,6 +799,8 @@ async fn compare(
     // Records whose deadline the calendar cannot give (a decision late in its last year, say): counted, the first
     // date and the calendar's own words kept for the note; the rest of the report goes on.
     let mut uncovered: Option<(u64, NaiveDate, CalendarError)> = None;
+    // Penalties whose display period ended before they were ever published.
+    let mut never_published = 0u64;
     for (ki, &kind) in opts.kinds.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut rates = Rates::default();
@@ -963,6 +965,15 @@ async fn compare(
                         &detail,
                         published,
                     ));
+                    // 及时率 counts it too: judged on its first publication, or due and missed.
+                    match (deadline, first_pub) {
+                        (Some(dl), Some(p)) => {
+                            rates.due += 1;
+                            rates.on_time += u64::from(p <= dl);
+                        }
+                        (Some(dl), None) if opts.today > dl => rates.due += 1,
+                        _ => {}
+                    }
                     if published.is_none() {
                         if let Some(dl) = deadline {
                             if opts.today > dl {
@@ -1100,10 +1111,40 @@ async fn compare(
                         }
                         _ => {}
                     }
-                } else if public {
+                } else {
+                    // Not to be public now (display period over, or revoked), but it was due for publication once:
+                    // 及时率 counts it as the report for its month does.
+                    match (deadline, first_pub) {
+                        (Some(dl), Some(p)) => {
+                            rates.due += 1;
+                            let on_time = p <= dl;
+                            rates.on_time += u64::from(on_time);
+                            if let Some(d) = decided {
+                                report.record_month(
+                                    d,
+                                    if on_time {
+                                        MonthOutcome::OnTime
+                                    } else {
+                                        MonthOutcome::Late
+                                    },
+                                );
+                            }
+                        }
+                        // Its display period ended before it was ever published: a duty missed for good.
+                        (Some(dl), None) if expired && !revoked && opts.today > dl => {
+                            rates.due += 1;
+                            never_published += 1;
+                            if let Some(d) = decided {
+                                report.record_month(d, MonthOutcome::Overdue);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if !should_be_public && public {
                     if expired {
                         let u = until.map(|u| u.to_string()).unwrap_or_default();
-                        report.gaps.push_ref(row(
+                        report.gaps.push_ref(rows.row(
                             Category::Expired,
                             &key,
                             &format!(
@@ -1112,9 +1153,12 @@ async fn compare(
                             published,
                         ));
                     } else {
-                        report
-                            .gaps
-                            .push_ref(row(Category::Stale, &key, REVOKED_DETAIL, published));
+                        report.gaps.push_ref(rows.row(
+                            Category::Stale,
+                            &key,
+                            REVOKED_DETAIL,
+                            published,
+                        ));
                     }
                     plan.withdraw.push((kind, key.clone()));
                 }
@@ -1209,6 +1253,12 @@ async fn compare(
         pb.finish_and_clear();
     }
     report.sort_gaps();
+    if never_published > 0 {
+        report.notes.push(format!(
+            "{never_published} penalty record(s) were never published before their display period ended; they \
+             count against 及时率 and can no longer be published (公示期已过仍未公示，计入及时率，已无法补公示)"
+        ));
+    }
     if let Some((n, first, e)) = uncovered {
         report.notes.push(format!(
             "{n} record(s) decided from {first} on have no publication deadline, so their timeliness is not \
