@@ -131,7 +131,7 @@ impl PlatformClient {
                 Ok(t) => Attempt::Done(t.token),
                 Err(e) => Attempt::Retry { after: None, reason: format!("unreadable token answer: {e}") },
             },
-            Class::Relogin => Attempt::Fatal(format!(
+            Class::Relogin => Attempt::Config(format!(
                 "the platform refused the login ({}); check [platform] app_key and the secret (secret_env / secret_file), and that this machine's clock is right",
                 error_text(&bytes)
             )),
@@ -174,6 +174,7 @@ impl PlatformClient {
             Attempt::Done(t) => t,
             Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
             Attempt::Fatal(m) => return Attempt::Fatal(m),
+            Attempt::Config(m) => return Attempt::Config(m),
         };
         let (status, ra, bytes) = match answer(send(&token)).await {
             Ok(a) => a,

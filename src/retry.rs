@@ -19,6 +19,9 @@ pub enum Attempt<T> {
     },
     /// Do not retry: the message says why and what to do.
     Fatal(String),
+    /// Do not retry: the other system refused our configuration (a token, secret or URL); the message names the
+    /// key to check. The run ends as a configuration error (exit 2).
+    Config(String),
 }
 
 /// The run's retry budget, shared by every call.
@@ -38,6 +41,8 @@ pub enum GiveUp {
     Exhausted { what: String, last: String },
     #[error("{what}: {message}")]
     Fatal { what: String, message: String },
+    #[error("{what}: {message}")]
+    Config { what: String, message: String },
 }
 
 impl Budget {
@@ -91,6 +96,12 @@ impl Budget {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fatal(message) => {
                     return Err(GiveUp::Fatal {
+                        what: what.to_string(),
+                        message,
+                    })
+                }
+                Attempt::Config(message) => {
+                    return Err(GiveUp::Config {
                         what: what.to_string(),
                         message,
                     })

@@ -68,10 +68,10 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
             Ok(w) => Attempt::Done(page(w)),
             Err(e) => Attempt::Retry { after: None, reason: format!("unreadable page from the source: {e}") },
         },
-        401 | 403 => Attempt::Fatal(
+        401 | 403 => Attempt::Config(
             "the enforcement system refused the token (HTTP 401); check [source] token_env / token_file".into(),
         ),
-        400 | 404 => Attempt::Fatal(format!(
+        400 | 404 => Attempt::Config(format!(
             "the enforcement system answered HTTP {status}: {}; check [source] url",
             String::from_utf8_lossy(&body[..body.len().min(300)])
         )),
@@ -189,7 +189,7 @@ mod tests {
             classify(200, None, b"<html>"),
             Attempt::Retry { .. }
         ));
-        assert!(matches!(classify(401, None, b""), Attempt::Fatal(_)));
+        assert!(matches!(classify(401, None, b""), Attempt::Config(_)));
         assert!(matches!(
             classify(503, None, b""),
             Attempt::Retry { after: None, .. }

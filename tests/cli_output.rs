@@ -128,6 +128,38 @@ fn a_simulator_whose_stdout_is_closed_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_or_secret_is_a_configuration_error() {
+    let env = spawn(
+        GenConfig {
+            records: 20,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    for (file, key) in [
+        ("source.token", "[source] token_env / token_file"),
+        ("platform.secret", "[platform] app_key and the secret"),
+    ] {
+        let path = env.dir.path().join(file);
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, "not-the-right-one\n").unwrap();
+        for args in [
+            &["sync", "--today", TODAY][..],
+            &["reconcile", "--today", TODAY],
+        ] {
+            let out = env.dualpub(args).await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            // it was 3, "source or platform unavailable", which sends the operator to the network
+            assert_eq!(out.status.code(), Some(2), "{file} {args:?}: {err}");
+            assert!(err.contains(key), "{file} {args:?}: {err}");
+            assert!(!err.contains("not-the-right-one"), "{err}");
+        }
+        std::fs::write(&path, good).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_source_or_platform_is_named_with_its_url() {
     let env = spawn(
         GenConfig {

@@ -91,6 +91,7 @@ pub fn store_failure(e: StoreError) -> Failure {
 pub fn sync_failure(e: SyncError) -> Failure {
     match e {
         SyncError::Store(s) => store_failure(s),
+        e @ SyncError::Remote(crate::retry::GiveUp::Config { .. }) => Failure::new(Exit::Usage, e),
         other => Failure::new(Exit::Aborted, other),
     }
 }

@@ -106,6 +106,9 @@ fn reconcile_failure(e: ReconcileError) -> Failure {
     match e {
         ReconcileError::Calendar(c) => Failure::usage(c),
         ReconcileError::Store(s) => common::store_failure(s),
+        e @ ReconcileError::Remote(crate::retry::GiveUp::Config { .. }) => {
+            Failure::new(Exit::Usage, e)
+        }
         other => Failure::new(Exit::Aborted, other),
     }
 }
