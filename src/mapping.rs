@@ -1213,15 +1213,17 @@ impl Mapped {
     }
 }
 
-/// Source dates: `YYYY-MM-DD` (also `/` or `.` as separator, and an RFC 3339 timestamp's date part).
+/// Source dates: a plain date `YYYY-MM-DD` (also `/` or `.` as separator), or a full RFC 3339 timestamp, whose
+/// date is taken in China Standard Time (the domain's dates are CST dates: `2024-05-16T20:00:00Z` is 2024-05-17).
+/// Anything else — a timestamp without offset, trailing text after a date — is not a date.
 pub fn parse_source_date(s: &str) -> Option<NaiveDate> {
     let s = crate::model::trim(s);
-    let date_part = if s.len() > 10 && s.is_char_boundary(10) && s.as_bytes()[10] == b'T' {
-        &s[..10]
-    } else {
-        s
-    };
-    validate::parse_date(date_part)
+    if s.len() <= 10 {
+        return validate::parse_date(s);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&crate::model::china_offset()).date_naive())
 }
 
 /// Converts a yuan amount to 万元, exactly: `2000` → `0.2`. Errors name the finding code.
@@ -1285,6 +1287,27 @@ fn write_timestamp(t: &chrono::DateTime<chrono::FixedOffset>, out: &mut String) 
 mod tests {
     use super::*;
     use crate::sim::gen::{self, GenConfig};
+
+    #[test]
+    fn source_dates_are_plain_dates_or_full_timestamps_in_cst() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day);
+        assert_eq!(parse_source_date("2024-05-16"), d(2024, 5, 16));
+        assert_eq!(parse_source_date(" 2024/5/16 "), d(2024, 5, 16));
+        assert_eq!(parse_source_date("2024-05-16T20:00:00Z"), d(2024, 5, 17));
+        assert_eq!(parse_source_date("2024-05-16T15:59:59Z"), d(2024, 5, 16));
+        assert_eq!(parse_source_date("2024-05-17T01:00:00+08:00"), d(2024, 5, 17));
+        assert_eq!(parse_source_date("2024-05-16T23:00:00-05:00"), d(2024, 5, 17));
+        for bad in [
+            "2024-05-16Tgarbage",
+            "2024-05-16T20:00:00",
+            "2024-05-16 20:00:00",
+            "2024-05-16xyz",
+            "2024-02-30T10:00:00Z",
+            "2024-05-16T",
+        ] {
+            assert_eq!(parse_source_date(bad), None, "{bad}");
+        }
+    }
 
     /// The one-walk count equals the definition: rules that apply to the record's category, and those with a
     /// value — over generated records of every party category, both kinds, some invalid.

@@ -271,3 +271,58 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("20000 permit record(s): 20000 valid"), "{err}");
 }
+
+// ---- regression tests for data-correctness defects (each named after the bug it pins) ----
+
+/// The first record of a fixture, to change one thing in it.
+fn fixture_record(name: &str) -> serde_json::Value {
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&fixture_records(name)).unwrap();
+    v.into_iter().next().unwrap()
+}
+
+fn with(mut rec: serde_json::Value, pointer: &str, value: serde_json::Value) -> serde_json::Value {
+    *rec.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer} is in the fixture")) = value;
+    rec
+}
+
+/// Maps records in a fresh directory (with `dualpub.toml` when `config` is given): exit code, stdout, stderr.
+fn map_records(
+    kind: &str,
+    records: &[serde_json::Value],
+    config: Option<&str>,
+) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(c) = config {
+        std::fs::write(dir.path().join("dualpub.toml"), c).unwrap();
+    }
+    let out = dualpub(
+        &["map", "--kind", kind],
+        &serde_json::to_vec(records).unwrap(),
+        dir.path(),
+    );
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_decision_timestamp_is_a_date_in_china_standard_time() {
+    use serde_json::json;
+    let at = |ts: &str| with(fixture_record("penalty_person"), "/decided_on", json!(ts));
+    let (code, xml, err) = map_records("penalty", &[at("2024-05-16T20:00:00Z")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_JDRQ>2024/05/17</CF_JDRQ>"), "20:00 UTC is the next day in CST: {xml}");
+    assert!(xml.contains("<CF_GSJZQ>2024/08/17</CF_GSJZQ>"), "{xml}");
+    let (code, xml, err) = map_records("penalty", &[at("2024-05-16T23:30:00+08:00")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_JDRQ>2024/05/16</CF_JDRQ>"), "{xml}");
+    for bad in ["2024-05-16Tgarbage", "2024-05-16T20:00:00", "2024-05-16 junk"] {
+        let (code, _, err) = map_records("penalty", &[at(bad)], None);
+        assert_eq!(code, Some(1), "{bad}: {err}");
+        assert!(err.contains("\tCF_JDRQ\tdate_invalid\t"), "{bad}: {err}");
+    }
+}
+
