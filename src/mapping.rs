@@ -336,6 +336,9 @@ pub struct Mapping {
     category_index: Option<usize>,
     /// Every category name some rule mentions; `CategoryId::Listed` indexes it.
     categories: Vec<String>,
+    /// Whether a required date rule reads the source's `decided_on`, so a missing or invalid decision date is
+    /// always reported on its own field (and a display period derived from it need not be reported again).
+    decision_date_reported: bool,
 }
 
 /// Both kinds' mappings, as used by every command.
@@ -821,7 +824,13 @@ impl Mapping {
         let mut sorted: Vec<usize> = (0..fields.len()).collect();
         sorted.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
         let category_index = category_field.as_ref().map(|f| by_name[f]);
+        let decision_date_reported = fields.iter().any(|r| {
+            r.required
+                && r.convert == Convert::Date
+                && r.sources.first() == Some(&SourcePath::DecidedOn)
+        });
         Ok(Mapping {
+            decision_date_reported,
             category_index,
             categories,
             kind,
@@ -1063,7 +1072,16 @@ impl Mapping {
         }
         let Some(raw) = raw else {
             if rule.display_period {
-                let d = self.computed_display_until(ctx, src)?;
+                let Some(d) = self.computed_display_until(ctx, src) else {
+                    // No decision date to count from: that date's own finding (required / date_invalid) says
+                    // what to fix; "display period empty" would only repeat it.
+                    if self.decision_date_reported
+                        && src.decided_on.as_deref().and_then(parse_source_date).is_none()
+                    {
+                        failed[index] = true;
+                    }
+                    return None;
+                };
                 self.date_format.format_into(d, buf);
                 return done(buf);
             }

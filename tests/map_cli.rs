@@ -326,3 +326,15 @@ fn a_decision_timestamp_is_a_date_in_china_standard_time() {
     }
 }
 
+#[test]
+fn an_invalid_decision_date_is_reported_once_not_also_as_a_missing_display_period() {
+    use serde_json::json;
+    for decided in [json!("2024-02-30"), json!("2024-05-16Tgarbage"), json!(null)] {
+        let rec = with(fixture_record("penalty_person"), "/decided_on", decided.clone());
+        let (code, _, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(1), "{decided}: {err}");
+        assert!(err.contains("\tCF_JDRQ\t"), "{decided}: {err}");
+        assert!(!err.contains("CF_GSJZQ"), "{decided}: {err}");
+    }
+}
+
