@@ -1124,7 +1124,13 @@ impl Mapping {
                 Err(code) => Err(validate::amount_problem(code, &rule.name, path, &value)),
             },
             Convert::IdNumber => {
-                buf.push_str(&upgrade_id_number(value));
+                // Only a 居民身份证号 has a legacy 15-digit form (reference §4.3); a passport or other document
+                // number of 15 digits is kept as given.
+                if self.check_condition_holds(rule, ctx, src) {
+                    buf.push_str(&upgrade_id_number(value));
+                } else {
+                    buf.push_str(&value);
+                }
                 Ok(())
             }
             Convert::Timestamp => match chrono::DateTime::parse_from_rfc3339(&value) {
@@ -1149,6 +1155,53 @@ impl Mapping {
                 failed[index] = true;
                 None
             }
+        }
+    }
+
+    /// Whether the rule's `check_if` (e.g. `XK_FR_ZJLX` equals 身份证) holds for the record being mapped; true
+    /// without one. Fields are produced in name order, so the condition's field (XK_FR_ZJLX) may not be mapped
+    /// yet when its subject (XK_FR_ZJHM) is: its value is worked out from the source here.
+    fn check_condition_holds(
+        &self,
+        rule: &FieldRule,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+    ) -> bool {
+        rule.check_if
+            .as_ref()
+            .is_none_or(|c| c.holds_value(&self.peek(c.index, ctx, src).unwrap_or_default()))
+    }
+
+    /// The value a plain (not list, not converted) field maps to, without writing it anywhere.
+    fn peek<'a>(
+        &'a self,
+        index: usize,
+        ctx: &'a MappingContext,
+        src: &'a SourceRecord,
+    ) -> Option<Cow<'a, str>> {
+        let rule = &self.fields[index];
+        let nonempty = |s: &'a str| Some(crate::model::trim(s)).filter(|t| !t.is_empty());
+        let raw = rule
+            .constant
+            .as_deref()
+            .or_else(|| {
+                match rule.config {
+                    Some(ConfigKey::AgencyName) => ctx.agency_name.as_deref(),
+                    Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.as_deref(),
+                    None => None,
+                }
+                .and_then(nonempty)
+            })
+            .or_else(|| {
+                rule.sources.iter().find_map(|p| match p.get(src) {
+                    SourceValue::Text(t) => nonempty(t),
+                    _ => None,
+                })
+            })
+            .or(rule.default.as_deref())?;
+        match &rule.table {
+            Some(t) => t.1.lookup_cow(raw),
+            None => Some(Cow::Borrowed(raw)),
         }
     }
 

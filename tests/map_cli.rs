@@ -338,3 +338,46 @@ fn an_invalid_decision_date_is_reported_once_not_also_as_a_missing_display_perio
     }
 }
 
+#[test]
+fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card() {
+    use serde_json::json;
+    let legacy = "340524800101001";
+    for id_type in ["PASSPORT", "OTHER:军官证"] {
+        let person = with(
+            with(fixture_record("permit_person"), "/party/id_type", json!(id_type)),
+            "/party/id_no",
+            json!(legacy),
+        );
+        let org = with(
+            with(
+                fixture_record("permit_org"),
+                "/party/legal_rep/id_type",
+                json!(id_type),
+            ),
+            "/party/legal_rep/id_no",
+            json!(legacy),
+        );
+        let (code, xml, err) = map_records("permit", &[person, org], None);
+        assert_eq!(code, Some(0), "{id_type}: {err}");
+        assert!(
+            xml.contains(&format!("<XK_XDR_ZJHM>{legacy}</XK_XDR_ZJHM>")),
+            "{id_type}: a number of another document is kept as given: {xml}"
+        );
+        assert!(
+            xml.contains(&format!("<XK_FR_ZJHM>{legacy}</XK_FR_ZJHM>")),
+            "{id_type}: also for the legal representative: {xml}"
+        );
+    }
+    // the resident ID card's legacy number is still converted, for the party and the legal representative
+    let person = with(fixture_record("permit_person"), "/party/id_no", json!(legacy));
+    let org = with(
+        fixture_record("permit_org"),
+        "/party/legal_rep/id_no",
+        json!(legacy),
+    );
+    let (code, xml, err) = map_records("permit", &[person, org], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<XK_XDR_ZJHM>34052419800101001X</XK_XDR_ZJHM>"), "{xml}");
+    assert!(xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"), "{xml}");
+}
+
