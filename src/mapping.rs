@@ -1148,7 +1148,10 @@ impl Mapping {
             },
         };
         match converted {
-            Ok(()) => done(buf),
+            Ok(()) => {
+                self.normalise_identifier(rule, ctx, src, start, buf);
+                done(buf)
+            }
             Err(f) => {
                 buf.truncate(start);
                 findings.push(f);
@@ -1202,6 +1205,37 @@ impl Mapping {
         match &rule.table {
             Some(t) => t.1.lookup_cow(raw),
             None => Some(Cow::Borrowed(raw)),
+        }
+    }
+
+    /// A valid identifier is pushed in its normal form, the one its check judges: an 组织机构代码 printed
+    /// `MA1B3N1N-2` as the field's 9 characters `MA1B3N1N2`, an ID number typed with a lower-case `x` with `X`.
+    /// An invalid one is left as given, for its finding to quote.
+    fn normalise_identifier(
+        &self,
+        rule: &FieldRule,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+        start: usize,
+        buf: &mut String,
+    ) {
+        let v = &buf[start..];
+        let normal = match rule.check {
+            Some(Check::OrgCode) if v.contains('-') => crate::ids::OrgCode::parse(v)
+                .ok()
+                .map(|c| c.as_str().to_owned()),
+            Some(Check::IdNumber)
+                if v.ends_with('x') && self.check_condition_holds(rule, ctx, src) =>
+            {
+                crate::ids::IdNumber::parse(v)
+                    .ok()
+                    .map(|id| id.as_str().to_owned())
+            }
+            _ => None,
+        };
+        if let Some(n) = normal {
+            buf.truncate(start);
+            buf.push_str(&n);
         }
     }
 

@@ -381,3 +381,30 @@ fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card(
     assert!(xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"), "{xml}");
 }
 
+#[test]
+fn codes_are_pushed_in_their_normalised_form() {
+    use serde_json::json;
+    let org = with(
+        with(
+            fixture_record("permit_org"),
+            "/party/org_code",
+            json!("41578923-4"),
+        ),
+        "/party/legal_rep/id_no",
+        json!("34052419800101001x"),
+    );
+    let (code, xml, err) = map_records("permit", &[org], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<XK_XDR_ZZJG>415789234</XK_XDR_ZZJG>"), "{xml}");
+    assert!(xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"), "{xml}");
+
+    let person = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!("41050219880101561x"),
+    );
+    let (code, xml, err) = map_records("penalty", &[person], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_XDR_ZJHM>41050219880101561X</CF_XDR_ZJHM>"), "{xml}");
+}
+
