@@ -112,9 +112,76 @@ pub enum Check {
     Amount,
 }
 
+/// The agency's field (`[agency] domain`), which decides the minimum display period of its penalties
+/// (reference §3.2). Only the names the rule knows are accepted: a misspelt or other name is refused when the
+/// configuration is read, never taken for the 3-month minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Domain {
+    /// 安全生产 (work safety): at least 1 year.
+    WorkSafety,
+    /// 特种设备 (special equipment): at least 1 year.
+    SpecialEquipment,
+    /// 消防 (fire safety): at least 1 year.
+    FireSafety,
+    /// 其他: every other field, at least 3 months.
+    #[default]
+    Other,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 4] = [
+        Domain::WorkSafety,
+        Domain::SpecialEquipment,
+        Domain::FireSafety,
+        Domain::Other,
+    ];
+
+    pub fn parse(s: &str) -> Option<Domain> {
+        let s = s.trim();
+        Domain::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::WorkSafety => "安全生产",
+            Domain::SpecialEquipment => "特种设备",
+            Domain::FireSafety => "消防",
+            Domain::Other => "其他",
+        }
+    }
+
+    /// The legal minimum display period in months.
+    pub fn min_months(self) -> u32 {
+        match self {
+            Domain::WorkSafety | Domain::SpecialEquipment | Domain::FireSafety => 12,
+            Domain::Other => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Domain, String> {
+        Domain::parse(&s).ok_or_else(|| {
+            format!(
+                "`{s}` is not a domain dualpub knows; use one of \"安全生产\", \"特种设备\", \"消防\" (penalties \
+                 displayed at least 1 year) or \"其他\" (at least 3 months; for every other field)"
+            )
+        })
+    }
+}
+
 /// The legal window for a penalty's public display (CF_GSJZQ), in months from the decision date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisplayPolicy {
+    pub domain: Domain,
     pub period_months: u32,
     pub min_months: u32,
     pub max_months: u32,
@@ -123,16 +190,14 @@ pub struct DisplayPolicy {
 impl DisplayPolicy {
     /// The legal minimum for the agency's domain (reference §3.2): 1 year for 安全生产, 特种设备 and 消防,
     /// otherwise 3 months; the maximum is 3 years. `period_months` defaults to the minimum and is clamped.
-    pub fn for_domain(domain: Option<&str>, period_months: Option<u32>) -> DisplayPolicy {
-        let min_months = match domain.map(str::trim) {
-            Some("安全生产") | Some("特种设备") | Some("消防") => 12,
-            _ => 3,
-        };
+    pub fn for_domain(domain: Domain, period_months: Option<u32>) -> DisplayPolicy {
+        let min_months = domain.min_months();
         let max_months = 36;
         let period = period_months
             .unwrap_or(min_months)
             .clamp(min_months, max_months);
         DisplayPolicy {
+            domain,
             period_months: period,
             min_months,
             max_months,
@@ -152,7 +217,7 @@ impl DisplayPolicy {
 
 impl Default for DisplayPolicy {
     fn default() -> Self {
-        DisplayPolicy::for_domain(None, None)
+        DisplayPolicy::for_domain(Domain::Other, None)
     }
 }
 

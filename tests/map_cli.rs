@@ -408,3 +408,27 @@ fn codes_are_pushed_in_their_normalised_form() {
     assert!(xml.contains("<CF_XDR_ZJHM>41050219880101561X</CF_XDR_ZJHM>"), "{xml}");
 }
 
+#[test]
+fn an_unknown_agency_domain_is_refused_not_taken_for_three_months() {
+    let rec = fixture_record("penalty_person");
+    let (code, xml, err) = map_records(
+        "penalty",
+        std::slice::from_ref(&rec),
+        Some("[agency]\ndomain = \"应急管理\"\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("[agency] domain"), "{err}");
+    assert!(err.contains("应急管理"), "{err}");
+    for accepted in ["安全生产", "特种设备", "消防", "其他"] {
+        assert!(err.contains(accepted), "{err} should list {accepted}");
+    }
+    let (code, xml, err) = map_records(
+        "penalty",
+        &[rec],
+        Some("[agency]\ndomain = \"其他\"\n"),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
+}
+
