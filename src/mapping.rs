@@ -1170,12 +1170,10 @@ impl Mapping {
                 Ok(())
             }
             Convert::Date => match parse_source_date(&value) {
+                Some(d) if rule.display_period => self
+                    .judge_display_until(ctx, src, &rule.name, d)
+                    .map(|d| self.date_format.format_into(d, buf)),
                 Some(d) => {
-                    let d = if rule.display_period {
-                        self.clamp_display(ctx, src, d)
-                    } else {
-                        d
-                    };
                     self.date_format.format_into(d, buf);
                     Ok(())
                 }
@@ -1313,17 +1311,43 @@ impl Mapping {
         ctx.display.display_until(decided)
     }
 
-    /// A display end supplied by the source is kept, but never beyond the legal maximum.
-    fn clamp_display(&self, ctx: &MappingContext, src: &SourceRecord, d: NaiveDate) -> NaiveDate {
-        match src
-            .decided_on
-            .as_deref()
-            .and_then(parse_source_date)
-            .and_then(|dec| ctx.display.latest(dec))
-        {
+    /// A display end supplied by the source is kept, but never beyond the legal maximum; one before the legal
+    /// minimum of the agency's domain is a finding (reference §3.2), not published as given.
+    fn judge_display_until(
+        &self,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+        field: &str,
+        d: NaiveDate,
+    ) -> Result<NaiveDate, Finding> {
+        let Some(decided) = src.decided_on.as_deref().and_then(parse_source_date) else {
+            return Ok(d);
+        };
+        let policy = &ctx.display;
+        if let Some(earliest) = decided.checked_add_months(Months::new(policy.min_months)) {
+            if d < earliest {
+                let f = |d: NaiveDate| self.date_format.format(d);
+                let (given, decided, earliest) = (f(d), f(decided), f(earliest));
+                let (domain, months) = (policy.domain, policy.min_months);
+                return Err(Finding::new(
+                    FindingCode::DisplayTooShort,
+                    field,
+                    format!(
+                        "{field}（{given}）不足法定最短公示期：领域「{domain}」的行政处罚自决定日期（{decided}）起至少公示 \
+                         {months} 个月，即不早于 {earliest}；请在源系统中更正公示截止期，或留空由系统计算"
+                    ),
+                    format!(
+                        "{field} ({given}) ends before the legal minimum display period: penalties of the domain {domain} are \
+                         displayed at least {months} months from the decision date ({decided}), i.e. until {earliest} \
+                         or later; correct display_until in the source system, or leave it empty for dualpub to compute"
+                    ),
+                ));
+            }
+        }
+        Ok(match policy.latest(decided) {
             Some(max) if d > max => max,
             _ => d,
-        }
+        })
     }
 
     /// The party category value of a mapped record.

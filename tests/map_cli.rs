@@ -432,3 +432,40 @@ fn an_unknown_agency_domain_is_refused_not_taken_for_three_months() {
     assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
 }
 
+#[test]
+fn a_display_until_below_the_legal_minimum_is_a_finding() {
+    use serde_json::json;
+    // decided 2024-05-16, no config: 3 months at least
+    let short = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2024-08-15"),
+    );
+    let (code, xml, err) = map_records("penalty", &[short.clone()], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
+    assert!(err.contains("3 个月") && err.contains("3 months"), "{err}");
+    assert!(err.contains("2024/08/16"), "names the earliest allowed end: {err}");
+    let enough = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2024-08-16"),
+    );
+    let (code, xml, err) = map_records("penalty", &[enough], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
+
+    // 安全生产: a year at least
+    let config = "[agency]\ndomain = \"安全生产\"\n";
+    let short = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2025-05-15"),
+    );
+    let (code, _, err) = map_records("penalty", &[short], Some(config));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
+    assert!(err.contains("安全生产") && err.contains("12 个月"), "{err}");
+}
+
