@@ -329,6 +329,9 @@ pub struct FieldRule {
     pub one_of: Option<(String, Arc<CodeTable>)>,
     pub max_len: Option<usize>,
     pub not_before: Option<FieldName>,
+    /// The holder of this ID number must be 18 or older on the decision date (a penalty on a minor must not be
+    /// published, reference §3.4).
+    pub forbid_minor: bool,
     /// Precomputed at load, so mapping and validation compare small integers instead of strings per record:
     /// `applies_to`, `required_for` and `placeholder_for` as ids into `Mapping::categories`, and the rule indexes
     /// of `placeholder_requires` and `not_before`.
@@ -399,6 +402,8 @@ pub struct Mapping {
     sorted: Vec<usize>,
     /// The rule index of `category_field`.
     category_index: Option<usize>,
+    /// The rule index of `decision_date_field`: the date birth dates in ID numbers are judged against.
+    decision_date_index: Option<usize>,
     /// Every category name some rule mentions; `CategoryId::Listed` indexes it.
     categories: Vec<String>,
     /// Whether a required date rule reads the source's `decided_on`, so a missing or invalid decision date is
@@ -477,6 +482,8 @@ struct FileSpec {
     category_field: Option<String>,
     key_field: String,
     #[serde(default)]
+    decision_date_field: Option<String>,
+    #[serde(default)]
     codes: Option<String>,
     #[serde(default)]
     tables: BTreeMap<String, BTreeMap<String, String>>,
@@ -545,6 +552,8 @@ struct FieldSpec {
     max_len: Option<usize>,
     #[serde(default)]
     not_before: Option<String>,
+    #[serde(default)]
+    forbid_minor: Option<bool>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -787,6 +796,7 @@ impl Mapping {
                     .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
                 max_len: f.max_len,
                 not_before: f.not_before.as_deref().map(Arc::from),
+                forbid_minor: f.forbid_minor.unwrap_or(false),
                 applies_ids: None,
                 required_for_ids: Vec::new(),
                 placeholder_for_ids: Vec::new(),
@@ -889,12 +899,33 @@ impl Mapping {
         let mut sorted: Vec<usize> = (0..fields.len()).collect();
         sorted.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
         let category_index = category_field.as_ref().map(|f| by_name[f]);
+        let decision_date_index = match &spec.decision_date_field {
+            None => None,
+            Some(d) => Some(*by_name.get(d.as_str()).ok_or_else(|| {
+                err(
+                    1,
+                    format!("decision_date_field = \"{d}\" is not a field of this mapping"),
+                )
+            })?),
+        };
+        if let Some(r) = fields.iter().find(|r| r.forbid_minor) {
+            if decision_date_index.is_none() || r.check != Some(Check::IdNumber) {
+                return Err(err(
+                    r.line,
+                    format!(
+                        "field {}: forbid_minor needs check = \"id_number\" and the file's decision_date_field",
+                        r.name
+                    ),
+                ));
+            }
+        }
         let decision_date_reported = fields.iter().any(|r| {
             r.required
                 && r.convert == Convert::Date
                 && r.sources.first() == Some(&SourcePath::DecidedOn)
         });
         Ok(Mapping {
+            decision_date_index,
             decision_date_reported,
             category_index,
             categories,
@@ -932,6 +963,11 @@ impl Mapping {
     /// The rule index of `category_field`.
     pub(crate) fn category_index(&self) -> Option<usize> {
         self.category_index
+    }
+
+    /// The rule index of `decision_date_field`.
+    pub(crate) fn decision_date_index(&self) -> Option<usize> {
+        self.decision_date_index
     }
 
     /// Maps and validates one source record. Never panics; every problem becomes a finding.

@@ -469,3 +469,55 @@ fn a_display_until_below_the_legal_minimum_is_a_finding() {
     assert!(err.contains("安全生产") && err.contains("12 个月"), "{err}");
 }
 
+#[test]
+fn a_birth_date_after_the_decision_date_is_a_finding() {
+    use serde_json::json;
+    // born 2025-01-01, a permit decided 2024-03-01
+    let unborn = "410302202501011527";
+    let rec = with(fixture_record("permit_person"), "/party/id_no", json!(unborn));
+    let (code, xml, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tXK_XDR_ZJHM\tid_format\t"), "{err}");
+    assert!(err.contains("20250101"), "the message names the birth date: {err}");
+    assert!(!err.contains(unborn), "no full ID number in a finding: {err}");
+    // the same for a legal representative
+    let rec = with(
+        fixture_record("permit_org"),
+        "/party/legal_rep/id_no",
+        json!(unborn),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tXK_FR_ZJHM\tid_format\t"), "{err}");
+}
+
+#[test]
+fn a_penalty_on_a_minor_is_not_published() {
+    use serde_json::json;
+    // decided 2024-05-16: born 2006-05-17 is 17 that day, born 2006-05-16 turns 18 that day
+    let minor = "410502200605175616";
+    let adult = "410502200605165610";
+    let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(minor));
+    let (code, xml, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"), "{err}");
+    assert!(err.contains("未成年人"), "{err}");
+    assert!(err.contains("minor"), "{err}");
+    assert!(!err.contains(minor), "no full ID number in a finding: {err}");
+
+    let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(adult));
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(0), "18 on the decision date is an adult: {err}");
+
+    // a permit on a minor is not affected
+    let rec = with(
+        with(fixture_record("permit_person"), "/party/id_no", json!(minor)),
+        "/decided_on",
+        json!("2024-05-16"),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
+}
+
