@@ -332,6 +332,8 @@ pub struct FieldRule {
     /// The holder of this ID number must be 18 or older on the decision date (a penalty on a minor must not be
     /// published, reference §3.4).
     pub forbid_minor: bool,
+    /// A bare 其他 is not enough: the value must name the concrete category (许可类别, reference §2.3).
+    pub other_must_name: bool,
     /// Precomputed at load, so mapping and validation compare small integers instead of strings per record:
     /// `applies_to`, `required_for` and `placeholder_for` as ids into `Mapping::categories`, and the rule indexes
     /// of `placeholder_requires` and `not_before`.
@@ -554,6 +556,8 @@ struct FieldSpec {
     not_before: Option<String>,
     #[serde(default)]
     forbid_minor: Option<bool>,
+    #[serde(default)]
+    other_must_name: Option<bool>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -797,6 +801,7 @@ impl Mapping {
                 max_len: f.max_len,
                 not_before: f.not_before.as_deref().map(Arc::from),
                 forbid_minor: f.forbid_minor.unwrap_or(false),
+                other_must_name: f.other_must_name.unwrap_or(false),
                 applies_ids: None,
                 required_for_ids: Vec::new(),
                 placeholder_for_ids: Vec::new(),

@@ -216,6 +216,31 @@ fn check_value<V: Values + ?Sized>(
             }
         }
     }
+    if rule.other_must_name && v.split(';').any(|p| p.trim() == "其他") {
+        let concrete: Vec<String> = rule
+            .one_of
+            .as_ref()
+            .map(|(_, t)| t.value_list())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c != "其他")
+            .collect();
+        out.push(Finding::new(
+            FindingCode::OtherUnnamed,
+            name,
+            format!(
+                "{name} 为「其他」时须写明具体类别，而源记录没有填写类别名称的字段：请在源系统中改选具体类别（{}），\
+                 或在 mappings/codes.toml 中把该代码对应为「其他-具体类别」",
+                concrete.join("、")
+            ),
+            format!(
+                "{name} is a bare 其他 (other), which must name the concrete category, and the source record has no \
+                 field for that name: choose the concrete category in the source system ({}), or map the code to \
+                 `其他-<category>` in mappings/codes.toml",
+                concrete.join(", ")
+            ),
+        ));
+    }
     match rule.check {
         None => {}
         Some(Check::Uscc) => check_uscc(rule, v, category, values, out),

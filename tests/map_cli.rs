@@ -521,3 +521,13 @@ fn a_penalty_on_a_minor_is_not_published() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+#[test]
+fn a_bare_other_permit_category_is_a_finding() {
+    use serde_json::json;
+    let rec = with(fixture_record("permit_org"), "/category", json!("P06"));
+    let (code, xml, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tXK_XKLB\tother_unnamed\t"), "{err}");
+    assert!(err.contains("具体"), "{err}");
+}
