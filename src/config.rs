@@ -839,14 +839,23 @@ mod tests {
                 assert!(msg.contains(d), "{msg} should list {d}");
             }
         }
-        for (d, months) in [("安全生产", 12), ("特种设备", 12), ("消防", 12), ("其他", 3)] {
+        for (d, months) in [
+            ("安全生产", 12),
+            ("特种设备", 12),
+            ("消防", 12),
+            ("其他", 3),
+        ] {
             std::fs::write(&p, format!("[agency]\ndomain = \"{d}\"\n")).unwrap();
             let (raw, _) = RawConfig::load(Some(&p), &[]).unwrap();
             assert_eq!(raw.mapping_context().display.min_months, months, "{d}");
         }
         std::fs::write(&p, "").unwrap();
         let (raw, _) = RawConfig::load(Some(&p), &[]).unwrap();
-        assert_eq!(raw.mapping_context().display.min_months, 3, "no domain is 其他");
+        assert_eq!(
+            raw.mapping_context().display.min_months,
+            3,
+            "no domain is 其他"
+        );
     }
 
     #[test]

@@ -913,7 +913,10 @@ mod tests {
         assert!(e.to_string().contains("future"), "{e}");
         assert!(e.zh().contains("晚于今天"), "{}", e.zh());
         let id = IdNumber::parse("34052419800101001X").unwrap();
-        assert_eq!(id.birth_date(), NaiveDate::from_ymd_opt(1980, 1, 1).unwrap());
+        assert_eq!(
+            id.birth_date(),
+            NaiveDate::from_ymd_opt(1980, 1, 1).unwrap()
+        );
     }
 
     #[test]

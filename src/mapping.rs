@@ -1182,7 +1182,11 @@ impl Mapping {
                     // No decision date to count from: that date's own finding (required / date_invalid) says
                     // what to fix; "display period empty" would only repeat it.
                     if self.decision_date_reported
-                        && src.decided_on.as_deref().and_then(parse_source_date).is_none()
+                        && src
+                            .decided_on
+                            .as_deref()
+                            .and_then(parse_source_date)
+                            .is_none()
                     {
                         failed[index] = true;
                     }
@@ -1530,8 +1534,14 @@ mod tests {
         assert_eq!(parse_source_date(" 2024/5/16 "), d(2024, 5, 16));
         assert_eq!(parse_source_date("2024-05-16T20:00:00Z"), d(2024, 5, 17));
         assert_eq!(parse_source_date("2024-05-16T15:59:59Z"), d(2024, 5, 16));
-        assert_eq!(parse_source_date("2024-05-17T01:00:00+08:00"), d(2024, 5, 17));
-        assert_eq!(parse_source_date("2024-05-16T23:00:00-05:00"), d(2024, 5, 17));
+        assert_eq!(
+            parse_source_date("2024-05-17T01:00:00+08:00"),
+            d(2024, 5, 17)
+        );
+        assert_eq!(
+            parse_source_date("2024-05-16T23:00:00-05:00"),
+            d(2024, 5, 17)
+        );
         for bad in [
             "2024-05-16Tgarbage",
             "2024-05-16T20:00:00",

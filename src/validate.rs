@@ -352,7 +352,8 @@ fn check_age(rule: &FieldRule, born: NaiveDate, decided: NaiveDate, out: &mut Ve
 /// The birth date of an ID number [`is_valid_id_number`] accepted.
 fn birth_date_of_valid(v: &str) -> Option<NaiveDate> {
     let b = v.as_bytes().get(6..14)?;
-    let num = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
     NaiveDate::from_ymd_opt(num(0..4) as i32, num(4..6), num(6..8))
 }
 

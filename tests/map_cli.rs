@@ -314,12 +314,19 @@ fn a_decision_timestamp_is_a_date_in_china_standard_time() {
     let at = |ts: &str| with(fixture_record("penalty_person"), "/decided_on", json!(ts));
     let (code, xml, err) = map_records("penalty", &[at("2024-05-16T20:00:00Z")], None);
     assert_eq!(code, Some(0), "{err}");
-    assert!(xml.contains("<CF_JDRQ>2024/05/17</CF_JDRQ>"), "20:00 UTC is the next day in CST: {xml}");
+    assert!(
+        xml.contains("<CF_JDRQ>2024/05/17</CF_JDRQ>"),
+        "20:00 UTC is the next day in CST: {xml}"
+    );
     assert!(xml.contains("<CF_GSJZQ>2024/08/17</CF_GSJZQ>"), "{xml}");
     let (code, xml, err) = map_records("penalty", &[at("2024-05-16T23:30:00+08:00")], None);
     assert_eq!(code, Some(0), "{err}");
     assert!(xml.contains("<CF_JDRQ>2024/05/16</CF_JDRQ>"), "{xml}");
-    for bad in ["2024-05-16Tgarbage", "2024-05-16T20:00:00", "2024-05-16 junk"] {
+    for bad in [
+        "2024-05-16Tgarbage",
+        "2024-05-16T20:00:00",
+        "2024-05-16 junk",
+    ] {
         let (code, _, err) = map_records("penalty", &[at(bad)], None);
         assert_eq!(code, Some(1), "{bad}: {err}");
         assert!(err.contains("\tCF_JDRQ\tdate_invalid\t"), "{bad}: {err}");
@@ -329,8 +336,16 @@ fn a_decision_timestamp_is_a_date_in_china_standard_time() {
 #[test]
 fn an_invalid_decision_date_is_reported_once_not_also_as_a_missing_display_period() {
     use serde_json::json;
-    for decided in [json!("2024-02-30"), json!("2024-05-16Tgarbage"), json!(null)] {
-        let rec = with(fixture_record("penalty_person"), "/decided_on", decided.clone());
+    for decided in [
+        json!("2024-02-30"),
+        json!("2024-05-16Tgarbage"),
+        json!(null),
+    ] {
+        let rec = with(
+            fixture_record("penalty_person"),
+            "/decided_on",
+            decided.clone(),
+        );
         let (code, _, err) = map_records("penalty", &[rec], None);
         assert_eq!(code, Some(1), "{decided}: {err}");
         assert!(err.contains("\tCF_JDRQ\t"), "{decided}: {err}");
@@ -344,7 +359,11 @@ fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card(
     let legacy = "340524800101001";
     for id_type in ["PASSPORT", "OTHER:军官证"] {
         let person = with(
-            with(fixture_record("permit_person"), "/party/id_type", json!(id_type)),
+            with(
+                fixture_record("permit_person"),
+                "/party/id_type",
+                json!(id_type),
+            ),
             "/party/id_no",
             json!(legacy),
         );
@@ -369,7 +388,11 @@ fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card(
         );
     }
     // the resident ID card's legacy number is still converted, for the party and the legal representative
-    let person = with(fixture_record("permit_person"), "/party/id_no", json!(legacy));
+    let person = with(
+        fixture_record("permit_person"),
+        "/party/id_no",
+        json!(legacy),
+    );
     let org = with(
         fixture_record("permit_org"),
         "/party/legal_rep/id_no",
@@ -377,8 +400,14 @@ fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card(
     );
     let (code, xml, err) = map_records("permit", &[person, org], None);
     assert_eq!(code, Some(0), "{err}");
-    assert!(xml.contains("<XK_XDR_ZJHM>34052419800101001X</XK_XDR_ZJHM>"), "{xml}");
-    assert!(xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"), "{xml}");
+    assert!(
+        xml.contains("<XK_XDR_ZJHM>34052419800101001X</XK_XDR_ZJHM>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -395,8 +424,14 @@ fn codes_are_pushed_in_their_normalised_form() {
     );
     let (code, xml, err) = map_records("permit", &[org], None);
     assert_eq!(code, Some(0), "{err}");
-    assert!(xml.contains("<XK_XDR_ZZJG>415789234</XK_XDR_ZZJG>"), "{xml}");
-    assert!(xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"), "{xml}");
+    assert!(
+        xml.contains("<XK_XDR_ZZJG>415789234</XK_XDR_ZZJG>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"),
+        "{xml}"
+    );
 
     let person = with(
         fixture_record("penalty_person"),
@@ -405,7 +440,10 @@ fn codes_are_pushed_in_their_normalised_form() {
     );
     let (code, xml, err) = map_records("penalty", &[person], None);
     assert_eq!(code, Some(0), "{err}");
-    assert!(xml.contains("<CF_XDR_ZJHM>41050219880101561X</CF_XDR_ZJHM>"), "{xml}");
+    assert!(
+        xml.contains("<CF_XDR_ZJHM>41050219880101561X</CF_XDR_ZJHM>"),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -423,11 +461,7 @@ fn an_unknown_agency_domain_is_refused_not_taken_for_three_months() {
     for accepted in ["安全生产", "特种设备", "消防", "其他"] {
         assert!(err.contains(accepted), "{err} should list {accepted}");
     }
-    let (code, xml, err) = map_records(
-        "penalty",
-        &[rec],
-        Some("[agency]\ndomain = \"其他\"\n"),
-    );
+    let (code, xml, err) = map_records("penalty", &[rec], Some("[agency]\ndomain = \"其他\"\n"));
     assert_eq!(code, Some(0), "{err}");
     assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
 }
@@ -441,12 +475,15 @@ fn a_display_until_below_the_legal_minimum_is_a_finding() {
         "/display_until",
         json!("2024-08-15"),
     );
-    let (code, xml, err) = map_records("penalty", &[short.clone()], None);
+    let (code, xml, err) = map_records("penalty", &[short], None);
     assert_eq!(code, Some(1), "{err}");
     assert!(xml.is_empty(), "{xml}");
     assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
     assert!(err.contains("3 个月") && err.contains("3 months"), "{err}");
-    assert!(err.contains("2024/08/16"), "names the earliest allowed end: {err}");
+    assert!(
+        err.contains("2024/08/16"),
+        "names the earliest allowed end: {err}"
+    );
     let enough = with(
         fixture_record("penalty_person"),
         "/display_until",
@@ -474,13 +511,23 @@ fn a_birth_date_after_the_decision_date_is_a_finding() {
     use serde_json::json;
     // born 2025-01-01, a permit decided 2024-03-01
     let unborn = "410302202501011527";
-    let rec = with(fixture_record("permit_person"), "/party/id_no", json!(unborn));
+    let rec = with(
+        fixture_record("permit_person"),
+        "/party/id_no",
+        json!(unborn),
+    );
     let (code, xml, err) = map_records("permit", &[rec], None);
     assert_eq!(code, Some(1), "{err}");
     assert!(xml.is_empty(), "{xml}");
     assert!(err.contains("\tXK_XDR_ZJHM\tid_format\t"), "{err}");
-    assert!(err.contains("20250101"), "the message names the birth date: {err}");
-    assert!(!err.contains(unborn), "no full ID number in a finding: {err}");
+    assert!(
+        err.contains("20250101"),
+        "the message names the birth date: {err}"
+    );
+    assert!(
+        !err.contains(unborn),
+        "no full ID number in a finding: {err}"
+    );
     // the same for a legal representative
     let rec = with(
         fixture_record("permit_org"),
@@ -498,22 +545,37 @@ fn a_penalty_on_a_minor_is_not_published() {
     // decided 2024-05-16: born 2006-05-17 is 17 that day, born 2006-05-16 turns 18 that day
     let minor = "410502200605175616";
     let adult = "410502200605165610";
-    let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(minor));
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!(minor),
+    );
     let (code, xml, err) = map_records("penalty", &[rec], None);
     assert_eq!(code, Some(1), "{err}");
     assert!(xml.is_empty(), "{xml}");
     assert!(err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"), "{err}");
     assert!(err.contains("未成年人"), "{err}");
     assert!(err.contains("minor"), "{err}");
-    assert!(!err.contains(minor), "no full ID number in a finding: {err}");
+    assert!(
+        !err.contains(minor),
+        "no full ID number in a finding: {err}"
+    );
 
-    let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(adult));
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!(adult),
+    );
     let (code, _, err) = map_records("penalty", &[rec], None);
     assert_eq!(code, Some(0), "18 on the decision date is an adult: {err}");
 
     // a permit on a minor is not affected
     let rec = with(
-        with(fixture_record("permit_person"), "/party/id_no", json!(minor)),
+        with(
+            fixture_record("permit_person"),
+            "/party/id_no",
+            json!(minor),
+        ),
         "/decided_on",
         json!("2024-05-16"),
     );
