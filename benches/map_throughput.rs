@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench --bench map_throughput` (target: ≥ 200,000 records/s).
 
-use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, MappingContext, MappingSet};
 use dualpub::model::Kind;
 use dualpub::sim::gen::{self, GenConfig};
 use dualpub::source_schema::SourceRecord;
@@ -46,7 +46,7 @@ fn main() {
     let ctx = MappingContext {
         agency_name: Some("河南省应急管理厅".into()),
         agency_credit_code: Some("11410000000012343F".into()),
-        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+        display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
     };
 
     let mut best = f64::MAX;

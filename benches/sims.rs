@@ -13,7 +13,7 @@
 //! Run: `cargo bench --bench sims` (`BENCH_RECORDS=100000` for a quick run). Targets: the source serves 1,000,000
 //! records with RSS < 100 MB; the platform holds 1,000,000 in < 1.5 GB and ingests ≥ 50,000 records/s.
 
-use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, MappingContext, MappingSet};
 use dualpub::model::Kind;
 use dualpub::sim::gen::{self, GenConfig};
 use dualpub::sim::platform::{self, PlatformSimConfig};
@@ -137,7 +137,7 @@ fn write_messages(n: u64) -> (std::fs::File, Vec<(u64, usize, usize)>) {
     let ctx = MappingContext {
         agency_name: agency.name.clone(),
         agency_credit_code: agency.credit_code.clone(),
-        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+        display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
     };
     let mappings = MappingSet::builtin();
     let mut file = std::io::BufWriter::new(tempfile::tempfile().unwrap());

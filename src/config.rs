@@ -1,7 +1,7 @@
 //! `dualpub.toml`: the configuration, with `DUALPUB_<SECTION>_<KEY>` environment overrides and secrets by
 //! reference only (`…_env` or `…_file`, never inline). Every problem names the file, the key and what to do.
 
-use crate::mapping::{DisplayPolicy, MappingContext, MappingError, MappingSet};
+use crate::mapping::{DisplayPolicy, Domain, MappingContext, MappingError, MappingSet};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,7 +43,8 @@ impl fmt::Debug for Secret {
 pub struct AgencySection {
     pub name: Option<String>,
     pub credit_code: Option<String>,
-    pub domain: Option<String>,
+    /// 安全生产, 特种设备, 消防 or 其他; anything else is refused (it decides the minimum display period).
+    pub domain: Option<Domain>,
     /// The display period of penalties when the source gives none, in months (clamped to the legal window).
     pub display_months: Option<u32>,
 }
@@ -372,7 +373,7 @@ impl RawConfig {
             agency_name: self.agency.name.clone(),
             agency_credit_code: self.agency.credit_code.clone(),
             display: DisplayPolicy::for_domain(
-                self.agency.domain.as_deref(),
+                self.agency.domain.unwrap_or_default(),
                 self.agency.display_months,
             ),
         }
@@ -560,11 +561,6 @@ impl Config {
                 "path",
                 "is empty; set it to a directory dualpub may own, e.g. /var/lib/dualpub".into(),
             ));
-        }
-        if let Some(d) = &raw.agency.domain {
-            if d.trim().is_empty() {
-                return Err(bad("agency", "domain", "is empty".into()));
-            }
         }
         if let Some(f) = &raw.log.format {
             if f != "text" && f != "json" {
@@ -822,6 +818,44 @@ mod tests {
         assert_eq!(format!("{:?}", cfg.platform_secret), "Secret(***)");
         assert!(!format!("{cfg:?}").contains("\"s\""));
         assert_eq!(cfg.mapping_context.display.min_months, 12);
+    }
+
+    /// `domain = "应急管理"` silently gave the 3-month minimum of 其他; an unknown domain is now refused.
+    #[test]
+    fn an_unknown_domain_is_refused_naming_the_accepted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        for (text, vars) in [
+            ("[agency]\ndomain = \"应急管理\"\n", vec![]),
+            ("[agency]\ndomain = \"\"\n", vec![]),
+            ("", vec![("DUALPUB_AGENCY_DOMAIN", "应急管理")]),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let msg = RawConfig::load(Some(&p), &env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("[agency] domain"), "{msg}");
+            for d in ["安全生产", "特种设备", "消防", "其他"] {
+                assert!(msg.contains(d), "{msg} should list {d}");
+            }
+        }
+        for (d, months) in [
+            ("安全生产", 12),
+            ("特种设备", 12),
+            ("消防", 12),
+            ("其他", 3),
+        ] {
+            std::fs::write(&p, format!("[agency]\ndomain = \"{d}\"\n")).unwrap();
+            let (raw, _) = RawConfig::load(Some(&p), &[]).unwrap();
+            assert_eq!(raw.mapping_context().display.min_months, months, "{d}");
+        }
+        std::fs::write(&p, "").unwrap();
+        let (raw, _) = RawConfig::load(Some(&p), &[]).unwrap();
+        assert_eq!(
+            raw.mapping_context().display.min_months,
+            3,
+            "no domain is 其他"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ finding_codes! {
     TooLong = "too_long": "a value longer than the field allows",
     XmlChar = "xml_char": "a character that XML 1.0 cannot carry (control characters, U+FFFE, U+FFFF)",
     KeyReused = "key_reused": "another source record already maps to the same record key (a reused document number)",
+    PenaltyMinor = "penalty_minor": "a penalty on a natural person under 18 on the decision date (ID type 身份证): it must not be published",
+    OtherUnnamed = "other_unnamed": "a bare 其他 (other) where the standard wants the concrete category named (许可类别)",
+    DisplayTooShort = "display_too_short": "a penalty's display end (CF_GSJZQ) before the legal minimum display period of the agency's domain",
 }
 
 impl fmt::Display for FindingCode {

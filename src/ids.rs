@@ -49,6 +49,11 @@ pub enum IdError {
         /// The eight birth-date digits (for a 15-digit number, after inserting `19`).
         digits: String,
     },
+    /// The birth date of an ID number is a real date, but after today (China Standard Time).
+    BirthInFuture {
+        /// The eight birth-date digits.
+        digits: String,
+    },
 }
 
 impl fmt::Display for IdError {
@@ -79,6 +84,9 @@ impl fmt::Display for IdError {
                 f,
                 "birth date '{digits}' is not a real date (YYYYMMDD, year 1900 or later)"
             ),
+            IdError::BirthInFuture { digits } => {
+                write!(f, "birth date '{digits}' is in the future")
+            }
         }
     }
 }
@@ -110,6 +118,7 @@ impl IdError {
             IdError::BirthDate { digits } => {
                 format!("出生日期“{digits}”不是有效日期（应为 1900 年以后的 YYYYMMDD）")
             }
+            IdError::BirthInFuture { digits } => format!("出生日期“{digits}”晚于今天"),
         }
     }
 }
@@ -430,8 +439,8 @@ pub fn make_id_number(first17: &str) -> Option<String> {
     Some(s)
 }
 
-/// Checks that the 8 digits (YYYYMMDD) are a real date with year ≥ 1900.
-fn check_birth_date(digits: &[char]) -> Result<(), IdError> {
+/// Checks that the 8 digits (YYYYMMDD) are a real date with year ≥ 1900 and not after today (CST).
+fn check_birth_date(digits: &[char]) -> Result<NaiveDate, IdError> {
     let text: String = digits.iter().collect();
     let bad = || IdError::BirthDate {
         digits: text.clone(),
@@ -450,14 +459,17 @@ fn check_birth_date(digits: &[char]) -> Result<(), IdError> {
         return Err(bad());
     }
     match NaiveDate::from_ymd_opt(y as i32, m, d) {
-        Some(_) => Ok(()),
+        Some(date) if date > crate::model::today_cst() => {
+            Err(IdError::BirthInFuture { digits: text })
+        }
+        Some(date) => Ok(date),
         None => Err(bad()),
     }
 }
 
 /// A validated 居民身份证号 (resident ID number), always stored in the 18-character form with upper-case `X`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdNumber(String);
+pub struct IdNumber(String, NaiveDate);
 
 impl IdNumber {
     /// Validates an ID number.
@@ -481,8 +493,8 @@ impl IdNumber {
                     found: chars.len(),
                 })?;
                 let full_chars: Vec<char> = full.chars().collect();
-                check_birth_date(full_chars.get(6..14).unwrap_or(&[]))?;
-                Ok(IdNumber(full))
+                let born = check_birth_date(full_chars.get(6..14).unwrap_or(&[]))?;
+                Ok(IdNumber(full, born))
             }
             18 => {
                 if let Some((i, &c)) = chars[..17]
@@ -505,7 +517,7 @@ impl IdNumber {
                         })
                     }
                 };
-                check_birth_date(&chars[6..14])?;
+                let born = check_birth_date(&chars[6..14])?;
                 let first17: String = chars[..17].iter().collect();
                 let expected = id_check_char(&first17).ok_or(IdError::Length {
                     expected: "15 or 18",
@@ -516,7 +528,7 @@ impl IdNumber {
                 }
                 let mut norm = first17;
                 norm.push(found);
-                Ok(IdNumber(norm))
+                Ok(IdNumber(norm, born))
             }
             n => Err(IdError::Length {
                 expected: "15 or 18",
@@ -543,6 +555,11 @@ impl IdNumber {
     /// The 18-character ID number.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The holder's birth date (positions 7–14).
+    pub fn birth_date(&self) -> NaiveDate {
+        self.1
     }
 }
 
@@ -924,6 +941,27 @@ mod tests {
     }
 
     #[test]
+    fn id_birth_date_in_the_future_is_refused() {
+        use chrono::Datelike;
+        let next_year = crate::model::today_cst().year() + 1;
+        let future = make_id_number(&format!("410302{next_year}0101152")).unwrap();
+        assert_eq!(
+            IdNumber::parse(&future),
+            Err(IdError::BirthInFuture {
+                digits: format!("{next_year}0101")
+            })
+        );
+        let e = IdNumber::parse(&future).unwrap_err();
+        assert!(e.to_string().contains("future"), "{e}");
+        assert!(e.zh().contains("晚于今天"), "{}", e.zh());
+        let id = IdNumber::parse("34052419800101001X").unwrap();
+        assert_eq!(
+            id.birth_date(),
+            NaiveDate::from_ymd_opt(1980, 1, 1).unwrap()
+        );
+    }
+
+    #[test]
     fn id_15_digit_conversion() {
         // 340524800101001 → insert "19" before the year: 34052419800101001.
         // Σ digit·weight = 3·7 + 4·9 + 0·10 + 5·5 + 2·8 + 4·4 + 1·2 + 9·1 + 8·6 + 0·3 + 0·7 + 1·9 + 0·10
@@ -1058,7 +1096,7 @@ mod tests {
         #[test]
         fn generated_id_valid_and_substitutions_detected(
             area in 110000u32..660000,
-            days in 0i64..(200 * 365),
+            days in 0i64..(120 * 365),
             seq in 0u32..1000,
         ) {
             let base = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap();

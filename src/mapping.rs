@@ -112,9 +112,76 @@ pub enum Check {
     Amount,
 }
 
+/// The agency's field (`[agency] domain`), which decides the minimum display period of its penalties
+/// (reference §3.2). Only the names the rule knows are accepted: a misspelt or other name is refused when the
+/// configuration is read, never taken for the 3-month minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Domain {
+    /// 安全生产 (work safety): at least 1 year.
+    WorkSafety,
+    /// 特种设备 (special equipment): at least 1 year.
+    SpecialEquipment,
+    /// 消防 (fire safety): at least 1 year.
+    FireSafety,
+    /// 其他: every other field, at least 3 months.
+    #[default]
+    Other,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 4] = [
+        Domain::WorkSafety,
+        Domain::SpecialEquipment,
+        Domain::FireSafety,
+        Domain::Other,
+    ];
+
+    pub fn parse(s: &str) -> Option<Domain> {
+        let s = s.trim();
+        Domain::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::WorkSafety => "安全生产",
+            Domain::SpecialEquipment => "特种设备",
+            Domain::FireSafety => "消防",
+            Domain::Other => "其他",
+        }
+    }
+
+    /// The legal minimum display period in months.
+    pub fn min_months(self) -> u32 {
+        match self {
+            Domain::WorkSafety | Domain::SpecialEquipment | Domain::FireSafety => 12,
+            Domain::Other => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Domain, String> {
+        Domain::parse(&s).ok_or_else(|| {
+            format!(
+                "`{s}` is not a domain dualpub knows; use one of \"安全生产\", \"特种设备\", \"消防\" (penalties \
+                 displayed at least 1 year) or \"其他\" (at least 3 months; for every other field)"
+            )
+        })
+    }
+}
+
 /// The legal window for a penalty's public display (CF_GSJZQ), in months from the decision date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisplayPolicy {
+    pub domain: Domain,
     pub period_months: u32,
     pub min_months: u32,
     pub max_months: u32,
@@ -123,16 +190,14 @@ pub struct DisplayPolicy {
 impl DisplayPolicy {
     /// The legal minimum for the agency's domain (reference §3.2): 1 year for 安全生产, 特种设备 and 消防,
     /// otherwise 3 months; the maximum is 3 years. `period_months` defaults to the minimum and is clamped.
-    pub fn for_domain(domain: Option<&str>, period_months: Option<u32>) -> DisplayPolicy {
-        let min_months = match domain.map(str::trim) {
-            Some("安全生产") | Some("特种设备") | Some("消防") => 12,
-            _ => 3,
-        };
+    pub fn for_domain(domain: Domain, period_months: Option<u32>) -> DisplayPolicy {
+        let min_months = domain.min_months();
         let max_months = 36;
         let period = period_months
             .unwrap_or(min_months)
             .clamp(min_months, max_months);
         DisplayPolicy {
+            domain,
             period_months: period,
             min_months,
             max_months,
@@ -152,7 +217,7 @@ impl DisplayPolicy {
 
 impl Default for DisplayPolicy {
     fn default() -> Self {
-        DisplayPolicy::for_domain(None, None)
+        DisplayPolicy::for_domain(Domain::Other, None)
     }
 }
 
@@ -264,6 +329,11 @@ pub struct FieldRule {
     pub one_of: Option<(String, Arc<CodeTable>)>,
     pub max_len: Option<usize>,
     pub not_before: Option<FieldName>,
+    /// The holder of this ID number must be 18 or older on the decision date (a penalty on a minor must not be
+    /// published, reference §3.4).
+    pub forbid_minor: bool,
+    /// A bare 其他 is not enough: the value must name the concrete category (许可类别, reference §2.3).
+    pub other_must_name: bool,
     /// Precomputed at load, so mapping and validation compare small integers instead of strings per record:
     /// `applies_to`, `required_for` and `placeholder_for` as ids into `Mapping::categories`, and the rule indexes
     /// of `placeholder_requires` and `not_before`.
@@ -334,8 +404,13 @@ pub struct Mapping {
     sorted: Vec<usize>,
     /// The rule index of `category_field`.
     category_index: Option<usize>,
+    /// The rule index of `decision_date_field`: the date birth dates in ID numbers are judged against.
+    decision_date_index: Option<usize>,
     /// Every category name some rule mentions; `CategoryId::Listed` indexes it.
     categories: Vec<String>,
+    /// Whether a required date rule reads the source's `decided_on`, so a missing or invalid decision date is
+    /// always reported on its own field (and a display period derived from it need not be reported again).
+    decision_date_reported: bool,
 }
 
 /// Both kinds' mappings, as used by every command.
@@ -409,6 +484,8 @@ struct FileSpec {
     category_field: Option<String>,
     key_field: String,
     #[serde(default)]
+    decision_date_field: Option<String>,
+    #[serde(default)]
     codes: Option<String>,
     #[serde(default)]
     tables: BTreeMap<String, BTreeMap<String, String>>,
@@ -477,6 +554,10 @@ struct FieldSpec {
     max_len: Option<usize>,
     #[serde(default)]
     not_before: Option<String>,
+    #[serde(default)]
+    forbid_minor: Option<bool>,
+    #[serde(default)]
+    other_must_name: Option<bool>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -719,6 +800,8 @@ impl Mapping {
                     .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
                 max_len: f.max_len,
                 not_before: f.not_before.as_deref().map(Arc::from),
+                forbid_minor: f.forbid_minor.unwrap_or(false),
+                other_must_name: f.other_must_name.unwrap_or(false),
                 applies_ids: None,
                 required_for_ids: Vec::new(),
                 placeholder_for_ids: Vec::new(),
@@ -821,7 +904,34 @@ impl Mapping {
         let mut sorted: Vec<usize> = (0..fields.len()).collect();
         sorted.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
         let category_index = category_field.as_ref().map(|f| by_name[f]);
+        let decision_date_index = match &spec.decision_date_field {
+            None => None,
+            Some(d) => Some(*by_name.get(d.as_str()).ok_or_else(|| {
+                err(
+                    1,
+                    format!("decision_date_field = \"{d}\" is not a field of this mapping"),
+                )
+            })?),
+        };
+        if let Some(r) = fields.iter().find(|r| r.forbid_minor) {
+            if decision_date_index.is_none() || r.check != Some(Check::IdNumber) {
+                return Err(err(
+                    r.line,
+                    format!(
+                        "field {}: forbid_minor needs check = \"id_number\" and the file's decision_date_field",
+                        r.name
+                    ),
+                ));
+            }
+        }
+        let decision_date_reported = fields.iter().any(|r| {
+            r.required
+                && r.convert == Convert::Date
+                && r.sources.first() == Some(&SourcePath::DecidedOn)
+        });
         Ok(Mapping {
+            decision_date_index,
+            decision_date_reported,
             category_index,
             categories,
             kind,
@@ -858,6 +968,11 @@ impl Mapping {
     /// The rule index of `category_field`.
     pub(crate) fn category_index(&self) -> Option<usize> {
         self.category_index
+    }
+
+    /// The rule index of `decision_date_field`.
+    pub(crate) fn decision_date_index(&self) -> Option<usize> {
+        self.decision_date_index
     }
 
     /// Maps and validates one source record. Never panics; every problem becomes a finding.
@@ -1063,7 +1178,20 @@ impl Mapping {
         }
         let Some(raw) = raw else {
             if rule.display_period {
-                let d = self.computed_display_until(ctx, src)?;
+                let Some(d) = self.computed_display_until(ctx, src) else {
+                    // No decision date to count from: that date's own finding (required / date_invalid) says
+                    // what to fix; "display period empty" would only repeat it.
+                    if self.decision_date_reported
+                        && src
+                            .decided_on
+                            .as_deref()
+                            .and_then(parse_source_date)
+                            .is_none()
+                    {
+                        failed[index] = true;
+                    }
+                    return None;
+                };
                 self.date_format.format_into(d, buf);
                 return done(buf);
             }
@@ -1087,12 +1215,10 @@ impl Mapping {
                 Ok(())
             }
             Convert::Date => match parse_source_date(&value) {
+                Some(d) if rule.display_period => self
+                    .judge_display_until(ctx, src, &rule.name, d)
+                    .map(|d| self.date_format.format_into(d, buf)),
                 Some(d) => {
-                    let d = if rule.display_period {
-                        self.clamp_display(ctx, src, d)
-                    } else {
-                        d
-                    };
                     self.date_format.format_into(d, buf);
                     Ok(())
                 }
@@ -1106,7 +1232,13 @@ impl Mapping {
                 Err(code) => Err(validate::amount_problem(code, &rule.name, path, &value)),
             },
             Convert::IdNumber => {
-                buf.push_str(&upgrade_id_number(value));
+                // Only a 居民身份证号 has a legacy 15-digit form (reference §4.3); a passport or other document
+                // number of 15 digits is kept as given.
+                if self.check_condition_holds(rule, ctx, src) {
+                    buf.push_str(&upgrade_id_number(value));
+                } else {
+                    buf.push_str(&value);
+                }
                 Ok(())
             }
             Convert::Timestamp => match chrono::DateTime::parse_from_rfc3339(&value) {
@@ -1124,13 +1256,94 @@ impl Mapping {
             },
         };
         match converted {
-            Ok(()) => done(buf),
+            Ok(()) => {
+                self.normalise_identifier(rule, ctx, src, start, buf);
+                done(buf)
+            }
             Err(f) => {
                 buf.truncate(start);
                 findings.push(f);
                 failed[index] = true;
                 None
             }
+        }
+    }
+
+    /// Whether the rule's `check_if` (e.g. `XK_FR_ZJLX` equals 身份证) holds for the record being mapped; true
+    /// without one. Fields are produced in name order, so the condition's field (XK_FR_ZJLX) may not be mapped
+    /// yet when its subject (XK_FR_ZJHM) is: its value is worked out from the source here.
+    fn check_condition_holds(
+        &self,
+        rule: &FieldRule,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+    ) -> bool {
+        rule.check_if
+            .as_ref()
+            .is_none_or(|c| c.holds_value(&self.peek(c.index, ctx, src).unwrap_or_default()))
+    }
+
+    /// The value a plain (not list, not converted) field maps to, without writing it anywhere.
+    fn peek<'a>(
+        &'a self,
+        index: usize,
+        ctx: &'a MappingContext,
+        src: &'a SourceRecord,
+    ) -> Option<Cow<'a, str>> {
+        let rule = &self.fields[index];
+        let nonempty = |s: &'a str| Some(crate::model::trim(s)).filter(|t| !t.is_empty());
+        let raw = rule
+            .constant
+            .as_deref()
+            .or_else(|| {
+                match rule.config {
+                    Some(ConfigKey::AgencyName) => ctx.agency_name.as_deref(),
+                    Some(ConfigKey::AgencyCreditCode) => ctx.agency_credit_code.as_deref(),
+                    None => None,
+                }
+                .and_then(nonempty)
+            })
+            .or_else(|| {
+                rule.sources.iter().find_map(|p| match p.get(src) {
+                    SourceValue::Text(t) => nonempty(t),
+                    _ => None,
+                })
+            })
+            .or(rule.default.as_deref())?;
+        match &rule.table {
+            Some(t) => t.1.lookup_cow(raw),
+            None => Some(Cow::Borrowed(raw)),
+        }
+    }
+
+    /// A valid identifier is pushed in its normal form, the one its check judges: an 组织机构代码 printed
+    /// `MA1B3N1N-2` as the field's 9 characters `MA1B3N1N2`, an ID number typed with a lower-case `x` with `X`.
+    /// An invalid one is left as given, for its finding to quote.
+    fn normalise_identifier(
+        &self,
+        rule: &FieldRule,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+        start: usize,
+        buf: &mut String,
+    ) {
+        let v = &buf[start..];
+        let normal = match rule.check {
+            Some(Check::OrgCode) if v.contains('-') => crate::ids::OrgCode::parse(v)
+                .ok()
+                .map(|c| c.as_str().to_owned()),
+            Some(Check::IdNumber)
+                if v.ends_with('x') && self.check_condition_holds(rule, ctx, src) =>
+            {
+                crate::ids::IdNumber::parse(v)
+                    .ok()
+                    .map(|id| id.as_str().to_owned())
+            }
+            _ => None,
+        };
+        if let Some(n) = normal {
+            buf.truncate(start);
+            buf.push_str(&n);
         }
     }
 
@@ -1143,17 +1356,43 @@ impl Mapping {
         ctx.display.display_until(decided)
     }
 
-    /// A display end supplied by the source is kept, but never beyond the legal maximum.
-    fn clamp_display(&self, ctx: &MappingContext, src: &SourceRecord, d: NaiveDate) -> NaiveDate {
-        match src
-            .decided_on
-            .as_deref()
-            .and_then(parse_source_date)
-            .and_then(|dec| ctx.display.latest(dec))
-        {
+    /// A display end supplied by the source is kept, but never beyond the legal maximum; one before the legal
+    /// minimum of the agency's domain is a finding (reference §3.2), not published as given.
+    fn judge_display_until(
+        &self,
+        ctx: &MappingContext,
+        src: &SourceRecord,
+        field: &str,
+        d: NaiveDate,
+    ) -> Result<NaiveDate, Finding> {
+        let Some(decided) = src.decided_on.as_deref().and_then(parse_source_date) else {
+            return Ok(d);
+        };
+        let policy = &ctx.display;
+        if let Some(earliest) = decided.checked_add_months(Months::new(policy.min_months)) {
+            if d < earliest {
+                let f = |d: NaiveDate| self.date_format.format(d);
+                let (given, decided, earliest) = (f(d), f(decided), f(earliest));
+                let (domain, months) = (policy.domain, policy.min_months);
+                return Err(Finding::new(
+                    FindingCode::DisplayTooShort,
+                    field,
+                    format!(
+                        "{field}（{given}）不足法定最短公示期：领域「{domain}」的行政处罚自决定日期（{decided}）起至少公示 \
+                         {months} 个月，即不早于 {earliest}；请在源系统中更正公示截止期，或留空由系统计算"
+                    ),
+                    format!(
+                        "{field} ({given}) ends before the legal minimum display period: penalties of the domain {domain} are \
+                         displayed at least {months} months from the decision date ({decided}), i.e. until {earliest} \
+                         or later; correct display_until in the source system, or leave it empty for dualpub to compute"
+                    ),
+                ));
+            }
+        }
+        Ok(match policy.latest(decided) {
             Some(max) if d > max => max,
             _ => d,
-        }
+        })
     }
 
     /// The party category value of a mapped record.
@@ -1213,15 +1452,17 @@ impl Mapped {
     }
 }
 
-/// Source dates: `YYYY-MM-DD` (also `/` or `.` as separator, and an RFC 3339 timestamp's date part).
+/// Source dates: a plain date `YYYY-MM-DD` (also `/` or `.` as separator), or a full RFC 3339 timestamp, whose
+/// date is taken in China Standard Time (the domain's dates are CST dates: `2024-05-16T20:00:00Z` is 2024-05-17).
+/// Anything else — a timestamp without offset, trailing text after a date — is not a date.
 pub fn parse_source_date(s: &str) -> Option<NaiveDate> {
     let s = crate::model::trim(s);
-    let date_part = if s.len() > 10 && s.is_char_boundary(10) && s.as_bytes()[10] == b'T' {
-        &s[..10]
-    } else {
-        s
-    };
-    validate::parse_date(date_part)
+    if s.len() <= 10 {
+        return validate::parse_date(s);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&crate::model::china_offset()).date_naive())
 }
 
 /// Converts a yuan amount to 万元, exactly: `2000` → `0.2`. Errors name the finding code.
@@ -1285,6 +1526,33 @@ fn write_timestamp(t: &chrono::DateTime<chrono::FixedOffset>, out: &mut String) 
 mod tests {
     use super::*;
     use crate::sim::gen::{self, GenConfig};
+
+    #[test]
+    fn source_dates_are_plain_dates_or_full_timestamps_in_cst() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day);
+        assert_eq!(parse_source_date("2024-05-16"), d(2024, 5, 16));
+        assert_eq!(parse_source_date(" 2024/5/16 "), d(2024, 5, 16));
+        assert_eq!(parse_source_date("2024-05-16T20:00:00Z"), d(2024, 5, 17));
+        assert_eq!(parse_source_date("2024-05-16T15:59:59Z"), d(2024, 5, 16));
+        assert_eq!(
+            parse_source_date("2024-05-17T01:00:00+08:00"),
+            d(2024, 5, 17)
+        );
+        assert_eq!(
+            parse_source_date("2024-05-16T23:00:00-05:00"),
+            d(2024, 5, 17)
+        );
+        for bad in [
+            "2024-05-16Tgarbage",
+            "2024-05-16T20:00:00",
+            "2024-05-16 20:00:00",
+            "2024-05-16xyz",
+            "2024-02-30T10:00:00Z",
+            "2024-05-16T",
+        ] {
+            assert_eq!(parse_source_date(bad), None, "{bad}");
+        }
+    }
 
     /// The one-walk count equals the definition: rules that apply to the record's category, and those with a
     /// value — over generated records of every party category, both kinds, some invalid.

@@ -88,6 +88,10 @@ fn validate_with<V: Values + ?Sized>(
         id: category_id,
     };
     let xml_clean = values.known_xml_clean();
+    let decided = m
+        .decision_date_index()
+        .and_then(|i| values.at(i))
+        .and_then(parse_date);
     for (i, rule) in m.fields.iter().enumerate() {
         if skip.get(i).copied().unwrap_or(false) {
             continue;
@@ -102,7 +106,7 @@ fn validate_with<V: Values + ?Sized>(
                     out.push(required(&rule.name, &why));
                 }
             }
-            Some(v) => check_value(rule, v, cat, values, xml_clean, out),
+            Some(v) => check_value(rule, v, cat, values, xml_clean, decided, out),
         }
     }
 }
@@ -152,6 +156,7 @@ fn check_value<V: Values + ?Sized>(
     category: Cat<'_>,
     values: &V,
     xml_clean: bool,
+    decided: Option<NaiveDate>,
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
@@ -211,6 +216,31 @@ fn check_value<V: Values + ?Sized>(
             }
         }
     }
+    if rule.other_must_name && v.split(';').any(|p| p.trim() == "其他") {
+        let concrete: Vec<String> = rule
+            .one_of
+            .as_ref()
+            .map(|(_, t)| t.value_list())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c != "其他")
+            .collect();
+        out.push(Finding::new(
+            FindingCode::OtherUnnamed,
+            name,
+            format!(
+                "{name} 为「其他」时须写明具体类别，而源记录没有填写类别名称的字段：请在源系统中改选具体类别（{}），\
+                 或在 mappings/codes.toml 中把该代码对应为「其他-具体类别」",
+                concrete.join("、")
+            ),
+            format!(
+                "{name} is a bare 其他 (other), which must name the concrete category, and the source record has no \
+                 field for that name: choose the concrete category in the source system ({}), or map the code to \
+                 `其他-<category>` in mappings/codes.toml",
+                concrete.join(", ")
+            ),
+        ));
+    }
     match rule.check {
         None => {}
         Some(Check::Uscc) => check_uscc(rule, v, category, values, out),
@@ -234,13 +264,24 @@ fn check_value<V: Values + ?Sized>(
                 .check_if
                 .as_ref()
                 .is_none_or(|c| c.holds_value(values.at(c.index).unwrap_or("")));
-            if applies && !is_valid_id_number(v) {
-                if let Err(e) = ids::IdNumber::parse(v) {
-                    let code = match e {
-                        IdError::CheckChar { .. } => FindingCode::IdCheck,
-                        _ => FindingCode::IdFormat,
-                    };
-                    out.push(id_finding(code, name, "身份证号码", "ID number", &e));
+            if applies {
+                let born = if is_valid_id_number(v) {
+                    birth_date_of_valid(v)
+                } else {
+                    match ids::IdNumber::parse(v) {
+                        Ok(id) => Some(id.birth_date()),
+                        Err(e) => {
+                            let code = match e {
+                                IdError::CheckChar { .. } => FindingCode::IdCheck,
+                                _ => FindingCode::IdFormat,
+                            };
+                            out.push(id_finding(code, name, "身份证号码", "ID number", &e));
+                            None
+                        }
+                    }
+                };
+                if let (Some(born), Some(decided)) = (born, decided) {
+                    check_age(rule, born, decided, out);
                 }
             }
         }
@@ -271,6 +312,49 @@ fn check_value<V: Values + ?Sized>(
             }
         }
     }
+}
+
+/// The birth date in an ID number against the decision date: nobody is born after a decision about them
+/// (reference §4.3), and a penalty on someone under 18 that day must not be published (§3.4).
+fn check_age(rule: &FieldRule, born: NaiveDate, decided: NaiveDate, out: &mut Vec<Finding>) {
+    let name = &*rule.name;
+    let on = decided.format("%Y/%m/%d");
+    if born > decided {
+        let digits = born.format("%Y%m%d");
+        out.push(Finding::new(
+            FindingCode::IdFormat,
+            name,
+            format!("身份证号码有误：出生日期“{digits}”晚于决定日期（{on}），请核对原始证照"),
+            format!(
+                "ID number is wrong: birth date '{digits}' is after the decision date ({on}); check it against the \
+                 original certificate"
+            ),
+        ));
+        return;
+    }
+    let adult_from = born.checked_add_months(chrono::Months::new(18 * 12));
+    if rule.forbid_minor && adult_from.is_some_and(|a| decided < a) {
+        out.push(Finding::new(
+            FindingCode::PenaltyMinor,
+            name,
+            format!(
+                "当事人在处罚决定日期（{on}）未满 18 周岁：对未成年人的行政处罚不得公示，本记录不会推送；\
+                 如证件号码有误，请在源系统中更正"
+            ),
+            format!(
+                "the party was under 18 on the decision date ({on}): a penalty on a minor must not be published, \
+                 so this record is not pushed; if the ID number is wrong, correct it in the source system"
+            ),
+        ));
+    }
+}
+
+/// The birth date of an ID number [`is_valid_id_number`] accepted.
+fn birth_date_of_valid(v: &str) -> Option<NaiveDate> {
+    let b = v.as_bytes().get(6..14)?;
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    NaiveDate::from_ymd_opt(num(0..4) as i32, num(4..6), num(6..8))
 }
 
 fn check_uscc<V: Values + ?Sized>(
@@ -357,9 +441,10 @@ fn required(field: &str, why: &(String, String)) -> Finding {
     )
 }
 
-/// The common case without allocating: 17 ASCII digits with a real birth date (year ≥ 1900) and the right
-/// upper-case check character — exactly what `IdNumber::parse` accepts in 18-character form. Anything else goes
-/// through `IdNumber::parse`, which explains the problem (or accepts a 15-digit or lower-case-x number).
+/// The common case without allocating: 17 ASCII digits with a real birth date (year ≥ 1900, not after today)
+/// and the right upper-case check character — exactly what `IdNumber::parse` accepts in 18-character form.
+/// Anything else goes through `IdNumber::parse`, which explains the problem (or accepts a 15-digit or
+/// lower-case-x number).
 fn is_valid_id_number(v: &str) -> bool {
     let b = v.as_bytes();
     if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
@@ -368,8 +453,9 @@ fn is_valid_id_number(v: &str) -> bool {
     let num =
         |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
     let (y, m, d) = (num(6..10), num(10..12), num(12..14));
-    if y < 1900 || NaiveDate::from_ymd_opt(y as i32, m, d).is_none() {
-        return false;
+    match NaiveDate::from_ymd_opt(y as i32, m, d) {
+        Some(born) if y >= 1900 && born <= crate::model::today_cst() => {}
+        _ => return false,
     }
     ids::id_check_char(&v[..17]) == Some(b[17] as char)
 }

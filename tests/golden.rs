@@ -6,7 +6,7 @@
 
 use dualpub::findings::FindingCode;
 use dualpub::map_input::{map_input, render_findings, render_xml};
-use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, MappingContext, MappingSet};
 use dualpub::model::Kind;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,12 @@ fn context(case: &serde_json::Value) -> MappingContext {
     MappingContext {
         agency_name: s("name"),
         agency_credit_code: s("credit_code"),
-        display: DisplayPolicy::for_domain(s("domain").as_deref(), None),
+        display: DisplayPolicy::for_domain(
+            s("domain")
+                .map(|d| Domain::parse(&d).unwrap_or_else(|| panic!("fixture domain `{d}`")))
+                .unwrap_or_default(),
+            None,
+        ),
     }
 }
 

@@ -271,3 +271,325 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("20000 permit record(s): 20000 valid"), "{err}");
 }
+
+// ---- regression tests for data-correctness defects (each named after the bug it pins) ----
+
+/// The first record of a fixture, to change one thing in it.
+fn fixture_record(name: &str) -> serde_json::Value {
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&fixture_records(name)).unwrap();
+    v.into_iter().next().unwrap()
+}
+
+fn with(mut rec: serde_json::Value, pointer: &str, value: serde_json::Value) -> serde_json::Value {
+    *rec.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer} is in the fixture")) = value;
+    rec
+}
+
+/// Maps records in a fresh directory (with `dualpub.toml` when `config` is given): exit code, stdout, stderr.
+fn map_records(
+    kind: &str,
+    records: &[serde_json::Value],
+    config: Option<&str>,
+) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(c) = config {
+        std::fs::write(dir.path().join("dualpub.toml"), c).unwrap();
+    }
+    let out = dualpub(
+        &["map", "--kind", kind],
+        &serde_json::to_vec(records).unwrap(),
+        dir.path(),
+    );
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_decision_timestamp_is_a_date_in_china_standard_time() {
+    use serde_json::json;
+    let at = |ts: &str| with(fixture_record("penalty_person"), "/decided_on", json!(ts));
+    let (code, xml, err) = map_records("penalty", &[at("2024-05-16T20:00:00Z")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        xml.contains("<CF_JDRQ>2024/05/17</CF_JDRQ>"),
+        "20:00 UTC is the next day in CST: {xml}"
+    );
+    assert!(xml.contains("<CF_GSJZQ>2024/08/17</CF_GSJZQ>"), "{xml}");
+    let (code, xml, err) = map_records("penalty", &[at("2024-05-16T23:30:00+08:00")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_JDRQ>2024/05/16</CF_JDRQ>"), "{xml}");
+    for bad in [
+        "2024-05-16Tgarbage",
+        "2024-05-16T20:00:00",
+        "2024-05-16 junk",
+    ] {
+        let (code, _, err) = map_records("penalty", &[at(bad)], None);
+        assert_eq!(code, Some(1), "{bad}: {err}");
+        assert!(err.contains("\tCF_JDRQ\tdate_invalid\t"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn an_invalid_decision_date_is_reported_once_not_also_as_a_missing_display_period() {
+    use serde_json::json;
+    for decided in [
+        json!("2024-02-30"),
+        json!("2024-05-16Tgarbage"),
+        json!(null),
+    ] {
+        let rec = with(
+            fixture_record("penalty_person"),
+            "/decided_on",
+            decided.clone(),
+        );
+        let (code, _, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(1), "{decided}: {err}");
+        assert!(err.contains("\tCF_JDRQ\t"), "{decided}: {err}");
+        assert!(!err.contains("CF_GSJZQ"), "{decided}: {err}");
+    }
+}
+
+#[test]
+fn a_15_digit_number_is_converted_only_when_the_id_type_is_the_resident_id_card() {
+    use serde_json::json;
+    let legacy = "340524800101001";
+    for id_type in ["PASSPORT", "OTHER:军官证"] {
+        let person = with(
+            with(
+                fixture_record("permit_person"),
+                "/party/id_type",
+                json!(id_type),
+            ),
+            "/party/id_no",
+            json!(legacy),
+        );
+        let org = with(
+            with(
+                fixture_record("permit_org"),
+                "/party/legal_rep/id_type",
+                json!(id_type),
+            ),
+            "/party/legal_rep/id_no",
+            json!(legacy),
+        );
+        let (code, xml, err) = map_records("permit", &[person, org], None);
+        assert_eq!(code, Some(0), "{id_type}: {err}");
+        assert!(
+            xml.contains(&format!("<XK_XDR_ZJHM>{legacy}</XK_XDR_ZJHM>")),
+            "{id_type}: a number of another document is kept as given: {xml}"
+        );
+        assert!(
+            xml.contains(&format!("<XK_FR_ZJHM>{legacy}</XK_FR_ZJHM>")),
+            "{id_type}: also for the legal representative: {xml}"
+        );
+    }
+    // the resident ID card's legacy number is still converted, for the party and the legal representative
+    let person = with(
+        fixture_record("permit_person"),
+        "/party/id_no",
+        json!(legacy),
+    );
+    let org = with(
+        fixture_record("permit_org"),
+        "/party/legal_rep/id_no",
+        json!(legacy),
+    );
+    let (code, xml, err) = map_records("permit", &[person, org], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        xml.contains("<XK_XDR_ZJHM>34052419800101001X</XK_XDR_ZJHM>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn codes_are_pushed_in_their_normalised_form() {
+    use serde_json::json;
+    let org = with(
+        with(
+            fixture_record("permit_org"),
+            "/party/org_code",
+            json!("41578923-4"),
+        ),
+        "/party/legal_rep/id_no",
+        json!("34052419800101001x"),
+    );
+    let (code, xml, err) = map_records("permit", &[org], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        xml.contains("<XK_XDR_ZZJG>415789234</XK_XDR_ZZJG>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<XK_FR_ZJHM>34052419800101001X</XK_FR_ZJHM>"),
+        "{xml}"
+    );
+
+    let person = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!("41050219880101561x"),
+    );
+    let (code, xml, err) = map_records("penalty", &[person], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        xml.contains("<CF_XDR_ZJHM>41050219880101561X</CF_XDR_ZJHM>"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn an_unknown_agency_domain_is_refused_not_taken_for_three_months() {
+    let rec = fixture_record("penalty_person");
+    let (code, xml, err) = map_records(
+        "penalty",
+        std::slice::from_ref(&rec),
+        Some("[agency]\ndomain = \"应急管理\"\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("[agency] domain"), "{err}");
+    assert!(err.contains("应急管理"), "{err}");
+    for accepted in ["安全生产", "特种设备", "消防", "其他"] {
+        assert!(err.contains(accepted), "{err} should list {accepted}");
+    }
+    let (code, xml, err) = map_records("penalty", &[rec], Some("[agency]\ndomain = \"其他\"\n"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
+}
+
+#[test]
+fn a_display_until_below_the_legal_minimum_is_a_finding() {
+    use serde_json::json;
+    // decided 2024-05-16, no config: 3 months at least
+    let short = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2024-08-15"),
+    );
+    let (code, xml, err) = map_records("penalty", &[short], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
+    assert!(err.contains("3 个月") && err.contains("3 months"), "{err}");
+    assert!(
+        err.contains("2024/08/16"),
+        "names the earliest allowed end: {err}"
+    );
+    let enough = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2024-08-16"),
+    );
+    let (code, xml, err) = map_records("penalty", &[enough], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_GSJZQ>2024/08/16</CF_GSJZQ>"), "{xml}");
+
+    // 安全生产: a year at least
+    let config = "[agency]\ndomain = \"安全生产\"\n";
+    let short = with(
+        fixture_record("penalty_person"),
+        "/display_until",
+        json!("2025-05-15"),
+    );
+    let (code, _, err) = map_records("penalty", &[short], Some(config));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
+    assert!(err.contains("安全生产") && err.contains("12 个月"), "{err}");
+}
+
+#[test]
+fn a_birth_date_after_the_decision_date_is_a_finding() {
+    use serde_json::json;
+    // born 2025-01-01, a permit decided 2024-03-01
+    let unborn = "410302202501011527";
+    let rec = with(
+        fixture_record("permit_person"),
+        "/party/id_no",
+        json!(unborn),
+    );
+    let (code, xml, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tXK_XDR_ZJHM\tid_format\t"), "{err}");
+    assert!(
+        err.contains("20250101"),
+        "the message names the birth date: {err}"
+    );
+    assert!(
+        !err.contains(unborn),
+        "no full ID number in a finding: {err}"
+    );
+    // the same for a legal representative
+    let rec = with(
+        fixture_record("permit_org"),
+        "/party/legal_rep/id_no",
+        json!(unborn),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tXK_FR_ZJHM\tid_format\t"), "{err}");
+}
+
+#[test]
+fn a_penalty_on_a_minor_is_not_published() {
+    use serde_json::json;
+    // decided 2024-05-16: born 2006-05-17 is 17 that day, born 2006-05-16 turns 18 that day
+    let minor = "410502200605175616";
+    let adult = "410502200605165610";
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!(minor),
+    );
+    let (code, xml, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"), "{err}");
+    assert!(err.contains("未成年人"), "{err}");
+    assert!(err.contains("minor"), "{err}");
+    assert!(
+        !err.contains(minor),
+        "no full ID number in a finding: {err}"
+    );
+
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/party/id_no",
+        json!(adult),
+    );
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(0), "18 on the decision date is an adult: {err}");
+
+    // a permit on a minor is not affected
+    let rec = with(
+        with(
+            fixture_record("permit_person"),
+            "/party/id_no",
+            json!(minor),
+        ),
+        "/decided_on",
+        json!("2024-05-16"),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_bare_other_permit_category_is_a_finding() {
+    use serde_json::json;
+    let rec = with(fixture_record("permit_org"), "/category", json!("P06"));
+    let (code, xml, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(xml.is_empty(), "{xml}");
+    assert!(err.contains("\tXK_XKLB\tother_unnamed\t"), "{err}");
+    assert!(err.contains("具体"), "{err}");
+}

@@ -113,7 +113,8 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
     let stale = record("permit_person", "permit", "C", "2026-11-20");
     let orphan = record("permit_org", "permit", "D", "2026-11-20");
     let late = record("penalty_fine_confiscation", "penalty", "F", "2026-10-12");
-    let mut expired = record("penalty_multi_category", "penalty", "G", "2026-10-12");
+    // decided over a year before its display ends: the legal minimum for 安全生产 (display_too_short otherwise)
+    let mut expired = record("penalty_multi_category", "penalty", "G", "2025-10-13");
     expired["display_until"] = "2026-11-20".into();
     let mut invalid = record("permit_org", "permit", "H", "2026-11-20");
     invalid["party"]["credit_code"] = "914101004157892343".into();
@@ -137,7 +138,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
         (key("permit", "C"), "2026-11-21T10:00:00+08:00"),
         (key("permit", "D"), "2026-11-21T10:00:00+08:00"),
         (key("penalty", "F"), "2026-10-30T10:00:00+08:00"),
-        (key("penalty", "G"), "2026-10-13T10:00:00+08:00"),
+        (key("penalty", "G"), "2025-10-14T10:00:00+08:00"),
     ] {
         set_published(&env, &k, at).await;
     }
@@ -295,7 +296,8 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_then_sync_leaves_no_gaps() {
     let env = empty_env().await;
-    let mut expired = record("penalty_multi_category", "penalty", "G", "2026-11-16");
+    // decided a year before its display ends, the legal minimum for 安全生产
+    let mut expired = record("penalty_multi_category", "penalty", "G", "2025-11-17");
     expired["display_until"] = "2026-11-20".into();
     let recs = serde_json::json!([
         record("permit_org", "permit", "B", "2026-11-20"),
@@ -311,14 +313,10 @@ async fn repair_then_sync_leaves_no_gaps() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for k in [
-        key("permit", "B"),
-        key("permit", "C"),
-        key("permit", "D"),
-        key("penalty", "G"),
-    ] {
+    for k in [key("permit", "B"), key("permit", "C"), key("permit", "D")] {
         set_published(&env, &k, "2026-11-20T09:00:00+08:00").await;
     }
+    set_published(&env, &key("penalty", "G"), "2025-11-18T09:00:00+08:00").await;
     drop_from_platform(&env, &key("permit", "B")).await;
     env.admin_post(
         format!("{}/admin/records/alter", env.platform.url()),
@@ -680,7 +678,8 @@ async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm() {
     let env = empty_env().await;
-    let mut p = record("penalty_multi_category", "penalty", "G", "2026-11-16");
+    // decided a year before its display ends, the legal minimum for 安全生产
+    let mut p = record("penalty_multi_category", "penalty", "G", "2025-11-17");
     p["display_until"] = "2026-11-20".into();
     env.source_insert(serde_json::json!([p])).await;
     let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
@@ -803,7 +802,7 @@ async fn a_deadline_past_the_calendar_is_a_note_not_the_end_of_the_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeliness_counts_every_record_that_was_due() {
     let env = empty_env().await;
-    let mut p1 = record("penalty_multi_category", "penalty", "P1", "2026-10-12");
+    let mut p1 = record("penalty_multi_category", "penalty", "P1", "2025-10-13");
     p1["display_until"] = "2026-11-20".into();
     let mut h = record("permit_org", "permit", "H", "2026-11-02");
     h["party"]["credit_code"] = "914101004157892343".into();
@@ -816,9 +815,9 @@ async fn timeliness_counts_every_record_that_was_due() {
     let out = env.dualpub(&["sync", "--today", "2026-11-05"]).await;
     assert_eq!(out.status.code(), Some(1), "H is quarantined");
     set_published(&env, &key("permit", "A"), "2026-11-05T10:00:00+08:00").await;
-    set_published(&env, &key("penalty", "P1"), "2026-10-15T10:00:00+08:00").await;
+    set_published(&env, &key("penalty", "P1"), "2025-10-15T10:00:00+08:00").await;
     // P2 reaches the source only after its display period ended: it was never published
-    let mut p2 = record("penalty_multi_category", "penalty", "P2", "2026-10-12");
+    let mut p2 = record("penalty_multi_category", "penalty", "P2", "2025-10-13");
     p2["display_until"] = "2026-11-20".into();
     env.source_insert(serde_json::json!([p2])).await;
 

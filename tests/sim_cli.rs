@@ -2,7 +2,7 @@
 //! exit code 2. And the generator's invalid records are each caught by the foundation's validation with the
 //! intended finding code.
 
-use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, MappingContext, MappingSet};
 use dualpub::model::Kind;
 use dualpub::sim::gen::{self, GenConfig};
 use std::io::{BufRead, BufReader};
@@ -93,7 +93,7 @@ fn every_generated_defect_is_caught_with_its_intended_code() {
     let ctx = MappingContext {
         agency_name: gen::agency().name,
         agency_credit_code: gen::agency().credit_code,
-        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+        display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
     };
     let mut by_code = std::collections::BTreeMap::new();
     for kind in Kind::ALL {

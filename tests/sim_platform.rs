@@ -1,7 +1,7 @@
 //! The credit-platform simulator over real loopback HTTP: login, exchange outcomes and idempotency, validation and
 //! the strict profile, size limits, every injected fault, record paging, and the admin API.
 
-use dualpub::mapping::{DisplayPolicy, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, MappingContext, MappingSet};
 use dualpub::model::{Kind, PlatformRecord};
 use dualpub::sim::platform::{
     serve, sign, Faults, PlatformSimConfig, PlatformSimHandle, Stats, StrictProfile,
@@ -52,7 +52,7 @@ fn permit(n: u32) -> (String, PlatformRecord) {
     let ctx = MappingContext {
         agency_name: Some("河南省应急管理厅".into()),
         agency_credit_code: Some(SENDER.into()),
-        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+        display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
     };
     let mapped = MappingSet::builtin().permit.map(&ctx, &src);
     assert!(mapped.is_valid(), "{:?}", mapped.findings);

@@ -136,6 +136,9 @@ async fn backfill_update_revoke_expire() {
     revoked["updated_at"] = serde_json::Value::Null;
     revoked["kind"] = "penalty".into();
     let mut expired = serde_json::to_value(&pen_ids[1]).unwrap();
+    // a display period of at least the legal year (安全生产) that has ended
+    expired["decided_on"] = "2025-11-03".into();
+    expired["effective_until"] = "2026-11-03".into();
     expired["display_until"] = "2026-11-20".into();
     expired["updated_at"] = serde_json::Value::Null;
     expired["kind"] = "penalty".into();

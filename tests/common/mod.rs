@@ -2,7 +2,7 @@
 //! `dualpub` binary driven through them (the `spawn_app` of zero-to-production).
 #![allow(dead_code)]
 
-use dualpub::mapping::{DisplayPolicy, Mapped, MappingContext, MappingSet};
+use dualpub::mapping::{DisplayPolicy, Domain, Mapped, MappingContext, MappingSet};
 use dualpub::model::Kind;
 use dualpub::sim::gen::{self, GenConfig};
 use dualpub::sim::platform::{self, Faults, PlatformSimConfig, PlatformSimHandle};
@@ -30,7 +30,7 @@ pub fn mapping_context() -> MappingContext {
     MappingContext {
         agency_name: gen::agency().name,
         agency_credit_code: Some(agency_code()),
-        display: DisplayPolicy::for_domain(Some("安全生产"), None),
+        display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
     }
 }
 
