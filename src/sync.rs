@@ -758,6 +758,43 @@ impl Engine<'_> {
             };
             if !mapped.is_valid() {
                 let key = mapped.key.as_ref().map(|k| k.to_string());
+                // Most findings leave the last valid version public until the record is fixed; a penalty on a
+                // minor must not be public at all, so one already published (or on its way) is withdrawn.
+                let minor = mapped
+                    .findings
+                    .iter()
+                    .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
+                let ours = |k: &String| {
+                    !page_released.contains(k) && page_owner.get(k).is_none_or(|o| *o == src.id)
+                };
+                if let Some(k) = key.as_ref().filter(|k| minor && ours(k)) {
+                    let entry = self.store.ledger_get(k)?.filter(|e| e.source_id == src.id);
+                    let on_its_way = self
+                        .pending
+                        .get(k)
+                        .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
+                    if on_its_way
+                        || entry
+                            .as_ref()
+                            .is_some_and(|e| e.state == PlatformState::Public)
+                    {
+                        page_owner.remove(k);
+                        items.retain(|(i, _)| i.key != *k || i.source_id != src.id);
+                        items.push((
+                            OutboxItem {
+                                key: k.clone(),
+                                op: Op::Withdraw,
+                                digest: None,
+                                source_id: src.id.clone(),
+                                source_updated_at: src.updated_at.clone().unwrap_or_default(),
+                                meta: entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
+                                source: None,
+                                ledger: None,
+                            },
+                            None,
+                        ));
+                    }
+                }
                 self.quarantine(
                     &mut commit,
                     kind,

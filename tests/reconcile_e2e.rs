@@ -844,3 +844,37 @@ async fn timeliness_counts_every_record_that_was_due() {
         "{months:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
+    let env = empty_env().await;
+    let mut p = record("penalty_person", "penalty", "M1", "2025-11-10");
+    p["display_until"] = "2026-11-30".into();
+    env.source_insert(serde_json::json!([p.clone()])).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        env.platform_records().await[&key("penalty", "M1")].1,
+        "public"
+    );
+    // the enforcement system corrects the party's ID number: the party was 15 on the decision date
+    p["party"]["id_no"] = "410105201001011233".into();
+    env.source_insert(serde_json::json!([p])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(s["quarantined"], 1, "{s}");
+    assert_eq!(s["withdrawn"], 1, "{s}");
+    // it stayed public before: most findings keep the last valid version, but this one must not be shown at all
+    assert_eq!(
+        env.platform_records().await[&key("penalty", "M1")].1,
+        "withdrawn"
+    );
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    assert!(
+        q[0].findings.iter().any(|f| f.code == "penalty_minor"),
+        "{q:?}"
+    );
+    // and the next run leaves it so
+    let (_, s, _) = env.sync(&[]).await;
+    assert_eq!(s["pushed"], 0, "{s}");
+}
