@@ -72,8 +72,8 @@ fn main() {
     println!("backfill of {n} records (permits and penalties), simulators as separate processes, batch 200, concurrency 4");
     let (rate, rss, s, again, later) = backfill(n, 200, 4, 0, Some("2027-06-01"));
     println!(
-        "  {rate:.0} records/s; peak RSS of dualpub {rss:.1} MiB; pushed {} accepted {} unchanged (expired penalties, not published) {}",
-        s["pushed"], s["accepted"], s["unchanged"]
+        "  {rate:.0} records/s; peak RSS of dualpub {rss:.1} MiB; pushed {} accepted {} not public (penalties past their display period, never published) {}",
+        s["pushed"], s["accepted"], s["not_public"]
     );
     println!(
         "  no-change run right after: {} ms wall (whole process, including start-up)",
