@@ -1369,7 +1369,13 @@ impl Mapping {
             return Ok(d);
         };
         let policy = &ctx.display;
-        if let Some(earliest) = decided.checked_add_months(Months::new(policy.min_months)) {
+        // The minimum is today's rule; decisions before 2021 had other ones (reference §3.2), and a display period
+        // set right under them is not a defect to hold back now.
+        let current_rules = decided >= NaiveDate::from_ymd_opt(2021, 1, 1).expect("a real date");
+        if let Some(earliest) = decided
+            .checked_add_months(Months::new(policy.min_months))
+            .filter(|_| current_rules)
+        {
             if d < earliest {
                 let f = |d: NaiveDate| self.date_format.format(d);
                 let (given, decided, earliest) = (f(d), f(decided), f(earliest));

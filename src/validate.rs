@@ -320,20 +320,21 @@ fn check_age(rule: &FieldRule, born: NaiveDate, decided: NaiveDate, out: &mut Ve
     let name = &*rule.name;
     let on = decided.format("%Y/%m/%d");
     if born > decided {
-        let digits = born.format("%Y%m%d");
+        // The birth date is not quoted: it is the part of the number that masks hide.
         out.push(Finding::new(
             FindingCode::IdFormat,
             name,
-            format!("身份证号码有误：出生日期“{digits}”晚于决定日期（{on}），请核对原始证照"),
+            format!("身份证号码有误：其中的出生日期晚于决定日期（{on}），请核对原始证照"),
             format!(
-                "ID number is wrong: birth date '{digits}' is after the decision date ({on}); check it against the \
+                "ID number is wrong: the birth date in it is after the decision date ({on}); check it against the \
                  original certificate"
             ),
         ));
         return;
     }
-    let adult_from = born.checked_add_months(chrono::Months::new(18 * 12));
-    if rule.forbid_minor && adult_from.is_some_and(|a| decided < a) {
+    // 周岁 count from the day after the birthday: on the 18th birthday itself a person is still a minor.
+    let eighteenth = born.checked_add_months(chrono::Months::new(18 * 12));
+    if rule.forbid_minor && eighteenth.is_some_and(|a| decided <= a) {
         out.push(Finding::new(
             FindingCode::PenaltyMinor,
             name,

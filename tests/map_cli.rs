@@ -504,6 +504,20 @@ fn a_display_until_below_the_legal_minimum_is_a_finding() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("\tCF_GSJZQ\tdisplay_too_short\t"), "{err}");
     assert!(err.contains("安全生产") && err.contains("12 个月"), "{err}");
+
+    // a decision of 2019 fell under the rules of its time: its display period is not judged by today's minimum
+    let old = with(
+        with(
+            fixture_record("penalty_person"),
+            "/decided_on",
+            json!("2019-10-10"),
+        ),
+        "/display_until",
+        json!("2020-04-10"),
+    );
+    let (code, xml, err) = map_records("penalty", &[old], Some(config));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<CF_GSJZQ>2020/04/10</CF_GSJZQ>"), "{xml}");
 }
 
 #[test]
@@ -520,9 +534,10 @@ fn a_birth_date_after_the_decision_date_is_a_finding() {
     assert_eq!(code, Some(1), "{err}");
     assert!(xml.is_empty(), "{xml}");
     assert!(err.contains("\tXK_XDR_ZJHM\tid_format\t"), "{err}");
+    assert!(err.contains("出生日期晚于决定日期"), "{err}");
     assert!(
-        err.contains("20250101"),
-        "the message names the birth date: {err}"
+        !err.contains("20250101"),
+        "not the birth date either, the part of the number that masks hide: {err}"
     );
     assert!(
         !err.contains(unborn),
@@ -542,9 +557,10 @@ fn a_birth_date_after_the_decision_date_is_a_finding() {
 #[test]
 fn a_penalty_on_a_minor_is_not_published() {
     use serde_json::json;
-    // decided 2024-05-16: born 2006-05-17 is 17 that day, born 2006-05-16 turns 18 that day
-    let minor = "410502200605175616";
-    let adult = "410502200605165610";
+    // decided 2024-05-16: born 2006-05-16 has the 18th birthday that day and is still a minor (周岁 count from
+    // the day after the birthday); born 2006-05-15 is 18 周岁 that day
+    let minor = "410502200605165610";
+    let adult = "410502200605155615";
     let rec = with(
         fixture_record("penalty_person"),
         "/party/id_no",
@@ -567,7 +583,11 @@ fn a_penalty_on_a_minor_is_not_published() {
         json!(adult),
     );
     let (code, _, err) = map_records("penalty", &[rec], None);
-    assert_eq!(code, Some(0), "18 on the decision date is an adult: {err}");
+    assert_eq!(
+        code,
+        Some(0),
+        "18 周岁 on the decision date is an adult: {err}"
+    );
 
     // a permit on a minor is not affected
     let rec = with(
