@@ -586,11 +586,11 @@ impl FromStr for IdNumber {
 // Masking
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Masks every ID number in free text, e.g. in a parser's message or a finding that quotes a value: a run of 18
-/// characters (17 digits, then a digit or `X`) or of 15 digits, not part of a longer run of digits, whose birth
-/// date (positions 7–14, or 7–12 for 15 digits) could be one. Codes that only look alike stay whole — a USCC such as
-/// `91410100…` or `…12343F`, the placeholder `00000000000000000X`, document numbers — so the operator can still
-/// look records up by them. Other text is left as it is.
+/// Masks every ID number in free text, e.g. in a parser's message or a finding that quotes a value: a run of 15
+/// to 19 digits (the 18th may be `X`), not part of a longer run of digits, whose birth date (positions 7–14, or 7–12
+/// for 15 digits) could be one — so a number typed with a digit too many or too few is masked too. Codes that only
+/// look alike stay whole — a USCC such as `91410100…` or `…12343F`, the placeholder `00000000000000000X`, document
+/// numbers — so the operator can still look records up by them. Other text is left as it is.
 pub fn mask_ids_in(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -618,7 +618,7 @@ pub fn mask_ids_in(text: &str) -> String {
     out
 }
 
-/// 18 characters (17 digits and a digit or `X`) or 15 digits, with a birth date that could be one.
+/// 15 to 19 characters (digits, the 18th possibly `X`) with a birth date that could be one.
 fn looks_like_id_number(run: &str) -> bool {
     let b = run.as_bytes();
     let num = |r: std::ops::Range<usize>| {
@@ -627,7 +627,7 @@ fn looks_like_id_number(run: &str) -> bool {
             .and_then(|s| s.parse::<u32>().ok())
     };
     let (year, md) = match b.len() {
-        18 => (num(6..10), 10),
+        16..=19 => (num(6..10), 10),
         15 => (num(6..8).map(|y| 1900 + y), 8),
         _ => return false,
     };
@@ -696,10 +696,19 @@ mod mask_text_tests {
             "占位代码 00000000000000000X 只允许用于",
             "914101004157892342",
             "（豫）WH安许证字〔2024〕000123",
-            "a run of 19 digits 4101051980010112391",
+            "a run of 20 digits 41010519800101123912",
         ] {
             assert_eq!(mask_ids_in(t), t);
         }
+        // but a number typed with a digit too few or too many is masked
+        assert_eq!(
+            mask_ids_in("号码41010519800101123"),
+            "号码410105*******1123"
+        );
+        assert_eq!(
+            mask_ids_in("号码4101051980010112391"),
+            "号码410105*********2391"
+        );
     }
 }
 
