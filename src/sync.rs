@@ -764,35 +764,45 @@ impl Engine<'_> {
                     .findings
                     .iter()
                     .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
-                let ours = |k: &String| {
-                    !page_released.contains(k) && page_owner.get(k).is_none_or(|o| *o == src.id)
-                };
-                if let Some(k) = key.as_ref().filter(|k| minor && ours(k)) {
-                    let entry = self.store.ledger_get(k)?.filter(|e| e.source_id == src.id);
-                    let on_its_way = self
-                        .pending
-                        .get(k)
-                        .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
-                    if on_its_way
-                        || entry
-                            .as_ref()
-                            .is_some_and(|e| e.state == PlatformState::Public)
-                    {
-                        page_owner.remove(k);
-                        items.retain(|(i, _)| i.key != *k || i.source_id != src.id);
-                        items.push((
-                            OutboxItem {
-                                key: k.clone(),
-                                op: Op::Withdraw,
-                                digest: None,
-                                source_id: src.id.clone(),
-                                source_updated_at: src.updated_at.clone().unwrap_or_default(),
-                                meta: entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
-                                source: None,
-                                ledger: None,
-                            },
-                            None,
-                        ));
+                if minor {
+                    // The key it maps to now and the one it was linked to before (the same edit may change the
+                    // document number): neither may stay public, nor be sent from this page.
+                    let mut keys: Vec<String> = key.iter().cloned().collect();
+                    if let Some(old) = self.store.by_source_get(kind, &src.id)? {
+                        if !keys.contains(&old) {
+                            keys.push(old);
+                        }
+                    }
+                    keys.retain(|k| {
+                        !page_released.contains(k) && page_owner.get(k).is_none_or(|o| *o == src.id)
+                    });
+                    for k in keys {
+                        page_owner.remove(&k);
+                        items.retain(|(i, _)| i.key != k || i.source_id != src.id);
+                        let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
+                        let on_its_way = self
+                            .pending
+                            .get(&k)
+                            .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
+                        if on_its_way
+                            || entry
+                                .as_ref()
+                                .is_some_and(|e| e.state == PlatformState::Public)
+                        {
+                            items.push((
+                                OutboxItem {
+                                    key: k,
+                                    op: Op::Withdraw,
+                                    digest: None,
+                                    source_id: src.id.clone(),
+                                    source_updated_at: src.updated_at.clone().unwrap_or_default(),
+                                    meta: entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
+                                    source: None,
+                                    ledger: None,
+                                },
+                                None,
+                            ));
+                        }
                     }
                 }
                 self.quarantine(
@@ -1357,7 +1367,9 @@ fn apply_receipt(
                     e.state = PlatformState::Rejected;
                 }
                 e.rejected_digest = item.digest.clone();
-                e.last_error = Some(format!("{} {}", res.code, res.message));
+                // The platform's words may quote a value, an ID number among them.
+                let message = crate::ids::mask_ids_in(&res.message);
+                e.last_error = Some(format!("{} {message}", res.code));
                 tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
@@ -1371,11 +1383,8 @@ fn apply_receipt(
                     findings: vec![StoredFinding {
                         code: res.code.clone(),
                         field: "(platform)".into(),
-                        zh: res.message.clone(),
-                        en: format!(
-                            "the platform rejected the record: {} {}",
-                            res.code, res.message
-                        ),
+                        zh: message.clone(),
+                        en: format!("the platform rejected the record: {} {message}", res.code),
                     }],
                     // A batch resent after a crash has no source text: keep the held one if it is this version
                     // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.

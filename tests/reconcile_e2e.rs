@@ -850,31 +850,54 @@ async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     let env = empty_env().await;
     let mut p = record("penalty_person", "penalty", "M1", "2025-11-10");
     p["display_until"] = "2026-11-30".into();
-    env.source_insert(serde_json::json!([p.clone()])).await;
+    let mut p2 = record("penalty_person", "penalty", "M2", "2025-11-10");
+    p2["display_until"] = "2026-11-30".into();
+    env.source_insert(serde_json::json!([p.clone(), p2.clone()]))
+        .await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         env.platform_records().await[&key("penalty", "M1")].1,
         "public"
     );
-    // the enforcement system corrects the party's ID number: the party was 15 on the decision date
+    // the enforcement system corrects the party's ID number: the party was 15 on the decision date; for M2 the
+    // same edit corrects the document number too
     p["party"]["id_no"] = "410105201001011233".into();
-    env.source_insert(serde_json::json!([p])).await;
+    p2["party"]["id_no"] = "410105201001011233".into();
+    p2["doc_no"] = "测试〔2026〕M2改号".into();
+    env.source_insert(serde_json::json!([p, p2])).await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "{err}");
-    assert_eq!(s["quarantined"], 1, "{s}");
-    assert_eq!(s["withdrawn"], 1, "{s}");
+    assert_eq!(s["quarantined"], 2, "{s}");
+    assert_eq!(s["withdrawn"], 2, "{s}");
     // it stayed public before: most findings keep the last valid version, but this one must not be shown at all
+    let held = env.platform_records().await;
+    assert_eq!(held[&key("penalty", "M1")].1, "withdrawn");
     assert_eq!(
-        env.platform_records().await[&key("penalty", "M1")].1,
-        "withdrawn"
+        held[&key("penalty", "M2")].1,
+        "withdrawn",
+        "under its old number too"
     );
     let q = read_store(&env.store_path()).quarantine_all().unwrap();
     assert!(
-        q[0].findings.iter().any(|f| f.code == "penalty_minor"),
+        q.iter()
+            .all(|e| e.findings.iter().any(|f| f.code == "penalty_minor")),
         "{q:?}"
     );
     // and the next run leaves it so
     let (_, s, _) = env.sync(&[]).await;
     assert_eq!(s["pushed"], 0, "{s}");
+    // reconcile does not ask for it to be published: no overdue row, not due for 及时率
+    let out = env
+        .dualpub(&["reconcile", "--today", TODAY, "--format", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cats = categories_json(&v);
+    assert!(!cats.contains_key("overdue"), "{}", v["gaps"]);
+    assert!(
+        cats["quarantined"].contains(&key("penalty", "M1")),
+        "{}",
+        v["gaps"]
+    );
+    assert_eq!(v["rates"]["penalty"]["due"], 0, "{}", v["rates"]);
 }

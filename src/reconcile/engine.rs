@@ -965,31 +965,37 @@ async fn compare(
                         &detail,
                         published,
                     ));
-                    // 及时率 counts it too: judged on its first publication, or due and missed.
-                    match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => {
+                    // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
+                    let minor = mapped
+                        .findings
+                        .iter()
+                        .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
+                    // Otherwise 及时率 and the months count it as any record: judged on its first publication,
+                    // or due and missed once its deadline has passed.
+                    match (deadline, first_pub, decided) {
+                        _ if minor => {}
+                        (Some(dl), Some(p), Some(d)) => {
                             rates.due += 1;
                             rates.on_time += u64::from(p <= dl);
+                            let outcome = if p <= dl {
+                                MonthOutcome::OnTime
+                            } else {
+                                MonthOutcome::Late
+                            };
+                            report.record_month(d, outcome);
                         }
-                        (Some(dl), None) if opts.today > dl => rates.due += 1,
+                        (Some(dl), None, Some(d)) if opts.today > dl => {
+                            rates.due += 1;
+                            report.gaps.push_ref(row(
+                                Category::Overdue,
+                                &display_key,
+                                INVALID_OVERDUE_DETAIL,
+                                None,
+                            ));
+                            report.record_month(d, MonthOutcome::Overdue);
+                        }
+                        (Some(_), None, Some(d)) => report.record_month(d, MonthOutcome::NotYetDue),
                         _ => {}
-                    }
-                    if published.is_none() {
-                        if let Some(dl) = deadline {
-                            if opts.today > dl {
-                                report.gaps.push_ref(row(
-                                    Category::Overdue,
-                                    &display_key,
-                                    INVALID_OVERDUE_DETAIL,
-                                    None,
-                                ));
-                                if let Some(d) = decided {
-                                    report.record_month(d, MonthOutcome::Overdue);
-                                }
-                            } else if let Some(d) = decided {
-                                report.record_month(d, MonthOutcome::NotYetDue);
-                            }
-                        }
                     }
                     continue;
                 }
