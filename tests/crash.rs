@@ -117,15 +117,7 @@ async fn killed_between_commit_and_acknowledgement() {
     std::fs::write(&env.config, cfg).unwrap();
     let killed = kill_repeatedly(&env, 10, 0xBEEF, 1200).await;
     assert!(killed >= 8);
-    let before: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/stats", env.platform.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: serde_json::Value = env.platform_stats().await;
     assert!(before["faults"]["lost_acks"].as_u64().unwrap() > 0);
     env.admin_post(
         format!("{}/admin/faults", env.platform.url()),
@@ -133,15 +125,7 @@ async fn killed_between_commit_and_acknowledgement() {
     )
     .await;
     run_to_completion(&env).await;
-    let after: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/stats", env.platform.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: serde_json::Value = env.platform_stats().await;
     assert!(
         after["replayed_flows"].as_u64().unwrap() > 0,
         "flows committed before a kill were replayed: {after}"

@@ -53,6 +53,13 @@ async fn drop_from_platform(env: &Env, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// A penalty fixture made unique (see [`record`]) with its display end.
+fn penalty(base: &str, id: &str, decided: &str, display_until: &str) -> serde_json::Value {
+    let mut r = record(base, "penalty", id, decided);
+    r["display_until"] = display_until.into();
+    r
+}
+
 fn key(kind: &str, id: &str) -> String {
     let item = if kind == "permit" { "XZXK" } else { "XZCF" };
     format!("{item}:{}:测试〔2026〕{id}号", agency_code())
@@ -114,8 +121,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
     let orphan = record("permit_org", "permit", "D", "2026-11-20");
     let late = record("penalty_fine_confiscation", "penalty", "F", "2026-10-12");
     // decided over a year before its display ends: the legal minimum for 安全生产 (display_too_short otherwise)
-    let mut expired = record("penalty_multi_category", "penalty", "G", "2025-10-13");
-    expired["display_until"] = "2026-11-20".into();
+    let expired = penalty("penalty_multi_category", "G", "2025-10-13", "2026-11-20");
     let mut invalid = record("permit_org", "permit", "H", "2026-11-20");
     invalid["party"]["credit_code"] = "914101004157892343".into();
     let mut rejected = record("permit_org", "permit", "I", "2026-11-20");
@@ -297,8 +303,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
 async fn repair_then_sync_leaves_no_gaps() {
     let env = empty_env().await;
     // decided a year before its display ends, the legal minimum for 安全生产
-    let mut expired = record("penalty_multi_category", "penalty", "G", "2025-11-17");
-    expired["display_until"] = "2026-11-20".into();
+    let expired = penalty("penalty_multi_category", "G", "2025-11-17", "2026-11-20");
     let recs = serde_json::json!([
         record("permit_org", "permit", "B", "2026-11-20"),
         record("permit_person", "permit", "C", "2026-11-20"),
@@ -385,10 +390,7 @@ async fn repair_then_sync_leaves_no_gaps() {
     for k in [key("permit", "B"), key("permit", "C")] {
         set_published(&env, &k, "2026-11-20T09:00:00+08:00").await;
     }
-    let out = env
-        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (out, v) = env.reconcile_json("2026-11-27", &[]).await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -492,10 +494,7 @@ async fn ledger_entries_match_whatever_the_document_number_lengths() {
     for id in ids {
         set_published(&env, &key("permit", id), "2026-11-20T09:00:00+08:00").await;
     }
-    let out = env
-        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (out, v) = env.reconcile_json("2026-11-27", &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", v["gaps"]);
     let permit = &v["rates"]["permit"];
     assert_eq!(permit["submitted"], ids.len(), "{permit}");
@@ -659,17 +658,7 @@ async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
 
     // Once the platform is back, the outbox goes first and only the repair's own records are counted.
     faults(serde_json::json!({"lost_ack_rate": 0.0})).await;
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            TODAY,
-            "--format",
-            "json",
-            "--repair",
-        ])
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = env.reconcile_json(TODAY, &["--repair"]).await;
     assert_eq!(v["repair"]["repushed"], 2, "{}", v["repair"]);
     assert_eq!(v["repair"]["failed"], 0, "{}", v["repair"]);
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
@@ -679,25 +668,12 @@ async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
 async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm() {
     let env = empty_env().await;
     // decided a year before its display ends, the legal minimum for 安全生产
-    let mut p = record("penalty_multi_category", "penalty", "G", "2025-11-17");
-    p["display_until"] = "2026-11-20".into();
+    let p = penalty("penalty_multi_category", "G", "2025-11-17", "2026-11-20");
     env.source_insert(serde_json::json!([p])).await;
     let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
     assert_eq!(out.status.code(), Some(0));
     // someone took it down by hand before its display period ended
     drop_from_platform(&env, &key("penalty", "G")).await;
-    let stats = || async {
-        let v: serde_json::Value = env
-            .http
-            .get(format!("{}/admin/stats", env.platform.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v
-    };
     // The period ends: the withdrawal finds nothing to take down. Nothing for a person (it exited 1, "rejected"),
     // and later runs do not ask again (it was asked on every run).
     for run in 0..2 {
@@ -705,7 +681,7 @@ async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm(
         assert_eq!(code, 0, "run {run}: {s} {err}");
         assert_eq!(s["rejected"], 0, "run {run}: {s}");
     }
-    let st = stats().await;
+    let st = env.platform_stats().await;
     assert_eq!(
         st["withdrawals"], 1,
         "one withdrawal asked for, in two runs: {st}"
@@ -802,8 +778,7 @@ async fn a_deadline_past_the_calendar_is_a_note_not_the_end_of_the_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeliness_counts_every_record_that_was_due() {
     let env = empty_env().await;
-    let mut p1 = record("penalty_multi_category", "penalty", "P1", "2025-10-13");
-    p1["display_until"] = "2026-11-20".into();
+    let p1 = penalty("penalty_multi_category", "P1", "2025-10-13", "2026-11-20");
     let mut h = record("permit_org", "permit", "H", "2026-11-02");
     h["party"]["credit_code"] = "914101004157892343".into();
     env.source_insert(serde_json::json!([
@@ -817,14 +792,10 @@ async fn timeliness_counts_every_record_that_was_due() {
     set_published(&env, &key("permit", "A"), "2026-11-05T10:00:00+08:00").await;
     set_published(&env, &key("penalty", "P1"), "2025-10-15T10:00:00+08:00").await;
     // P2 reaches the source only after its display period ended: it was never published
-    let mut p2 = record("penalty_multi_category", "penalty", "P2", "2025-10-13");
-    p2["display_until"] = "2026-11-20".into();
+    let p2 = penalty("penalty_multi_category", "P2", "2025-10-13", "2026-11-20");
     env.source_insert(serde_json::json!([p2])).await;
 
-    let out = env
-        .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = env.reconcile_json("2026-11-27", &[]).await;
     let overall = &v["rates"]["overall"];
     // A and P1 on time; H (quarantined, past its deadline) and P2 (never published) missed. It said 1 of 1.
     assert_eq!(overall["due"], 4, "{}", v["rates"]);
@@ -848,10 +819,8 @@ async fn timeliness_counts_every_record_that_was_due() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     let env = empty_env().await;
-    let mut p = record("penalty_person", "penalty", "M1", "2025-11-10");
-    p["display_until"] = "2026-11-30".into();
-    let mut p2 = record("penalty_person", "penalty", "M2", "2025-11-10");
-    p2["display_until"] = "2026-11-30".into();
+    let mut p = penalty("penalty_person", "M1", "2025-11-10", "2026-11-30");
+    let mut p2 = penalty("penalty_person", "M2", "2025-11-10", "2026-11-30");
     env.source_insert(serde_json::json!([p.clone(), p2.clone()]))
         .await;
     let (code, _, err) = env.sync(&[]).await;
@@ -888,10 +857,7 @@ async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     let (_, s, _) = env.sync(&[]).await;
     assert_eq!(s["pushed"], 0, "{s}");
     // reconcile does not ask for it to be published: no overdue row, not due for 及时率
-    let out = env
-        .dualpub(&["reconcile", "--today", TODAY, "--format", "json"])
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = env.reconcile_json(TODAY, &[]).await;
     let cats = categories_json(&v);
     assert!(!cats.contains_key("overdue"), "{}", v["gaps"]);
     assert!(

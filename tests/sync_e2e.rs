@@ -253,15 +253,7 @@ async fn survives_a_flaky_platform() {
         held.values().all(|v| v.3 == 1),
         "no record was stored twice in different versions"
     );
-    let stats: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/stats", env.platform.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = env.platform_stats().await;
     assert!(
         stats["faults"]["lost_acks"].as_u64().unwrap() > 0,
         "{stats}"
@@ -673,17 +665,7 @@ async fn a_document_number_reused_in_one_page_quarantines_the_later_record() {
         "the later record is held with the finding, not dropped"
     );
     // Reconcile tells the same story: B is quarantined, not `missing`; A is on the platform as it should be.
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            TODAY,
-            "--format",
-            "json",
-            "--repair",
-        ])
-        .await;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, report) = env.reconcile_json(TODAY, &["--repair"]).await;
     let key = format!("XZXK:{}:{doc}", agency_code());
     let rows: Vec<(&str, &str)> = report["gaps"]
         .as_array()
@@ -1044,15 +1026,6 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
     let before = held(&env).expect("the refused record is in quarantine");
     assert_eq!(before.reason, "rejected");
     assert!(before.source.is_object());
-    let rejected = || async {
-        let stats: serde_json::Value = reqwest::get(format!("{}/admin/stats", env.platform.url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["rejected"].as_u64().unwrap()
-    };
     let platform = |rate: f64| {
         env.admin_post(
             format!("{}/admin/faults", env.platform.url()),
@@ -1091,8 +1064,12 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
     assert_eq!(after.first_seen, before.first_seen);
 
     // So a retry still sends it.
-    let was = rejected().await;
+    let was = env.platform_stats().await["rejected"].as_u64().unwrap();
     let out = env.dualpub(&["quarantine", "retry", &first.id]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(rejected().await, was + 1, "the retry sent the record again");
+    assert_eq!(
+        env.platform_stats().await["rejected"].as_u64().unwrap(),
+        was + 1,
+        "the retry sent the record again"
+    );
 }

@@ -176,6 +176,27 @@ impl Env {
             .collect()
     }
 
+    /// `reconcile --today TODAY --format json EXTRA…`: the process output and the parsed report (`null` if none).
+    pub async fn reconcile_json(&self, today: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+        let mut args = vec!["reconcile", "--today", today, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = self.dualpub(&args).await;
+        let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, report)
+    }
+
+    /// The platform simulator's counts (`GET /admin/stats`).
+    pub async fn platform_stats(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/admin/stats", self.platform.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_post(&self, url: String, body: serde_json::Value) -> serde_json::Value {
         let r = self.http.post(url).json(&body).send().await.unwrap();
         assert!(r.status().is_success(), "{}", r.status());
