@@ -133,6 +133,27 @@ pub struct OutboxItem {
     pub ledger: Option<Option<LedgerEntry>>,
 }
 
+impl OutboxItem {
+    /// A withdrawal of `key`, for the source record `source_id` at `source_updated_at`.
+    pub fn withdraw(
+        key: String,
+        source_id: String,
+        source_updated_at: String,
+        meta: RecordMeta,
+    ) -> OutboxItem {
+        OutboxItem {
+            key,
+            op: Op::Withdraw,
+            digest: None,
+            source_id,
+            source_updated_at,
+            meta,
+            source: None,
+            ledger: None,
+        }
+    }
+}
+
 /// A message written to the store before it is sent; a restarted run resends it with the same flow id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxBatch {

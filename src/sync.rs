@@ -518,19 +518,14 @@ impl Engine<'_> {
             for (_, key) in keys.iter().filter(|(k, _)| *k == kind) {
                 let e = self.store.ledger_get(key)?;
                 items.push((
-                    OutboxItem {
-                        key: key.clone(),
-                        op: Op::Withdraw,
-                        digest: None,
-                        source_id: e.as_ref().map(|e| e.source_id.clone()).unwrap_or_default(),
-                        source_updated_at: e
-                            .as_ref()
+                    OutboxItem::withdraw(
+                        key.clone(),
+                        e.as_ref().map(|e| e.source_id.clone()).unwrap_or_default(),
+                        e.as_ref()
                             .map(|e| e.source_updated_at.clone())
                             .unwrap_or_default(),
-                        meta: e.map(|e| e.meta).unwrap_or_default(),
-                        source: None,
-                        ledger: None,
-                    },
+                        e.map(|e| e.meta).unwrap_or_default(),
+                    ),
                     None,
                 ));
                 if items.len() >= self.withdraw_chunk() {
@@ -594,16 +589,12 @@ impl Engine<'_> {
             if let Some(e) = self.store.ledger_get(&key)? {
                 if e.state == PlatformState::Public {
                     items.push((
-                        OutboxItem {
-                            key: key.clone(),
-                            op: Op::Withdraw,
-                            digest: None,
-                            source_id: e.source_id.clone(),
-                            source_updated_at: e.source_updated_at.clone(),
-                            meta: e.meta.clone(),
-                            source: None,
-                            ledger: None,
-                        },
+                        OutboxItem::withdraw(
+                            key.clone(),
+                            e.source_id.clone(),
+                            e.source_updated_at.clone(),
+                            e.meta.clone(),
+                        ),
                         None,
                     ));
                     if items.len() >= self.withdraw_chunk() {
@@ -790,16 +781,12 @@ impl Engine<'_> {
                                 .is_some_and(|e| e.state == PlatformState::Public)
                         {
                             items.push((
-                                OutboxItem {
-                                    key: k,
-                                    op: Op::Withdraw,
-                                    digest: None,
-                                    source_id: src.id.clone(),
-                                    source_updated_at: src.updated_at.clone().unwrap_or_default(),
-                                    meta: entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
-                                    source: None,
-                                    ledger: None,
-                                },
+                                OutboxItem::withdraw(
+                                    k,
+                                    src.id.clone(),
+                                    src.updated_at.clone().unwrap_or_default(),
+                                    entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
+                                ),
                                 None,
                             ));
                         }
@@ -878,16 +865,12 @@ impl Engine<'_> {
                         },
                     };
                     items.push((
-                        OutboxItem {
-                            key: old.clone(),
-                            op: Op::Withdraw,
-                            digest: None,
-                            source_id: src.id.clone(),
-                            source_updated_at: src.updated_at.clone().unwrap_or_default(),
-                            meta: old_meta,
-                            source: None,
-                            ledger: None,
-                        },
+                        OutboxItem::withdraw(
+                            old.clone(),
+                            src.id.clone(),
+                            src.updated_at.clone().unwrap_or_default(),
+                            old_meta,
+                        ),
                         None,
                     ));
                 }
