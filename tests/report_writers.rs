@@ -171,6 +171,9 @@ fn csv_files_per_category_with_bom_and_rfc4180_quoting() {
     let summary = std::fs::read_to_string(out.join("summary.csv")).expect("read");
     assert!(summary.contains("缺失,missing,1,,\r\n"));
     assert!(summary.contains("及时率,全部,97.00%,97,100\r\n"));
+    // The window limits the source side only: the platform's count says it is of every decision date.
+    assert!(summary.contains("源系统记录数,,120,"));
+    assert!(summary.contains("平台记录数（不限决定日期 every decision date）,,117,"));
 }
 
 #[test]
@@ -277,6 +280,7 @@ fn table_starts_with_the_summary_and_has_no_ansi_without_color() {
     assert!(text.contains("5 gaps on 4 records need attention"));
     assert!(text.contains("97.00% (97/100)"));
     assert!(text.contains("410105********1234"));
+    assert!(text.contains("source 120 in the window, platform 117 of every decision date"));
     assert!(
         !text.contains("平台信息: \"证件号码\" 校验位错误,\n"),
         "newline kept out of a row"
@@ -291,6 +295,14 @@ fn table_starts_with_the_summary_and_has_no_ansi_without_color() {
     assert!(String::from_utf8(empty)
         .expect("utf-8")
         .contains("verdict: no gaps"));
+    let mut open = Report::new(d("2024-12-31"));
+    open.source_records = 3;
+    open.platform_records = 2;
+    let mut buf = Vec::new();
+    write_table(&open, &mut buf, false).expect("write");
+    assert!(String::from_utf8(buf)
+        .expect("utf-8")
+        .contains("source 3, platform 2\n"));
 }
 
 #[test]

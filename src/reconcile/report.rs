@@ -301,6 +301,16 @@ impl Report {
         total
     }
 
+    /// The label of the platform's record count: a window of decision dates limits the source side only (the
+    /// platform's list carries no decision dates), and the label says so.
+    pub fn platform_records_label(&self) -> &'static str {
+        if self.from.is_some() || self.to.is_some() {
+            "平台记录数（不限决定日期 every decision date）"
+        } else {
+            "平台记录数"
+        }
+    }
+
     pub fn has_gaps(&self) -> bool {
         !self.gaps.is_empty()
     }

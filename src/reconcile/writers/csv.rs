@@ -138,7 +138,7 @@ fn summary(r: &Report) -> String {
         none(),
     );
     line(
-        "平台记录数",
+        r.platform_records_label(),
         "",
         r.platform_records.to_string(),
         none(),

@@ -78,10 +78,17 @@ fn write_summary(r: &Report, out: &mut dyn Write, p: Paint) -> io::Result<()> {
         vec!["事项 kinds".to_string(), kinds(&r.kinds)],
         vec![
             "记录 records".to_string(),
-            format!(
-                "source {}, platform {}",
-                r.source_records, r.platform_records
-            ),
+            if r.from.is_some() || r.to.is_some() {
+                format!(
+                    "source {} in the window, platform {} of every decision date",
+                    r.source_records, r.platform_records
+                )
+            } else {
+                format!(
+                    "source {}, platform {}",
+                    r.source_records, r.platform_records
+                )
+            },
         ],
     ];
     for line in align_rows(&facts, &[], "  ") {

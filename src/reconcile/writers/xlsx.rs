@@ -91,7 +91,7 @@ fn summary_sheet(r: &Report, ws: &mut Worksheet, f: &Formats) -> Result<(), Xlsx
     ws.write_string_with_format(row, 0, "源系统记录数", &f.label)?;
     ws.write_number(row, 1, r.source_records as f64)?;
     row += 1;
-    ws.write_string_with_format(row, 0, "平台记录数", &f.label)?;
+    ws.write_string_with_format(row, 0, r.platform_records_label(), &f.label)?;
     ws.write_number(row, 1, r.platform_records as f64)?;
     row += 2;
 
