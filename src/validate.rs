@@ -223,7 +223,7 @@ fn check_value<V: Values + ?Sized>(
             .map(|(_, t)| t.value_list())
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| c != "其他")
+            .filter(|c| !c.starts_with("其他"))
             .collect();
         out.push(Finding::new(
             FindingCode::OtherUnnamed,

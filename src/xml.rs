@@ -1261,6 +1261,18 @@ fn required_child(
     })
 }
 
+/// A header value that must say something: blank is as bad as missing.
+fn non_blank(v: String, what: &str, pos: u64) -> Result<String, XmlError> {
+    if v.trim().is_empty() {
+        return Err(XmlError::Invalid {
+            element: "Header".into(),
+            pos,
+            message: format!("`{what}` is empty"),
+        });
+    }
+    Ok(v)
+}
+
 fn number<T: std::str::FromStr>(
     v: &str,
     element: &str,
@@ -1411,9 +1423,22 @@ pub fn read_exchange_message(xml: &[u8]) -> Result<ExchangeMessage, XmlError> {
         other => return Err(p.unexpected("<Header>", &other)),
     };
     let [sender, receiver, flow, item, count, send_time] = header;
-    let sender = required_child(sender, "Header", "sender", header_pos)?;
-    let receiver = required_child(receiver, "Header", "receiver", header_pos)?;
-    let flow = required_child(flow, "Header", "flow", header_pos)?;
+    let sender = non_blank(
+        required_child(sender, "Header", "sender", header_pos)?,
+        "sender",
+        header_pos,
+    )?;
+    let receiver = non_blank(
+        required_child(receiver, "Header", "receiver", header_pos)?,
+        "receiver",
+        header_pos,
+    )?;
+    // The flow is the idempotency key: an empty one would make every such message a replay of the first.
+    let flow = non_blank(
+        required_child(flow, "Header", "flow", header_pos)?,
+        "flow",
+        header_pos,
+    )?;
     let item = required_child(item, "Header", "item", header_pos)?;
     let count = required_child(count, "Header", "count", header_pos)?;
     let send_time = required_child(send_time, "Header", "sendTime", header_pos)?;

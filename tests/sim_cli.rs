@@ -66,6 +66,7 @@ fn bad_simulator_options_exit_2() {
         vec!["sim", "source", "--records", "many"],
         vec!["sim", "source", "--listen", "not-an-address"],
         vec!["sim", "teapot"],
+        vec!["sim", "source", "--records", "99999999999"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
             .args(&args)
@@ -78,6 +79,21 @@ fn bad_simulator_options_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn a_listen_address_in_use_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for which in ["source", "platform"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+            .args(["sim", which, "--listen", &addr])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{which}: {err}");
+        assert!(err.contains(&addr), "{which}: {err}");
     }
 }
 

@@ -491,6 +491,53 @@ async fn invalid_records_are_rejected_alone() {
 }
 
 #[tokio::test]
+async fn a_named_other_permit_category_is_taken_and_permit_status_is_a_code() {
+    let sim = start_default().await;
+    let c = client();
+    let token = login(&c, &sim).await;
+    let with = |n: u32, field: &str, value: &str| {
+        let (key, mut rec) = permit(n);
+        rec.set(field, value);
+        upsert((key, rec))
+    };
+    let (r, _) = exchange(
+        &c,
+        &sim,
+        &token,
+        message(
+            "other",
+            vec![
+                with(60, "XK_XKLB", "其他-备案"),
+                with(61, "XK_XKLB", "其他"),
+                with(62, "XK_XKLB", "其他-"),
+                with(63, "XK_ZT", "2"),
+                with(64, "XK_ZT", "9"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        statuses(&r),
+        [
+            ResultStatus::Accepted,
+            ResultStatus::Rejected,
+            ResultStatus::Rejected,
+            ResultStatus::Accepted,
+            ResultStatus::Rejected
+        ]
+    );
+    assert_eq!(r.results[1].code, "other_unnamed");
+    assert_eq!(r.results[2].code, "code_unknown");
+    assert_eq!(r.results[4].code, "code_unknown");
+    assert!(
+        r.results[4].message.contains("XK_ZT"),
+        "{}",
+        r.results[4].message
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_strict_profile_refuses_parties_and_long_values() {
     let sim = start(PlatformSimConfig {
         strict: Some(StrictProfile {
@@ -590,6 +637,32 @@ async fn oversized_and_malformed_messages() {
         error_of(res).await,
         (StatusCode::BAD_REQUEST, "BAD_ENVELOPE".into())
     );
+    // An empty flow would make every such message a replay of the first; a blank sender owns nothing.
+    for (from, to) in [
+        ("<flow>empty-flow</flow>", "<flow></flow>"),
+        ("<flow>blank-flow</flow>", "<flow>  </flow>"),
+        (
+            &format!("<sender>{SENDER}</sender>") as &str,
+            "<sender> </sender>",
+        ),
+        ("<receiver>HNCREDIT</receiver>", "<receiver/>"),
+    ] {
+        let flow = if from.starts_with("<flow>") {
+            &from[6..from.len() - 7]
+        } else {
+            "blank-header"
+        };
+        let text = String::from_utf8(message(flow, vec![upsert(permit(52))])).unwrap();
+        assert!(text.contains(from), "{text}");
+        let res = post_exchange(&c, &sim, &token, text.replace(from, to).into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(res).await,
+            (StatusCode::BAD_REQUEST, "BAD_ENVELOPE".into()),
+            "{to}"
+        );
+    }
     assert_eq!(sim.stats().flows, 1);
     sim.shutdown().await;
 }
@@ -620,6 +693,21 @@ async fn throttles_errors_and_resets_come_before_any_work() {
     .unwrap();
     assert_eq!(error_of(res).await.0, StatusCode::TOO_MANY_REQUESTS);
 
+    // The command line's names work at run time too.
+    let res = c
+        .post(format!("{}/admin/faults", sim.url()))
+        .json(&serde_json::json!({"retry_after": 3, "token_ttl": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let now_in_force: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(now_in_force["retry_after_secs"], 3);
+    assert_eq!(now_in_force["token_ttl_secs"], 60);
+    assert_eq!(now_in_force["throttle_rate"], 1.0);
+    let res = post_token(&c, &sim, token_request("demo-app", "demo-secret", &now)).await;
+    assert_eq!(res.headers()["retry-after"], "3");
+
     set_faults(
         &c,
         &sim,
@@ -648,10 +736,10 @@ async fn throttles_errors_and_resets_come_before_any_work() {
     assert!(err.status().is_none(), "{err:?}");
     // Admin endpoints never fail.
     let stats = admin_stats(&c, &sim).await;
-    assert_eq!(stats.faults.throttles, 2);
+    assert_eq!(stats.faults.throttles, 3);
     assert_eq!(stats.faults.errors, 20);
     assert!(stats.faults.resets >= 1, "{stats:?}");
-    assert_eq!(stats.faults_injected, 22 + stats.faults.resets);
+    assert_eq!(stats.faults_injected, 23 + stats.faults.resets);
     assert_eq!(stats.tokens_issued, 0);
 
     set_faults(&c, &sim, serde_json::json!({"reset_rate": 0.0})).await;

@@ -91,7 +91,6 @@ pub fn run() -> Result<Exit, Failure> {
                 SimWhich::Platform(a) => rt.block_on(crate::sim::platform::run(a)),
             };
             r.map(|()| Exit::Ok)
-                .map_err(|e| Failure::new(Exit::Aborted, e))
         }
     };
     // What a command printed reached its reader, or the reader went away (a broken pipe is not an error), or

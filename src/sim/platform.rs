@@ -90,7 +90,7 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share of calls answered 429 with `Retry-After` before anything is done.
     pub throttle_rate: f64,
-    /// The `Retry-After` of a 429, in seconds.
+    /// The `Retry-After` of a 429, in seconds (`retry_after` in a `POST /admin/faults` body, as the option).
     pub retry_after_secs: u64,
     /// Added to every `/api` call before it is answered.
     pub latency_ms: u64,
@@ -98,7 +98,7 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Share of exchange calls committed but answered with a 500 or a reset (the answer is "lost").
     pub lost_ack_rate: f64,
-    /// Lifetime of a token, in seconds.
+    /// Lifetime of a token, in seconds (`token_ttl` in a `POST /admin/faults` body, as the option).
     pub token_ttl_secs: u64,
 }
 
@@ -1456,7 +1456,12 @@ async fn admin_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     if let (Some(m), serde_json::Value::Object(p)) = (merged.as_object_mut(), patch) {
-        m.extend(p);
+        // The command line's names are accepted too (`--retry-after`, `--token-ttl`).
+        m.extend(p.into_iter().map(|(k, v)| match k.as_str() {
+            "retry_after" => ("retry_after_secs".to_string(), v),
+            "token_ttl" => ("token_ttl_secs".to_string(), v),
+            _ => (k, v),
+        }));
     }
     let new: Faults = match serde_json::from_value(merged) {
         Ok(f) => f,
@@ -1696,19 +1701,23 @@ impl PlatformArgs {
 }
 
 /// `dualpub sim platform`: serve until Ctrl-C.
-pub async fn run(args: PlatformArgs) -> anyhow::Result<()> {
+/// Runs the simulator until Ctrl-C. Bad options and an address that cannot be bound are usage errors (exit 2);
+/// anything later is exit 3.
+pub async fn run(args: PlatformArgs) -> Result<(), crate::exit::Failure> {
+    use crate::exit::{Exit, Failure};
     let cfg = args.config();
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("binding the platform simulator to {}", args.listen))?;
+        .with_context(|| format!("binding the platform simulator to {}", args.listen))
+        .map_err(|e| Failure::new(Exit::Usage, e))?;
     let handle = serve(listener, cfg)
         .await
-        .context("starting the platform simulator")?;
+        .context("starting the platform simulator")
+        .map_err(|e| Failure::new(Exit::Aborted, e))?;
     let banner = format!("dualpub sim platform listening on {}", handle.url());
     let waited = super::announce_until_ctrl_c(&banner).await;
     handle.shutdown().await;
-    waited?;
-    Ok(())
+    waited.map_err(|e| Failure::new(Exit::Aborted, e))
 }
 
 #[cfg(test)]

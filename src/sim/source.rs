@@ -713,14 +713,19 @@ impl SourceArgs {
 }
 
 /// `dualpub sim source`: serve until Ctrl-C.
-pub async fn run(args: SourceArgs) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+/// Runs the simulator until Ctrl-C. Bad options and an address that cannot be bound are usage errors (exit 2);
+/// anything later is exit 3.
+pub async fn run(args: SourceArgs) -> Result<(), crate::exit::Failure> {
+    use crate::exit::{Exit, Failure};
+    let cfg = args.config().map_err(|e| Failure::new(Exit::Usage, e))?;
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("binding the source simulator to {}", args.listen))?;
+        .with_context(|| format!("binding the source simulator to {}", args.listen))
+        .map_err(|e| Failure::new(Exit::Usage, e))?;
     let handle = serve(listener, cfg)
         .await
-        .context("starting the source simulator")?;
+        .context("starting the source simulator")
+        .map_err(|e| Failure::new(Exit::Aborted, e))?;
     let banner = format!(
         "dualpub sim source listening on {} ({} records, seed {})",
         handle.url(),
@@ -729,8 +734,7 @@ pub async fn run(args: SourceArgs) -> anyhow::Result<()> {
     );
     let waited = super::announce_until_ctrl_c(&banner).await;
     handle.shutdown().await;
-    waited?;
-    Ok(())
+    waited.map_err(|e| Failure::new(Exit::Aborted, e))
 }
 
 #[cfg(test)]
