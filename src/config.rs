@@ -533,11 +533,12 @@ impl Config {
             ));
         }
         let source_page_size = raw.source.page_size.unwrap_or(500);
-        if !(1..=1000).contains(&source_page_size) {
+        // A page of one item can only continue exactly after it: a record committed late behind it would be missed.
+        if !(2..=1000).contains(&source_page_size) {
             return Err(bad(
                 "source",
                 "page_size",
-                format!("{source_page_size} is outside 1..=1000"),
+                format!("{source_page_size} is outside 2..=1000 (a page of one record cannot look back for late commits)"),
             ));
         }
         let platform_page_size = raw.platform.page_size.unwrap_or(1000);

@@ -133,6 +133,9 @@ fn now_rfc3339() -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
+/// How far past this machine's clock a feed time may be before the checkpoint stops following it.
+const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
 /// The overlap start: `since` moved back by the window, in the source's format.
 fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
     match chrono::DateTime::parse_from_rfc3339(since) {
@@ -166,8 +169,10 @@ fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
 }
 
 /// A feed item's position, `(updated_at, id)`, as the raw JSON gives it (the record read from it when it reads).
+/// None when `updated_at` is not an RFC 3339 time: such a position cannot be asked for again (the source refuses
+/// `since=garbage`), so it must never become the checkpoint; the item itself is still processed.
 fn position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<Cursor> {
-    match src {
+    let pos = match src {
         Some(s) => s.updated_at.as_ref().map(|u| Cursor {
             since: u.clone(),
             after_id: s.id.clone(),
@@ -179,7 +184,9 @@ fn position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<Cursor> {
                 after_id: v.get("id")?.as_str()?.to_string(),
             })
         }
-    }
+    }?;
+    chrono::DateTime::parse_from_rfc3339(&pos.since).ok()?;
+    Some(pos)
 }
 
 /// Reads a source record straight from its JSON text the way `serde_json::Value` → `SourceRecord` would, without
@@ -198,22 +205,34 @@ fn raw_value(raw: &RawValue) -> serde_json::Value {
 }
 
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
-/// late behind it is still found in this run — but never before the page's middle item, so a page dense with
-/// records still makes progress (a page of one item continues exactly after it).
-fn next_position(positions: &[Option<Cursor>], overlap: chrono::Duration) -> Option<Cursor> {
+/// late behind it is still found in this run — but never before the page's middle item (or the nearest item
+/// before it that has a position), so a page dense with records still makes progress. A page of one item
+/// continues exactly after it.
+///
+/// `asked` is where this page's request started: the answer is always past it, so no request is ever repeated
+/// (items without a position in the wrong place used to repeat one for ever). `None`: the page gives no way on.
+fn next_position(
+    positions: &[Option<Cursor>],
+    overlap: chrono::Duration,
+    asked: Option<&Cursor>,
+) -> Option<Cursor> {
     let last = positions.iter().rev().flatten().next()?.clone();
+    let onward = |c: &Cursor| asked.is_none_or(|a| cursor_after(c, a));
     let n = positions.len();
-    if n < 2 {
-        return Some(last);
+    if n >= 2 {
+        let back = Cursor {
+            since: minus_overlap(&last.since, overlap),
+            after_id: String::new(),
+        };
+        let rewind = match positions[..=(n - 1) / 2].iter().rev().flatten().next() {
+            Some(mid) if cursor_after(mid, &back) => mid.clone(),
+            _ => back,
+        };
+        if onward(&rewind) {
+            return Some(rewind);
+        }
     }
-    let back = Cursor {
-        since: minus_overlap(&last.since, overlap),
-        after_id: String::new(),
-    };
-    match positions[(n - 1) / 2].clone() {
-        Some(mid) if cursor_after(&mid, &back) => Some(mid),
-        _ => Some(back),
-    }
+    onward(&last).then_some(last)
 }
 
 /// A feed item, read and mapped (with its digest and report facts, computed off the engine's thread).
@@ -298,6 +317,8 @@ struct Engine<'a> {
     move_cursor: bool,
     /// Resend content the platform rejected before (`quarantine retry`).
     force: bool,
+    /// Kinds whose feed gave a time in the future this run (warned once each).
+    future_warned: HashSet<Kind>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -398,6 +419,7 @@ async fn run_with(
         progress,
         move_cursor: true,
         force: false,
+        future_warned: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -637,11 +659,12 @@ impl Engine<'_> {
                 // Reading and mapping are pure and CPU-bound: done off the engine's thread, while the engine pushes.
                 let (m, c) = (mappings.clone(), ctx.clone());
                 let seen = std::mem::take(&mut prev);
+                let asked = pos.clone();
                 let read = tokio::task::spawn_blocking(move || {
                     let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
                     let positions: Vec<Option<Cursor>> =
                         read.iter().map(|p| p.pos.clone()).collect();
-                    let next = next_position(&positions, overlap);
+                    let next = next_position(&positions, overlap, asked.as_ref());
                     let this: HashSet<Cursor> = positions.into_iter().flatten().collect();
                     let prepared: Vec<Prepared> = read
                         .into_iter()
@@ -667,8 +690,24 @@ impl Engine<'_> {
                 if tx.send(Ok(prepared)).await.is_err() || !more {
                     break;
                 }
-                if next.is_some() {
-                    pos = next;
+                match next {
+                    Some(next) => pos = Some(next),
+                    None => {
+                        // Asking again from the same place would get the same page for ever.
+                        let _ = tx
+                            .send(Err(GiveUp::Fatal {
+                                what: format!("reading the {kind} change feed"),
+                                message: format!(
+                                    "a page after {} has no record with a readable `updated_at` and `id` past \
+                                     where it was asked from, so the feed cannot be read further; the \
+                                     enforcement system's change feed must give every record an RFC 3339 \
+                                     `updated_at` and an `id`",
+                                    pos.as_ref().map_or("the start", |c| c.since.as_str())
+                                ),
+                            }))
+                            .await;
+                        break;
+                    }
                 }
             }
         });
@@ -691,6 +730,38 @@ impl Engine<'_> {
         drop(rx);
         let _ = reader.await;
         result
+    }
+
+    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock (plus
+    /// [`FUTURE_TOLERANCE`]). One record stamped a day ahead (a writer node's wrong clock) would otherwise move
+    /// the checkpoint a day ahead, and every edit stamped correctly before then would be skipped. Records past the
+    /// clock are read again by later runs (and cost nothing while unchanged) until their time has come.
+    fn checkpoint(&mut self, kind: Kind, furthest: Cursor) -> Cursor {
+        let Ok(at) = chrono::DateTime::parse_from_rfc3339(&furthest.since) else {
+            return furthest;
+        };
+        let now = chrono::Utc::now();
+        if at.with_timezone(&chrono::Utc) <= now + FUTURE_TOLERANCE {
+            return furthest;
+        }
+        if self.future_warned.insert(kind) {
+            tracing::warn!(
+                kind = kind.as_str(),
+                updated_at = %furthest.since,
+                id = %furthest.after_id,
+                "the source feed has a record changed in the future (updated_at {} of record {}, now {}): a \
+                 clock in the enforcement system is wrong; the checkpoint stays at this machine's clock, so \
+                 nothing stamped correctly is skipped — have the clocks set right",
+                furthest.since,
+                furthest.after_id,
+                now.with_timezone(&china_offset())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+            );
+        }
+        Cursor {
+            since: now_rfc3339(),
+            after_id: String::new(),
+        }
     }
 
     async fn process_page(
@@ -999,7 +1070,7 @@ impl Engine<'_> {
             return Ok(());
         }
         if self.move_cursor {
-            commit.cursor = cursor.clone().map(|c| (kind, c));
+            commit.cursor = cursor.clone().map(|c| (kind, self.checkpoint(kind, c)));
         }
         self.store.commit_page(&commit)?;
         for (seq, batch) in commit.batches {
@@ -1393,4 +1464,73 @@ fn apply_receipt(
     }
     store.commit_receipt(&commit)?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(since: &str, id: &str) -> Option<Cursor> {
+        Some(Cursor {
+            since: since.into(),
+            after_id: id.into(),
+        })
+    }
+
+    #[test]
+    fn the_next_request_looks_back_yet_always_moves_on() {
+        let overlap = chrono::Duration::minutes(10);
+        let asked = at("2026-11-29T10:00:00.000+08:00", "");
+        // A page dense in time: back to its middle item.
+        let page = [
+            at("2026-11-29T10:01:00.000+08:00", "A"),
+            at("2026-11-29T10:02:00.000+08:00", "B"),
+            at("2026-11-29T10:03:00.000+08:00", "C"),
+        ];
+        assert_eq!(
+            next_position(&page, overlap, asked.as_ref()),
+            at("2026-11-29T10:02:00.000+08:00", "B")
+        );
+        // The middle item has no position (no readable updated_at): the nearest one before it. Looking back the
+        // overlap from the last item would ask the same request again, for ever.
+        let holed = [page[0].clone(), None, page[2].clone()];
+        assert_eq!(
+            next_position(&holed, overlap, asked.as_ref()),
+            at("2026-11-29T10:01:00.000+08:00", "A")
+        );
+        // No position before the middle: exactly after the last one.
+        let late_only = [None, None, page[2].clone()];
+        assert_eq!(
+            next_position(&late_only, overlap, asked.as_ref()),
+            page[2].clone()
+        );
+        // A page spread over more than the overlap: the overlap before its last item.
+        let spread = [
+            at("2026-11-29T10:01:00.000+08:00", "A"),
+            at("2026-11-29T10:30:00.000+08:00", "B"),
+            at("2026-11-29T11:00:00.000+08:00", "C"),
+        ];
+        assert_eq!(
+            next_position(&spread, overlap, asked.as_ref()),
+            at("2026-11-29T10:50:00.000+08:00", "")
+        );
+        // Nothing past where the page was asked from: no way on.
+        assert_eq!(next_position(&[None, None], overlap, asked.as_ref()), None);
+        let behind = [at("2026-11-29T09:00:00.000+08:00", "Z"), None];
+        assert_eq!(next_position(&behind, overlap, asked.as_ref()), None);
+    }
+
+    #[test]
+    fn a_time_that_is_not_rfc_3339_is_no_position() {
+        let raw = |json: &str| RawValue::from_string(json.to_string()).unwrap();
+        let good = raw(r#"{"id":"A","updated_at":"2026-11-29T10:00:00+08:00"}"#);
+        assert_eq!(position(None, &good), at("2026-11-29T10:00:00+08:00", "A"));
+        for bad in [
+            r#"{"id":"A","updated_at":"yesterday"}"#,
+            r#"{"id":"A","updated_at":null}"#,
+            r#"{"id":7,"updated_at":"2026-11-29T10:00:00+08:00"}"#,
+        ] {
+            assert_eq!(position(None, &raw(bad)), None, "{bad}");
+        }
+    }
 }

@@ -75,6 +75,27 @@ fn a_wrong_type_names_the_file_key_and_line() {
 }
 
 #[test]
+fn a_feed_page_of_one_record_is_refused() {
+    // A page of one record cannot look back for a record committed late behind it.
+    let dir = tempfile::tempdir().unwrap();
+    for (size, code) in [("1", 2), ("2", 0)] {
+        let text = BASE.replace(
+            "token_env = \"DUALPUB_SOURCE_TOKEN\"",
+            &format!("token_env = \"DUALPUB_SOURCE_TOKEN\"\npage_size = {size}"),
+        );
+        let out = status(dir.path(), &text, &[]);
+        assert_eq!(out.status.code(), Some(code), "{size}: {}", stderr(&out));
+        if code == 2 {
+            assert!(
+                stderr(&out).contains("[source] page_size"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
 fn a_bad_override_names_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     for (var, value) in [

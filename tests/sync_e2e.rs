@@ -568,6 +568,49 @@ async fn a_changed_document_number_withdraws_the_old_key() {
     assert_eq!(s["pushed"], 0, "{s}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_stamped_in_the_future_does_not_make_later_edits_skipped() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    // A writer node whose clock is a day ahead.
+    let mut ahead = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-AHEAD",
+        "（豫）WH安许证字〔2026〕900001",
+        "时钟超前",
+    )
+    .await;
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    ahead["updated_at"] = tomorrow.to_rfc3339().into();
+    env.source_insert(serde_json::json!([ahead])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["pushed"], 1, "{s}");
+    assert!(err.contains("in the future"), "the run warns: {err}");
+    // An edit stamped correctly afterwards is still found.
+    let now = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-NOW",
+        "（豫）WH安许证字〔2026〕900002",
+        "时钟正确",
+    )
+    .await;
+    env.source_insert(serde_json::json!([now])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["pushed"], 1, "{s}");
+    let held = env.platform_records().await;
+    assert!(
+        held.keys()
+            .any(|k| k.ends_with(":（豫）WH安许证字〔2026〕900002")),
+        "the correctly stamped record is on the platform"
+    );
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["pushed"], 0, "read again, unchanged: {s}");
+}
+
 /// Twenty valid records, synced once: the start of the tests that add records of their own.
 async fn backfilled(faults: Faults) -> (Env, GenConfig) {
     let gen_cfg = GenConfig {
@@ -714,7 +757,7 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
     })
     .await;
     let doc = "（豫）FM安许证字〔2026〕990003";
-    // One record a page: A's batch is still on its way (400 ms) when B's page is read.
+    // Two records a page, each next page one record on: A's batch is still on its way (400 ms) when B's page is read.
     for (id, content) in [
         ("XK-REUSE-A", "甲的许可内容"),
         ("XK-REUSE-B", "乙的许可内容"),
@@ -726,7 +769,7 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
     let out = env
         .dualpub_with(
             &["sync", "--json", "--today", TODAY],
-            &[("DUALPUB_SOURCE_PAGE_SIZE", "1")],
+            &[("DUALPUB_SOURCE_PAGE_SIZE", "2")],
         )
         .await;
     assert_eq!(
@@ -765,7 +808,7 @@ async fn records_changed_while_their_first_push_is_in_flight() {
         env.source_insert(serde_json::json!([v])).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // A slow feed (one record a page, 300 ms each) and a slower platform (2.5 s a call): S and T are read and
+    // A slow feed (two records a page, one new a page, 300 ms each) and a slower platform (2.5 s a call): S and T are read and
     // sent first, and their second versions are read while those batches are still on their way.
     let served = |env: &Env| {
         let url = format!("{}/admin/stats", env.source.url());
@@ -787,7 +830,7 @@ async fn records_changed_while_their_first_push_is_in_flight() {
     )
     .await;
     let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    c.env("DUALPUB_SOURCE_PAGE_SIZE", "1");
+    c.env("DUALPUB_SOURCE_PAGE_SIZE", "2");
     // no re-read of the feed before the checkpoint: the first two pages served are S and T
     c.env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
     let run = tokio::task::spawn_blocking(move || c.output().unwrap());
