@@ -1057,6 +1057,34 @@ impl Store {
             .collect()
     }
 
+    /// Quarantined records of `kind` held back because another record held their document number
+    /// (`key_reused`) and waiting for one of `keys`: (source id, the key, the source record as read). Entries
+    /// without that finding are not decoded.
+    pub fn quarantine_waiting_for(
+        &self,
+        kind: Kind,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+        let mut prefix = kind.as_str().as_bytes().to_vec();
+        prefix.push(SEP);
+        let mut out = Vec::new();
+        for r in self.quarantine.scan_prefix(prefix) {
+            let (_, v) = r.map_err(|e| self.io(e))?;
+            if !v.windows(10).any(|w| w == b"key_reused") {
+                continue;
+            }
+            let e: QuarantineEntry =
+                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))?;
+            let Some(key) = e.key.filter(|k| keys.contains(k)) else {
+                continue;
+            };
+            if e.findings.iter().any(|f| f.code == "key_reused") {
+                out.push((e.source_id, key, e.source));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn quarantine_len(&self) -> usize {
         self.quarantine.len()
     }

@@ -293,6 +293,15 @@ struct Applied {
     withdrawn: u64,
 }
 
+/// What a page being processed knows of keys (see `Engine::holder`): the source record each key is sent for,
+/// the keys records moved away from, and the key each record of the page maps to now.
+#[derive(Clone, Copy)]
+struct PageKeys<'a> {
+    owner: &'a HashMap<String, String>,
+    released: &'a HashSet<String>,
+    wants: &'a HashMap<String, Option<String>>,
+}
+
 /// A key sent in this run and not yet acknowledged.
 struct Pending {
     op: Op,
@@ -319,6 +328,12 @@ struct Engine<'a> {
     force: bool,
     /// Kinds whose feed gave a time in the future this run (warned once each).
     future_warned: HashSet<Kind>,
+    /// Keys records of this run moved away from (or that were withdrawn for a minor), per kind: a record
+    /// quarantined because another record held its document number may have it now.
+    released: HashMap<Kind, HashSet<String>>,
+    /// Records this run counted as quarantined for a document number another record held: not counted after
+    /// all when the run frees the number and sends them.
+    counted_waiting: HashSet<(Kind, String)>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -420,6 +435,8 @@ async fn run_with(
         move_cursor: true,
         force: false,
         future_warned: HashSet::new(),
+        released: HashMap::new(),
+        counted_waiting: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -729,7 +746,72 @@ impl Engine<'_> {
         }
         drop(rx);
         let _ = reader.await;
+        if result.is_ok() {
+            result = self.recheck_waiting(kind, &mut cursor).await;
+        }
         result
+    }
+
+    /// Records quarantined because another record held their document number, when this run freed that number:
+    /// processed again now from the version quarantine holds (they would otherwise wait for their next change,
+    /// or for `quarantine retry`).
+    async fn recheck_waiting(
+        &mut self,
+        kind: Kind,
+        cursor: &mut Option<Cursor>,
+    ) -> Result<(), SyncError> {
+        let Some(released) = self.released.remove(&kind) else {
+            return Ok(());
+        };
+        if self.store.quarantine_is_empty() {
+            return Ok(());
+        }
+        let (no_owner, no_released, no_wants) = (HashMap::new(), HashSet::new(), HashMap::new());
+        let mut free = Vec::new();
+        let mut uncounted = 0u64;
+        for (id, key, source) in self.store.quarantine_waiting_for(kind, &released)? {
+            let ledger = self.store.ledger_get(&key)?;
+            if self
+                .holder(
+                    kind,
+                    &key,
+                    &id,
+                    ledger.as_ref(),
+                    PageKeys {
+                        owner: &no_owner,
+                        released: &no_released,
+                        wants: &no_wants,
+                    },
+                )?
+                .is_none()
+            {
+                if self.counted_waiting.remove(&(kind, id.clone())) {
+                    uncounted += 1;
+                }
+                match serde_json::value::to_raw_value(&source) {
+                    Ok(raw) => free.push(prepare(
+                        self.mappings.get(kind),
+                        &self.cfg.mapping_context,
+                        raw,
+                    )),
+                    Err(e) => {
+                        tracing::warn!(id = %id, "a quarantined record cannot be read again: {e}")
+                    }
+                }
+            }
+        }
+        if free.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            kind = kind.as_str(),
+            records = free.len(),
+            "records that waited for a document number this run freed are sent now"
+        );
+        self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
+        // Sent after all (and counted again should the platform refuse them).
+        self.summary.quarantined = self.summary.quarantined.saturating_sub(uncounted);
+        self.process_page(kind, free, cursor).await
     }
 
     /// The checkpoint to keep for the feed's furthest position: never past the connector's clock (plus
@@ -781,6 +863,18 @@ impl Engine<'_> {
         // Looked at once per page: what a receipt applied meanwhile puts there concerns keys still pending, which
         // the page leaves to their receipts.
         let quarantine_empty = self.store.quarantine_is_empty();
+        // The key each source record of the page maps to now (its last version in the page): a record that
+        // holds a key on the platform but comes later in this page with another document number gives the key up
+        // (two records that swap numbers would otherwise each wait for the other for ever).
+        let page_wants: HashMap<String, Option<String>> = page
+            .iter()
+            .filter_map(|p| match (&p.src, &p.mapped) {
+                (Ok(src), Some((m, _, _))) => {
+                    Some((src.id.clone(), m.key.as_ref().map(|k| k.to_string())))
+                }
+                _ => None,
+            })
+            .collect();
         for Prepared {
             raw,
             pos,
@@ -836,9 +930,12 @@ impl Engine<'_> {
                         }
                     }
                     keys.retain(|k| {
-                        !page_released.contains(k) && page_owner.get(k).is_none_or(|o| *o == src.id)
+                        !page_released.contains(k)
+                            && page_owner.get(k).is_none_or(|o| *o == src.id)
+                            && self.pending.get(k).is_none_or(|p| p.source_id == src.id)
                     });
                     for k in keys {
+                        self.released.entry(kind).or_default().insert(k.clone());
                         page_owner.remove(&k);
                         items.retain(|(i, _)| i.key != k || i.source_id != src.id);
                         let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
@@ -889,8 +986,11 @@ impl Engine<'_> {
                 &key,
                 &src.id,
                 ledger.as_ref(),
-                &page_owner,
-                &page_released,
+                PageKeys {
+                    owner: &page_owner,
+                    released: &page_released,
+                    wants: &page_wants,
+                },
             )? {
                 let f = crate::map_input::key_reused(mapped.key.as_ref().expect("valid"), &other);
                 self.quarantine(
@@ -909,7 +1009,14 @@ impl Engine<'_> {
             // The document number changed: the old key must come down, whether the platform holds it or this
             // run's batch for it is still on its way.
             let old_key = self.store.by_source_get(kind, &src.id)?;
-            if let Some(old) = old_key.as_ref().filter(|k| **k != key) {
+            // Not when another record has already taken the old number over (in this page, or in a batch of
+            // this run still on its way): its upsert must not be followed by our withdrawal.
+            let taken_over = |old: &String| {
+                page_owner.get(old).is_some_and(|o| *o != src.id)
+                    || self.pending.get(old).is_some_and(|p| p.source_id != src.id)
+            };
+            if let Some(old) = old_key.as_ref().filter(|k| **k != key && !taken_over(k)) {
+                self.released.entry(kind).or_default().insert(old.clone());
                 page_released.insert(old.clone());
                 if page_owner.get(old) == Some(&src.id) {
                     page_owner.remove(old);
@@ -1083,15 +1190,22 @@ impl Engine<'_> {
     /// The other source record that holds `key`, if any: the one this page sends it for, else the one a batch
     /// still in flight was sent for, else the ledger's; the last two only while that record still maps to the
     /// key (its document number has not changed since). A key a record of this page moved away from is free.
+    ///
+    /// Nor does a record hold a key when its latest version, later in this page (`page_wants`) or held in
+    /// quarantine, maps to another key: it has given the number up, even if the platform still shows it there.
     fn holder(
         &self,
         kind: Kind,
         key: &str,
         id: &str,
         ledger: Option<&LedgerEntry>,
-        page_owner: &HashMap<String, String>,
-        page_released: &HashSet<String>,
+        page: PageKeys<'_>,
     ) -> Result<Option<String>, SyncError> {
+        let PageKeys {
+            owner: page_owner,
+            released: page_released,
+            wants: page_wants,
+        } = page;
         if let Some(owner) = page_owner.get(key) {
             return Ok((owner != id).then(|| owner.clone()));
         }
@@ -1105,6 +1219,18 @@ impl Engine<'_> {
         };
         if candidate == id {
             return Ok(None);
+        }
+        if let Some(wants) = page_wants.get(candidate) {
+            if wants.as_deref() != Some(key) {
+                return Ok(None);
+            }
+        }
+        if !self.pending.contains_key(key) && !self.store.quarantine_is_empty() {
+            if let Some(q) = self.store.quarantine_get(kind, candidate)? {
+                if q.key.as_deref().is_some_and(|k| k != key) {
+                    return Ok(None);
+                }
+            }
         }
         let still_there = self.store.by_source_get(kind, candidate)?.as_deref() == Some(key);
         Ok(still_there.then(|| candidate.clone()))
@@ -1155,6 +1281,9 @@ impl Engine<'_> {
             .is_none_or(|e| e.findings != findings || e.source != source);
         if is_new {
             self.summary.quarantined += 1;
+            if findings.iter().any(|f| f.code == "key_reused") {
+                self.counted_waiting.insert((kind, id.to_string()));
+            }
             tracing::warn!(kind = %kind, id, findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "record quarantined");
         }
         commit.quarantine_put.push(QuarantineEntry {

@@ -790,6 +790,73 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
     );
 }
 
+/// Two published permits swap document numbers (X goes to a spare number first, so no two records ever share
+/// one): each must end up under its new number, read in one page or in pages of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_records_that_swap_document_numbers_are_both_published() {
+    for page_size in ["500", "2"] {
+        let (env, gen_cfg) = backfilled(Faults::default()).await;
+        let a = "（豫）FM安许证字〔2026〕990021";
+        let b = "（豫）FM安许证字〔2026〕990022";
+        let spare = "（豫）FM安许证字〔2026〕990023";
+        let insert = |id: &'static str, doc: &'static str, content: &'static str| {
+            let (env, gen_cfg) = (&env, &gen_cfg);
+            async move {
+                let v = permit_with_doc(env, gen_cfg, id, doc, content).await;
+                env.source_insert(serde_json::json!([v])).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        insert("XK-SWAP-X", a, "X 的许可内容").await;
+        insert("XK-SWAP-Y", b, "Y 的许可内容").await;
+        let (code, _, err) = env.sync(&[]).await;
+        assert_eq!(code, 0, "{err}");
+
+        insert("XK-SWAP-X", spare, "X 的许可内容").await;
+        insert("XK-SWAP-Y", a, "Y 的许可内容").await;
+        // Another record between them: with two records a page (each next page one on), Y and X are never
+        // read in one page.
+        insert(
+            "XK-SWAP-F",
+            "（豫）FM安许证字〔2026〕990024",
+            "F 的许可内容",
+        )
+        .await;
+        insert("XK-SWAP-X", b, "X 的许可内容").await;
+        let out = env
+            .dualpub_with(
+                &["sync", "--json", "--today", TODAY],
+                &[("DUALPUB_SOURCE_PAGE_SIZE", page_size)],
+            )
+            .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "page size {page_size}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (content, status, ledger_source, quarantined) = reuse_outcome(&env, a).await;
+        assert_eq!(
+            (content.as_str(), status.as_str(), ledger_source.as_deref()),
+            ("Y 的许可内容", "public", Some("XK-SWAP-Y")),
+            "page size {page_size}"
+        );
+        assert!(
+            quarantined.is_empty(),
+            "page size {page_size}: {quarantined:?}"
+        );
+        let (content, status, ledger_source, _) = reuse_outcome(&env, b).await;
+        assert_eq!(
+            (content.as_str(), status.as_str(), ledger_source.as_deref()),
+            ("X 的许可内容", "public", Some("XK-SWAP-X")),
+            "page size {page_size}"
+        );
+        let (code, s, err) = env.sync(&[]).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(s["pushed"], 0, "page size {page_size}: {s}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_changed_while_their_first_push_is_in_flight() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;
