@@ -867,3 +867,56 @@ async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     );
     assert_eq!(v["rates"]["penalty"]["due"], 0, "{}", v["rates"]);
 }
+
+/// `report annual --year Y --format json --today TODAY`: the exit code and the parsed report.
+async fn annual_json(env: &Env, year: &str) -> (i32, serde_json::Value) {
+    let out = env
+        .dualpub(&[
+            "report", "annual", "--year", year, "--format", "json", "--today", TODAY,
+        ])
+        .await;
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// The annual on-time share is reconcile's 及时率 for the same year: a penalty on a minor and a revoked penalty
+/// that was never published are due for neither (the annual report counted both as missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_timeliness_is_reconciles_for_the_year() {
+    let env = empty_env().await;
+    let published = penalty("penalty_person", "T1", "2025-06-02", "2027-01-01");
+    let mut minor = penalty("penalty_person", "T2", "2025-11-10", "2027-01-01");
+    minor["party"]["id_no"] = "410105201001011233".into();
+    let mut revoked = penalty("penalty_person", "T3", "2025-05-06", "2027-01-01");
+    revoked["status"] = "revoked".into();
+    let permit = record("permit_org", "permit", "T4", "2025-03-03");
+    env.source_insert(serde_json::json!([published, minor, revoked, permit]))
+        .await;
+    let (_, _, err) = env.sync(&[]).await;
+    set_published(&env, &key("penalty", "T1"), "2025-06-03T10:00:00+08:00").await;
+    set_published(&env, &key("permit", "T4"), "2025-03-20T10:00:00+08:00").await;
+
+    let (_, rec) = env
+        .reconcile_json(TODAY, &["--from", "2025-01-01", "--to", "2025-12-31"])
+        .await;
+    let (_, v) = annual_json(&env, "2025").await;
+    let rates = &rec["rates"];
+    for (annual_kind, kind) in [("permits", "permit"), ("penalties", "penalty")] {
+        for f in ["due", "on_time", "timeliness"] {
+            assert_eq!(
+                v[annual_kind][f], rates[kind][f],
+                "{annual_kind}.{f}: {v} vs {rates} ({err})"
+            );
+        }
+    }
+    assert_eq!(v["timeliness"], rates["overall"]["timeliness"], "{v}");
+    // only T1 was due among the penalties, and it was on time
+    assert_eq!(v["penalties"]["due"], 1, "{v}");
+    assert_eq!(v["penalties"]["timeliness"], 1.0, "{v}");
+}

@@ -345,37 +345,37 @@ fn display_width_counts_cjk_as_two_columns() {
 fn annual_counts_sums_and_writes() {
     let wan = |s: &str| Decimal::from_str(s).expect("decimal");
     let mut acc = AnnualAccumulator::new(2024);
-    acc.add_permit("普通", d("2024-01-10"), Some(true));
-    acc.add_permit("普通", d("2024-06-10"), Some(false));
-    acc.add_permit("特许", d("2024-12-30"), None);
-    acc.add_permit("普通", d("2025-01-02"), Some(true)); // another year
+    acc.add_permit("普通", d("2024-01-10"), Some(MonthOutcome::OnTime));
+    acc.add_permit("普通", d("2024-06-10"), Some(MonthOutcome::Late));
+    acc.add_permit("特许", d("2024-12-30"), Some(MonthOutcome::NotYetDue));
+    acc.add_permit("普通", d("2025-01-02"), Some(MonthOutcome::OnTime)); // another year
     acc.add_penalty(
         &["警告", "罚款"],
         Some(wan("0.2")),
         None,
         d("2024-02-01"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     );
     acc.add_penalty(
         &["罚款", "没收违法所得"],
         Some(wan("1.000001")),
         Some(wan("0.35")),
         d("2024-03-01"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     );
     acc.add_penalty(
         &["罚款"],
         Some(wan("10.1")),
         None,
         d("2024-04-01"),
-        Some(false),
+        Some(MonthOutcome::Late),
     );
     acc.add_penalty(
         &["罚款"],
         Some(wan("99")),
         None,
         d("2023-12-31"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     ); // another year
     let r = acc.finish();
 

@@ -5,6 +5,7 @@
 //! [`AnnualAccumulator`] takes decisions one at a time (memory does not grow with their number) and ignores those
 //! decided outside the year.
 
+use super::report::MonthOutcome;
 use super::writers::{align_rows, percent, round4, Paint, WriteError};
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -102,6 +103,15 @@ fn ordered(counts: &BTreeMap<String, u64>, standard: &[&str]) -> Vec<(String, u6
     rows
 }
 
+/// Whether a decision counts as published on time; `None` when it is not due (as reconcile's 及时率 counts).
+fn on_time(judged: Option<MonthOutcome>) -> Option<bool> {
+    match judged? {
+        MonthOutcome::OnTime => Some(true),
+        MonthOutcome::Late | MonthOutcome::Overdue => Some(false),
+        MonthOutcome::NotYetDue => None,
+    }
+}
+
 /// Counts decisions of one year as they are read.
 #[derive(Debug, Clone)]
 pub struct AnnualAccumulator {
@@ -127,9 +137,8 @@ impl AnnualAccumulator {
         }
     }
 
-    /// Counts a permit decision. `on_time`: `Some(true)` published by its deadline, `Some(false)` published late
-    /// or overdue, `None` not yet due.
-    pub fn add_permit(&mut self, category: &str, decided: NaiveDate, on_time: Option<bool>) {
+    /// Counts a permit decision. `judged`: how reconcile's 及时率 judged it (`None` or `NotYetDue`: not due).
+    pub fn add_permit(&mut self, category: &str, decided: NaiveDate, judged: Option<MonthOutcome>) {
         if decided.year() != self.report.year {
             return;
         }
@@ -138,7 +147,7 @@ impl AnnualAccumulator {
             .entry(category.trim().to_string())
             .or_default() += 1;
         r.permits_total += 1;
-        if let Some(ok) = on_time {
+        if let Some(ok) = on_time(judged) {
             r.permits_due += 1;
             r.permits_on_time += u64::from(ok);
         }
@@ -151,7 +160,7 @@ impl AnnualAccumulator {
         fine_wan: Option<Decimal>,
         confiscated_wan: Option<Decimal>,
         decided: NaiveDate,
-        on_time: Option<bool>,
+        judged: Option<MonthOutcome>,
     ) {
         if decided.year() != self.report.year {
             return;
@@ -171,7 +180,7 @@ impl AnnualAccumulator {
         r.penalties_total += 1;
         r.fines_wan += fine_wan.unwrap_or(Decimal::ZERO);
         r.confiscated_wan += confiscated_wan.unwrap_or(Decimal::ZERO);
-        if let Some(ok) = on_time {
+        if let Some(ok) = on_time(judged) {
             r.penalties_due += 1;
             r.penalties_on_time += u64::from(ok);
         }
@@ -429,9 +438,15 @@ mod tests {
             Some(fine),
             None,
             d("2024-05-01"),
-            Some(true),
+            Some(MonthOutcome::OnTime),
         );
-        acc.add_penalty(&["罚款"], Some(fine), None, d("2023-12-31"), Some(true));
+        acc.add_penalty(
+            &["罚款"],
+            Some(fine),
+            None,
+            d("2023-12-31"),
+            Some(MonthOutcome::OnTime),
+        );
         let r = acc.finish();
         assert_eq!(r.penalties_total, 1);
         assert_eq!(r.penalties_by_category.get("罚款"), Some(&1));

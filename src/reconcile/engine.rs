@@ -119,6 +119,36 @@ pub async fn annual(
     Ok(acc.finish())
 }
 
+/// Counts a decision for `report annual`, with the judgement that 及时率 made of it (the same records are due).
+fn add_to_annual(
+    acc: &mut AnnualAccumulator,
+    kind: Kind,
+    r: &PlatformRecord,
+    decided: NaiveDate,
+    judged: Option<MonthOutcome>,
+) {
+    match kind {
+        Kind::Permit => {
+            if let Some(c) = r.get("XK_XKLB") {
+                acc.add_permit(c, decided, judged);
+            }
+        }
+        Kind::Penalty => {
+            if let Some(c) = r.get("CF_CFLB") {
+                let cats: Vec<&str> = c.split(';').collect();
+                let amount = |f: &str| r.get(f).and_then(|v| Decimal::from_str(v).ok());
+                acc.add_penalty(
+                    &cats,
+                    amount("CF_NR_FK"),
+                    amount("CF_NR_WFFF"),
+                    decided,
+                    judged,
+                );
+            }
+        }
+    }
+}
+
 /// A platform record as the comparison needs it.
 struct Held {
     digest: Option<Digest>,
@@ -917,38 +947,12 @@ async fn compare(
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
                 let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
-                if let (Some(acc), Some(d)) = (annual.as_deref_mut(), decided) {
-                    let on_time = match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => Some(p <= dl),
-                        (Some(dl), None) if opts.today > dl => Some(false),
-                        _ => None,
-                    };
-                    let r = &mapped.record;
-                    match kind {
-                        Kind::Permit => {
-                            if let Some(c) = r.get("XK_XKLB") {
-                                acc.add_permit(c, d, on_time);
-                            }
-                        }
-                        Kind::Penalty => {
-                            if let Some(c) = r.get("CF_CFLB") {
-                                let cats: Vec<&str> = c.split(';').collect();
-                                let amount =
-                                    |f: &str| r.get(f).and_then(|v| Decimal::from_str(v).ok());
-                                acc.add_penalty(
-                                    &cats,
-                                    amount("CF_NR_FK"),
-                                    amount("CF_NR_WFFF"),
-                                    d,
-                                    on_time,
-                                );
-                            }
-                        }
-                    }
-                }
                 let display_key = key_str
                     .clone()
                     .unwrap_or_else(|| format!("({} {})", kind.as_str(), src.id));
+                // How the record stands against its deadline: one judgement for 及时率, the months and
+                // `report annual` (None: not judged at all).
+                let judged: Option<MonthOutcome> = 'judged: {
                 if !mapped.is_valid() {
                     let detail = mapped
                         .findings
@@ -972,38 +976,31 @@ async fn compare(
                         .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
                     // Otherwise 及时率 and the months count it as any record: judged on its first publication,
                     // or due and missed once its deadline has passed.
-                    match (deadline, first_pub, decided) {
-                        _ if minor => {}
-                        (Some(dl), Some(p), Some(d)) => {
-                            rates.due += 1;
-                            rates.on_time += u64::from(p <= dl);
-                            let outcome = if p <= dl {
-                                MonthOutcome::OnTime
-                            } else {
-                                MonthOutcome::Late
-                            };
-                            report.record_month(d, outcome);
-                        }
-                        (Some(dl), None, Some(d)) if opts.today > dl => {
-                            rates.due += 1;
+                    break 'judged match (deadline, first_pub) {
+                        _ if minor => None,
+                        (Some(dl), Some(p)) => Some(if p <= dl {
+                            MonthOutcome::OnTime
+                        } else {
+                            MonthOutcome::Late
+                        }),
+                        (Some(dl), None) if opts.today > dl => {
                             report.gaps.push_ref(row(
                                 Category::Overdue,
                                 &display_key,
                                 INVALID_OVERDUE_DETAIL,
                                 None,
                             ));
-                            report.record_month(d, MonthOutcome::Overdue);
+                            Some(MonthOutcome::Overdue)
                         }
-                        (Some(_), None, Some(d)) => report.record_month(d, MonthOutcome::NotYetDue),
-                        _ => {}
-                    }
-                    continue;
+                        (Some(_), None) => Some(MonthOutcome::NotYetDue),
+                        _ => None,
+                    };
                 }
                 if let Some(detail) = reused_detail {
                     report
                         .gaps
                         .push_ref(row(Category::Quarantined, &display_key, detail, None));
-                    continue;
+                    break 'judged None;
                 }
                 let key = key_str.expect("a valid mapping has a key");
                 let digest = digest.unwrap_or_else(|| mapped.record.digest());
@@ -1046,7 +1043,7 @@ async fn compare(
                         published,
                     ));
                 }
-                if should_be_public {
+                let judged = if should_be_public {
                     // A rejected record is not `missing`: sending it again cannot help until it is fixed.
                     if !public {
                         if rejected.is_none() {
@@ -1074,79 +1071,45 @@ async fn compare(
                         }
                     }
                     match (deadline, first_pub) {
+                        (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
                         (Some(dl), Some(p)) => {
-                            rates.due += 1;
-                            if p <= dl {
-                                rates.on_time += 1;
-                                report.record_month(
-                                    decided.expect("a deadline comes from a decision date"),
-                                    MonthOutcome::OnTime,
-                                );
-                            } else {
-                                report.gaps.push_ref(row(
-                                    Category::Late,
-                                    &key,
-                                    &late_detail(p, dl),
-                                    published,
-                                ));
-                                report.record_month(
-                                    decided.expect("a deadline comes from a decision date"),
-                                    MonthOutcome::Late,
-                                );
-                            }
+                            report.gaps.push_ref(row(
+                                Category::Late,
+                                &key,
+                                &late_detail(p, dl),
+                                published,
+                            ));
+                            Some(MonthOutcome::Late)
                         }
-                        (Some(dl), None) => {
-                            if opts.today > dl {
-                                rates.due += 1;
-                                report.gaps.push_ref(row(
-                                    Category::Overdue,
-                                    &key,
-                                    &overdue_detail(dl),
-                                    None,
-                                ));
-                                report.record_month(
-                                    decided.expect("deadline"),
-                                    MonthOutcome::Overdue,
-                                );
-                            } else {
-                                report.record_month(
-                                    decided.expect("deadline"),
-                                    MonthOutcome::NotYetDue,
-                                );
-                            }
+                        (Some(dl), None) if opts.today > dl => {
+                            report.gaps.push_ref(row(
+                                Category::Overdue,
+                                &key,
+                                &overdue_detail(dl),
+                                None,
+                            ));
+                            Some(MonthOutcome::Overdue)
                         }
-                        _ => {}
+                        (Some(_), None) => Some(MonthOutcome::NotYetDue),
+                        _ => None,
                     }
                 } else {
                     // Not to be public now (display period over, or revoked), but it was due for publication once:
                     // 及时率 counts it as the report for its month does.
                     match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => {
-                            rates.due += 1;
-                            let on_time = p <= dl;
-                            rates.on_time += u64::from(on_time);
-                            if let Some(d) = decided {
-                                report.record_month(
-                                    d,
-                                    if on_time {
-                                        MonthOutcome::OnTime
-                                    } else {
-                                        MonthOutcome::Late
-                                    },
-                                );
-                            }
-                        }
+                        (Some(dl), Some(p)) => Some(if p <= dl {
+                            MonthOutcome::OnTime
+                        } else {
+                            MonthOutcome::Late
+                        }),
                         // Its display period ended before it was ever published: a duty missed for good.
                         (Some(dl), None) if expired && !revoked && opts.today > dl => {
-                            rates.due += 1;
                             never_published += 1;
-                            if let Some(d) = decided {
-                                report.record_month(d, MonthOutcome::Overdue);
-                            }
+                            Some(MonthOutcome::Overdue)
                         }
-                        _ => {}
+                        _ => None,
                     }
-                }
+                };
                 if !should_be_public && public {
                     if expired {
                         let u = until.map(|u| u.to_string()).unwrap_or_default();
@@ -1167,6 +1130,18 @@ async fn compare(
                         ));
                     }
                     plan.withdraw.push((kind, key.clone()));
+                }
+                judged
+                };
+                if let (Some(outcome), Some(d)) = (judged, decided) {
+                    report.record_month(d, outcome);
+                    if outcome != MonthOutcome::NotYetDue {
+                        rates.due += 1;
+                        rates.on_time += u64::from(outcome == MonthOutcome::OnTime);
+                    }
+                }
+                if let (Some(acc), Some(d)) = (annual.as_deref_mut(), decided) {
+                    add_to_annual(acc, kind, &mapped.record, d, judged);
                 }
             }
             if let Some(pb) = &pb {
