@@ -867,3 +867,201 @@ async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     );
     assert_eq!(v["rates"]["penalty"]["due"], 0, "{}", v["rates"]);
 }
+
+/// `report annual --year Y --format json --today TODAY`: the exit code and the parsed report.
+async fn annual_json(env: &Env, year: &str) -> (i32, serde_json::Value) {
+    let out = env
+        .dualpub(&[
+            "report", "annual", "--year", year, "--format", "json", "--today", TODAY,
+        ])
+        .await;
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// The annual on-time share is reconcile's 及时率 for the same year: a penalty on a minor and a revoked penalty
+/// that was never published are due for neither (the annual report counted both as missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_timeliness_is_reconciles_for_the_year() {
+    let env = empty_env().await;
+    let published = penalty("penalty_person", "T1", "2025-06-02", "2027-01-01");
+    let mut minor = penalty("penalty_person", "T2", "2025-11-10", "2027-01-01");
+    minor["party"]["id_no"] = "410105201001011233".into();
+    let mut revoked = penalty("penalty_person", "T3", "2025-05-06", "2027-01-01");
+    revoked["status"] = "revoked".into();
+    let permit = record("permit_org", "permit", "T4", "2025-03-03");
+    env.source_insert(serde_json::json!([published, minor, revoked, permit]))
+        .await;
+    let (_, _, err) = env.sync(&[]).await;
+    set_published(&env, &key("penalty", "T1"), "2025-06-03T10:00:00+08:00").await;
+    set_published(&env, &key("permit", "T4"), "2025-03-20T10:00:00+08:00").await;
+
+    let (_, rec) = env
+        .reconcile_json(TODAY, &["--from", "2025-01-01", "--to", "2025-12-31"])
+        .await;
+    let (_, v) = annual_json(&env, "2025").await;
+    let rates = &rec["rates"];
+    for (annual_kind, kind) in [("permits", "permit"), ("penalties", "penalty")] {
+        for f in ["due", "on_time", "timeliness"] {
+            assert_eq!(
+                v[annual_kind][f], rates[kind][f],
+                "{annual_kind}.{f}: {v} vs {rates} ({err})"
+            );
+        }
+    }
+    assert_eq!(v["timeliness"], rates["overall"]["timeliness"], "{v}");
+    // only T1 was due among the penalties, and it was on time
+    assert_eq!(v["penalties"]["due"], 1, "{v}");
+    assert_eq!(v["penalties"]["timeliness"], 1.0, "{v}");
+}
+
+/// Every decision of the year counts, in its total and its amounts, even with no category the mapping knows
+/// (under 未分类); a revoked decision counts and is shown; a `changed` version (superseded by its corrected
+/// decision) is not counted twice; the JSON lists categories in the standard's order and the workbook explains
+/// a 合计 below the sum of its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_counts_every_decision_once() {
+    let env = empty_env().await;
+    let mut unknown_permit = record("permit_org", "permit", "U1", "2024-03-01");
+    unknown_permit["category"] = "X99".into();
+    let permit = record("permit_org", "permit", "U2", "2024-03-04");
+    let mut unknown_penalty = penalty("penalty_multi_category", "U3", "2024-05-16", "2027-01-01");
+    unknown_penalty["penalty_types"] = serde_json::json!(["X99"]);
+    let multi = penalty("penalty_multi_category", "U4", "2024-05-16", "2027-01-01");
+    let mut revoked = penalty("penalty_person", "U5", "2024-08-01", "2027-01-01");
+    revoked["status"] = "revoked".into();
+    revoked["fine_yuan"] = "5000".into();
+    let mut superseded = penalty("penalty_person", "U6", "2024-08-01", "2027-01-01");
+    superseded["status"] = "changed".into();
+    superseded["fine_yuan"] = "5000".into();
+    let mut corrected = penalty("penalty_person", "U7", "2024-08-01", "2027-01-01");
+    corrected["fine_yuan"] = "3000".into();
+    env.source_insert(serde_json::json!([
+        unknown_permit,
+        permit,
+        unknown_penalty,
+        multi,
+        revoked,
+        superseded,
+        corrected
+    ]))
+    .await;
+    env.sync(&[]).await;
+
+    let (_, v) = annual_json(&env, "2024").await;
+    assert_eq!(v["permits"]["total"], 2, "{v}");
+    assert_eq!(v["permits"]["by_category"]["核准"], 1, "{v}");
+    assert_eq!(v["permits"]["by_category"]["未分类 unmapped"], 1, "{v}");
+    // U3, U4, U5 and U7; not U6
+    assert_eq!(v["penalties"]["total"], 4, "{v}");
+    assert_eq!(v["penalties"]["by_category"]["未分类 unmapped"], 1, "{v}");
+    assert_eq!(v["penalties"]["by_category"]["罚款"], 3, "{v}");
+    assert_eq!(v["penalties"]["revoked"], 1, "{v}");
+    assert_eq!(v["penalties"]["superseded"], 1, "{v}");
+    // 2000 + 2000 + 5000 + 3000 yuan
+    assert_eq!(v["penalties"]["fines_wan"], "1.2", "{v}");
+    let out = env
+        .dualpub(&[
+            "report", "annual", "--year", "2024", "--format", "json", "--today", TODAY,
+        ])
+        .await;
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let at = |c: &str| raw.find(&format!("\"{c}\"")).unwrap();
+    assert!(
+        at("普通") < at("特许") && at("特许") < at("核准") && at("核准") < at("其他"),
+        "{raw}"
+    );
+
+    let xlsx = env.dir.path().join("annual.xlsx");
+    env.dualpub(&[
+        "report",
+        "annual",
+        "--year",
+        "2024",
+        "--format",
+        "xlsx",
+        "--out",
+        xlsx.to_str().unwrap(),
+        "--today",
+        TODAY,
+    ])
+    .await;
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let sheet = wb.worksheet_range("年度报告").unwrap();
+    let penalty_total = sheet
+        .rows()
+        .filter(|r| r.first() == Some(&Data::String("合计".into())))
+        .nth(1)
+        .unwrap()
+        .to_vec();
+    assert_eq!(penalty_total[1], Data::Float(4.0));
+    assert!(
+        matches!(&penalty_total[2], Data::String(s) if s.contains("在合计中只计一次")),
+        "{penalty_total:?}"
+    );
+}
+
+/// What the year's numbers lack is said, in every format, and makes the exit code 1: a decision whose date
+/// cannot be read (it is in no year) and one whose deadline the calendar cannot give (not in the on-time share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_notes_what_the_numbers_lack() {
+    let env = empty_env().await;
+    let mut undated = record("permit_org", "permit", "D1", "2026-03-02");
+    undated["decided_on"] = "2026-02-30".into();
+    env.source_insert(serde_json::json!([
+        record("permit_org", "permit", "N0", "2026-03-02"),
+        record("permit_org", "permit", "N1", "2026-12-28"),
+        undated
+    ]))
+    .await;
+    env.sync(&[]).await;
+
+    let (code, v) = annual_json(&env, "2026").await;
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["permits"]["total"], 2, "{v}");
+    assert_eq!(v["permits"]["due"], 1, "N1 is not judged: {v}");
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("add a [2027] table"), "{notes}");
+    assert!(
+        notes.contains("1 source record(s) have no readable decision date") && notes.contains("D1"),
+        "{notes}"
+    );
+
+    let out = env
+        .dualpub(&["report", "annual", "--year", "2026", "--today", TODAY])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("注意 notes") && table.contains("[2027]") && table.contains("D1"),
+        "{table}"
+    );
+
+    let xlsx = env.dir.path().join("annual.xlsx");
+    let out = env
+        .dualpub(&[
+            "report",
+            "annual",
+            "--year",
+            "2026",
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+            "--today",
+            TODAY,
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let sheet = wb.worksheet_range("年度报告").unwrap();
+    assert!(sheet
+        .rows()
+        .any(|r| matches!(r.first(), Some(Data::String(s)) if s.contains("D1"))));
+}

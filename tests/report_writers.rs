@@ -6,9 +6,11 @@ use chrono::NaiveDate;
 use dualpub::model::Kind;
 use dualpub::reconcile::annual::{
     write_annual_json, write_annual_table, write_annual_xlsx, AnnualAccumulator,
+    PENALTY_CATEGORIES, PERMIT_CATEGORIES, UNMAPPED,
 };
 use dualpub::reconcile::report::{Category, GapRow, MonthOutcome, Rates, RepairSummary, Report};
 use dualpub::reconcile::writers::{display_width, write_csv, write_json, write_table, write_xlsx};
+use dualpub::source_schema::SourceStatus;
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -345,37 +347,61 @@ fn display_width_counts_cjk_as_two_columns() {
 fn annual_counts_sums_and_writes() {
     let wan = |s: &str| Decimal::from_str(s).expect("decimal");
     let mut acc = AnnualAccumulator::new(2024);
-    acc.add_permit("普通", d("2024-01-10"), Some(true));
-    acc.add_permit("普通", d("2024-06-10"), Some(false));
-    acc.add_permit("特许", d("2024-12-30"), None);
-    acc.add_permit("普通", d("2025-01-02"), Some(true)); // another year
+    acc.add_permit(
+        Some("普通"),
+        None,
+        d("2024-01-10"),
+        Some(MonthOutcome::OnTime),
+    );
+    acc.add_permit(
+        Some("普通"),
+        None,
+        d("2024-06-10"),
+        Some(MonthOutcome::Late),
+    );
+    acc.add_permit(
+        Some("特许"),
+        None,
+        d("2024-12-30"),
+        Some(MonthOutcome::NotYetDue),
+    );
+    acc.add_permit(
+        Some("普通"),
+        None,
+        d("2025-01-02"),
+        Some(MonthOutcome::OnTime),
+    ); // another year
     acc.add_penalty(
         &["警告", "罚款"],
+        None,
         Some(wan("0.2")),
         None,
         d("2024-02-01"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     );
     acc.add_penalty(
         &["罚款", "没收违法所得"],
+        None,
         Some(wan("1.000001")),
         Some(wan("0.35")),
         d("2024-03-01"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     );
     acc.add_penalty(
         &["罚款"],
+        None,
         Some(wan("10.1")),
         None,
         d("2024-04-01"),
-        Some(false),
+        Some(MonthOutcome::Late),
     );
     acc.add_penalty(
         &["罚款"],
+        None,
         Some(wan("99")),
         None,
         d("2023-12-31"),
-        Some(true),
+        Some(MonthOutcome::OnTime),
     ); // another year
     let r = acc.finish();
 
@@ -420,4 +446,115 @@ fn annual_counts_sums_and_writes() {
         .expect("fines row");
     assert_eq!(fines[1].as_f64(), Some(11.300001));
     assert_eq!(fines[2], Data::String("11.300001".into()));
+}
+
+/// A decision with no mapped category is counted under 未分类; a revoked one counts (and is shown), a superseded
+/// (`changed`) version counts only in the on-time share; notes are written in every format; the JSON lists the
+/// categories in the standard's order; the workbook says why 合计 is not the sum of the penalty rows.
+#[test]
+fn annual_unmapped_revoked_superseded_notes_and_order() {
+    let wan = |s: &str| Decimal::from_str(s).expect("decimal");
+    let mut acc = AnnualAccumulator::new(2024);
+    acc.add_permit(None, None, d("2024-01-10"), Some(MonthOutcome::OnTime));
+    acc.add_permit(
+        Some("普通"),
+        Some(SourceStatus::Revoked),
+        d("2024-01-11"),
+        Some(MonthOutcome::OnTime),
+    );
+    acc.add_penalty(&[], None, Some(wan("0.5")), None, d("2024-02-01"), None);
+    acc.add_penalty(
+        &["警告", "罚款"],
+        Some(SourceStatus::Active),
+        Some(wan("0.2")),
+        None,
+        d("2024-02-02"),
+        Some(MonthOutcome::Late),
+    );
+    acc.add_penalty(
+        &["罚款"],
+        Some(SourceStatus::Changed),
+        Some(wan("9")),
+        None,
+        d("2024-02-03"),
+        Some(MonthOutcome::OnTime),
+    );
+    let mut r = acc.finish();
+    r.notes
+        .push("1 source record(s) have no readable decision date".into());
+    assert_eq!(r.permits_total, 2);
+    assert_eq!(r.permits_by_category[UNMAPPED], 1);
+    assert_eq!(r.permits_revoked, 1);
+    assert_eq!(r.penalties_total, 2);
+    assert_eq!(r.penalties_by_category[UNMAPPED], 1);
+    assert_eq!(
+        r.penalties_by_category["罚款"], 1,
+        "the superseded one is not counted"
+    );
+    assert_eq!(r.penalties_superseded, 1);
+    assert_eq!(r.fines_wan, wan("0.7"));
+    assert_eq!((r.penalties_on_time, r.penalties_due), (1, 2));
+    assert_eq!(r.penalty_rows().last(), Some(&(UNMAPPED.to_string(), 1)));
+
+    let mut buf = Vec::new();
+    write_annual_table(&r, &mut buf, false).expect("table");
+    let text = String::from_utf8(buf).expect("utf-8");
+    assert!(text.contains(UNMAPPED), "{text}");
+    assert!(text.contains("其中 已撤销 revoked: 1"), "{text}");
+    assert!(text.contains("不计 已被更正 superseded: 1"), "{text}");
+    assert!(
+        text.contains("注意 notes") && text.contains("no readable decision date"),
+        "{text}"
+    );
+
+    let mut buf = Vec::new();
+    write_annual_json(&r, &mut buf).expect("json");
+    let raw = String::from_utf8(buf.clone()).expect("utf-8");
+    let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+    assert_eq!(
+        v["notes"][0],
+        "1 source record(s) have no readable decision date"
+    );
+    assert_eq!(v["permits"]["revoked"], 1);
+    assert_eq!(v["penalties"]["superseded"], 1);
+    assert_eq!(v["penalties"]["by_category"][UNMAPPED], 1);
+    // the keys in the text come in the standard's order, 未分类 last (they were sorted by code point)
+    let (permits, penalties) = raw.split_at(raw.find("\"penalties\"").expect("penalties"));
+    for (section, standard) in [
+        (permits, &PERMIT_CATEGORIES[..]),
+        (penalties, &PENALTY_CATEGORIES[..]),
+    ] {
+        let at: Vec<usize> = standard
+            .iter()
+            .chain([&UNMAPPED])
+            .map(|c| section.find(&format!("\"{c}\"")).expect("category listed"))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{section}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("annual.xlsx");
+    write_annual_xlsx(&r, &path).expect("xlsx");
+    let mut wb: Xlsx<_> = open_workbook(&path).expect("open xlsx");
+    let sheet = wb.worksheet_range("年度报告").expect("sheet");
+    let rows: Vec<&[Data]> = sheet.rows().collect();
+    let penalty_total = rows
+        .iter()
+        .filter(|row| row.first() == Some(&Data::String("合计".into())))
+        .nth(1)
+        .expect("the penalties' 合计");
+    assert_eq!(penalty_total[1].as_f64(), Some(2.0));
+    assert!(
+        penalty_total[2]
+            .get_string()
+            .is_some_and(|s| s.contains("在合计中只计一次")),
+        "{penalty_total:?}"
+    );
+    assert!(rows
+        .iter()
+        .any(|row| row.first() == Some(&Data::String(UNMAPPED.into()))));
+    assert!(rows.iter().any(|row| row
+        .first()
+        .and_then(|c| c.get_string())
+        .is_some_and(|s| s.contains("no readable decision date"))));
 }

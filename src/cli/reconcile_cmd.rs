@@ -489,5 +489,10 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
             w.flush().map_err(io)?;
         }
     }
-    Ok(Exit::Ok)
+    // As for reconcile: a note says the numbers lack something a person must see to.
+    Ok(if annual.notes.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Attention
+    })
 }

@@ -5,10 +5,14 @@
 //! [`AnnualAccumulator`] takes decisions one at a time (memory does not grow with their number) and ignores those
 //! decided outside the year.
 
+use super::report::MonthOutcome;
 use super::writers::{align_rows, percent, round4, Paint, WriteError};
+use crate::source_schema::SourceStatus;
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
+use serde::ser::SerializeMap;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
@@ -34,6 +38,10 @@ pub const PENALTY_CATEGORIES: [&str; 14] = [
     "其他",
 ];
 
+/// The category row of decisions whose category the mapping could not give (an unknown code, or none): they
+/// still count in the totals, fines and on-time share.
+pub const UNMAPPED: &str = "未分类 unmapped";
+
 /// A year's decisions, counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnualReport {
@@ -54,6 +62,15 @@ pub struct AnnualReport {
     pub permits_due: u64,
     pub penalties_on_time: u64,
     pub penalties_due: u64,
+    /// Of the totals, decisions revoked since (status `revoked`): still decided that year.
+    pub permits_revoked: u64,
+    pub penalties_revoked: u64,
+    /// Versions superseded by a corrected decision (status `changed`): not in the counts or amounts (the corrected
+    /// decision is), but in the on-time share, as in reconcile's 及时率.
+    pub permits_superseded: u64,
+    pub penalties_superseded: u64,
+    /// What limits the numbers (as reconcile's notes): records in no year, records whose deadline is unknown.
+    pub notes: Vec<String>,
 }
 
 impl AnnualReport {
@@ -96,10 +113,22 @@ fn ordered(counts: &BTreeMap<String, u64>, standard: &[&str]) -> Vec<(String, u6
     rows.extend(
         counts
             .iter()
-            .filter(|(c, _)| !standard.contains(&c.as_str()))
+            .filter(|(c, _)| !standard.contains(&c.as_str()) && c.as_str() != UNMAPPED)
             .map(|(c, n)| (c.clone(), *n)),
     );
+    if let Some(n) = counts.get(UNMAPPED) {
+        rows.push((UNMAPPED.to_string(), *n));
+    }
     rows
+}
+
+/// Whether a decision counts as published on time; `None` when it is not due (as reconcile's 及时率 counts).
+fn on_time(judged: Option<MonthOutcome>) -> Option<bool> {
+    match judged? {
+        MonthOutcome::OnTime => Some(true),
+        MonthOutcome::Late | MonthOutcome::Overdue => Some(false),
+        MonthOutcome::NotYetDue => None,
+    }
 }
 
 /// Counts decisions of one year as they are read.
@@ -123,40 +152,67 @@ impl AnnualAccumulator {
                 permits_due: 0,
                 penalties_on_time: 0,
                 penalties_due: 0,
+                permits_revoked: 0,
+                penalties_revoked: 0,
+                permits_superseded: 0,
+                penalties_superseded: 0,
+                notes: Vec::new(),
             },
         }
     }
 
-    /// Counts a permit decision. `on_time`: `Some(true)` published by its deadline, `Some(false)` published late
-    /// or overdue, `None` not yet due.
-    pub fn add_permit(&mut self, category: &str, decided: NaiveDate, on_time: Option<bool>) {
-        if decided.year() != self.report.year {
-            return;
-        }
-        let r = &mut self.report;
-        *r.permits_by_category
-            .entry(category.trim().to_string())
-            .or_default() += 1;
-        r.permits_total += 1;
-        if let Some(ok) = on_time {
-            r.permits_due += 1;
-            r.permits_on_time += u64::from(ok);
-        }
-    }
-
-    /// Counts a penalty decision: once in the total, once in each of its (distinct) categories.
-    pub fn add_penalty(
+    /// Counts a permit decision. `category`: its 许可类别, [`UNMAPPED`] when none. `judged`: how reconcile's
+    /// 及时率 judged it (`None` or `NotYetDue`: not due). A superseded version (`changed`) counts only there.
+    pub fn add_permit(
         &mut self,
-        categories: &[&str],
-        fine_wan: Option<Decimal>,
-        confiscated_wan: Option<Decimal>,
+        category: Option<&str>,
+        status: Option<SourceStatus>,
         decided: NaiveDate,
-        on_time: Option<bool>,
+        judged: Option<MonthOutcome>,
     ) {
         if decided.year() != self.report.year {
             return;
         }
         let r = &mut self.report;
+        if let Some(ok) = on_time(judged) {
+            r.permits_due += 1;
+            r.permits_on_time += u64::from(ok);
+        }
+        if status == Some(SourceStatus::Changed) {
+            r.permits_superseded += 1;
+            return;
+        }
+        let category = category.map(str::trim).filter(|c| !c.is_empty());
+        *r.permits_by_category
+            .entry(category.unwrap_or(UNMAPPED).to_string())
+            .or_default() += 1;
+        r.permits_total += 1;
+        r.permits_revoked += u64::from(status == Some(SourceStatus::Revoked));
+    }
+
+    /// Counts a penalty decision: once in the total, once in each of its (distinct) categories ([`UNMAPPED`]
+    /// when it has none), its amounts in the sums. As [`AnnualAccumulator::add_permit`] for `status` and `judged`.
+    pub fn add_penalty(
+        &mut self,
+        categories: &[&str],
+        status: Option<SourceStatus>,
+        fine_wan: Option<Decimal>,
+        confiscated_wan: Option<Decimal>,
+        decided: NaiveDate,
+        judged: Option<MonthOutcome>,
+    ) {
+        if decided.year() != self.report.year {
+            return;
+        }
+        let r = &mut self.report;
+        if let Some(ok) = on_time(judged) {
+            r.penalties_due += 1;
+            r.penalties_on_time += u64::from(ok);
+        }
+        if status == Some(SourceStatus::Changed) {
+            r.penalties_superseded += 1;
+            return;
+        }
         let mut seen: Vec<&str> = Vec::with_capacity(categories.len());
         for c in categories
             .iter()
@@ -168,13 +224,15 @@ impl AnnualAccumulator {
                 *r.penalties_by_category.entry(c.to_string()).or_default() += 1;
             }
         }
+        if seen.is_empty() {
+            *r.penalties_by_category
+                .entry(UNMAPPED.to_string())
+                .or_default() += 1;
+        }
         r.penalties_total += 1;
+        r.penalties_revoked += u64::from(status == Some(SourceStatus::Revoked));
         r.fines_wan += fine_wan.unwrap_or(Decimal::ZERO);
         r.confiscated_wan += confiscated_wan.unwrap_or(Decimal::ZERO);
-        if let Some(ok) = on_time {
-            r.penalties_due += 1;
-            r.penalties_on_time += u64::from(ok);
-        }
     }
 
     pub fn finish(self) -> AnnualReport {
@@ -220,6 +278,7 @@ pub fn write_annual_table(r: &AnnualReport, out: &mut dyn Write, color: bool) ->
     for line in align_rows(&rows, &[1], "  ") {
         writeln!(out, "{line}")?;
     }
+    write_status_lines(out, r.permits_revoked, r.permits_superseded)?;
     writeln!(
         out,
         "  按时公示率 on time: {}",
@@ -239,6 +298,7 @@ pub fn write_annual_table(r: &AnnualReport, out: &mut dyn Write, color: bool) ->
     for line in align_rows(&rows, &[1], "  ") {
         writeln!(out, "{line}")?;
     }
+    write_status_lines(out, r.penalties_revoked, r.penalties_superseded)?;
     writeln!(out, "  罚款金额 fines: {} 万元", wan_str(r.fines_wan))?;
     writeln!(
         out,
@@ -264,11 +324,36 @@ pub fn write_annual_table(r: &AnnualReport, out: &mut dyn Write, color: bool) ->
             r.timeliness()
         )
     )?;
-    if r.penalties_total > 0 && r.penalties_by_category.values().sum::<u64>() > r.penalties_total {
+    if multi_category(r) {
+        writeln!(out, "{}", p.dim(MULTI_CATEGORY_NOTE))?;
+    }
+    if !r.notes.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "{}", p.bold("注意 notes"))?;
+        for n in &r.notes {
+            writeln!(out, "  - {n}")?;
+        }
+    }
+    Ok(())
+}
+
+const MULTI_CATEGORY_NOTE: &str =
+    "注：一个处罚决定有多个处罚类别时，在每个类别中各计一次，在合计中只计一次。";
+
+/// Whether the penalty category rows add up to more than the total (a decision with several categories).
+fn multi_category(r: &AnnualReport) -> bool {
+    r.penalties_total > 0 && r.penalties_by_category.values().sum::<u64>() > r.penalties_total
+}
+
+const REVOKED_LABEL: &str = "其中 已撤销 revoked";
+const SUPERSEDED_LABEL: &str = "不计 已被更正 superseded";
+
+fn write_status_lines(out: &mut dyn Write, revoked: u64, superseded: u64) -> io::Result<()> {
+    writeln!(out, "  {REVOKED_LABEL}: {revoked}")?;
+    if superseded > 0 {
         writeln!(
             out,
-            "{}",
-            p.dim("注：一个处罚决定有多个处罚类别时，在每个类别中各计一次，在合计中只计一次。")
+            "  {SUPERSEDED_LABEL}: {superseded}（被更正后的决定取代，不计入数量和金额 / replaced by the corrected decision, not in the counts or amounts）"
         )?;
     }
     Ok(())
@@ -278,48 +363,92 @@ pub fn write_annual_table(r: &AnnualReport, out: &mut dyn Write, color: bool) ->
 ///
 /// ```json
 /// {"version": 1, "year": 2024,
-///  "permits":   {"total": 12, "by_category": {"普通": 10, "特许": 0, …, "其他": 0},
+///  "permits":   {"total": 12, "by_category": {"普通": 10, "特许": 0, …, "其他": 0, "未分类 unmapped": 1},
+///                "revoked": 1, "superseded": 0,
 ///                "due": 12, "on_time": 11, "timeliness": 0.9167},
 ///  "penalties": {"total": 5, "by_category": {"警告": 1, "通报批评": 0, "罚款": 4, …},
+///                "revoked": 0, "superseded": 1,
 ///                "fines_wan": "12.35", "confiscated_wan": "0.2",
 ///                "due": 5, "on_time": 5, "timeliness": 1.0},
-///  "timeliness": 0.9412}
+///  "timeliness": 0.9412,
+///  "notes": []}
 /// ```
 ///
-/// `by_category` lists the standard categories in the standard's order (0 when none), then any others; a penalty
-/// with several categories counts in each. Amounts are 万元 as exact decimal strings. Shares are between 0 and 1,
-/// rounded to 4 places, `null` when nothing was due.
+/// `by_category` lists the standard categories in the standard's order (0 when none), then any others by name,
+/// then [`UNMAPPED`] if any: the object's keys are written in that order. A penalty with several categories counts
+/// in each. `revoked` is part of `total`; `superseded` is not (nor in the amounts). Amounts are 万元 as exact
+/// decimal strings. Shares are between 0 and 1, rounded to 4 places, `null` when nothing was due. `notes` are
+/// plain sentences on what limits the numbers.
 pub fn write_annual_json(r: &AnnualReport, out: &mut dyn Write) -> io::Result<()> {
-    let by = |rows: Vec<(String, u64)>| {
-        serde_json::Value::Object(
-            rows.into_iter()
-                .map(|(c, n)| (c, serde_json::Value::from(n)))
-                .collect(),
-        )
+    let doc = AnnualJson {
+        version: 1,
+        year: r.year,
+        permits: KindJson {
+            total: r.permits_total,
+            by_category: InOrder(r.permit_rows()),
+            revoked: r.permits_revoked,
+            superseded: r.permits_superseded,
+            fines_wan: None,
+            confiscated_wan: None,
+            due: r.permits_due,
+            on_time: r.permits_on_time,
+            timeliness: round4(r.permits_timeliness()),
+        },
+        penalties: KindJson {
+            total: r.penalties_total,
+            by_category: InOrder(r.penalty_rows()),
+            revoked: r.penalties_revoked,
+            superseded: r.penalties_superseded,
+            fines_wan: Some(wan_str(r.fines_wan)),
+            confiscated_wan: Some(wan_str(r.confiscated_wan)),
+            due: r.penalties_due,
+            on_time: r.penalties_on_time,
+            timeliness: round4(r.penalties_timeliness()),
+        },
+        timeliness: round4(r.timeliness()),
+        notes: &r.notes,
     };
-    let doc = serde_json::json!({
-        "version": 1,
-        "year": r.year,
-        "permits": {
-            "total": r.permits_total,
-            "by_category": by(r.permit_rows()),
-            "due": r.permits_due,
-            "on_time": r.permits_on_time,
-            "timeliness": round4(r.permits_timeliness()),
-        },
-        "penalties": {
-            "total": r.penalties_total,
-            "by_category": by(r.penalty_rows()),
-            "fines_wan": wan_str(r.fines_wan),
-            "confiscated_wan": wan_str(r.confiscated_wan),
-            "due": r.penalties_due,
-            "on_time": r.penalties_on_time,
-            "timeliness": round4(r.penalties_timeliness()),
-        },
-        "timeliness": round4(r.timeliness()),
-    });
+    // Serialized straight from the structs, not through `serde_json::Value` (whose objects sort their keys).
     serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
     writeln!(out)
+}
+
+#[derive(Serialize)]
+struct AnnualJson<'a> {
+    version: u32,
+    year: i32,
+    permits: KindJson,
+    penalties: KindJson,
+    timeliness: Option<f64>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct KindJson {
+    total: u64,
+    by_category: InOrder,
+    revoked: u64,
+    superseded: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fines_wan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confiscated_wan: Option<String>,
+    due: u64,
+    on_time: u64,
+    timeliness: Option<f64>,
+}
+
+/// Category rows written as one JSON object, keys in the rows' order.
+struct InOrder(Vec<(String, u64)>);
+
+impl Serialize for InOrder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (c, n) in &self.0 {
+            m.serialize_entry(c, n)?;
+        }
+        m.end()
+    }
 }
 
 /// Writes the annual numbers as an xlsx workbook with one sheet, 年度报告.
@@ -353,8 +482,22 @@ fn build_annual(r: &AnnualReport) -> Result<Workbook, XlsxError> {
     )?;
     let mut row = 2u32;
     let sections = [
-        ("行政许可", "许可类别", r.permit_rows(), r.permits_total),
-        ("行政处罚", "处罚类别", r.penalty_rows(), r.penalties_total),
+        (
+            "行政许可",
+            "许可类别",
+            r.permit_rows(),
+            r.permits_total,
+            r.permits_revoked,
+            r.permits_superseded,
+        ),
+        (
+            "行政处罚",
+            "处罚类别",
+            r.penalty_rows(),
+            r.penalties_total,
+            r.penalties_revoked,
+            r.penalties_superseded,
+        ),
     ];
     let on_time = [
         (r.permits_on_time, r.permits_due, r.permits_timeliness()),
@@ -364,7 +507,9 @@ fn build_annual(r: &AnnualReport) -> Result<Workbook, XlsxError> {
             r.penalties_timeliness(),
         ),
     ];
-    for ((kind, col_name, rows, total), (ok, due, rate)) in sections.into_iter().zip(on_time) {
+    for ((kind, col_name, rows, total, revoked, superseded), (ok, due, rate)) in
+        sections.into_iter().zip(on_time)
+    {
         ws.write_string_with_format(row, 0, kind, &bold)?;
         row += 1;
         ws.write_string_with_format(row, 0, col_name, &header)?;
@@ -377,7 +522,19 @@ fn build_annual(r: &AnnualReport) -> Result<Workbook, XlsxError> {
         }
         ws.write_string_with_format(row, 0, "合计", &bold)?;
         ws.write_number_with_format(row, 1, total as f64, &bold)?;
+        if kind == "行政处罚" && multi_category(r) {
+            ws.write_string(row, 2, MULTI_CATEGORY_NOTE)?;
+        }
         row += 1;
+        ws.write_string(row, 0, REVOKED_LABEL)?;
+        ws.write_number(row, 1, revoked as f64)?;
+        row += 1;
+        if superseded > 0 {
+            ws.write_string(row, 0, SUPERSEDED_LABEL)?;
+            ws.write_number(row, 1, superseded as f64)?;
+            ws.write_string(row, 2, "被更正后的决定取代，不计入数量和金额")?;
+            row += 1;
+        }
         if kind == "行政处罚" {
             for (label, amount) in [
                 ("罚款金额（万元）", r.fines_wan),
@@ -405,6 +562,14 @@ fn build_annual(r: &AnnualReport) -> Result<Workbook, XlsxError> {
         Some(x) => ws.write_number_with_format(row, 1, x, &pct)?,
         None => ws.write_string(row, 1, "—")?,
     };
+    if !r.notes.is_empty() {
+        row += 2;
+        ws.write_string_with_format(row, 0, "注意", &bold)?;
+        for n in &r.notes {
+            row += 1;
+            ws.write_string(row, 0, n)?;
+        }
+    }
     ws.set_column_width(0, 24)?;
     ws.set_column_width(1, 18)?;
     ws.set_column_width(2, 14)?;
@@ -426,12 +591,20 @@ mod tests {
         let fine = Decimal::from_str("0.2").expect("decimal");
         acc.add_penalty(
             &["警告", "罚款", "罚款"],
+            None,
             Some(fine),
             None,
             d("2024-05-01"),
-            Some(true),
+            Some(MonthOutcome::OnTime),
         );
-        acc.add_penalty(&["罚款"], Some(fine), None, d("2023-12-31"), Some(true));
+        acc.add_penalty(
+            &["罚款"],
+            None,
+            Some(fine),
+            None,
+            d("2023-12-31"),
+            Some(MonthOutcome::OnTime),
+        );
         let r = acc.finish();
         assert_eq!(r.penalties_total, 1);
         assert_eq!(r.penalties_by_category.get("罚款"), Some(&1));

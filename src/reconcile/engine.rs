@@ -106,7 +106,8 @@ pub async fn reconcile(
     compare(cfg, mappings, store, calendar, opts, None).await
 }
 
-/// The year's numbers for `report annual`, from the same comparison (the window is the year).
+/// The year's numbers for `report annual`, from the same comparison (the window is the year), with its notes and
+/// one more: source records whose decision date cannot be read are in no year.
 pub async fn annual(
     cfg: &Config,
     mappings: &MappingSet,
@@ -115,8 +116,44 @@ pub async fn annual(
     opts: &ReconcileOptions,
     mut acc: AnnualAccumulator,
 ) -> Result<AnnualReport, ReconcileError> {
-    compare(cfg, mappings, store, calendar, opts, Some(&mut acc)).await?;
-    Ok(acc.finish())
+    let (report, _) = compare(cfg, mappings, store, calendar, opts, Some(&mut acc)).await?;
+    let mut annual = acc.finish();
+    annual.notes = report.notes;
+    Ok(annual)
+}
+
+/// How many of the ids of records without a decision date a note names.
+const UNDATED_NAMED: usize = 10;
+
+/// Counts a decision for `report annual`, with the judgement that 及时率 made of it (the same records are due).
+/// Its category as mapped, [`super::annual::UNMAPPED`] when the mapping gave none; its status decides whether it
+/// is revoked (counted) or superseded (not counted).
+fn add_to_annual(
+    acc: &mut AnnualAccumulator,
+    kind: Kind,
+    r: &PlatformRecord,
+    status: Option<SourceStatus>,
+    decided: NaiveDate,
+    judged: Option<MonthOutcome>,
+) {
+    match kind {
+        Kind::Permit => acc.add_permit(r.get("XK_XKLB"), status, decided, judged),
+        Kind::Penalty => {
+            let cats: Vec<&str> = r
+                .get("CF_CFLB")
+                .map(|c| c.split(';').collect())
+                .unwrap_or_default();
+            let amount = |f: &str| r.get(f).and_then(|v| Decimal::from_str(v).ok());
+            acc.add_penalty(
+                &cats,
+                status,
+                amount("CF_NR_FK"),
+                amount("CF_NR_WFFF"),
+                decided,
+                judged,
+            );
+        }
+    }
 }
 
 /// A platform record as the comparison needs it.
@@ -801,6 +838,8 @@ async fn compare(
     let mut uncovered: Option<(u64, NaiveDate, CalendarError)> = None;
     // Penalties whose display period ended before they were ever published.
     let mut never_published = 0u64;
+    // For `report annual`: source records with no readable decision date, and the first ids.
+    let mut undated: (u64, Vec<String>) = (0, Vec::new());
     for (ki, &kind) in opts.kinds.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut rates = Rates::default();
@@ -867,8 +906,21 @@ async fn compare(
                 } = item;
                 let Some(src) = src else {
                     // A record the source schema cannot read: only quarantine can tell its story.
+                    if annual.is_some() {
+                        undated.0 += 1;
+                        if undated.1.len() < UNDATED_NAMED {
+                            undated.1.push(raw_id(&raw).unwrap_or_else(|| "?".into()));
+                        }
+                    }
                     continue;
                 };
+                if decided.is_none() && annual.is_some() {
+                    // In no year: the year's numbers may lack it, and the operator must know which to fix.
+                    undated.0 += 1;
+                    if undated.1.len() < UNDATED_NAMED {
+                        undated.1.push(src.id.clone());
+                    }
+                }
                 let Some(mapped) = mapped else {
                     // Outside the window: not compared, but the platform row it maps to is not an orphan (a
                     // repair with --repair-orphans withdrew such rows). Unless another record holds the key.
@@ -917,256 +969,204 @@ async fn compare(
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
                 let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
-                if let (Some(acc), Some(d)) = (annual.as_deref_mut(), decided) {
-                    let on_time = match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => Some(p <= dl),
-                        (Some(dl), None) if opts.today > dl => Some(false),
-                        _ => None,
-                    };
-                    let r = &mapped.record;
-                    match kind {
-                        Kind::Permit => {
-                            if let Some(c) = r.get("XK_XKLB") {
-                                acc.add_permit(c, d, on_time);
-                            }
-                        }
-                        Kind::Penalty => {
-                            if let Some(c) = r.get("CF_CFLB") {
-                                let cats: Vec<&str> = c.split(';').collect();
-                                let amount =
-                                    |f: &str| r.get(f).and_then(|v| Decimal::from_str(v).ok());
-                                acc.add_penalty(
-                                    &cats,
-                                    amount("CF_NR_FK"),
-                                    amount("CF_NR_WFFF"),
-                                    d,
-                                    on_time,
-                                );
-                            }
-                        }
-                    }
-                }
                 let display_key = key_str
                     .clone()
                     .unwrap_or_else(|| format!("({} {})", kind.as_str(), src.id));
-                if !mapped.is_valid() {
-                    let detail = mapped
-                        .findings
-                        .iter()
-                        .map(|f| {
-                            let zh = crate::ids::mask_ids_in(&f.zh);
-                            format!("{} [{}] {zh}", f.field, f.code)
-                        })
-                        .collect::<Vec<_>>()
-                        .join("；");
-                    report.gaps.push_ref(row(
-                        Category::Quarantined,
-                        &display_key,
-                        &detail,
-                        published,
-                    ));
-                    // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
-                    let minor = mapped
-                        .findings
-                        .iter()
-                        .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
-                    // Otherwise 及时率 and the months count it as any record: judged on its first publication,
-                    // or due and missed once its deadline has passed.
-                    match (deadline, first_pub, decided) {
-                        _ if minor => {}
-                        (Some(dl), Some(p), Some(d)) => {
-                            rates.due += 1;
-                            rates.on_time += u64::from(p <= dl);
-                            let outcome = if p <= dl {
+                // How the record stands against its deadline: one judgement for 及时率, the months and
+                // `report annual` (None: not judged at all).
+                let judged: Option<MonthOutcome> = 'judged: {
+                    if !mapped.is_valid() {
+                        let detail = mapped
+                            .findings
+                            .iter()
+                            .map(|f| {
+                                let zh = crate::ids::mask_ids_in(&f.zh);
+                                format!("{} [{}] {zh}", f.field, f.code)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("；");
+                        report.gaps.push_ref(row(
+                            Category::Quarantined,
+                            &display_key,
+                            &detail,
+                            published,
+                        ));
+                        // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
+                        let minor = mapped
+                            .findings
+                            .iter()
+                            .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
+                        // Otherwise 及时率 and the months count it as any record: judged on its first publication,
+                        // or due and missed once its deadline has passed.
+                        break 'judged match (deadline, first_pub) {
+                            _ if minor => None,
+                            (Some(dl), Some(p)) => Some(if p <= dl {
                                 MonthOutcome::OnTime
                             } else {
                                 MonthOutcome::Late
-                            };
-                            report.record_month(d, outcome);
-                        }
-                        (Some(dl), None, Some(d)) if opts.today > dl => {
-                            rates.due += 1;
-                            report.gaps.push_ref(row(
-                                Category::Overdue,
-                                &display_key,
-                                INVALID_OVERDUE_DETAIL,
-                                None,
-                            ));
-                            report.record_month(d, MonthOutcome::Overdue);
-                        }
-                        (Some(_), None, Some(d)) => report.record_month(d, MonthOutcome::NotYetDue),
-                        _ => {}
+                            }),
+                            (Some(dl), None) if opts.today > dl => {
+                                report.gaps.push_ref(row(
+                                    Category::Overdue,
+                                    &display_key,
+                                    INVALID_OVERDUE_DETAIL,
+                                    None,
+                                ));
+                                Some(MonthOutcome::Overdue)
+                            }
+                            (Some(_), None) => Some(MonthOutcome::NotYetDue),
+                            _ => None,
+                        };
                     }
-                    continue;
-                }
-                if let Some(detail) = reused_detail {
-                    report
-                        .gaps
-                        .push_ref(row(Category::Quarantined, &display_key, detail, None));
-                    continue;
-                }
-                let key = key_str.expect("a valid mapping has a key");
-                let digest = digest.unwrap_or_else(|| mapped.record.digest());
-                // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
-                let ledger = match at {
-                    Some(i) => held.ledger_at(i),
-                    None => store.ledger_get(&key)?.map(LedgerView::from),
-                };
-                if let Some(l) = &ledger {
-                    if l.submitted {
-                        rates.submitted += 1;
-                        if l.accepted {
-                            rates.accepted += 1;
+                    if let Some(detail) = reused_detail {
+                        report.gaps.push_ref(row(
+                            Category::Quarantined,
+                            &display_key,
+                            detail,
+                            None,
+                        ));
+                        break 'judged None;
+                    }
+                    let key = key_str.expect("a valid mapping has a key");
+                    let digest = digest.unwrap_or_else(|| mapped.record.digest());
+                    // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
+                    let ledger = match at {
+                        Some(i) => held.ledger_at(i),
+                        None => store.ledger_get(&key)?.map(LedgerView::from),
+                    };
+                    if let Some(l) = &ledger {
+                        if l.submitted {
+                            rates.submitted += 1;
+                            if l.accepted {
+                                rates.accepted += 1;
+                            }
                         }
                     }
-                }
-                let revoked = kind == Kind::Penalty
-                    && matches!(
-                        src.status,
-                        Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
-                    );
-                let until = mapped
-                    .record
-                    .get("CF_GSJZQ")
-                    .and_then(crate::validate::parse_date);
-                let expired = kind == Kind::Penalty && until.is_some_and(|u| u < opts.today);
-                let should_be_public = !revoked && !expired;
-                let public = h.as_ref().is_some_and(|h| h.public);
-                let rejected = ledger.as_ref().filter(|l| {
-                    l.rejected_state
-                        || l.rejected_digest
-                            .as_deref()
-                            .is_some_and(|r| r == digest.to_hex())
-                });
-                if let Some(l) = rejected {
-                    report.gaps.push_ref(row(
-                        Category::Rejected,
-                        &key,
-                        l.last_error.as_deref().unwrap_or_default(),
-                        published,
-                    ));
-                }
-                if should_be_public {
-                    // A rejected record is not `missing`: sending it again cannot help until it is fixed.
-                    if !public {
-                        if rejected.is_none() {
-                            report.gaps.push_ref(row(
-                                Category::Missing,
-                                &key,
-                                MISSING_DETAIL,
-                                None,
-                            ));
+                    let revoked = kind == Kind::Penalty
+                        && matches!(
+                            src.status,
+                            Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
+                        );
+                    let until = mapped
+                        .record
+                        .get("CF_GSJZQ")
+                        .and_then(crate::validate::parse_date);
+                    let expired = kind == Kind::Penalty && until.is_some_and(|u| u < opts.today);
+                    let should_be_public = !revoked && !expired;
+                    let public = h.as_ref().is_some_and(|h| h.public);
+                    let rejected = ledger.as_ref().filter(|l| {
+                        l.rejected_state
+                            || l.rejected_digest
+                                .as_deref()
+                                .is_some_and(|r| r == digest.to_hex())
+                    });
+                    if let Some(l) = rejected {
+                        report.gaps.push_ref(row(
+                            Category::Rejected,
+                            &key,
+                            l.last_error.as_deref().unwrap_or_default(),
+                            published,
+                        ));
+                    }
+                    let judged = if should_be_public {
+                        // A rejected record is not `missing`: sending it again cannot help until it is fixed.
+                        if !public {
+                            if rejected.is_none() {
+                                report.gaps.push_ref(row(
+                                    Category::Missing,
+                                    &key,
+                                    MISSING_DETAIL,
+                                    None,
+                                ));
+                                if opts.repair {
+                                    plan.repush.push(kind, &raw);
+                                }
+                            }
+                        } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
+                            // Pushed once the platform's fields are fetched (step 4).
+                            need_fields
+                                .push(
+                                    h.as_ref().map(|h| h.page).unwrap_or(1),
+                                    &row(Category::Stale, &key, "", published),
+                                    &mapped.record,
+                                )
+                                .map_err(stale_spool_failed)?;
                             if opts.repair {
                                 plan.repush.push(kind, &raw);
                             }
                         }
-                    } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
-                        // Pushed once the platform's fields are fetched (step 4).
-                        need_fields
-                            .push(
-                                h.as_ref().map(|h| h.page).unwrap_or(1),
-                                &row(Category::Stale, &key, "", published),
-                                &mapped.record,
-                            )
-                            .map_err(stale_spool_failed)?;
-                        if opts.repair {
-                            plan.repush.push(kind, &raw);
-                        }
-                    }
-                    match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => {
-                            rates.due += 1;
-                            if p <= dl {
-                                rates.on_time += 1;
-                                report.record_month(
-                                    decided.expect("a deadline comes from a decision date"),
-                                    MonthOutcome::OnTime,
-                                );
-                            } else {
+                        match (deadline, first_pub) {
+                            (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
+                            (Some(dl), Some(p)) => {
                                 report.gaps.push_ref(row(
                                     Category::Late,
                                     &key,
                                     &late_detail(p, dl),
                                     published,
                                 ));
-                                report.record_month(
-                                    decided.expect("a deadline comes from a decision date"),
-                                    MonthOutcome::Late,
-                                );
+                                Some(MonthOutcome::Late)
                             }
-                        }
-                        (Some(dl), None) => {
-                            if opts.today > dl {
-                                rates.due += 1;
+                            (Some(dl), None) if opts.today > dl => {
                                 report.gaps.push_ref(row(
                                     Category::Overdue,
                                     &key,
                                     &overdue_detail(dl),
                                     None,
                                 ));
-                                report.record_month(
-                                    decided.expect("deadline"),
-                                    MonthOutcome::Overdue,
-                                );
+                                Some(MonthOutcome::Overdue)
+                            }
+                            (Some(_), None) => Some(MonthOutcome::NotYetDue),
+                            _ => None,
+                        }
+                    } else {
+                        // Not to be public now (display period over, or revoked), but it was due for publication once:
+                        // 及时率 counts it as the report for its month does.
+                        match (deadline, first_pub) {
+                            (Some(dl), Some(p)) => Some(if p <= dl {
+                                MonthOutcome::OnTime
                             } else {
-                                report.record_month(
-                                    decided.expect("deadline"),
-                                    MonthOutcome::NotYetDue,
-                                );
+                                MonthOutcome::Late
+                            }),
+                            // Its display period ended before it was ever published: a duty missed for good.
+                            (Some(dl), None) if expired && !revoked && opts.today > dl => {
+                                never_published += 1;
+                                Some(MonthOutcome::Overdue)
                             }
+                            _ => None,
                         }
-                        _ => {}
-                    }
-                } else {
-                    // Not to be public now (display period over, or revoked), but it was due for publication once:
-                    // 及时率 counts it as the report for its month does.
-                    match (deadline, first_pub) {
-                        (Some(dl), Some(p)) => {
-                            rates.due += 1;
-                            let on_time = p <= dl;
-                            rates.on_time += u64::from(on_time);
-                            if let Some(d) = decided {
-                                report.record_month(
-                                    d,
-                                    if on_time {
-                                        MonthOutcome::OnTime
-                                    } else {
-                                        MonthOutcome::Late
-                                    },
-                                );
-                            }
-                        }
-                        // Its display period ended before it was ever published: a duty missed for good.
-                        (Some(dl), None) if expired && !revoked && opts.today > dl => {
-                            rates.due += 1;
-                            never_published += 1;
-                            if let Some(d) = decided {
-                                report.record_month(d, MonthOutcome::Overdue);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if !should_be_public && public {
-                    if expired {
-                        let u = until.map(|u| u.to_string()).unwrap_or_default();
-                        report.gaps.push_ref(rows.row(
-                            Category::Expired,
-                            &key,
-                            &format!(
+                    };
+                    if !should_be_public && public {
+                        if expired {
+                            let u = until.map(|u| u.to_string()).unwrap_or_default();
+                            report.gaps.push_ref(rows.row(
+                                Category::Expired,
+                                &key,
+                                &format!(
                                 "公示截止期 {u} 已过，仍在公示 / display ended {u}, still public"
                             ),
-                            published,
-                        ));
-                    } else {
-                        report.gaps.push_ref(rows.row(
-                            Category::Stale,
-                            &key,
-                            REVOKED_DETAIL,
-                            published,
-                        ));
+                                published,
+                            ));
+                        } else {
+                            report.gaps.push_ref(rows.row(
+                                Category::Stale,
+                                &key,
+                                REVOKED_DETAIL,
+                                published,
+                            ));
+                        }
+                        plan.withdraw.push((kind, key.clone()));
                     }
-                    plan.withdraw.push((kind, key.clone()));
+                    judged
+                };
+                if let (Some(outcome), Some(d)) = (judged, decided) {
+                    report.record_month(d, outcome);
+                    if outcome != MonthOutcome::NotYetDue {
+                        rates.due += 1;
+                        rates.on_time += u64::from(outcome == MonthOutcome::OnTime);
+                    }
+                }
+                if let (Some(acc), Some(d)) = (annual.as_deref_mut(), decided) {
+                    add_to_annual(acc, kind, &mapped.record, src.status, d, judged);
                 }
             }
             if let Some(pb) = &pb {
@@ -1271,5 +1271,24 @@ async fn compare(
              judged (其发布期限无法计算，未计入及时率): {e}"
         ));
     }
+    if undated.0 > 0 {
+        let more = if undated.0 > undated.1.len() as u64 {
+            ", …"
+        } else {
+            ""
+        };
+        report.notes.push(format!(
+            "{} source record(s) have no readable decision date, so no year counts them (决定日期无法识别，未计入任何\
+             年度); fix decided_on in the enforcement system: {}{more}",
+            undated.0,
+            undated.1.join(", ")
+        ));
+    }
     Ok((report, plan))
+}
+
+/// The `id` of a source record the source schema cannot read, if it has a readable one.
+fn raw_id(raw: &RawValue) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    v.get("id").and_then(|i| i.as_str()).map(str::to_string)
 }
