@@ -1048,7 +1048,7 @@ const VIOLATIONS: &[Violation] = &[
     Violation {
         name: "特种作业人员未按照规定取得相应资格上岗作业",
         basis: "《中华人民共和国安全生产法》第三十条、第九十七条第（七）项",
-        facts: "安排{n}名未取得特种作业操作证的人员从事焊接与热切割作业",
+        facts: "安排{n}名未取得特种作业操作证的人员从事\"焊接&热切割\"作业",
         types: &[&["C02"], &["C01", "C02"]],
         fine: (10_000, 80_000),
         who: [true, true, false],
@@ -1128,7 +1128,7 @@ const VIOLATIONS: &[Violation] = &[
     Violation {
         name: "从业人员违反安全生产规章制度或者操作规程",
         basis: "《中华人民共和国安全生产法》第五十七条、第一百零七条",
-        facts: "在动火作业中未办理动火作业审批手续，违章作业{n}次",
+        facts: "在动火作业中未办理动火作业审批手续，违章作业{n}次，动火点与可燃物间距<10m",
         types: &[&["C01"], &["C01", "C02"]],
         fine: (500, 2_000),
         who: [false, false, true],
@@ -1138,7 +1138,7 @@ const VIOLATIONS: &[Violation] = &[
     Violation {
         name: "危险化学品储存不符合国家标准或行业标准",
         basis: "《危险化学品安全管理条例》第八十条第一款第（四）项",
-        facts: "将{n}种禁忌危险化学品混合储存于同一仓库",
+        facts: "将{n}种禁忌危险化学品混合储存于同一仓库，库内可燃气体检测值>25%LEL",
         types: &[&["C02"], &["C02", "C09"]],
         fine: (50_000, 100_000),
         who: [true, false, false],
@@ -1392,6 +1392,22 @@ mod tests {
             }
         }
         assert!(lates > 100, "{lates}");
+    }
+
+    #[test]
+    fn valid_penalties_carry_characters_that_xml_must_escape() {
+        let cfg = GenConfig {
+            records: 2_000,
+            seed: 5,
+            invalid_rate: 0.0,
+            ..GenConfig::default()
+        };
+        let facts: String = (0..cfg.count(Kind::Penalty))
+            .filter_map(|i| record(&cfg, Kind::Penalty, i).facts)
+            .collect();
+        for c in ['&', '<', '>', '"'] {
+            assert!(facts.contains(c), "no {c} in any penalty's facts");
+        }
     }
 
     #[test]
