@@ -72,6 +72,10 @@ pub struct RunSummary {
     pub withdrawn: u64,
     pub retries: u64,
     pub outbox_resent: u64,
+    /// `quarantine retry`: quarantined versions the enforcement system no longer serves (deleted, or changed
+    /// since), not sent and removed from quarantine.
+    #[serde(default)]
+    pub gone_from_source: u64,
     pub elapsed_ms: u64,
     /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
     pub outcome: String,
@@ -197,6 +201,14 @@ fn read_source(raw: &RawValue) -> Result<SourceRecord, String> {
         let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
         <SourceRecord as serde::Deserialize>::deserialize(&v).map_err(|e| e.to_string())
     })
+}
+
+/// A raw item's `id`, as text ("(no id)" when it has none).
+fn raw_id_of(raw: &RawValue) -> String {
+    raw_value(raw)
+        .get("id")
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        .unwrap_or_else(|| "(no id)".into())
 }
 
 /// A raw item as a `serde_json::Value` (quarantine keeps the source record in that form).
@@ -452,10 +464,37 @@ async fn run_with(
             engine.move_cursor = false;
             engine.force = true;
             let mut by_kind: HashMap<Kind, Vec<Box<serde_json::value::RawValue>>> = HashMap::new();
-            for (k, v) in items {
-                by_kind.entry(k).or_default().push(v);
-            }
             let mut r = Ok(());
+            // Only versions the enforcement system still serves: a record deleted there since (a duplicate
+            // entered by mistake) or changed since (the feed brings the new version) is not sent, and leaves
+            // quarantine.
+            let mut gone = PageCommit::default();
+            for (k, v) in items {
+                match engine.still_in_source(&source, k, &v).await {
+                    Ok(true) => by_kind.entry(k).or_default().push(v),
+                    Ok(false) => {
+                        let id = raw_id_of(&v);
+                        tracing::warn!(
+                            kind = k.as_str(),
+                            id = %id,
+                            "the enforcement system no longer has this version of a quarantined record \
+                             (deleted, or changed since): not sent, removed from quarantine"
+                        );
+                        engine.summary.gone_from_source += 1;
+                        gone.quarantine_del.push((k, id));
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            if r.is_ok() && !gone.quarantine_del.is_empty() {
+                r = store.commit_page(&gone).map_err(SyncError::from);
+            }
+            if r.is_err() {
+                by_kind.clear();
+            }
             for (kind, items) in by_kind {
                 let mut none = None;
                 r = r.and(
@@ -658,7 +697,9 @@ impl Engine<'_> {
         let overlap = self.cfg.overlap;
         let mappings = Arc::new(self.mappings.clone());
         let ctx = self.cfg.mapping_context.clone();
+        let feed = source.clone();
         let reader = tokio::spawn(async move {
+            let source = feed;
             let mut pos = start;
             // Positions the previous request delivered: the part of a page that is read again is skipped.
             let mut prev: HashSet<Cursor> = HashSet::new();
@@ -747,7 +788,7 @@ impl Engine<'_> {
         drop(rx);
         let _ = reader.await;
         if result.is_ok() {
-            result = self.recheck_waiting(kind, &mut cursor).await;
+            result = self.recheck_waiting(kind, &source, &mut cursor).await;
         }
         result
     }
@@ -758,6 +799,7 @@ impl Engine<'_> {
     async fn recheck_waiting(
         &mut self,
         kind: Kind,
+        source: &SourceClient,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
         let Some(released) = self.released.remove(&kind) else {
@@ -769,36 +811,55 @@ impl Engine<'_> {
         let (no_owner, no_released, no_wants) = (HashMap::new(), HashSet::new(), HashMap::new());
         let mut free = Vec::new();
         let mut uncounted = 0u64;
-        for (id, key, source) in self.store.quarantine_waiting_for(kind, &released)? {
+        let mut gone = PageCommit::default();
+        for (id, key, held) in self.store.quarantine_waiting_for(kind, &released)? {
             let ledger = self.store.ledger_get(&key)?;
-            if self
-                .holder(
-                    kind,
-                    &key,
-                    &id,
-                    ledger.as_ref(),
-                    PageKeys {
-                        owner: &no_owner,
-                        released: &no_released,
-                        wants: &no_wants,
-                    },
-                )?
-                .is_none()
-            {
-                if self.counted_waiting.remove(&(kind, id.clone())) {
-                    uncounted += 1;
-                }
-                match serde_json::value::to_raw_value(&source) {
-                    Ok(raw) => free.push(prepare(
-                        self.mappings.get(kind),
-                        &self.cfg.mapping_context,
-                        raw,
-                    )),
-                    Err(e) => {
-                        tracing::warn!(id = %id, "a quarantined record cannot be read again: {e}")
-                    }
-                }
+            let holder = self.holder(
+                kind,
+                &key,
+                &id,
+                ledger.as_ref(),
+                PageKeys {
+                    owner: &no_owner,
+                    released: &no_released,
+                    wants: &no_wants,
+                },
+            )?;
+            if holder.is_some() {
+                continue;
             }
+            let raw = match serde_json::value::to_raw_value(&held) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    tracing::warn!(id = %id, "a quarantined record cannot be read again: {e}");
+                    continue;
+                }
+            };
+            // Sent after all (and counted again should it be held back again).
+            if self.counted_waiting.remove(&(kind, id.clone())) {
+                uncounted += 1;
+            }
+            // A duplicate deleted in the enforcement system since must not be published now.
+            if self.still_in_source(source, kind, &raw).await? {
+                free.push(prepare(
+                    self.mappings.get(kind),
+                    &self.cfg.mapping_context,
+                    raw,
+                ));
+            } else {
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    id = %id,
+                    "a record waiting for its document number is no longer in the enforcement system in that \
+                     version (deleted, or changed since): removed from quarantine"
+                );
+                self.summary.gone_from_source += 1;
+                gone.quarantine_del.push((kind, id));
+            }
+        }
+        self.summary.quarantined = self.summary.quarantined.saturating_sub(uncounted);
+        if !gone.quarantine_del.is_empty() && !self.opts.dry_run {
+            self.store.commit_page(&gone)?;
         }
         if free.is_empty() {
             return Ok(());
@@ -809,8 +870,6 @@ impl Engine<'_> {
             "records that waited for a document number this run freed are sent now"
         );
         self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
-        // Sent after all (and counted again should the platform refuse them).
-        self.summary.quarantined = self.summary.quarantined.saturating_sub(uncounted);
         self.process_page(kind, free, cursor).await
     }
 
@@ -1234,6 +1293,61 @@ impl Engine<'_> {
         }
         let still_there = self.store.by_source_get(kind, candidate)?.as_deref() == Some(key);
         Ok(still_there.then(|| candidate.clone()))
+    }
+
+    /// Whether the source's change feed still serves this very version of a record (its id at its
+    /// `updated_at`): read from that position until past it. A version without a readable `updated_at` or `id`
+    /// cannot be looked for and counts as served.
+    async fn still_in_source(
+        &self,
+        source: &SourceClient,
+        kind: Kind,
+        raw: &RawValue,
+    ) -> Result<bool, SyncError> {
+        let Some(want) = position(None, raw) else {
+            return Ok(true);
+        };
+        let Ok(at) = chrono::DateTime::parse_from_rfc3339(&want.since) else {
+            return Ok(true);
+        };
+        let (mut since, mut after) = (want.since.clone(), String::new());
+        loop {
+            let page = source
+                .changes_raw(&self.budget, kind, Some(&since), &after)
+                .await?;
+            let mut last = None;
+            for item in &page.items {
+                let Some(p) = position(None, item) else {
+                    continue;
+                };
+                let Ok(t) = chrono::DateTime::parse_from_rfc3339(&p.since) else {
+                    continue;
+                };
+                if t > at {
+                    return Ok(false);
+                }
+                if t == at && p.after_id == want.after_id {
+                    return Ok(true);
+                }
+                last = Some(p);
+            }
+            match last {
+                Some(p)
+                    if page.has_more
+                        && cursor_after(
+                            &p,
+                            &Cursor {
+                                since,
+                                after_id: after,
+                            },
+                        ) =>
+                {
+                    since = p.since;
+                    after = p.after_id;
+                }
+                _ => return Ok(false),
+            }
+        }
     }
 
     /// What the platform should hold for a valid record (DESIGN §4).

@@ -857,6 +857,79 @@ async fn two_records_that_swap_document_numbers_are_both_published() {
     }
 }
 
+/// A duplicate held back for its document number, then deleted in the enforcement system: neither the run that
+/// frees the number nor `quarantine retry` may publish the version quarantine holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_record_deleted_at_the_source_is_never_published() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let doc = "（豫）FM安许证字〔2026〕990031";
+    let insert = |v: serde_json::Value| {
+        let env = &env;
+        async move {
+            env.source_insert(serde_json::json!([v])).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let delete = |id: &'static str| {
+        let env = &env;
+        async move {
+            let r = env
+                .http
+                .delete(format!("{}/admin/records/{id}", env.source.url()))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    insert(permit_with_doc(&env, &gen_cfg, "XK-ORIG", doc, "原始决定").await).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    insert(permit_with_doc(&env, &gen_cfg, "XK-DUP", doc, "重复录入").await).await;
+    insert(
+        permit_with_doc(
+            &env,
+            &gen_cfg,
+            "XK-BAD",
+            "（豫）FM安许证字〔2026〕990032",
+            "坏字符\u{1}",
+        )
+        .await,
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 2);
+    delete("XK-DUP").await;
+    delete("XK-BAD").await;
+
+    // The original gets a corrected number: its old one is free, and the duplicate waiting for it is gone.
+    let corrected = format!("{doc}-更正");
+    insert(permit_with_doc(&env, &gen_cfg, "XK-ORIG", &corrected, "原始决定").await).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["gone_from_source"], 1, "{s}");
+    let held = env.platform_records().await;
+    let status_of = |doc: &str| {
+        held.iter()
+            .find(|(k, _)| k.ends_with(&format!(":{doc}")))
+            .map(|(_, v)| v.1.clone())
+    };
+    assert_eq!(
+        status_of(doc).as_deref(),
+        Some("withdrawn"),
+        "the deleted duplicate was not published"
+    );
+    assert_eq!(status_of(&corrected).as_deref(), Some("public"));
+
+    // The invalid record deleted at the source: a retry does not send it, and it leaves quarantine.
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no longer in the enforcement system"), "{err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_changed_while_their_first_push_is_in_flight() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;

@@ -211,6 +211,14 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 summary.outcome = "attention".into();
             }
             super::sync_cmd::print_summary_titled(&summary, false, "dualpub quarantine retry");
+            if summary.gone_from_source > 0 {
+                eprintln!(
+                    "{} retried record(s) no longer in the enforcement system as quarantine held them (deleted \
+                     there, or changed since: the next sync reads the new version): not sent, removed from \
+                     quarantine",
+                    summary.gone_from_source
+                );
+            }
             eprintln!(
                 "{still} of the {} retried record(s) still in quarantine, {} in all{}",
                 chosen.len(),

@@ -98,6 +98,10 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
     for (en, zh, n) in rows {
         out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
+    if s.gone_from_source > 0 {
+        let (en, zh, n) = ("gone at source", "源系统已无", s.gone_from_source);
+        out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
+    }
     let verdict = match s.outcome.as_str() {
         "ok" => "ok: nothing needs attention".to_string(),
         "attention" => format!(
