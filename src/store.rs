@@ -15,6 +15,7 @@
 //! | `quarantine`        | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
 //! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
 //! | `runs`              | u64 BE sequence                  | JSON run summary                              |
+//! | `released`          | kind 0xff record key             | empty: a key a record moved away from, until the run has offered it to the records quarantined for it |
 //!
 //! The ledger and the two indexes are packed into buckets: sled keeps ~35 bytes of memory per key for as long as
 //! the store is open (its page table: an entry and a fragment list for every 8–16 keys), so one key per record
@@ -435,6 +436,8 @@ pub struct PageCommit {
     pub quarantine_put: Vec<QuarantineEntry>,
     pub quarantine_del: Vec<(Kind, String)>,
     pub by_source: Vec<(Kind, String, String)>,
+    /// Keys records of the page moved away from (see [`Store::released_keys`]).
+    pub released: Vec<(Kind, String)>,
 }
 
 /// Everything one receipt makes durable at once.
@@ -461,6 +464,7 @@ pub struct Store {
     quarantine: sled::Tree,
     expiry: sled::Tree,
     runs: sled::Tree,
+    released: sled::Tree,
     /// Set when a flush did not finish in time: later flushes fail at once instead of waiting again.
     flush_stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -689,6 +693,7 @@ impl Store {
             quarantine: tree("quarantine")?,
             expiry: tree("expiry_buckets")?,
             runs: tree("runs")?,
+            released: tree("released")?,
             path: p.clone(),
             db,
             flush_stuck: Default::default(),
@@ -1085,6 +1090,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Keys of `kind` that records moved away from (a changed document number, a penalty on a minor withdrawn)
+    /// and that records quarantined for them (`key_reused`) have not yet been offered: kept across a crash,
+    /// so a run stopped before it offered them leaves the next run to do it.
+    pub fn released_keys(
+        &self,
+        kind: Kind,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut prefix = kind.as_str().as_bytes().to_vec();
+        prefix.push(SEP);
+        let mut out = std::collections::HashSet::new();
+        for r in self.released.scan_prefix(&prefix) {
+            let (k, _) = r.map_err(|e| self.io(e))?;
+            out.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Forgets released keys once they have been offered.
+    pub fn released_clear(
+        &self,
+        kind: Kind,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(composite(kind, k));
+        }
+        self.released.apply_batch(batch).map_err(|e| self.io(e))
+    }
+
     pub fn quarantine_len(&self) -> usize {
         self.quarantine.len()
     }
@@ -1119,10 +1154,14 @@ impl Store {
             &self.quarantine,
             &self.by_source,
             &self.cursor,
+            &self.released,
         )
-            .transaction(|(outbox, quarantine, by_source, cursor)| {
+            .transaction(|(outbox, quarantine, by_source, cursor, released)| {
                 for (seq, b) in &c.batches {
                     outbox.insert(&seq.to_be_bytes(), encode_batch(b))?;
+                }
+                for (kind, key) in &c.released {
+                    released.insert(composite(*kind, key), &[])?;
                 }
                 for q in &c.quarantine_put {
                     quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
@@ -1392,6 +1431,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn released_keys_outlive_the_process_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).unwrap();
+            let commit = PageCommit {
+                released: vec![
+                    (Kind::Permit, "XZXK:S:甲〔2026〕1号".into()),
+                    (Kind::Permit, "XZXK:S:甲〔2026〕2号".into()),
+                    (Kind::Penalty, "XZCF:S:罚〔2026〕1号".into()),
+                ],
+                ..PageCommit::default()
+            };
+            store.commit_page(&commit).unwrap();
+            store.flush().unwrap();
+        }
+        // A run stopped after the page: the next one finds the keys.
+        let store = Store::open(&path).unwrap();
+        let permits = store.released_keys(Kind::Permit).unwrap();
+        assert_eq!(permits.len(), 2);
+        assert!(permits.contains("XZXK:S:甲〔2026〕2号"));
+        store.released_clear(Kind::Permit, &permits).unwrap();
+        assert!(store.released_keys(Kind::Permit).unwrap().is_empty());
+        assert_eq!(
+            store
+                .released_keys(Kind::Penalty)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["XZCF:S:罚〔2026〕1号"]
+        );
     }
 
     #[test]

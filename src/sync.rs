@@ -137,7 +137,11 @@ fn now_rfc3339() -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
-/// How far past this machine's clock a feed time may be before the checkpoint stops following it.
+/// How many times one run offers freed document numbers to the records quarantined for them (each round's
+/// sends may free more: a chain of renumbered records).
+const RECHECK_ROUNDS: usize = 16;
+
+/// How far past this machine's clock a feed time may be before a run warns of it.
 const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The overlap start: `since` moved back by the window, in the source's format.
@@ -340,9 +344,6 @@ struct Engine<'a> {
     force: bool,
     /// Kinds whose feed gave a time in the future this run (warned once each).
     future_warned: HashSet<Kind>,
-    /// Keys records of this run moved away from (or that were withdrawn for a minor), per kind: a record
-    /// quarantined because another record held its document number may have it now.
-    released: HashMap<Kind, HashSet<String>>,
     /// Records this run counted as quarantined for a document number another record held: not counted after
     /// all when the run frees the number and sends them.
     counted_waiting: HashSet<(Kind, String)>,
@@ -447,7 +448,6 @@ async fn run_with(
         move_cursor: true,
         force: false,
         future_warned: HashSet::new(),
-        released: HashMap::new(),
         counted_waiting: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
@@ -793,26 +793,48 @@ impl Engine<'_> {
         result
     }
 
-    /// Records quarantined because another record held their document number, when this run freed that number:
-    /// processed again now from the version quarantine holds (they would otherwise wait for their next change,
-    /// or for `quarantine retry`).
+    /// Records quarantined because another record held their document number, once a record moved away from
+    /// it: processed again now from the version quarantine holds (they would otherwise wait for their next
+    /// change, or for `quarantine retry`). The freed numbers are in the store (`released`) from the page that
+    /// freed them until they have been offered, so a run stopped in between leaves them to the next run.
     async fn recheck_waiting(
         &mut self,
         kind: Kind,
         source: &SourceClient,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
-        let Some(released) = self.released.remove(&kind) else {
-            return Ok(());
-        };
-        if self.store.quarantine_is_empty() {
+        if self.opts.dry_run {
             return Ok(());
         }
+        // Sending a waiting record can free another number (a chain of renumbered records): offered again,
+        // a bounded number of times.
+        for _ in 0..RECHECK_ROUNDS {
+            let released = self.store.released_keys(kind)?;
+            if released.is_empty() {
+                return Ok(());
+            }
+            if !self.store.quarantine_is_empty() {
+                self.offer_released(kind, &released, source, cursor).await?;
+            }
+            self.store.released_clear(kind, &released)?;
+        }
+        Ok(())
+    }
+
+    /// One round of [`Engine::recheck_waiting`]: the records quarantined for one of `released` whose key now
+    /// has no holder, sent from the version quarantine holds while the source still serves it.
+    async fn offer_released(
+        &mut self,
+        kind: Kind,
+        released: &HashSet<String>,
+        source: &SourceClient,
+        cursor: &mut Option<Cursor>,
+    ) -> Result<(), SyncError> {
         let (no_owner, no_released, no_wants) = (HashMap::new(), HashSet::new(), HashMap::new());
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
-        for (id, key, held) in self.store.quarantine_waiting_for(kind, &released)? {
+        for (id, key, held) in self.store.quarantine_waiting_for(kind, released)? {
             let ledger = self.store.ledger_get(&key)?;
             let holder = self.holder(
                 kind,
@@ -873,19 +895,24 @@ impl Engine<'_> {
         self.process_page(kind, free, cursor).await
     }
 
-    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock (plus
-    /// [`FUTURE_TOLERANCE`]). One record stamped a day ahead (a writer node's wrong clock) would otherwise move
-    /// the checkpoint a day ahead, and every edit stamped correctly before then would be skipped. Records past the
-    /// clock are read again by later runs (and cost nothing while unchanged) until their time has come.
+    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock. One record
+    /// stamped a day ahead (a writer node's wrong clock) would otherwise move the checkpoint a day ahead, and
+    /// every edit stamped correctly before then would be skipped. Records past the clock are read again by later
+    /// runs (and cost nothing while unchanged) until their time has come; beyond [`FUTURE_TOLERANCE`] the run
+    /// warns.
     fn checkpoint(&mut self, kind: Kind, furthest: Cursor) -> Cursor {
         let Ok(at) = chrono::DateTime::parse_from_rfc3339(&furthest.since) else {
             return furthest;
         };
         let now = chrono::Utc::now();
-        if at.with_timezone(&chrono::Utc) <= now + FUTURE_TOLERANCE {
+        if at.with_timezone(&chrono::Utc) <= now {
             return furthest;
         }
-        if self.future_warned.insert(kind) {
+        // Clamped even a little ahead: a checkpoint minutes ahead with an overlap shorter than that would skip
+        // what is stamped correctly meanwhile. Only a clock well ahead is worth a warning.
+        if at.with_timezone(&chrono::Utc) > now + FUTURE_TOLERANCE
+            && self.future_warned.insert(kind)
+        {
             tracing::warn!(
                 kind = kind.as_str(),
                 updated_at = %furthest.since,
@@ -994,7 +1021,7 @@ impl Engine<'_> {
                             && self.pending.get(k).is_none_or(|p| p.source_id == src.id)
                     });
                     for k in keys {
-                        self.released.entry(kind).or_default().insert(k.clone());
+                        commit.released.push((kind, k.clone()));
                         page_owner.remove(&k);
                         items.retain(|(i, _)| i.key != k || i.source_id != src.id);
                         let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
@@ -1075,7 +1102,7 @@ impl Engine<'_> {
                     || self.pending.get(old).is_some_and(|p| p.source_id != src.id)
             };
             if let Some(old) = old_key.as_ref().filter(|k| **k != key && !taken_over(k)) {
-                self.released.entry(kind).or_default().insert(old.clone());
+                commit.released.push((kind, old.clone()));
                 page_released.insert(old.clone());
                 if page_owner.get(old) == Some(&src.id) {
                     page_owner.remove(old);

@@ -857,6 +857,123 @@ async fn two_records_that_swap_document_numbers_are_both_published() {
     }
 }
 
+/// Three published permits pass their numbers round (X takes Y's, Y takes Z's, Z takes X's), each read in a page
+/// of its own: X and Y wait in quarantine until the run frees their numbers, one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_of_document_numbers_is_finished_in_one_run() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let docs = [
+        "（豫）FM安许证字〔2026〕995001",
+        "（豫）FM安许证字〔2026〕995002",
+        "（豫）FM安许证字〔2026〕995003",
+    ];
+    let ids = ["XK-ROT-X", "XK-ROT-Y", "XK-ROT-Z"];
+    let insert = |id: String, doc: &'static str, content: String| {
+        let (env, gen_cfg) = (&env, &gen_cfg);
+        async move {
+            let v = permit_with_doc(env, gen_cfg, &id, doc, &content).await;
+            env.source_insert(serde_json::json!([v])).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    for (id, doc) in ids.iter().zip(docs) {
+        insert(id.to_string(), doc, format!("{id} 的许可内容")).await;
+    }
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    for (i, id) in ids.iter().enumerate() {
+        insert(
+            id.to_string(),
+            docs[(i + 1) % 3],
+            format!("{id} 的许可内容"),
+        )
+        .await;
+        insert(
+            format!("XK-ROT-F{i}"),
+            [
+                "（豫）FM安许证字〔2026〕995011",
+                "（豫）FM安许证字〔2026〕995012",
+                "（豫）FM安许证字〔2026〕995013",
+            ][i],
+            "其他许可".into(),
+        )
+        .await;
+    }
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", TODAY],
+            &[("DUALPUB_SOURCE_PAGE_SIZE", "2")],
+        )
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let (content, status, ledger_source, quarantined) =
+            reuse_outcome(&env, docs[(i + 1) % 3]).await;
+        assert_eq!(
+            (content, status.as_str(), ledger_source.as_deref()),
+            (format!("{id} 的许可内容"), "public", Some(*id))
+        );
+        assert!(quarantined.is_empty(), "{quarantined:?}");
+    }
+}
+
+/// A record stamped a few minutes ahead, with an overlap shorter than that: the checkpoint stays at the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let short = [("DUALPUB_SYNC_OVERLAP_MINUTES", "1")];
+    let mut ahead = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-AHEAD4",
+        "（豫）WH安许证字〔2026〕900011",
+        "快四分钟",
+    )
+    .await;
+    ahead["updated_at"] = (chrono::Utc::now() + chrono::Duration::minutes(4))
+        .to_rfc3339()
+        .into();
+    env.source_insert(serde_json::json!([ahead])).await;
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &short)
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-NOW4",
+        "（豫）WH安许证字〔2026〕900012",
+        "时钟正确",
+    )
+    .await;
+    env.source_insert(serde_json::json!([now])).await;
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &short)
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let held = env.platform_records().await;
+    assert!(
+        held.keys()
+            .any(|k| k.ends_with(":（豫）WH安许证字〔2026〕900012")),
+        "the correctly stamped record is on the platform"
+    );
+}
+
 /// A duplicate held back for its document number, then deleted in the enforcement system: neither the run that
 /// frees the number nor `quarantine retry` may publish the version quarantine holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
