@@ -470,10 +470,10 @@ async fn run_with(
             // quarantine.
             let mut gone = PageCommit::default();
             for (k, v) in items {
-                match engine.still_in_source(&source, k, &v).await {
-                    Ok(true) => by_kind.entry(k).or_default().push(v),
-                    Ok(false) => {
-                        let id = raw_id_of(&v);
+                let id = raw_id_of(&v);
+                match engine.current_version(&source, k, v).await {
+                    Ok(Some(current)) => by_kind.entry(k).or_default().push(current),
+                    Ok(None) => {
                         tracing::warn!(
                             kind = k.as_str(),
                             id = %id,
@@ -862,11 +862,11 @@ impl Engine<'_> {
                 uncounted += 1;
             }
             // A duplicate deleted in the enforcement system since must not be published now.
-            if self.still_in_source(source, kind, &raw).await? {
+            if let Some(current) = self.current_version(source, kind, raw).await? {
                 free.push(prepare(
                     self.mappings.get(kind),
                     &self.cfg.mapping_context,
-                    raw,
+                    current,
                 ));
             } else {
                 tracing::warn!(
@@ -1311,9 +1311,13 @@ impl Engine<'_> {
                 return Ok(None);
             }
         }
-        if !self.pending.contains_key(key) && !self.store.quarantine_is_empty() {
+        if !self.store.quarantine_is_empty() {
             if let Some(q) = self.store.quarantine_get(kind, candidate)? {
-                if q.key.as_deref().is_some_and(|k| k != key) {
+                // A penalty on a minor never holds a number: it must not be public (it is being withdrawn).
+                if q.findings.iter().any(|f| f.code == "penalty_minor") {
+                    return Ok(None);
+                }
+                if !self.pending.contains_key(key) && q.key.as_deref().is_some_and(|k| k != key) {
                     return Ok(None);
                 }
             }
@@ -1322,22 +1326,30 @@ impl Engine<'_> {
         Ok(still_there.then(|| candidate.clone()))
     }
 
-    /// Whether the source's change feed still serves this very version of a record (its id at its
-    /// `updated_at`): read from that position until past it. A version without a readable `updated_at` or `id`
-    /// cannot be looked for and counts as served.
-    async fn still_in_source(
+    /// The version of a record the source's change feed serves at the position of a held copy (its id at its
+    /// `updated_at`), read from that position until past it; `None` when the feed no longer has the record there
+    /// (deleted, or changed since: then it is further on). The feed's copy is what is sent, should a source
+    /// change a record without a new `updated_at`. Times compare to the millisecond (a feed may order records
+    /// within a millisecond by id). A copy without a readable `updated_at` or `id` cannot be looked for and is
+    /// returned as it is.
+    async fn current_version(
         &self,
         source: &SourceClient,
         kind: Kind,
-        raw: &RawValue,
-    ) -> Result<bool, SyncError> {
-        let Some(want) = position(None, raw) else {
-            return Ok(true);
+        held: Box<RawValue>,
+    ) -> Result<Option<Box<RawValue>>, SyncError> {
+        let Some(want) = position(None, &held) else {
+            return Ok(Some(held));
         };
         let Ok(at) = chrono::DateTime::parse_from_rfc3339(&want.since) else {
-            return Ok(true);
+            return Ok(Some(held));
         };
-        let (mut since, mut after) = (want.since.clone(), String::new());
+        let at_ms = at.timestamp_millis();
+        let (mut since, mut after) = (
+            at.with_timezone(&china_offset())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            String::new(),
+        );
         loop {
             let page = source
                 .changes_raw(&self.budget, kind, Some(&since), &after)
@@ -1350,11 +1362,12 @@ impl Engine<'_> {
                 let Ok(t) = chrono::DateTime::parse_from_rfc3339(&p.since) else {
                     continue;
                 };
-                if t > at {
-                    return Ok(false);
+                let t_ms = t.timestamp_millis();
+                if t_ms > at_ms {
+                    return Ok(None);
                 }
-                if t == at && p.after_id == want.after_id {
-                    return Ok(true);
+                if t_ms == at_ms && p.after_id == want.after_id {
+                    return Ok(Some(item.clone()));
                 }
                 last = Some(p);
             }
@@ -1372,7 +1385,7 @@ impl Engine<'_> {
                     since = p.since;
                     after = p.after_id;
                 }
-                _ => return Ok(false),
+                _ => return Ok(None),
             }
         }
     }

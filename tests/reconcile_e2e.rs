@@ -885,6 +885,55 @@ async fn annual_json(env: &Env, year: &str) -> (i32, serde_json::Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// A penalty that holds a document number turns out to be on a minor: it is withdrawn, and the record held back
+/// for the same number is published in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_held_by_a_penalty_on_a_minor_goes_to_the_record_waiting_for_it() {
+    let env = empty_env().await;
+    let mut holder = penalty("penalty_person", "M3", "2025-11-10", "2026-12-31");
+    env.source_insert(serde_json::json!([holder.clone()])).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut waiting = penalty(
+        "penalty_fine_confiscation",
+        "M3X",
+        "2025-11-12",
+        "2026-12-31",
+    );
+    waiting["doc_no"] = holder["doc_no"].clone();
+    let waiting_party = waiting["party"]["name"].as_str().unwrap().to_string();
+    assert_ne!(
+        Some(waiting_party.as_str()),
+        holder["party"]["name"].as_str()
+    );
+    env.source_insert(serde_json::json!([waiting])).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    let store = read_store(&env.store_path());
+    let q = store.quarantine_all().unwrap();
+    assert!(
+        q.iter()
+            .any(|e| e.source_id.ends_with("M3X")
+                && e.findings.iter().any(|f| f.code == "key_reused")),
+        "{q:?}"
+    );
+    drop(store);
+    holder["party"]["id_no"] = "410105201001011233".into();
+    env.source_insert(serde_json::json!([holder])).await;
+    let (_, s, err) = env.sync(&[]).await;
+    assert_eq!(s["withdrawn"], 1, "{s} {err}");
+    let held = env.platform_records().await;
+    let (_, status, fields, _) = &held[&key("penalty", "M3")];
+    assert_eq!(status, "public", "{err}");
+    assert_eq!(
+        fields["CF_XDR_MC"].as_str(),
+        Some(waiting_party.as_str()),
+        "the waiting record's party is on the platform now"
+    );
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    assert!(q.iter().all(|e| !e.source_id.ends_with("M3X")), "{q:?}");
+}
+
 /// The annual on-time share is reconcile's 及时率 for the same year: a penalty on a minor and a revoked penalty
 /// that was never published are due for neither (the annual report counted both as missed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

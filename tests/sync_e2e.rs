@@ -922,6 +922,108 @@ async fn a_rotation_of_document_numbers_is_finished_in_one_run() {
     }
 }
 
+/// Records waiting for a number are sent as the feed serves them now: found though their `updated_at` has
+/// microseconds (the feed orders within a millisecond by id), and in the feed's content when the source changed
+/// them without a new `updated_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_record_is_sent_as_the_feed_serves_it_now() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let doc_b = "（豫）FM安许证字〔2026〕981001";
+    let doc_c = "（豫）FM安许证字〔2026〕981002";
+    let insert = |v: serde_json::Value| {
+        let env = &env;
+        async move {
+            env.source_insert(serde_json::json!([v])).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    // B and C hold their numbers since three hours ago (the checkpoint stays there).
+    let earlier = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+    for (id, doc, content) in [
+        ("XK-HB", doc_b, "B 的许可内容"),
+        ("XK-HC", doc_c, "C 的许可内容"),
+    ] {
+        let mut v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
+        v["updated_at"] = earlier.clone().into();
+        insert(v).await;
+    }
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Two hours ago, in one millisecond: X (microseconds .123100) after A (.123900), as the feed orders them by id.
+    let t = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let mut a = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-HA",
+        "（豫）FM安许证字〔2026〕981003",
+        "A 的许可内容",
+    )
+    .await;
+    a["updated_at"] = format!("{t}.123900Z").into();
+    let mut x = permit_with_doc(&env, &gen_cfg, "XK-HX", doc_b, "X 的旧内容").await;
+    x["updated_at"] = format!("{t}.123100Z").into();
+    let mut y = permit_with_doc(&env, &gen_cfg, "XK-HY", doc_c, "Y 的旧内容").await;
+    y["updated_at"] = format!("{t}.500Z").into();
+    insert(a).await;
+    insert(x.clone()).await;
+    insert(y.clone()).await;
+    insert(
+        permit_with_doc(
+            &env,
+            &gen_cfg,
+            "XK-HN",
+            "（豫）FM安许证字〔2026〕981004",
+            "新记录",
+        )
+        .await,
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "X and Y wait: {err}");
+    // Y is corrected in the source without a new updated_at.
+    y["content"] = "Y 的更正内容".into();
+    insert(y).await;
+    // B and C move on: their numbers are free.
+    insert(
+        permit_with_doc(
+            &env,
+            &gen_cfg,
+            "XK-HB",
+            &format!("{doc_b}-更正"),
+            "B 的许可内容",
+        )
+        .await,
+    )
+    .await;
+    insert(
+        permit_with_doc(
+            &env,
+            &gen_cfg,
+            "XK-HC",
+            &format!("{doc_c}-更正"),
+            "C 的许可内容",
+        )
+        .await,
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["gone_from_source"], 0, "{s}");
+    let (content, status, _, quarantined) = reuse_outcome(&env, doc_b).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("X 的旧内容", "public")
+    );
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+    let (content, status, _, _) = reuse_outcome(&env, doc_c).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("Y 的更正内容", "public")
+    );
+}
+
 /// A record stamped a few minutes ahead, with an overlap shorter than that: the checkpoint stays at the clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
