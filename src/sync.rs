@@ -251,6 +251,99 @@ fn next_position(
     onward(&last).then_some(last)
 }
 
+/// The version of a record the source's change feed serves at the position of a held copy (its id at its
+/// `updated_at`), read from that position until past it; `None` when the feed no longer has the record there
+/// (deleted, or changed since: then it is further on). The feed's copy is what is sent, should a source
+/// change a record without a new `updated_at`. Times compare to the millisecond (a feed may order records
+/// within a millisecond by id). A copy without a readable `updated_at` or `id` cannot be looked for and is
+/// returned as it is.
+async fn current_version(
+    source: &SourceClient,
+    budget: &Budget,
+    kind: Kind,
+    held: Box<RawValue>,
+) -> Result<Option<Box<RawValue>>, SyncError> {
+    let Some(want) = position(None, &held) else {
+        return Ok(Some(held));
+    };
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(&want.since) else {
+        return Ok(Some(held));
+    };
+    let at_ms = at.timestamp_millis();
+    let (mut since, mut after) = (
+        at.with_timezone(&china_offset())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        String::new(),
+    );
+    loop {
+        let page = source
+            .changes_raw(budget, kind, Some(&since), &after)
+            .await?;
+        let mut last = None;
+        for item in &page.items {
+            let Some(p) = position(None, item) else {
+                continue;
+            };
+            let Ok(t) = chrono::DateTime::parse_from_rfc3339(&p.since) else {
+                continue;
+            };
+            let t_ms = t.timestamp_millis();
+            if t_ms > at_ms {
+                return Ok(None);
+            }
+            if t_ms == at_ms && p.after_id == want.after_id {
+                return Ok(Some(item.clone()));
+            }
+            last = Some(p);
+        }
+        match last {
+            Some(p)
+                if page.has_more
+                    && cursor_after(
+                        &p,
+                        &Cursor {
+                            since,
+                            after_id: after,
+                        },
+                    ) =>
+            {
+                since = p.since;
+                after = p.after_id;
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// How many held versions are looked up in the feed at once.
+const LOOKUPS_IN_FLIGHT: usize = 8;
+
+/// [`current_version`] of each held copy, several at once; the answers in the order asked.
+async fn current_versions(
+    source: Arc<SourceClient>,
+    budget: Arc<Budget>,
+    held: Vec<(Kind, Box<RawValue>)>,
+) -> Result<Vec<Option<Box<RawValue>>>, SyncError> {
+    let mut out: Vec<Option<Box<RawValue>>> = vec![None; held.len()];
+    let mut tasks = JoinSet::new();
+    let mut queue = held.into_iter().enumerate();
+    loop {
+        while tasks.len() < LOOKUPS_IN_FLIGHT {
+            let Some((i, (kind, raw))) = queue.next() else {
+                break;
+            };
+            let (source, budget) = (source.clone(), budget.clone());
+            tasks.spawn(async move { (i, current_version(&source, &budget, kind, raw).await) });
+        }
+        let Some(done) = tasks.join_next().await else {
+            return Ok(out);
+        };
+        let (i, found) =
+            done.map_err(|e| SyncError::Client(format!("a feed lookup failed: {e}")))?;
+        out[i] = found?;
+    }
+}
+
 /// A feed item, read and mapped (with its digest and report facts, computed off the engine's thread).
 struct Prepared {
     raw: Box<RawValue>,
@@ -418,7 +511,7 @@ async fn run_with(
         .map(|p| (s, p))
     });
     let (source, platform) = match clients {
-        Ok(c) => c,
+        Ok((s, p)) => (Arc::new(s), p),
         Err(e) => {
             summary.outcome = "aborted".into();
             return Err((summary, SyncError::Client(e.to_string())));
@@ -458,7 +551,7 @@ async fn run_with(
     };
     let result = match mode {
         _ if drained_first.is_err() => drained_first,
-        None => engine.run_all(Arc::new(source)).await,
+        None => engine.run_all(source.clone()).await,
         Some(Mode::Withdraw(keys)) => engine.withdraw_keys(keys).await,
         Some(Mode::Retry(items)) => {
             engine.move_cursor = false;
@@ -469,25 +562,27 @@ async fn run_with(
             // entered by mistake) or changed since (the feed brings the new version) is not sent, and leaves
             // quarantine.
             let mut gone = PageCommit::default();
-            for (k, v) in items {
-                let id = raw_id_of(&v);
-                match engine.current_version(&source, k, v).await {
-                    Ok(Some(current)) => by_kind.entry(k).or_default().push(current),
-                    Ok(None) => {
-                        tracing::warn!(
-                            kind = k.as_str(),
-                            id = %id,
-                            "the enforcement system no longer has this version of a quarantined record \
-                             (deleted, or changed since): not sent, removed from quarantine"
-                        );
-                        engine.summary.gone_from_source += 1;
-                        gone.quarantine_del.push((k, id));
-                    }
-                    Err(e) => {
-                        r = Err(e);
-                        break;
+            let asked: Vec<(Kind, String)> =
+                items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
+            match current_versions(source.clone(), budget.clone(), items).await {
+                Ok(found) => {
+                    for ((k, id), current) in asked.into_iter().zip(found) {
+                        match current {
+                            Some(current) => by_kind.entry(k).or_default().push(current),
+                            None => {
+                                tracing::warn!(
+                                    kind = k.as_str(),
+                                    id = %id,
+                                    "the enforcement system no longer has this version of a quarantined \
+                                     record (deleted, or changed since): not sent, removed from quarantine"
+                                );
+                                engine.summary.gone_from_source += 1;
+                                gone.quarantine_del.push((k, id));
+                            }
+                        }
                     }
                 }
+                Err(e) => r = Err(e),
             }
             if r.is_ok() && !gone.quarantine_del.is_empty() {
                 r = store.commit_page(&gone).map_err(SyncError::from);
@@ -800,7 +895,7 @@ impl Engine<'_> {
     async fn recheck_waiting(
         &mut self,
         kind: Kind,
-        source: &SourceClient,
+        source: &Arc<SourceClient>,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
         if self.opts.dry_run {
@@ -814,7 +909,8 @@ impl Engine<'_> {
                 return Ok(());
             }
             if !self.store.quarantine_is_empty() {
-                self.offer_released(kind, &released, source, cursor).await?;
+                self.offer_released(kind, &released, source.clone(), cursor)
+                    .await?;
             }
             self.store.released_clear(kind, &released)?;
         }
@@ -827,10 +923,11 @@ impl Engine<'_> {
         &mut self,
         kind: Kind,
         released: &HashSet<String>,
-        source: &SourceClient,
+        source: Arc<SourceClient>,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
         let (no_owner, no_released, no_wants) = (HashMap::new(), HashSet::new(), HashMap::new());
+        let mut offered: Vec<(String, Box<RawValue>)> = Vec::new();
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
@@ -861,22 +958,30 @@ impl Engine<'_> {
             if self.counted_waiting.remove(&(kind, id.clone())) {
                 uncounted += 1;
             }
-            // A duplicate deleted in the enforcement system since must not be published now.
-            if let Some(current) = self.current_version(source, kind, raw).await? {
-                free.push(prepare(
+            offered.push((id, raw));
+        }
+        // A duplicate deleted in the enforcement system since must not be published now.
+        let ids: Vec<String> = offered.iter().map(|(id, _)| id.clone()).collect();
+        let held: Vec<(Kind, Box<RawValue>)> =
+            offered.into_iter().map(|(_, raw)| (kind, raw)).collect();
+        let found = current_versions(source, self.budget.clone(), held).await?;
+        for (id, current) in ids.into_iter().zip(found) {
+            match current {
+                Some(current) => free.push(prepare(
                     self.mappings.get(kind),
                     &self.cfg.mapping_context,
                     current,
-                ));
-            } else {
-                tracing::warn!(
-                    kind = kind.as_str(),
-                    id = %id,
-                    "a record waiting for its document number is no longer in the enforcement system in that \
-                     version (deleted, or changed since): removed from quarantine"
-                );
-                self.summary.gone_from_source += 1;
-                gone.quarantine_del.push((kind, id));
+                )),
+                None => {
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        id = %id,
+                        "a record waiting for its document number is no longer in the enforcement system in \
+                         that version (deleted, or changed since): removed from quarantine"
+                    );
+                    self.summary.gone_from_source += 1;
+                    gone.quarantine_del.push((kind, id));
+                }
             }
         }
         self.summary.quarantined = self.summary.quarantined.saturating_sub(uncounted);
@@ -1324,70 +1429,6 @@ impl Engine<'_> {
         }
         let still_there = self.store.by_source_get(kind, candidate)?.as_deref() == Some(key);
         Ok(still_there.then(|| candidate.clone()))
-    }
-
-    /// The version of a record the source's change feed serves at the position of a held copy (its id at its
-    /// `updated_at`), read from that position until past it; `None` when the feed no longer has the record there
-    /// (deleted, or changed since: then it is further on). The feed's copy is what is sent, should a source
-    /// change a record without a new `updated_at`. Times compare to the millisecond (a feed may order records
-    /// within a millisecond by id). A copy without a readable `updated_at` or `id` cannot be looked for and is
-    /// returned as it is.
-    async fn current_version(
-        &self,
-        source: &SourceClient,
-        kind: Kind,
-        held: Box<RawValue>,
-    ) -> Result<Option<Box<RawValue>>, SyncError> {
-        let Some(want) = position(None, &held) else {
-            return Ok(Some(held));
-        };
-        let Ok(at) = chrono::DateTime::parse_from_rfc3339(&want.since) else {
-            return Ok(Some(held));
-        };
-        let at_ms = at.timestamp_millis();
-        let (mut since, mut after) = (
-            at.with_timezone(&china_offset())
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-            String::new(),
-        );
-        loop {
-            let page = source
-                .changes_raw(&self.budget, kind, Some(&since), &after)
-                .await?;
-            let mut last = None;
-            for item in &page.items {
-                let Some(p) = position(None, item) else {
-                    continue;
-                };
-                let Ok(t) = chrono::DateTime::parse_from_rfc3339(&p.since) else {
-                    continue;
-                };
-                let t_ms = t.timestamp_millis();
-                if t_ms > at_ms {
-                    return Ok(None);
-                }
-                if t_ms == at_ms && p.after_id == want.after_id {
-                    return Ok(Some(item.clone()));
-                }
-                last = Some(p);
-            }
-            match last {
-                Some(p)
-                    if page.has_more
-                        && cursor_after(
-                            &p,
-                            &Cursor {
-                                since,
-                                after_id: after,
-                            },
-                        ) =>
-                {
-                    since = p.since;
-                    after = p.after_id;
-                }
-                _ => return Ok(None),
-            }
-        }
     }
 
     /// What the platform should hold for a valid record (DESIGN §4).
