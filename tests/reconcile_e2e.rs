@@ -730,6 +730,44 @@ async fn a_record_whose_decision_date_left_the_window_is_not_an_orphan() {
     );
 }
 
+/// A record whose decision date cannot be read is in no window of dates: a windowed reconcile says so instead of
+/// leaving it out unseen (without a window it is a quarantined row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_reconcile_notes_records_with_no_readable_decision_date() {
+    let env = empty_env().await;
+    let mut undated = record("permit_org", "permit", "U1", "2026-03-02");
+    undated["decided_on"] = "2026-02-30".into();
+    env.source_insert(serde_json::json!([
+        record("permit_org", "permit", "U0", "2026-03-02"),
+        undated
+    ]))
+    .await;
+    env.sync(&[]).await;
+    let (out, v) = env
+        .reconcile_json(TODAY, &["--from", "2026-03-01", "--to", "2026-03-31"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("1 source record(s) have no readable decision date") && notes.contains("U1"),
+        "{notes}"
+    );
+    let (_, v) = env.reconcile_json(TODAY, &[]).await;
+    assert!(
+        categories_json(&v)["quarantined"]
+            .iter()
+            .any(|k| k.contains("U1")),
+        "{}",
+        v["gaps"]
+    );
+    assert_eq!(
+        v["notes"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        v["notes"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_past_the_calendar_is_a_note_not_the_end_of_the_report() {
     let env = empty_env().await;

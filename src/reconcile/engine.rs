@@ -840,6 +840,7 @@ async fn compare(
     let mut never_published = 0u64;
     // For `report annual`: source records with no readable decision date, and the first ids.
     let mut undated: (u64, Vec<String>) = (0, Vec::new());
+    let windowed = opts.from.is_some() || opts.to.is_some();
     for (ki, &kind) in opts.kinds.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut rates = Rates::default();
@@ -914,8 +915,8 @@ async fn compare(
                     }
                     continue;
                 };
-                if decided.is_none() && annual.is_some() {
-                    // In no year: the year's numbers may lack it, and the operator must know which to fix.
+                if decided.is_none() && (annual.is_some() || windowed) {
+                    // In no year and no window: the numbers may lack it, and the operator must know which to fix.
                     undated.0 += 1;
                     if undated.1.len() < UNDATED_NAMED {
                         undated.1.push(src.id.clone());
@@ -1277,12 +1278,22 @@ async fn compare(
         } else {
             ""
         };
-        report.notes.push(format!(
-            "{} source record(s) have no readable decision date, so no year counts them (决定日期无法识别，未计入任何\
-             年度); fix decided_on in the enforcement system: {}{more}",
-            undated.0,
-            undated.1.join(", ")
-        ));
+        report.notes.push(if annual.is_some() {
+            format!(
+                "{} source record(s) have no readable decision date, so no year counts them (决定日期无法识别，未计入任何\
+                 年度); fix decided_on in the enforcement system: {}{more}",
+                undated.0,
+                undated.1.join(", ")
+            )
+        } else {
+            format!(
+                "{} source record(s) have no readable decision date, so no window of dates holds them (决定日期无法识别，\
+                 不在所选日期范围内); a reconcile without --from/--to lists them as quarantined; fix decided_on in the \
+                 enforcement system: {}{more}",
+                undated.0,
+                undated.1.join(", ")
+            )
+        });
     }
     Ok((report, plan))
 }
