@@ -107,7 +107,8 @@ impl SourceClient {
         since: Option<&str>,
         after_id: &str,
     ) -> Result<Page, GiveUp> {
-        self.get_page(budget, kind, since, after_id, classify).await
+        self.get_page(budget, kind, since, after_id, self.page_size, classify)
+            .await
     }
 
     /// [`SourceClient::changes`], with each item left as its JSON text.
@@ -118,7 +119,20 @@ impl SourceClient {
         since: Option<&str>,
         after_id: &str,
     ) -> Result<RawPage, GiveUp> {
-        self.get_page(budget, kind, since, after_id, classify_raw)
+        self.get_page(budget, kind, since, after_id, self.page_size, classify_raw)
+            .await
+    }
+
+    /// [`SourceClient::changes_raw`] with at most `limit` items: a look at one position of the feed.
+    pub async fn changes_raw_at_most(
+        &self,
+        budget: &Budget,
+        kind: Kind,
+        since: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<RawPage, GiveUp> {
+        self.get_page(budget, kind, since, after_id, limit, classify_raw)
             .await
     }
 
@@ -128,6 +142,7 @@ impl SourceClient {
         kind: Kind,
         since: Option<&str>,
         after_id: &str,
+        limit: u32,
         classify: fn(u16, Option<&str>, &[u8]) -> Attempt<T>,
     ) -> Result<T, GiveUp> {
         let path = match kind {
@@ -135,7 +150,7 @@ impl SourceClient {
             Kind::Penalty => "penalties",
         };
         let url = format!("{}/api/v1/{path}/changes", self.base);
-        let limit = self.page_size.to_string();
+        let limit = limit.to_string();
         budget
             .run(
                 &format!("reading {kind} changes from the enforcement system"),

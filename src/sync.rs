@@ -72,8 +72,9 @@ pub struct RunSummary {
     pub withdrawn: u64,
     pub retries: u64,
     pub outbox_resent: u64,
-    /// `quarantine retry`: quarantined versions the enforcement system no longer serves (deleted, or changed
-    /// since), not sent and removed from quarantine.
+    /// Quarantined versions about to be sent (`quarantine retry`, or a record waiting for a number this run
+    /// freed) that the enforcement system no longer serves (deleted, or changed since): not sent, removed from
+    /// quarantine.
     #[serde(default)]
     pub gone_from_source: u64,
     pub elapsed_ms: u64,
@@ -277,7 +278,7 @@ async fn current_version(
     );
     loop {
         let page = source
-            .changes_raw(budget, kind, Some(&since), &after)
+            .changes_raw_at_most(budget, kind, Some(&since), &after, LOOKUP_PAGE)
             .await?;
         let mut last = None;
         for item in &page.items {
@@ -310,10 +311,17 @@ async fn current_version(
                 since = p.since;
                 after = p.after_id;
             }
-            _ => return Ok(None),
+            // The end of the feed: the record is not there.
+            _ if !page.has_more || page.items.is_empty() => return Ok(None),
+            // A page that gives no way on (records without a readable position) cannot tell, and a held copy
+            // is never dropped on a source fault.
+            _ => return Ok(Some(held)),
         }
     }
 }
+
+/// Feed items asked for per look at one position (the record looked for is nearly always the first).
+const LOOKUP_PAGE: u32 = 16;
 
 /// How many held versions are looked up in the feed at once.
 const LOOKUPS_IN_FLIGHT: usize = 8;
@@ -464,7 +472,12 @@ pub async fn withdraw(
 }
 
 enum Mode {
-    Retry(Vec<(Kind, Box<serde_json::value::RawValue>)>),
+    /// Sends these source records again; `verify`: only as far as the feed still serves them (quarantined
+    /// copies may be old; reconcile's repair holds copies it has just read).
+    Retry {
+        items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
+        verify: bool,
+    },
     Withdraw(Vec<(Kind, String)>),
 }
 
@@ -477,7 +490,39 @@ pub async fn retry(
     opts: &SyncOptions,
     items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
-    run_with(cfg, mappings, store, opts, Some(Mode::Retry(items))).await
+    run_with(
+        cfg,
+        mappings,
+        store,
+        opts,
+        Some(Mode::Retry {
+            items,
+            verify: true,
+        }),
+    )
+    .await
+}
+
+/// `reconcile --repair` (and the demo): pushes source records just read from the feed again, as `retry` does
+/// but without looking each up in the feed once more.
+pub async fn repush(
+    cfg: &Config,
+    mappings: &MappingSet,
+    store: &Store,
+    opts: &SyncOptions,
+    items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
+) -> Result<RunSummary, (RunSummary, SyncError)> {
+    run_with(
+        cfg,
+        mappings,
+        store,
+        opts,
+        Some(Mode::Retry {
+            items,
+            verify: false,
+        }),
+    )
+    .await
 }
 
 async fn run_with(
@@ -553,7 +598,7 @@ async fn run_with(
         _ if drained_first.is_err() => drained_first,
         None => engine.run_all(source.clone()).await,
         Some(Mode::Withdraw(keys)) => engine.withdraw_keys(keys).await,
-        Some(Mode::Retry(items)) => {
+        Some(Mode::Retry { items, verify }) => {
             engine.move_cursor = false;
             engine.force = true;
             let mut by_kind: HashMap<Kind, Vec<Box<serde_json::value::RawValue>>> = HashMap::new();
@@ -564,7 +609,12 @@ async fn run_with(
             let mut gone = PageCommit::default();
             let asked: Vec<(Kind, String)> =
                 items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
-            match current_versions(source.clone(), budget.clone(), items).await {
+            let found = if verify {
+                current_versions(source.clone(), budget.clone(), items).await
+            } else {
+                Ok(items.into_iter().map(|(_, v)| Some(v)).collect())
+            };
+            match found {
                 Ok(found) => {
                     for ((k, id), current) in asked.into_iter().zip(found) {
                         match current {

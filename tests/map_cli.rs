@@ -604,6 +604,23 @@ fn a_penalty_on_a_minor_is_not_published() {
 }
 
 #[test]
+fn a_named_other_permit_category_is_sent_as_other_dash_name() {
+    use serde_json::json;
+    let rec = with(
+        fixture_record("permit_org"),
+        "/category",
+        json!("OTHER:备案"),
+    );
+    let (code, xml, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<XK_XKLB>其他-备案</XK_XKLB>"), "{xml}");
+    let rec = with(fixture_record("permit_org"), "/category", json!("OTHER:"));
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tXK_XKLB\tcode_unknown\t"), "{err}");
+}
+
+#[test]
 fn a_bare_other_permit_category_is_a_finding() {
     use serde_json::json;
     let rec = with(fixture_record("permit_org"), "/category", json!("P06"));

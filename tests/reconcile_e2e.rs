@@ -85,6 +85,20 @@ async fn set_published(env: &Env, key: &str, at: &str) {
     .await;
 }
 
+/// How many requests the source simulator has answered.
+async fn source_requests(env: &Env) -> u64 {
+    let v: serde_json::Value = env
+        .http
+        .get(format!("{}/admin/stats", env.source.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["requests"].as_u64().unwrap()
+}
+
 /// category → keys, from the JSON report.
 fn categories_json(v: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
     let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -334,10 +348,12 @@ async fn repair_then_sync_leaves_no_gaps() {
         .await
         .unwrap();
 
+    let before = source_requests(&env).await;
     let out = env
         .dualpub(&["reconcile", "--today", "2026-11-27", "--format", "json"])
         .await;
     assert_eq!(out.status.code(), Some(1));
+    let reading = source_requests(&env).await - before;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cats: BTreeSet<String> = categories_json(&v).into_keys().collect();
     assert_eq!(
@@ -368,9 +384,12 @@ async fn repair_then_sync_leaves_no_gaps() {
         "--repair-orphans",
     ]);
     c.env("DUALPUB_REPAIR_CHUNK", "1");
+    let before = source_requests(&env).await;
     let out = tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap();
+    // The repair pushes the copies it has just read: no more feed requests than the report itself made.
+    assert_eq!(source_requests(&env).await - before, reading);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["repair"]["repushed"],

@@ -232,7 +232,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         "reconcile --repair: re-push what is missing or stale, withdraw what expired",
     );
     let repush: Vec<_> = plan.repush.chunks(usize::MAX)?.collect::<Result<_, _>>()?;
-    let r = sync::retry(&cfg, &mappings, &store, &opts, repush.concat())
+    let r = sync::repush(&cfg, &mappings, &store, &opts, repush.concat())
         .await
         .map_err(|(_, e)| e)?;
     eprintln!("re-pushed {} record(s)", r.accepted);

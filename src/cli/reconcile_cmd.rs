@@ -113,7 +113,7 @@ fn reconcile_failure(e: ReconcileError) -> Failure {
     }
 }
 
-/// Records `--repair` pushes again per `sync::retry` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
+/// Records `--repair` pushes again per `sync::repush` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
 /// small to cover several chunks).
 fn repush_chunk() -> Result<usize, Failure> {
     match std::env::var("DUALPUB_REPAIR_CHUNK") {
@@ -182,7 +182,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         let mut stopped: Option<sync::SyncError> = None;
         // First what an earlier run left in the outbox (sent later, an old batch could undo the repair). On its
         // own, so the counts below are the repair's records only.
-        if let Err((_, e)) = rt.block_on(sync::retry(
+        if let Err((_, e)) = rt.block_on(sync::repush(
             &loaded.cfg,
             &loaded.mappings,
             &store,
@@ -220,7 +220,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         }
                     };
                     let n = chunk.len() as u64;
-                    let (s, err) = match rt.block_on(sync::retry(
+                    let (s, err) = match rt.block_on(sync::repush(
                         &loaded.cfg,
                         &loaded.mappings,
                         &store,
