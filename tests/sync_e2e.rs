@@ -1481,3 +1481,103 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
         "the retry sent the record again"
     );
 }
+
+/// A loopback proxy in front of the source simulator that passes each change-feed page on with its items
+/// rewritten by `edit` (item index in the page, item): an enforcement system whose records lack positions.
+async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> String {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    type Shared = (String, fn(usize, &mut serde_json::Value), reqwest::Client);
+    async fn changes(
+        State((source, edit, http)): State<Shared>,
+        Path(kind): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let url = format!(
+            "{source}/api/v1/{kind}/changes?{}",
+            query.unwrap_or_default()
+        );
+        let mut req = http.get(url);
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            req = req.header("authorization", auth);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let mut body: serde_json::Value = res.json().await.unwrap_or_default();
+        if let Some(items) = body["items"].as_array_mut() {
+            for (i, item) in items.iter_mut().enumerate() {
+                edit(i, item);
+            }
+        }
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state((source, edit, reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// `sync` through the proxy, killed if it has not ended within 60 s (a run asking the same page for ever).
+async fn sync_through(env: &Env, proxy: &str, page_size: &str) -> (Option<i32>, String) {
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_URL", proxy)
+        .env("DUALPUB_SOURCE_PAGE_SIZE", page_size)
+        // every record in the overlap: pages are "dense", the case that used to ask the same page again
+        .env("DUALPUB_SYNC_OVERLAP_MINUTES", "100000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = c.spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status.code(), err);
+            }
+            if t0.elapsed().as_secs() > 60 {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, "still running after 60 s".to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_whose_records_lack_positions_ends_the_run() {
+    let (env, _) = backfilled(Faults::default()).await;
+    // The middle record of every page of three has no updated_at: the run still goes through to the end.
+    let holed = feed_proxy(env.source.url(), |i, item| {
+        if i == 1 {
+            item["updated_at"] = serde_json::Value::Null;
+        }
+    })
+    .await;
+    let (code, err) = sync_through(&env, &holed, "3").await;
+    assert_eq!(code, Some(0), "{err}");
+    // No record has a readable updated_at: the feed cannot be paged, and the run says so (exit 3).
+    let blind = feed_proxy(env.source.url(), |_, item| {
+        item["updated_at"] = "yesterday".into();
+    })
+    .await;
+    let (code, err) = sync_through(&env, &blind, "3").await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot be read further"), "{err}");
+    // The checkpoint was never set to `yesterday`: the source itself still answers the next run.
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+}
