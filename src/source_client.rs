@@ -111,27 +111,17 @@ impl SourceClient {
             .await
     }
 
-    /// [`SourceClient::changes`], with each item left as its JSON text.
+    /// [`SourceClient::changes`], with each item left as its JSON text; `limit` items at most (a look at one
+    /// position of the feed), `None` for `[source] page_size`.
     pub async fn changes_raw(
         &self,
         budget: &Budget,
         kind: Kind,
         since: Option<&str>,
         after_id: &str,
+        limit: Option<u32>,
     ) -> Result<RawPage, GiveUp> {
-        self.get_page(budget, kind, since, after_id, self.page_size, classify_raw)
-            .await
-    }
-
-    /// [`SourceClient::changes_raw`] with at most `limit` items: a look at one position of the feed.
-    pub async fn changes_raw_at_most(
-        &self,
-        budget: &Budget,
-        kind: Kind,
-        since: Option<&str>,
-        after_id: &str,
-        limit: u32,
-    ) -> Result<RawPage, GiveUp> {
+        let limit = limit.unwrap_or(self.page_size);
         self.get_page(budget, kind, since, after_id, limit, classify_raw)
             .await
     }

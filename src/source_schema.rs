@@ -225,3 +225,11 @@ impl SourceRecord {
         }
     }
 }
+
+/// The `id` of a source record as its JSON text gives it (a record the schema cannot read may still have one):
+/// a string as it is, any other value as its JSON text; `None` without one.
+pub fn raw_id(raw: &serde_json::value::RawValue) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    v.get("id")
+        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+}

@@ -208,12 +208,9 @@ fn read_source(raw: &RawValue) -> Result<SourceRecord, String> {
     })
 }
 
-/// A raw item's `id`, as text ("(no id)" when it has none).
+/// A raw item's `id`, as text ("(no id)" when it has none): the name its quarantine entry goes by.
 fn raw_id_of(raw: &RawValue) -> String {
-    raw_value(raw)
-        .get("id")
-        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-        .unwrap_or_else(|| "(no id)".into())
+    crate::source_schema::raw_id(raw).unwrap_or_else(|| "(no id)".into())
 }
 
 /// A raw item as a `serde_json::Value` (quarantine keeps the source record in that form).
@@ -278,7 +275,7 @@ async fn current_version(
     );
     loop {
         let page = source
-            .changes_raw_at_most(budget, kind, Some(&since), &after, LOOKUP_PAGE)
+            .changes_raw(budget, kind, Some(&since), &after, Some(LOOKUP_PAGE))
             .await?;
         let mut last = None;
         for item in &page.items {
@@ -851,7 +848,7 @@ impl Engine<'_> {
             loop {
                 let since = pos.as_ref().map(|c| c.since.as_str());
                 let after = pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or("");
-                let page = match source.changes_raw(&budget, kind, since, after).await {
+                let page = match source.changes_raw(&budget, kind, since, after, None).await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -1133,11 +1130,8 @@ impl Engine<'_> {
                 (Ok(s), Some(m)) => (s, m),
                 (src, _) => {
                     let e = src.err().unwrap_or_else(|| "not mapped".into());
+                    let id = raw_id_of(&raw);
                     let raw = raw_value(&raw);
-                    let id = raw
-                        .get("id")
-                        .map(|v| v.to_string().trim_matches('"').to_string())
-                        .unwrap_or_else(|| "(no id)".into());
                     let f = crate::map_input::schema_finding(&e);
                     self.quarantine(
                         &mut commit,

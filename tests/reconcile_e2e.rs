@@ -87,16 +87,7 @@ async fn set_published(env: &Env, key: &str, at: &str) {
 
 /// How many requests the source simulator has answered.
 async fn source_requests(env: &Env) -> u64 {
-    let v: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/stats", env.source.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["requests"].as_u64().unwrap()
+    env.source_stats().await["requests"].as_u64().unwrap()
 }
 
 /// category → keys, from the JSON report.
@@ -169,13 +160,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
         serde_json::json!({"key": key("permit", "C"), "field": "XK_XDR_MC", "value": "李秀云"}),
     )
     .await;
-    let r = env
-        .http
-        .delete(format!("{}/admin/records/D", env.source.url()))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    env.source_delete("D").await;
     // withheld: reaches the source after the last sync, decided long before its deadline passed
     env.source_insert(serde_json::json!([record(
         "permit_org",
@@ -342,11 +327,7 @@ async fn repair_then_sync_leaves_no_gaps() {
         serde_json::json!({"key": key("permit", "C"), "field": "XK_NR", "value": "被改动"}),
     )
     .await;
-    env.http
-        .delete(format!("{}/admin/records/D", env.source.url()))
-        .send()
-        .await
-        .unwrap();
+    env.source_delete("D").await;
 
     let before = source_requests(&env).await;
     let out = env

@@ -103,15 +103,7 @@ async fn backfill_update_revoke_expire() {
 
     // 4. a revoked permit is re-sent with XK_ZT = 2; a revoked penalty and an expired one are withdrawn.
     let permit_id = &source_ids[0];
-    let mut permit: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/records/{permit_id}", env.source.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut permit = env.source_record(permit_id).await;
     permit["status"] = "revoked".into();
     permit["updated_at"] = serde_json::Value::Null;
     let public_penalties: Vec<String> = public
@@ -530,15 +522,7 @@ async fn a_changed_document_number_withdraws_the_old_key() {
     for i in [10, 11, 250] {
         let r = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, i);
         let old_doc = r.doc_no.clone().unwrap();
-        let mut v: serde_json::Value = env
-            .http
-            .get(format!("{}/admin/records/{}", env.source.url(), r.id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mut v = env.source_record(&r.id).await;
         let new_doc = format!("{}-更正", old_doc.trim());
         v["doc_no"] = new_doc.clone().into();
         v["permit_no"] = new_doc.clone().into();
@@ -635,15 +619,7 @@ async fn permit_with_doc(
     content: &str,
 ) -> serde_json::Value {
     let r = dualpub::sim::gen::record(gen_cfg, Kind::Permit, 0);
-    let mut v: serde_json::Value = env
-        .http
-        .get(format!("{}/admin/records/{}", env.source.url(), r.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut v = env.source_record(&r.id).await;
     v["id"] = id.into();
     v["doc_no"] = doc.into();
     v["permit_no"] = doc.into();
@@ -651,6 +627,12 @@ async fn permit_with_doc(
     v["updated_at"] = serde_json::Value::Null;
     v["kind"] = "permit".into();
     v
+}
+
+/// [`permit_with_doc`], inserted into the source (then 5 ms, so the next change is stamped later).
+async fn put_permit(env: &Env, gen_cfg: &GenConfig, id: &str, doc: &str, content: &str) {
+    env.source_insert_one(permit_with_doc(env, gen_cfg, id, doc, content).await)
+        .await;
 }
 
 /// Where a document number reuse ended up: the platform's content and status for the key, the ledger's source
@@ -762,22 +744,10 @@ async fn a_document_number_reused_while_the_first_is_in_flight_quarantines_the_l
         ("XK-REUSE-A", "甲的许可内容"),
         ("XK-REUSE-B", "乙的许可内容"),
     ] {
-        let v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
-        env.source_insert(serde_json::json!([v])).await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        put_permit(&env, &gen_cfg, id, doc, content).await;
     }
-    let out = env
-        .dualpub_with(
-            &["sync", "--json", "--today", TODAY],
-            &[("DUALPUB_SOURCE_PAGE_SIZE", "2")],
-        )
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = env.sync_with(&[("DUALPUB_SOURCE_PAGE_SIZE", "2")]).await;
+    assert_eq!(code, 1, "{err}");
     let (content, status, ledger_source, quarantined) = reuse_outcome(&env, doc).await;
     assert_eq!(
         (content.as_str(), status.as_str(), ledger_source.as_deref()),
@@ -799,42 +769,28 @@ async fn two_records_that_swap_document_numbers_are_both_published() {
         let a = "（豫）FM安许证字〔2026〕990021";
         let b = "（豫）FM安许证字〔2026〕990022";
         let spare = "（豫）FM安许证字〔2026〕990023";
-        let insert = |id: &'static str, doc: &'static str, content: &'static str| {
-            let (env, gen_cfg) = (&env, &gen_cfg);
-            async move {
-                let v = permit_with_doc(env, gen_cfg, id, doc, content).await;
-                env.source_insert(serde_json::json!([v])).await;
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        };
-        insert("XK-SWAP-X", a, "X 的许可内容").await;
-        insert("XK-SWAP-Y", b, "Y 的许可内容").await;
+        put_permit(&env, &gen_cfg, "XK-SWAP-X", a, "X 的许可内容").await;
+        put_permit(&env, &gen_cfg, "XK-SWAP-Y", b, "Y 的许可内容").await;
         let (code, _, err) = env.sync(&[]).await;
         assert_eq!(code, 0, "{err}");
 
-        insert("XK-SWAP-X", spare, "X 的许可内容").await;
-        insert("XK-SWAP-Y", a, "Y 的许可内容").await;
+        put_permit(&env, &gen_cfg, "XK-SWAP-X", spare, "X 的许可内容").await;
+        put_permit(&env, &gen_cfg, "XK-SWAP-Y", a, "Y 的许可内容").await;
         // Another record between them: with two records a page (each next page one on), Y and X are never
         // read in one page.
-        insert(
+        put_permit(
+            &env,
+            &gen_cfg,
             "XK-SWAP-F",
             "（豫）FM安许证字〔2026〕990024",
             "F 的许可内容",
         )
         .await;
-        insert("XK-SWAP-X", b, "X 的许可内容").await;
-        let out = env
-            .dualpub_with(
-                &["sync", "--json", "--today", TODAY],
-                &[("DUALPUB_SOURCE_PAGE_SIZE", page_size)],
-            )
+        put_permit(&env, &gen_cfg, "XK-SWAP-X", b, "X 的许可内容").await;
+        let (code, _, err) = env
+            .sync_with(&[("DUALPUB_SOURCE_PAGE_SIZE", page_size)])
             .await;
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "page size {page_size}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(code, 0, "page size {page_size}: {err}");
         let (content, status, ledger_source, quarantined) = reuse_outcome(&env, a).await;
         assert_eq!(
             (content.as_str(), status.as_str(), ledger_source.as_deref()),
@@ -868,49 +824,35 @@ async fn a_rotation_of_document_numbers_is_finished_in_one_run() {
         "（豫）FM安许证字〔2026〕995003",
     ];
     let ids = ["XK-ROT-X", "XK-ROT-Y", "XK-ROT-Z"];
-    let insert = |id: String, doc: &'static str, content: String| {
-        let (env, gen_cfg) = (&env, &gen_cfg);
-        async move {
-            let v = permit_with_doc(env, gen_cfg, &id, doc, &content).await;
-            env.source_insert(serde_json::json!([v])).await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    };
     for (id, doc) in ids.iter().zip(docs) {
-        insert(id.to_string(), doc, format!("{id} 的许可内容")).await;
+        put_permit(&env, &gen_cfg, id, doc, &format!("{id} 的许可内容")).await;
     }
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     for (i, id) in ids.iter().enumerate() {
-        insert(
-            id.to_string(),
+        put_permit(
+            &env,
+            &gen_cfg,
+            id,
             docs[(i + 1) % 3],
-            format!("{id} 的许可内容"),
+            &format!("{id} 的许可内容"),
         )
         .await;
-        insert(
-            format!("XK-ROT-F{i}"),
+        put_permit(
+            &env,
+            &gen_cfg,
+            &format!("XK-ROT-F{i}"),
             [
                 "（豫）FM安许证字〔2026〕995011",
                 "（豫）FM安许证字〔2026〕995012",
                 "（豫）FM安许证字〔2026〕995013",
             ][i],
-            "其他许可".into(),
+            "其他许可",
         )
         .await;
     }
-    let out = env
-        .dualpub_with(
-            &["sync", "--json", "--today", TODAY],
-            &[("DUALPUB_SOURCE_PAGE_SIZE", "2")],
-        )
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = env.sync_with(&[("DUALPUB_SOURCE_PAGE_SIZE", "2")]).await;
+    assert_eq!(code, 0, "{err}");
     for (i, id) in ids.iter().enumerate() {
         let (content, status, ledger_source, quarantined) =
             reuse_outcome(&env, docs[(i + 1) % 3]).await;
@@ -930,13 +872,6 @@ async fn a_waiting_record_is_sent_as_the_feed_serves_it_now() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;
     let doc_b = "（豫）FM安许证字〔2026〕981001";
     let doc_c = "（豫）FM安许证字〔2026〕981002";
-    let insert = |v: serde_json::Value| {
-        let env = &env;
-        async move {
-            env.source_insert(serde_json::json!([v])).await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    };
     // B and C hold their numbers since three hours ago (the checkpoint stays there).
     let earlier = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
     for (id, doc, content) in [
@@ -945,7 +880,7 @@ async fn a_waiting_record_is_sent_as_the_feed_serves_it_now() {
     ] {
         let mut v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
         v["updated_at"] = earlier.clone().into();
-        insert(v).await;
+        env.source_insert_one(v).await;
     }
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
@@ -966,46 +901,37 @@ async fn a_waiting_record_is_sent_as_the_feed_serves_it_now() {
     x["updated_at"] = format!("{t}.123100Z").into();
     let mut y = permit_with_doc(&env, &gen_cfg, "XK-HY", doc_c, "Y 的旧内容").await;
     y["updated_at"] = format!("{t}.500Z").into();
-    insert(a).await;
-    insert(x.clone()).await;
-    insert(y.clone()).await;
-    insert(
-        permit_with_doc(
-            &env,
-            &gen_cfg,
-            "XK-HN",
-            "（豫）FM安许证字〔2026〕981004",
-            "新记录",
-        )
-        .await,
+    env.source_insert_one(a).await;
+    env.source_insert_one(x.clone()).await;
+    env.source_insert_one(y.clone()).await;
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-HN",
+        "（豫）FM安许证字〔2026〕981004",
+        "新记录",
     )
     .await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "X and Y wait: {err}");
     // Y is corrected in the source without a new updated_at.
     y["content"] = "Y 的更正内容".into();
-    insert(y).await;
+    env.source_insert_one(y).await;
     // B and C move on: their numbers are free.
-    insert(
-        permit_with_doc(
-            &env,
-            &gen_cfg,
-            "XK-HB",
-            &format!("{doc_b}-更正"),
-            "B 的许可内容",
-        )
-        .await,
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-HB",
+        &format!("{doc_b}-更正"),
+        "B 的许可内容",
     )
     .await;
-    insert(
-        permit_with_doc(
-            &env,
-            &gen_cfg,
-            "XK-HC",
-            &format!("{doc_c}-更正"),
-            "C 的许可内容",
-        )
-        .await,
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-HC",
+        &format!("{doc_c}-更正"),
+        "C 的许可内容",
     )
     .await;
     let (code, s, err) = env.sync(&[]).await;
@@ -1041,21 +967,10 @@ async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
         .to_rfc3339()
         .into();
     env.source_insert(serde_json::json!([ahead])).await;
-    let out = env
-        .dualpub_with(&["sync", "--json", "--today", TODAY], &short)
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = env.sync_with(&short).await;
+    assert_eq!(code, 0, "{err}");
     // Four minutes is within what clocks may drift: clamped, but no warning.
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("in the future"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!err.contains("in the future"), "{err}");
     let now = permit_with_doc(
         &env,
         &gen_cfg,
@@ -1065,15 +980,8 @@ async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
     )
     .await;
     env.source_insert(serde_json::json!([now])).await;
-    let out = env
-        .dualpub_with(&["sync", "--json", "--today", TODAY], &short)
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = env.sync_with(&short).await;
+    assert_eq!(code, 0, "{err}");
     let held = env.platform_records().await;
     assert!(
         held.keys()
@@ -1088,49 +996,27 @@ async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
 async fn a_quarantined_record_deleted_at_the_source_is_never_published() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;
     let doc = "（豫）FM安许证字〔2026〕990031";
-    let insert = |v: serde_json::Value| {
-        let env = &env;
-        async move {
-            env.source_insert(serde_json::json!([v])).await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    };
-    let delete = |id: &'static str| {
-        let env = &env;
-        async move {
-            let r = env
-                .http
-                .delete(format!("{}/admin/records/{id}", env.source.url()))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-        }
-    };
-    insert(permit_with_doc(&env, &gen_cfg, "XK-ORIG", doc, "原始决定").await).await;
+    put_permit(&env, &gen_cfg, "XK-ORIG", doc, "原始决定").await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
-    insert(permit_with_doc(&env, &gen_cfg, "XK-DUP", doc, "重复录入").await).await;
-    insert(
-        permit_with_doc(
-            &env,
-            &gen_cfg,
-            "XK-BAD",
-            "（豫）FM安许证字〔2026〕990032",
-            "坏字符\u{1}",
-        )
-        .await,
+    put_permit(&env, &gen_cfg, "XK-DUP", doc, "重复录入").await;
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-BAD",
+        "（豫）FM安许证字〔2026〕990032",
+        "坏字符\u{1}",
     )
     .await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "{err}");
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 2);
-    delete("XK-DUP").await;
-    delete("XK-BAD").await;
+    env.source_delete("XK-DUP").await;
+    env.source_delete("XK-BAD").await;
 
     // The original gets a corrected number: its old one is free, and the duplicate waiting for it is gone.
     let corrected = format!("{doc}-更正");
-    insert(permit_with_doc(&env, &gen_cfg, "XK-ORIG", &corrected, "原始决定").await).await;
+    put_permit(&env, &gen_cfg, "XK-ORIG", &corrected, "原始决定").await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(s["gone_from_source"], 1, "{s}");
@@ -1169,21 +1055,11 @@ async fn records_changed_while_their_first_push_is_in_flight() {
         ("XK-INRUN-T", t_doc, "T 的第一版"),
         ("XK-INRUN-F", f_doc, "F 的内容"),
     ] {
-        let v = permit_with_doc(&env, &gen_cfg, id, doc, content).await;
-        env.source_insert(serde_json::json!([v])).await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        put_permit(&env, &gen_cfg, id, doc, content).await;
     }
     // A slow feed (two records a page, one new a page, 300 ms each) and a slower platform (2.5 s a call): S and T are read and
     // sent first, and their second versions are read while those batches are still on their way.
-    let served = |env: &Env| {
-        let url = format!("{}/admin/stats", env.source.url());
-        let http = env.http.clone();
-        async move {
-            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
-            v["items_served"].as_u64().unwrap()
-        }
-    };
-    let before = served(&env).await;
+    let before = env.source_stats().await["items_served"].as_u64().unwrap();
     env.admin_post(
         format!("{}/admin/latency", env.source.url()),
         serde_json::json!({"ms": 300}),
@@ -1202,7 +1078,7 @@ async fn records_changed_while_their_first_push_is_in_flight() {
     // Once S and T have been served (the first page may be the checkpoint's own record, read again, so wait for
     // three): T becomes invalid, S gets a corrected document number. Both come at the end of the feed.
     let t0 = std::time::Instant::now();
-    while served(&env).await < before + 3 {
+    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
         assert!(
             t0.elapsed().as_secs() < 20,
             "the run never read its second page"
@@ -1210,8 +1086,7 @@ async fn records_changed_while_their_first_push_is_in_flight() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let t2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-T", t_doc, "T 的第二版\u{1}").await;
-    env.source_insert(serde_json::json!([t2])).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    env.source_insert_one(t2).await;
     let s2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-S", s_doc2, "S 的第二版").await;
     env.source_insert(serde_json::json!([s2])).await;
     let out = run.await.unwrap();
@@ -1320,18 +1195,10 @@ async fn a_retry_sends_what_an_aborted_run_left_in_the_outbox_first() {
     )
     .await;
     // The platform is down: the run gives up after its retry budget, its batches kept in the outbox.
-    let out = env
-        .dualpub_with(
-            &["sync", "--json", "--today", TODAY],
-            &[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")],
-        )
+    let (code, _, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1")])
         .await;
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, 3, "{err}");
     let left = read_store(&env.store_path()).outbox_len();
     assert!(left > 0, "the aborted run kept its batches");
     env.admin_post(

@@ -660,6 +660,7 @@ fn spawn_feed(
                     kind,
                     pos.as_ref().map(|c| c.0.as_str()),
                     pos.as_ref().map(|c| c.1.as_str()).unwrap_or(""),
+                    None,
                 )
                 .await
         })
@@ -910,7 +911,9 @@ async fn compare(
                     if annual.is_some() {
                         undated.0 += 1;
                         if undated.1.len() < UNDATED_NAMED {
-                            undated.1.push(raw_id(&raw).unwrap_or_else(|| "?".into()));
+                            undated.1.push(
+                                crate::source_schema::raw_id(&raw).unwrap_or_else(|| "?".into()),
+                            );
                         }
                     }
                     continue;
@@ -1296,10 +1299,4 @@ async fn compare(
         });
     }
     Ok((report, plan))
-}
-
-/// The `id` of a source record the source schema cannot read, if it has a readable one.
-fn raw_id(raw: &RawValue) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-    v.get("id").and_then(|i| i.as_str()).map(str::to_string)
 }

@@ -185,16 +185,62 @@ impl Env {
         (out, report)
     }
 
-    /// The platform simulator's counts (`GET /admin/stats`).
-    pub async fn platform_stats(&self) -> serde_json::Value {
+    /// `sync --json --today TODAY` with environment variables set (e.g. `DUALPUB_SOURCE_PAGE_SIZE`): as
+    /// [`Env::sync`].
+    pub async fn sync_with(&self, vars: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+        let out = self
+            .dualpub_with(&["sync", "--json", "--today", TODAY], vars)
+            .await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let summary = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), summary, stderr)
+    }
+
+    /// A simulator's JSON answer to `GET url`.
+    pub async fn get_json(&self, url: String) -> serde_json::Value {
         self.http
-            .get(format!("{}/admin/stats", self.platform.url()))
+            .get(url)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// The platform simulator's counts (`GET /admin/stats`).
+    pub async fn platform_stats(&self) -> serde_json::Value {
+        self.get_json(format!("{}/admin/stats", self.platform.url()))
+            .await
+    }
+
+    /// The source simulator's counts (`GET /admin/stats`: requests, items_served, …).
+    pub async fn source_stats(&self) -> serde_json::Value {
+        self.get_json(format!("{}/admin/stats", self.source.url()))
+            .await
+    }
+
+    /// One source record as the source simulator holds it (`GET /admin/records/{id}`).
+    pub async fn source_record(&self, id: &str) -> serde_json::Value {
+        self.get_json(format!("{}/admin/records/{id}", self.source.url()))
+            .await
+    }
+
+    /// Inserts or replaces one source record, then waits 5 ms, so the next change is stamped later.
+    pub async fn source_insert_one(&self, record: serde_json::Value) {
+        self.source_insert(serde_json::json!([record])).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    /// Deletes a source record (`DELETE /admin/records/{id}`).
+    pub async fn source_delete(&self, id: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/admin/records/{id}", self.source.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
     }
 
     pub async fn admin_post(&self, url: String, body: serde_json::Value) -> serde_json::Value {
