@@ -12,6 +12,7 @@ pub mod mapping;
 pub mod model;
 pub mod platform_client;
 pub mod reconcile;
+pub mod redact;
 pub mod retry;
 pub mod sim;
 pub mod source_client;

@@ -4,6 +4,7 @@
 
 use crate::config::Secret;
 use crate::model::Kind;
+use crate::redact::{quote, quote_bytes};
 use crate::retry::{parse_retry_after, Attempt, Budget, GiveUp};
 use crate::xml::{self, Receipt, RecordPage};
 use hmac::{Hmac, Mac};
@@ -69,10 +70,17 @@ pub struct PlatformClient {
     token: Mutex<Option<String>>,
 }
 
-fn error_text(body: &[u8]) -> String {
+/// What an error answer says, fit to show: the `<Error>` code and message, or the start of any other body, without
+/// `secrets` (an answer may echo our request: the login token, the records) and with ID numbers masked.
+fn error_text(status: u16, body: &[u8], secrets: &[&str]) -> String {
+    if (300..400).contains(&status) {
+        return "a redirect; dualpub does not follow redirects, so that the token and the records go nowhere else: \
+                set [platform] url to the address it points to"
+            .into();
+    }
     match xml::read_error_doc(body) {
-        Ok(e) => format!("{} {}", e.code, e.message),
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        Ok(e) => format!("{} {}", quote(&e.code, secrets), quote(&e.message, secrets)),
+        Err(_) => quote_bytes(body, secrets),
     }
 }
 
@@ -87,6 +95,8 @@ impl PlatformClient {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
+            // A redirect would carry the login token and the records elsewhere: report it, never follow it.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(PlatformClient {
             http,
@@ -126,17 +136,21 @@ impl PlatformClient {
                 }
             }
         };
+        let secrets = [self.secret.expose()];
         match classify(status, ra.as_deref()) {
             Class::Success => match xml::read_token_response(&bytes) {
                 Ok(t) => Attempt::Done(t.token),
-                Err(e) => Attempt::Retry { after: None, reason: format!("unreadable token answer: {e}") },
+                Err(e) => Attempt::Retry {
+                    after: None,
+                    reason: format!("unreadable token answer: {}", quote(&e.to_string(), &secrets)),
+                },
             },
             Class::Relogin => Attempt::Config(format!(
                 "the platform refused the login ({}); check [platform] app_key and the secret (secret_env / secret_file), and that this machine's clock is right",
-                error_text(&bytes)
+                error_text(status, &bytes, &secrets)
             )),
             Class::Retry { after } => Attempt::Retry { after, reason: format!("login: HTTP {status}") },
-            Class::Fatal => Attempt::Fatal(format!("login: HTTP {status}: {}", error_text(&bytes))),
+            Class::Fatal => Attempt::Fatal(format!("login: HTTP {status}: {}", error_text(status, &bytes, &secrets))),
         }
     }
 
@@ -185,12 +199,13 @@ impl PlatformClient {
                 }
             }
         };
+        let secrets = [self.secret.expose(), token.as_str()];
         match classify(status, ra.as_deref()) {
             Class::Success => match parse(&bytes) {
                 Ok(v) => Attempt::Done(v),
                 Err(reason) => Attempt::Retry {
                     after: None,
-                    reason,
+                    reason: quote(&reason, &secrets),
                 },
             },
             Class::Relogin => {
@@ -206,7 +221,7 @@ impl PlatformClient {
             },
             Class::Fatal => Attempt::Fatal(format!(
                 "{refused} with HTTP {status}: {}",
-                error_text(&bytes)
+                error_text(status, &bytes, &secrets)
             )),
         }
     }
@@ -286,6 +301,35 @@ impl PlatformClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_answer_that_echoes_the_request_shows_neither_token_nor_secret_nor_id_numbers() {
+        let echo = format!(
+            "POST /api/exchange x-token: TKN-5f3a9 sign-secret: s&cr<t <XK_FR_ZJHM>110105194912310021</XK_FR_ZJHM>{}",
+            "<record/>".repeat(10_000)
+        );
+        let mut body = Vec::new();
+        xml::write_error_doc(
+            &xml::ErrorDoc {
+                code: "BAD_XML".into(),
+                message: echo.clone(),
+            },
+            &mut body,
+        );
+        for body in [body, echo.into_bytes()] {
+            let t = error_text(400, &body, &["s&cr<t", "TKN-5f3a9"]);
+            assert!(
+                !t.contains("TKN-5f3a9") && !t.contains("s&cr<t") && !t.contains("19491231"),
+                "{t}"
+            );
+            assert!(
+                t.chars().count() < 2 * crate::redact::QUOTE_CHARS,
+                "{} characters",
+                t.chars().count()
+            );
+        }
+        assert!(error_text(307, b"", &[]).contains("[platform] url"));
+    }
 
     #[test]
     fn classification() {

@@ -4,6 +4,7 @@
 
 use crate::config::Secret;
 use crate::model::Kind;
+use crate::redact::{quote, quote_bytes};
 use crate::retry::{parse_retry_after, Attempt, Budget, GiveUp};
 use std::time::Duration;
 
@@ -27,9 +28,15 @@ struct Wire {
     has_more: bool,
 }
 
-/// Classifies a feed answer: pure, so the rules are tested without a server.
-pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Attempt<Page> {
-    classify_as(status, retry_after, body, |w: Wire| Page {
+/// Classifies a feed answer: pure, so the rules are tested without a server. What the answer says is quoted
+/// without `secrets` (our token: an error answer may echo the request) and with ID numbers masked.
+pub fn classify(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    secrets: &[&str],
+) -> Attempt<Page> {
+    classify_as(status, retry_after, body, secrets, |w: Wire| Page {
         items: w.items,
         has_more: w.has_more,
     })
@@ -50,8 +57,13 @@ struct RawWire {
 }
 
 /// [`classify`] for a [`RawPage`].
-pub fn classify_raw(status: u16, retry_after: Option<&str>, body: &[u8]) -> Attempt<RawPage> {
-    classify_as(status, retry_after, body, |w: RawWire| RawPage {
+pub fn classify_raw(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    secrets: &[&str],
+) -> Attempt<RawPage> {
+    classify_as(status, retry_after, body, secrets, |w: RawWire| RawPage {
         items: w.items,
         has_more: w.has_more,
     })
@@ -61,19 +73,38 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
     status: u16,
     retry_after: Option<&str>,
     body: &[u8],
+    secrets: &[&str],
     page: impl FnOnce(W) -> T,
 ) -> Attempt<T> {
     match status {
         200 => match serde_json::from_slice::<W>(body) {
             Ok(w) => Attempt::Done(page(w)),
-            Err(e) => Attempt::Retry { after: None, reason: format!("unreadable page from the source: {e}") },
+            // serde's message may quote a value of a record.
+            Err(e) => Attempt::Retry {
+                after: None,
+                reason: format!("unreadable page from the source: {}", quote(&e.to_string(), secrets)),
+            },
         },
         401 | 403 => Attempt::Config(
             "the enforcement system refused the token (HTTP 401); check [source] token_env / token_file".into(),
         ),
-        400 | 404 => Attempt::Config(format!(
-            "the enforcement system answered HTTP {status}: {}; check [source] url",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
+        400 | 404 => {
+            // The feed's own errors are `{"error": "..."}`; anything else (a proxy's page) is quoted as it is.
+            #[derive(serde::Deserialize)]
+            struct Error {
+                error: String,
+            }
+            let said = match serde_json::from_slice::<Error>(body) {
+                Ok(e) => quote(&e.error, secrets),
+                Err(_) => quote_bytes(body, secrets),
+            };
+            Attempt::Config(format!(
+                "the enforcement system answered HTTP {status}: {said}; check [source] url"
+            ))
+        }
+        300..=399 => Attempt::Config(format!(
+            "the enforcement system answered with a redirect (HTTP {status}); dualpub does not follow redirects, \
+             so that the token goes nowhere else: set [source] url to the address it points to"
         )),
         429 => Attempt::Retry { after: parse_retry_after(retry_after), reason: "HTTP 429 from the source".into() },
         s => Attempt::Retry { after: None, reason: format!("HTTP {s} from the source") },
@@ -90,6 +121,8 @@ impl SourceClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
+            // A redirect would carry the token elsewhere: it is an answer to report, not to follow.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(SourceClient {
             http,
@@ -133,7 +166,7 @@ impl SourceClient {
         since: Option<&str>,
         after_id: &str,
         limit: u32,
-        classify: fn(u16, Option<&str>, &[u8]) -> Attempt<T>,
+        classify: fn(u16, Option<&str>, &[u8], &[&str]) -> Attempt<T>,
     ) -> Result<T, GiveUp> {
         let path = match kind {
             Kind::Permit => "permits",
@@ -165,7 +198,12 @@ impl SourceClient {
                                 let status = resp.status().as_u16();
                                 let ra = crate::retry::retry_after_header(&resp);
                                 match resp.bytes().await {
-                                    Ok(body) => classify(status, ra.as_deref(), &body),
+                                    Ok(body) => classify(
+                                        status,
+                                        ra.as_deref(),
+                                        &body,
+                                        &[self.token.expose()],
+                                    ),
                                     Err(e) => Attempt::Retry {
                                         after: None,
                                         reason: format!("source answer cut off: {e}"),
@@ -187,21 +225,48 @@ mod tests {
     #[test]
     fn classification() {
         assert!(matches!(
-            classify(200, None, br#"{"items":[],"has_more":false}"#),
+            classify(200, None, br#"{"items":[],"has_more":false}"#, &[]),
             Attempt::Done(_)
         ));
         assert!(matches!(
-            classify(200, None, b"<html>"),
+            classify(200, None, b"<html>", &[]),
             Attempt::Retry { .. }
         ));
-        assert!(matches!(classify(401, None, b""), Attempt::Config(_)));
+        assert!(matches!(classify(401, None, b"", &[]), Attempt::Config(_)));
         assert!(matches!(
-            classify(503, None, b""),
+            classify(503, None, b"", &[]),
             Attempt::Retry { after: None, .. }
         ));
         assert!(matches!(
-            classify(429, Some("2"), b""),
+            classify(429, Some("2"), b"", &[]),
             Attempt::Retry { after: Some(d), .. } if d == Duration::from_secs(2)
         ));
+        assert!(
+            matches!(classify(307, None, b"", &[]), Attempt::Config(m) if m.contains("redirect"))
+        );
+    }
+
+    #[test]
+    fn an_error_answer_that_echoes_the_request_is_quoted_without_the_token_or_id_numbers() {
+        let token = "tok&en\"<x>;secret=1";
+        let echo = format!(
+            "{{\"error\":\"bad since in GET /api/v1/permits/changes?after_id=CF-110105194912310021 \
+             authorization: Bearer {}\"}}",
+            token.replace('"', "\\\"")
+        );
+        let Attempt::<Page>::Config(m) = classify(400, None, echo.as_bytes(), &[token]) else {
+            panic!("a 400 is a configuration error");
+        };
+        assert!(!m.contains("tok&en") && !m.contains("1949123"), "{m}");
+        assert!(
+            m.contains("Bearer ***") && m.contains("check [source] url"),
+            "{m}"
+        );
+        // A page serde cannot read: its message quotes the value.
+        let bad = br#"{"items":[],"has_more":"110105194912310021"}"#;
+        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, bad, &[token]) else {
+            panic!("an unreadable page is retried");
+        };
+        assert!(reason.contains("110105********0021"), "{reason}");
     }
 }
