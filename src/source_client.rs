@@ -28,6 +28,9 @@ struct Wire {
     has_more: bool,
 }
 
+/// [`classify`] or [`classify_raw`]: status, `Retry-After`, body, the secrets to keep out of messages.
+type Classify<T> = fn(u16, Option<&str>, &[u8], &[&str]) -> Attempt<T>;
+
 /// Classifies a feed answer: pure, so the rules are tested without a server. What the answer says is quoted
 /// without `secrets` (our token: an error answer may echo the request) and with ID numbers masked.
 pub fn classify(
@@ -166,7 +169,7 @@ impl SourceClient {
         since: Option<&str>,
         after_id: &str,
         limit: u32,
-        classify: fn(u16, Option<&str>, &[u8], &[&str]) -> Attempt<T>,
+        classify: Classify<T>,
     ) -> Result<T, GiveUp> {
         let path = match kind {
             Kind::Permit => "permits",
