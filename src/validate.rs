@@ -283,6 +283,16 @@ fn check_value<V: Values + ?Sized>(
                 if let (Some(born), Some(decided)) = (born, decided) {
                     check_age(rule, born, decided, out);
                 }
+            } else if rule.forbid_minor && v.len() == 18 {
+                // The standard forbids publishing a penalty on a minor whatever the document is called (§3.4): a
+                // number of another ID type that is a whole, valid 公民身份号码 — from a 户口簿 (under-16s often
+                // have no card), a 居住证, a card entered under the wrong type — tells the birth date as well.
+                // Only the minor rule applies: the number's format is not this type's to judge.
+                if let (Ok(id), Some(decided)) = (ids::IdNumber::parse(v), decided) {
+                    if id.birth_date() <= decided {
+                        check_age(rule, id.birth_date(), decided, out);
+                    }
+                }
             }
         }
         Some(Check::Date) if parse_date(v).is_none() => out.push(date_invalid(name, name, v)),

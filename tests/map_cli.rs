@@ -589,6 +589,34 @@ fn a_penalty_on_a_minor_is_not_published() {
         "18 周岁 on the decision date is an adult: {err}"
     );
 
+    // the same number under another ID type, or a 户口簿 or 居住证 number (a valid 公民身份号码): still a minor
+    for id_type in ["PASSPORT", "OTHER:户口簿", "OTHER:港澳居民居住证"] {
+        let rec = with(
+            with(fixture_record("penalty_person"), "/party/id_no", json!(minor)),
+            "/party/id_type",
+            json!(id_type),
+        );
+        let (code, xml, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(1), "{id_type}: {err}");
+        assert!(xml.is_empty(), "{id_type}: {xml}");
+        assert!(err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"), "{id_type}: {err}");
+        let rec = with(
+            with(fixture_record("penalty_person"), "/party/id_no", json!(adult)),
+            "/party/id_type",
+            json!(id_type),
+        );
+        let (code, _, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(0), "{id_type}, an adult: {err}");
+    }
+    // a passport number is no ID number: nothing to judge
+    let rec = with(
+        with(fixture_record("penalty_person"), "/party/id_no", json!("E12345678")),
+        "/party/id_type",
+        json!("PASSPORT"),
+    );
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
+
     // a permit on a minor is not affected
     let rec = with(
         with(
