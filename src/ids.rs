@@ -592,30 +592,63 @@ impl FromStr for IdNumber {
 /// look alike stay whole — a USCC such as `91410100…` or `…12343F`, the placeholder `00000000000000000X`, document
 /// numbers — so the operator can still look records up by them. Other text is left as it is.
 pub fn mask_ids_in(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && chars[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i - start == 17 && i < chars.len() && (chars[i] == 'X' || chars[i] == 'x') {
-            i += 1;
-        }
-        let run: String = chars[start..i].iter().collect();
+    let mut last = 0;
+    for (start, end, run) in digit_runs(text) {
         if looks_like_id_number(&run) {
-            out.push_str(&mask_id(&run));
-        } else {
-            out.push_str(&run);
+            out.push_str(&text[last..start]);
+            out.push_str(&mask_id(&text[start..end]));
+            last = end;
         }
     }
+    out.push_str(&text[last..]);
     out
+}
+
+/// The first valid 18-character 公民身份号码 (check character and birth date right) written in free text, in
+/// ASCII or full-width digits, and not part of a longer run of digits; in its ASCII form.
+pub fn find_id_number_in(text: &str) -> Option<String> {
+    // Most text has no run of 17 digits: a cheap look first.
+    if text.len() < 18 {
+        return None;
+    }
+    digit_runs(text)
+        .map(|(_, _, run)| run)
+        .find(|run| run.len() == 18 && IdNumber::parse(run).is_ok())
+}
+
+/// A digit as ASCII: `0`–`9`, or its full-width form `０`–`９`.
+fn ascii_digit(c: char) -> Option<char> {
+    match c {
+        '0'..='9' => Some(c),
+        '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32),
+        _ => None,
+    }
+}
+
+/// Every maximal run of digits (ASCII or full-width) in `text`, with an `X` after exactly 17 of them: its byte
+/// range and its ASCII form.
+fn digit_runs(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
+    let mut it = text.char_indices().peekable();
+    std::iter::from_fn(move || loop {
+        let (start, c) = it.next()?;
+        let Some(d) = ascii_digit(c) else { continue };
+        let mut run = String::from(d);
+        let mut end = start + c.len_utf8();
+        while let Some(d) = it.peek().and_then(|&(_, c)| ascii_digit(c)) {
+            let (i, c) = it.next()?;
+            run.push(d);
+            end = i + c.len_utf8();
+        }
+        if run.len() == 17 {
+            if let Some(&(i, c @ ('X' | 'x' | 'Ｘ' | 'ｘ'))) = it.peek() {
+                it.next();
+                run.push('X');
+                end = i + c.len_utf8();
+            }
+        }
+        return Some((start, end, run));
+    })
 }
 
 /// 15 to 19 characters (digits, the 18th possibly `X`) with a birth date that could be one.
@@ -687,6 +720,40 @@ mod mask_text_tests {
             mask_ids_in("证件410105198001011239，旧号410105800101123。"),
             "证件410105********1239，旧号410105*****1123。"
         );
+        // in full-width digits, with a full-width or lower-case X
+        assert_eq!(
+            mask_ids_in(
+                "证件４１０１０５１９８００１０１１２３９；３４０５２４１９８００１０１００１Ｘ号"
+            ),
+            "证件４１０１０５********１２３９；３４０５２４********００１Ｘ号"
+        );
+        assert_eq!(mask_ids_in("34052419800101001x"), "340524********001x");
+    }
+
+    #[test]
+    fn a_valid_id_number_is_found_in_text_and_nothing_else_is() {
+        assert_eq!(
+            find_id_number_in("李四（身份证410105198001011239）").as_deref(),
+            Some("410105198001011239")
+        );
+        assert_eq!(
+            find_id_number_in("住所：４１０１０５１９８００１０１１２３９，电话").as_deref(),
+            Some("410105198001011239")
+        );
+        assert_eq!(
+            find_id_number_in("34052419800101001x").as_deref(),
+            Some("34052419800101001X")
+        );
+        for t in [
+            "",
+            "罚款 50000 元",
+            "wrong check character 410105198001011238",
+            "part of a longer run 4101051980010112391",
+            "a USCC 91320105780688132K, the placeholder 00000000000000000X",
+            "a 15-digit old number 410105800101123",
+        ] {
+            assert_eq!(find_id_number_in(t), None, "{t}");
+        }
     }
 
     #[test]

@@ -175,6 +175,26 @@ fn check_value<V: Values + ?Sized>(
             ),
         ));
     }
+    // Only the 证件号码 fields (which have an identifier check) are masked by the platform; every other field is
+    // shown as it is, and a natural person's ID number must not be (reference §3.4).
+    if rule.check.is_none() {
+        if let Some(id) = ids::find_id_number_in(v) {
+            let masked = ids::mask_id(&id);
+            out.push(Finding::new(
+                FindingCode::IdInText,
+                name,
+                format!(
+                    "{name} 中含有自然人身份证号码（{masked}）：平台只遮蔽证件号码字段，其他字段原样公示，身份证号码不得公开；\
+                     请在源系统中删去或改写"
+                ),
+                format!(
+                    "{name} holds a natural person's ID number ({masked}); the platform masks only the 证件号码 \
+                     fields and shows this one as it is, and an ID number must not be published: remove or reword it \
+                     in the source system"
+                ),
+            ));
+        }
+    }
     // A string never has more chars than bytes, so only a long one needs counting.
     if let Some(max) = rule.max_len.filter(|&max| v.len() > max) {
         let n = v.chars().count();

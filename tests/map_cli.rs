@@ -592,16 +592,27 @@ fn a_penalty_on_a_minor_is_not_published() {
     // the same number under another ID type, or a 户口簿 or 居住证 number (a valid 公民身份号码): still a minor
     for id_type in ["PASSPORT", "OTHER:户口簿", "OTHER:港澳居民居住证"] {
         let rec = with(
-            with(fixture_record("penalty_person"), "/party/id_no", json!(minor)),
+            with(
+                fixture_record("penalty_person"),
+                "/party/id_no",
+                json!(minor),
+            ),
             "/party/id_type",
             json!(id_type),
         );
         let (code, xml, err) = map_records("penalty", &[rec], None);
         assert_eq!(code, Some(1), "{id_type}: {err}");
         assert!(xml.is_empty(), "{id_type}: {xml}");
-        assert!(err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"), "{id_type}: {err}");
+        assert!(
+            err.contains("\tCF_XDR_ZJHM\tpenalty_minor\t"),
+            "{id_type}: {err}"
+        );
         let rec = with(
-            with(fixture_record("penalty_person"), "/party/id_no", json!(adult)),
+            with(
+                fixture_record("penalty_person"),
+                "/party/id_no",
+                json!(adult),
+            ),
             "/party/id_type",
             json!(id_type),
         );
@@ -610,7 +621,11 @@ fn a_penalty_on_a_minor_is_not_published() {
     }
     // a passport number is no ID number: nothing to judge
     let rec = with(
-        with(fixture_record("penalty_person"), "/party/id_no", json!("E12345678")),
+        with(
+            fixture_record("penalty_person"),
+            "/party/id_no",
+            json!("E12345678"),
+        ),
         "/party/id_type",
         json!("PASSPORT"),
     );
@@ -657,4 +672,37 @@ fn a_bare_other_permit_category_is_a_finding() {
     assert!(xml.is_empty(), "{xml}");
     assert!(err.contains("\tXK_XKLB\tother_unnamed\t"), "{err}");
     assert!(err.contains("具体"), "{err}");
+}
+
+#[test]
+fn an_id_number_in_a_field_the_platform_shows_as_it_is_is_a_finding() {
+    use serde_json::json;
+    let id = "410105198001011239";
+    let full_width = "４１０１０５１９８００１０１１２３９";
+    for (pointer, value) in [
+        (
+            "/facts",
+            format!("当事人陈志强（公民身份号码{id}）于2024年4月12日……"),
+        ),
+        ("/party/name", format!("陈志强（身份证{full_width}）")),
+    ] {
+        let rec = with(fixture_record("penalty_person"), pointer, json!(value));
+        let (code, xml, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(1), "{pointer}: {err}");
+        assert!(xml.is_empty(), "{pointer}: {xml}");
+        assert!(err.contains("\tid_in_text\t"), "{pointer}: {err}");
+        assert!(err.contains("410105********1239"), "{pointer}: {err}");
+        assert!(!err.contains(id), "no full ID number in a finding: {err}");
+    }
+    // the number where it belongs is no finding, nor is a number that only looks like one
+    let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(id));
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/facts",
+        json!("罚款 410105198001011238 元（校验位不对，不是身份证号码）"),
+    );
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
 }
