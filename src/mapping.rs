@@ -229,6 +229,11 @@ pub struct MappingContext {
     pub display: DisplayPolicy,
 }
 
+/// The length limit of a field whose mapping gives none: the longest field of the standard. Without one, a value
+/// of any length (a `其他-*` code carries the source's text through) could make a record bigger than the platform
+/// takes in one message, and that message would be refused for ever.
+pub const DEFAULT_MAX_LEN: usize = 2000;
+
 /// A code table: source code → platform value, with `prefix*` rules.
 #[derive(Debug, Clone, Default)]
 pub struct CodeTable {
@@ -798,7 +803,7 @@ impl Mapping {
                     .one_of
                     .as_ref()
                     .map(|t| (t.clone(), Arc::new(tables[t].clone()))),
-                max_len: f.max_len,
+                max_len: Some(f.max_len.unwrap_or(DEFAULT_MAX_LEN)),
                 not_before: f.not_before.as_deref().map(Arc::from),
                 forbid_minor: f.forbid_minor.unwrap_or(false),
                 other_must_name: f.other_must_name.unwrap_or(false),

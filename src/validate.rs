@@ -221,6 +221,7 @@ fn check_value<V: Values + ?Sized>(
         };
         for p in std::iter::from_fn(next) {
             if !table.contains_value(p) {
+                let p = shown(p);
                 out.push(Finding::new(
                     FindingCode::CodeUnknown,
                     name,
@@ -327,6 +328,7 @@ fn check_value<V: Values + ?Sized>(
         let other_value = rule.not_before_index.and_then(|j| values.at(j));
         if let (Some(start), Some(end)) = (other_value.and_then(parse_date), parse_date(v)) {
             if end < start {
+                let v = shown(v);
                 out.push(Finding::new(
                     FindingCode::PeriodOrder,
                     name,
@@ -491,9 +493,26 @@ fn is_valid_id_number(v: &str) -> bool {
     ids::id_check_char(&v[..17]) == Some(b[17] as char)
 }
 
+/// A value as a finding quotes it: whole up to 64 characters, else its start and its length (a finding is kept in
+/// the quarantine and shown in reports; a value of megabytes must not be copied into each).
+pub fn shown(v: &str) -> std::borrow::Cow<'_, str> {
+    const QUOTED: usize = 64;
+    match v.char_indices().nth(QUOTED) {
+        None => v.into(),
+        Some((cut, _)) => format!(
+            "{}…（共 {} 字 / {} characters）",
+            &v[..cut],
+            v.chars().count(),
+            v.chars().count()
+        )
+        .into(),
+    }
+}
+
 /// A source code that no row of the code table maps.
 pub fn code_unknown(field: &str, path: &str, code: &str, table: &CodeTable) -> Finding {
     let _ = table;
+    let code = shown(code);
     Finding::new(
         FindingCode::CodeUnknown,
         field,
@@ -504,6 +523,7 @@ pub fn code_unknown(field: &str, path: &str, code: &str, table: &CodeTable) -> F
 
 /// A date that is not a real date.
 pub fn date_invalid(field: &str, path: &str, value: &str) -> Finding {
+    let value = shown(value);
     Finding::new(
         FindingCode::DateInvalid,
         field,
@@ -525,6 +545,7 @@ pub fn amount_problem(code: FindingCode, field: &str, path: &str, value: &str) -
             "not a decimal amount (like 20000 or 35000.50)",
         ),
     };
+    let value = shown(value);
     Finding::new(
         code,
         field,

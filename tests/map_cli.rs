@@ -706,3 +706,44 @@ fn an_id_number_in_a_field_the_platform_shows_as_it_is_is_a_finding() {
     let (code, _, err) = map_records("penalty", &[rec], None);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn every_field_has_a_length_limit_even_a_named_other_code() {
+    use serde_json::json;
+    // `OTHER:<name>` carries the source's text through to 证件类型 / 许可类别; a field without a limit of its own
+    // gets the standard's longest (2000), so no record can outgrow the platform's message limit.
+    let long = "证".repeat(3000);
+    for (kind, fixture, pointer, field) in [
+        ("penalty", "penalty_person", "/party/id_type", "CF_XDR_ZJLX"),
+        ("permit", "permit_org", "/category", "XK_XKLB"),
+        (
+            "permit",
+            "permit_org",
+            "/party/legal_rep/id_type",
+            "XK_FR_ZJLX",
+        ),
+    ] {
+        let rec = with(
+            fixture_record(fixture),
+            pointer,
+            json!(format!("OTHER:{long}")),
+        );
+        let (code, xml, err) = map_records(kind, &[rec], None);
+        assert_eq!(code, Some(1), "{field}: {err}");
+        assert!(xml.is_empty(), "{field}");
+        assert!(
+            err.contains(&format!("\t{field}\ttoo_long\t")),
+            "{field}: {err}"
+        );
+    }
+    // a finding quotes the start of a long value, not all of it (it is kept in quarantine and reports)
+    let rec = with(
+        fixture_record("penalty_person"),
+        "/fine_yuan",
+        json!("1".repeat(2500)),
+    );
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tCF_NR_FK\tamount_invalid\t"), "{err}");
+    assert!(err.contains("2500 characters") && err.len() < 1000, "{err}");
+}
