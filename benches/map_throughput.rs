@@ -47,6 +47,7 @@ fn main() {
         agency_name: Some("河南省应急管理厅".into()),
         agency_credit_code: Some("11410000000012343F".into()),
         display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
+        today: None,
     };
 
     let mut best = f64::MAX;

@@ -138,6 +138,7 @@ fn write_messages(n: u64) -> (std::fs::File, Vec<(u64, usize, usize)>) {
         agency_name: agency.name.clone(),
         agency_credit_code: agency.credit_code.clone(),
         display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
+        today: None,
     };
     let mappings = MappingSet::builtin();
     let mut file = std::io::BufWriter::new(tempfile::tempfile().unwrap());

@@ -376,6 +376,7 @@ impl RawConfig {
                 self.agency.domain.unwrap_or_default(),
                 self.agency.display_months,
             ),
+            today: None,
         }
     }
 }

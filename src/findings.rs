@@ -52,6 +52,7 @@ finding_codes! {
     PenaltyMinor = "penalty_minor": "a penalty on a natural person under 18 on the decision date (ID type 身份证): it must not be published",
     OtherUnnamed = "other_unnamed": "a bare 其他 (other) where the standard wants the concrete category named (许可类别)",
     DisplayTooShort = "display_too_short": "a penalty's display end (CF_GSJZQ) before the legal minimum display period of the agency's domain",
+    DateOutOfRange = "date_out_of_range": "a decision date after today (China Standard Time) or before 1949-10-01: a typo, most likely",
     IdInText = "id_in_text": "a natural person's ID number in a field the platform shows as it is (only 证件号码 fields are masked there): it must not be published",
 }
 

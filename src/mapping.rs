@@ -227,6 +227,9 @@ pub struct MappingContext {
     pub agency_name: Option<String>,
     pub agency_credit_code: Option<String>,
     pub display: DisplayPolicy,
+    /// The day decisions are judged on (a decision date after it is a finding): `sync --today` / `reconcile
+    /// --today`; `None` is today in China Standard Time by this machine's clock.
+    pub today: Option<chrono::NaiveDate>,
 }
 
 /// The length limit of a field whose mapping gives none: the longest field of the standard. Without one, a value
@@ -1070,7 +1073,8 @@ impl Mapping {
             text: buf,
             spans: slots,
         };
-        validate::validate_slots(self, &values, category, failed, &mut findings);
+        let today = ctx.today.unwrap_or_else(crate::model::today_cst);
+        validate::validate_slots(self, &values, category, failed, today, &mut findings);
         // Per field in name order: where its name and its value end, counted from the record text's start.
         let mut spans = Vec::with_capacity(fields);
         for &i in &self.sorted {

@@ -530,6 +530,14 @@ async fn run_with(
     mode: Option<Mode>,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
     let started = Instant::now();
+    // Records are judged as of the run's day (a decision dated after it is a finding).
+    let cfg = &Config {
+        mapping_context: crate::mapping::MappingContext {
+            today: Some(opts.today),
+            ..cfg.mapping_context.clone()
+        },
+        ..cfg.clone()
+    };
     let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
     let mut summary = RunSummary {
         started_at: now_rfc3339(),

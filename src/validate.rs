@@ -15,6 +15,9 @@ pub fn validate_record(m: &Mapping, rec: &PlatformRecord, out: &mut Vec<Finding>
     validate_values(m, &values, &[], out);
 }
 
+// `validate_record` and `validate_values` (the platform's view) do not judge the decision date against a day:
+// what "today" is belongs to the agency's run (`MappingContext::today`), which `Mapping::map` passes on.
+
 /// Validates the values of a record given per rule of the mapping (`values[i]` is rule `i`'s value). Rules
 /// whose `skip` flag is set already have a finding from mapping (a bad date, an unknown code) and are not
 /// judged again.
@@ -25,19 +28,20 @@ pub fn validate_values(
     out: &mut Vec<Finding>,
 ) {
     let category = m.resolve_category(m.category_index().and_then(|i| values[i]));
-    validate_with(m, values, category, skip, out);
+    validate_with(m, values, category, skip, None, out);
 }
 
 /// [`validate_values`] on the values as `Mapping::map` holds them, with the category it already resolved: saves
-/// collecting a `Vec<Option<&str>>` per record.
+/// collecting a `Vec<Option<&str>>` per record. A decision date after `today` is a finding.
 pub(crate) fn validate_slots(
     m: &Mapping,
     values: &Slots<'_>,
     category: CategoryId,
     skip: &[bool],
+    today: NaiveDate,
     out: &mut Vec<Finding>,
 ) {
-    validate_with(m, values, category, skip, out);
+    validate_with(m, values, category, skip, Some(today), out);
 }
 
 /// The values of a record per rule of its mapping, however the caller holds them.
@@ -80,6 +84,7 @@ fn validate_with<V: Values + ?Sized>(
     values: &V,
     category_id: CategoryId,
     skip: &[bool],
+    today: Option<NaiveDate>,
     out: &mut Vec<Finding>,
 ) {
     let category = m.category_index().and_then(|i| values.at(i));
@@ -92,6 +97,9 @@ fn validate_with<V: Values + ?Sized>(
         .decision_date_index()
         .and_then(|i| values.at(i))
         .and_then(parse_date);
+    if let (Some(d), Some(i)) = (decided, m.decision_date_index()) {
+        check_decision_date(&m.fields[i].name, d, today, out);
+    }
     for (i, rule) in m.fields.iter().enumerate() {
         if skip.get(i).copied().unwrap_or(false) {
             continue;
@@ -343,6 +351,41 @@ fn check_value<V: Values + ?Sized>(
                 ));
             }
         }
+    }
+}
+
+/// The earliest decision date taken as real: the founding of the People's Republic.
+const EARLIEST_DECISION: (i32, u32, u32) = (1949, 10, 1);
+
+/// A decision date after `today` (the run's day; China Standard Time by this machine's clock unless `--today` says
+/// otherwise) or before 1949-10-01 is a typo: published, it would show a decision not yet made, put its deadline
+/// and display period decades away, and leave every later reconcile asking for a calendar of that year.
+fn check_decision_date(
+    name: &str,
+    decided: NaiveDate,
+    today: Option<NaiveDate>,
+    out: &mut Vec<Finding>,
+) {
+    let (y, m, d) = EARLIEST_DECISION;
+    let earliest = NaiveDate::from_ymd_opt(y, m, d).unwrap_or(NaiveDate::MIN);
+    let on = decided.format("%Y-%m-%d");
+    if today.is_some_and(|today| decided > today) {
+        out.push(Finding::new(
+            FindingCode::DateOutOfRange,
+            name,
+            format!("决定日期 {on} 晚于今天：尚未作出的决定不能公示，请在源系统中核对日期"),
+            format!(
+                "the decision date {on} is after today: a decision not yet made cannot be published; check the date \
+                 in the source system"
+            ),
+        ));
+    } else if decided < earliest {
+        out.push(Finding::new(
+            FindingCode::DateOutOfRange,
+            name,
+            format!("决定日期 {on} 早于 1949-10-01，不是真实的决定日期，请在源系统中核对"),
+            format!("the decision date {on} is before 1949-10-01, so it cannot be real; check it in the source system"),
+        ));
     }
 }
 

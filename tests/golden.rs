@@ -27,6 +27,7 @@ fn context(case: &serde_json::Value) -> MappingContext {
                 .unwrap_or_default(),
             None,
         ),
+        today: None,
     }
 }
 

@@ -135,7 +135,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
         ok, missing, stale, orphan, late, expired, invalid, rejected
     ]))
     .await;
-    let out = env.dualpub(&["sync", "--today", "2026-11-10"]).await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-20"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -304,9 +304,9 @@ async fn repair_then_sync_leaves_no_gaps() {
     // decided a year before its display ends, the legal minimum for 安全生产
     let expired = penalty("penalty_multi_category", "G", "2025-11-17", "2026-11-20");
     let recs = serde_json::json!([
-        record("permit_org", "permit", "B", "2026-11-20"),
-        record("permit_person", "permit", "C", "2026-11-20"),
-        record("permit_org", "permit", "D", "2026-11-20"),
+        record("permit_org", "permit", "B", "2026-11-18"),
+        record("permit_person", "permit", "C", "2026-11-18"),
+        record("permit_org", "permit", "D", "2026-11-18"),
         expired,
     ]);
     env.source_insert(recs).await;

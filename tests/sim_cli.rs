@@ -110,6 +110,7 @@ fn every_generated_defect_is_caught_with_its_intended_code() {
         agency_name: gen::agency().name,
         agency_credit_code: gen::agency().credit_code,
         display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
+        today: None,
     };
     let mut by_code = std::collections::BTreeMap::new();
     for kind in Kind::ALL {

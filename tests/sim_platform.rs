@@ -53,6 +53,7 @@ fn permit(n: u32) -> (String, PlatformRecord) {
         agency_name: Some("河南省应急管理厅".into()),
         agency_credit_code: Some(SENDER.into()),
         display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
+        today: None,
     };
     let mapped = MappingSet::builtin().permit.map(&ctx, &src);
     assert!(mapped.is_valid(), "{:?}", mapped.findings);

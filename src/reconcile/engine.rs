@@ -820,7 +820,11 @@ async fn compare(
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
         pb
     });
-    let ctx = &cfg.mapping_context;
+    // Records are judged as of the report's day (a decision dated after it is a finding).
+    let ctx = &crate::mapping::MappingContext {
+        today: Some(opts.today),
+        ..cfg.mapping_context.clone()
+    };
 
     let platform_side = |kind: Kind| {
         spawn_platform_side(

@@ -31,6 +31,7 @@ pub fn mapping_context() -> MappingContext {
         agency_name: gen::agency().name,
         agency_credit_code: Some(agency_code()),
         display: DisplayPolicy::for_domain(Domain::WorkSafety, None),
+        today: None,
     }
 }
 
