@@ -337,6 +337,15 @@ impl RawConfig {
         Ok((raw, origin))
     }
 
+    /// `[A-Za-z_][A-Za-z0-9_]*`: what a secret's `…_env` key must hold.
+    fn looks_like_variable(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
     /// An error about the value of `[section] key`, naming where that value came from.
     fn problem(
         &self,
@@ -457,6 +466,29 @@ impl Config {
             "credit_code",
             "the data source unit's USCC",
         )?;
+        // The name goes into every record (数据来源单位): a character XML cannot carry or a name past the field's
+        // 200 would hold back every record, with advice to fix the source system.
+        if let Some((i, c)) = crate::xml::first_illegal_char(&agency_name) {
+            return Err(bad(
+                "agency",
+                "name",
+                format!(
+                    "character {} is U+{:04X}, which XML cannot carry; remove it",
+                    i + 1,
+                    c as u32
+                ),
+            ));
+        }
+        if agency_name.chars().count() > 200 {
+            return Err(bad(
+                "agency",
+                "name",
+                format!(
+                    "is {} characters long; the 数据来源单位 field takes at most 200",
+                    agency_name.chars().count()
+                ),
+            ));
+        }
         if let Err(e) = crate::ids::Uscc::parse(&agency_credit_code) {
             return Err(bad(
                 "agency",
@@ -622,6 +654,15 @@ impl Config {
     }
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: what a secret's `…_env` key must hold.
+fn looks_like_variable(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn read_secret(
     raw: &RawConfig,
     origin: &str,
@@ -638,6 +679,15 @@ fn read_secret(
         (Some(_), Some(_)) => Err(bad(&by_file, format!("give only one of `{by_env}` and `{by_file}`"))),
         (Some(var), None) => match env.iter().find(|(k, _)| k == var) {
             Some((_, v)) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            // The value is echoed only when it looks like a variable's name: a secret put here by mistake is not.
+            _ if !looks_like_variable(var) => Err(bad(
+                &by_env,
+                format!(
+                    "is not the name of an environment variable (letters, digits and _): `{by_env}` names the \
+                     variable that holds the {name}, it is not the {name} itself; if you put the {name} here, \
+                     treat it as exposed and replace it"
+                ),
+            )),
             _ => Err(bad(&by_env, format!("\"{var}\", but the environment variable {var} is not set or empty"))),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {

@@ -80,12 +80,13 @@ impl fmt::Display for IdError {
             IdError::CheckChar { expected, found } => {
                 write!(f, "check character is '{found}' but should be '{expected}'")
             }
-            IdError::BirthDate { digits } => write!(
+            // The digits are not quoted: the birth date is the part of the number that masks hide.
+            IdError::BirthDate { .. } => write!(
                 f,
-                "birth date '{digits}' is not a real date (YYYYMMDD, year 1900 or later)"
+                "the birth date in it is not a real date (YYYYMMDD, year 1900 or later)"
             ),
-            IdError::BirthInFuture { digits } => {
-                write!(f, "birth date '{digits}' is in the future")
+            IdError::BirthInFuture { .. } => {
+                write!(f, "the birth date in it is in the future")
             }
         }
     }
@@ -115,10 +116,10 @@ impl IdError {
             IdError::CheckChar { expected, found } => {
                 format!("校验位应为 {expected}，实际为 {found}")
             }
-            IdError::BirthDate { digits } => {
-                format!("出生日期“{digits}”不是有效日期（应为 1900 年以后的 YYYYMMDD）")
+            IdError::BirthDate { .. } => {
+                "其中的出生日期不是有效日期（应为 1900 年以后的 YYYYMMDD）".to_string()
             }
-            IdError::BirthInFuture { digits } => format!("出生日期“{digits}”晚于今天"),
+            IdError::BirthInFuture { .. } => "其中的出生日期晚于今天".to_string(),
         }
     }
 }
@@ -1012,8 +1013,16 @@ mod tests {
         let e = IdError::BirthDate {
             digits: "19800230".into(),
         };
-        assert!(e.to_string().contains("19800230"));
-        assert!(e.zh().contains("19800230"));
+        // the message says what is wrong without the digits masks hide
+        assert!(
+            e.to_string().contains("not a real date") && !e.to_string().contains("19800230"),
+            "{e}"
+        );
+        assert!(
+            e.zh().contains("出生日期") && !e.zh().contains("19800230"),
+            "{}",
+            e.zh()
+        );
     }
 
     #[test]

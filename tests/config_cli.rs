@@ -195,3 +195,57 @@ fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
         assert!(err.contains("DUALPUB_SOURCE_TOKEN"), "{args:?}: {err}");
     }
 }
+
+/// `dualpub ARGS` in `dir` with `dualpub.toml` holding `config` and the secrets set (a configuration error stops
+/// every command before it talks to anything).
+fn run(dir: &Path, config: &str, args: &[&str]) -> Output {
+    std::fs::write(dir.join("dualpub.toml"), config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+    cmd.args(["--config", "dualpub.toml"])
+        .args(args)
+        .current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DUALPUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DUALPUB_SOURCE_TOKEN", "t")
+        .env("DUALPUB_PLATFORM_SECRET", "s")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_secret_written_where_its_variable_name_belongs_is_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("\"DUALPUB_SOURCE_TOKEN\"", "\"s3cr3t-p@ss!\"");
+    let out = run(dir.path(), &text, &["sync", "--dry-run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("[source] token_env"), "{err}");
+    assert!(
+        err.contains("not the name of an environment variable"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+    // a variable's name is still named when it is not set
+    let text = BASE.replace("\"DUALPUB_SOURCE_TOKEN\"", "\"AGENCY_FEED_TOKEN\"");
+    let err = stderr(&run(dir.path(), &text, &["sync", "--dry-run"]));
+    assert!(err.contains("AGENCY_FEED_TOKEN is not set"), "{err}");
+}
+
+#[test]
+fn an_agency_name_no_record_could_carry_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "局".repeat(201);
+    for (name, says) in [
+        ("河南省应急\\u0007管理厅", "U+0007"),
+        (long.as_str(), "201 characters"),
+    ] {
+        let text = BASE.replace("河南省应急管理厅", name);
+        let out = run(dir.path(), &text, &["sync", "--dry-run"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("[agency] name") && err.contains(says), "{err}");
+    }
+}
