@@ -337,15 +337,6 @@ impl RawConfig {
         Ok((raw, origin))
     }
 
-    /// `[A-Za-z_][A-Za-z0-9_]*`: what a secret's `…_env` key must hold.
-    fn looks_like_variable(s: &str) -> bool {
-        let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }
-
     /// An error about the value of `[section] key`, naming where that value came from.
     fn problem(
         &self,
