@@ -1490,9 +1490,17 @@ pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
     {
         return Err(FindingCode::AmountInvalid);
     }
+    // Judged on the text, before `Decimal` rounds what it cannot hold (28 significant digits): finer than 0.01
+    // yuan is a finding however many places it takes.
+    let places = s
+        .split_once('.')
+        .map_or(0, |(_, frac)| frac.trim_end_matches('0').len());
     let d = Decimal::from_str(s).map_err(|_| FindingCode::AmountInvalid)?;
     if d.is_sign_negative() && !d.is_zero() {
         return Err(FindingCode::AmountNegative);
+    }
+    if places > 2 {
+        return Err(FindingCode::AmountScale);
     }
     let wan = (d / Decimal::from(10_000)).normalize();
     if wan.scale() > 6 {
@@ -1597,5 +1605,23 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod amount_tests {
+    use super::*;
+
+    #[test]
+    fn an_amount_finer_than_a_fen_is_a_finding_even_past_what_decimal_holds() {
+        // 32 decimal places: Decimal would round it to 100 and publish 0.01 万元
+        assert_eq!(
+            yuan_to_wan("100.00000000000000000000000000001"),
+            Err(FindingCode::AmountScale)
+        );
+        assert_eq!(yuan_to_wan("12.345"), Err(FindingCode::AmountScale));
+        assert_eq!(yuan_to_wan("100.010000").as_deref(), Ok("0.010001"));
+        assert_eq!(yuan_to_wan("35000.50").as_deref(), Ok("3.50005"));
+        assert_eq!(yuan_to_wan("5000.").as_deref(), Ok("0.5"));
     }
 }
