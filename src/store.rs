@@ -1141,6 +1141,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Puts `parts` in the outbox in place of batch `seq`, in one transaction: a message the platform refused
+    /// whole is sent again in smaller pieces, and a crash leaves either the batch or all of its pieces.
+    pub fn outbox_split(&self, seq: u64, parts: &[(u64, OutboxBatch)]) -> Result<(), StoreError> {
+        let r: Result<(), TransactionError<String>> = self.outbox.transaction(|outbox| {
+            outbox.remove(&seq.to_be_bytes())?;
+            for (s, b) in parts {
+                outbox.insert(&s.to_be_bytes(), encode_batch(b))?;
+            }
+            Ok::<(), ConflictableTransactionError<String>>(())
+        });
+        r.map_err(|e| self.tx_error(e))
+    }
+
     /// Makes a processed page durable: its outbox batches, quarantine changes, source→key links and cursor.
     pub fn commit_page(&self, c: &PageCommit) -> Result<(), StoreError> {
         let links = by_bucket(
