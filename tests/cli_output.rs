@@ -218,6 +218,18 @@ fn help_texts_say_what_each_option_takes() {
     assert!(!annual.contains("csv"), "{annual}");
     let list = help(&["quarantine", "list"]);
     let show = help(&["quarantine", "show"]);
+    let retry = help(&["quarantine", "retry"]);
+    let reconcile = help(&["reconcile"]);
+    let sync = help(&["sync"]);
+    let status = help(&["status"]);
+    assert!(status.contains("outbox"), "{status}");
+    // a real run refuses another date: help says so, and how a rehearsal allows it
+    let today = sync.lines().find(|l| l.contains("--today")).unwrap();
+    assert!(
+        today.contains("--dry-run") && today.contains("DUALPUB_ALLOW_OTHER_TODAY=1"),
+        "{sync}"
+    );
+    assert!(sync.contains("never contact the platform"), "{sync}");
     // every option and argument has a help text: no line that ends right after its name
     for (text, names) in [
         (
@@ -231,6 +243,13 @@ fn help_texts_say_what_each_option_takes() {
         ),
         (&list, &["--json"][..]),
         (&show, &["<KEY>"][..]),
+        (&retry, &["[KEY]..."][..]),
+        (&reconcile, &["--format <FORMAT>", "--today <TODAY>"][..]),
+        (
+            &sync,
+            &["--kind <KIND>", "--dry-run", "--json", "--today <TODAY>"][..],
+        ),
+        (&status, &["--json"][..]),
     ] {
         for name in names {
             let line = text
