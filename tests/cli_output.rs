@@ -218,6 +218,18 @@ fn help_texts_say_what_each_option_takes() {
     assert!(!annual.contains("csv"), "{annual}");
     let list = help(&["quarantine", "list"]);
     let show = help(&["quarantine", "show"]);
+    let retry = help(&["quarantine", "retry"]);
+    let reconcile = help(&["reconcile"]);
+    let sync = help(&["sync"]);
+    let status = help(&["status"]);
+    assert!(status.contains("outbox"), "{status}");
+    // a real run refuses another date: help says so, and how a rehearsal allows it
+    let today = sync.lines().find(|l| l.contains("--today")).unwrap();
+    assert!(
+        today.contains("--dry-run") && today.contains("DUALPUB_ALLOW_OTHER_TODAY=1"),
+        "{sync}"
+    );
+    assert!(sync.contains("never contact the platform"), "{sync}");
     // every option and argument has a help text: no line that ends right after its name
     for (text, names) in [
         (
@@ -231,6 +243,13 @@ fn help_texts_say_what_each_option_takes() {
         ),
         (&list, &["--json"][..]),
         (&show, &["<KEY>"][..]),
+        (&retry, &["[KEY]..."][..]),
+        (&reconcile, &["--format <FORMAT>", "--today <TODAY>"][..]),
+        (
+            &sync,
+            &["--kind <KIND>", "--dry-run", "--json", "--today <TODAY>"][..],
+        ),
+        (&status, &["--json"][..]),
     ] {
         for name in names {
             let line = text
@@ -253,4 +272,59 @@ fn help_texts_say_what_each_option_takes() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'csv'"), "{err}");
+}
+
+/// `status` printed a run's line without what the platform already held or withdrew: the first run on a rebuilt
+/// store read "pushed 60 accepted 0", as if the platform had not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_what_the_platform_already_held_and_what_was_withdrawn() {
+    let gen_cfg = GenConfig {
+        records: 100,
+        seed: 5,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg, Faults::default()).await;
+    let (code, first, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let pushed = first["pushed"].as_u64().unwrap();
+    assert!(pushed > 0, "{first}");
+
+    // a store moved aside and rebuilt: the platform holds every record already
+    std::fs::rename(env.store_path(), env.dir.path().join("store.aside")).unwrap();
+    let (code, rebuilt, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        rebuilt["platform_unchanged"].as_u64(),
+        Some(pushed),
+        "{rebuilt}"
+    );
+
+    // a published penalty revoked at the source is withdrawn by the next run
+    let penalty_id = {
+        let store = read_store(&env.store_path());
+        let mut public = store.ledger_iter().map(|r| r.unwrap().1).filter(|e| {
+            e.kind == dualpub::model::Kind::Penalty
+                && e.state == dualpub::store::PlatformState::Public
+        });
+        public.next().expect("a public penalty").source_id
+    };
+    let mut revoked = env.source_record(&penalty_id).await;
+    revoked["status"] = "revoked".into();
+    revoked["updated_at"] = serde_json::Value::Null;
+    revoked["kind"] = "penalty".into();
+    env.source_insert_one(revoked).await;
+    let (code, withdrew, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(withdrew["withdrawn"], 1, "{withdrew}");
+
+    let out = env.dualpub(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(runs.len(), 2, "the rebuilt store knows two runs: {text}");
+    assert!(runs[0].contains(" withdrawn 1 "), "{text}");
+    assert!(
+        runs[1].contains(&format!(" accepted 0 already held {pushed} ")),
+        "{text}"
+    );
 }

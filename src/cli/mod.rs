@@ -35,7 +35,7 @@ pub enum Command {
     Reconcile(reconcile_cmd::ReconcileArgs),
     /// Reports to file: `report annual --year YYYY`.
     Report(reconcile_cmd::ReportArgs),
-    /// Checkpoints, ledger counts by state, quarantine size, last runs.
+    /// Checkpoints, ledger counts by state, quarantine and outbox size, last runs; reads only the store (no secrets).
     Status(status_cmd::StatusArgs),
     /// Inspect and retry records that failed validation or were rejected.
     Quarantine(quarantine_cmd::QuarantineArgs),

@@ -31,7 +31,11 @@ pub enum QuarantineAction {
     },
     /// Map the stored source records again (after a mapping or platform fix) and push the valid ones; all when no
     /// KEY is given.
-    Retry { keys: Vec<String> },
+    Retry {
+        /// Source ids (e.g. XK-2024-000123) or record keys (XZXK:…) of quarantined records; none: all of them.
+        #[arg(value_name = "KEY")]
+        keys: Vec<String>,
+    },
 }
 
 fn matches(e: &QuarantineEntry, key: &str) -> bool {

@@ -32,9 +32,11 @@ pub struct ReconcileArgs {
     /// Only this kind: permit or penalty.
     #[arg(long, value_parser = super::map_cmd::parse_kind)]
     pub kind: Option<Kind>,
-    /// Judge deadlines and display periods as of this date (default: today in China Standard Time).
+    /// Judge deadlines and display periods as of this date (default: today in China Standard Time). With --repair
+    /// only today's date, unless DUALPUB_ALLOW_OTHER_TODAY=1 (a rehearsal against the simulators).
     #[arg(long)]
     pub today: Option<String>,
+    /// Output format; csv and xlsx need --out.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Output file (json, xlsx) or directory (csv); json and table default to stdout.

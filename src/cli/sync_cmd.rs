@@ -13,13 +13,15 @@ pub struct SyncArgs {
     /// Only this kind: permit or penalty (default both).
     #[arg(long, value_parser = super::map_cmd::parse_kind)]
     pub kind: Option<Kind>,
-    /// Read, map and validate, and say what would be pushed; send nothing and move no checkpoint.
+    /// Read, map and validate, and say what would be pushed; send nothing, move no checkpoint, and never contact
+    /// the platform (so it does not check the platform's URL, app key or secret).
     #[arg(long)]
     pub dry_run: bool,
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Fix "today" (YYYY-MM-DD) for display-period checks.
+    /// Fix "today" (YYYY-MM-DD) for display-period checks. Any other date than today's only with --dry-run: a
+    /// real run refuses it (exit 2) unless DUALPUB_ALLOW_OTHER_TODAY=1 (a rehearsal against the simulators).
     #[arg(long)]
     pub today: Option<String>,
 }
