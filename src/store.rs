@@ -49,11 +49,11 @@ const SEP: u8 = 0xff;
 pub enum StoreError {
     #[error("the store {path} is in use by another dualpub run (it holds the lock); wait for it to finish, or check for a stuck process")]
     Locked { path: String },
-    #[error("the store {path} is damaged: {detail}. Move it aside and run `dualpub sync` to rebuild it from the source (the platform keeps what was pushed; nothing is pushed twice)")]
+    #[error("the store {path} is damaged: {detail}. Move it aside and run `dualpub sync` to rebuild it from the source (the platform keeps what was pushed; nothing is pushed twice), then `dualpub reconcile --repair` to withdraw what was revoked or expired meanwhile (a new store does not know it was published)")]
     Damaged { path: String, detail: String },
     #[error("the store {path} was written by a newer dualpub (schema {found}, this one knows {SCHEMA_VERSION}); use the newer binary")]
     NewerVersion { path: String, found: u32 },
-    #[error("store I/O error at {path}: {detail}. If the disk is fine, the store may be damaged: move it aside and run `dualpub sync` to rebuild it from the source")]
+    #[error("store I/O error at {path}: {detail}. If the disk is fine, the store may be damaged: move it aside and run `dualpub sync` to rebuild it from the source, then `dualpub reconcile --repair`")]
     Io { path: String, detail: String },
     #[error("cannot use {path} as the store ([store] path): {detail}; check the path, and that dualpub may create and write files there")]
     Unusable { path: String, detail: String },
@@ -674,7 +674,7 @@ impl Store {
             let detail =
                 "sled found none of its data in its log (`db`); the start of the log is unreadable";
             let note = format!(
-                "dualpub found this store damaged at {}: {detail}.\nMove the whole directory aside and run `dualpub sync` to rebuild it from the source.\n",
+                "dualpub found this store damaged at {}: {detail}.\nMove the whole directory aside and run `dualpub sync` to rebuild it from the source, then\n`dualpub reconcile --repair` to withdraw what was revoked or expired meanwhile.\n",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
             let _ = std::fs::write(path.join(DAMAGE_NOTE), note);

@@ -414,12 +414,16 @@ async fn second_process_gets_4_and_damaged_store_gets_3() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
         assert!(err.contains("is damaged"), "{args:?}: {err}");
         assert!(err.to_lowercase().contains("move it aside"), "{err}");
+        // a rebuilt store does not know what was published: what was revoked or expired meanwhile stays public
+        // until a reconcile --repair withdraws it
+        assert!(err.contains("dualpub reconcile --repair"), "{err}");
         assert!(
             !err.contains("Inline(") && !err.contains("backtrace"),
             "{err}"
         );
     }
-    assert!(env.store_path().join("DAMAGED.txt").exists());
+    let note = std::fs::read_to_string(env.store_path().join("DAMAGED.txt")).unwrap();
+    assert!(note.contains("dualpub reconcile --repair"), "{note}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
