@@ -79,9 +79,12 @@ impl Category {
     /// What the operator should do about a row of this category, in plain English.
     pub fn action_en(self) -> &'static str {
         match self {
-            Category::Missing => "run `dualpub reconcile --repair` or the next sync re-sends it",
+            Category::Missing => {
+                "run `dualpub reconcile --repair`, which sends it (a sync sends only what changed in the source)"
+            }
             Category::Stale => {
-                "run `dualpub reconcile --repair` or the next sync re-sends the current version"
+                "run `dualpub reconcile --repair`, which sends the current version or withdraws a revoked penalty \
+                 (a sync sends only what changed in the source)"
             }
             Category::Orphan => {
                 "check whether the platform record is yours; `--repair --repair-orphans` withdraws it"
@@ -95,8 +98,8 @@ impl Category {
                  (committed late in the source, connector not running, or rejected first)"
             }
             Category::Expired => {
-                "take it down: its display period (CF_GSJZQ) has ended; \
-                 `dualpub reconcile --repair` or the next sync withdraws it"
+                "take it down: its display period (CF_GSJZQ) has ended; `dualpub reconcile --repair` withdraws \
+                 it (a sync withdraws only what this store published)"
             }
             Category::Quarantined => {
                 "fix the fields listed in the source system; the next sync re-validates"
@@ -110,8 +113,12 @@ impl Category {
     /// What the operator should do about a row of this category, in plain Chinese.
     pub fn action_zh(self) -> &'static str {
         match self {
-            Category::Missing => "运行 `dualpub reconcile --repair`，或等待下次同步自动重新推送",
-            Category::Stale => "运行 `dualpub reconcile --repair`，或等待下次同步推送当前版本",
+            Category::Missing => {
+                "运行 `dualpub reconcile --repair` 推送该记录（同步只推送执法系统中有变动的记录）"
+            }
+            Category::Stale => {
+                "运行 `dualpub reconcile --repair` 推送当前版本，或撤下已撤销的处罚（同步只推送执法系统中有变动的记录）"
+            }
             Category::Orphan => {
                 "核实平台上的该记录是否属于本单位；`--repair --repair-orphans` 会将其撤下"
             }
@@ -123,7 +130,7 @@ impl Category {
                 "无需重新推送；该记录拉低及时率，请查明延迟原因（执法系统迟录入、同步未运行或先被拒收）"
             }
             Category::Expired => {
-                "公示期（CF_GSJZQ）已满，应撤下：运行 `dualpub reconcile --repair` 或等待下次同步"
+                "公示期（CF_GSJZQ）已满，应撤下：运行 `dualpub reconcile --repair`（同步只撤下本存储发布过的记录）"
             }
             Category::Quarantined => "在执法系统中修正所列字段，下次同步将重新校验",
             Category::Rejected => {

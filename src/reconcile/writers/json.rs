@@ -22,7 +22,7 @@
 //!   "gaps": [{"category": "missing", "key": "XZXK:9141…:（豫）WH安许证字〔2024〕000123", "kind": "permit",
 //!             "doc_no": "（豫）WH安许证字〔2024〕000123", "party_name": "…", "party_id_masked": "410105********1234",
 //!             "decided_on": "2024-03-01", "deadline": "2024-03-12", "first_published": null,
-//!             "detail": "…", "action": "run `dualpub reconcile --repair` or the next sync re-sends it",
+//!             "detail": "…", "action": "run `dualpub reconcile --repair`, which sends it (…)",
 //!             "action_zh": "…"}],
 //!   "repair": null,
 //!   "notes": []
