@@ -184,6 +184,17 @@ fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
         );
         assert!(!dir.path().join("store").exists(), "{args:?}");
     }
+    // with --json, a script reading stdout gets the same object as for a store never read
+    let out = without_secrets(dir.path(), &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["quarantine"], 0, "{v}");
+    assert_eq!(v["outbox"], 0, "{v}");
+    assert!(
+        v["cursors"]["permit"].is_null() && v["last_runs"] == serde_json::json!([]),
+        "{v}"
+    );
+    assert!(!dir.path().join("store").exists());
     for args in [
         &["sync", "--today", "2026-11-27"][..],
         &["quarantine", "retry"][..],

@@ -21,6 +21,22 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             "no store at {} yet: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
         );
+        if args.json {
+            // The same object as for a store never read, so a script reading stdout gets JSON either way.
+            let cursors: serde_json::Map<String, serde_json::Value> = Kind::ALL
+                .iter()
+                .map(|k| (k.as_str().to_string(), serde_json::Value::Null))
+                .collect();
+            let v = serde_json::json!({
+                "store": loaded.cfg.store_path,
+                "cursors": cursors,
+                "ledger": {},
+                "quarantine": 0,
+                "outbox": 0,
+                "last_runs": [],
+            });
+            outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
         return Ok(Exit::Ok);
     }
     let store = common::open_store(&loaded.cfg.store_path)?;
