@@ -1448,3 +1448,81 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
 }
+
+/// The retry budget is time spent retrying, not the run's age: a run longer than its budget rides out a brief
+/// outage that starts late. It was `start + budget`, so the first 503 after that ended the run (exit 3, "retry
+/// budget ran out") without a single retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_outage_late_in_a_run_longer_than_the_retry_budget_is_ridden_out() {
+    let gen_cfg = GenConfig {
+        records: 200,
+        seed: 11,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    // 20 pages at 400 ms each: about 8 s, twice the budget.
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 400}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "4")
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "10");
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    let faults = |rate: f64| {
+        env.admin_post(
+            format!("{}/admin/faults", env.platform.url()),
+            serde_json::json!({ "error_rate": rate }),
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(!run.is_finished(), "the run outlasts its retry budget");
+    faults(1.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    faults(0.0).await;
+    let out = run.await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{summary} {err}");
+    assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        env.platform_stats().await["faults"]["errors"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the outage met the run"
+    );
+    let (expected, _) = expected_public(&gen_cfg, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A source that stays down ends the run after about the retry budget, which source calls share with platform
+/// calls; the message names the key that sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_source_outage_ends_the_run_after_about_the_retry_budget() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = env
+        .sync_with(&[
+            ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "3"),
+            ("DUALPUB_SOURCE_URL", &url),
+        ])
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+        "{took:?}: {err}"
+    );
+    assert!(
+        err.contains("[platform] retry_budget_secs")
+            && err.contains("calls to the enforcement system share")
+            && err.contains("cannot connect to the source"),
+        "{err}"
+    );
+}
