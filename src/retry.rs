@@ -225,12 +225,7 @@ pub fn retry_after_header(resp: &reqwest::Response) -> Option<String> {
 pub fn transport_problem(system: &str, e: &reqwest::Error) -> String {
     let url = e
         .url()
-        .map(|u| {
-            let mut u = u.clone();
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        })
+        .map(url_without_credentials)
         .unwrap_or_else(|| "(no url)".into());
     let mut root: &dyn std::error::Error = e;
     let mut refused = false;
@@ -252,6 +247,14 @@ pub fn transport_problem(system: &str, e: &reqwest::Error) -> String {
     } else {
         format!("cannot reach {system} at {url}: {cause}")
     }
+}
+
+/// A URL fit to show: without user name or password.
+pub fn url_without_credentials(u: &reqwest::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is treated as absent).

@@ -1526,3 +1526,90 @@ async fn a_persistent_source_outage_ends_the_run_after_about_the_retry_budget() 
         "{err}"
     );
 }
+
+/// A platform URL with a wrong path (here `/api` added) is a configuration error naming `[platform] url`, at the
+/// login and at the calls after it. It was exit 3 with "login: HTTP 404: NOT_FOUND no such endpoint".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_url_with_a_wrong_path_is_a_configuration_error() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg, Faults::default()).await;
+    let base = env.platform.url();
+    // 404: no such path; 405: a path the simulator serves, for another method (DELETE /admin/records/{key}).
+    for (url, status) in [
+        (format!("{base}/api"), 404),
+        (format!("{base}/admin/records"), 405),
+    ] {
+        for command in ["sync", "reconcile"] {
+            let out = env
+                .dualpub_with(
+                    &[command, "--today", TODAY],
+                    &[("DUALPUB_PLATFORM_URL", &url)],
+                )
+                .await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {url}: {err}");
+            assert!(
+                err.contains(&format!("POST {url}/api/token answered HTTP {status}"))
+                    && err.contains(&format!("check [platform] url (now {url})")),
+                "{command}: {err}"
+            );
+        }
+    }
+    // A gateway that serves the login but nothing else: the exchange and the listing are not where they should be.
+    let proxy = token_only_proxy(base.to_string()).await;
+    for (command, call) in [
+        (
+            "sync",
+            format!("POST {proxy}/api/exchange answered HTTP 404"),
+        ),
+        (
+            "reconcile",
+            format!("GET {proxy}/api/records answered HTTP 404"),
+        ),
+    ] {
+        let out = env
+            .dualpub_with(
+                &[command, "--today", TODAY],
+                &[("DUALPUB_PLATFORM_URL", &proxy)],
+            )
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&call) && err.contains("check [platform] url"),
+            "{command}: {err}"
+        );
+    }
+}
+
+/// A loopback server that passes `POST /api/token` on to the platform simulator and answers everything else 404.
+async fn token_only_proxy(platform: String) -> String {
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    async fn token(
+        State((platform, http)): State<(String, reqwest::Client)>,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let res = http
+            .post(format!("{platform}/api/token"))
+            .header("content-type", "application/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+        (status, res.bytes().await.unwrap()).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/token", axum::routing::post(token))
+        .with_state((platform, reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
