@@ -441,6 +441,67 @@ async fn a_store_path_that_cannot_be_used_is_a_configuration_error() {
     }
 }
 
+/// A store path whose parent is missing is a configuration error (exit 2), like a path that is a file; it was exit 3
+/// ("store I/O error") with advice about a damaged store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_whose_parent_is_missing_is_a_configuration_error() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let missing = env.dir.path().join("nonexist").join("a");
+    let path = missing.join("b");
+    let out = env
+        .dualpub_with(
+            &["sync", "--today", TODAY],
+            &[("DUALPUB_STORE_PATH", path.to_str().unwrap())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("check [store] path")
+            && err.contains(&format!(
+                "the directory {} does not exist",
+                missing.display()
+            )),
+        "{err}"
+    );
+    assert!(!err.contains("damaged"), "{err}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+/// The store holds full ID numbers: dualpub creates its directory 0700, and sets an existing one that others may
+/// enter to 0700 with a warning.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_directory_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let mode = || {
+        std::fs::metadata(env.store_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(mode(), 0o700, "created for its owner only");
+    assert!(!err.contains("0700"), "{err}");
+
+    std::fs::set_permissions(env.store_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(mode(), 0o700, "tightened");
+    assert_eq!(
+        err.matches("the store directory was open to other users (mode 755)")
+            .count(),
+        1,
+        "warned once: {err}"
+    );
+    assert!(err.contains("set it to 0700"), "{err}");
+    let (_, _, err) = env.sync(&[]).await;
+    assert!(!err.contains("0700"), "nothing more to say: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_secret_and_no_id_number() {
     let gen_cfg = GenConfig {
