@@ -1541,7 +1541,7 @@ async fn a_brief_outage_late_in_a_run_longer_than_the_retry_budget_is_ridden_out
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     assert!(!run.is_finished(), "the run outlasts its retry budget");
     faults(1.0).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     faults(0.0).await;
     let out = run.await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
