@@ -1,7 +1,7 @@
 //! `dualpub.toml`: the configuration, with `DUALPUB_<SECTION>_<KEY>` environment overrides and secrets by
 //! reference only (`…_env` or `…_file`, never inline). Every problem names the file, the key and what to do.
 
-use crate::mapping::{DisplayPolicy, Domain, MappingContext, MappingError, MappingSet};
+use crate::mapping::{DisplayPolicy, Domain, MappingContext, MappingError, MappingSet, DIR_FILES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +15,7 @@ pub enum ConfigError {
     Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Mapping(#[from] MappingError),
 }
 
@@ -360,12 +360,51 @@ impl RawConfig {
         default.exists().then_some(default)
     }
 
-    /// The mappings: the configured directory, else the ones built into the binary.
-    pub fn mappings(&self) -> Result<MappingSet, ConfigError> {
-        match &self.mapping.dir {
-            Some(dir) => Ok(MappingSet::load_dir(dir)?),
-            None => Ok(MappingSet::builtin()),
+    /// The mappings: each file of the configured directory that is there, else the one built into the binary
+    /// (logged at info). A directory that is not there is an error naming `[mapping] dir`; `origin` is the
+    /// configuration file, for messages.
+    pub fn mappings(&self, origin: &str) -> Result<MappingSet, ConfigError> {
+        let Some(dir) = &self.mapping.dir else {
+            return Ok(MappingSet::builtin());
+        };
+        let problem = |message: String| self.problem(origin, "mapping", "dir", message);
+        let wanted = format!(
+            "give a directory holding the files to use instead of the built-in ones (any of {}), or remove the key",
+            DIR_FILES.join(", ")
+        );
+        if dir.as_os_str().is_empty() {
+            return Err(problem(format!("is empty; {wanted}")));
         }
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(problem(format!(
+                    "{} is not a directory; {wanted}",
+                    dir.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(problem(format!(
+                    "the directory {} does not exist; {wanted}",
+                    dir.display()
+                )))
+            }
+            Err(e) => {
+                return Err(problem(format!(
+                    "cannot use {}: {e}; {wanted}",
+                    dir.display()
+                )))
+            }
+        }
+        let (from_dir, built_in): (Vec<&str>, Vec<&str>) =
+            DIR_FILES.iter().partition(|f| dir.join(f).exists());
+        tracing::info!(
+            dir = %dir.display(),
+            "[mapping] dir: from the directory: {}; built in: {}",
+            if from_dir.is_empty() { "none".to_string() } else { from_dir.join(", ") },
+            if built_in.is_empty() { "none".to_string() } else { built_in.join(", ") },
+        );
+        Ok(MappingSet::load_dir(dir)?)
     }
 
     pub fn mapping_context(&self) -> MappingContext {

@@ -6,7 +6,7 @@
 //! order). The same file drives the connector's mapping and validation and the platform simulator's validation,
 //! so both sides judge a record by identical rules. A second field set (the 2016 one) is another file, not code.
 //!
-//! Invariant: mapping never does I/O except `load`, and `map` never panics on any source record.
+//! Invariant: mapping never does I/O except `MappingSet::load_dir`, and `map` never panics on any source record.
 
 use crate::findings::{Finding, FindingCode};
 use crate::model::{FieldName, Kind, PlatformRecord, RecordKey};
@@ -18,18 +18,16 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 /// A mapping file that cannot be used: which file, which line, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
-    #[error("cannot read mapping file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error` is shown in the message and deliberately not a `#[source]`: `{:#}` would print it twice.
+    #[error("cannot read mapping file {path} (from [mapping] dir): {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{file}:{line}: {message}")]
     Invalid {
         file: String,
@@ -421,6 +419,20 @@ pub struct Mapping {
     decision_date_reported: bool,
 }
 
+/// The files a `[mapping] dir` may hold, each used instead of the built-in one when it is there (`calendar.toml` is
+/// read by `calendar`).
+pub const DIR_FILES: [&str; 4] = ["permit.toml", "penalty.toml", "codes.toml", "calendar.toml"];
+
+/// A mapping file built into the binary, by name.
+fn builtin_file(name: &str) -> Option<&'static str> {
+    match name {
+        "permit.toml" => Some(include_str!("../mappings/permit.toml")),
+        "penalty.toml" => Some(include_str!("../mappings/penalty.toml")),
+        "codes.toml" => Some(include_str!("../mappings/codes.toml")),
+        _ => None,
+    }
+}
+
 /// Both kinds' mappings, as used by every command.
 #[derive(Debug, Clone)]
 pub struct MappingSet {
@@ -431,30 +443,45 @@ pub struct MappingSet {
 impl MappingSet {
     /// The mappings shipped in the binary (the national field set of `mappings/`).
     pub fn builtin() -> MappingSet {
-        let codes = include_str!("../mappings/codes.toml");
-        let load = |name: &str, text: &str| {
-            Mapping::from_str_with(text, name, |_| {
-                Ok(("mappings/codes.toml".into(), codes.to_string()))
-            })
-            .expect("the built-in mapping files are tested and always load")
-        };
-        MappingSet {
-            permit: load(
-                "mappings/permit.toml",
-                include_str!("../mappings/permit.toml"),
-            ),
-            penalty: load(
-                "mappings/penalty.toml",
-                include_str!("../mappings/penalty.toml"),
-            ),
-        }
+        MappingSet::load_from(None).expect("the built-in mapping files are tested and always load")
     }
 
-    /// Loads `permit.toml` and `penalty.toml` (and the code tables they name) from a directory.
+    /// Loads `permit.toml` and `penalty.toml` and the code tables they name (`codes = "…"`) from a directory
+    /// (`[mapping] dir`); each of [`DIR_FILES`] the directory lacks is the built-in one, so a directory may hold
+    /// just the file it changes. The directory itself must exist (the caller checks, naming the key).
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingError> {
-        let permit = Mapping::load(&dir.join("permit.toml"))?;
-        let penalty = Mapping::load(&dir.join("penalty.toml"))?;
-        let check = |m: &Mapping, want: Kind| {
+        MappingSet::load_from(Some(dir))
+    }
+
+    fn load_from(dir: Option<&Path>) -> Result<MappingSet, MappingError> {
+        // A file of the directory, else the built-in file of that name.
+        let file = |name: &str| -> Result<(String, String), MappingError> {
+            if let Some(dir) = dir {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => return Ok((path.display().to_string(), text)),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && builtin_file(name).is_some() => {}
+                    Err(error) => {
+                        return Err(MappingError::Read {
+                            path: path.display().to_string(),
+                            error,
+                        })
+                    }
+                }
+            }
+            match builtin_file(name) {
+                Some(text) => Ok((format!("mappings/{name}"), text.to_string())),
+                None => Err(MappingError::Read {
+                    path: name.to_string(),
+                    error: std::io::ErrorKind::NotFound.into(),
+                }),
+            }
+        };
+        let load = |want: Kind| -> Result<Mapping, MappingError> {
+            let (origin, text) = file(&format!("{want}.toml"))?;
+            let m = Mapping::from_str_with(&text, &origin, file)?;
             if m.kind != want {
                 return Err(MappingError::Invalid {
                     file: m.origin.clone(),
@@ -465,11 +492,12 @@ impl MappingSet {
                     ),
                 });
             }
-            Ok(())
+            Ok(m)
         };
-        check(&permit, Kind::Permit)?;
-        check(&penalty, Kind::Penalty)?;
-        Ok(MappingSet { permit, penalty })
+        Ok(MappingSet {
+            permit: load(Kind::Permit)?,
+            penalty: load(Kind::Penalty)?,
+        })
     }
 
     pub fn get(&self, kind: Kind) -> &Mapping {
@@ -629,24 +657,6 @@ fn add_tables(
 }
 
 impl Mapping {
-    /// Loads a mapping file; the code-table file it names is read from the same directory.
-    pub fn load(path: &Path) -> Result<Mapping, MappingError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| MappingError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Mapping::from_str_with(&text, &file, |name| {
-            let p = dir.join(name);
-            let t = std::fs::read_to_string(&p).map_err(|source| MappingError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            Ok((p.display().to_string(), t))
-        })
-    }
-
     /// Parses a mapping from text; `read_codes` supplies the code-table file named by `codes = "…"`.
     pub fn from_str_with(
         text: &str,

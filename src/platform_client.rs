@@ -12,6 +12,11 @@ use sha2::Sha256;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// The platform's endpoints, under `[platform] url`.
+const TOKEN_PATH: &str = "/api/token";
+const EXCHANGE_PATH: &str = "/api/exchange";
+const RECORDS_PATH: &str = "/api/records";
+
 /// What an HTTP answer from the platform means for the caller.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Class {
@@ -21,6 +26,8 @@ pub enum Class {
     Retry {
         after: Option<Duration>,
     },
+    /// No such endpoint (404) or not for this method (405): `[platform] url` points at the wrong place.
+    WrongUrl,
     Fatal,
 }
 
@@ -33,6 +40,7 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Class {
             after: parse_retry_after(retry_after),
         },
         408 | 500 | 502 | 503 | 504 => Class::Retry { after: None },
+        404 | 405 => Class::WrongUrl,
         _ => Class::Fatal,
     }
 }
@@ -85,6 +93,28 @@ fn error_text(status: u16, body: &[u8], secrets: &[&str]) -> String {
 }
 
 impl PlatformClient {
+    /// The message for an endpoint the platform does not have where `[platform] url` says (HTTP 404 or 405):
+    /// the request, the answer, and the key to check.
+    fn wrong_url(&self, method: &str, path: &str, status: u16, said: &str) -> String {
+        let shown = |u: &str| {
+            reqwest::Url::parse(u)
+                .map(|u| crate::retry::url_without_credentials(&u))
+                .unwrap_or_else(|_| u.to_string())
+        };
+        let said = if said.trim().is_empty() {
+            String::new()
+        } else {
+            format!(" ({said})")
+        };
+        format!(
+            "{method} {} answered HTTP {status}{said}: the platform has no such endpoint there; check [platform] url \
+             (now {}): it should be the platform's base address, to which dualpub adds {TOKEN_PATH}, \
+             {EXCHANGE_PATH} and {RECORDS_PATH}",
+            shown(&format!("{}{path}", self.base)),
+            shown(&self.base).trim_end_matches('/'),
+        )
+    }
+
     pub fn new(
         base: &str,
         app_key: &str,
@@ -119,7 +149,7 @@ impl PlatformClient {
         xml::write_token_request(&req, &mut body);
         let (status, ra, bytes) = match answer(
             self.http
-                .post(format!("{}/api/token", self.base))
+                .post(format!("{}{TOKEN_PATH}", self.base))
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/xml; charset=utf-8",
@@ -150,6 +180,10 @@ impl PlatformClient {
                 error_text(status, &bytes, &secrets)
             )),
             Class::Retry { after } => Attempt::Retry { after, reason: format!("login: HTTP {status}") },
+            Class::WrongUrl => Attempt::Config(format!(
+                "logging in: {}",
+                self.wrong_url("POST", TOKEN_PATH, status, &error_text(status, &bytes, &secrets))
+            )),
             Class::Fatal => Attempt::Fatal(format!("login: HTTP {status}: {}", error_text(status, &bytes, &secrets))),
         }
     }
@@ -175,11 +209,12 @@ impl PlatformClient {
         }
     }
 
-    /// One authenticated call: a token (logging in when needed), the request `send` builds with it, and the
-    /// answer as an attempt — `parse` reads a 200 body; a 401 forgets the token so the retry logs in again;
-    /// `refused` words a final refusal.
+    /// One authenticated call to `endpoint` (method and path, for messages): a token (logging in when needed), the
+    /// request `send` builds with it, and the answer as an attempt — `parse` reads a 200 body; a 401 forgets the
+    /// token so the retry logs in again; `refused` words a final refusal.
     async fn authed<T>(
         &self,
+        endpoint: (&str, &str),
         send: impl FnOnce(&str) -> reqwest::RequestBuilder,
         parse: impl FnOnce(&[u8]) -> Result<T, String>,
         refused: &str,
@@ -219,6 +254,12 @@ impl PlatformClient {
                 after,
                 reason: format!("HTTP {status} from the platform"),
             },
+            Class::WrongUrl => Attempt::Config(self.wrong_url(
+                endpoint.0,
+                endpoint.1,
+                status,
+                &error_text(status, &bytes, &secrets),
+            )),
             Class::Fatal => Attempt::Fatal(format!(
                 "{refused} with HTTP {status}: {}",
                 error_text(status, &bytes, &secrets)
@@ -233,10 +274,11 @@ impl PlatformClient {
         flow: &str,
         body: bytes::Bytes,
     ) -> Result<Receipt, GiveUp> {
-        let url = format!("{}/api/exchange", self.base);
+        let url = format!("{}{EXCHANGE_PATH}", self.base);
         budget
             .run(&format!("sending flow {flow} to the platform"), || {
                 self.authed(
+                    ("POST", EXCHANGE_PATH),
                     |token| {
                         self.http
                             .post(&url)
@@ -268,7 +310,7 @@ impl PlatformClient {
         size: u32,
         fields: bool,
     ) -> Result<RecordPage, GiveUp> {
-        let url = format!("{}/api/records", self.base);
+        let url = format!("{}{RECORDS_PATH}", self.base);
         let page_s = page.to_string();
         let size_s = size.to_string();
         let mut q = vec![
@@ -285,6 +327,7 @@ impl PlatformClient {
                 &format!("reading the platform's {} records", kind.item()),
                 || {
                     self.authed(
+                        ("GET", RECORDS_PATH),
                         |token| self.http.get(&url).query(&q).header("X-Token", token),
                         |bytes| {
                             xml::read_record_page(bytes)
@@ -345,6 +388,8 @@ mod tests {
         assert_eq!(classify(500, None), Class::Retry { after: None });
         assert_eq!(classify(400, None), Class::Fatal);
         assert_eq!(classify(413, None), Class::Fatal);
+        assert_eq!(classify(404, None), Class::WrongUrl);
+        assert_eq!(classify(405, None), Class::WrongUrl);
     }
 
     #[test]

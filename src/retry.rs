@@ -1,10 +1,14 @@
 //! Retrying calls to the source and the platform: exponential backoff (backon's schedule) with full jitter and a
-//! cap, `Retry-After` honoured, and one total time budget per run after which the run gives up (exit 3) keeping
-//! all progress. Whether an outcome is retried is decided by the callers' pure classification functions.
+//! cap, `Retry-After` honoured, and one retry budget per run after which the run gives up (exit 3) keeping all
+//! progress. The budget (`[platform] retry_budget_secs`, shared by source and platform calls) is the time the run
+//! has spent in trouble — wall-clock time during which at least one call was failing or waiting to try again —
+//! not the run's age: a long run that meets a brief outage late goes on. Whether an outcome is retried is decided
+//! by the callers' pure classification functions.
 
 use backon::BackoffBuilder;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,18 +31,68 @@ pub enum Attempt<T> {
 /// The run's retry budget, shared by every call.
 #[derive(Debug)]
 pub struct Budget {
-    deadline: Instant,
+    total: Duration,
+    trouble: Mutex<Trouble>,
     min_delay: Duration,
     max_delay: Duration,
     retries: AtomicU64,
     rng: AtomicU64,
 }
 
+/// The time the run has spent in trouble: the union of the spans during which calls were failing. A call is
+/// failing from its first failed attempt until it is done or gives up (its waits and its later attempts alike).
+#[derive(Debug, Default)]
+struct Trouble {
+    /// Calls failing now.
+    failing: usize,
+    /// Since when `failing` has been above zero.
+    since: Option<Instant>,
+    /// The time spent in trouble before `since`.
+    past: Duration,
+}
+
+impl Trouble {
+    fn spent(&self, now: Instant) -> Duration {
+        self.past
+            + self
+                .since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+}
+
+/// A call that is failing: counts toward the run's time in trouble until it is dropped (done, given up, or
+/// cancelled).
+struct Failing<'a>(&'a Budget);
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut t = self.0.trouble();
+        t.failing -= 1;
+        if t.failing == 0 {
+            t.past = t.spent(now);
+            t.since = None;
+        }
+    }
+}
+
 /// Why a call gave up.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GiveUp {
-    #[error("{what}: gave up after the retry budget ran out; last problem: {last}")]
-    Exhausted { what: String, last: String },
+    #[error(
+        "{what}: gave up: calls have been failing for {:.1} s of this run in all, and another wait would pass \
+         the retry budget of {} s ([platform] retry_budget_secs, which calls to the enforcement system share with \
+         calls to the platform); last problem: {last}",
+        .spent.as_secs_f64(),
+        .budget.as_secs()
+    )]
+    Exhausted {
+        what: String,
+        last: String,
+        /// The run's time in trouble when the call gave up.
+        spent: Duration,
+        budget: Duration,
+    },
     #[error("{what}: {message}")]
     Fatal { what: String, message: String },
     #[error("{what}: {message}")]
@@ -46,13 +100,15 @@ pub enum GiveUp {
 }
 
 impl Budget {
+    /// A budget of `total` time in trouble, waits between attempts capped at `max_delay`.
     pub fn new(total: Duration, max_delay: Duration) -> Budget {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         Budget {
-            deadline: Instant::now() + total,
+            total,
+            trouble: Mutex::new(Trouble::default()),
             min_delay: Duration::from_millis(50).min(max_delay),
             max_delay,
             retries: AtomicU64::new(0),
@@ -63,6 +119,26 @@ impl Budget {
     /// Retries performed so far in this run.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The time the run has spent in trouble so far (some call failing or waiting to try again).
+    pub fn spent(&self) -> Duration {
+        self.trouble().spent(Instant::now())
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        // The lock is held for a few additions only; a panic in one cannot leave the counts half-changed.
+        self.trouble.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a call as failing from now on.
+    fn failing(&self) -> Failing<'_> {
+        let mut t = self.trouble();
+        if t.failing == 0 {
+            t.since = Some(Instant::now());
+        }
+        t.failing += 1;
+        Failing(self)
     }
 
     /// A uniformly random duration in `[0, d]` ("full jitter").
@@ -91,6 +167,7 @@ impl Budget {
             .with_factor(2.0)
             .without_max_times()
             .build();
+        let mut failing = None;
         loop {
             match attempt().await {
                 Attempt::Done(v) => return Ok(v),
@@ -107,16 +184,21 @@ impl Budget {
                     })
                 }
                 Attempt::Retry { after, reason } => {
+                    failing.get_or_insert_with(|| self.failing());
                     let backoff = self.jitter(delays.next().unwrap_or(self.max_delay));
                     let wait = match after {
                         // The server said when; wait that long (at most 5 minutes), plus a little spread.
                         Some(a) => a.min(Duration::from_secs(300)) + self.jitter(self.min_delay),
                         None => backoff,
                     };
-                    if Instant::now() + wait >= self.deadline {
+                    // This call stays failing through the wait, so the time in trouble grows by at least `wait`.
+                    let spent = self.spent();
+                    if spent + wait >= self.total {
                         return Err(GiveUp::Exhausted {
                             what: what.to_string(),
                             last: reason,
+                            spent,
+                            budget: self.total,
                         });
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -143,12 +225,7 @@ pub fn retry_after_header(resp: &reqwest::Response) -> Option<String> {
 pub fn transport_problem(system: &str, e: &reqwest::Error) -> String {
     let url = e
         .url()
-        .map(|u| {
-            let mut u = u.clone();
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        })
+        .map(url_without_credentials)
         .unwrap_or_else(|| "(no url)".into());
     let mut root: &dyn std::error::Error = e;
     let mut refused = false;
@@ -170,6 +247,14 @@ pub fn transport_problem(system: &str, e: &reqwest::Error) -> String {
     } else {
         format!("cannot reach {system} at {url}: {cause}")
     }
+}
+
+/// A URL fit to show: without user name or password.
+pub fn url_without_credentials(u: &reqwest::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is treated as absent).
@@ -209,6 +294,100 @@ mod tests {
         assert!(matches!(r, Err(GiveUp::Exhausted { .. })));
         assert!(n > 3, "retried {n} times");
         assert_eq!(b.retries(), n - 1);
+    }
+
+    /// An attempt that fails (503) until `until`, then is done.
+    fn failing_until(until: Instant) -> impl FnMut() -> std::future::Ready<Attempt<()>> {
+        move || {
+            std::future::ready(if Instant::now() < until {
+                Attempt::Retry {
+                    after: None,
+                    reason: "HTTP 503".into(),
+                }
+            } else {
+                Attempt::Done(())
+            })
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_brief_failure_is_retried_however_long_the_run_has_lasted() {
+        let b = Budget::new(secs(10.0), secs(0.5));
+        // A healthy hour, then a 3 s outage: the run was given up at once when the budget counted from its start.
+        tokio::time::sleep(secs(3600.0)).await;
+        let r = b
+            .run("late call", failing_until(Instant::now() + secs(3.0)))
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(b.retries() > 0);
+        let spent = b.spent();
+        assert!(spent >= secs(3.0) && spent <= secs(3.5), "{spent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn brief_failures_add_up_until_they_pass_the_budget() {
+        let b = Budget::new(secs(10.0), secs(0.5));
+        for _ in 0..3 {
+            let r = b
+                .run("a call", failing_until(Instant::now() + secs(2.0)))
+                .await;
+            assert!(r.is_ok(), "{r:?}");
+            // healthy time in between counts for nothing
+            tokio::time::sleep(secs(100.0)).await;
+        }
+        let spent = b.spent();
+        assert!(spent >= secs(6.0) && spent <= secs(7.5), "{spent:?}");
+        // What is left of the budget, not a fresh one: the next outage ends the run within 4 s.
+        let start = Instant::now();
+        let r = b.run("a call", failing_until(start + secs(60.0))).await;
+        let Err(e @ GiveUp::Exhausted { .. }) = r else {
+            panic!("{r:?}");
+        };
+        assert!(start.elapsed() <= secs(4.0), "{:?}", start.elapsed());
+        let spent = b.spent();
+        assert!(spent >= secs(9.5) && spent < secs(10.0), "{spent:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("[platform] retry_budget_secs")
+                && msg.contains("enforcement system")
+                && msg.contains("retry budget of 10 s")
+                && msg.ends_with("last problem: HTTP 503"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_failing_at_the_same_time_count_once() {
+        let b = Budget::new(secs(60.0), secs(0.5));
+        let until = Instant::now() + secs(5.0);
+        let (x, y) = tokio::join!(
+            b.run("source call", failing_until(until)),
+            b.run("platform call", failing_until(until + secs(1.0)))
+        );
+        assert!(x.is_ok() && y.is_ok());
+        let spent = b.spent();
+        assert!(spent >= secs(6.0) && spent <= secs(6.5), "{spent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_or_cancelled_stops_counting() {
+        let b = Budget::new(secs(60.0), secs(0.5));
+        let never = Instant::now() + secs(3600.0);
+        let cancelled =
+            tokio::time::timeout(secs(4.0), b.run("cancelled call", failing_until(never))).await;
+        assert!(cancelled.is_err(), "the call was still retrying");
+        let spent = b.spent();
+        assert!(spent >= secs(3.5) && spent <= secs(4.0), "{spent:?}");
+        let fatal: Result<(), _> = b
+            .run("refused call", || async { Attempt::Fatal("400".into()) })
+            .await;
+        assert!(matches!(fatal, Err(GiveUp::Fatal { .. })));
+        tokio::time::sleep(secs(100.0)).await;
+        assert_eq!(b.spent(), spent);
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,7 +55,7 @@ pub enum StoreError {
     NewerVersion { path: String, found: u32 },
     #[error("store I/O error at {path}: {detail}. If the disk is fine, the store may be damaged: move it aside and run `dualpub sync` to rebuild it from the source, then `dualpub reconcile --repair`")]
     Io { path: String, detail: String },
-    #[error("cannot use {path} as the store ([store] path): {detail}; check the path, and that dualpub may create and write files there")]
+    #[error("cannot use {path} as the store: {detail}; check [store] path, and that dualpub may create and write files there")]
     Unusable { path: String, detail: String },
 }
 
@@ -619,6 +619,49 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store values are plain data and always serialize")
 }
 
+/// The store holds full ID numbers, so its directory is for its owner only: created with mode 0700, and an existing
+/// one that group or others may enter is set to 0700, with a warning (once a process). A path that is not a
+/// directory is left to sled, whose error says so.
+#[cfg(unix)]
+fn private_dir(path: &Path, shown: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(classify_error(shown, sled::Error::Io(e), true)),
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if !meta.is_dir() || mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let tightened = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        match tightened {
+            Ok(()) => tracing::warn!(
+                store = %shown,
+                "the store directory was open to other users (mode {mode:03o}); it holds full ID numbers, so \
+                 dualpub set it to 0700"
+            ),
+            Err(e) => tracing::warn!(
+                store = %shown,
+                "the store directory is open to other users (mode {mode:03o}) and dualpub could not set it to \
+                 0700 ({e}); it holds full ID numbers: restrict it by hand"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere sled creates the directory.
+#[cfg(not(unix))]
+fn private_dir(_path: &Path, _shown: &str) -> Result<(), StoreError> {
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the store. A second process gets `Locked`; a damaged or foreign directory gets
     /// `Damaged`; a newer schema gets `NewerVersion`. Never panics on a bad directory.
@@ -631,12 +674,16 @@ impl Store {
         let p = path.display().to_string();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
-                return Err(StoreError::Io {
+                return Err(StoreError::Unusable {
                     path: p,
-                    detail: format!("the directory {} does not exist", parent.display()),
+                    detail: format!(
+                        "the directory {} does not exist (dualpub creates the store's own directory, not its parents)",
+                        parent.display()
+                    ),
                 });
             }
         }
+        private_dir(path, &p)?;
         // A bounded page cache keeps memory flat however many records the store holds. 8 MiB: the ledger is
         // written where new document numbers go (a few hot leaves per authority and year), so a larger cache buys
         // no speed in a backfill (measured: the same rate at 32 MiB) and costs ~35 MiB of RSS at 1M records.

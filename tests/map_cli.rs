@@ -135,7 +135,8 @@ fn broken_mapping_or_unreadable_input_exit_2() {
     .unwrap();
     let out = dualpub(&["map", "--kind", "permit"], b"[]", dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere/permit.toml"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("[mapping] dir: the directory nowhere does not exist"));
 
     let dir = tempfile::tempdir().unwrap();
     let out = dualpub(
@@ -746,4 +747,81 @@ fn every_field_has_a_length_limit_even_a_named_other_code() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("\tCF_NR_FK\tamount_invalid\t"), "{err}");
     assert!(err.contains("2500 characters") && err.len() < 1000, "{err}");
+}
+
+/// A `[mapping] dir` holding only the files it changes: the others are the built-in ones. A directory with only
+/// `codes.toml` made every command exit 2 ("cannot read mapping file …/permit.toml", three times over).
+#[test]
+fn a_mapping_dir_with_only_codes_toml_uses_it_with_the_built_in_mapping_files() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let codes =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/codes.toml"))
+            .unwrap();
+    let ours = codes.replacen("P06 = \"其他\"", "P06 = \"其他-危险化学品登记\"", 1);
+    assert_ne!(ours, codes);
+    std::fs::write(m.join("codes.toml"), ours).unwrap();
+    std::fs::write(
+        dir.path().join("dualpub.toml"),
+        "[mapping]\ndir = \"m\"\n[log]\nlevel = \"info\"\n",
+    )
+    .unwrap();
+    let rec = with(fixture_record("permit_org"), "/category", json!("P06"));
+    let out = dualpub(
+        &["map", "--kind", "permit"],
+        &serde_json::to_vec(&[rec]).unwrap(),
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        xml.contains("<XK_XKLB>其他-危险化学品登记</XK_XKLB>"),
+        "{xml}"
+    );
+    // the built-in permit.toml writes dates with slashes
+    assert!(xml.contains("<XK_JDRQ>2024/03/01</XK_JDRQ>"), "{xml}");
+    assert!(
+        err.contains(
+            "from the directory: codes.toml; built in: permit.toml, penalty.toml, calendar.toml"
+        ),
+        "{err}"
+    );
+}
+
+/// A `[mapping] dir` that is not there, or empty, is named once with its key; a file of it that cannot be read is
+/// named once (it was three times, the cause twice more).
+#[test]
+fn a_mapping_dir_that_cannot_be_used_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (setting, says) in [
+        (
+            "nowhere",
+            "[mapping] dir: the directory nowhere does not exist; ",
+        ),
+        ("", "[mapping] dir: is empty; "),
+    ] {
+        std::fs::write(
+            dir.path().join("dualpub.toml"),
+            format!("[mapping]\ndir = \"{setting}\"\n"),
+        )
+        .unwrap();
+        let out = dualpub(&["map", "--kind", "permit"], b"[]", dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.matches("[mapping] dir").count(), 1, "{err}");
+        assert!(err.contains("or remove the key"), "{err}");
+    }
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(m.join("permit.toml")).unwrap();
+    std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+    let out = dualpub(&["map", "--kind", "permit"], b"[]", dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("m/permit.toml").count(), 1, "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    assert!(err.contains("[mapping] dir"), "{err}");
 }

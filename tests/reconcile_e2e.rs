@@ -1152,3 +1152,72 @@ async fn annual_notes_what_the_numbers_lack() {
         .rows()
         .any(|r| matches!(r.first(), Some(Data::String(s)) if s.contains("D1"))));
 }
+
+/// A `[mapping] dir` holding only `calendar.toml` (the built-in calendar with a [2027] table added): the mapping
+/// files are the built-in ones, and deadlines that reach into 2027 come from that table. Such a directory made
+/// every command exit 2 ("cannot read mapping file …/permit.toml").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "N2",
+        "2026-12-28"
+    )]))
+    .await;
+    let m = env.dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let builtin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/calendar.toml"),
+    )
+    .unwrap();
+    // Made-up days off (not the official 2027 ones), so that the deadline shows this table was used.
+    std::fs::write(
+        m.join("calendar.toml"),
+        format!(
+            "{builtin}\n[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n"
+        ),
+    )
+    .unwrap();
+    let vars = [
+        ("DUALPUB_MAPPING_DIR", m.to_str().unwrap()),
+        ("DUALPUB_LOG", "info"),
+    ];
+    let out = env
+        .dualpub_with(&["sync", "--today", "2026-12-29"], &vars)
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "from the directory: calendar.toml; built in: permit.toml, penalty.toml, codes.toml"
+        ),
+        "{err}"
+    );
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "N3",
+        "2026-12-28"
+    )]))
+    .await;
+    let out = env
+        .dualpub_with(
+            &["reconcile", "--today", "2027-01-20", "--format", "json"],
+            &vars,
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "N3 is overdue: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
+    let n3 = v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key("permit", "N3") && g["category"] == "overdue")
+        .unwrap_or_else(|| panic!("{}", v["gaps"]));
+    // 7 working days after 2026-12-28, skipping the table's three days off
+    assert_eq!(n3["deadline"], "2027-01-11", "{n3}");
+}

@@ -445,6 +445,67 @@ async fn a_store_path_that_cannot_be_used_is_a_configuration_error() {
     }
 }
 
+/// A store path whose parent is missing is a configuration error (exit 2), like a path that is a file; it was exit 3
+/// ("store I/O error") with advice about a damaged store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_whose_parent_is_missing_is_a_configuration_error() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let missing = env.dir.path().join("nonexist").join("a");
+    let path = missing.join("b");
+    let out = env
+        .dualpub_with(
+            &["sync", "--today", TODAY],
+            &[("DUALPUB_STORE_PATH", path.to_str().unwrap())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("check [store] path")
+            && err.contains(&format!(
+                "the directory {} does not exist",
+                missing.display()
+            )),
+        "{err}"
+    );
+    assert!(!err.contains("damaged"), "{err}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+/// The store holds full ID numbers: dualpub creates its directory 0700, and sets an existing one that others may
+/// enter to 0700 with a warning.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_directory_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let mode = || {
+        std::fs::metadata(env.store_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(mode(), 0o700, "created for its owner only");
+    assert!(!err.contains("0700"), "{err}");
+
+    std::fs::set_permissions(env.store_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(mode(), 0o700, "tightened");
+    assert_eq!(
+        err.matches("the store directory was open to other users (mode 755)")
+            .count(),
+        1,
+        "warned once: {err}"
+    );
+    assert!(err.contains("set it to 0700"), "{err}");
+    let (_, _, err) = env.sync(&[]).await;
+    assert!(!err.contains("0700"), "nothing more to say: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_secret_and_no_id_number() {
     let gen_cfg = GenConfig {
@@ -1451,4 +1512,169 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
     // The checkpoint was never set to `yesterday`: the source itself still answers the next run.
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
+}
+
+/// The retry budget is time spent retrying, not the run's age: a run longer than its budget rides out a brief
+/// outage that starts late. It was `start + budget`, so the first 503 after that ended the run (exit 3, "retry
+/// budget ran out") without a single retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_outage_late_in_a_run_longer_than_the_retry_budget_is_ridden_out() {
+    let gen_cfg = GenConfig {
+        records: 200,
+        seed: 11,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    // 20 pages at 400 ms each: about 8 s, twice the budget.
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 400}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "4")
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "10");
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    let faults = |rate: f64| {
+        env.admin_post(
+            format!("{}/admin/faults", env.platform.url()),
+            serde_json::json!({ "error_rate": rate }),
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(!run.is_finished(), "the run outlasts its retry budget");
+    faults(1.0).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    faults(0.0).await;
+    let out = run.await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{summary} {err}");
+    assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        env.platform_stats().await["faults"]["errors"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the outage met the run"
+    );
+    let (expected, _) = expected_public(&gen_cfg, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A source that stays down ends the run after about the retry budget, which source calls share with platform
+/// calls; the message names the key that sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_source_outage_ends_the_run_after_about_the_retry_budget() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = env
+        .sync_with(&[
+            ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "3"),
+            ("DUALPUB_SOURCE_URL", &url),
+        ])
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+        "{took:?}: {err}"
+    );
+    assert!(
+        err.contains("[platform] retry_budget_secs")
+            && err.contains("calls to the enforcement system share")
+            && err.contains("cannot connect to the source"),
+        "{err}"
+    );
+}
+
+/// A platform URL with a wrong path (here `/api` added) is a configuration error naming `[platform] url`, at the
+/// login and at the calls after it. It was exit 3 with "login: HTTP 404: NOT_FOUND no such endpoint".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_url_with_a_wrong_path_is_a_configuration_error() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg, Faults::default()).await;
+    let base = env.platform.url();
+    // 404: no such path; 405: a path the simulator serves, for another method (DELETE /admin/records/{key}).
+    for (url, status) in [
+        (format!("{base}/api"), 404),
+        (format!("{base}/admin/records"), 405),
+    ] {
+        for command in ["sync", "reconcile"] {
+            let out = env
+                .dualpub_with(
+                    &[command, "--today", TODAY],
+                    &[("DUALPUB_PLATFORM_URL", &url)],
+                )
+                .await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {url}: {err}");
+            assert!(
+                err.contains(&format!("POST {url}/api/token answered HTTP {status}"))
+                    && err.contains(&format!("check [platform] url (now {url})")),
+                "{command}: {err}"
+            );
+        }
+    }
+    // A gateway that serves the login but nothing else: the exchange and the listing are not where they should be.
+    let proxy = token_only_proxy(base.to_string()).await;
+    for (command, call) in [
+        (
+            "sync",
+            format!("POST {proxy}/api/exchange answered HTTP 404"),
+        ),
+        (
+            "reconcile",
+            format!("GET {proxy}/api/records answered HTTP 404"),
+        ),
+    ] {
+        let out = env
+            .dualpub_with(
+                &[command, "--today", TODAY],
+                &[("DUALPUB_PLATFORM_URL", &proxy)],
+            )
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains(&call) && err.contains("check [platform] url"),
+            "{command}: {err}"
+        );
+    }
+}
+
+/// A loopback server that passes `POST /api/token` on to the platform simulator and answers everything else 404.
+async fn token_only_proxy(platform: String) -> String {
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    async fn token(
+        State((platform, http)): State<(String, reqwest::Client)>,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let res = http
+            .post(format!("{platform}/api/token"))
+            .header("content-type", "application/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+        (status, res.bytes().await.unwrap()).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/token", axum::routing::post(token))
+        .with_state((platform, reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
 }

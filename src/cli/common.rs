@@ -39,8 +39,8 @@ fn load_with(config: Option<&Path>, secrets: bool) -> Result<Loaded, Failure> {
     } else {
         Config::from_raw_local(&raw, &origin, &env)?
     };
-    let mappings = raw.mappings()?;
     init_logging(raw.log.format.as_deref(), raw.log.level.as_deref())?;
+    let mappings = raw.mappings(&origin)?;
     Ok(Loaded { cfg, mappings })
 }
 

@@ -23,8 +23,9 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
 
 pub fn run(config: Option<&Path>, args: MapArgs) -> Result<Exit, Failure> {
     let env = super::env_vars();
-    let (raw, _) = RawConfig::load(RawConfig::locate(config).as_deref(), &env)?;
-    let mappings = raw.mappings()?;
+    let (raw, origin) = RawConfig::load(RawConfig::locate(config).as_deref(), &env)?;
+    super::common::init_logging(raw.log.format.as_deref(), raw.log.level.as_deref())?;
+    let mappings = raw.mappings(&origin)?;
     let ctx = raw.mapping_context();
     let input = match args.file.as_deref() {
         None => read_stdin()?,
