@@ -222,7 +222,7 @@ impl PlatformClient {
         let token = match self.token().await {
             Attempt::Done(t) => t,
             Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
-            Attempt::Fatal(m) => return Attempt::Fatal(m),
+            Attempt::Fatal(m) | Attempt::Refused(m) => return Attempt::Fatal(m),
             Attempt::Config(m) => return Attempt::Config(m),
         };
         let (status, ra, bytes) = match answer(send(&token)).await {
@@ -259,6 +259,12 @@ impl PlatformClient {
                 endpoint.1,
                 status,
                 &error_text(status, &bytes, &secrets),
+            )),
+            // The message itself was refused, not our configuration: the same bytes would be refused again,
+            // smaller messages of the same records may not be.
+            Class::Fatal if matches!(status, 400 | 413 | 422) => Attempt::Refused(format!(
+                "{refused} with HTTP {status}: {}",
+                error_text(status, &bytes, &secrets)
             )),
             Class::Fatal => Attempt::Fatal(format!(
                 "{refused} with HTTP {status}: {}",

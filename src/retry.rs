@@ -26,6 +26,9 @@ pub enum Attempt<T> {
     /// Do not retry: the other system refused our configuration (a token, secret or URL); the message names the
     /// key to check. The run ends as a configuration error (exit 2).
     Config(String),
+    /// Do not send this message again as it is: the other system refused it whole (HTTP 400, 413, 422) without
+    /// looking at its records one by one. Its records, sent in smaller messages, may pass.
+    Refused(String),
 }
 
 /// The run's retry budget, shared by every call.
@@ -97,6 +100,9 @@ pub enum GiveUp {
     Fatal { what: String, message: String },
     #[error("{what}: {message}")]
     Config { what: String, message: String },
+    /// The other system refused a message whole ([`Attempt::Refused`]).
+    #[error("{what}: {message}")]
+    Refused { what: String, message: String },
 }
 
 impl Budget {
@@ -179,6 +185,12 @@ impl Budget {
                 }
                 Attempt::Config(message) => {
                     return Err(GiveUp::Config {
+                        what: what.to_string(),
+                        message,
+                    })
+                }
+                Attempt::Refused(message) => {
+                    return Err(GiveUp::Refused {
                         what: what.to_string(),
                         message,
                     })
