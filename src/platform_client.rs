@@ -260,9 +260,10 @@ impl PlatformClient {
                 status,
                 &error_text(status, &bytes, &secrets),
             )),
-            // The message itself was refused, not our configuration: the same bytes would be refused again,
-            // smaller messages of the same records may not be.
-            Class::Fatal if matches!(status, 400 | 413 | 422) => Attempt::Refused(format!(
+            // The message is too large for this platform (in bytes or records): the same bytes would be refused
+            // again, smaller messages of the same records may not be. (A 400 stays fatal: it may be about the
+            // envelope — our sender or receiver code — which no smaller message mends.)
+            Class::Fatal if status == 413 => Attempt::Refused(format!(
                 "{refused} with HTTP {status}: {}",
                 error_text(status, &bytes, &secrets)
             )),

@@ -26,7 +26,7 @@ pub enum Attempt<T> {
     /// Do not retry: the other system refused our configuration (a token, secret or URL); the message names the
     /// key to check. The run ends as a configuration error (exit 2).
     Config(String),
-    /// Do not send this message again as it is: the other system refused it whole (HTTP 400, 413, 422) without
+    /// Do not send this message again as it is: the other system refused it whole as too large (HTTP 413) without
     /// looking at its records one by one. Its records, sent in smaller messages, may pass.
     Refused(String),
 }

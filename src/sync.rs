@@ -1615,20 +1615,7 @@ impl Engine<'_> {
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
-            let result = match platform
-                .exchange(&budget, &batch.flow, batch.body.clone())
-                .await
-            {
-                // The batch stays in the outbox; the next run resends it with the same flow id.
-                Err(e) => Err(SyncError::from(e)),
-                Ok(receipt) => tokio::task::spawn_blocking(move || {
-                    apply_receipt(&store, seq, &batch, &receipt)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(SyncError::Client(format!("applying a receipt failed: {e}")))
-                }),
-            };
+            let result = send_batch(&platform, &budget, &store, seq, batch).await;
             Sent { keys, result }
         });
         Ok(())
@@ -1672,6 +1659,132 @@ impl Engine<'_> {
         self.summary.withdrawn += a.withdrawn;
         self.tick();
         Ok(())
+    }
+}
+
+/// Sends outbox batch `seq` and records its receipt. A message the platform refuses whole as too large for it
+/// (HTTP 413: a platform with a smaller limit than ours) would be refused again as it is, and would keep every later
+/// run on exit 3: it is
+/// split in two, each half with a flow id of its own and put in the outbox in its place (one transaction, so a
+/// crash leaves the batch or both halves), and the halves are sent in order, down to messages of one record. A
+/// record the platform refuses alone is rejected like any other, with the platform's words: it goes to quarantine
+/// and leaves the outbox. Any other failure leaves the batch in the outbox; the next run resends it with the same
+/// flow id.
+async fn send_batch(
+    platform: &PlatformClient,
+    budget: &Budget,
+    store: &Store,
+    seq: u64,
+    batch: OutboxBatch,
+) -> Result<Applied, SyncError> {
+    let mut total = Applied::default();
+    // A stack: the first half is sent first.
+    let mut todo = vec![(seq, batch)];
+    while let Some((seq, batch)) = todo.pop() {
+        let receipt = match platform
+            .exchange(budget, &batch.flow, batch.body.clone())
+            .await
+        {
+            Ok(receipt) => receipt,
+            Err(GiveUp::Refused { message, .. }) if batch.items.len() > 1 => {
+                let (first, second) = split_batch(batch)?;
+                tracing::warn!(
+                    records = first.items.len() + second.items.len(),
+                    "the platform refused a message whole ({message}); sending its records in two halves"
+                );
+                let parts = [(store.next_seq()?, first), (store.next_seq()?, second)];
+                store.outbox_split(seq, &parts)?;
+                let [first, second] = parts;
+                todo.push(second);
+                todo.push(first);
+                continue;
+            }
+            Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
+            Err(e) => return Err(SyncError::from(e)),
+        };
+        let store = store.clone();
+        let a = tokio::task::spawn_blocking(move || apply_receipt(&store, seq, &batch, &receipt))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SyncError::Client(format!("applying a receipt failed: {e}")))
+            })?;
+        total.accepted += a.accepted;
+        total.platform_unchanged += a.platform_unchanged;
+        total.rejected += a.rejected;
+        total.withdrawn += a.withdrawn;
+    }
+    Ok(total)
+}
+
+/// Splits a batch into two halves, each a message of its own with a new flow id; the in-memory parts of its items
+/// (the source text a rejection quarantines, the ledger entry read) go along.
+fn split_batch(batch: OutboxBatch) -> Result<(OutboxBatch, OutboxBatch), SyncError> {
+    let msg = xml::read_exchange_message(&batch.body)
+        .map_err(|e| SyncError::Client(format!("cannot split outbox batch {}: {e}", batch.flow)))?;
+    let same_keys = msg.records.len() == batch.items.len()
+        && msg
+            .records
+            .iter()
+            .zip(&batch.items)
+            .all(|(r, i)| r.key == i.key);
+    if !same_keys {
+        return Err(SyncError::Client(format!(
+            "cannot split outbox batch {}: its message and its items disagree",
+            batch.flow
+        )));
+    }
+    let mid = batch.items.len() / 2;
+    let mut items = batch.items;
+    let second_items = items.split_off(mid);
+    let mut records = msg.records;
+    let second_records = records.split_off(mid);
+    let half = |items: Vec<OutboxItem>, records: Vec<MessageRecord>| {
+        let flow = uuid::Uuid::new_v4().to_string();
+        let mut body = Vec::new();
+        xml::write_exchange_message(
+            &ExchangeMessage {
+                sender: msg.sender.clone(),
+                receiver: msg.receiver.clone(),
+                flow: flow.clone(),
+                kind: msg.kind,
+                send_time: now_rfc3339(),
+                records,
+            },
+            &mut body,
+        );
+        OutboxBatch {
+            flow,
+            kind: batch.kind,
+            created: now_rfc3339(),
+            body: body.into(),
+            items,
+        }
+    };
+    Ok((half(items, records), half(second_items, second_records)))
+}
+
+/// The receipt for a message of one record that the platform refused whole: that record rejected, with the
+/// platform's words.
+fn refused_alone(batch: &OutboxBatch, message: &str) -> Receipt {
+    Receipt {
+        flow: batch.flow.clone(),
+        accepted: 0,
+        unchanged: 0,
+        rejected: batch.items.len() as u32,
+        withdrawn: 0,
+        results: batch
+            .items
+            .iter()
+            .map(|i| xml::RecordResult {
+                key: i.key.clone(),
+                status: ResultStatus::Rejected,
+                code: "MESSAGE_REFUSED".into(),
+                message: format!(
+                    "the platform refused a message holding only this record: {message}; fix the record in the \
+                     source system (or ask the platform about its limits), then `dualpub quarantine retry`"
+                ),
+            })
+            .collect(),
     }
 }
 

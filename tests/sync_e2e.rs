@@ -1678,3 +1678,64 @@ async fn token_only_proxy(platform: String) -> String {
     tokio::spawn(async move { axum::serve(l, app).await });
     format!("http://{addr}")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_that_takes_smaller_messages_gets_them_and_a_record_too_big_alone_is_rejected() {
+    let gen_cfg = GenConfig {
+        records: 300,
+        seed: 13,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    // A platform that takes messages of 8 KiB: the default batch of 200 records is refused (413). Before, that
+    // batch stayed in the outbox, was resent first by every run and refused again: nothing was published any more.
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            max_message_bytes: 8 * 1024,
+            ..Faults::default()
+        },
+    )
+    .await;
+    // and one permit that passes 8 KiB alone, every field within its length limit
+    let mut big = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-BIG",
+        "（豫）大证字〔2026〕1号",
+        &"很".repeat(2000),
+    )
+    .await;
+    big["remarks"] = "备".repeat(1000).into();
+    env.source_insert_one(big).await;
+    let (expected, _) = expected_public(&gen_cfg, today());
+
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "the big permit needs a person: {s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let public = public_of(&env.platform_records().await);
+    assert!(
+        public == expected,
+        "the platform holds every generated record and not the big one"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0, "nothing left to resend");
+    let q = store
+        .quarantine_get(Kind::Permit, "XK-BIG")
+        .unwrap()
+        .expect("the big permit is in quarantine");
+    assert_eq!(q.reason, "rejected");
+    assert!(
+        q.findings
+            .iter()
+            .any(|f| f.code == "MESSAGE_REFUSED" && f.en.contains("413")),
+        "{:?}",
+        q.findings
+    );
+    drop(store);
+
+    // the next run has nothing to resend and nothing to push
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["pushed"], 0, "{s}");
+}

@@ -100,6 +100,14 @@ pub struct Faults {
     pub lost_ack_rate: f64,
     /// Lifetime of a token, in seconds (`token_ttl` in a `POST /admin/faults` body, as the option).
     pub token_ttl_secs: u64,
+    /// Largest exchange message body taken (413 beyond): [`MAX_MESSAGE_BYTES`] unless a test plays a platform with
+    /// a smaller limit.
+    #[serde(default = "max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn max_message_bytes() -> usize {
+    MAX_MESSAGE_BYTES
 }
 
 impl Default for Faults {
@@ -113,6 +121,7 @@ impl Default for Faults {
             reset_rate: 0.0,
             lost_ack_rate: 0.0,
             token_ttl_secs: 3600,
+            max_message_bytes: MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -129,6 +138,12 @@ impl Faults {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("{name} must be a share between 0 and 1, got {r}"));
             }
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(format!(
+                "max_message_bytes must be at least 1024 (no message would pass), got {}",
+                self.max_message_bytes
+            ));
         }
         Ok(())
     }
@@ -1297,13 +1312,14 @@ async fn exchange(
         Err(res) => return *res,
     };
     // The body is read before anything is answered, so a large message's sender reads the answer, not a reset.
-    let bytes = read_body(&headers, body, MAX_MESSAGE_BYTES).await;
+    let limit = faults.max_message_bytes;
+    let bytes = read_body(&headers, body, limit).await;
     if let Err(res) = s.authorize(&headers) {
         return *res;
     }
     let bytes = match bytes {
         Ok(b) => b,
-        Err(e) => return body_error(e, MAX_MESSAGE_BYTES),
+        Err(e) => return body_error(e, limit),
     };
     let msg = match xml::read_exchange_message(&bytes) {
         Ok(m) => m,
@@ -1657,6 +1673,9 @@ pub struct PlatformArgs {
     /// Token lifetime, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub token_ttl: u64,
+    /// Largest exchange message taken, in bytes (413 beyond): to rehearse a platform with a smaller limit.
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
     /// Strict profile: a length limit (characters) for every field.
     #[arg(long, value_name = "N")]
     pub strict_max_len: Option<usize>,
@@ -1693,6 +1712,7 @@ impl PlatformArgs {
                 reset_rate: self.reset_rate,
                 lost_ack_rate: self.lost_ack_rate,
                 token_ttl_secs: self.token_ttl,
+                max_message_bytes: self.max_message_bytes,
             },
             strict,
             mappings: MappingSet::builtin(),
