@@ -202,6 +202,21 @@ impl PlatformClient {
         }
     }
 
+    /// Logs in now, unless a token is held: a run with nothing to send still finds out, at its start, that the
+    /// platform refuses its app key, secret or URL.
+    pub async fn ensure_login(&self, budget: &Budget) -> Result<(), GiveUp> {
+        budget
+            .run("logging in to the platform", || async {
+                match self.token().await {
+                    Attempt::Done(_) => Attempt::Done(()),
+                    Attempt::Retry { after, reason } => Attempt::Retry { after, reason },
+                    Attempt::Fatal(m) | Attempt::Refused(m) => Attempt::Fatal(m),
+                    Attempt::Config(m) => Attempt::Config(m),
+                }
+            })
+            .await
+    }
+
     async fn forget_token(&self, used: &str) {
         let mut guard = self.token.lock().await;
         if guard.as_deref() == Some(used) {

@@ -597,6 +597,13 @@ async fn run_with(
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
     let drained_first = match (&mode, opts.dry_run) {
         (Some(_), false) => engine.drain_outbox().await,
+        // A cron run logs in first: with nothing to send it would never learn that the platform refuses its app
+        // key or secret (exit 2), and would report success until the day a record changes.
+        (None, false) => engine
+            .platform
+            .ensure_login(&budget)
+            .await
+            .map_err(SyncError::from),
         _ => Ok(()),
     };
     let result = match mode {

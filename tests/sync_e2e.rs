@@ -1739,3 +1739,25 @@ async fn a_platform_that_takes_smaller_messages_gets_them_and_a_record_too_big_a
     assert_eq!(code, 0, "{s} {err}");
     assert_eq!(s["pushed"], 0, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_nothing_to_send_still_finds_out_that_the_platform_refuses_the_secret() {
+    let (env, _) = backfilled(Faults::default()).await;
+    std::fs::write(env.dir.path().join("platform.secret"), "not-the-secret\n").unwrap();
+    // Nothing changed at the source: this run sends nothing. It said "ok" (exit 0) until a record changed.
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 2, "{s} {err}");
+    assert!(
+        err.contains("refused the login") && err.contains("secret"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+    // a dry run still talks to no platform
+    let out = env.dualpub(&["sync", "--dry-run", "--today", TODAY]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
