@@ -4,7 +4,7 @@
 use crate::findings::{Finding, FindingCode};
 use crate::mapping::{Mapped, MappingContext, MappingSet};
 use crate::model::{Kind, RecordKey};
-use crate::source_schema::SourceRecord;
+use crate::source_schema::{describe_json_error, SourceRecord};
 use std::collections::HashMap;
 
 /// The input as a whole could not be read as JSON.
@@ -35,15 +35,18 @@ pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>
     let text = std::str::from_utf8(input).map_err(|e| InputError(format!("not UTF-8 ({e})")))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with('[') {
-        let v: Vec<serde_json::Value> =
-            serde_json::from_str(trimmed).map_err(|e| InputError(e.to_string()))?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|e| InputError(describe_json_error(trimmed, &e)))?;
         return Ok(v.into_iter().map(Ok).collect());
     }
     let values: Vec<Result<serde_json::Value, String>> = trimmed
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| format!("line {}: {}", n + 1, describe_json_error(l, &e)))
+        })
         .collect();
     if let Some(Err(first)) = values.first() {
         if values.iter().all(Result::is_err) {
@@ -79,10 +82,13 @@ pub fn map_input(
             .filter(|s| !s.trim().is_empty())
             .map(str::to_string)
             .unwrap_or(position);
-        let src: SourceRecord = match serde_json::from_value(value) {
+        let src: SourceRecord = match serde_json::from_value(value)
+            .map_err(|e| e.to_string())
+            .and_then(|s: SourceRecord| s.check_id().map(|()| s))
+        {
             Ok(s) => s,
             Err(e) => {
-                out.push(schema_item(id, e.to_string()));
+                out.push(schema_item(id, e));
                 continue;
             }
         };

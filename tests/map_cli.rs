@@ -706,3 +706,32 @@ fn an_id_number_in_a_field_the_platform_shows_as_it_is_is_a_finding() {
     let (code, _, err) = map_records("penalty", &[rec], None);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Reported: a record with a lone surrogate ("\ud800") was refused with the parser's "unexpected end of hex
+/// escape", and two records with an empty id were mapped as if the id told them apart.
+#[test]
+fn a_lone_surrogate_and_an_empty_id_are_named_in_the_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = fixture_record("permit_org");
+    let line = |r: &serde_json::Value| serde_json::to_string(r).unwrap();
+    let surrogate =
+        line(&with(rec.clone(), "/content", "检查@@发现".into())).replace("@@", r"\ud800");
+    let blank = line(&with(rec.clone(), "/id", " ".into()));
+    let input = format!("{}\n{surrogate}\n{blank}\n", line(&rec));
+    let out = dualpub(&["map", "--kind", "permit"], input.as_bytes(), dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("#2\t(record)\tsource_schema\t")
+            && err.contains(r"the escape \ud800, a lone surrogate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#3\t(record)\tsource_schema\t") && err.contains("`id` is empty"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 permit record(s): 1 valid, 2 invalid"),
+        "{err}"
+    );
+}

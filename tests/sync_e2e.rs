@@ -7,6 +7,7 @@ use dualpub::model::Kind;
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::Faults;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_update_revoke_expire() {
@@ -1352,12 +1353,55 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
 /// A loopback proxy in front of the source simulator that passes each change-feed page on with its items
 /// rewritten by `edit` (item index in the page, item): an enforcement system whose records lack positions.
 async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> String {
+    feed_text_proxy(
+        source,
+        Arc::new(move |text: String| {
+            let mut body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(items) = body["items"].as_array_mut() {
+                for (i, item) in items.iter_mut().enumerate() {
+                    edit(i, item);
+                }
+            }
+            body.to_string()
+        }),
+    )
+    .await
+}
+
+/// Text replacements a [`feed_text_proxy`] applies, changeable while it runs.
+type Rules = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A [`feed_text_proxy`] that replaces each `find` of `rules` with its `replace` in every change-feed page: an
+/// enforcement system that serves what the simulator cannot store (lone surrogates, ids of another type or none).
+async fn feed_rewriting_proxy(source: String, rules: Rules) -> String {
+    feed_text_proxy(
+        source,
+        Arc::new(move |mut text: String| {
+            for (find, replace) in rules.lock().unwrap().iter() {
+                text = text.replace(find, replace);
+            }
+            text
+        }),
+    )
+    .await
+}
+
+/// A loopback proxy in front of the source simulator that passes each change-feed page on with its text
+/// rewritten by `rewrite`.
+async fn feed_text_proxy(
+    source: String,
+    rewrite: Arc<dyn Fn(String) -> String + Send + Sync>,
+) -> String {
     use axum::extract::{Path, RawQuery, State};
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
-    type Shared = (String, fn(usize, &mut serde_json::Value), reqwest::Client);
+    type Shared = (
+        String,
+        Arc<dyn Fn(String) -> String + Send + Sync>,
+        reqwest::Client,
+    );
     async fn changes(
-        State((source, edit, http)): State<Shared>,
+        State((source, rewrite, http)): State<Shared>,
         Path(kind): Path<String>,
         RawQuery(query): RawQuery,
         headers: HeaderMap,
@@ -1372,22 +1416,17 @@ async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> 
         }
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
-        let mut body: serde_json::Value = res.json().await.unwrap_or_default();
-        if let Some(items) = body["items"].as_array_mut() {
-            for (i, item) in items.iter_mut().enumerate() {
-                edit(i, item);
-            }
-        }
+        let body = rewrite(res.text().await.unwrap_or_default());
         (
             axum::http::StatusCode::from_u16(status).unwrap(),
             [("content-type", "application/json")],
-            body.to_string(),
+            body,
         )
             .into_response()
     }
     let app = axum::Router::new()
         .route("/api/v1/{kind}/changes", axum::routing::get(changes))
-        .with_state((source, edit, reqwest::Client::new()));
+        .with_state((source, rewrite, reqwest::Client::new()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -1447,4 +1486,122 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
     // The checkpoint was never set to `yesterday`: the source itself still answers the next run.
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
+}
+
+/// Records the source schema cannot read, several of them without a readable id (reported: all quarantined under
+/// one name, "(no id)", with no copy of the record; lone surrogates counted as no id; a stale entry for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_records_are_quarantined_each_under_a_name_of_its_own() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![
+        ("@@SURR@@".to_string(), r"\ud800".to_string()),
+        (r#""id":"XK-NOID-1""#.into(), r#""xid":"XK-NOID-1""#.into()),
+        (r#""id":"XK-NOID-2""#.into(), r#""xid":"XK-NOID-2""#.into()),
+        (r#""id":"XK-BLANK-1""#.into(), r#""id":"""#.into()),
+        (r#""id":"XK-BLANK-2""#.into(), r#""id":" ""#.into()),
+        (r#""id":"XK-NUM""#.into(), r#""id":6"#.into()),
+    ]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules.clone()).await;
+    let records = [
+        ("XK-SURR-1", "检查@@SURR@@发现"),
+        ("XK-SURR-2", "依据@@SURR@@"),
+        ("6", "编号为文本@@SURR@@"),
+        ("XK-NOID-1", "无编号一"),
+        ("XK-NOID-2", "无编号二"),
+        ("XK-BLANK-1", "空编号一"),
+        ("XK-BLANK-2", "空编号二"),
+        ("XK-NUM", "编号为数字"),
+    ];
+    let put_all = |fixed: bool| {
+        let (env, gen_cfg) = (&env, &gen_cfg);
+        async move {
+            for (i, (id, content)) in records.iter().enumerate() {
+                let content = if fixed {
+                    content.replace("@@SURR@@", "")
+                } else {
+                    content.to_string()
+                };
+                let doc = format!("（豫）FM安许证字〔2026〕99100{i}");
+                put_permit(env, gen_cfg, id, &doc, &content).await;
+            }
+        }
+    };
+    put_all(false).await;
+    let through = [
+        ("DUALPUB_SOURCE_URL", proxy.as_str()),
+        // every record read again by each run: the same record must find its own entry
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "100000000"),
+    ];
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &through)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert_eq!(s["quarantined"], 8, "{s}");
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    let names: Vec<&str> = q.iter().map(|e| e.source_id.as_str()).collect();
+    assert_eq!(q.len(), 8, "one entry per record: {names:?}");
+    for id in ["XK-SURR-1", "XK-SURR-2", "6", "(id 6)"] {
+        assert!(names.contains(&id), "{id} in {names:?}");
+    }
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("(no id) ")).count(),
+        4,
+        "{names:?}"
+    );
+    for e in &q {
+        assert!(!e.source.is_null(), "{} keeps its record", e.source_id);
+    }
+
+    // Each entry shows its record; a lone surrogate is named as such.
+    let show = |name: String| {
+        let env = &env;
+        async move {
+            let out = env.dualpub(&["quarantine", "show", &name]).await;
+            assert_eq!(out.status.code(), Some(0), "{name}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let shown = show("XK-SURR-1".into()).await;
+    assert!(shown.contains("lone surrogate"), "{shown}");
+    assert!(shown.contains("检查\u{fffd}发现"), "{shown}");
+    assert!(shown.contains("99100"), "{shown}");
+    for e in q.iter().filter(|e| e.source_id.starts_with("(no id) ")) {
+        let shown = show(e.source_id.clone()).await;
+        assert!(shown.contains("（豫）FM安许证字〔2026〕99100"), "{shown}");
+        assert!(
+            !shown.contains("source record (ID numbers masked):\nnull"),
+            "{shown}"
+        );
+    }
+
+    // Read again, the same records are the same entries.
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &through)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(s["quarantined"], 0, "{s}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 8);
+
+    // The enforcement system fixes every record (new versions, with ids): those named by their id leave
+    // quarantine with the next sync; a retry finds the others no longer served and removes them.
+    rules.lock().unwrap().clear();
+    put_all(true).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    let left: Vec<String> = read_store(&env.store_path())
+        .quarantine_all()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.source_id)
+        .collect();
+    assert_eq!(left.len(), 5, "{left:?}");
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("5 retried record(s) no longer in the enforcement system"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }

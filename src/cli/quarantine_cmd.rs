@@ -4,9 +4,11 @@ use super::common;
 use crate::exit::{Exit, Failure};
 use crate::ids::{mask_id, mask_ids_in};
 use crate::model::Kind;
+use crate::source_schema::{find_lone_surrogate, lone_surrogates_replaced};
 use crate::store::QuarantineEntry;
 use crate::sync::{self, SyncOptions};
 use clap::{Args, Subcommand};
+use serde_json::value::RawValue;
 use std::path::Path;
 
 #[derive(Args, Debug)]
@@ -68,6 +70,18 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
             serde_json::Value::Array(a.iter().map(masked_source).collect())
         }
         other => other.clone(),
+    }
+}
+
+/// The copy of the source record an entry holds, as JSON text to map and send again. A string is the record's own
+/// text, kept so when no `serde_json::Value` could hold it (see `sync`); `None` when the entry holds no copy.
+fn held_copy(e: &QuarantineEntry) -> Option<Box<RawValue>> {
+    match &e.source {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => RawValue::from_string(text.clone())
+            .ok()
+            .or_else(|| serde_json::value::to_raw_value(&e.source).ok()),
+        v => serde_json::value::to_raw_value(v).ok(),
     }
 }
 
@@ -150,10 +164,28 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     mask_ids_in(&f.en)
                 );
             }
-            common::outln!(
-                "source record (ID numbers masked):\n{}",
-                serde_json::to_string_pretty(&masked_source(&e.source)).unwrap_or_default()
-            );
+            let pretty = |v: &serde_json::Value| {
+                serde_json::to_string_pretty(&masked_source(v)).unwrap_or_default()
+            };
+            match &e.source {
+                // The record's own text, which no `Value` could hold: shown as one, each lone surrogate replaced.
+                serde_json::Value::String(text) => {
+                    let lone = find_lone_surrogate(text)
+                        .map(|s| {
+                            format!(
+                                ", each lone surrogate (such as {s}) shown as U+FFFD (\u{fffd})"
+                            )
+                        })
+                        .unwrap_or_default();
+                    let shown = serde_json::from_str(&lone_surrogates_replaced(text))
+                        .map(|v| pretty(&v))
+                        .unwrap_or_else(|_| mask_ids_in(text));
+                    common::outln!(
+                        "source record as the enforcement system sent it{lone} (ID numbers masked):\n{shown}"
+                    );
+                }
+                v => common::outln!("source record (ID numbers masked):\n{}", pretty(v)),
+            }
             Ok(Exit::Ok)
         }
         QuarantineAction::Retry { keys } => {
@@ -173,10 +205,33 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 }
                 v
             };
+            // Entries that hold no copy of a source record (made before unreadable records were named each
+            // apart, all under "(no id)"): nothing to retry or to look up in the feed, so they go.
+            let (chosen, empty): (Vec<&QuarantineEntry>, Vec<&QuarantineEntry>) =
+                chosen.into_iter().partition(|e| !e.source.is_null());
+            if !empty.is_empty() {
+                let gone = crate::store::PageCommit {
+                    quarantine_del: empty
+                        .iter()
+                        .map(|e| (e.kind, e.source_id.clone()))
+                        .collect(),
+                    ..Default::default()
+                };
+                store.commit_page(&gone).map_err(common::store_failure)?;
+                for e in &empty {
+                    eprintln!(
+                        "{} `{}` holds no copy of a source record (an entry made before each unreadable record was \
+                         quarantined under a name of its own): nothing to retry, removed from quarantine; a record \
+                         behind it that the enforcement system still serves unreadable is quarantined again when a \
+                         sync reads it",
+                        e.kind.as_str(),
+                        e.source_id
+                    );
+                }
+            }
             let items: Vec<(Kind, Box<serde_json::value::RawValue>)> = chosen
                 .iter()
-                .filter(|e| !e.source.is_null())
-                .filter_map(|e| Some((e.kind, serde_json::value::to_raw_value(&e.source).ok()?)))
+                .filter_map(|e| Some((e.kind, held_copy(e)?)))
                 .collect();
             let opts = SyncOptions {
                 kinds: Kind::ALL.to_vec(),
