@@ -1605,3 +1605,41 @@ async fn unreadable_records_are_quarantined_each_under_a_name_of_its_own() {
     );
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
+
+/// Before each unreadable record had a name of its own, they all shared the entry "(no id)", which held no copy
+/// of a record (`null`): nothing can retry it or look it up, so a retry removes it, saying so, instead of keeping
+/// it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_removes_an_old_no_id_entry_that_holds_no_record() {
+    let (env, _) = backfilled(Faults::default()).await;
+    {
+        let store = read_store(&env.store_path());
+        let old = dualpub::store::QuarantineEntry {
+            kind: Kind::Penalty,
+            source_id: "(no id)".into(),
+            key: None,
+            reason: "invalid".into(),
+            findings: Vec::new(),
+            source: serde_json::Value::Null,
+            first_seen: "2026-11-01T00:00:00.000+08:00".into(),
+            last_seen: "2026-11-01T00:00:00.000+08:00".into(),
+            meta: Default::default(),
+        };
+        store
+            .commit_page(&dualpub::store::PageCommit {
+                quarantine_put: vec![old],
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let out = env.dualpub(&["quarantine", "retry", "(no id)"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("`(no id)` holds no copy of a source record")
+            && err.contains("removed from quarantine"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
