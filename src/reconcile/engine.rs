@@ -107,7 +107,8 @@ pub async fn reconcile(
 }
 
 /// The year's numbers for `report annual`, from the same comparison (the window is the year), with its notes and
-/// one more: source records whose decision date cannot be read are in no year.
+/// the year's own: source records whose decision date cannot be read are in no year, and amounts a sum of the
+/// year could not take.
 pub async fn annual(
     cfg: &Config,
     mappings: &MappingSet,
@@ -118,7 +119,8 @@ pub async fn annual(
 ) -> Result<AnnualReport, ReconcileError> {
     let (report, _) = compare(cfg, mappings, store, calendar, opts, Some(&mut acc)).await?;
     let mut annual = acc.finish();
-    annual.notes = report.notes;
+    // the comparison's notes first, then the year's own (amounts its sums could not take)
+    annual.notes.splice(0..0, report.notes);
     Ok(annual)
 }
 
