@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// The input as a whole could not be read as JSON.
 #[derive(Debug, thiserror::Error)]
-#[error("the input is not a JSON array or JSON lines: {0}")]
+#[error("the input is not a JSON array, object or JSON lines: {0}")]
 pub struct InputError(pub String);
 
 /// One input record's outcome.
@@ -28,16 +28,21 @@ impl MapItem {
     }
 }
 
-/// Splits the input into JSON values: an array's elements, or one value per non-blank line. A line that is not
-/// JSON becomes an `Err` for that record only, unless no line is: input that is not JSON at all (an error page,
-/// CSV, the wrong file) is an `InputError`, not a run of findings (README, `dualpub map`: exit 2).
+/// Splits the input into JSON values. First the input as one JSON value: an array is the records; an object is
+/// one record (pretty-printed, say, as `quarantine show` prints one), unless it is a wrapper such as the files of
+/// `fixtures/cases/` — an object without an `id` whose `records` is an array: then those are the records. Only
+/// input that is not one JSON value is read as JSON lines, one value per non-blank line. A line that is not JSON
+/// becomes an `Err` for that record only, unless no line is: input that is not JSON at all (an error page, CSV, the
+/// wrong file) is an `InputError`, not a run of findings (README, `dualpub map`: exit 2).
 pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>>, InputError> {
     let text = std::str::from_utf8(input).map_err(|e| InputError(format!("not UTF-8 ({e})")))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    let whole = match serde_json::from_str::<serde_json::Value>(trimmed) {
+        Ok(v) => return Ok(records_of(v).into_iter().map(Ok).collect()),
+        Err(e) => e,
+    };
     if trimmed.starts_with('[') {
-        let v: Vec<serde_json::Value> = serde_json::from_str(trimmed)
-            .map_err(|e| InputError(describe_json_error(trimmed, &e)))?;
-        return Ok(v.into_iter().map(Ok).collect());
+        return Err(InputError(describe_json_error(trimmed, &whole)));
     }
     let values: Vec<Result<serde_json::Value, String>> = trimmed
         .lines()
@@ -48,12 +53,28 @@ pub fn split_input(input: &[u8]) -> Result<Vec<Result<serde_json::Value, String>
                 .map_err(|e| format!("line {}: {}", n + 1, describe_json_error(l, &e)))
         })
         .collect();
-    if let Some(Err(first)) = values.first() {
-        if values.iter().all(Result::is_err) {
-            return Err(InputError(format!("no line is JSON ({first})")));
-        }
+    if !values.is_empty() && values.iter().all(Result::is_err) {
+        // Not JSON lines either: what the parser says of the input as a whole, with its line and column.
+        return Err(InputError(describe_json_error(trimmed, &whole)));
     }
     Ok(values)
+}
+
+/// The records one JSON value holds (see [`split_input`]).
+fn records_of(v: serde_json::Value) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    match v {
+        Value::Array(records) => records,
+        Value::Object(mut o) if !o.contains_key("id") => match o.remove("records") {
+            Some(Value::Array(records)) => records,
+            Some(other) => {
+                o.insert("records".into(), other);
+                vec![Value::Object(o)]
+            }
+            None => vec![Value::Object(o)],
+        },
+        one => vec![one],
+    }
 }
 
 /// Maps every record of the input with the kind's mapping.
@@ -201,5 +222,33 @@ mod tests {
         assert!(split_input(b"42\n").unwrap()[0].is_ok());
         assert!(split_input(b"").unwrap().is_empty());
         assert!(split_input(b"\n  \n").unwrap().is_empty());
+    }
+
+    /// Reported: a pretty-printed record was read as JSON lines, one bogus record per line.
+    #[test]
+    fn one_json_value_is_read_whole_before_json_lines() {
+        let one =
+            split_input(b"{\n  \"id\": \"a\",\n  \"party\": {\n    \"name\": \"x\"\n  }\n}\n")
+                .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].as_ref().unwrap()["party"]["name"], "x");
+        // the fixtures' wrapper: its records
+        let wrapped = split_input(
+            br#"{"note": "n", "kind": "permit", "records": [{"id": "a"}, {"id": "b"}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = wrapped
+            .iter()
+            .map(|r| r.as_ref().unwrap()["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        // a record with a `records` field of its own is a record
+        let rec = split_input(br#"{"id": "a", "records": []}"#).unwrap();
+        assert_eq!(rec.len(), 1);
+        let odd = split_input(br#"{"records": 1}"#).unwrap();
+        assert_eq!(odd[0].as_ref().unwrap()["records"], 1);
+        // a pretty-printed object that is not JSON: the parser's words on the whole, not on its first line
+        let e = split_input(b"{\n  \"id\": \"a\",\n  \"facts\": \"x\\ud800\"\n}\n").unwrap_err();
+        assert!(e.to_string().contains("lone surrogate"), "{e}");
     }
 }

@@ -212,7 +212,10 @@ fn input_that_is_not_json_at_all_exits_2_but_a_bad_line_among_records_is_a_findi
             let out = dualpub(&["map", "--kind", kind], input, dir.path());
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{err}");
-            assert!(err.contains("not a JSON array or JSON lines"), "{err}");
+            assert!(
+                err.contains("not a JSON array, object or JSON lines"),
+                "{err}"
+            );
             assert!(!err.contains("source_schema"), "{err}");
             assert!(out.stdout.is_empty());
         }
@@ -732,6 +735,38 @@ fn a_lone_surrogate_and_an_empty_id_are_named_in_the_findings() {
     );
     assert!(
         err.contains("3 permit record(s): 1 valid, 2 invalid"),
+        "{err}"
+    );
+}
+
+/// Reported: one pretty-printed record (as `quarantine show` prints one) or a fixture file of this repository
+/// was read as JSON lines: dozens of bogus records, each with a parser message about a fragment, exit 1.
+#[test]
+fn a_pretty_printed_record_or_a_fixture_file_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = fixture_record("penalty_person");
+    let pretty = serde_json::to_vec_pretty(&rec).unwrap();
+    let out = dualpub(&["map", "--kind", "penalty"], &pretty, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{err}"
+    );
+    // a file of fixtures/cases: the records it wraps
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cases/finding_key_reused.json");
+    let out = dualpub(
+        &["map", "--kind", "permit", fixture.to_str().unwrap()],
+        b"",
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\tkey_reused\t"), "{err}");
+    assert!(
+        err.contains("2 permit record(s): 1 valid, 1 invalid"),
         "{err}"
     );
 }
