@@ -1643,3 +1643,68 @@ async fn a_retry_removes_an_old_no_id_entry_that_holds_no_record() {
     );
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
+
+/// Reported: escape sequences in a record id, a document number or a party name reached the terminal raw through
+/// `quarantine list` and `quarantine show` (clearing the screen, hiding text, erasing the lines above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_list_and_show_never_print_control_characters_from_the_data() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let mut a = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-ESC-1",
+        "DOC-\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[31mESC",
+        "内容",
+    )
+    .await;
+    a["party"]["name"] = "\u{1b}[8m隐藏公司\u{9b}2J".into();
+    let b_id = "XK-ESC-2\u{1b}[1A\u{1b}[2K";
+    let b = permit_with_doc(
+        &env,
+        &gen_cfg,
+        b_id,
+        "（豫）FM安许证字〔2026〕990041",
+        "内容\u{1}\u{9b}",
+    )
+    .await;
+    env.source_insert(serde_json::json!([a, b])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 2);
+    let mut shown = Vec::new();
+    for args in [
+        vec!["quarantine", "list"],
+        vec!["quarantine", "list", "--json"],
+        vec!["quarantine", "show", "XK-ESC-1"],
+        vec!["quarantine", "show", b_id],
+    ] {
+        let out = env.dualpub(&args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a control character: {text:?}"
+        );
+        shown.push(text);
+    }
+    // what the data holds is still there to see
+    assert!(
+        shown[0].contains(r"XK-ESC-2\u{1b}[1A\u{1b}[2K"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[2].contains(r"\u{1b}[8m隐藏公司\u{9b}2J"),
+        "{}",
+        shown[2]
+    );
+    let listed: serde_json::Value = serde_json::from_str(&shown[1]).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["party_name"] == "\u{1b}[8m隐藏公司\u{9b}2J"),
+        "{listed}"
+    );
+}

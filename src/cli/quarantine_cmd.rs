@@ -1,6 +1,6 @@
 //! `dualpub quarantine list | show KEY | retry [KEY…]`: records that failed validation or were rejected.
 
-use super::common;
+use super::common::{self, json_shown, shown};
 use crate::exit::{Exit, Failure};
 use crate::ids::{mask_id, mask_ids_in};
 use crate::model::Kind;
@@ -119,7 +119,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     .collect();
                 common::outln!(
                     "{}",
-                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                    json_shown(serde_json::to_string_pretty(&rows).unwrap_or_default())
                 );
             } else if all.is_empty() {
                 common::outln!("quarantine is empty");
@@ -129,10 +129,10 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     common::outln!(
                         "{:<8} {:<20} {:<9} {:<40} {}",
                         e.kind.as_str(),
-                        e.source_id,
+                        shown(&e.source_id),
                         e.reason,
                         codes.join(","),
-                        e.key.as_deref().unwrap_or("(no key)")
+                        shown(e.key.as_deref().unwrap_or("(no key)"))
                     );
                 }
                 common::outln!(
@@ -146,26 +146,30 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             let Some(e) = all.iter().find(|e| matches(e, &key)) else {
                 return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
             };
-            common::outln!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
-            common::outln!("key          {}", e.key.as_deref().unwrap_or("(none)"));
+            // Ids, names, document numbers and messages come from the source's data: shown, never obeyed.
+            common::outln!("{} {} ({})", e.kind.zh(), shown(&e.source_id), e.reason);
+            common::outln!(
+                "key          {}",
+                shown(e.key.as_deref().unwrap_or("(none)"))
+            );
             common::outln!(
                 "party        {} {}",
-                e.meta.party_name,
-                e.meta.party_id_masked
+                shown(&e.meta.party_name),
+                shown(&e.meta.party_id_masked)
             );
             common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
             for f in &e.findings {
                 // masked again: entries stored before 2026-11-29 kept the messages as made
                 common::outln!(
                     "- {} [{}] {}\n  {}",
-                    f.field,
+                    shown(&f.field),
                     f.code,
-                    mask_ids_in(&f.zh),
-                    mask_ids_in(&f.en)
+                    shown(&mask_ids_in(&f.zh)),
+                    shown(&mask_ids_in(&f.en))
                 );
             }
             let pretty = |v: &serde_json::Value| {
-                serde_json::to_string_pretty(&masked_source(v)).unwrap_or_default()
+                json_shown(serde_json::to_string_pretty(&masked_source(v)).unwrap_or_default())
             };
             match &e.source {
                 // The record's own text, which no `Value` could hold: shown as one, each lone surrogate replaced.
@@ -179,7 +183,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         .unwrap_or_default();
                     let shown = serde_json::from_str(&lone_surrogates_replaced(text))
                         .map(|v| pretty(&v))
-                        .unwrap_or_else(|_| mask_ids_in(text));
+                        .unwrap_or_else(|_| json_shown(mask_ids_in(text)));
                     common::outln!(
                         "source record as the enforcement system sent it{lone} (ID numbers masked):\n{shown}"
                     );
@@ -225,7 +229,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                          behind it that the enforcement system still serves unreadable is quarantined again when a \
                          sync reads it",
                         e.kind.as_str(),
-                        e.source_id
+                        shown(&e.source_id)
                     );
                 }
             }
