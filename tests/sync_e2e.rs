@@ -1708,3 +1708,48 @@ async fn quarantine_list_and_show_never_print_control_characters_from_the_data()
         "{listed}"
     );
 }
+
+/// Reported: an ID number the enforcement system sends as a JSON number (an export that lost the quotes) was
+/// shown whole by `quarantine show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_show_masks_an_id_number_sent_as_a_number() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let full = "410105198503124030";
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""@@ID@@""#.to_string(),
+        format!(r#"{full},"FDDBR_ZJHM":{full}"#),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let mut v = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-IDNUM-1",
+        "（豫）FM安许证字〔2026〕990051",
+        "内容",
+    )
+    .await;
+    v["party"]["legal_rep"]["id_no"] = "@@ID@@".into();
+    env.source_insert_one(v).await;
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", TODAY],
+            &[("DUALPUB_SOURCE_URL", proxy.as_str())],
+        )
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.dualpub(&["quarantine", "show", "XK-IDNUM-1"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("source_schema"), "{shown}");
+    assert!(!shown.contains(full), "{shown}");
+    assert!(
+        shown.contains(r#""id_no": "410105********4030""#)
+            && shown.contains(r#""FDDBR_ZJHM": "410105********4030""#),
+        "{shown}"
+    );
+}

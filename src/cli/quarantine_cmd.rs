@@ -47,9 +47,9 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
             m.iter()
                 .map(|(k, val)| {
                     let masked = match (k.as_str(), val) {
-                        ("id_no", serde_json::Value::String(s)) => {
-                            serde_json::Value::String(mask_id(s))
-                        }
+                        // An ID number whatever its JSON type: a number (an export that lost the quotes) is
+                        // masked as its decimal text.
+                        (k, _) if is_id_number_key(k) => masked_id_value(val),
                         // Codes of organisations and documents, which the operator needs whole to find the record.
                         (
                             "id" | "credit_code" | "org_code" | "reg_no" | "tax_no"
@@ -69,6 +69,31 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Array(a) => {
             serde_json::Value::Array(a.iter().map(masked_source).collect())
         }
+        other => other.clone(),
+    }
+}
+
+/// A member that holds an ID number: the source's `id_no` (and any `…id_no`), or a platform-style `…ZJHM`
+/// (证件号码).
+fn is_id_number_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.ends_with("id_no") || k.ends_with("zjhm")
+}
+
+/// An ID-number member's value, masked whatever its JSON type: text and numbers through `mask_id` (a number
+/// becomes the text of its masked digits), lists and objects throughout.
+fn masked_id_value(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(mask_id(s)),
+        serde_json::Value::Number(n) => serde_json::Value::String(mask_id(&n.to_string())),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.iter().map(masked_id_value).collect())
+        }
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, val)| (k.clone(), masked_id_value(val)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -297,5 +322,31 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 Exit::Ok
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Reported: an ID number sent as a JSON number was shown whole by `quarantine show`.
+    #[test]
+    fn id_numbers_are_masked_whatever_their_json_type() {
+        let shown = masked_source(&json!({
+            "id": "CF-1",
+            "party": {"id_no": 410105198503124030u64, "name": "张三",
+                      "legal_rep": {"id_no": "410105198503124030", "FDDBR_ZJHM": 410105198503124030u64}},
+            "extra": [{"XDR_ZJHM": ["410105198503124030", 410105198503124030u64]}],
+            "other_id_no": {"a": 410105198503124030u64},
+            "remarks": "当事人证件410105198503124030"
+        }))
+        .to_string();
+        assert!(!shown.contains("198503"), "{shown}");
+        assert_eq!(shown.matches("410105********4030").count(), 7, "{shown}");
+        assert!(shown.contains(r#""id":"CF-1""#), "{shown}");
+        // a number too short to be an ID number is still not shown
+        let short = masked_source(&json!({"id_no": 12345678})).to_string();
+        assert_eq!(short, r#"{"id_no":"******78"}"#);
     }
 }
