@@ -737,6 +737,20 @@ fn a_lone_surrogate_and_an_empty_id_are_named_in_the_findings() {
         err.contains("3 permit record(s): 1 valid, 2 invalid"),
         "{err}"
     );
+    // alone, or pretty-printed, it is still one record with a finding, not input that is not JSON (exit 2)
+    let pretty = serde_json::to_string_pretty(&with(rec.clone(), "/content", "检查@@发现".into()))
+        .unwrap()
+        .replace("@@", r"\ud800");
+    for input in [surrogate, pretty] {
+        let out = dualpub(&["map", "--kind", "permit"], input.as_bytes(), dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("a lone surrogate"), "{err}");
+        assert!(
+            err.contains("1 permit record(s): 0 valid, 1 invalid"),
+            "{err}"
+        );
+    }
 }
 
 /// Reported: one pretty-printed record (as `quarantine show` prints one) or a fixture file of this repository
