@@ -213,6 +213,18 @@ fn raw_value(raw: &RawValue) -> serde_json::Value {
     }
 }
 
+/// The inverse of [`raw_value`]: the copy quarantine holds, as JSON text to read again; `None` for an entry that
+/// holds no copy (`null`: made before unreadable records were kept).
+pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
+    match source {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => RawValue::from_string(text.clone())
+            .ok()
+            .or_else(|| serde_json::value::to_raw_value(source).ok()),
+        v => serde_json::value::to_raw_value(v).ok(),
+    }
+}
+
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
 /// late behind it is still found in this run — but never before the page's middle item (or the nearest item
 /// before it that has a position), so a page dense with records still makes progress. A page of one item
@@ -991,12 +1003,9 @@ impl Engine<'_> {
             if holder.is_some() {
                 continue;
             }
-            let raw = match serde_json::value::to_raw_value(&held) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    tracing::warn!(id = %id, "a quarantined record cannot be read again: {e}");
-                    continue;
-                }
+            let Some(raw) = held_raw(&held) else {
+                tracing::warn!(id = %id, "a quarantined record cannot be read again");
+                continue;
             };
             // Sent after all (and counted again should it be held back again).
             if self.counted_waiting.remove(&(kind, id.clone())) {

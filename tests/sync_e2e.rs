@@ -1753,3 +1753,54 @@ async fn quarantine_show_masks_an_id_number_sent_as_a_number() {
         "{shown}"
     );
 }
+
+/// A record held back for a document number, whose text no `serde_json::Value` can hold (a lone surrogate in a
+/// field dualpub does not read): quarantine keeps its text, and when the number is freed the run sends it from
+/// that text (the copy could not be read again, and the record stayed in quarantine for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_for_its_number_is_sent_even_if_no_value_can_hold_it() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""id":"XK-WAIT""#.to_string(),
+        r#""id":"XK-WAIT","vendor_note":"\ud800""#.to_string(),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let through = [
+        ("DUALPUB_SOURCE_URL", proxy.as_str()),
+        // the waiting record is not read again: only the copy quarantine holds can send it
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+    ];
+    let doc = "（豫）FM安许证字〔2026〕990061";
+    put_permit(&env, &gen_cfg, "XK-HOLD", doc, "先录入").await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 0, "{s} {err}");
+    put_permit(&env, &gen_cfg, "XK-WAIT", doc, "后录入").await;
+    // records after it, so that the checkpoint passes it
+    for i in 0..4 {
+        let other = format!("（豫）FM安许证字〔2026〕99007{i}");
+        put_permit(&env, &gen_cfg, &format!("XK-AFTER-{i}"), &other, "其他").await;
+    }
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].source_id, "XK-WAIT");
+    assert!(
+        q[0].source.is_string(),
+        "kept as its text: {:?}",
+        q[0].source
+    );
+
+    // The holder moves to another number: the waiting record gets this one in the same run.
+    put_permit(&env, &gen_cfg, "XK-HOLD", &format!("{doc}-更正"), "先录入").await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["read"], 3, "XK-WAIT is not read again: {s}");
+    let (content, status, ledger_source, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("后录入", "public", Some("XK-WAIT")),
+        "{quarantined:?}"
+    );
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+}

@@ -8,7 +8,6 @@ use crate::source_schema::{find_lone_surrogate, lone_surrogates_replaced};
 use crate::store::QuarantineEntry;
 use crate::sync::{self, SyncOptions};
 use clap::{Args, Subcommand};
-use serde_json::value::RawValue;
 use std::path::Path;
 
 #[derive(Args, Debug)]
@@ -95,18 +94,6 @@ fn masked_id_value(v: &serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other.clone(),
-    }
-}
-
-/// The copy of the source record an entry holds, as JSON text to map and send again. A string is the record's own
-/// text, kept so when no `serde_json::Value` could hold it (see `sync`); `None` when the entry holds no copy.
-fn held_copy(e: &QuarantineEntry) -> Option<Box<RawValue>> {
-    match &e.source {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(text) => RawValue::from_string(text.clone())
-            .ok()
-            .or_else(|| serde_json::value::to_raw_value(&e.source).ok()),
-        v => serde_json::value::to_raw_value(v).ok(),
     }
 }
 
@@ -260,7 +247,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             }
             let items: Vec<(Kind, Box<serde_json::value::RawValue>)> = chosen
                 .iter()
-                .filter_map(|e| Some((e.kind, held_copy(e)?)))
+                .filter_map(|e| Some((e.kind, sync::held_raw(&e.source)?)))
                 .collect();
             let opts = SyncOptions {
                 kinds: Kind::ALL.to_vec(),
