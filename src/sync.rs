@@ -203,13 +203,26 @@ fn raw_id_of(raw: &RawValue) -> String {
     crate::source_schema::record_name(raw.get())
 }
 
-/// A raw item as quarantine keeps it: the record as a `serde_json::Value` object; an item that is no object, or
-/// that no `Value` can hold (a lone surrogate, a number out of range), as its JSON text in a string, so the entry
-/// still shows what the source sent and a retry sends it again as it came.
+/// A raw item as quarantine keeps it (see [`held_copy`]).
 fn raw_value(raw: &RawValue) -> serde_json::Value {
-    match serde_json::from_str(raw.get()) {
+    held_copy(raw.get())
+}
+
+/// A source record's JSON text as quarantine keeps it: the record as a `serde_json::Value` object; an item that
+/// is no object, or that no `Value` can hold (a lone surrogate, a number out of range), as its JSON text in a
+/// string, so the entry still shows what the source sent and a retry sends it again as it came.
+fn held_copy(text: &str) -> serde_json::Value {
+    match serde_json::from_str(text) {
         Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => serde_json::Value::String(raw.get().to_string()),
+        _ => serde_json::Value::String(text.to_string()),
+    }
+}
+
+/// The `updated_at` of the copy quarantine holds, in either form.
+fn held_updated_at(source: &serde_json::Value) -> Option<String> {
+    match source {
+        serde_json::Value::String(text) => RawHead::of(text).updated_at_text(),
+        v => v.get("updated_at")?.as_str().map(str::to_string),
     }
 }
 
@@ -1757,8 +1770,8 @@ fn apply_receipt(
                 if !quarantine_empty {
                     // Not when a newer version of the record went to quarantine while this one was on its way.
                     if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
-                        let held = q.source["updated_at"].as_str().unwrap_or("");
-                        if !newer(held, &item.source_updated_at) {
+                        let held = held_updated_at(&q.source).unwrap_or_default();
+                        if !newer(&held, &item.source_updated_at) {
                             commit
                                 .quarantine_del
                                 .push((batch.kind, item.source_id.clone()));
@@ -1817,11 +1830,12 @@ fn apply_receipt(
                     // A batch resent after a crash has no source text: keep the held one if it is this version
                     // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.
                     source: match &item.source {
-                        Some(raw) => serde_json::from_str(raw).unwrap_or_default(),
+                        Some(raw) => held_copy(raw),
                         None => existing
                             .map(|q| q.source)
                             .filter(|s| {
-                                s["updated_at"].as_str() == Some(item.source_updated_at.as_str())
+                                held_updated_at(s).as_deref()
+                                    == Some(item.source_updated_at.as_str())
                             })
                             .unwrap_or(serde_json::Value::Null),
                     },

@@ -1804,3 +1804,121 @@ async fn a_record_waiting_for_its_number_is_sent_even_if_no_value_can_hold_it() 
     );
     assert!(quarantined.is_empty(), "{quarantined:?}");
 }
+
+/// A record the platform refuses whose text no `serde_json::Value` can hold (a lone surrogate in a field dualpub
+/// does not read): quarantine keeps its text (it kept `null`, and a retry could not send it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_no_value_can_hold_keeps_its_text_for_a_retry() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 7,
+        ..GenConfig::default()
+    };
+    let first = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, 0);
+    let env = spawn_with(
+        gen_cfg,
+        dualpub::sim::platform::PlatformSimConfig {
+            strict: Some(dualpub::sim::platform::StrictProfile {
+                max_len: None,
+                refused_parties: vec![first.party.unwrap().name.unwrap()],
+            }),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        format!(r#""id":"{}""#, first.id),
+        format!(r#""id":"{}","vendor_note":"\ud800""#, first.id),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let through = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "the platform refused a record: {s} {err}");
+    let held = read_store(&env.store_path())
+        .quarantine_get(Kind::Permit, &first.id)
+        .unwrap()
+        .expect("the refused record is in quarantine");
+    assert_eq!(held.reason, "rejected");
+    let text = held.source.as_str().expect("its text");
+    assert!(text.contains(r#""vendor_note":"\ud800""#), "{text}");
+
+    let was = env.platform_stats().await["rejected"].as_u64().unwrap();
+    let out = env
+        .dualpub_with(&["quarantine", "retry", &first.id], &through)
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.platform_stats().await["rejected"].as_u64().unwrap(),
+        was + 1,
+        "the retry sent the record again"
+    );
+}
+
+/// A record's second version, invalid and with a text no `serde_json::Value` can hold, goes to quarantine while
+/// its first version is on its way: the first one's receipt must leave the entry (it took the copy held as text
+/// for an older one and removed it — a silent drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_kept_as_text_stays_in_quarantine_when_the_older_ones_receipt_comes() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let doc = "（豫）FM安许证字〔2026〕990081";
+    put_permit(&env, &gen_cfg, "XK-TEXT-T", doc, "T 的第一版").await;
+    for i in 0..3 {
+        let other = format!("（豫）FM安许证字〔2026〕99009{i}");
+        put_permit(&env, &gen_cfg, &format!("XK-TEXT-F{i}"), &other, "F").await;
+    }
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""content":"T 的第二版"#.to_string(),
+        r#""vendor_note":"\ud800","content":"T 的第二版"#.to_string(),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let before = env.source_stats().await["items_served"].as_u64().unwrap();
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 300}),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"latency_ms": 2500}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_URL", &proxy)
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "2")
+        .env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    let t0 = std::time::Instant::now();
+    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the run never read its second page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let t2 = permit_with_doc(&env, &gen_cfg, "XK-TEXT-T", doc, "T 的第二版\u{1}").await;
+    env.source_insert_one(t2).await;
+    let out = run.await.unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "T is in quarantine: {summary} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (content, status, _, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("T 的第一版", "public")
+    );
+    assert_eq!(
+        quarantined,
+        vec![("XK-TEXT-T".to_string(), vec!["xml_char".to_string()])],
+        "T's second version waits in quarantine"
+    );
+}
