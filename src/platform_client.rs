@@ -202,19 +202,21 @@ impl PlatformClient {
         }
     }
 
-    /// Logs in now, unless a token is held: a run with nothing to send still finds out, at its start, that the
-    /// platform refuses its app key, secret or URL.
-    pub async fn ensure_login(&self, budget: &Budget) -> Result<(), GiveUp> {
-        budget
-            .run("logging in to the platform", || async {
-                match self.token().await {
-                    Attempt::Done(_) => Attempt::Done(()),
-                    Attempt::Retry { after, reason } => Attempt::Retry { after, reason },
-                    Attempt::Fatal(m) | Attempt::Refused(m) => Attempt::Fatal(m),
-                    Attempt::Config(m) => Attempt::Config(m),
-                }
-            })
-            .await
+    /// Logs in now, unless a token is held, once: a run with nothing to send still finds out, at its start, that the
+    /// platform refuses its app key, secret or URL (a configuration error). Any other trouble is left to the calls
+    /// that need the token, with their retries.
+    pub async fn ensure_login(&self) -> Result<(), GiveUp> {
+        match self.token().await {
+            Attempt::Config(message) => Err(GiveUp::Config {
+                what: "logging in to the platform".into(),
+                message,
+            }),
+            Attempt::Done(_) => Ok(()),
+            Attempt::Retry { reason: m, .. } | Attempt::Fatal(m) | Attempt::Refused(m) => {
+                tracing::debug!(problem = %m, "no login at the start of the run; sending will try again");
+                Ok(())
+            }
+        }
     }
 
     async fn forget_token(&self, used: &str) {

@@ -3,6 +3,7 @@
 
 use crate::model::Kind;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// The deciding authority (决定机关) as the source names it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -215,6 +216,14 @@ pub enum SourceStatus {
 }
 
 impl SourceRecord {
+    /// An `id` that is empty or only white space is no id: records with one could not be told apart.
+    pub fn check_id(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("the record's `id` is empty: a record needs an id of its own".into());
+        }
+        Ok(())
+    }
+
     /// The record's status; an unknown or missing status reads as `None` (validation reports it).
     pub fn status(&self) -> Option<SourceStatus> {
         match self.status.as_deref() {
@@ -226,10 +235,277 @@ impl SourceRecord {
     }
 }
 
-/// The `id` of a source record as its JSON text gives it (a record the schema cannot read may still have one):
-/// a string as it is, any other value as its JSON text; `None` without one.
-pub fn raw_id(raw: &serde_json::value::RawValue) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-    v.get("id")
-        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+/// Reads a source record from its JSON text the way `serde_json::Value` → `SourceRecord` would, without building
+/// the tree unless the direct way refuses it (e.g. a field given twice, which a `Value` resolves to the last). An
+/// `id` that is empty or only white space is no id: two such records could not be told apart. The error says
+/// what is wrong in the operator's terms (a lone surrogate by name: the parser's own words miss it).
+pub fn read_record(raw: &str) -> Result<SourceRecord, String> {
+    let rec = serde_json::from_str::<SourceRecord>(raw).or_else(|_| {
+        let v: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| describe_json_error(raw, &e))?;
+        <SourceRecord as Deserialize>::deserialize(&v).map_err(|e| e.to_string())
+    })?;
+    rec.check_id()?;
+    Ok(rec)
+}
+
+/// A JSON parser's message about `text`, saying so when the cause is a lone surrogate (serde_json calls it "lone
+/// leading surrogate" or "unexpected end of hex escape").
+pub fn describe_json_error(text: &str, e: &serde_json::Error) -> String {
+    match find_lone_surrogate(text) {
+        Some(escape) => format!(
+            "a string holds the escape {escape}, a lone surrogate (half of a UTF-16 pair, which is no character), \
+             so it is not text ({e})"
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// The members of a source record's JSON text that name and place it, `id` and `updated_at`, as their JSON text;
+/// the others are skipped unread. What a record that neither the schema nor `serde_json::Value` can read still
+/// says about itself: a lone surrogate (`"\ud800"`) or a number out of range elsewhere does not hide them. A
+/// member given twice counts as its last (as a `Value` reads it); a text that is not an object has neither.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawHead<'a> {
+    pub id: Option<&'a RawValue>,
+    pub updated_at: Option<&'a RawValue>,
+}
+
+impl<'a> RawHead<'a> {
+    pub fn of(raw: &'a str) -> RawHead<'a> {
+        use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+        enum Member {
+            Id,
+            UpdatedAt,
+            Other,
+        }
+        // A member name as its bytes (WTF-8: a lone surrogate in a name is no error here).
+        impl<'de> Deserialize<'de> for Member {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Member, D::Error> {
+                struct Name;
+                impl Visitor<'_> for Name {
+                    type Value = Member;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a member name")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Member, E> {
+                        Ok(match b {
+                            b"id" => Member::Id,
+                            b"updated_at" => Member::UpdatedAt,
+                            _ => Member::Other,
+                        })
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Member, E> {
+                        self.visit_bytes(s.as_bytes())
+                    }
+                }
+                d.deserialize_bytes(Name)
+            }
+        }
+        struct Head;
+        impl<'de> Visitor<'de> for Head {
+            type Value = RawHead<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHead<'de>, A::Error> {
+                let mut head = RawHead::default();
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::Id => head.id = Some(map.next_value()?),
+                        Member::UpdatedAt => head.updated_at = Some(map.next_value()?),
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(head)
+            }
+        }
+        serde_json::Deserializer::from_str(raw)
+            .deserialize_map(Head)
+            .unwrap_or_default()
+    }
+
+    /// `id`, when it is a JSON string that is text (holds no lone surrogate).
+    pub fn id_text(&self) -> Option<String> {
+        serde_json::from_str(self.id?.get()).ok()
+    }
+
+    /// `updated_at`, when it is a JSON string that is text.
+    pub fn updated_at_text(&self) -> Option<String> {
+        serde_json::from_str(self.updated_at?.get()).ok()
+    }
+}
+
+/// The name a source record goes by in quarantine (and in messages), from its JSON text, whatever else is wrong
+/// with it: its `id` when that is a non-blank string (as written, escapes and all, when it holds a lone surrogate);
+/// `(id 6)` for a numeric id, which must not share a name with the record whose id is the string "6"; otherwise
+/// `(no id) ` and a short hash of the record, so that records without an id do not share one entry and the same
+/// record read again finds its own. The hash is over the record as a `serde_json::Value` writes it (so the copy
+/// quarantine holds hashes like the feed's text), or over the text itself when no `Value` can hold it.
+pub fn record_name(raw: &str) -> String {
+    let head = RawHead::of(raw);
+    if let Some(id) = head.id.map(RawValue::get) {
+        if let Some(quoted) = id.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            let name = serde_json::from_str::<String>(id).unwrap_or_else(|_| quoted.to_string());
+            if !name.trim().is_empty() {
+                return name;
+            }
+        } else if id.len() <= MAX_NUMERIC_ID
+            && id.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        {
+            return format!("(id {id})");
+        }
+    }
+    use sha2::Digest as _;
+    let hash = match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v) => sha2::Sha256::digest(v.to_string()),
+        Err(_) => sha2::Sha256::digest(raw),
+    };
+    format!("{NO_ID_PREFIX}{}", hex::encode(&hash[..6]))
+}
+
+/// How quarantine names a record without a usable id: this, then a short hash (see [`record_name`]).
+pub const NO_ID_PREFIX: &str = "(no id) ";
+
+/// Numeric ids longer than this (a number of any length is valid JSON) are named by hash instead.
+const MAX_NUMERIC_ID: usize = 40;
+
+/// The first lone surrogate escape in a JSON text (`\ud800` as written): a UTF-16 half that no string can hold.
+/// Escapes only occur inside strings, so the text is scanned without tracking them.
+pub fn find_lone_surrogate(text: &str) -> Option<&str> {
+    surrogate_escapes(text).find_map(|(range, lone)| lone.then(|| &text[range]))
+}
+
+/// The JSON text with every lone surrogate escape replaced by `\ufffd` (the replacement character), so that a
+/// `serde_json::Value` can hold it (for display).
+pub fn lone_surrogates_replaced(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (range, _) in surrogate_escapes(text).filter(|(_, lone)| *lone) {
+        out.push_str(&text[last..range.start]);
+        out.push_str("\\ufffd");
+        last = range.end;
+    }
+    if out.is_empty() {
+        return text.into();
+    }
+    out.push_str(&text[last..]);
+    out.into()
+}
+
+/// Every `\u` escape of a surrogate in a JSON text: its byte range (a pair counts as one) and whether it is lone.
+fn surrogate_escapes(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
+    let b = text.as_bytes();
+    let unit = move |at: usize| -> Option<u16> {
+        if b.get(at..at + 2)? != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(b.get(at + 2..at + 6)?).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if b[i] != b'\\' {
+                i += 1;
+                continue;
+            }
+            let Some(u) = unit(i) else {
+                // any other escape: its backslash and the character escaped
+                i += 2;
+                continue;
+            };
+            let start = i;
+            i += 6;
+            match u {
+                0xD800..=0xDBFF if unit(i).is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) => {
+                    i += 6;
+                    return Some((start..i, false));
+                }
+                0xD800..=0xDFFF => return Some((start..i, true)),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_of_a_record_reads_past_what_a_value_refuses() {
+        // a lone surrogate elsewhere, a number no f64 holds, a member given twice, an escaped member name
+        let raw = r#"{"facts": "检查\ud800发现", "n": 1e400, "id": "A", "\u0069d": "CF-1", "x\udc00": 1,
+                      "updated_at": "2026-11-20T10:00:00.000+08:00"}"#;
+        assert!(serde_json::from_str::<serde_json::Value>(raw).is_err());
+        let head = RawHead::of(raw);
+        assert_eq!(head.id_text().as_deref(), Some("CF-1"));
+        assert_eq!(
+            head.updated_at_text().as_deref(),
+            Some("2026-11-20T10:00:00.000+08:00")
+        );
+        assert!(RawHead::of("42").id.is_none());
+        assert!(RawHead::of(r#"["id", 1]"#).id.is_none());
+    }
+
+    #[test]
+    fn quarantine_names_tell_unreadable_records_apart() {
+        assert_eq!(record_name(r#"{"id": "CF-1", "facts": "\ud800"}"#), "CF-1");
+        // the id itself holds a lone surrogate: as written
+        assert_eq!(record_name(r#"{"id": "CF-\ud800"}"#), r"CF-\ud800");
+        // a number is not the string with its digits
+        assert_eq!(record_name(r#"{"id": 6}"#), "(id 6)");
+        assert_eq!(record_name(r#"{"id": "6"}"#), "6");
+        // no id, a blank one, or one of another type: a hash of the record
+        let names: Vec<String> = [
+            r#"{"xid": "A"}"#,
+            r#"{"xid": "B"}"#,
+            r#"{"id": "", "doc_no": "1"}"#,
+            r#"{"id": " ", "doc_no": "2"}"#,
+            r#"{"id": null, "doc_no": "3"}"#,
+            r#"{"xid": "C", "facts": "\ud800"}"#,
+            r#"{"xid": "C", "facts": "\udc00"}"#,
+        ]
+        .iter()
+        .map(|r| record_name(r))
+        .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(n.starts_with(NO_ID_PREFIX), "{n}");
+            assert!(!names[..i].contains(n), "{names:?}");
+        }
+        // the same record, however its text is laid out, has the same name (quarantine holds it as a Value)
+        assert_eq!(
+            record_name(r#"{"xid": "A", "b": 1}"#),
+            record_name("{ \"b\" : 1,\n \"xid\" : \"A\" }")
+        );
+        assert_eq!(
+            record_name(r#"{"xid": "C", "facts": "\ud800"}"#),
+            record_name(r#"{"xid": "C", "facts": "\ud800"}"#)
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_found_and_named() {
+        assert_eq!(find_lone_surrogate(r#"{"a": "x\ud800y"}"#), Some(r"\ud800"));
+        assert_eq!(find_lone_surrogate(r#"{"a": "x\uDC00"}"#), Some(r"\uDC00"));
+        assert_eq!(
+            find_lone_surrogate(r#"{"a": "\ud83d\ude00", "b": "\\ud800"}"#),
+            None
+        );
+        assert_eq!(
+            find_lone_surrogate(r#"{"a": "\ud800\ud83d\ude00"}"#),
+            Some(r"\ud800")
+        );
+        let fixed = lone_surrogates_replaced(r#"{"a": "x\ud800y\ud83d\ude00"}"#);
+        let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(v["a"], "x\u{fffd}y\u{1f600}");
+        let e = read_record(r#"{"id": "CF-1", "facts": "检查\ud800发现"}"#).unwrap_err();
+        assert!(e.contains(r"\ud800") && e.contains("lone surrogate"), "{e}");
+        let e = read_record(r#"{"id": "  "}"#).unwrap_err();
+        assert!(e.contains("`id` is empty"), "{e}");
+    }
 }

@@ -20,7 +20,7 @@ use crate::model::{china_offset, Kind, PlatformRecord};
 use crate::platform_client::PlatformClient;
 use crate::retry::{Budget, GiveUp};
 use crate::source_client::SourceClient;
-use crate::source_schema::{SourceRecord, SourceStatus};
+use crate::source_schema::{RawHead, SourceRecord, SourceStatus};
 use crate::store::{
     Cursor, LedgerEntry, Op, OutboxBatch, OutboxItem, PageCommit, PlatformState, QuarantineEntry,
     ReceiptCommit, RecordMeta, Store, StoreError, StoredFinding,
@@ -187,10 +187,10 @@ fn position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<Cursor> {
             after_id: s.id.clone(),
         }),
         None => {
-            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+            let head = RawHead::of(raw.get());
             Some(Cursor {
-                since: v.get("updated_at")?.as_str()?.to_string(),
-                after_id: v.get("id")?.as_str()?.to_string(),
+                since: head.updated_at_text()?,
+                after_id: head.id_text()?,
             })
         }
     }?;
@@ -198,24 +198,44 @@ fn position(src: Option<&SourceRecord>, raw: &RawValue) -> Option<Cursor> {
     Some(pos)
 }
 
-/// Reads a source record straight from its JSON text the way `serde_json::Value` → `SourceRecord` would, without
-/// building the tree unless the direct way refuses it (e.g. a field given twice, which a `Value` resolves to the
-/// last).
-fn read_source(raw: &RawValue) -> Result<SourceRecord, String> {
-    serde_json::from_str::<SourceRecord>(raw.get()).or_else(|_| {
-        let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-        <SourceRecord as serde::Deserialize>::deserialize(&v).map_err(|e| e.to_string())
-    })
-}
-
-/// A raw item's `id`, as text ("(no id)" when it has none): the name its quarantine entry goes by.
+/// A raw item's name in quarantine (see [`crate::source_schema::record_name`]).
 fn raw_id_of(raw: &RawValue) -> String {
-    crate::source_schema::raw_id(raw).unwrap_or_else(|| "(no id)".into())
+    crate::source_schema::record_name(raw.get())
 }
 
-/// A raw item as a `serde_json::Value` (quarantine keeps the source record in that form).
+/// A raw item as quarantine keeps it (see [`held_copy`]).
 fn raw_value(raw: &RawValue) -> serde_json::Value {
-    serde_json::from_str(raw.get()).unwrap_or_default()
+    held_copy(raw.get())
+}
+
+/// A source record's JSON text as quarantine keeps it: the record as a `serde_json::Value` object; an item that
+/// is no object, or that no `Value` can hold (a lone surrogate, a number out of range), as its JSON text in a
+/// string, so the entry still shows what the source sent and a retry sends it again as it came.
+fn held_copy(text: &str) -> serde_json::Value {
+    match serde_json::from_str(text) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => serde_json::Value::String(text.to_string()),
+    }
+}
+
+/// The `updated_at` of the copy quarantine holds, in either form.
+fn held_updated_at(source: &serde_json::Value) -> Option<String> {
+    match source {
+        serde_json::Value::String(text) => RawHead::of(text).updated_at_text(),
+        v => v.get("updated_at")?.as_str().map(str::to_string),
+    }
+}
+
+/// The inverse of [`raw_value`]: the copy quarantine holds, as JSON text to read again; `None` for an entry that
+/// holds no copy (`null`: made before unreadable records were kept).
+pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
+    match source {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => RawValue::from_string(text.clone())
+            .ok()
+            .or_else(|| serde_json::value::to_raw_value(source).ok()),
+        v => serde_json::value::to_raw_value(v).ok(),
+    }
 }
 
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
@@ -249,24 +269,27 @@ fn next_position(
     onward(&last).then_some(last)
 }
 
-/// The version of a record the source's change feed serves at the position of a held copy (its id at its
-/// `updated_at`), read from that position until past it; `None` when the feed no longer has the record there
-/// (deleted, or changed since: then it is further on). The feed's copy is what is sent, should a source
-/// change a record without a new `updated_at`. Times compare to the millisecond (a feed may order records
-/// within a millisecond by id). A copy without a readable `updated_at` or `id` cannot be looked for and is
-/// returned as it is.
+/// A raw item's `updated_at` as a time, however unreadable the rest of it is.
+fn raw_time(raw: &RawValue) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(&RawHead::of(raw.get()).updated_at_text()?).ok()
+}
+
+/// The version of a record the source's change feed serves at the position of a held copy (the record of the
+/// same quarantine name at its `updated_at`: the same id, or for a record without one the same content), read
+/// from that position until past it; `None` when the feed no longer has the record there (deleted, or changed
+/// since: then it is further on). The feed's copy is what is sent, should a source change a record without a
+/// new `updated_at`. Times compare to the millisecond (a feed may order records within a millisecond by id). A
+/// copy without a readable `updated_at` cannot be looked for and is returned as it is.
 async fn current_version(
     source: &SourceClient,
     budget: &Budget,
     kind: Kind,
     held: Box<RawValue>,
 ) -> Result<Option<Box<RawValue>>, SyncError> {
-    let Some(want) = position(None, &held) else {
+    let Some(at) = raw_time(&held) else {
         return Ok(Some(held));
     };
-    let Ok(at) = chrono::DateTime::parse_from_rfc3339(&want.since) else {
-        return Ok(Some(held));
-    };
+    let name = raw_id_of(&held);
     let at_ms = at.timestamp_millis();
     let (mut since, mut after) = (
         at.with_timezone(&china_offset())
@@ -279,20 +302,19 @@ async fn current_version(
             .await?;
         let mut last = None;
         for item in &page.items {
-            let Some(p) = position(None, item) else {
-                continue;
-            };
-            let Ok(t) = chrono::DateTime::parse_from_rfc3339(&p.since) else {
+            let Some(t) = raw_time(item) else {
                 continue;
             };
             let t_ms = t.timestamp_millis();
             if t_ms > at_ms {
                 return Ok(None);
             }
-            if t_ms == at_ms && p.after_id == want.after_id {
+            if t_ms == at_ms && raw_id_of(item) == name {
                 return Ok(Some(item.clone()));
             }
-            last = Some(p);
+            if let Some(p) = position(None, item) {
+                last = Some(p);
+            }
         }
         match last {
             Some(p)
@@ -359,7 +381,7 @@ struct Prepared {
 
 /// Reads a feed item (its record and position), not yet mapped.
 fn read_item(raw: Box<RawValue>) -> Prepared {
-    let src = read_source(&raw);
+    let src = crate::source_schema::read_record(raw.get());
     let pos = position(src.as_ref().ok(), &raw);
     Prepared {
         raw,
@@ -601,7 +623,7 @@ async fn run_with(
         // key or secret (exit 2), and would report success until the day a record changes.
         (None, false) => engine
             .platform
-            .ensure_login(&budget)
+            .ensure_login()
             .await
             .map_err(SyncError::from),
         _ => Ok(()),
@@ -1009,12 +1031,9 @@ impl Engine<'_> {
             if holder.is_some() {
                 continue;
             }
-            let raw = match serde_json::value::to_raw_value(&held) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    tracing::warn!(id = %id, "a quarantined record cannot be read again: {e}");
-                    continue;
-                }
+            let Some(raw) = held_raw(&held) else {
+                tracing::warn!(id = %id, "a quarantined record cannot be read again");
+                continue;
             };
             // Sent after all (and counted again should it be held back again).
             if self.counted_waiting.remove(&(kind, id.clone())) {
@@ -1879,8 +1898,8 @@ fn apply_receipt(
                 if !quarantine_empty {
                     // Not when a newer version of the record went to quarantine while this one was on its way.
                     if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
-                        let held = q.source["updated_at"].as_str().unwrap_or("");
-                        if !newer(held, &item.source_updated_at) {
+                        let held = held_updated_at(&q.source).unwrap_or_default();
+                        if !newer(&held, &item.source_updated_at) {
                             commit
                                 .quarantine_del
                                 .push((batch.kind, item.source_id.clone()));
@@ -1939,11 +1958,12 @@ fn apply_receipt(
                     // A batch resent after a crash has no source text: keep the held one if it is this version
                     // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.
                     source: match &item.source {
-                        Some(raw) => serde_json::from_str(raw).unwrap_or_default(),
+                        Some(raw) => held_copy(raw),
                         None => existing
                             .map(|q| q.source)
                             .filter(|s| {
-                                s["updated_at"].as_str() == Some(item.source_updated_at.as_str())
+                                held_updated_at(s).as_deref()
+                                    == Some(item.source_updated_at.as_str())
                             })
                             .unwrap_or(serde_json::Value::Null),
                     },

@@ -213,7 +213,10 @@ fn input_that_is_not_json_at_all_exits_2_but_a_bad_line_among_records_is_a_findi
             let out = dualpub(&["map", "--kind", kind], input, dir.path());
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{err}");
-            assert!(err.contains("not a JSON array or JSON lines"), "{err}");
+            assert!(
+                err.contains("not a JSON array, object or JSON lines"),
+                "{err}"
+            );
             assert!(!err.contains("source_schema"), "{err}");
             assert!(out.stdout.is_empty());
         }
@@ -824,4 +827,79 @@ fn a_mapping_dir_that_cannot_be_used_is_named_once() {
     assert_eq!(err.matches("m/permit.toml").count(), 1, "{err}");
     assert_eq!(err.matches("os error").count(), 1, "{err}");
     assert!(err.contains("[mapping] dir"), "{err}");
+}
+
+/// Reported: a record with a lone surrogate ("\ud800") was refused with the parser's "unexpected end of hex
+/// escape", and two records with an empty id were mapped as if the id told them apart.
+#[test]
+fn a_lone_surrogate_and_an_empty_id_are_named_in_the_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = fixture_record("permit_org");
+    let line = |r: &serde_json::Value| serde_json::to_string(r).unwrap();
+    let surrogate =
+        line(&with(rec.clone(), "/content", "检查@@发现".into())).replace("@@", r"\ud800");
+    let blank = line(&with(rec.clone(), "/id", " ".into()));
+    let input = format!("{}\n{surrogate}\n{blank}\n", line(&rec));
+    let out = dualpub(&["map", "--kind", "permit"], input.as_bytes(), dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("#2\t(record)\tsource_schema\t")
+            && err.contains(r"the escape \ud800, a lone surrogate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#3\t(record)\tsource_schema\t") && err.contains("`id` is empty"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 permit record(s): 1 valid, 2 invalid"),
+        "{err}"
+    );
+    // alone, or pretty-printed, it is still one record with a finding, not input that is not JSON (exit 2)
+    let pretty = serde_json::to_string_pretty(&with(rec.clone(), "/content", "检查@@发现".into()))
+        .unwrap()
+        .replace("@@", r"\ud800");
+    for input in [surrogate, pretty] {
+        let out = dualpub(&["map", "--kind", "permit"], input.as_bytes(), dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("a lone surrogate"), "{err}");
+        assert!(
+            err.contains("1 permit record(s): 0 valid, 1 invalid"),
+            "{err}"
+        );
+    }
+}
+
+/// Reported: one pretty-printed record (as `quarantine show` prints one) or a fixture file of this repository
+/// was read as JSON lines: dozens of bogus records, each with a parser message about a fragment, exit 1.
+#[test]
+fn a_pretty_printed_record_or_a_fixture_file_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = fixture_record("penalty_person");
+    let pretty = serde_json::to_vec_pretty(&rec).unwrap();
+    let out = dualpub(&["map", "--kind", "penalty"], &pretty, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{err}"
+    );
+    // a file of fixtures/cases: the records it wraps
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cases/finding_key_reused.json");
+    let out = dualpub(
+        &["map", "--kind", "permit", fixture.to_str().unwrap()],
+        b"",
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\tkey_reused\t"), "{err}");
+    assert!(
+        err.contains("2 permit record(s): 1 valid, 1 invalid"),
+        "{err}"
+    );
 }

@@ -1221,3 +1221,39 @@ async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
     // 7 working days after 2026-12-28, skipping the table's three days off
     assert_eq!(n3["deadline"], "2027-01-11", "{n3}");
 }
+
+/// Reported: `report annual` panicked (exit 101, "Addition overflowed") when the year's fines passed the largest
+/// amount a `Decimal` holds — 10,001 penalties of the largest fine the mapping takes. The sum leaves what it cannot
+/// take out, and a note says so (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fines_beyond_the_largest_decimal_are_a_note_not_a_panic() {
+    let env = empty_env().await;
+    let n = 10_001;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let records: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| {
+                let mut r = penalty(
+                    "penalty_fine_confiscation",
+                    &format!("MAX{i}"),
+                    "2025-06-02",
+                    "2027-01-01",
+                );
+                r["fine_yuan"] = "79228162514264337593543950335".into();
+                r
+            })
+            .collect();
+        env.source_insert(serde_json::Value::Array(records)).await;
+    }
+    let (code, v) = annual_json(&env, "2025").await;
+    assert_eq!(code, 1, "a note needs a person: {}", v["notes"]);
+    assert_eq!(v["penalties"]["total"], n, "{}", v["notes"]);
+    let notes = v["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("1 penalty record(s) are not in fines_wan")),
+        "{notes:?}"
+    );
+}

@@ -7,6 +7,7 @@ use dualpub::model::Kind;
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::Faults;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_update_revoke_expire() {
@@ -1417,12 +1418,55 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
 /// A loopback proxy in front of the source simulator that passes each change-feed page on with its items
 /// rewritten by `edit` (item index in the page, item): an enforcement system whose records lack positions.
 async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> String {
+    feed_text_proxy(
+        source,
+        Arc::new(move |text: String| {
+            let mut body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(items) = body["items"].as_array_mut() {
+                for (i, item) in items.iter_mut().enumerate() {
+                    edit(i, item);
+                }
+            }
+            body.to_string()
+        }),
+    )
+    .await
+}
+
+/// Text replacements a [`feed_text_proxy`] applies, changeable while it runs.
+type Rules = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A [`feed_text_proxy`] that replaces each `find` of `rules` with its `replace` in every change-feed page: an
+/// enforcement system that serves what the simulator cannot store (lone surrogates, ids of another type or none).
+async fn feed_rewriting_proxy(source: String, rules: Rules) -> String {
+    feed_text_proxy(
+        source,
+        Arc::new(move |mut text: String| {
+            for (find, replace) in rules.lock().unwrap().iter() {
+                text = text.replace(find, replace);
+            }
+            text
+        }),
+    )
+    .await
+}
+
+/// A loopback proxy in front of the source simulator that passes each change-feed page on with its text
+/// rewritten by `rewrite`.
+async fn feed_text_proxy(
+    source: String,
+    rewrite: Arc<dyn Fn(String) -> String + Send + Sync>,
+) -> String {
     use axum::extract::{Path, RawQuery, State};
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
-    type Shared = (String, fn(usize, &mut serde_json::Value), reqwest::Client);
+    type Shared = (
+        String,
+        Arc<dyn Fn(String) -> String + Send + Sync>,
+        reqwest::Client,
+    );
     async fn changes(
-        State((source, edit, http)): State<Shared>,
+        State((source, rewrite, http)): State<Shared>,
         Path(kind): Path<String>,
         RawQuery(query): RawQuery,
         headers: HeaderMap,
@@ -1437,22 +1481,17 @@ async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> 
         }
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
-        let mut body: serde_json::Value = res.json().await.unwrap_or_default();
-        if let Some(items) = body["items"].as_array_mut() {
-            for (i, item) in items.iter_mut().enumerate() {
-                edit(i, item);
-            }
-        }
+        let body = rewrite(res.text().await.unwrap_or_default());
         (
             axum::http::StatusCode::from_u16(status).unwrap(),
             [("content-type", "application/json")],
-            body.to_string(),
+            body,
         )
             .into_response()
     }
     let app = axum::Router::new()
         .route("/api/v1/{kind}/changes", axum::routing::get(changes))
-        .with_state((source, edit, reqwest::Client::new()));
+        .with_state((source, rewrite, reqwest::Client::new()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -1759,5 +1798,440 @@ async fn a_run_with_nothing_to_send_still_finds_out_that_the_platform_refuses_th
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Records the source schema cannot read, several of them without a readable id (reported: all quarantined under
+/// one name, "(no id)", with no copy of the record; lone surrogates counted as no id; a stale entry for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_records_are_quarantined_each_under_a_name_of_its_own() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![
+        ("@@SURR@@".to_string(), r"\ud800".to_string()),
+        (r#""id":"XK-NOID-1""#.into(), r#""xid":"XK-NOID-1""#.into()),
+        (r#""id":"XK-NOID-2""#.into(), r#""xid":"XK-NOID-2""#.into()),
+        (r#""id":"XK-BLANK-1""#.into(), r#""id":"""#.into()),
+        (r#""id":"XK-BLANK-2""#.into(), r#""id":" ""#.into()),
+        (r#""id":"XK-NUM""#.into(), r#""id":6"#.into()),
+    ]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules.clone()).await;
+    let records = [
+        ("XK-SURR-1", "检查@@SURR@@发现"),
+        ("XK-SURR-2", "依据@@SURR@@"),
+        ("6", "编号为文本@@SURR@@"),
+        ("XK-NOID-1", "无编号一"),
+        ("XK-NOID-2", "无编号二"),
+        ("XK-BLANK-1", "空编号一"),
+        ("XK-BLANK-2", "空编号二"),
+        ("XK-NUM", "编号为数字"),
+    ];
+    let put_all = |fixed: bool| {
+        let (env, gen_cfg) = (&env, &gen_cfg);
+        async move {
+            for (i, (id, content)) in records.iter().enumerate() {
+                let content = if fixed {
+                    content.replace("@@SURR@@", "")
+                } else {
+                    content.to_string()
+                };
+                let doc = format!("（豫）FM安许证字〔2026〕99100{i}");
+                put_permit(env, gen_cfg, id, &doc, &content).await;
+            }
+        }
+    };
+    put_all(false).await;
+    let through = [
+        ("DUALPUB_SOURCE_URL", proxy.as_str()),
+        // every record read again by each run: the same record must find its own entry
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "100000000"),
+    ];
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &through)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert_eq!(s["quarantined"], 8, "{s}");
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    let names: Vec<&str> = q.iter().map(|e| e.source_id.as_str()).collect();
+    assert_eq!(q.len(), 8, "one entry per record: {names:?}");
+    for id in ["XK-SURR-1", "XK-SURR-2", "6", "(id 6)"] {
+        assert!(names.contains(&id), "{id} in {names:?}");
+    }
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("(no id) ")).count(),
+        4,
+        "{names:?}"
+    );
+    for e in &q {
+        assert!(!e.source.is_null(), "{} keeps its record", e.source_id);
+    }
+
+    // Each entry shows its record; a lone surrogate is named as such.
+    let show = |name: String| {
+        let env = &env;
+        async move {
+            let out = env.dualpub(&["quarantine", "show", &name]).await;
+            assert_eq!(out.status.code(), Some(0), "{name}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let shown = show("XK-SURR-1".into()).await;
+    assert!(shown.contains("lone surrogate"), "{shown}");
+    assert!(shown.contains("检查\u{fffd}发现"), "{shown}");
+    assert!(shown.contains("99100"), "{shown}");
+    for e in q.iter().filter(|e| e.source_id.starts_with("(no id) ")) {
+        let shown = show(e.source_id.clone()).await;
+        assert!(shown.contains("（豫）FM安许证字〔2026〕99100"), "{shown}");
+        assert!(
+            !shown.contains("source record (ID numbers masked):\nnull"),
+            "{shown}"
+        );
+    }
+
+    // Read again, the same records are the same entries.
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &through)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(s["quarantined"], 0, "{s}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 8);
+
+    // The enforcement system fixes every record (new versions, with ids): those named by their id leave
+    // quarantine with the next sync; a retry finds the others no longer served and removes them.
+    rules.lock().unwrap().clear();
+    put_all(true).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    let left: Vec<String> = read_store(&env.store_path())
+        .quarantine_all()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.source_id)
+        .collect();
+    assert_eq!(left.len(), 5, "{left:?}");
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("5 retried record(s) no longer in the enforcement system"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
+/// Before each unreadable record had a name of its own, they all shared the entry "(no id)", which held no copy
+/// of a record (`null`): nothing can retry it or look it up, so a retry removes it, saying so, instead of keeping
+/// it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_removes_an_old_no_id_entry_that_holds_no_record() {
+    let (env, _) = backfilled(Faults::default()).await;
+    {
+        let store = read_store(&env.store_path());
+        let old = dualpub::store::QuarantineEntry {
+            kind: Kind::Penalty,
+            source_id: "(no id)".into(),
+            key: None,
+            reason: "invalid".into(),
+            findings: Vec::new(),
+            source: serde_json::Value::Null,
+            first_seen: "2026-11-01T00:00:00.000+08:00".into(),
+            last_seen: "2026-11-01T00:00:00.000+08:00".into(),
+            meta: Default::default(),
+        };
+        store
+            .commit_page(&dualpub::store::PageCommit {
+                quarantine_put: vec![old],
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let out = env.dualpub(&["quarantine", "retry", "(no id)"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("`(no id)` holds no copy of a source record")
+            && err.contains("removed from quarantine"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
+/// Reported: escape sequences in a record id, a document number or a party name reached the terminal raw through
+/// `quarantine list` and `quarantine show` (clearing the screen, hiding text, erasing the lines above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_list_and_show_never_print_control_characters_from_the_data() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let mut a = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-ESC-1",
+        "DOC-\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[31mESC",
+        "内容",
+    )
+    .await;
+    a["party"]["name"] = "\u{1b}[8m隐藏公司\u{9b}2J".into();
+    let b_id = "XK-ESC-2\u{1b}[1A\u{1b}[2K";
+    let b = permit_with_doc(
+        &env,
+        &gen_cfg,
+        b_id,
+        "（豫）FM安许证字〔2026〕990041",
+        "内容\u{1}\u{9b}",
+    )
+    .await;
+    env.source_insert(serde_json::json!([a, b])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 2);
+    let mut shown = Vec::new();
+    for args in [
+        vec!["quarantine", "list"],
+        vec!["quarantine", "list", "--json"],
+        vec!["quarantine", "show", "XK-ESC-1"],
+        vec!["quarantine", "show", b_id],
+    ] {
+        let out = env.dualpub(&args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a control character: {text:?}"
+        );
+        shown.push(text);
+    }
+    // what the data holds is still there to see
+    assert!(
+        shown[0].contains(r"XK-ESC-2\u{1b}[1A\u{1b}[2K"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[2].contains(r"\u{1b}[8m隐藏公司\u{9b}2J"),
+        "{}",
+        shown[2]
+    );
+    let listed: serde_json::Value = serde_json::from_str(&shown[1]).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["party_name"] == "\u{1b}[8m隐藏公司\u{9b}2J"),
+        "{listed}"
+    );
+}
+
+/// Reported: an ID number the enforcement system sends as a JSON number (an export that lost the quotes) was
+/// shown whole by `quarantine show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_show_masks_an_id_number_sent_as_a_number() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let full = "410105198503124030";
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""@@ID@@""#.to_string(),
+        format!(r#"{full},"FDDBR_ZJHM":{full}"#),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let mut v = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-IDNUM-1",
+        "（豫）FM安许证字〔2026〕990051",
+        "内容",
+    )
+    .await;
+    v["party"]["legal_rep"]["id_no"] = "@@ID@@".into();
+    env.source_insert_one(v).await;
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", TODAY],
+            &[("DUALPUB_SOURCE_URL", proxy.as_str())],
+        )
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.dualpub(&["quarantine", "show", "XK-IDNUM-1"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("source_schema"), "{shown}");
+    assert!(!shown.contains(full), "{shown}");
+    assert!(
+        shown.contains(r#""id_no": "410105********4030""#)
+            && shown.contains(r#""FDDBR_ZJHM": "410105********4030""#),
+        "{shown}"
+    );
+}
+
+/// A record held back for a document number, whose text no `serde_json::Value` can hold (a lone surrogate in a
+/// field dualpub does not read): quarantine keeps its text, and when the number is freed the run sends it from
+/// that text (the copy could not be read again, and the record stayed in quarantine for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_for_its_number_is_sent_even_if_no_value_can_hold_it() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""id":"XK-WAIT""#.to_string(),
+        r#""id":"XK-WAIT","vendor_note":"\ud800""#.to_string(),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let through = [
+        ("DUALPUB_SOURCE_URL", proxy.as_str()),
+        // the waiting record is not read again: only the copy quarantine holds can send it
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+    ];
+    let doc = "（豫）FM安许证字〔2026〕990061";
+    put_permit(&env, &gen_cfg, "XK-HOLD", doc, "先录入").await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 0, "{s} {err}");
+    put_permit(&env, &gen_cfg, "XK-WAIT", doc, "后录入").await;
+    // records after it, so that the checkpoint passes it
+    for i in 0..4 {
+        let other = format!("（豫）FM安许证字〔2026〕99007{i}");
+        put_permit(&env, &gen_cfg, &format!("XK-AFTER-{i}"), &other, "其他").await;
+    }
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let q = read_store(&env.store_path()).quarantine_all().unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].source_id, "XK-WAIT");
+    assert!(
+        q[0].source.is_string(),
+        "kept as its text: {:?}",
+        q[0].source
+    );
+
+    // The holder moves to another number: the waiting record gets this one in the same run.
+    put_permit(&env, &gen_cfg, "XK-HOLD", &format!("{doc}-更正"), "先录入").await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["read"], 3, "XK-WAIT is not read again: {s}");
+    let (content, status, ledger_source, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str(), ledger_source.as_deref()),
+        ("后录入", "public", Some("XK-WAIT")),
+        "{quarantined:?}"
+    );
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+}
+
+/// A record the platform refuses whose text no `serde_json::Value` can hold (a lone surrogate in a field dualpub
+/// does not read): quarantine keeps its text (it kept `null`, and a retry could not send it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_no_value_can_hold_keeps_its_text_for_a_retry() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 7,
+        ..GenConfig::default()
+    };
+    let first = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, 0);
+    let env = spawn_with(
+        gen_cfg,
+        dualpub::sim::platform::PlatformSimConfig {
+            strict: Some(dualpub::sim::platform::StrictProfile {
+                max_len: None,
+                refused_parties: vec![first.party.unwrap().name.unwrap()],
+            }),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        format!(r#""id":"{}""#, first.id),
+        format!(r#""id":"{}","vendor_note":"\ud800""#, first.id),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let through = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "the platform refused a record: {s} {err}");
+    let held = read_store(&env.store_path())
+        .quarantine_get(Kind::Permit, &first.id)
+        .unwrap()
+        .expect("the refused record is in quarantine");
+    assert_eq!(held.reason, "rejected");
+    let text = held.source.as_str().expect("its text");
+    assert!(text.contains(r#""vendor_note":"\ud800""#), "{text}");
+
+    let was = env.platform_stats().await["rejected"].as_u64().unwrap();
+    let out = env
+        .dualpub_with(&["quarantine", "retry", &first.id], &through)
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.platform_stats().await["rejected"].as_u64().unwrap(),
+        was + 1,
+        "the retry sent the record again"
+    );
+}
+
+/// A record's second version, invalid and with a text no `serde_json::Value` can hold, goes to quarantine while
+/// its first version is on its way: the first one's receipt must leave the entry (it took the copy held as text
+/// for an older one and removed it — a silent drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_kept_as_text_stays_in_quarantine_when_the_older_ones_receipt_comes() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let doc = "（豫）FM安许证字〔2026〕990081";
+    put_permit(&env, &gen_cfg, "XK-TEXT-T", doc, "T 的第一版").await;
+    for i in 0..3 {
+        let other = format!("（豫）FM安许证字〔2026〕99009{i}");
+        put_permit(&env, &gen_cfg, &format!("XK-TEXT-F{i}"), &other, "F").await;
+    }
+    let rules: Rules = Arc::new(std::sync::Mutex::new(vec![(
+        r#""content":"T 的第二版"#.to_string(),
+        r#""vendor_note":"\ud800","content":"T 的第二版"#.to_string(),
+    )]));
+    let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
+    let before = env.source_stats().await["items_served"].as_u64().unwrap();
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 300}),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"latency_ms": 2500}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_URL", &proxy)
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "2")
+        .env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    let t0 = std::time::Instant::now();
+    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the run never read its second page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let t2 = permit_with_doc(&env, &gen_cfg, "XK-TEXT-T", doc, "T 的第二版\u{1}").await;
+    env.source_insert_one(t2).await;
+    let out = run.await.unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "T is in quarantine: {summary} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (content, status, _, quarantined) = reuse_outcome(&env, doc).await;
+    assert_eq!(
+        (content.as_str(), status.as_str()),
+        ("T 的第一版", "public")
+    );
+    assert_eq!(
+        quarantined,
+        vec![("XK-TEXT-T".to_string(), vec!["xml_char".to_string()])],
+        "T's second version waits in quarantine"
     );
 }

@@ -151,6 +151,44 @@ pub fn parse_kinds(kind: Option<crate::model::Kind>) -> Vec<crate::model::Kind> 
     }
 }
 
+/// Text from another system (a record id, a party name, a document number, a message quoting a value) made safe
+/// for a terminal on one line: each control character — ESC and so the sequences that clear a screen, hide text or
+/// move the cursor, line breaks, the C1 controls such as U+009B — is written as its escape (`\u{1b}`), so the
+/// operator sees what the data holds instead of the terminal obeying it.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// JSON text as serde_json writes it, made safe for a terminal: serde_json escapes C0 controls in strings but
+/// leaves DEL and the C1 controls (U+0080–U+009F, which some terminals obey as ESC sequences) as they are; they
+/// become `\u00XX` escapes, so the text stays the same JSON. Its own line breaks stay.
+pub fn json_shown(text: String) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Standard output for what a command prints. `println!` panics when the reader has gone away
 /// (`dualpub status | head -1`); this writer does not: a broken pipe ends the output quietly (the rest is discarded
 /// and the command finishes and exits as it would have), like most Unix tools. Any other write error is returned
@@ -208,3 +246,20 @@ macro_rules! outln {
     }};
 }
 pub(crate) use outln;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(shown("CF-1"), "CF-1");
+        assert_eq!(shown("a\u{1b}[2Jb\n\u{9b}c"), r"a\u{1b}[2Jb\u{a}\u{9b}c");
+        let json = serde_json::to_string_pretty(&serde_json::json!({"a": "x\u{1b}\u{9b}\u{7f}y"}))
+            .unwrap();
+        let safe = json_shown(json);
+        assert!(!safe.chars().any(|c| c.is_control() && c != '\n'), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["a"], "x\u{1b}\u{9b}\u{7f}y");
+    }
+}

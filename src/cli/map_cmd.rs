@@ -13,7 +13,8 @@ pub struct MapArgs {
     /// Record kind: permit or penalty.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Kind,
-    /// Source records as a JSON array or JSON lines; standard input when absent or `-`.
+    /// Source records as a JSON array, one JSON object (or `{"records": [...]}`) or JSON lines; standard input when
+    /// absent or `-`.
     pub file: Option<PathBuf>,
 }
 

@@ -39,7 +39,8 @@ pub enum Command {
     Status(status_cmd::StatusArgs),
     /// Inspect and retry records that failed validation or were rejected.
     Quarantine(quarantine_cmd::QuarantineArgs),
-    /// Map and validate source records (JSON array or JSON lines) and print the platform XML or every error.
+    /// Map and validate source records (a JSON array, one object or JSON lines) and print the platform XML or every
+    /// error.
     Map(map_cmd::MapArgs),
     /// Run a simulator of the enforcement system or the credit platform.
     Sim(SimArgs),

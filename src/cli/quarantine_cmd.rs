@@ -1,9 +1,10 @@
 //! `dualpub quarantine list | show KEY | retry [KEY…]`: records that failed validation or were rejected.
 
-use super::common;
+use super::common::{self, json_shown, shown};
 use crate::exit::{Exit, Failure};
 use crate::ids::{mask_id, mask_ids_in};
 use crate::model::Kind;
+use crate::source_schema::{find_lone_surrogate, lone_surrogates_replaced};
 use crate::store::QuarantineEntry;
 use crate::sync::{self, SyncOptions};
 use clap::{Args, Subcommand};
@@ -49,9 +50,9 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
             m.iter()
                 .map(|(k, val)| {
                     let masked = match (k.as_str(), val) {
-                        ("id_no", serde_json::Value::String(s)) => {
-                            serde_json::Value::String(mask_id(s))
-                        }
+                        // An ID number whatever its JSON type: a number (an export that lost the quotes) is
+                        // masked as its decimal text.
+                        (k, _) if is_id_number_key(k) => masked_id_value(val),
                         // Codes of organisations and documents, which the operator needs whole to find the record.
                         (
                             "id" | "credit_code" | "org_code" | "reg_no" | "tax_no"
@@ -71,6 +72,31 @@ fn masked_source(v: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Array(a) => {
             serde_json::Value::Array(a.iter().map(masked_source).collect())
         }
+        other => other.clone(),
+    }
+}
+
+/// A member that holds an ID number: the source's `id_no` (and any `…id_no`), or a platform-style `…ZJHM`
+/// (证件号码).
+fn is_id_number_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.ends_with("id_no") || k.ends_with("zjhm")
+}
+
+/// An ID-number member's value, masked whatever its JSON type: text and numbers through `mask_id` (a number
+/// becomes the text of its masked digits), lists and objects throughout.
+fn masked_id_value(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(mask_id(s)),
+        serde_json::Value::Number(n) => serde_json::Value::String(mask_id(&n.to_string())),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.iter().map(masked_id_value).collect())
+        }
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, val)| (k.clone(), masked_id_value(val)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -109,7 +135,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     .collect();
                 common::outln!(
                     "{}",
-                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                    json_shown(serde_json::to_string_pretty(&rows).unwrap_or_default())
                 );
             } else if all.is_empty() {
                 common::outln!("quarantine is empty");
@@ -119,10 +145,10 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     common::outln!(
                         "{:<8} {:<20} {:<9} {:<40} {}",
                         e.kind.as_str(),
-                        e.source_id,
+                        shown(&e.source_id),
                         e.reason,
                         codes.join(","),
-                        e.key.as_deref().unwrap_or("(no key)")
+                        shown(e.key.as_deref().unwrap_or("(no key)"))
                     );
                 }
                 common::outln!(
@@ -136,28 +162,50 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             let Some(e) = all.iter().find(|e| matches(e, &key)) else {
                 return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
             };
-            common::outln!("{} {} ({})", e.kind.zh(), e.source_id, e.reason);
-            common::outln!("key          {}", e.key.as_deref().unwrap_or("(none)"));
+            // Ids, names, document numbers and messages come from the source's data: shown, never obeyed.
+            common::outln!("{} {} ({})", e.kind.zh(), shown(&e.source_id), e.reason);
+            common::outln!(
+                "key          {}",
+                shown(e.key.as_deref().unwrap_or("(none)"))
+            );
             common::outln!(
                 "party        {} {}",
-                e.meta.party_name,
-                e.meta.party_id_masked
+                shown(&e.meta.party_name),
+                shown(&e.meta.party_id_masked)
             );
             common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);
             for f in &e.findings {
                 // masked again: entries stored before 2026-11-29 kept the messages as made
                 common::outln!(
                     "- {} [{}] {}\n  {}",
-                    f.field,
+                    shown(&f.field),
                     f.code,
-                    mask_ids_in(&f.zh),
-                    mask_ids_in(&f.en)
+                    shown(&mask_ids_in(&f.zh)),
+                    shown(&mask_ids_in(&f.en))
                 );
             }
-            common::outln!(
-                "source record (ID numbers masked):\n{}",
-                serde_json::to_string_pretty(&masked_source(&e.source)).unwrap_or_default()
-            );
+            let pretty = |v: &serde_json::Value| {
+                json_shown(serde_json::to_string_pretty(&masked_source(v)).unwrap_or_default())
+            };
+            match &e.source {
+                // The record's own text, which no `Value` could hold: shown as one, each lone surrogate replaced.
+                serde_json::Value::String(text) => {
+                    let lone = find_lone_surrogate(text)
+                        .map(|s| {
+                            format!(
+                                ", each lone surrogate (such as {s}) shown as U+FFFD (\u{fffd})"
+                            )
+                        })
+                        .unwrap_or_default();
+                    let shown = serde_json::from_str(&lone_surrogates_replaced(text))
+                        .map(|v| pretty(&v))
+                        .unwrap_or_else(|_| json_shown(mask_ids_in(text)));
+                    common::outln!(
+                        "source record as the enforcement system sent it{lone} (ID numbers masked):\n{shown}"
+                    );
+                }
+                v => common::outln!("source record (ID numbers masked):\n{}", pretty(v)),
+            }
             Ok(Exit::Ok)
         }
         QuarantineAction::Retry { keys } => {
@@ -177,10 +225,33 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 }
                 v
             };
+            // Entries that hold no copy of a source record (made before unreadable records were named each
+            // apart, all under "(no id)"): nothing to retry or to look up in the feed, so they go.
+            let (chosen, empty): (Vec<&QuarantineEntry>, Vec<&QuarantineEntry>) =
+                chosen.into_iter().partition(|e| !e.source.is_null());
+            if !empty.is_empty() {
+                let gone = crate::store::PageCommit {
+                    quarantine_del: empty
+                        .iter()
+                        .map(|e| (e.kind, e.source_id.clone()))
+                        .collect(),
+                    ..Default::default()
+                };
+                store.commit_page(&gone).map_err(common::store_failure)?;
+                for e in &empty {
+                    eprintln!(
+                        "{} `{}` holds no copy of a source record (an entry made before each unreadable record was \
+                         quarantined under a name of its own): nothing to retry, removed from quarantine; a record \
+                         behind it that the enforcement system still serves unreadable is quarantined again when a \
+                         sync reads it",
+                        e.kind.as_str(),
+                        shown(&e.source_id)
+                    );
+                }
+            }
             let items: Vec<(Kind, Box<serde_json::value::RawValue>)> = chosen
                 .iter()
-                .filter(|e| !e.source.is_null())
-                .filter_map(|e| Some((e.kind, serde_json::value::to_raw_value(&e.source).ok()?)))
+                .filter_map(|e| Some((e.kind, sync::held_raw(&e.source)?)))
                 .collect();
             let opts = SyncOptions {
                 kinds: Kind::ALL.to_vec(),
@@ -242,5 +313,31 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 Exit::Ok
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Reported: an ID number sent as a JSON number was shown whole by `quarantine show`.
+    #[test]
+    fn id_numbers_are_masked_whatever_their_json_type() {
+        let shown = masked_source(&json!({
+            "id": "CF-1",
+            "party": {"id_no": 410105198503124030u64, "name": "张三",
+                      "legal_rep": {"id_no": "410105198503124030", "FDDBR_ZJHM": 410105198503124030u64}},
+            "extra": [{"XDR_ZJHM": ["410105198503124030", 410105198503124030u64]}],
+            "other_id_no": {"a": 410105198503124030u64},
+            "remarks": "当事人证件410105198503124030"
+        }))
+        .to_string();
+        assert!(!shown.contains("198503"), "{shown}");
+        assert_eq!(shown.matches("410105********4030").count(), 7, "{shown}");
+        assert!(shown.contains(r#""id":"CF-1""#), "{shown}");
+        // a number too short to be an ID number is still not shown
+        let short = masked_source(&json!({"id_no": 12345678})).to_string();
+        assert_eq!(short, r#"{"id_no":"******78"}"#);
     }
 }

@@ -69,7 +69,8 @@ pub struct AnnualReport {
     /// decision is), but in the on-time share, as in reconcile's 及时率.
     pub permits_superseded: u64,
     pub penalties_superseded: u64,
-    /// What limits the numbers (as reconcile's notes): records in no year, records whose deadline is unknown.
+    /// What limits the numbers (as reconcile's notes): records in no year, records whose deadline is unknown,
+    /// amounts left out of a sum that could not take them.
     pub notes: Vec<String>,
 }
 
@@ -135,6 +136,29 @@ fn on_time(judged: Option<MonthOutcome>) -> Option<bool> {
 #[derive(Debug, Clone)]
 pub struct AnnualAccumulator {
     report: AnnualReport,
+    /// Penalties whose fine / confiscation the sum could not take (see [`add_amount`]).
+    fines_left_out: u64,
+    confiscated_left_out: u64,
+}
+
+/// Adds an amount to a sum; one the sum cannot take (a total beyond 79228162514264337593543950335, the largest
+/// `Decimal`) is left out of it and counted, for a note: a report must never panic on what the source holds.
+fn add_amount(sum: &mut Decimal, amount: Option<Decimal>, left_out: &mut u64) {
+    if let Some(a) = amount {
+        match sum.checked_add(a) {
+            Some(s) => *sum = s,
+            None => *left_out += 1,
+        }
+    }
+}
+
+/// The note for amounts a sum could not take: which sum, how many penalties, what the figure shown is.
+fn left_out_note(n: u64, field: &str, total: &str, zh: &str) -> String {
+    format!(
+        "{n} penalty record(s) are not in {total}: adding their {field} would pass the largest amount dualpub can \
+         add (79228162514264337593543950335), so the figure shown is the sum of the others; check those amounts in \
+         the enforcement system ({zh}合计超出可计算范围，{n} 条处罚决定未计入)"
+    )
 }
 
 impl AnnualAccumulator {
@@ -158,6 +182,8 @@ impl AnnualAccumulator {
                 penalties_superseded: 0,
                 notes: Vec::new(),
             },
+            fines_left_out: 0,
+            confiscated_left_out: 0,
         }
     }
 
@@ -231,11 +257,32 @@ impl AnnualAccumulator {
         }
         r.penalties_total += 1;
         r.penalties_revoked += u64::from(status == Some(SourceStatus::Revoked));
-        r.fines_wan += fine_wan.unwrap_or(Decimal::ZERO);
-        r.confiscated_wan += confiscated_wan.unwrap_or(Decimal::ZERO);
+        add_amount(&mut r.fines_wan, fine_wan, &mut self.fines_left_out);
+        add_amount(
+            &mut r.confiscated_wan,
+            confiscated_wan,
+            &mut self.confiscated_left_out,
+        );
     }
 
-    pub fn finish(self) -> AnnualReport {
+    /// The report, with a note for each sum that had to leave amounts out.
+    pub fn finish(mut self) -> AnnualReport {
+        if self.fines_left_out > 0 {
+            self.report.notes.push(left_out_note(
+                self.fines_left_out,
+                "fines (CF_NR_FK)",
+                "fines_wan",
+                "罚款金额",
+            ));
+        }
+        if self.confiscated_left_out > 0 {
+            self.report.notes.push(left_out_note(
+                self.confiscated_left_out,
+                "confiscations (CF_NR_WFFF)",
+                "confiscated_wan",
+                "没收金额",
+            ));
+        }
         self.report
     }
 }
@@ -612,5 +659,42 @@ mod tests {
         assert_eq!(wan_str(r.fines_wan), "0.2");
         assert_eq!(r.penalty_rows()[0], ("警告".to_string(), 1));
         assert_eq!(r.penalty_rows().len(), PENALTY_CATEGORIES.len());
+    }
+
+    /// Reported: `report annual` panicked (exit 101, "Addition overflowed") on fines whose total passes the
+    /// largest `Decimal`.
+    #[test]
+    fn sums_beyond_the_largest_decimal_leave_amounts_out_with_a_note() {
+        let mut acc = AnnualAccumulator::new(2024);
+        for fine in [Decimal::MAX; 4] {
+            acc.add_penalty(
+                &["罚款"],
+                None,
+                Some(fine),
+                Some(Decimal::MAX),
+                d("2024-05-01"),
+                None,
+            );
+        }
+        let r = acc.finish();
+        assert_eq!(r.penalties_total, 4);
+        assert_eq!(r.fines_wan, Decimal::MAX, "the first, then nothing fits");
+        assert_eq!(r.confiscated_wan, Decimal::MAX);
+        assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
+        assert!(
+            r.notes[0].starts_with("3 penalty record(s) are not in fines_wan")
+                && r.notes[0].contains("CF_NR_FK"),
+            "{:?}",
+            r.notes
+        );
+        assert!(
+            r.notes[1].starts_with("3 penalty record(s) are not in confiscated_wan"),
+            "{:?}",
+            r.notes
+        );
+        // the table and JSON writers take such a report as any other
+        let mut out = Vec::new();
+        write_annual_json(&r, &mut out).expect("json");
+        write_annual_table(&r, &mut out, false).expect("table");
     }
 }

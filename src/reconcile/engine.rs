@@ -107,7 +107,8 @@ pub async fn reconcile(
 }
 
 /// The year's numbers for `report annual`, from the same comparison (the window is the year), with its notes and
-/// one more: source records whose decision date cannot be read are in no year.
+/// the year's own: source records whose decision date cannot be read are in no year, and amounts a sum of the
+/// year could not take.
 pub async fn annual(
     cfg: &Config,
     mappings: &MappingSet,
@@ -118,7 +119,8 @@ pub async fn annual(
 ) -> Result<AnnualReport, ReconcileError> {
     let (report, _) = compare(cfg, mappings, store, calendar, opts, Some(&mut acc)).await?;
     let mut annual = acc.finish();
-    annual.notes = report.notes;
+    // the comparison's notes first, then the year's own (amounts its sums could not take)
+    annual.notes.splice(0..0, report.notes);
     Ok(annual)
 }
 
@@ -553,38 +555,15 @@ struct Prepared {
 }
 
 /// The feed position an item stands for (`updated_at`, `id`), as the raw JSON gives it, without reading the
-/// rest of the record.
+/// rest of the record (which may be unreadable).
 fn raw_position(raw: &RawValue) -> Option<(String, String)> {
-    #[derive(serde::Deserialize)]
-    struct Position {
-        updated_at: Option<String>,
-        id: String,
-    }
-    match serde_json::from_str::<Position>(raw.get()) {
-        Ok(p) => p.updated_at.map(|u| (u, p.id)),
-        // E.g. a field given twice, which a `Value` resolves to the last.
-        Err(_) => {
-            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-            match (
-                v.get("updated_at").and_then(|v| v.as_str()),
-                v.get("id").and_then(|v| v.as_str()),
-            ) {
-                (Some(u), Some(i)) => Some((u.to_string(), i.to_string())),
-                _ => None,
-            }
-        }
-    }
+    let head = crate::source_schema::RawHead::of(raw.get());
+    Some((head.updated_at_text()?, head.id_text()?))
 }
 
-/// Reads a source record the way `serde_json::Value` → `SourceRecord` would, without building the tree unless
-/// the direct way refuses it (e.g. a field given twice, which a `Value` resolves to the last).
+/// Reads a source record as sync does; `None` when the source schema cannot.
 fn read_source(raw: &RawValue) -> Option<SourceRecord> {
-    serde_json::from_str::<SourceRecord>(raw.get())
-        .ok()
-        .or_else(|| {
-            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-            <SourceRecord as serde::Deserialize>::deserialize(&v).ok()
-        })
+    crate::source_schema::read_record(raw.get()).ok()
 }
 
 fn prepare(
@@ -915,9 +894,7 @@ async fn compare(
                     if annual.is_some() {
                         undated.0 += 1;
                         if undated.1.len() < UNDATED_NAMED {
-                            undated.1.push(
-                                crate::source_schema::raw_id(&raw).unwrap_or_else(|| "?".into()),
-                            );
+                            undated.1.push(crate::source_schema::record_name(raw.get()));
                         }
                     }
                     continue;
