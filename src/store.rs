@@ -1293,6 +1293,14 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the newest run summary (a command that learns more of its run after the engine recorded it).
+    pub fn amend_last_run(&self, summary: &serde_json::Value) -> Result<(), StoreError> {
+        if let Some((k, _)) = self.runs.last().map_err(|e| self.io(e))? {
+            self.runs.insert(k, json(summary)).map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
     pub fn last_runs(&self, n: usize) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut out = Vec::new();
         for r in self.runs.iter().rev().take(n) {

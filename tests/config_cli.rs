@@ -195,6 +195,8 @@ fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
         "{v}"
     );
     assert!(!dir.path().join("store").exists());
+    let out = without_secrets(dir.path(), &["quarantine", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     for args in [
         &["sync", "--today", "2026-11-27"][..],
         &["quarantine", "retry"][..],

@@ -1228,6 +1228,10 @@ async fn a_retry_of_records_still_invalid_needs_attention() {
         read_store(&env.store_path()).quarantine_len(),
         in_quarantine
     );
+    // `status` shows the run as it was printed (it said "ok, quarantined 0")
+    let run = &read_store(&env.store_path()).last_runs(1).unwrap()[0];
+    assert_eq!(run["outcome"], "attention", "{run}");
+    assert_eq!(run["quarantined"], in_quarantine as u64, "{run}");
 
     // One record by id, and an id that is not in quarantine.
     let id = read_store(&env.store_path()).quarantine_all().unwrap()[0]

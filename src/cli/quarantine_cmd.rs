@@ -115,7 +115,13 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             loaded.cfg.store_path.display()
         );
         return Ok(match args.action {
-            QuarantineAction::List { .. } => Exit::Ok,
+            QuarantineAction::List { json } => {
+                if json {
+                    // An empty list, so a script reading stdout gets JSON either way.
+                    common::outln!("[]");
+                }
+                Exit::Ok
+            }
             _ => Exit::Usage,
         });
     }
@@ -281,9 +287,14 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     still += 1;
                 }
             }
-            summary.quarantined = summary.quarantined.max(still);
-            if summary.outcome == "ok" && summary.needs_attention() {
-                summary.outcome = "attention".into();
+            if still > summary.quarantined {
+                summary.quarantined = still;
+                if summary.outcome == "ok" && summary.needs_attention() {
+                    summary.outcome = "attention".into();
+                }
+                // `status` shows the run as it is printed here.
+                let _ = store.amend_last_run(&serde_json::to_value(&summary).unwrap_or_default());
+                let _ = store.flush();
             }
             super::sync_cmd::print_summary_titled(&summary, false, "dualpub quarantine retry");
             if summary.gone_from_source > 0 {
