@@ -14,7 +14,7 @@
 
 use crate::config::Config;
 use crate::findings::Finding;
-use crate::ids::mask_id;
+use crate::ids::{mask_id, mask_ids_in};
 use crate::mapping::{Mapped, MappingSet};
 use crate::model::{china_offset, Kind, PlatformRecord};
 use crate::platform_client::PlatformClient;
@@ -656,7 +656,7 @@ async fn run_with(
                             None => {
                                 tracing::warn!(
                                     kind = k.as_str(),
-                                    id = %id,
+                                    id = %mask_ids_in(&id),
                                     "the enforcement system no longer has this version of a quarantined \
                                      record (deleted, or changed since): not sent, removed from quarantine"
                                 );
@@ -1032,7 +1032,7 @@ impl Engine<'_> {
                 continue;
             }
             let Some(raw) = held_raw(&held) else {
-                tracing::warn!(id = %id, "a quarantined record cannot be read again");
+                tracing::warn!(id = %mask_ids_in(&id), "a quarantined record cannot be read again");
                 continue;
             };
             // Sent after all (and counted again should it be held back again).
@@ -1056,7 +1056,7 @@ impl Engine<'_> {
                 None => {
                     tracing::warn!(
                         kind = kind.as_str(),
-                        id = %id,
+                        id = %mask_ids_in(&id),
                         "a record waiting for its document number is no longer in the enforcement system in \
                          that version (deleted, or changed since): removed from quarantine"
                     );
@@ -1102,7 +1102,7 @@ impl Engine<'_> {
             tracing::warn!(
                 kind = kind.as_str(),
                 updated_at = %furthest.since,
-                id = %furthest.after_id,
+                id = %mask_ids_in(&furthest.after_id),
                 "the source feed has a record changed in the future (updated_at {} of record {}, now {}): a \
                  clock in the enforcement system is wrong; the checkpoint stays at this machine's clock, so \
                  nothing stamped correctly is skipped — have the clocks set right",
@@ -1557,7 +1557,7 @@ impl Engine<'_> {
             if findings.iter().any(|f| f.code == "key_reused") {
                 self.counted_waiting.insert((kind, id.to_string()));
             }
-            tracing::warn!(kind = %kind, id, findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "record quarantined");
+            tracing::warn!(kind = %kind, id = %mask_ids_in(id), findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "record quarantined");
         }
         commit.quarantine_put.push(QuarantineEntry {
             kind,
@@ -1921,7 +1921,7 @@ fn apply_receipt(
             }
             (Op::Withdraw, ResultStatus::Rejected) if res.code == "unknown_key" => {
                 // Nothing to take down: the platform never held it. Not a rejection a person must look at.
-                tracing::debug!(key = %item.key, "the platform does not know a key to withdraw");
+                tracing::debug!(key = %mask_ids_in(&item.key), "the platform does not know a key to withdraw");
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
                 if let Some(old) = &old_until {
@@ -1939,7 +1939,7 @@ fn apply_receipt(
                 // The platform's words may quote a value, an ID number among them.
                 let message = crate::ids::mask_ids_in(&res.message);
                 e.last_error = Some(format!("{} {message}", res.code));
-                tracing::warn!(key = %item.key, code = %res.code, "the platform rejected a record");
+                tracing::warn!(key = %mask_ids_in(&item.key), code = %res.code, "the platform rejected a record");
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()

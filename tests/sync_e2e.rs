@@ -525,11 +525,31 @@ async fn debug_logs_hold_no_secret_and_no_id_number() {
         },
     )
     .await;
+    // an ID number where none belongs: in the record's id and its document number (id_in_text quarantines it, and
+    // the log line about that named the id as it was)
+    let carried = "410105198001011239";
+    let rec = permit_with_doc(
+        &env,
+        &gen_cfg,
+        &format!("XK-{carried}"),
+        &format!("（豫）{carried}号"),
+        "内容",
+    )
+    .await;
+    env.source_insert_one(rec).await;
     let out = env
         .dualpub_with(&["sync", "--today", TODAY], &[("DUALPUB_LOG", "debug")])
         .await;
     let log =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("410105********1239"),
+        "the record is named, masked: {log}"
+    );
+    assert!(
+        !log.contains(carried),
+        "an ID number in a record id leaked into the log"
+    );
     assert!(
         log.contains("DEBUG") || log.contains("debug"),
         "debug logging is on: {log}"
