@@ -91,7 +91,7 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
         401 | 403 => Attempt::Config(
             "the enforcement system refused the token (HTTP 401); check [source] token_env / token_file".into(),
         ),
-        400 | 404 => {
+        400 | 404 | 405 => {
             // The feed's own errors are `{"error": "..."}`; anything else (a proxy's page) is quoted as it is.
             #[derive(serde::Deserialize)]
             struct Error {
@@ -246,6 +246,10 @@ mod tests {
         ));
         assert!(
             matches!(classify(307, None, b"", &[]), Attempt::Config(m) if m.contains("redirect"))
+        );
+        // a URL that names something else (the method is not allowed there): fix [source] url, no retrying
+        assert!(
+            matches!(classify(405, None, b"", &[]), Attempt::Config(m) if m.contains("[source] url"))
         );
     }
 
