@@ -43,6 +43,9 @@ pub struct SyncOptions {
     pub dry_run: bool,
     pub today: NaiveDate,
     pub progress: bool,
+    /// The retry budget to spend, when runs share one (a `reconcile --repair` sends in several runs, and its
+    /// operator set one budget for the command); `None`: a budget of its own, `[platform] retry_budget_secs`.
+    pub budget: Option<Arc<Budget>>,
 }
 
 /// The run summary printed at the end and kept in the store (`status` shows the last ones). Its JSON form is
@@ -560,7 +563,10 @@ async fn run_with(
         },
         ..cfg.clone()
     };
-    let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
+    let budget = opts
+        .budget
+        .clone()
+        .unwrap_or_else(|| Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff)));
     let mut summary = RunSummary {
         started_at: now_rfc3339(),
         dry_run: opts.dry_run,

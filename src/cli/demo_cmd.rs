@@ -97,6 +97,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         dry_run: false,
         today,
         progress: false,
+        budget: None,
     };
 
     step(2, "first sync: the backfill");

@@ -264,6 +264,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 dry_run: false,
                 today: common::today(None)?,
                 progress: false,
+                budget: None,
             };
             let rt = common::runtime()?;
             let result = rt.block_on(sync::retry(

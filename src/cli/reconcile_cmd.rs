@@ -172,11 +172,16 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         .map_err(reconcile_failure)?;
 
     if args.repair {
+        // One budget for every run of the repair: the operator set one for the command.
         let sopts = SyncOptions {
             kinds: opts.kinds.clone(),
             dry_run: false,
             today,
             progress: false,
+            budget: Some(std::sync::Arc::new(crate::retry::Budget::new(
+                loaded.cfg.retry_budget,
+                loaded.cfg.max_backoff,
+            ))),
         };
         let mut summary = RepairSummary::default();
         // Why the repair stopped before its end, when the source, platform or store gave out: the report is still

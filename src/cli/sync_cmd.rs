@@ -35,6 +35,7 @@ pub fn run(config: Option<&Path>, args: SyncArgs) -> Result<Exit, Failure> {
         dry_run: args.dry_run,
         today,
         progress: std::io::stderr().is_terminal() && !args.json,
+        budget: None,
     };
     let rt = common::runtime()?;
     let result = rt.block_on(sync::run(&loaded.cfg, &loaded.mappings, &store, &opts));
