@@ -11,7 +11,7 @@
 //! | `ledger_buckets`    | bucket of record key             | bucket: record key ending → binary [`LedgerEntry`] (`encode_ledger`): what the platform holds |
 //! | `by_source_buckets` | bucket of kind 0xff source id    | bucket: source id ending → record key the source record maps to now |
 //! |                     |                                  | (none for a record never sent whose key the ledger does not know) |
-//! | `outbox`            | u64 BE sequence                  | JSON [`OutboxBatch`], written before sending  |
+//! | `outbox`            | u64 BE sequence [+ split path]   | JSON [`OutboxBatch`], written before sending  |
 //! | `quarantine`        | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
 //! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
 //! | `runs`              | u64 BE sequence                  | JSON run summary                              |
@@ -440,10 +440,36 @@ pub struct PageCommit {
     pub released: Vec<(Kind, String)>,
 }
 
+/// Where a batch sits in the outbox: the sequence number it was written under (8 bytes, big-endian), and for a
+/// piece of a batch split after the platform refused it as too large, the path to that piece (one byte a split: 1
+/// the first half, 2 the second). A piece's key begins with its batch's, so the pieces sort in their batch's place
+/// — after what was written before it, before anything written after it — and a later version of a record is
+/// never resent before an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxId(Vec<u8>);
+
+impl OutboxId {
+    /// The id of a batch written under sequence number `seq`.
+    pub fn new(seq: u64) -> OutboxId {
+        OutboxId(seq.to_be_bytes().to_vec())
+    }
+
+    /// Piece `n` (1 or 2) of the batch with this id.
+    pub fn piece(&self, n: u8) -> OutboxId {
+        let mut k = self.0.clone();
+        k.push(n);
+        OutboxId(k)
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Everything one receipt makes durable at once.
 #[derive(Debug, Default)]
 pub struct ReceiptCommit {
-    pub outbox_seq: Option<u64>,
+    pub outbox_seq: Option<OutboxId>,
     pub ledger: Vec<(String, LedgerEntry)>,
     pub quarantine_put: Vec<QuarantineEntry>,
     pub quarantine_del: Vec<(Kind, String)>,
@@ -1051,15 +1077,15 @@ impl Store {
     }
 
     /// The outbox in the order batches were written.
-    pub fn outbox(&self) -> Result<Vec<(u64, OutboxBatch)>, StoreError> {
+    pub fn outbox(&self) -> Result<Vec<(OutboxId, OutboxBatch)>, StoreError> {
         let mut out = Vec::new();
         for r in self.outbox.iter() {
             let (k, v) = r.map_err(|e| self.io(e))?;
-            let seq = <[u8; 8]>::try_from(k.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|e| self.damaged("outbox key", e))?;
+            if k.len() < 8 {
+                return Err(self.damaged("outbox key", format!("{} bytes, not 8 or more", k.len())));
+            }
             out.push((
-                seq,
+                OutboxId(k.to_vec()),
                 decode_batch(&v).map_err(|e| self.damaged("outbox batch", e))?,
             ));
         }
@@ -1190,11 +1216,15 @@ impl Store {
 
     /// Puts `parts` in the outbox in place of batch `seq`, in one transaction: a message the platform refused
     /// whole is sent again in smaller pieces, and a crash leaves either the batch or all of its pieces.
-    pub fn outbox_split(&self, seq: u64, parts: &[(u64, OutboxBatch)]) -> Result<(), StoreError> {
+    pub fn outbox_split(
+        &self,
+        id: &OutboxId,
+        parts: &[(OutboxId, OutboxBatch)],
+    ) -> Result<(), StoreError> {
         let r: Result<(), TransactionError<String>> = self.outbox.transaction(|outbox| {
-            outbox.remove(&seq.to_be_bytes())?;
-            for (s, b) in parts {
-                outbox.insert(&s.to_be_bytes(), encode_batch(b))?;
+            outbox.remove(id.key())?;
+            for (piece, b) in parts {
+                outbox.insert(piece.key(), encode_batch(b))?;
             }
             Ok::<(), ConflictableTransactionError<String>>(())
         });
@@ -1263,8 +1293,8 @@ impl Store {
                         quarantine.remove(composite(*kind, id))?;
                     }
                     apply_in_tx(expiry, &expiry_changes)?;
-                    if let Some(seq) = c.outbox_seq {
-                        outbox.remove(&seq.to_be_bytes())?;
+                    if let Some(id) = &c.outbox_seq {
+                        outbox.remove(id.key())?;
                     }
                     Ok::<(), ConflictableTransactionError<String>>(())
                 },
@@ -1493,6 +1523,61 @@ mod tests {
         let gone = vec![(b"23".to_vec(), None), (b"05".to_vec(), None)];
         assert_eq!(bucket_apply(Some(&v), &gone).unwrap(), None);
         assert!(bucket_entries(&v[..v.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_pieces_of_a_split_batch_take_its_place_in_the_outbox() {
+        let (_dir, store) = index_store();
+        let batch = |flow: &str| OutboxBatch {
+            flow: flow.into(),
+            kind: Kind::Permit,
+            created: String::new(),
+            body: bytes::Bytes::from_static(b"<m/>"),
+            items: Vec::new(),
+        };
+        // B1 holds a record's old version; B2, written after it, the new one.
+        let (s1, s2) = (store.next_seq().unwrap(), store.next_seq().unwrap());
+        store
+            .commit_page(&PageCommit {
+                batches: vec![(s1, batch("B1")), (s2, batch("B2"))],
+                ..Default::default()
+            })
+            .unwrap();
+        // B1 is refused as too large and split, and its first half split again.
+        let b1 = OutboxId::new(s1);
+        store
+            .outbox_split(
+                &b1,
+                &[(b1.piece(1), batch("B1.1")), (b1.piece(2), batch("B1.2"))],
+            )
+            .unwrap();
+        let first = b1.piece(1);
+        store
+            .outbox_split(
+                &first,
+                &[
+                    (first.piece(1), batch("B1.1.1")),
+                    (first.piece(2), batch("B1.1.2")),
+                ],
+            )
+            .unwrap();
+        // A run that stops here resends them before B2: the old version can never follow the new one.
+        let order: Vec<String> = store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| b.flow)
+            .collect();
+        assert_eq!(order, ["B1.1.1", "B1.1.2", "B1.2", "B2"]);
+        // and a receipt removes exactly its piece
+        let (id, _) = store.outbox().unwrap().remove(0);
+        store
+            .commit_receipt(&ReceiptCommit {
+                outbox_seq: Some(id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.outbox_len(), 3);
     }
 
     fn index_store() -> (tempfile::TempDir, Store) {

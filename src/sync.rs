@@ -22,8 +22,8 @@ use crate::retry::{Budget, GiveUp};
 use crate::source_client::SourceClient;
 use crate::source_schema::{RawHead, SourceRecord, SourceStatus};
 use crate::store::{
-    Cursor, LedgerEntry, Op, OutboxBatch, OutboxItem, PageCommit, PlatformState, QuarantineEntry,
-    ReceiptCommit, RecordMeta, Store, StoreError, StoredFinding,
+    Cursor, LedgerEntry, Op, OutboxBatch, OutboxId, OutboxItem, PageCommit, PlatformState,
+    QuarantineEntry, ReceiptCommit, RecordMeta, Store, StoreError, StoredFinding,
 };
 use crate::xml::{self, ExchangeMessage, MessageOp, MessageRecord, Receipt, ResultStatus};
 use chrono::NaiveDate;
@@ -830,7 +830,7 @@ impl Engine<'_> {
         }
         self.store.commit_page(&commit)?;
         for (seq, batch) in commit.batches {
-            self.dispatch(seq, batch).await?;
+            self.dispatch(OutboxId::new(seq), batch).await?;
         }
         Ok(())
     }
@@ -1456,7 +1456,7 @@ impl Engine<'_> {
         }
         self.store.commit_page(&commit)?;
         for (seq, batch) in commit.batches {
-            self.dispatch(seq, batch).await?;
+            self.dispatch(OutboxId::new(seq), batch).await?;
         }
         self.tick();
         Ok(())
@@ -1617,7 +1617,7 @@ impl Engine<'_> {
     }
 
     /// Sends a batch once no batch in flight holds any of its keys; keeps at most `concurrency` in flight.
-    async fn dispatch(&mut self, seq: u64, batch: OutboxBatch) -> Result<(), SyncError> {
+    async fn dispatch(&mut self, seq: OutboxId, batch: OutboxBatch) -> Result<(), SyncError> {
         while batch
             .items
             .iter()
@@ -1706,7 +1706,7 @@ async fn send_batch(
     platform: &PlatformClient,
     budget: &Budget,
     store: &Store,
-    seq: u64,
+    seq: OutboxId,
     batch: OutboxBatch,
 ) -> Result<Applied, SyncError> {
     let mut total = Applied::default();
@@ -1724,8 +1724,10 @@ async fn send_batch(
                     records = first.items.len() + second.items.len(),
                     "the platform refused a message whole ({message}); sending its records in two halves"
                 );
-                let parts = [(store.next_seq()?, first), (store.next_seq()?, second)];
-                store.outbox_split(seq, &parts)?;
+                // The halves take the batch's place in the outbox, not the end of it: a batch written since may
+                // hold a later version of one of their records.
+                let parts = [(seq.piece(1), first), (seq.piece(2), second)];
+                store.outbox_split(&seq, &parts)?;
                 let [first, second] = parts;
                 todo.push(second);
                 todo.push(first);
@@ -1824,7 +1826,7 @@ fn refused_alone(batch: &OutboxBatch, message: &str) -> Receipt {
 /// removal. Runs in the batch's send task; no other batch in flight holds any of its keys.
 fn apply_receipt(
     store: &Store,
-    seq: u64,
+    seq: OutboxId,
     batch: &OutboxBatch,
     receipt: &Receipt,
 ) -> Result<Applied, SyncError> {
