@@ -294,8 +294,13 @@ async fn current_version(
     };
     let name = raw_id_of(&held);
     let at_ms = at.timestamp_millis();
+    // The feed serves what comes after (since, after_id), by its own order of ids: a record without a string id
+    // (none, a number, an empty one), or one the feed's collation sorts unlike ours, may come before any id at its
+    // time. So the look starts a millisecond before the copy's time, with nothing to skip: otherwise such a record
+    // would be taken for gone (and leave quarantine) while the feed still serves it.
+    let from = at - chrono::Duration::milliseconds(1);
     let (mut since, mut after) = (
-        at.with_timezone(&china_offset())
+        from.with_timezone(&china_offset())
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
         String::new(),
     );
