@@ -1457,6 +1457,9 @@ async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> 
     .await
 }
 
+/// How a [`feed_text_proxy`] rewrites a page: from the query it was asked with and the page's text.
+type Rewrite = Arc<dyn Fn(&str, String) -> String + Send + Sync>;
+
 /// Text replacements a [`feed_text_proxy`] applies, changeable while it runs.
 type Rules = Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
@@ -1507,18 +1510,11 @@ async fn feed_rewriting_proxy_sql(
 
 /// A loopback proxy in front of the source simulator that passes each change-feed page on with its text
 /// rewritten by `rewrite`.
-async fn feed_text_proxy(
-    source: String,
-    rewrite: Arc<dyn Fn(&str, String) -> String + Send + Sync>,
-) -> String {
+async fn feed_text_proxy(source: String, rewrite: Rewrite) -> String {
     use axum::extract::{Path, RawQuery, State};
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
-    type Shared = (
-        String,
-        Arc<dyn Fn(&str, String) -> String + Send + Sync>,
-        reqwest::Client,
-    );
+    type Shared = (String, Rewrite, reqwest::Client);
     async fn changes(
         State((source, rewrite, http)): State<Shared>,
         Path(kind): Path<String>,
