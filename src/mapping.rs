@@ -340,6 +340,10 @@ pub struct FieldRule {
     pub forbid_minor: bool,
     /// A bare 其他 is not enough: the value must name the concrete category (许可类别, reference §2.3).
     pub other_must_name: bool,
+    /// A number that names the record or its certificate (文书号, 许可编号): not searched for ID numbers in text
+    /// (`id_in_text`). An all-digit 施工许可证 number can pass an ID number's check, and no one can reword a
+    /// certificate's number.
+    pub identifier: bool,
     /// Precomputed at load, so mapping and validation compare small integers instead of strings per record:
     /// `applies_to`, `required_for` and `placeholder_for` as ids into `Mapping::categories`, and the rule indexes
     /// of `placeholder_requires` and `not_before`.
@@ -594,6 +598,8 @@ struct FieldSpec {
     forbid_minor: Option<bool>,
     #[serde(default)]
     other_must_name: Option<bool>,
+    #[serde(default)]
+    identifier: Option<bool>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -820,6 +826,7 @@ impl Mapping {
                 not_before: f.not_before.as_deref().map(Arc::from),
                 forbid_minor: f.forbid_minor.unwrap_or(false),
                 other_must_name: f.other_must_name.unwrap_or(false),
+                identifier: f.identifier.unwrap_or(false),
                 applies_ids: None,
                 required_for_ids: Vec::new(),
                 placeholder_for_ids: Vec::new(),

@@ -185,7 +185,7 @@ fn check_value<V: Values + ?Sized>(
     }
     // Only the 证件号码 fields (which have an identifier check) are masked by the platform; every other field is
     // shown as it is, and a natural person's ID number must not be (reference §3.4).
-    if rule.check.is_none() {
+    if rule.check.is_none() && !rule.identifier {
         if let Some(id) = ids::find_id_number_in(v) {
             let masked = ids::mask_id(&id);
             out.push(Finding::new(

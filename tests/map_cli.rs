@@ -698,6 +698,19 @@ fn an_id_number_in_a_field_the_platform_shows_as_it_is_is_a_finding() {
         assert!(err.contains("410105********1239"), "{pointer}: {err}");
         assert!(!err.contains(id), "no full ID number in a finding: {err}");
     }
+    // nor in a number that names the record or its certificate: an all-digit 施工许可证 number (area, date,
+    // sequence) may pass an ID number's check, and no one can reword it
+    let rec = with(
+        with(
+            fixture_record("permit_org"),
+            "/permit_no",
+            json!("410105202403010019"),
+        ),
+        "/doc_no",
+        json!("410105202403010019"),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(0), "{err}");
     // the number where it belongs is no finding, nor is a number that only looks like one
     let rec = with(fixture_record("penalty_person"), "/party/id_no", json!(id));
     let (code, _, err) = map_records("penalty", &[rec], None);

@@ -525,15 +525,15 @@ async fn debug_logs_hold_no_secret_and_no_id_number() {
         },
     )
     .await;
-    // an ID number where none belongs: in the record's id and its document number (id_in_text quarantines it, and
-    // the log line about that named the id as it was)
+    // an ID number where none belongs: in the record's id, its document number and its content (id_in_text
+    // quarantines it, and the log line about that named the id as it was)
     let carried = "410105198001011239";
     let rec = permit_with_doc(
         &env,
         &gen_cfg,
         &format!("XK-{carried}"),
         &format!("（豫）{carried}号"),
-        "内容",
+        &format!("持证人身份证号{carried}"),
     )
     .await;
     env.source_insert_one(rec).await;
