@@ -1163,6 +1163,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The quarantine entries of `kind` with a finding `code`; only their JSON is read whole (the others are
+    /// passed over by a byte search), so a cron run can look every time.
+    pub fn quarantine_with_code(
+        &self,
+        kind: Kind,
+        code: &str,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let mut prefix = kind.as_str().as_bytes().to_vec();
+        prefix.push(SEP);
+        let needle = code.as_bytes();
+        let mut out = Vec::new();
+        for r in self.quarantine.scan_prefix(prefix) {
+            let (_, v) = r.map_err(|e| self.io(e))?;
+            if needle.is_empty() || !v.windows(needle.len()).any(|w| w == needle) {
+                continue;
+            }
+            let e: QuarantineEntry =
+                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))?;
+            if e.findings.iter().any(|f| f.code == code) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Keys of `kind` that records moved away from (a changed document number, a penalty on a minor withdrawn)
     /// and that records quarantined for them (`key_reused`) have not yet been offered: kept across a crash,
     /// so a run stopped before it offered them leaves the next run to do it.

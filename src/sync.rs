@@ -980,7 +980,76 @@ impl Engine<'_> {
         if result.is_ok() {
             result = self.recheck_waiting(kind, &source, &mut cursor).await;
         }
+        if result.is_ok() {
+            result = self.offer_due(kind, &source, &mut cursor).await;
+        }
         result
+    }
+
+    /// Records quarantined only because their decision date was after the day they were read (`date_out_of_range`)
+    /// whose day has come: processed again now from the version quarantine holds, while the source still serves
+    /// it. An unchanged record is not read again by the feed, so without this a decision entered the day before
+    /// its date would wait for its next change and miss its deadline.
+    async fn offer_due(
+        &mut self,
+        kind: Kind,
+        source: &Arc<SourceClient>,
+        cursor: &mut Option<Cursor>,
+    ) -> Result<(), SyncError> {
+        if self.opts.dry_run || self.store.quarantine_is_empty() {
+            return Ok(());
+        }
+        let mapping = self.mappings.get(kind);
+        let mut due: Vec<(String, Box<RawValue>)> = Vec::new();
+        for e in self.store.quarantine_with_code(kind, "date_out_of_range")? {
+            let only_date = e.findings.iter().all(|f| f.code == "date_out_of_range");
+            if e.reason != "invalid" || !only_date {
+                continue;
+            }
+            let Some(raw) = held_raw(&e.source) else {
+                continue;
+            };
+            let p = prepare(mapping, &self.cfg.mapping_context, raw.clone());
+            let still = p.mapped.as_ref().is_none_or(|(m, _, _)| {
+                m.findings
+                    .iter()
+                    .any(|f| f.code == crate::findings::FindingCode::DateOutOfRange)
+            });
+            if !still {
+                due.push((e.source_id, raw));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
+        let held = due.into_iter().map(|(_, raw)| (kind, raw)).collect();
+        let found = current_versions(source.clone(), self.budget.clone(), held).await?;
+        let mut free = Vec::new();
+        let mut gone = PageCommit::default();
+        for (id, current) in ids.into_iter().zip(found) {
+            match current {
+                Some(current) => free.push(prepare(mapping, &self.cfg.mapping_context, current)),
+                None => {
+                    self.summary.gone_from_source += 1;
+                    gone.quarantine_del.push((kind, id));
+                }
+            }
+        }
+        if !gone.quarantine_del.is_empty() {
+            self.store.commit_page(&gone)?;
+        }
+        if free.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            kind = kind.as_str(),
+            records = free.len(),
+            "records held back for a decision date after their day are sent now that the day has come"
+        );
+        // `process_page` counts them as read; they were not read from the feed this run.
+        self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
+        self.process_page(kind, free, cursor).await
     }
 
     /// Records quarantined because another record held their document number, once a record moved away from

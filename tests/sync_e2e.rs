@@ -2312,3 +2312,67 @@ async fn a_newer_version_kept_as_text_stays_in_quarantine_when_the_older_ones_re
         "T's second version waits in quarantine"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_entered_the_day_before_its_date_is_published_when_the_day_comes() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let mut early = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-EARLY",
+        "（豫）早证字〔2026〕1号",
+        "次日生效的许可",
+    )
+    .await;
+    early["decided_on"] = "2026-11-28".into();
+    early["valid_from"] = "2026-11-28".into();
+    env.source_insert_one(early).await;
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-LATER",
+        "（豫）晚证字〔2026〕2号",
+        "其后录入",
+    )
+    .await;
+    // no overlap: the feed serves XK-EARLY to the first run only, as it would a record entered days ago
+    let vars = [("DUALPUB_SYNC_OVERLAP_MINUTES", "0")];
+    let run = |day: &'static str| {
+        let env = &env;
+        async move {
+            let out = env
+                .dualpub_with(&["sync", "--json", "--today", day], &vars)
+                .await;
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            (
+                out.status.code(),
+                s,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, s, err) = run("2026-11-27").await;
+    assert_eq!(code, Some(1), "{s} {err}");
+    let q = read_store(&env.store_path())
+        .quarantine_get(Kind::Permit, "XK-EARLY")
+        .unwrap()
+        .expect("held back the day before its decision");
+    assert_eq!(q.findings[0].code, "date_out_of_range");
+    let published = || async {
+        env.platform_records()
+            .await
+            .keys()
+            .any(|k| k.ends_with("（豫）早证字〔2026〕1号"))
+    };
+    assert!(!published().await);
+    // On its day the feed has nothing new, yet the record goes out (it waited for its next change, and missed its
+    // deadline).
+    let (code, s, err) = run("2026-11-28").await;
+    assert_eq!(code, Some(0), "{s} {err}");
+    assert_eq!(s["accepted"], 1, "{s}");
+    assert!(published().await);
+    assert!(read_store(&env.store_path())
+        .quarantine_get(Kind::Permit, "XK-EARLY")
+        .unwrap()
+        .is_none());
+}
