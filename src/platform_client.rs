@@ -40,7 +40,8 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Class {
             after: parse_retry_after(retry_after),
         },
         408 | 500 | 502 | 503 | 504 => Class::Retry { after: None },
-        404 | 405 => Class::WrongUrl,
+        // A redirect is not followed (the token would go along): the URL to set is where it points.
+        300..=399 | 404 | 405 => Class::WrongUrl,
         _ => Class::Fatal,
     }
 }
@@ -401,6 +402,8 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(classify(200, None), Class::Success);
+        // a redirect is a URL to correct (exit 2), not an outage: the run used to read the whole feed, then stop
+        assert_eq!(classify(308, None), Class::WrongUrl);
         assert_eq!(classify(401, None), Class::Relogin);
         assert_eq!(
             classify(429, Some("3")),

@@ -65,6 +65,7 @@ fn forms(secret: &str) -> Vec<String> {
     push(pct("+", true));
     push(pct("%20", true));
     push(pct("+", false));
+    push(pct("%20", false));
     push(
         secret
             .replace('&', "&amp;")
@@ -74,7 +75,10 @@ fn forms(secret: &str) -> Vec<String> {
             .replace('\'', "&apos;"),
     );
     if let Ok(j) = serde_json::to_string(secret) {
-        push(j[1..j.len() - 1].to_string());
+        let j = j[1..j.len() - 1].to_string();
+        // PHP's json_encode writes `/` as `\/`
+        push(j.replace('/', "\\/"));
+        push(j);
     }
     out
 }
@@ -87,12 +91,19 @@ mod tests {
 
     #[test]
     fn a_secret_is_taken_out_in_every_form_an_echo_may_carry_it() {
+        // PHP's json_encode escapes `/`
+        let q = quote(
+            r#"{"message":"bad request: Bearer Zm9v\/YmFy"}"#,
+            &["Zm9v/YmFy"],
+        );
+        assert!(!q.contains("Zm9v") && q.contains("Bearer ***"), "{q}");
         let echoes = [
             format!("authorization: Bearer {SECRET}\r\nx: y"),
             "token=p%40ss%22%3C%26%3E+word%25%7Bx%7D&a=1".to_string(),
             "token=p%40ss%22%3C%26%3E%20word%25%7Bx%7D".to_string(),
             "<Error message=\"p@ss&quot;&lt;&amp;&gt; word%{x}\"/>".to_string(),
             r#"{"echo":"p@ss\"<&> word%{x}"}"#.to_string(),
+            "token=p%40ss%22%3c%26%3e%20word%25%7bx%7d".to_string(),
         ];
         for echo in echoes {
             let q = quote(&echo, &[SECRET]);

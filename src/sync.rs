@@ -1187,7 +1187,7 @@ impl Engine<'_> {
                  clock in the enforcement system is wrong; the checkpoint stays at this machine's clock, so \
                  nothing stamped correctly is skipped — have the clocks set right",
                 furthest.since,
-                furthest.after_id,
+                mask_ids_in(&furthest.after_id),
                 now.with_timezone(&china_offset())
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
             );
