@@ -181,6 +181,11 @@ fn schema_item(id: String, msg: String) -> MapItem {
 
 /// The finding for a document number that another source record already uses.
 pub fn key_reused(key: &RecordKey, first_id: &str) -> Finding {
+    let key = key.to_string();
+    let (key, first_id) = (
+        crate::validate::shown(&key),
+        crate::validate::shown(first_id),
+    );
     Finding::new(
         FindingCode::KeyReused,
         "(key)",
