@@ -81,13 +81,17 @@ pub fn run(args: &[&str]) -> Measured {
         .unwrap();
     let pid = child.id();
     let mut peak = 0;
-    // read stdout in a thread so a large report never blocks the child
-    let mut out_pipe = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out_pipe, &mut v).ok();
-        v
-    });
+    // read stdout and stderr in threads so a large report, or many log lines, never blocks the child (a pipe
+    // left unread fills and stops the child mid-write)
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            pipe.read_to_end(&mut v).ok();
+            v
+        })
+    };
+    let reader = drain(Box::new(child.stdout.take().unwrap()));
+    let err_reader = drain(Box::new(child.stderr.take().unwrap()));
     loop {
         if let Some(h) = vm_hwm_kib(pid) {
             peak = peak.max(h);
@@ -98,13 +102,13 @@ pub fn run(args: &[&str]) -> Measured {
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = t.elapsed();
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
     Measured {
         elapsed,
         peak_rss_mib: peak as f64 / 1024.0,
-        code: out.status.code(),
+        code: status.code(),
         stdout: reader.join().unwrap(),
-        stderr: out.stderr,
+        stderr: err_reader.join().unwrap(),
     }
 }
 
