@@ -1036,18 +1036,34 @@ impl Engine<'_> {
                 }
             }
         }
-        if !gone.quarantine_del.is_empty() {
+        self.send_held(
+            kind,
+            free,
+            gone,
+            cursor,
+            "records held back for a decision date after their day are sent now that the day has come",
+        )
+        .await
+    }
+
+    /// The end of a look at held copies: the entries whose version the feed no longer serves (`gone`) leave
+    /// quarantine, and the others (`free`, the feed's copies) are processed now, logged as `what`.
+    async fn send_held(
+        &mut self,
+        kind: Kind,
+        free: Vec<Prepared>,
+        gone: PageCommit,
+        cursor: &mut Option<Cursor>,
+        what: &'static str,
+    ) -> Result<(), SyncError> {
+        if !gone.quarantine_del.is_empty() && !self.opts.dry_run {
             self.store.commit_page(&gone)?;
         }
         if free.is_empty() {
             return Ok(());
         }
-        tracing::info!(
-            kind = kind.as_str(),
-            records = free.len(),
-            "records held back for a decision date after their day are sent now that the day has come"
-        );
-        // `process_page` counts them as read; they were not read from the feed this run.
+        tracing::info!(kind = kind.as_str(), records = free.len(), "{what}");
+        // `process_page` counts them as read; the feed did not serve them this run.
         self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
         self.process_page(kind, free, cursor).await
     }
@@ -1146,19 +1162,14 @@ impl Engine<'_> {
             }
         }
         self.summary.quarantined = self.summary.quarantined.saturating_sub(uncounted);
-        if !gone.quarantine_del.is_empty() && !self.opts.dry_run {
-            self.store.commit_page(&gone)?;
-        }
-        if free.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            kind = kind.as_str(),
-            records = free.len(),
-            "records that waited for a document number this run freed are sent now"
-        );
-        self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
-        self.process_page(kind, free, cursor).await
+        self.send_held(
+            kind,
+            free,
+            gone,
+            cursor,
+            "records that waited for a document number this run freed are sent now",
+        )
+        .await
     }
 
     /// The checkpoint to keep for the feed's furthest position: never past the connector's clock. One record

@@ -26,25 +26,35 @@ concurrency = 4
 path = "store"
 "#;
 
-/// `dualpub status` in `dir` with `dualpub.toml` holding `config`, the secrets set, and `vars` added.
-fn status(dir: &Path, config: &str, vars: &[(&str, &str)]) -> Output {
+/// `dualpub ARGS` in `dir` with `dualpub.toml` holding `config`, every `DUALPUB_` variable of this process
+/// removed, and `vars` set.
+fn dualpub_in(dir: &Path, config: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
     std::fs::write(dir.join("dualpub.toml"), config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
-    cmd.args(["--config", "dualpub.toml", "status"])
-        .current_dir(dir)
-        .env_remove("DUALPUB_CONFIG")
-        .env_remove("DUALPUB_LOG");
+    cmd.args(["--config", "dualpub.toml"])
+        .args(args)
+        .current_dir(dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("DUALPUB_") {
             cmd.env_remove(k);
         }
     }
-    cmd.env("DUALPUB_SOURCE_TOKEN", "t")
-        .env("DUALPUB_PLATFORM_SECRET", "s");
     for (k, v) in vars {
         cmd.env(k, v);
     }
     cmd.output().expect("the binary runs")
+}
+
+/// The secrets the base configuration names.
+const SECRETS: [(&str, &str); 2] = [
+    ("DUALPUB_SOURCE_TOKEN", "t"),
+    ("DUALPUB_PLATFORM_SECRET", "s"),
+];
+
+/// `dualpub status` in `dir` with `dualpub.toml` holding `config`, the secrets set, and `vars` added.
+fn status(dir: &Path, config: &str, vars: &[(&str, &str)]) -> Output {
+    let all: Vec<(&str, &str)> = SECRETS.iter().chain(vars).copied().collect();
+    dualpub_in(dir, config, &["status"], &all)
 }
 
 fn stderr(out: &Output) -> String {
@@ -153,17 +163,7 @@ fn a_missing_file_says_why_once() {
 
 /// `dualpub ARGS` in `dir` with the base configuration and no secrets in the environment.
 fn without_secrets(dir: &Path, args: &[&str]) -> Output {
-    std::fs::write(dir.join("dualpub.toml"), BASE).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
-    cmd.args(["--config", "dualpub.toml"])
-        .args(args)
-        .current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DUALPUB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().expect("the binary runs")
+    dualpub_in(dir, BASE, args, &[])
 }
 
 #[test]
@@ -212,20 +212,7 @@ fn looking_at_the_store_needs_no_secrets_but_talking_to_the_systems_does() {
 /// `dualpub ARGS` in `dir` with `dualpub.toml` holding `config` and the secrets set (a configuration error stops
 /// every command before it talks to anything).
 fn run(dir: &Path, config: &str, args: &[&str]) -> Output {
-    std::fs::write(dir.join("dualpub.toml"), config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualpub"));
-    cmd.args(["--config", "dualpub.toml"])
-        .args(args)
-        .current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DUALPUB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("DUALPUB_SOURCE_TOKEN", "t")
-        .env("DUALPUB_PLATFORM_SECRET", "s")
-        .output()
-        .expect("the binary runs")
+    dualpub_in(dir, config, args, &SECRETS)
 }
 
 #[test]
