@@ -508,46 +508,33 @@ enum Mode {
     Withdraw(Vec<(Kind, String)>),
 }
 
-/// `quarantine retry`: maps the stored source records again (with the current mappings) and pushes the valid
-/// ones, including content the platform rejected before; the feed's cursor does not move.
-pub async fn retry(
-    cfg: &Config,
-    mappings: &MappingSet,
-    store: &Store,
-    opts: &SyncOptions,
-    items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
-) -> Result<RunSummary, (RunSummary, SyncError)> {
-    run_with(
-        cfg,
-        mappings,
-        store,
-        opts,
-        Some(Mode::Retry {
-            items,
-            verify: true,
-        }),
-    )
-    .await
+/// Which copies [`send_again`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// `quarantine retry`: copies held in quarantine, each sent only if the feed still serves that version (the
+    /// feed's copy, looked up at its `updated_at`); the others leave quarantine (`gone_from_source`).
+    Held,
+    /// `reconcile --repair` and the demo: copies just read from the feed, sent as they are.
+    FromFeed,
 }
 
-/// `reconcile --repair` (and the demo): pushes source records just read from the feed again, as `retry` does
-/// but without looking each up in the feed once more.
-pub async fn repush(
+/// Maps source records again (with the current mappings) and pushes the valid ones, including content the platform
+/// rejected before; the feed's cursor does not move. What an earlier run left in the outbox goes first.
+pub async fn send_again(
     cfg: &Config,
     mappings: &MappingSet,
     store: &Store,
     opts: &SyncOptions,
     items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
+    copies: Copies,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
+    let verify = copies == Copies::Held;
     run_with(
         cfg,
         mappings,
         store,
         opts,
-        Some(Mode::Retry {
-            items,
-            verify: false,
-        }),
+        Some(Mode::Retry { items, verify }),
     )
     .await
 }

@@ -1127,6 +1127,43 @@ async fn a_quarantined_record_deleted_at_the_source_is_never_published() {
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
 
+/// A sync whose first batches are still on their way when it reads on: a slow feed (two records a page, 300 ms
+/// each), a slower platform (2.5 s a call), no overlap (the first pages served are the newest records). Returned
+/// once the run has been served three items (the first page may be the checkpoint's own record, read again), so
+/// the test can change the source while those batches are in flight.
+async fn sync_with_a_batch_in_flight(
+    env: &Env,
+    vars: &[(&str, &str)],
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let before = env.source_stats().await["items_served"].as_u64().unwrap();
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 300}),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"latency_ms": 2500}),
+    )
+    .await;
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    c.env("DUALPUB_SOURCE_PAGE_SIZE", "2")
+        .env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    let t0 = std::time::Instant::now();
+    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the run never read its second page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_changed_while_their_first_push_is_in_flight() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;
@@ -1143,34 +1180,10 @@ async fn records_changed_while_their_first_push_is_in_flight() {
     ] {
         put_permit(&env, &gen_cfg, id, doc, content).await;
     }
-    // A slow feed (two records a page, one new a page, 300 ms each) and a slower platform (2.5 s a call): S and T are read and
-    // sent first, and their second versions are read while those batches are still on their way.
-    let before = env.source_stats().await["items_served"].as_u64().unwrap();
-    env.admin_post(
-        format!("{}/admin/latency", env.source.url()),
-        serde_json::json!({"ms": 300}),
-    )
-    .await;
-    env.admin_post(
-        format!("{}/admin/faults", env.platform.url()),
-        serde_json::json!({"latency_ms": 2500}),
-    )
-    .await;
-    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    c.env("DUALPUB_SOURCE_PAGE_SIZE", "2");
-    // no re-read of the feed before the checkpoint: the first two pages served are S and T
-    c.env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
-    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
-    // Once S and T have been served (the first page may be the checkpoint's own record, read again, so wait for
-    // three): T becomes invalid, S gets a corrected document number. Both come at the end of the feed.
-    let t0 = std::time::Instant::now();
-    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "the run never read its second page"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // S and T are read and sent first, and their second versions are read while those batches are on their way:
+    // once S and T have been served, T becomes invalid and S gets a corrected document number (both at the end of
+    // the feed).
+    let run = sync_with_a_batch_in_flight(&env, &[]).await;
     let t2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-T", t_doc, "T 的第二版\u{1}").await;
     env.source_insert_one(t2).await;
     let s2 = permit_with_doc(&env, &gen_cfg, "XK-INRUN-S", s_doc2, "S 的第二版").await;
@@ -2267,30 +2280,7 @@ async fn a_newer_version_kept_as_text_stays_in_quarantine_when_the_older_ones_re
         r#""vendor_note":"\ud800","content":"T 的第二版"#.to_string(),
     )]));
     let proxy = feed_rewriting_proxy(env.source.url(), rules).await;
-    let before = env.source_stats().await["items_served"].as_u64().unwrap();
-    env.admin_post(
-        format!("{}/admin/latency", env.source.url()),
-        serde_json::json!({"ms": 300}),
-    )
-    .await;
-    env.admin_post(
-        format!("{}/admin/faults", env.platform.url()),
-        serde_json::json!({"latency_ms": 2500}),
-    )
-    .await;
-    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    c.env("DUALPUB_SOURCE_URL", &proxy)
-        .env("DUALPUB_SOURCE_PAGE_SIZE", "2")
-        .env("DUALPUB_SYNC_OVERLAP_MINUTES", "0");
-    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
-    let t0 = std::time::Instant::now();
-    while env.source_stats().await["items_served"].as_u64().unwrap() < before + 3 {
-        assert!(
-            t0.elapsed().as_secs() < 20,
-            "the run never read its second page"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let run = sync_with_a_batch_in_flight(&env, &[("DUALPUB_SOURCE_URL", &proxy)]).await;
     let t2 = permit_with_doc(&env, &gen_cfg, "XK-TEXT-T", doc, "T 的第二版\u{1}").await;
     env.source_insert_one(t2).await;
     let out = run.await.unwrap();

@@ -233,9 +233,16 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         "reconcile --repair: re-push what is missing or stale, withdraw what expired",
     );
     let repush: Vec<_> = plan.repush.chunks(usize::MAX)?.collect::<Result<_, _>>()?;
-    let r = sync::repush(&cfg, &mappings, &store, &opts, repush.concat())
-        .await
-        .map_err(|(_, e)| e)?;
+    let r = sync::send_again(
+        &cfg,
+        &mappings,
+        &store,
+        &opts,
+        repush.concat(),
+        sync::Copies::FromFeed,
+    )
+    .await
+    .map_err(|(_, e)| e)?;
     eprintln!("re-pushed {} record(s)", r.accepted);
     if !plan.withdraw.is_empty() {
         sync::withdraw(&cfg, &mappings, &store, &opts, plan.withdraw)

@@ -267,12 +267,13 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 budget: None,
             };
             let rt = common::runtime()?;
-            let result = rt.block_on(sync::retry(
+            let result = rt.block_on(sync::send_again(
                 &loaded.cfg,
                 &loaded.mappings,
                 &store,
                 &opts,
                 items,
+                sync::Copies::Held,
             ));
             let (mut summary, err) = match result {
                 Ok(s) => (s, None),

@@ -115,7 +115,7 @@ fn reconcile_failure(e: ReconcileError) -> Failure {
     }
 }
 
-/// Records `--repair` pushes again per `sync::repush` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
+/// Records `--repair` pushes again per `sync::send_again` call: 10,000, or `DUALPUB_REPAIR_CHUNK` (the tests set it
 /// small to cover several chunks).
 fn repush_chunk() -> Result<usize, Failure> {
     match std::env::var("DUALPUB_REPAIR_CHUNK") {
@@ -189,12 +189,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         let mut stopped: Option<sync::SyncError> = None;
         // First what an earlier run left in the outbox (sent later, an old batch could undo the repair). On its
         // own, so the counts below are the repair's records only.
-        if let Err((_, e)) = rt.block_on(sync::repush(
+        if let Err((_, e)) = rt.block_on(sync::send_again(
             &loaded.cfg,
             &loaded.mappings,
             &store,
             &sopts,
             Vec::new(),
+            sync::Copies::FromFeed,
         )) {
             summary.left.push(format!(
                 "nothing was repaired: resending what an earlier run left in the outbox stopped: {e}"
@@ -227,12 +228,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         }
                     };
                     let n = chunk.len() as u64;
-                    let (s, err) = match rt.block_on(sync::repush(
+                    let (s, err) = match rt.block_on(sync::send_again(
                         &loaded.cfg,
                         &loaded.mappings,
                         &store,
                         &sopts,
                         chunk,
+                        sync::Copies::FromFeed,
                     )) {
                         Ok(s) => (s, None),
                         Err((s, e)) => (s, Some(e)),
