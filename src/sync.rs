@@ -248,13 +248,23 @@ pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
 ///
 /// `asked` is where this page's request started: the answer is always past it, so no request is ever repeated
 /// (items without a position in the wrong place used to repeat one for ever). `None`: the page gives no way on.
+///
+/// Among records that share `asked`'s time the feed orders ids by its own collation (a database's locale may
+/// ignore hyphens or case), which need not be ours: an item of the page at that time is taken as past `asked`
+/// when the page brought anything the request before it (`seen`) had not — the feed moved on. A tie group of
+/// ids in two formats, larger than half a page, used to end every run with exit 3 there.
 fn next_position(
     positions: &[Option<Cursor>],
     overlap: chrono::Duration,
     asked: Option<&Cursor>,
+    seen: &HashSet<Cursor>,
 ) -> Option<Cursor> {
     let last = positions.iter().rev().flatten().next()?.clone();
+    let moved_on = positions.iter().flatten().any(|p| !seen.contains(p));
     let onward = |c: &Cursor| asked.is_none_or(|a| cursor_after(c, a));
+    let item_onward = |c: &Cursor| {
+        onward(c) || asked.is_none_or(|a| moved_on && c.after_id != a.after_id && same_time(c, a))
+    };
     let n = positions.len();
     if n >= 2 {
         let back = Cursor {
@@ -262,14 +272,26 @@ fn next_position(
             after_id: String::new(),
         };
         let rewind = match positions[..=(n - 1) / 2].iter().rev().flatten().next() {
-            Some(mid) if cursor_after(mid, &back) => mid.clone(),
-            _ => back,
+            Some(mid) if cursor_after(mid, &back) => item_onward(mid).then(|| mid.clone()),
+            // `back` is no item of the page: past `asked` only by its time.
+            _ => onward(&back).then_some(back),
         };
-        if onward(&rewind) {
-            return Some(rewind);
+        if rewind.is_some() {
+            return rewind;
         }
     }
-    onward(&last).then_some(last)
+    item_onward(&last).then_some(last)
+}
+
+/// Whether two feed positions are at the same instant.
+fn same_time(a: &Cursor, b: &Cursor) -> bool {
+    match (
+        chrono::DateTime::parse_from_rfc3339(&a.since),
+        chrono::DateTime::parse_from_rfc3339(&b.since),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// A raw item's `updated_at` as a time, however unreadable the rest of it is.
@@ -899,7 +921,7 @@ impl Engine<'_> {
                     let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
                     let positions: Vec<Option<Cursor>> =
                         read.iter().map(|p| p.pos.clone()).collect();
-                    let next = next_position(&positions, overlap, asked.as_ref());
+                    let next = next_position(&positions, overlap, asked.as_ref(), &seen);
                     let this: HashSet<Cursor> = positions.into_iter().flatten().collect();
                     let prepared: Vec<Prepared> = read
                         .into_iter()
@@ -2077,6 +2099,7 @@ mod tests {
     fn the_next_request_looks_back_yet_always_moves_on() {
         let overlap = chrono::Duration::minutes(10);
         let asked = at("2026-11-29T10:00:00.000+08:00", "");
+        let none = HashSet::new();
         // A page dense in time: back to its middle item.
         let page = [
             at("2026-11-29T10:01:00.000+08:00", "A"),
@@ -2084,20 +2107,20 @@ mod tests {
             at("2026-11-29T10:03:00.000+08:00", "C"),
         ];
         assert_eq!(
-            next_position(&page, overlap, asked.as_ref()),
+            next_position(&page, overlap, asked.as_ref(), &none),
             at("2026-11-29T10:02:00.000+08:00", "B")
         );
         // The middle item has no position (no readable updated_at): the nearest one before it. Looking back the
         // overlap from the last item would ask the same request again, for ever.
         let holed = [page[0].clone(), None, page[2].clone()];
         assert_eq!(
-            next_position(&holed, overlap, asked.as_ref()),
+            next_position(&holed, overlap, asked.as_ref(), &none),
             at("2026-11-29T10:01:00.000+08:00", "A")
         );
         // No position before the middle: exactly after the last one.
         let late_only = [None, None, page[2].clone()];
         assert_eq!(
-            next_position(&late_only, overlap, asked.as_ref()),
+            next_position(&late_only, overlap, asked.as_ref(), &none),
             page[2].clone()
         );
         // A page spread over more than the overlap: the overlap before its last item.
@@ -2107,13 +2130,54 @@ mod tests {
             at("2026-11-29T11:00:00.000+08:00", "C"),
         ];
         assert_eq!(
-            next_position(&spread, overlap, asked.as_ref()),
+            next_position(&spread, overlap, asked.as_ref(), &none),
             at("2026-11-29T10:50:00.000+08:00", "")
         );
         // Nothing past where the page was asked from: no way on.
-        assert_eq!(next_position(&[None, None], overlap, asked.as_ref()), None);
+        assert_eq!(
+            next_position(&[None, None], overlap, asked.as_ref(), &none),
+            None
+        );
         let behind = [at("2026-11-29T09:00:00.000+08:00", "Z"), None];
-        assert_eq!(next_position(&behind, overlap, asked.as_ref()), None);
+        assert_eq!(next_position(&behind, overlap, asked.as_ref(), &none), None);
+    }
+
+    #[test]
+    fn a_tie_group_the_feed_collates_unlike_bytes_is_read_on() {
+        // One UPDATE stamped these alike; the feed's locale ignores hyphens, so "XK-2024-…" comes after
+        // "XK2019…" although its bytes sort before.
+        let overlap = chrono::Duration::minutes(10);
+        let t = "2026-11-29T09:00:00.000+08:00";
+        let asked = at(t, "XK201900598");
+        let page = [
+            at(t, "XK-2024-000001"),
+            at(t, "XK-2024-000003"),
+            at(t, "XK-2024-000005"),
+        ];
+        let before: HashSet<Cursor> = [at(t, "XK201900596"), at(t, "XK201900598")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(
+            next_position(&page, overlap, asked.as_ref(), &before),
+            at(t, "XK-2024-000003")
+        );
+        // A feed that ignores `after_id` serves the same page again: that is no way on, not a loop.
+        let again: HashSet<Cursor> = page.iter().flatten().cloned().collect();
+        assert_eq!(
+            next_position(&page, overlap, at(t, "XK-2024-000003").as_ref(), &again),
+            at(t, "XK-2024-000005")
+        );
+        assert_eq!(
+            next_position(&page, overlap, at(t, "XK-2024-000005").as_ref(), &again),
+            None
+        );
+        // An earlier time is never onward, whatever the page brought.
+        let behind = [at("2026-11-29T08:00:00.000+08:00", "Z"), None];
+        assert_eq!(
+            next_position(&behind, overlap, asked.as_ref(), &before),
+            None
+        );
     }
 
     #[test]

@@ -1614,6 +1614,115 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// An enforcement system on a database whose locale collates ids unlike bytes (hyphens ignored at first, as glibc's
+/// and ICU's locales do): `records` served in `(updated_at, id)` order by that collation, `after_id` compared the
+/// same way. No penalties.
+async fn collated_feed(records: Vec<serde_json::Value>) -> String {
+    use axum::extract::{Path, Query, State};
+    use std::collections::HashMap;
+    fn collated(id: &str) -> String {
+        id.replace('-', "")
+    }
+    fn place(r: &serde_json::Value) -> (i64, String) {
+        let t = r["updated_at"].as_str().unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(t).unwrap();
+        (t.timestamp_millis(), collated(r["id"].as_str().unwrap()))
+    }
+    let mut records = records;
+    records.sort_by_key(place);
+    async fn changes(
+        State(records): State<Arc<Vec<serde_json::Value>>>,
+        Path(kind): Path<String>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let limit: usize = q["limit"].parse().unwrap();
+        let from = q.get("since").map(|since| {
+            let t = chrono::DateTime::parse_from_rfc3339(since).unwrap();
+            (t.timestamp_millis(), collated(&q["after_id"]))
+        });
+        let after: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| kind == "permits" && from.as_ref().is_none_or(|f| place(r) > *f))
+            .collect();
+        let page = serde_json::json!({
+            "items": after.iter().take(limit).collect::<Vec<_>>(),
+            "has_more": after.len() > limit,
+        });
+        ([("content-type", "application/json")], page.to_string()).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state(Arc::new(records));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// One UPDATE statement stamps 600 permits alike, half with old ids (`XK2019…`), half with new ones
+/// (`XK-2024-…`), which the feed's collation puts after the old ones although their bytes sort before. Every run
+/// stopped with exit 3 where the old ids ended ("no record … past where it was asked from"), and nothing after
+/// that tie was ever read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tie_group_the_feed_collates_unlike_bytes_is_read_through() {
+    let env = spawn(
+        GenConfig {
+            records: 1_300,
+            seed: 21,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let page: serde_json::Value = env
+        .http
+        .get(format!(
+            "{}/api/v1/permits/changes?limit=600",
+            env.source.url()
+        ))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut records = page["items"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 600);
+    for (n, r) in records.iter_mut().enumerate() {
+        r["id"] = if n % 2 == 0 {
+            format!("XK2019{n:05}")
+        } else {
+            format!("XK-2024-{n:06}")
+        }
+        .into();
+        r["updated_at"] = "2026-11-20T09:00:00.000+08:00".into();
+    }
+    let mappings = dualpub::mapping::MappingSet::builtin();
+    let expected: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter_map(|r| {
+            let src: dualpub::source_schema::SourceRecord =
+                serde_json::from_value(r.clone()).unwrap();
+            let m = mappings.permit.map(&mapping_context(), &src);
+            m.is_valid().then(|| m.key.unwrap().to_string())
+        })
+        .collect();
+    assert!(expected.len() > 500);
+    let feed = collated_feed(records).await;
+
+    let (code, err) = sync_through(&env, &feed, "100").await;
+    assert_eq!(code, Some(0), "{err}");
+    let held = env.platform_records().await;
+    let public = public_of(&held);
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|k| !public.contains_key(*k))
+        .collect();
+    assert!(missing.is_empty(), "missed {} records", missing.len());
+}
+
 /// The retry budget is time spent retrying, not the run's age: a run longer than its budget rides out a brief
 /// outage that starts late. It was `start + budget`, so the first 503 after that ended the run (exit 3, "retry
 /// budget ran out") without a single retry.
