@@ -905,14 +905,35 @@ impl Engine<'_> {
             loop {
                 let since = pos.as_ref().map(|c| c.since.as_str());
                 let after = pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or("");
-                let page = match source.changes_raw(&budget, kind, since, after, None).await {
+                let mut page = source.changes_raw(&budget, kind, since, after, None).await;
+                // A page cut short before a commit still in progress can hold nothing yet say there is more;
+                // asked again, the feed moves on.
+                if matches!(&page, Ok(p) if p.items.is_empty() && p.has_more) {
+                    page = source.changes_raw(&budget, kind, since, after, None).await;
+                }
+                let page = match page {
+                    Ok(p) if p.items.is_empty() && p.has_more => {
+                        // Ending the kind here would end every run here, with exit 0, and nothing after it read.
+                        let _ = tx
+                            .send(Err(GiveUp::Fatal {
+                                what: format!("reading the {kind} change feed"),
+                                message: format!(
+                                    "the enforcement system says it has more changes after {} but serves none \
+                                     (asked twice), so the feed cannot be read further; its vendor must serve \
+                                     a record on every page that has more after it",
+                                    pos.as_ref().map_or("the start", |c| c.since.as_str())
+                                ),
+                            }))
+                            .await;
+                        break;
+                    }
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         break;
                     }
                 };
-                let more = page.has_more && !page.items.is_empty();
+                let more = page.has_more;
                 // Reading and mapping are pure and CPU-bound: done off the engine's thread, while the engine pushes.
                 let (m, c) = (mappings.clone(), ctx.clone());
                 let seen = std::mem::take(&mut prev);

@@ -1723,6 +1723,47 @@ async fn a_tie_group_the_feed_collates_unlike_bytes_is_read_through() {
     assert!(missing.is_empty(), "missed {} records", missing.len());
 }
 
+/// A late permit whose predecessor and successor were deleted comes first in the feed: the simulator's first page
+/// is cut before it, empty, with `has_more`. The run took the empty page for the end of the feed and read no
+/// permit at all (exit 0); asked again, the feed serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_page_that_says_there_is_more_is_asked_again() {
+    let gen_cfg = GenConfig {
+        records: 40,
+        seed: 1,
+        late_commit_rate: 0.5,
+        ..GenConfig::default()
+    };
+    assert!(dualpub::sim::gen::is_late(&gen_cfg, Kind::Permit, 1));
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    for i in [0, 2] {
+        env.source_delete(&dualpub::sim::gen::id(Kind::Permit, i))
+            .await;
+    }
+    let (code, summary, err) = env.sync(&["--kind", "permit"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        summary["read"],
+        gen_cfg.count(Kind::Permit) - 2,
+        "{summary}"
+    );
+}
+
+/// A feed that says it has more but serves nothing, however often it is asked, ends the run with exit 3 (it ended
+/// it with exit 0, every run, with nothing after it read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_has_more_but_serves_nothing_ends_the_run() {
+    let (env, _) = backfilled(Faults::default()).await;
+    let hollow = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, _: String| r#"{"items":[],"has_more":true}"#.to_string()),
+    )
+    .await;
+    let (code, err) = sync_through(&env, &hollow, "3").await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("serves none"), "{err}");
+}
+
 /// The retry budget is time spent retrying, not the run's age: a run longer than its budget rides out a brief
 /// outage that starts late. It was `start + budget`, so the first 503 after that ended the run (exit 3, "retry
 /// budget ran out") without a single retry.
