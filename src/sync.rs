@@ -361,9 +361,9 @@ async fn current_version(
                 after = p.after_id;
             }
             // The end of the feed: the record is not there.
-            _ if !page.has_more || page.items.is_empty() => return Ok(None),
-            // A page that gives no way on (records without a readable position) cannot tell, and a held copy
-            // is never dropped on a source fault.
+            _ if !page.has_more => return Ok(None),
+            // A page that gives no way on (records without a readable position, or none at all although the feed
+            // says it has more) cannot tell, and a held copy is never dropped on a source fault.
             _ => return Ok(Some(held)),
         }
     }

@@ -1764,6 +1764,49 @@ async fn a_feed_that_has_more_but_serves_nothing_ends_the_run() {
     assert!(err.contains("serves none"), "{err}");
 }
 
+/// A quarantined record looked up in a feed that answers "more to come" with an empty page: the feed cannot tell
+/// whether it still has the record, so the entry stays. It was taken for gone from the source and removed from
+/// quarantine, although the enforcement system still had it, still invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_answered_with_an_empty_page_that_has_more_keeps_the_quarantined_record() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    put_permit(
+        &env,
+        &gen_cfg,
+        "XK-BAD",
+        "（豫）FM安许证字〔2026〕990041",
+        "坏字符\u{1}",
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 1);
+    // Lookups ask for a few records at one position; the feed serves them nothing, yet has more.
+    let hollow = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|query: &str, text: String| {
+            if query.contains("limit=16") {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                text
+            }
+        }),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &["quarantine", "retry"],
+            &[("DUALPUB_SOURCE_URL", hollow.as_str())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("no longer in the enforcement system"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 1, "{err}");
+}
+
 /// The retry budget is time spent retrying, not the run's age: a run longer than its budget rides out a brief
 /// outage that starts late. It was `start + budget`, so the first 503 after that ended the run (exit 3, "retry
 /// budget ran out") without a single retry.
