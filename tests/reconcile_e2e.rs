@@ -1313,6 +1313,71 @@ async fn the_note_on_deadlines_past_the_built_in_calendar_names_the_mapping_dir(
     );
 }
 
+/// A penalty whose current version fails validation still follows the source on the platform: revoked, or past
+/// its display period, it must come down (reference §3.2, §3.3) whatever else is wrong with it. Reconcile listed
+/// such a record only as `quarantined` — no `stale` (revoked, still public) and no `expired` row — and `--repair`
+/// left it public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_penalty_revoked_or_past_its_display_period_is_taken_down() {
+    let env = empty_env().await;
+    let r = penalty("penalty_multi_category", "R", "2025-12-01", "2026-12-31");
+    let e = penalty("penalty_multi_category", "E", "2025-11-20", "2026-12-09");
+    env.source_insert(serde_json::json!([r.clone(), e.clone()]))
+        .await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // R is revoked, and both get a remark the platform cannot carry
+    let (mut r, mut e) = (r, e);
+    r["status"] = "revoked".into();
+    r["remarks"] = "\u{1}撤销".into();
+    e["remarks"] = "\u{1}".into();
+    env.source_insert(serde_json::json!([r, e])).await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    assert_eq!(out.status.code(), Some(1), "both are quarantined");
+
+    let (out, v) = env
+        .reconcile_json("2026-12-10", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let cats = categories_json(&v);
+    let (kr, ke) = (key("penalty", "R"), key("penalty", "E"));
+    assert!(
+        cats["quarantined"].contains(&kr) && cats["quarantined"].contains(&ke),
+        "{cats:?}"
+    );
+    assert!(
+        cats.get("stale").is_some_and(|s| s.contains(&kr)),
+        "R: {cats:?}"
+    );
+    assert!(
+        cats.get("expired").is_some_and(|s| s.contains(&ke)),
+        "E: {cats:?}"
+    );
+
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-10",
+            "--kind",
+            "penalty",
+            "--repair",
+            "--format",
+            "json",
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repair"]["withdrawn"], 2, "{}", v["repair"]);
+    let held = env.platform_records().await;
+    assert_eq!(held[&kr].1, "withdrawn");
+    assert_eq!(held[&ke].1, "withdrawn");
+}
+
 /// Reported: `report annual` panicked (exit 101, "Addition overflowed") when the year's fines passed the largest
 /// amount a `Decimal` holds — 10,001 penalties of the largest fine the mapping takes. The sum leaves what it cannot
 /// take out, and a note says so (exit 1).
