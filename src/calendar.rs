@@ -13,7 +13,7 @@
 //!
 //! Everything here is pure except [`Calendar::load`], which reads the file.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use chrono::{Datelike, NaiveDate, Weekday};
@@ -33,6 +33,7 @@ const WORKDAYS: &str = "workdays";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Calendar {
     origin: String,
+    source: CalendarSource,
     first_year: i32,
     last_year: i32,
     /// Monday–Friday dates that are public holidays.
@@ -133,24 +134,84 @@ pub enum CalendarError {
         first_year: i32,
         last_year: i32,
     },
-    #[error(
-        "{file} covers {first_year}–{last_year}; {date} is outside it: add a [{}] table to {file} with that \
-         year's official holidays and 调休 working days",
-        .date.year()
-    )]
+    #[error("{}", not_covered_message(*.date, *.first_year, *.last_year, .file, *.calendar))]
     NotCovered {
         date: NaiveDate,
         first_year: i32,
         last_year: i32,
         file: String,
+        /// Where the calendar came from, which decides what the operator is told to do.
+        calendar: CalendarSource,
     },
+}
+
+/// Where a [`Calendar`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarSource {
+    /// The one built into the binary ([`Calendar::builtin`]); its file is not on the operator's machine.
+    Builtin,
+    /// A file alone ([`Calendar::load`]).
+    File,
+    /// A file's year tables over the built-in ones ([`Calendar::load_over_builtin`], the `[mapping] dir` one).
+    FileOverBuiltin,
+}
+
+/// What a date outside the calendar means and what to do about it, for each kind of calendar: the built-in one
+/// names no file the operator has, but the `[mapping] dir` where a `calendar.toml` extends it.
+fn not_covered_message(
+    date: NaiveDate,
+    first_year: i32,
+    last_year: i32,
+    file: &str,
+    source: CalendarSource,
+) -> String {
+    let year = date.year();
+    match source {
+        CalendarSource::Builtin => format!(
+            "the built-in calendar ({file}) covers {first_year}–{last_year}; {date} is outside it: once the \
+             State Council has published {year}'s holidays, add a [{year}] table (its `holidays` and 调休 \
+             `workdays`) to a calendar.toml in the directory that `[mapping] dir` names (add the key to \
+             dualpub.toml if it has none): its year tables extend the built-in ones"
+        ),
+        CalendarSource::File => format!(
+            "{file} covers {first_year}–{last_year}; {date} is outside it: add a [{year}] table to {file} with \
+             that year's official holidays and 调休 working days"
+        ),
+        CalendarSource::FileOverBuiltin => format!(
+            "the built-in calendar with {file} covers {first_year}–{last_year}; {date} is outside it: add a \
+             [{year}] table to {file} with that year's official holidays and 调休 working days"
+        ),
+    }
 }
 
 impl Calendar {
     /// The calendar built into the binary from `mappings/calendar.toml`.
     pub fn builtin() -> Calendar {
-        Calendar::from_toml_str(BUILTIN_TEXT, BUILTIN_ORIGIN)
-            .expect("mappings/calendar.toml is part of the crate and checked by its tests, so it always parses")
+        let mut cal = Calendar::from_toml_str(BUILTIN_TEXT, BUILTIN_ORIGIN)
+            .expect("mappings/calendar.toml is part of the crate and checked by its tests, so it always parses");
+        cal.source = CalendarSource::Builtin;
+        cal
+    }
+
+    /// The calendar of a `[mapping] dir`: the year tables of the file at `path` over the built-in ones — a year
+    /// the file holds is the file's (a `[2026]` table there replaces the built-in 2026, e.g. for 调休 days that the
+    /// next year's notice adds at the end of December), a year it lacks is the built-in one's. So adding the new
+    /// year's table is all an operator has to write; a copy of the whole built-in file works too. The years of
+    /// both together must be consecutive. Errors name `path`.
+    pub fn load_over_builtin(path: &Path) -> Result<Calendar, CalendarError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let builtin = parse_years(BUILTIN_TEXT, BUILTIN_ORIGIN).expect(
+            "mappings/calendar.toml is part of the crate and checked by its tests, so it always parses",
+        );
+        let mut years = parse_years(&text, &file)?;
+        for (year, days) in builtin {
+            years.entry(year).or_insert(days);
+        }
+        build(&file, CalendarSource::FileOverBuiltin, years)
     }
 
     /// Reads a calendar file in the `mappings/calendar.toml` format; errors name `path`.
@@ -165,96 +226,7 @@ impl Calendar {
 
     /// Parses calendar text; `origin` names the file in error messages (and is returned by [`Calendar::origin`]).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Calendar, CalendarError> {
-        let file = || origin.to_string();
-        let table: toml::Table = toml::from_str(text).map_err(|e| CalendarError::Syntax {
-            file: file(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-
-        let mut years = Vec::with_capacity(table.len());
-        let mut holidays = HashSet::new();
-        let mut workdays = HashSet::new();
-        for (key, value) in &table {
-            let year = parse_year(key).ok_or_else(|| CalendarError::NotAYear {
-                file: file(),
-                key: key.clone(),
-            })?;
-            let toml::Value::Table(inner) = value else {
-                return Err(CalendarError::NotATable { file: file(), year });
-            };
-            if let Some(unknown) = inner.keys().find(|k| *k != HOLIDAYS && *k != WORKDAYS) {
-                return Err(CalendarError::UnknownKey {
-                    file: file(),
-                    year,
-                    key: unknown.clone(),
-                });
-            }
-            for key in [HOLIDAYS, WORKDAYS] {
-                let list = inner.get(key).ok_or_else(|| CalendarError::MissingKey {
-                    file: file(),
-                    year,
-                    key,
-                })?;
-                let want_weekend = key == WORKDAYS;
-                let set = if want_weekend {
-                    &mut workdays
-                } else {
-                    &mut holidays
-                };
-                for date in parse_list(list, origin, year, key)? {
-                    let weekday = date.weekday();
-                    match (want_weekend, is_weekend(weekday)) {
-                        (false, true) => {
-                            return Err(CalendarError::HolidayOnWeekend {
-                                file: file(),
-                                year,
-                                date,
-                                weekday,
-                            })
-                        }
-                        (true, false) => {
-                            return Err(CalendarError::WorkdayOnWeekday {
-                                file: file(),
-                                year,
-                                date,
-                                weekday,
-                            })
-                        }
-                        _ => {}
-                    }
-                    if !set.insert(date) {
-                        return Err(CalendarError::Duplicate {
-                            file: file(),
-                            year,
-                            key,
-                            date,
-                        });
-                    }
-                }
-            }
-            years.push(year);
-        }
-
-        years.sort_unstable();
-        let (Some(&first_year), Some(&last_year)) = (years.first(), years.last()) else {
-            return Err(CalendarError::Empty { file: file() });
-        };
-        if let Some(gap) = years.windows(2).find(|w| w[1] != w[0] + 1) {
-            return Err(CalendarError::MissingYear {
-                file: file(),
-                year: gap[0] + 1,
-                first_year: gap[0],
-                last_year: gap[1],
-            });
-        }
-
-        Ok(Calendar {
-            origin: origin.to_string(),
-            first_year,
-            last_year,
-            holidays,
-            workdays,
-        })
+        build(origin, CalendarSource::File, parse_years(text, origin)?)
     }
 
     /// First covered year.
@@ -330,12 +302,130 @@ impl Calendar {
             first_year: self.first_year,
             last_year: self.last_year,
             file: self.origin.clone(),
+            calendar: self.source,
         }
     }
 }
 
 fn is_weekend(weekday: Weekday) -> bool {
     matches!(weekday, Weekday::Sat | Weekday::Sun)
+}
+
+/// One year's days off (Monday–Friday) and working weekend days, as a calendar file lists them.
+type YearDays = (Vec<NaiveDate>, Vec<NaiveDate>);
+
+/// Reads and checks every year table of calendar text; `origin` names the file in error messages.
+fn parse_years(text: &str, origin: &str) -> Result<BTreeMap<i32, YearDays>, CalendarError> {
+    let file = || origin.to_string();
+    let table: toml::Table = toml::from_str(text).map_err(|e| CalendarError::Syntax {
+        file: file(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+
+    let mut years = BTreeMap::new();
+    for (key, value) in &table {
+        let year = parse_year(key).ok_or_else(|| CalendarError::NotAYear {
+            file: file(),
+            key: key.clone(),
+        })?;
+        let toml::Value::Table(inner) = value else {
+            return Err(CalendarError::NotATable { file: file(), year });
+        };
+        if let Some(unknown) = inner.keys().find(|k| *k != HOLIDAYS && *k != WORKDAYS) {
+            return Err(CalendarError::UnknownKey {
+                file: file(),
+                year,
+                key: unknown.clone(),
+            });
+        }
+        let mut holidays = HashSet::new();
+        let mut workdays = HashSet::new();
+        for key in [HOLIDAYS, WORKDAYS] {
+            let list = inner.get(key).ok_or_else(|| CalendarError::MissingKey {
+                file: file(),
+                year,
+                key,
+            })?;
+            let want_weekend = key == WORKDAYS;
+            let set = if want_weekend {
+                &mut workdays
+            } else {
+                &mut holidays
+            };
+            for date in parse_list(list, origin, year, key)? {
+                let weekday = date.weekday();
+                match (want_weekend, is_weekend(weekday)) {
+                    (false, true) => {
+                        return Err(CalendarError::HolidayOnWeekend {
+                            file: file(),
+                            year,
+                            date,
+                            weekday,
+                        })
+                    }
+                    (true, false) => {
+                        return Err(CalendarError::WorkdayOnWeekday {
+                            file: file(),
+                            year,
+                            date,
+                            weekday,
+                        })
+                    }
+                    _ => {}
+                }
+                if !set.insert(date) {
+                    return Err(CalendarError::Duplicate {
+                        file: file(),
+                        year,
+                        key,
+                        date,
+                    });
+                }
+            }
+        }
+        let mut holidays: Vec<NaiveDate> = holidays.into_iter().collect();
+        let mut workdays: Vec<NaiveDate> = workdays.into_iter().collect();
+        holidays.sort_unstable();
+        workdays.sort_unstable();
+        years.insert(year, (holidays, workdays));
+    }
+    Ok(years)
+}
+
+/// A calendar of `years`, which must be consecutive; `origin` names the file in error messages.
+fn build(
+    origin: &str,
+    source: CalendarSource,
+    years: BTreeMap<i32, YearDays>,
+) -> Result<Calendar, CalendarError> {
+    let file = || origin.to_string();
+    let list: Vec<i32> = years.keys().copied().collect();
+    let (Some(&first_year), Some(&last_year)) = (list.first(), list.last()) else {
+        return Err(CalendarError::Empty { file: file() });
+    };
+    if let Some(gap) = list.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(CalendarError::MissingYear {
+            file: file(),
+            year: gap[0] + 1,
+            first_year: gap[0],
+            last_year: gap[1],
+        });
+    }
+
+    let mut holidays = HashSet::new();
+    let mut workdays = HashSet::new();
+    for (h, w) in years.into_values() {
+        holidays.extend(h);
+        workdays.extend(w);
+    }
+    Ok(Calendar {
+        origin: origin.to_string(),
+        source,
+        first_year,
+        last_year,
+        holidays,
+        workdays,
+    })
 }
 
 /// A table name is a year: exactly four ASCII digits.
@@ -492,7 +582,9 @@ mod tests {
                 first_year,
                 last_year,
                 file,
+                calendar,
             } => {
+                assert_eq!(*calendar, CalendarSource::File);
                 assert_eq!(*date, d(2026, 1, 1));
                 assert_eq!((*first_year, *last_year), (2024, 2025));
                 assert_eq!(file, "test/cal.toml");
@@ -634,5 +726,44 @@ mod tests {
         let err = Calendar::load(Path::new("/nonexistent/dir/calendar.toml")).unwrap_err();
         assert!(matches!(err, CalendarError::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/dir/calendar.toml"));
+    }
+
+    fn over_builtin(text: &str) -> Result<Calendar, CalendarError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calendar.toml");
+        std::fs::write(&path, text).unwrap();
+        Calendar::load_over_builtin(&path)
+    }
+
+    #[test]
+    fn a_file_over_the_builtin_replaces_its_years_and_keeps_the_others() {
+        // The file's [2026] (no exceptions at all: made up) replaces the built-in one, 2025 stays built in.
+        let cal = over_builtin("[2026]\nholidays = []\nworkdays = []\n").unwrap();
+        assert_eq!((cal.first_year(), cal.last_year()), (2018, 2026));
+        assert!(cal.is_working_day(d(2026, 10, 1)).unwrap());
+        assert!(!cal.is_working_day(d(2025, 10, 1)).unwrap());
+        // beyond it, the message names the file and the next year
+        let err = cal.deadline(d(2026, 12, 28)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the built-in calendar with ")
+                && msg.contains("add a [2027] table to "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_builtin_must_leave_no_gap_and_is_checked() {
+        let err = over_builtin("[2028]\nholidays = []\nworkdays = []\n").unwrap_err();
+        assert!(
+            matches!(err, CalendarError::MissingYear { year: 2027, .. }),
+            "{err}"
+        );
+        let err = over_builtin("[2026]\nholidays = [\"2026-10-03\"]\nworkdays = []\n").unwrap_err();
+        assert!(
+            matches!(err, CalendarError::HolidayOnWeekend { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("calendar.toml"), "{err}");
     }
 }

@@ -139,6 +139,7 @@ fn deadline_beyond_the_last_year_is_an_error_naming_the_file() {
             first_year,
             last_year,
             file,
+            ..
         } => {
             assert_eq!(date.year(), 2027);
             assert_eq!((*first_year, *last_year), (2018, 2026));
@@ -178,7 +179,9 @@ fn is_working_day_outside_the_calendar_is_an_error() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "mappings/calendar.toml covers 2018–2026; 2027-01-04 is outside it: add a [2027] table to \
-         mappings/calendar.toml with that year's official holidays and 调休 working days"
+        "the built-in calendar (mappings/calendar.toml) covers 2018–2026; 2027-01-04 is outside it: once the \
+         State Council has published 2027's holidays, add a [2027] table (its `holidays` and 调休 `workdays`) to \
+         a calendar.toml in the directory that `[mapping] dir` names (add the key to dualpub.toml if it has none): \
+         its year tables extend the built-in ones"
     );
 }

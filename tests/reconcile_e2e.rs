@@ -1222,6 +1222,162 @@ async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
     assert_eq!(n3["deadline"], "2027-01-11", "{n3}");
 }
 
+/// A `[mapping] dir` whose `calendar.toml` holds only the new year's table — what an operator writes when the
+/// note says "add a [2027] table" — extends the built-in calendar. It used to replace it: every decision before
+/// 2027 lost its deadline, an overdue permit of November 2026 was no longer `overdue` and left 及时率, and the note
+/// then asked for a [2026] table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_dir_calendar_with_only_the_new_year_keeps_the_built_in_years() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([
+        record("permit_org", "permit", "N1", "2026-11-20"),
+        record("permit_org", "permit", "N2", "2026-12-28"),
+    ]))
+    .await;
+    let m = env.dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    // Made-up days off (not the official 2027 ones), so that the deadline shows this table was used.
+    std::fs::write(
+        m.join("calendar.toml"),
+        "[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n",
+    )
+    .unwrap();
+    let vars = [("DUALPUB_MAPPING_DIR", m.to_str().unwrap())];
+    let out = env
+        .dualpub_with(
+            &["reconcile", "--today", "2027-01-20", "--format", "json"],
+            &vars,
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "both are overdue: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
+    let overdue = |id: &str| {
+        v["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key("permit", id) && g["category"] == "overdue")
+            .unwrap_or_else(|| panic!("{id} is not overdue: {}", v["gaps"]))
+            .clone()
+    };
+    // 2026 from the built-in calendar, 2027 from the file
+    assert_eq!(overdue("N1")["deadline"], "2026-12-01");
+    assert_eq!(overdue("N2")["deadline"], "2027-01-11");
+    assert_eq!(v["rates"]["overall"]["due"], 2);
+    // the annual report reads the same calendar
+    let out = env
+        .dualpub_with(
+            &[
+                "report",
+                "annual",
+                "--year",
+                "2026",
+                "--today",
+                "2027-01-20",
+                "--format",
+                "json",
+            ],
+            &vars,
+        )
+        .await;
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["notes"], serde_json::json!([]), "{a}");
+    assert_eq!(a["permits"]["due"], 2, "{a}");
+}
+
+/// With the built-in calendar, the note on deadlines past it says where an operator — who has the binary, not
+/// `mappings/calendar.toml` — adds the new year: a `calendar.toml` in `[mapping] dir`. It used to say "add a
+/// [2027] table to mappings/calendar.toml", a file of the source tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_on_deadlines_past_the_built_in_calendar_names_the_mapping_dir() {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "N2",
+        "2026-12-28"
+    )]))
+    .await;
+    let (out, v) = env.reconcile_json("2026-12-29", &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let note = v["notes"][0].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        note.contains("[mapping] dir") && note.contains("[2027]"),
+        "{note}"
+    );
+    assert!(
+        !note.contains("add a [2027] table to mappings/calendar.toml"),
+        "{note}"
+    );
+}
+
+/// A penalty whose current version fails validation still follows the source on the platform: revoked, or past
+/// its display period, it must come down (reference §3.2, §3.3) whatever else is wrong with it. Reconcile listed
+/// such a record only as `quarantined` — no `stale` (revoked, still public) and no `expired` row — and `--repair`
+/// left it public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_penalty_revoked_or_past_its_display_period_is_taken_down() {
+    let env = empty_env().await;
+    let r = penalty("penalty_multi_category", "R", "2025-12-01", "2026-12-31");
+    let e = penalty("penalty_multi_category", "E", "2025-11-20", "2026-12-09");
+    env.source_insert(serde_json::json!([r.clone(), e.clone()]))
+        .await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // R is revoked, and both get a remark the platform cannot carry
+    let (mut r, mut e) = (r, e);
+    r["status"] = "revoked".into();
+    r["remarks"] = "\u{1}撤销".into();
+    e["remarks"] = "\u{1}".into();
+    env.source_insert(serde_json::json!([r, e])).await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    assert_eq!(out.status.code(), Some(1), "both are quarantined");
+
+    let (out, v) = env
+        .reconcile_json("2026-12-10", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let cats = categories_json(&v);
+    let (kr, ke) = (key("penalty", "R"), key("penalty", "E"));
+    assert!(
+        cats["quarantined"].contains(&kr) && cats["quarantined"].contains(&ke),
+        "{cats:?}"
+    );
+    assert!(
+        cats.get("stale").is_some_and(|s| s.contains(&kr)),
+        "R: {cats:?}"
+    );
+    assert!(
+        cats.get("expired").is_some_and(|s| s.contains(&ke)),
+        "E: {cats:?}"
+    );
+
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-10",
+            "--kind",
+            "penalty",
+            "--repair",
+            "--format",
+            "json",
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repair"]["withdrawn"], 2, "{}", v["repair"]);
+    let held = env.platform_records().await;
+    assert_eq!(held[&kr].1, "withdrawn");
+    assert_eq!(held[&ke].1, "withdrawn");
+}
+
 /// Reported: `report annual` panicked (exit 101, "Addition overflowed") when the year's fines passed the largest
 /// amount a `Decimal` holds — 10,001 penalties of the largest fine the mapping takes. The sum leaves what it cannot
 /// take out, and a note says so (exit 1).

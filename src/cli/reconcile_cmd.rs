@@ -93,13 +93,14 @@ fn date_arg(name: &str, v: Option<&str>) -> Result<Option<chrono::NaiveDate>, Fa
     }
 }
 
-/// The calendar: `calendar.toml` of the configured mapping directory when it has one, else the built-in one.
+/// The calendar: the built-in one, extended (and per year replaced) by `calendar.toml` of the configured mapping
+/// directory when it has one.
 fn calendar(mapping_dir: Option<&Path>) -> Result<Calendar, Failure> {
     match mapping_dir
         .map(|d| d.join("calendar.toml"))
         .filter(|p| p.exists())
     {
-        Some(p) => Calendar::load(&p).map_err(Failure::usage),
+        Some(p) => Calendar::load_over_builtin(&p).map_err(Failure::usage),
         None => Ok(Calendar::builtin()),
     }
 }

@@ -976,6 +976,43 @@ async fn compare(
                             &detail,
                             published,
                         ));
+                        // What the platform shows still follows the source: a penalty revoked, or past its display
+                        // period, comes down whatever else is wrong with its current version (the end of the
+                        // display period only when no finding is about CF_GSJZQ itself).
+                        if let (Kind::Penalty, Some(k), true) = (
+                            kind,
+                            key_str.as_deref(),
+                            h.as_ref().is_some_and(|h| h.public),
+                        ) {
+                            let revoked = matches!(
+                                src.status,
+                                Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
+                            );
+                            let until = mapped
+                                .record
+                                .get("CF_GSJZQ")
+                                .and_then(crate::validate::parse_date)
+                                .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
+                            if revoked {
+                                report.gaps.push_ref(rows.row(
+                                    Category::Stale,
+                                    k,
+                                    REVOKED_DETAIL,
+                                    published,
+                                ));
+                                plan.withdraw.push((kind, k.to_string()));
+                            } else if let Some(u) = until.filter(|u| *u < opts.today) {
+                                report.gaps.push_ref(rows.row(
+                                    Category::Expired,
+                                    k,
+                                    &format!(
+                                        "公示截止期 {u} 已过，仍在公示 / display ended {u}, still public"
+                                    ),
+                                    published,
+                                ));
+                                plan.withdraw.push((kind, k.to_string()));
+                            }
+                        }
                         // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
                         let minor = mapped
                             .findings
