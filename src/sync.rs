@@ -1305,12 +1305,19 @@ impl Engine<'_> {
             if !mapped.is_valid() {
                 let key = mapped.key.as_ref().map(|k| k.to_string());
                 // Most findings leave the last valid version public until the record is fixed; a penalty on a
-                // minor must not be public at all, so one already published (or on its way) is withdrawn.
+                // minor must not be public at all, so one already published (or on its way) is withdrawn. So is a
+                // penalty revoked (or superseded) at the source: taking a decision down needs only its key, not
+                // its other fields fixed. It keeps its number, as a valid revoked penalty does; a minor's is freed.
                 let minor = mapped
                     .findings
                     .iter()
                     .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
-                if minor {
+                let revoked = kind == Kind::Penalty
+                    && matches!(
+                        src.status(),
+                        Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
+                    );
+                if minor || revoked {
                     // The key it maps to now and the one it was linked to before (the same edit may change the
                     // document number): neither may stay public, nor be sent from this page.
                     let mut keys: Vec<String> = key.iter().cloned().collect();
@@ -1325,8 +1332,10 @@ impl Engine<'_> {
                             && self.pending.get(k).is_none_or(|p| p.source_id == src.id)
                     });
                     for k in keys {
-                        commit.released.push((kind, k.clone()));
-                        page_owner.remove(&k);
+                        if minor || key.as_ref() != Some(&k) {
+                            commit.released.push((kind, k.clone()));
+                            page_owner.remove(&k);
+                        }
                         items.retain(|(i, _)| i.key != k || i.source_id != src.id);
                         let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
                         let on_its_way = self

@@ -2559,3 +2559,59 @@ async fn a_decision_entered_the_day_before_its_date_is_published_when_the_day_co
         .unwrap()
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_revoked_in_a_version_that_fails_validation_is_still_taken_down() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let held = env.platform_records().await;
+    let (key, penalty) = (0..gen_cfg.count(Kind::Penalty))
+        .map(|i| dualpub::sim::gen::record(&gen_cfg, Kind::Penalty, i))
+        .find_map(|r| {
+            let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+            held.iter()
+                .find(|(k, v)| {
+                    k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public"
+                })
+                .map(|(k, _)| (k.clone(), r))
+        })
+        .expect("a published penalty");
+    // Revoked, and in the same edit a remark the platform cannot take (a control character).
+    let mut v = env.source_record(&penalty.id).await;
+    v["status"] = "revoked".into();
+    v["remarks"] = "\u{1}决定已撤销".into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "penalty".into();
+    env.source_insert_one(v).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "quarantined: {s} {err}");
+    assert_eq!(s["withdrawn"], 1, "{s}");
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn", "{key}");
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(Kind::Penalty, &penalty.id)
+        .unwrap()
+        .expect("the invalid version is in quarantine");
+    assert!(
+        q.findings.iter().any(|f| f.code == "xml_char"),
+        "{:?}",
+        q.findings
+    );
+    drop(store);
+    // The revoked penalty keeps its number: another record with it is a reused number, not a new publication.
+    let mut other = env.source_record(&penalty.id).await;
+    other["id"] = "CF-SAME-NUMBER".into();
+    other["status"] = "active".into();
+    other["remarks"] = serde_json::Value::Null;
+    other["updated_at"] = serde_json::Value::Null;
+    other["kind"] = "penalty".into();
+    env.source_insert_one(other).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["pushed"], 0, "{s}");
+    let q = read_store(&env.store_path())
+        .quarantine_get(Kind::Penalty, "CF-SAME-NUMBER")
+        .unwrap()
+        .expect("held back");
+    assert_eq!(q.findings[0].code, "key_reused");
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn");
+}
