@@ -288,6 +288,22 @@ impl Calendar {
         Ok(day)
     }
 
+    /// The working days after `from` up to and including `to` (0 when `to` is not after `from`): on a deadline's
+    /// eve, 1. Every day counted must be in covered years.
+    pub fn working_days_between(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<u32, CalendarError> {
+        let mut n = 0;
+        for day in from.iter_days().skip(1).take_while(|d| *d <= to) {
+            if self.is_working_day(day)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn check_covered(&self, date: NaiveDate) -> Result<(), CalendarError> {
         if self.covers(date) {
             Ok(())

@@ -1336,9 +1336,8 @@ async fn an_invalid_penalty_revoked_or_past_its_display_period_is_taken_down() {
     r["status"] = "revoked".into();
     r["remarks"] = "\u{1}撤销".into();
     e["remarks"] = "\u{1}".into();
+    // Not synced since (a sync withdraws R itself, and E once its display period is over): reconcile must see both.
     env.source_insert(serde_json::json!([r, e])).await;
-    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
-    assert_eq!(out.status.code(), Some(1), "both are quarantined");
 
     let (out, v) = env
         .reconcile_json("2026-12-10", &["--kind", "penalty"])
@@ -1412,4 +1411,60 @@ async fn fines_beyond_the_largest_decimal_are_a_note_not_a_panic() {
             .starts_with("1 penalty record(s) are not in fines_wan")),
         "{notes:?}"
     );
+}
+
+/// A record not yet public but still in time says how many working days are left, so the deadlines at risk stand
+/// out from the records decided today; past its deadline it is `overdue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_record_still_in_time_says_how_long_it_has() {
+    let env = empty_env().await;
+    // decided Friday 2026-11-20: due Tuesday 2026-12-01, the 7th working day after
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        "R1",
+        "2026-11-20"
+    )]))
+    .await;
+    let gap = |today: &'static str| {
+        let env = &env;
+        async move {
+            let out = env
+                .dualpub(&["reconcile", "--today", today, "--format", "json"])
+                .await;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["gaps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| g["key"] == key("permit", "R1"))
+                .map(|g| {
+                    (
+                        g["category"].as_str().unwrap().to_string(),
+                        g["detail"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<BTreeMap<String, String>>()
+        }
+    };
+    // Friday: Monday and Tuesday are left
+    let rows = gap("2026-11-27").await;
+    let detail = &rows["missing"];
+    assert!(
+        detail.starts_with("还剩 2 个工作日（期限 2026-12-01）")
+            && detail.contains("2 working days left (due 2026-12-01)"),
+        "{detail}"
+    );
+    let rows = gap("2026-11-30").await;
+    assert!(rows["missing"].contains("1 working day left"), "{rows:?}");
+    let rows = gap("2026-12-01").await;
+    assert!(!rows.contains_key("overdue"), "{rows:?}");
+    assert!(
+        rows["missing"].starts_with("今天到期（2026-12-01）"),
+        "{rows:?}"
+    );
+    // the day after: overdue, and the missing row no longer counts days
+    let rows = gap("2026-12-02").await;
+    assert!(rows.contains_key("overdue"), "{rows:?}");
+    assert!(!rows["missing"].contains("left"), "{rows:?}");
 }

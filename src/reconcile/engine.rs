@@ -5,8 +5,8 @@
 
 use super::annual::{AnnualAccumulator, AnnualReport};
 use super::gaps::{
-    late_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MISSING_DETAIL, ORPHAN_DETAIL,
-    REVOKED_DETAIL,
+    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MISSING_DETAIL,
+    ORPHAN_DETAIL, REVOKED_DETAIL,
 };
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
@@ -1094,10 +1094,15 @@ async fn compare(
                         // A rejected record is not `missing`: sending it again cannot help until it is fixed.
                         if !public {
                             if rejected.is_none() {
-                                report.gaps.push_ref(row(
+                                // Still in time: how much is left, so the records at risk stand out.
+                                let left = deadline.filter(|dl| opts.today <= *dl).and_then(|dl| {
+                                    Some((dl, calendar.working_days_between(opts.today, dl).ok()?))
+                                });
+                                let detail = left.map(|(dl, n)| missing_in_time_detail(dl, n));
+                                report.gaps.push_ref(rows.row(
                                     Category::Missing,
                                     &key,
-                                    MISSING_DETAIL,
+                                    detail.as_deref().unwrap_or(MISSING_DETAIL),
                                     None,
                                 ));
                                 if opts.repair {

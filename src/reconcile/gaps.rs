@@ -111,6 +111,29 @@ pub(crate) fn date_string(d: NaiveDate) -> String {
 }
 
 /// The detail of an `overdue` row of a valid record, due `dl`.
+/// The detail of a `missing` row still in time: due `dl`, `left` working days after today (0: due today).
+pub(crate) fn missing_in_time_detail(dl: NaiveDate, left: u32) -> String {
+    // What is left comes first: the table cuts a long detail.
+    let mut s = String::with_capacity(128);
+    if left == 0 {
+        s.push_str("今天到期（");
+        push_date(&mut s, dl);
+        s.push_str("），平台上尚未公示 / due today (");
+        push_date(&mut s, dl);
+        s.push_str("), not public on the platform");
+    } else {
+        s.push_str(&format!("还剩 {left} 个工作日（期限 "));
+        push_date(&mut s, dl);
+        s.push_str(&format!(
+            "），平台上尚未公示 / {left} working day{} left (due ",
+            if left == 1 { "" } else { "s" }
+        ));
+        push_date(&mut s, dl);
+        s.push_str("), not public on the platform");
+    }
+    s
+}
+
 pub(crate) fn overdue_detail(dl: NaiveDate) -> String {
     let mut s = String::with_capacity(64);
     s.push_str("期限 ");

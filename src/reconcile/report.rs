@@ -80,11 +80,12 @@ impl Category {
     pub fn action_en(self) -> &'static str {
         match self {
             Category::Missing => {
-                "run `dualpub reconcile --repair`, which sends it (a sync sends only what changed in the source)"
+                "run `dualpub reconcile --repair`, which sends it now (a sync sends only records that changed since \
+                 the last sync read the feed: one never synced is sent by the next sync, one the platform lost is not)"
             }
             Category::Stale => {
                 "run `dualpub reconcile --repair`, which sends the current version or withdraws a revoked penalty \
-                 (a sync sends only what changed in the source)"
+                 now (a sync sends only records that changed since the last sync read the feed)"
             }
             Category::Orphan => {
                 "check whether the platform record is yours; `--repair --repair-orphans` withdraws it"
@@ -114,10 +115,11 @@ impl Category {
     pub fn action_zh(self) -> &'static str {
         match self {
             Category::Missing => {
-                "运行 `dualpub reconcile --repair` 推送该记录（同步只推送执法系统中有变动的记录）"
+                "运行 `dualpub reconcile --repair` 立即推送该记录（同步只推送上次同步以来执法系统中有变动的记录：\
+                 从未同步过的记录下次同步会推送，平台丢失的记录则不会）"
             }
             Category::Stale => {
-                "运行 `dualpub reconcile --repair` 推送当前版本，或撤下已撤销的处罚（同步只推送执法系统中有变动的记录）"
+                "运行 `dualpub reconcile --repair` 立即推送当前版本，或撤下已撤销的处罚（同步只推送上次同步以来执法系统中有变动的记录）"
             }
             Category::Orphan => {
                 "核实平台上的该记录是否属于本单位；`--repair --repair-orphans` 会将其撤下"
