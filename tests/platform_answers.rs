@@ -1,0 +1,126 @@
+//! End-to-end: the real `dualpub sync` binary against a platform whose 200 answers are not what DESIGN §3 promises
+//! (a gateway in front of the platform simulator rewrites them): receipts that leave records out or answer them
+//! twice, logins whose tokens the platform then refuses.
+
+mod common;
+
+use common::*;
+use dualpub::sim::gen::GenConfig;
+use dualpub::sim::platform::Faults;
+use dualpub::store::PlatformState;
+use dualpub::xml::{Receipt, RecordResult, ResultStatus};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+fn gen_cfg() -> GenConfig {
+    GenConfig {
+        records: 30,
+        seed: 21,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    }
+}
+
+/// The state the ledger gives each key the platform should hold as public.
+fn ledger_states(env: &Env) -> Vec<(String, Option<PlatformState>)> {
+    let (expected, _) = expected_public(&env.gen, today());
+    let store = read_store(&env.store_path());
+    expected
+        .keys()
+        .map(|k| (k.clone(), store.ledger_get(k).unwrap().map(|e| e.state)))
+        .collect()
+}
+
+/// A receipt that gives some records no usable result — none, two that disagree, or `withdrawn` to an upsert — the
+/// first time their keys are sent. The records were removed from the outbox all the same, left `pending` in the
+/// ledger and never sent again, and the run ended with exit 0: had the platform not stored them, nobody would know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_receipt_gives_no_usable_result_are_sent_again() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| {
+            let mut seen = seen.lock().unwrap();
+            let mut results = Vec::new();
+            for (i, res) in r.results.drain(..).enumerate() {
+                if !seen.insert(res.key.clone()) {
+                    results.push(res);
+                    continue;
+                }
+                match i % 4 {
+                    // left out
+                    0 => {}
+                    // answered twice, in different words
+                    1 => {
+                        results.push(RecordResult {
+                            status: ResultStatus::Rejected,
+                            code: "E".into(),
+                            ..res.clone()
+                        });
+                        results.push(res);
+                    }
+                    // an answer to another question
+                    2 => results.push(RecordResult {
+                        status: ResultStatus::Withdrawn,
+                        ..res
+                    }),
+                    _ => results.push(res),
+                }
+            }
+            r.results = results;
+        }),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["rejected"], 0, "{s}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    let (expected, _) = expected_public(&env.gen, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A platform whose receipts never answer for one record: the run sends it again a few times, then ends with exit
+/// 3 and keeps it in the outbox, and the next run (the platform mended) publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_receipts_never_answer_for_stays_in_the_outbox_and_the_run_ends_with_3() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let silent = expected.keys().next().unwrap().clone();
+    let left_out = silent.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(
+        err.contains("gave no usable result for 1 record(s)") && err.contains("outbox"),
+        "{err}"
+    );
+    {
+        let store = read_store(&env.store_path());
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+        assert_eq!(outbox[0].1.items.len(), 1);
+        assert_eq!(outbox[0].1.items[0].key, silent);
+        assert_ne!(
+            store.ledger_get(&silent).unwrap().map(|e| e.state),
+            Some(PlatformState::Public)
+        );
+    }
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+}
