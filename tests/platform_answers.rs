@@ -124,3 +124,58 @@ async fn a_record_the_receipts_never_answer_for_stays_in_the_outbox_and_the_run_
     }
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
 }
+
+/// A [`PlatformRewrite`] that replaces the token of every login answer with `token`.
+fn token_rewrite(token: &'static str) -> PlatformRewrite {
+    Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+        if path != "/api/token" || status != 200 {
+            return (status, body);
+        }
+        let mut t = dualpub::xml::read_token_response(&body).unwrap();
+        t.token = token.into();
+        let mut out = Vec::new();
+        dualpub::xml::write_token_response(&t, &mut out);
+        (status, out)
+    })
+}
+
+/// A login whose token the platform then refuses (a gateway that mangles it, a clock gone wrong), or that holds no
+/// token: the run logged in again at once after every 401, some hundred logins a second until the retry budget
+/// was spent, and said "token expired".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_as_soon_as_it_is_issued_is_not_asked_for_again_at_once() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    for (token, says) in [
+        (
+            "not-the-issued-token",
+            "the token its login had just issued",
+        ),
+        ("", "empty token"),
+    ] {
+        let issued = env.platform_stats().await["tokens_issued"]
+            .as_u64()
+            .unwrap();
+        let proxy = platform_proxy(env.platform.url(), token_rewrite(token)).await;
+        let (code, s, err) = env
+            .sync_with(&[
+                ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+                ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "4"),
+            ])
+            .await;
+        assert_eq!(code, 3, "{s} {err}");
+        let logins = env.platform_stats().await["tokens_issued"]
+            .as_u64()
+            .unwrap()
+            - issued;
+        // backoff from 50 ms doubling to 1 s over 4 s, for a few calls at once: some tens at most
+        assert!(logins < 60, "{logins} logins in a run of 4 s");
+        assert!(err.contains(says), "{err}");
+        assert!(read_store(&env.store_path()).outbox_len() > 0);
+    }
+    // the platform mended, everything goes out
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+}
