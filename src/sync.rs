@@ -1999,6 +1999,10 @@ fn refused_alone(batch: &OutboxBatch, message: &str) -> Receipt {
     }
 }
 
+/// How much of a rejection's code and message the platform gives is kept (characters).
+const PLATFORM_CODE_CHARS: usize = 64;
+const PLATFORM_MESSAGE_CHARS: usize = 2000;
+
 /// Whether a result's status answers the operation sent.
 fn answers(op: Op, status: ResultStatus) -> bool {
     match op {
@@ -2171,10 +2175,14 @@ fn apply_receipt(
                     e.state = PlatformState::Rejected;
                 }
                 e.rejected_digest = item.digest.clone();
-                // The platform's words may quote a value, an ID number among them.
-                let message = crate::ids::mask_ids_in(&res.message);
-                e.last_error = Some(format!("{} {message}", res.code));
-                tracing::warn!(key = %mask_ids_in(&item.key), code = %res.code, "the platform rejected a record");
+                // The platform's words may quote a value, an ID number among them, and hold anything: line breaks
+                // that would forge log lines or rows, text longer than a spreadsheet cell takes. Kept masked, on one
+                // line, and cut.
+                let code = crate::redact::quote_at_most(&res.code, &[], PLATFORM_CODE_CHARS);
+                let message =
+                    crate::redact::quote_at_most(&res.message, &[], PLATFORM_MESSAGE_CHARS);
+                e.last_error = Some(format!("{code} {message}"));
+                tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record");
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()
@@ -2185,10 +2193,10 @@ fn apply_receipt(
                     key: Some(item.key.clone()),
                     reason: "rejected".into(),
                     findings: vec![StoredFinding {
-                        code: res.code.clone(),
+                        en: format!("the platform rejected the record: {code} {message}"),
+                        code,
                         field: "(platform)".into(),
-                        zh: message.clone(),
-                        en: format!("the platform rejected the record: {} {message}", res.code),
+                        zh: message,
                     }],
                     // A batch resent after a crash has no source text: keep the held one if it is this version
                     // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.

@@ -179,3 +179,63 @@ async fn a_token_refused_as_soon_as_it_is_issued_is_not_asked_for_again_at_once(
         assert_eq!(state, Some(PlatformState::Public), "{key}");
     }
 }
+
+/// A rejection whose code holds line breaks and whose message runs to 40 000 characters: the code forged lines in
+/// the run's log and in `quarantine list`, and the message, kept whole, made every `reconcile --format xlsx` fail
+/// (exit 3: "String exceeds Excel's limit of 32,767 characters") for as long as the record was rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_in_words_no_log_line_or_spreadsheet_cell_can_hold_is_kept_on_one_line_and_cut()
+{
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let forged = "2026-01-01T00:00:00Z  INFO forged";
+    let code = format!("E\n{forged}\r");
+    let message = format!("line1\nline2\r\u{9b}31m{}", "长".repeat(40_000));
+    let rewrite = {
+        let (code, message) = (code.clone(), message.clone());
+        receipt_rewrite(move |r: &mut Receipt| {
+            if let Some(res) = r
+                .results
+                .iter_mut()
+                .find(|res| res.status == ResultStatus::Accepted)
+            {
+                res.status = ResultStatus::Rejected;
+                res.code = code.clone();
+                res.message = message.clone();
+            }
+        })
+    };
+    let proxy = platform_proxy(env.platform.url(), rewrite).await;
+    let (code_, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code_, 1, "{s} {err}");
+    assert!(s["rejected"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        !err.lines().any(|l| l.starts_with(forged)),
+        "a forged log line: {err}"
+    );
+    let out = env.dualpub(&["quarantine", "list"]).await;
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with(forged)) && !list.contains('\r'),
+        "{list}"
+    );
+    let dir = env.dir.path().join("report.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "xlsx",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
