@@ -1870,12 +1870,12 @@ async fn send_batch(
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
                 return Err(SyncError::Unanswered(format!(
-                    "the platform's receipt of flow {} gave no usable result for {records} record(s) ({}), and it \
-                     was so {} times: they stay in the outbox (flow {}) and the next run sends them again; if this \
-                     goes on, ask the platform's operators why its receipts leave records out",
+                    "the platform's receipts gave no usable result for {records} record(s) {} times in a row (the \
+                     last, of flow {}: {}): they stay in the outbox (flow {}) and the next run sends them again; if \
+                     this goes on, ask the platform's operators why its receipts leave records out",
+                    resent + 1,
                     u.sent_flow,
                     u.why,
-                    resent + 1,
                     u.batch.flow,
                 )));
             }
