@@ -170,6 +170,16 @@ impl PlatformClient {
         let secrets = [self.secret.expose()];
         match classify(status, ra.as_deref()) {
             Class::Success => match xml::read_token_response(&bytes) {
+                // A token no request can carry would be refused, or not sent, by every call: asked for again.
+                Ok(t) if t.token.trim().is_empty() => Attempt::Retry {
+                    after: None,
+                    reason: "the platform's login answer holds an empty token".into(),
+                },
+                Ok(t) if reqwest::header::HeaderValue::from_str(&t.token).is_err() => Attempt::Retry {
+                    after: None,
+                    reason: "the platform's login answer holds a token with characters an HTTP header cannot carry"
+                        .into(),
+                },
                 Ok(t) => Attempt::Done(t.token),
                 Err(e) => Attempt::Retry {
                     after: None,
@@ -189,17 +199,21 @@ impl PlatformClient {
         }
     }
 
-    async fn token(&self) -> Attempt<String> {
+    /// The token held, or one from a login now; whether it is new (issued by a login just now).
+    async fn token(&self) -> Attempt<(String, bool)> {
         let mut guard = self.token.lock().await;
         if let Some(t) = guard.as_ref() {
-            return Attempt::Done(t.clone());
+            return Attempt::Done((t.clone(), false));
         }
         match self.login().await {
             Attempt::Done(t) => {
                 *guard = Some(t.clone());
-                Attempt::Done(t)
+                Attempt::Done((t, true))
             }
-            other => other,
+            Attempt::Retry { after, reason } => Attempt::Retry { after, reason },
+            Attempt::Fatal(m) => Attempt::Fatal(m),
+            Attempt::Config(m) => Attempt::Config(m),
+            Attempt::Refused(m) => Attempt::Refused(m),
         }
     }
 
@@ -237,7 +251,7 @@ impl PlatformClient {
         parse: impl FnOnce(&[u8]) -> Result<T, String>,
         refused: &str,
     ) -> Attempt<T> {
-        let token = match self.token().await {
+        let (token, fresh) = match self.token().await {
             Attempt::Done(t) => t,
             Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
             Attempt::Fatal(m) | Attempt::Refused(m) => return Attempt::Fatal(m),
@@ -263,9 +277,21 @@ impl PlatformClient {
             },
             Class::Relogin => {
                 self.forget_token(&token).await;
-                Attempt::Retry {
-                    after: Some(Duration::ZERO),
-                    reason: "token expired (HTTP 401)".into(),
+                // A token that expired is replaced at once; one refused as soon as it was issued would be refused
+                // again: the next login waits like any retry, instead of hammering the platform's login.
+                if fresh {
+                    Attempt::Retry {
+                        after: None,
+                        reason: format!(
+                            "the platform refused (HTTP 401: {}) the token its login had just issued",
+                            error_text(status, &bytes, &secrets)
+                        ),
+                    }
+                } else {
+                    Attempt::Retry {
+                        after: Some(Duration::ZERO),
+                        reason: "token expired (HTTP 401)".into(),
+                    }
                 }
             }
             Class::Retry { after } => Attempt::Retry {

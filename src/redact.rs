@@ -27,8 +27,13 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
 /// [`scrub`], then cut to [`QUOTE_CHARS`] characters. Cutting comes last, so that no secret or ID number is cut
 /// into a piece that no longer matches.
 pub fn quote(text: &str, secrets: &[&str]) -> String {
+    quote_at_most(text, secrets, QUOTE_CHARS)
+}
+
+/// [`quote`], cut to `max_chars` characters.
+pub fn quote_at_most(text: &str, secrets: &[&str], max_chars: usize) -> String {
     let s = scrub(text, secrets);
-    match s.char_indices().nth(QUOTE_CHARS) {
+    match s.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", s[..cut].trim_end()),
         None => s.trim().to_string(),
     }

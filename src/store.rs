@@ -470,6 +470,9 @@ impl OutboxId {
 #[derive(Debug, Default)]
 pub struct ReceiptCommit {
     pub outbox_seq: Option<OutboxId>,
+    /// Batches put in the outbox in the same transaction: the records of `outbox_seq` the receipt gave no usable
+    /// result for, to be sent again under a flow id of their own.
+    pub outbox_put: Vec<(OutboxId, OutboxBatch)>,
     pub ledger: Vec<(String, LedgerEntry)>,
     pub quarantine_put: Vec<QuarantineEntry>,
     pub quarantine_del: Vec<(Kind, String)>,
@@ -1320,6 +1323,9 @@ impl Store {
                     apply_in_tx(expiry, &expiry_changes)?;
                     if let Some(id) = &c.outbox_seq {
                         outbox.remove(id.key())?;
+                    }
+                    for (id, b) in &c.outbox_put {
+                        outbox.insert(id.key(), encode_batch(b))?;
                     }
                     Ok::<(), ConflictableTransactionError<String>>(())
                 },

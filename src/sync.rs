@@ -100,6 +100,9 @@ pub enum SyncError {
     Remote(#[from] GiveUp),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    /// The platform's receipts, sent again, still gave no usable result for some records (they stay in the outbox).
+    #[error("{0}")]
+    Unanswered(String),
 }
 
 /// Facts of a mapped record that reports need, with the party's ID number masked.
@@ -1834,9 +1837,10 @@ async fn send_batch(
     batch: OutboxBatch,
 ) -> Result<Applied, SyncError> {
     let mut total = Applied::default();
-    // A stack: the first half is sent first.
-    let mut todo = vec![(seq, batch)];
-    while let Some((seq, batch)) = todo.pop() {
+    // A stack: the first half is sent first. With each batch, how many times its records were sent again for want of
+    // a usable result.
+    let mut todo = vec![(seq, batch, 0)];
+    while let Some((seq, batch, resent)) = todo.pop() {
         let receipt = match platform
             .exchange(budget, &batch.flow, batch.body.clone())
             .await
@@ -1852,33 +1856,88 @@ async fn send_batch(
                 // hold a later version of one of their records.
                 let parts = [(seq.piece(1), first), (seq.piece(2), second)];
                 store.outbox_split(&seq, &parts)?;
-                let [first, second] = parts;
-                todo.push(second);
-                todo.push(first);
+                let [(s1, first), (s2, second)] = parts;
+                todo.push((s2, second, resent));
+                todo.push((s1, first, resent));
                 continue;
             }
             Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
             Err(e) => return Err(SyncError::from(e)),
         };
         let store = store.clone();
-        let a = tokio::task::spawn_blocking(move || apply_receipt(&store, seq, &batch, &receipt))
-            .await
-            .unwrap_or_else(|e| {
-                Err(SyncError::Client(format!("applying a receipt failed: {e}")))
-            })?;
+        let (a, unanswered) =
+            tokio::task::spawn_blocking(move || apply_receipt(&store, seq, &batch, &receipt))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SyncError::Client(format!("applying a receipt failed: {e}")))
+                })?;
         total.accepted += a.accepted;
         total.platform_unchanged += a.platform_unchanged;
         total.rejected += a.rejected;
         total.withdrawn += a.withdrawn;
+        if let Some(u) = unanswered {
+            let records = u.batch.items.len();
+            if resent >= RESEND_UNANSWERED {
+                return Err(SyncError::Unanswered(format!(
+                    "the platform's receipts gave no usable result for {records} record(s) {} times in a row (the \
+                     last, of flow {}: {}): they stay in the outbox (flow {}) and the next run sends them again; if \
+                     this goes on, ask the platform's operators why its receipts leave records out",
+                    resent + 1,
+                    u.sent_flow,
+                    u.why,
+                    u.batch.flow,
+                )));
+            }
+            tracing::warn!(
+                records,
+                flow = %u.sent_flow,
+                why = %u.why,
+                "the platform's receipt gave no usable result for some records; sending them again in a message of \
+                 their own"
+            );
+            todo.push((u.seq, u.batch, resent + 1));
+        }
     }
     Ok(total)
+}
+
+/// How many times the records a receipt gave no usable result for are sent again, each time under a new flow id,
+/// before the run gives up on them (exit 3, the records kept in the outbox for the next run).
+const RESEND_UNANSWERED: u32 = 2;
+
+/// The records of a batch its receipt gave no usable result for: no result, two results that disagree, or a result
+/// that does not answer what was asked (`withdrawn` to an upsert). The platform may not have applied them; a resend
+/// with the same flow id would get the same receipt back, so they are put in the outbox under a flow id of their
+/// own, in the batch's place.
+struct Unanswered {
+    seq: OutboxId,
+    batch: OutboxBatch,
+    /// The flow whose receipt left them out.
+    sent_flow: String,
+    /// Why, for one of them (its key masked).
+    why: String,
 }
 
 /// Splits a batch into two halves, each a message of its own with a new flow id; the in-memory parts of its items
 /// (the source text a rejection quarantines, the ledger entry read) go along.
 fn split_batch(batch: OutboxBatch) -> Result<(OutboxBatch, OutboxBatch), SyncError> {
-    let msg = xml::read_exchange_message(&batch.body)
-        .map_err(|e| SyncError::Client(format!("cannot split outbox batch {}: {e}", batch.flow)))?;
+    let msg = message_of(&batch)?;
+    let mid = batch.items.len() / 2;
+    let mut items = batch.items.clone();
+    let second_items = items.split_off(mid);
+    let mut records = msg.records.clone();
+    let second_records = records.split_off(mid);
+    Ok((
+        part_of(&batch, &msg, items, records),
+        part_of(&batch, &msg, second_items, second_records),
+    ))
+}
+
+/// The message of an outbox batch, read back, whose records are the batch's items in order.
+fn message_of(batch: &OutboxBatch) -> Result<ExchangeMessage, SyncError> {
+    let msg = xml::read_exchange_message(&batch.body).map_err(|e| {
+        SyncError::Client(format!("cannot read back outbox batch {}: {e}", batch.flow))
+    })?;
     let same_keys = msg.records.len() == batch.items.len()
         && msg
             .records
@@ -1887,38 +1946,41 @@ fn split_batch(batch: OutboxBatch) -> Result<(OutboxBatch, OutboxBatch), SyncErr
             .all(|(r, i)| r.key == i.key);
     if !same_keys {
         return Err(SyncError::Client(format!(
-            "cannot split outbox batch {}: its message and its items disagree",
+            "cannot read back outbox batch {}: its message and its items disagree",
             batch.flow
         )));
     }
-    let mid = batch.items.len() / 2;
-    let mut items = batch.items;
-    let second_items = items.split_off(mid);
-    let mut records = msg.records;
-    let second_records = records.split_off(mid);
-    let half = |items: Vec<OutboxItem>, records: Vec<MessageRecord>| {
-        let flow = uuid::Uuid::new_v4().to_string();
-        let mut body = Vec::new();
-        xml::write_exchange_message(
-            &ExchangeMessage {
-                sender: msg.sender.clone(),
-                receiver: msg.receiver.clone(),
-                flow: flow.clone(),
-                kind: msg.kind,
-                send_time: now_rfc3339(),
-                records,
-            },
-            &mut body,
-        );
-        OutboxBatch {
-            flow,
-            kind: batch.kind,
-            created: now_rfc3339(),
-            body: body.into(),
-            items,
-        }
-    };
-    Ok((half(items, records), half(second_items, second_records)))
+    Ok(msg)
+}
+
+/// A batch of some of `batch`'s items and their records (of `msg`, its message), a message of its own with a new
+/// flow id; the in-memory parts of the items (the source text a rejection quarantines, the ledger entry read) go along.
+fn part_of(
+    batch: &OutboxBatch,
+    msg: &ExchangeMessage,
+    items: Vec<OutboxItem>,
+    records: Vec<MessageRecord>,
+) -> OutboxBatch {
+    let flow = uuid::Uuid::new_v4().to_string();
+    let mut body = Vec::new();
+    xml::write_exchange_message(
+        &ExchangeMessage {
+            sender: msg.sender.clone(),
+            receiver: msg.receiver.clone(),
+            flow: flow.clone(),
+            kind: msg.kind,
+            send_time: now_rfc3339(),
+            records,
+        },
+        &mut body,
+    );
+    OutboxBatch {
+        flow,
+        kind: batch.kind,
+        created: now_rfc3339(),
+        body: body.into(),
+        items,
+    }
 }
 
 /// The receipt for a message of one record that the platform refused whole: that record rejected, with the
@@ -1946,27 +2008,89 @@ fn refused_alone(batch: &OutboxBatch, message: &str) -> Receipt {
     }
 }
 
+/// How much of a rejection's code and message the platform gives is kept (characters).
+const PLATFORM_CODE_CHARS: usize = 64;
+const PLATFORM_MESSAGE_CHARS: usize = 2000;
+
+/// Whether a result's status answers the operation sent.
+fn answers(op: Op, status: ResultStatus) -> bool {
+    match op {
+        Op::Upsert => matches!(
+            status,
+            ResultStatus::Accepted | ResultStatus::Unchanged | ResultStatus::Rejected
+        ),
+        Op::Withdraw => matches!(
+            status,
+            ResultStatus::Withdrawn | ResultStatus::Unchanged | ResultStatus::Rejected
+        ),
+    }
+}
+
 /// Records a receipt in one transaction: ledger, quarantine for rejections, the expiry index, and the outbox
-/// removal. Runs in the batch's send task; no other batch in flight holds any of its keys.
+/// removal — with, in the batch's place, the records the receipt gave no usable result for ([`Unanswered`]), whose
+/// ledger entries stay as they were. Runs in the batch's send task; no other batch in flight holds any of its keys.
 fn apply_receipt(
     store: &Store,
     seq: OutboxId,
     batch: &OutboxBatch,
     receipt: &Receipt,
-) -> Result<Applied, SyncError> {
+) -> Result<(Applied, Option<Unanswered>), SyncError> {
     let mut applied = Applied::default();
     let now = now_rfc3339();
     let quarantine_empty = store.quarantine_is_empty();
-    let results: HashMap<&str, &xml::RecordResult> = receipt
-        .results
-        .iter()
-        .map(|r| (r.key.as_str(), r))
-        .collect();
+    // A key answered twice in different words has no usable result (`None`).
+    let mut results: HashMap<&str, Option<&xml::RecordResult>> = HashMap::new();
+    for r in &receipt.results {
+        results
+            .entry(r.key.as_str())
+            .and_modify(|seen| {
+                if seen.is_some_and(|s| s.status != r.status || s.code != r.code) {
+                    *seen = None;
+                }
+            })
+            .or_insert(Some(r));
+    }
+    let foreign = results
+        .keys()
+        .filter(|k| !batch.items.iter().any(|i| i.key == **k))
+        .count();
+    if foreign > 0 {
+        tracing::warn!(
+            flow = %batch.flow,
+            keys = foreign,
+            "the platform's receipt has results for keys the message did not hold; they are ignored"
+        );
+    }
     let mut commit = ReceiptCommit {
-        outbox_seq: Some(seq),
+        outbox_seq: Some(seq.clone()),
         ..ReceiptCommit::default()
     };
-    for item in &batch.items {
+    // The items without a usable result, with the index of each in the batch, and why for the first.
+    let mut unanswered: Vec<usize> = Vec::new();
+    let mut why = String::new();
+    for (index, item) in batch.items.iter().enumerate() {
+        let res = match results.get(item.key.as_str()) {
+            Some(Some(res)) if answers(item.op, res.status) => *res,
+            found => {
+                if unanswered.is_empty() {
+                    let what = match found {
+                        None => "no result".to_string(),
+                        Some(None) => "two different results".to_string(),
+                        Some(Some(res)) => format!(
+                            "`{}` to {}",
+                            res.status.as_str(),
+                            match item.op {
+                                Op::Upsert => "an upsert",
+                                Op::Withdraw => "a withdrawal",
+                            }
+                        ),
+                    };
+                    why = format!("{what} for {}", mask_ids_in(&item.key));
+                }
+                unanswered.push(index);
+                continue;
+            }
+        };
         let prev = match &item.ledger {
             Some(known) => known.clone(),
             None => store.ledger_get(&item.key)?,
@@ -1987,14 +2111,6 @@ fn apply_receipt(
         });
         e.attempts += 1;
         e.last_pushed = Some(now.clone());
-        let Some(res) = results.get(item.key.as_str()) else {
-            e.last_error = Some(format!(
-                "the receipt of flow {} has no result for this key",
-                batch.flow
-            ));
-            commit.ledger.push((item.key.clone(), e));
-            continue;
-        };
         match (item.op, res.status) {
             (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
                 if res.status == ResultStatus::Accepted {
@@ -2068,10 +2184,14 @@ fn apply_receipt(
                     e.state = PlatformState::Rejected;
                 }
                 e.rejected_digest = item.digest.clone();
-                // The platform's words may quote a value, an ID number among them.
-                let message = crate::ids::mask_ids_in(&res.message);
-                e.last_error = Some(format!("{} {message}", res.code));
-                tracing::warn!(key = %mask_ids_in(&item.key), code = %res.code, "the platform rejected a record");
+                // The platform's words may quote a value, an ID number among them, and hold anything: line breaks
+                // that would forge log lines or rows, text longer than a spreadsheet cell takes. Kept masked, on one
+                // line, and cut.
+                let code = crate::redact::quote_at_most(&res.code, &[], PLATFORM_CODE_CHARS);
+                let message =
+                    crate::redact::quote_at_most(&res.message, &[], PLATFORM_MESSAGE_CHARS);
+                e.last_error = Some(format!("{code} {message}"));
+                tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record");
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()
@@ -2082,10 +2202,10 @@ fn apply_receipt(
                     key: Some(item.key.clone()),
                     reason: "rejected".into(),
                     findings: vec![StoredFinding {
-                        code: res.code.clone(),
+                        en: format!("the platform rejected the record: {code} {message}"),
+                        code,
                         field: "(platform)".into(),
-                        zh: message.clone(),
-                        en: format!("the platform rejected the record: {} {message}", res.code),
+                        zh: message,
                     }],
                     // A batch resent after a crash has no source text: keep the held one if it is this version
                     // (a `quarantine retry` of it, say); an older one would be retried in place of what was sent.
@@ -2104,14 +2224,29 @@ fn apply_receipt(
                     meta: item.meta.clone(),
                 });
             }
-            (op, status) => {
-                e.last_error = Some(format!("unexpected answer {} to {:?}", status.as_str(), op));
-            }
+            // Not reached: `answers` let through only the pairs above.
+            (Op::Upsert, ResultStatus::Withdrawn) | (Op::Withdraw, ResultStatus::Accepted) => {}
         }
         commit.ledger.push((item.key.clone(), e));
     }
+    let unanswered = if unanswered.is_empty() {
+        None
+    } else {
+        let msg = message_of(batch)?;
+        let items = unanswered.iter().map(|&i| batch.items[i].clone()).collect();
+        let records = unanswered.iter().map(|&i| msg.records[i].clone()).collect();
+        let rest = part_of(batch, &msg, items, records);
+        let rest_seq = seq.piece(1);
+        commit.outbox_put.push((rest_seq.clone(), rest.clone()));
+        Some(Unanswered {
+            seq: rest_seq,
+            batch: rest,
+            sent_flow: batch.flow.clone(),
+            why,
+        })
+    };
     store.commit_receipt(&commit)?;
-    Ok(applied)
+    Ok((applied, unanswered))
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         e.kind.as_str(),
                         shown(&e.source_id),
                         e.reason,
-                        codes.join(","),
+                        shown(&codes.join(",")),
                         shown(e.key.as_deref().unwrap_or("(no key)"))
                     );
                 }
@@ -185,7 +185,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 common::outln!(
                     "- {} [{}] {}\n  {}",
                     shown(&f.field),
-                    f.code,
+                    shown(&f.code),
                     shown(&mask_ids_in(&f.zh)),
                     shown(&mask_ids_in(&f.en))
                 );

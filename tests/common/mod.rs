@@ -313,3 +313,82 @@ pub fn public_of(
 pub fn read_store(path: &Path) -> dualpub::store::Store {
     dualpub::store::Store::open(path).expect("the store opens after the run ended")
 }
+
+/// How a [`platform_proxy`] rewrites an answer: from the path asked, the status and the body of the platform's
+/// answer, the status and body passed on.
+pub type PlatformRewrite =
+    std::sync::Arc<dyn Fn(&str, u16, Vec<u8>) -> (u16, Vec<u8>) + Send + Sync>;
+
+/// A loopback proxy in front of the platform simulator that passes every call on (`X-Token` and the body along)
+/// and the answer back as `rewrite` makes it: a platform, or a gateway before it, that answers what the simulator
+/// never does.
+pub async fn platform_proxy(platform: String, rewrite: PlatformRewrite) -> String {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, Uri};
+    use axum::response::IntoResponse;
+    type Shared = (String, PlatformRewrite, reqwest::Client);
+    async fn pass(
+        State((platform, rewrite, http)): State<Shared>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+        let mut req = http
+            .request(method, format!("{platform}{path_and_query}"))
+            .body(body);
+        for name in ["x-token", "content-type"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                req = req.header(name, v);
+            }
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = res.bytes().await.unwrap().to_vec();
+        let (status, body) = rewrite(uri.path(), status, body);
+        let mut out = (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/xml; charset=utf-8")],
+            body,
+        )
+            .into_response();
+        if !retry_after.is_empty() {
+            out.headers_mut()
+                .insert("retry-after", retry_after.parse().unwrap());
+        }
+        out
+    }
+    let app =
+        axum::Router::new()
+            .fallback(pass)
+            .with_state((platform, rewrite, reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// A [`PlatformRewrite`] that passes everything but the 200 answers to `POST /api/exchange`, whose receipts
+/// `edit` changes.
+pub fn receipt_rewrite(
+    edit: impl Fn(&mut dualpub::xml::Receipt) + Send + Sync + 'static,
+) -> PlatformRewrite {
+    std::sync::Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+        if path != "/api/exchange" || status != 200 {
+            return (status, body);
+        }
+        let mut receipt = dualpub::xml::read_receipt(&body).unwrap();
+        edit(&mut receipt);
+        let mut out = Vec::new();
+        dualpub::xml::write_receipt(&receipt, &mut out);
+        (status, out)
+    })
+}

@@ -1,0 +1,241 @@
+//! End-to-end: the real `dualpub sync` binary against a platform whose 200 answers are not what DESIGN §3 promises
+//! (a gateway in front of the platform simulator rewrites them): receipts that leave records out or answer them
+//! twice, logins whose tokens the platform then refuses.
+
+mod common;
+
+use common::*;
+use dualpub::sim::gen::GenConfig;
+use dualpub::sim::platform::Faults;
+use dualpub::store::PlatformState;
+use dualpub::xml::{Receipt, RecordResult, ResultStatus};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+fn gen_cfg() -> GenConfig {
+    GenConfig {
+        records: 30,
+        seed: 21,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    }
+}
+
+/// The state the ledger gives each key the platform should hold as public.
+fn ledger_states(env: &Env) -> Vec<(String, Option<PlatformState>)> {
+    let (expected, _) = expected_public(&env.gen, today());
+    let store = read_store(&env.store_path());
+    expected
+        .keys()
+        .map(|k| (k.clone(), store.ledger_get(k).unwrap().map(|e| e.state)))
+        .collect()
+}
+
+/// A receipt that gives some records no usable result — none, two that disagree, or `withdrawn` to an upsert — the
+/// first time their keys are sent. The records were removed from the outbox all the same, left `pending` in the
+/// ledger and never sent again, and the run ended with exit 0: had the platform not stored them, nobody would know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_receipt_gives_no_usable_result_are_sent_again() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| {
+            let mut seen = seen.lock().unwrap();
+            let mut results = Vec::new();
+            for (i, res) in r.results.drain(..).enumerate() {
+                if !seen.insert(res.key.clone()) {
+                    results.push(res);
+                    continue;
+                }
+                match i % 4 {
+                    // left out
+                    0 => {}
+                    // answered twice, in different words
+                    1 => {
+                        results.push(RecordResult {
+                            status: ResultStatus::Rejected,
+                            code: "E".into(),
+                            ..res.clone()
+                        });
+                        results.push(res);
+                    }
+                    // an answer to another question
+                    2 => results.push(RecordResult {
+                        status: ResultStatus::Withdrawn,
+                        ..res
+                    }),
+                    _ => results.push(res),
+                }
+            }
+            r.results = results;
+        }),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["rejected"], 0, "{s}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    let (expected, _) = expected_public(&env.gen, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A platform whose receipts never answer for one record: the run sends it again a few times, then ends with exit
+/// 3 and keeps it in the outbox, and the next run (the platform mended) publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_receipts_never_answer_for_stays_in_the_outbox_and_the_run_ends_with_3() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let silent = expected.keys().next().unwrap().clone();
+    let left_out = silent.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(
+        err.contains("gave no usable result for 1 record(s)") && err.contains("outbox"),
+        "{err}"
+    );
+    {
+        let store = read_store(&env.store_path());
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+        assert_eq!(outbox[0].1.items.len(), 1);
+        assert_eq!(outbox[0].1.items[0].key, silent);
+        assert_ne!(
+            store.ledger_get(&silent).unwrap().map(|e| e.state),
+            Some(PlatformState::Public)
+        );
+    }
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+}
+
+/// A [`PlatformRewrite`] that replaces the token of every login answer with `token`.
+fn token_rewrite(token: &'static str) -> PlatformRewrite {
+    Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+        if path != "/api/token" || status != 200 {
+            return (status, body);
+        }
+        let mut t = dualpub::xml::read_token_response(&body).unwrap();
+        t.token = token.into();
+        let mut out = Vec::new();
+        dualpub::xml::write_token_response(&t, &mut out);
+        (status, out)
+    })
+}
+
+/// A login whose token the platform then refuses (a gateway that mangles it, a clock gone wrong), or that holds no
+/// token: the run logged in again at once after every 401, some hundred logins a second until the retry budget
+/// was spent, and said "token expired".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_as_soon_as_it_is_issued_is_not_asked_for_again_at_once() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    for (token, says) in [
+        (
+            "not-the-issued-token",
+            "the token its login had just issued",
+        ),
+        ("", "empty token"),
+    ] {
+        let issued = env.platform_stats().await["tokens_issued"]
+            .as_u64()
+            .unwrap();
+        let proxy = platform_proxy(env.platform.url(), token_rewrite(token)).await;
+        let (code, s, err) = env
+            .sync_with(&[
+                ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+                ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "4"),
+            ])
+            .await;
+        assert_eq!(code, 3, "{s} {err}");
+        let logins = env.platform_stats().await["tokens_issued"]
+            .as_u64()
+            .unwrap()
+            - issued;
+        // backoff from 50 ms doubling to 1 s over 4 s, for a few calls at once: some tens at most
+        assert!(logins < 60, "{logins} logins in a run of 4 s");
+        assert!(err.contains(says), "{err}");
+        assert!(read_store(&env.store_path()).outbox_len() > 0);
+    }
+    // the platform mended, everything goes out
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+}
+
+/// A rejection whose code holds line breaks and whose message runs to 40 000 characters: the code forged lines in
+/// the run's log and in `quarantine list`, and the message, kept whole, made every `reconcile --format xlsx` fail
+/// (exit 3: "String exceeds Excel's limit of 32,767 characters") for as long as the record was rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_in_words_no_log_line_or_spreadsheet_cell_can_hold_is_kept_on_one_line_and_cut()
+{
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let forged = "2026-01-01T00:00:00Z  INFO forged";
+    let code = format!("E\n{forged}\r");
+    let message = format!("line1\nline2\r\u{9b}31m{}", "长".repeat(40_000));
+    let rewrite = {
+        let (code, message) = (code.clone(), message.clone());
+        receipt_rewrite(move |r: &mut Receipt| {
+            if let Some(res) = r
+                .results
+                .iter_mut()
+                .find(|res| res.status == ResultStatus::Accepted)
+            {
+                res.status = ResultStatus::Rejected;
+                res.code = code.clone();
+                res.message = message.clone();
+            }
+        })
+    };
+    let proxy = platform_proxy(env.platform.url(), rewrite).await;
+    let (code_, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code_, 1, "{s} {err}");
+    assert!(s["rejected"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        !err.lines().any(|l| l.starts_with(forged)),
+        "a forged log line: {err}"
+    );
+    let out = env.dualpub(&["quarantine", "list"]).await;
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with(forged)) && !list.contains('\r'),
+        "{list}"
+    );
+    let dir = env.dir.path().join("report.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "xlsx",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
