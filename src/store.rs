@@ -1854,7 +1854,31 @@ mod tests {
             .unwrap();
         assert!(due_ids(&store).is_empty());
         assert!(waiting_ids(&store, "XZCF:b").is_empty());
-        assert_eq!(store.quarantine_len(), 3);
+        assert_eq!(store.quarantine_len(), 2);
+    }
+
+    #[test]
+    fn a_quarantined_record_is_found_by_its_source_id_or_its_key() {
+        let (_dir, store) = index_store();
+        let mut permit = held("XK-1", "XZXK:x", &["required"]);
+        permit.kind = Kind::Permit;
+        store
+            .commit_page(&PageCommit {
+                quarantine_put: vec![
+                    held("CF-1", "XZCF:a\"b〔2026〕1号", &["required"]),
+                    held("CF-2", "XZCF:c", &["required"]),
+                    permit,
+                ],
+                ..Default::default()
+            })
+            .unwrap();
+        let found = |name: &str| store.quarantine_find(name).unwrap().map(|e| e.source_id);
+        assert_eq!(found("CF-2").as_deref(), Some("CF-2"));
+        assert_eq!(found("XK-1").as_deref(), Some("XK-1"));
+        assert_eq!(found("XZCF:a\"b〔2026〕1号").as_deref(), Some("CF-1"));
+        assert_eq!(found("XZXK:x").as_deref(), Some("XK-1"));
+        assert_eq!(found("XZCF:a"), None);
+        assert_eq!(found("CF-3"), None);
     }
 
     #[test]
