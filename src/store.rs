@@ -1,7 +1,7 @@
 //! The sled store: the only module that knows the key layout. Everything the connector remembers between runs
 //! lives here, so a run killed at any instant resumes from exactly what was made durable.
 //!
-//! Schema (version 3), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
+//! Schema (version 4), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
 //! occurs in UTF-8); integers are big-endian so keys sort:
 //!
 //! | tree                | key                              | value                                        |
@@ -13,6 +13,8 @@
 //! |                     |                                  | (none for a record never sent whose key the ledger does not know) |
 //! | `outbox`            | u64 BE sequence [+ split path]   | JSON [`OutboxBatch`], written before sending  |
 //! | `quarantine`        | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
+//! | `quarantine_due`    | kind 0xff source id              | empty: an entry held back only for a decision date after its day (`date_out_of_range`) |
+//! | `quarantine_waiting`| kind 0xff source id              | record key an entry waits for (`key_reused`)  |
 //! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
 //! | `runs`              | u64 BE sequence                  | JSON run summary                              |
 //! | `released`          | kind 0xff record key             | empty: a key a record moved away from, until the run has offered it to the records quarantined for it |
@@ -33,6 +35,11 @@
 //! trees are moved into buckets a chunk at a time, then dropped; continued where it stopped if interrupted), and
 //! an older binary then refuses it as newer.
 //!
+//! Version 4 adds the quarantine's two indexes, so that a cron run finds the entries it looks at every time
+//! (decision dates come due, document numbers freed) without reading the whole quarantine: with 200,000 records
+//! quarantined that read took 2 s and 400 MiB a run. A version 3 store gets them built when it is opened
+//! (`index_quarantine`: one pass over the quarantine, done again from the start if interrupted).
+//!
 //! Related writes happen in one sled transaction: a page's outbox batches, quarantine changes and the cursor
 //! move together; a receipt's ledger updates, quarantine changes and the outbox removal move together.
 
@@ -42,7 +49,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
+/// The version whose layout `migrate_indexes` produces (ledger and indexes in buckets).
+const BUCKETS_SCHEMA: u32 = 3;
 const SEP: u8 = 0xff;
 
 #[derive(Debug, thiserror::Error)]
@@ -491,6 +500,8 @@ pub struct Store {
     by_source: sled::Tree,
     outbox: sled::Tree,
     quarantine: sled::Tree,
+    quarantine_due: sled::Tree,
+    quarantine_waiting: sled::Tree,
     expiry: sled::Tree,
     runs: sled::Tree,
     released: sled::Tree,
@@ -644,6 +655,56 @@ fn by_bucket(
     out
 }
 
+/// What the quarantine's indexes hold of an entry: whether it is held back only for a decision date after its day
+/// (`quarantine_due`), and the record key it waits for because another record holds it (`quarantine_waiting`).
+fn quarantine_index(e: &QuarantineEntry) -> (bool, Option<&str>) {
+    let due = e.reason == "invalid"
+        && !e.findings.is_empty()
+        && e.findings.iter().all(|f| f.code == "date_out_of_range");
+    let waits_for = e
+        .key
+        .as_deref()
+        .filter(|_| e.findings.iter().any(|f| f.code == "key_reused"));
+    (due, waits_for)
+}
+
+type QuarantineTrees<'a> = (
+    &'a sled::transaction::TransactionalTree,
+    &'a sled::transaction::TransactionalTree,
+    &'a sled::transaction::TransactionalTree,
+);
+
+/// Puts a quarantine entry and its index entries (replacing what an earlier entry of the record had there).
+fn quarantine_put_in_tx(
+    (quarantine, due, waiting): QuarantineTrees<'_>,
+    q: &QuarantineEntry,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    let k = composite(q.kind, &q.source_id);
+    let (is_due, waits_for) = quarantine_index(q);
+    if is_due {
+        due.insert(k.as_slice(), &[])?;
+    } else {
+        due.remove(k.as_slice())?;
+    }
+    match waits_for {
+        Some(key) => waiting.insert(k.as_slice(), key.as_bytes())?,
+        None => waiting.remove(k.as_slice())?,
+    };
+    quarantine.insert(k, json(q))?;
+    Ok(())
+}
+
+/// Removes a quarantine entry and its index entries.
+fn quarantine_del_in_tx(
+    (quarantine, due, waiting): QuarantineTrees<'_>,
+    k: Vec<u8>,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    due.remove(k.as_slice())?;
+    waiting.remove(k.as_slice())?;
+    quarantine.remove(k)?;
+    Ok(())
+}
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store values are plain data and always serialize")
 }
@@ -767,6 +828,8 @@ impl Store {
             by_source: tree("by_source_buckets")?,
             outbox: tree("outbox")?,
             quarantine: tree("quarantine")?,
+            quarantine_due: tree("quarantine_due")?,
+            quarantine_waiting: tree("quarantine_waiting")?,
             expiry: tree("expiry_buckets")?,
             runs: tree("runs")?,
             released: tree("released")?,
@@ -800,12 +863,13 @@ impl Store {
                 }
                 if found == 1 || found == 2 {
                     // Versions 1 and 2 differ in the index layout (and 1 in how ledger values are written, which
-                    // are still read). Upgraded a part at a time, reopening in between (see `migrate_indexes`).
+                    // are still read). Upgraded a part at a time, reopening in between (see `migrate_indexes`);
+                    // the next open goes on from version 3.
                     if !store.migrate_indexes(migrate_chunk)? {
                         drop(store);
                         return Store::reopen_with(path, migrate_chunk);
                     }
-                } else if found < SCHEMA_VERSION {
+                } else if found < BUCKETS_SCHEMA {
                     return Err(StoreError::Damaged {
                         path: p,
                         detail: format!("unknown old schema {found}"),
@@ -813,6 +877,9 @@ impl Store {
                 } else {
                     // A migration that set the version but was stopped before it dropped the old trees.
                     store.drop_old_indexes()?;
+                }
+                if found < SCHEMA_VERSION {
+                    store.index_quarantine()?;
                 }
             }
         }
@@ -843,7 +910,7 @@ impl Store {
                     store = %self.path,
                     tree = old_name,
                     left = old.len(),
-                    "upgrading the store to schema {SCHEMA_VERSION} (once; about half a minute per million records)"
+                    "upgrading the store to schema {BUCKETS_SCHEMA} (once; about half a minute per million records)"
                 );
             }
             loop {
@@ -869,12 +936,64 @@ impl Store {
         }
         self.flush()?;
         self.meta
-            .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+            .insert(b"schema", &BUCKETS_SCHEMA.to_be_bytes())
             .map_err(|e| self.io(e))?;
         self.flush()?;
         self.drop_old_indexes()?;
-        tracing::info!(store = %self.path, "store upgraded to schema {SCHEMA_VERSION}");
+        tracing::info!(store = %self.path, "store upgraded to schema {BUCKETS_SCHEMA}");
         Ok(true)
+    }
+
+    /// Builds the quarantine's indexes (`quarantine_due`, `quarantine_waiting`) from the quarantine, then sets
+    /// the schema version: the upgrade from version 3. Stopped anywhere, the next open builds them again from the
+    /// start (what it writes depends on the quarantine alone).
+    fn index_quarantine(&self) -> Result<(), StoreError> {
+        if !self.quarantine.is_empty() {
+            tracing::info!(
+                store = %self.path,
+                "upgrading the store to schema {SCHEMA_VERSION}: indexing the quarantine (once; a few seconds per \
+                 100,000 quarantined records)"
+            );
+        }
+        self.quarantine_due.clear().map_err(|e| self.io(e))?;
+        self.quarantine_waiting.clear().map_err(|e| self.io(e))?;
+        let (mut due, mut waiting, mut n) = (sled::Batch::default(), sled::Batch::default(), 0);
+        for r in self.quarantine.iter() {
+            let (k, v) = r.map_err(|e| self.io(e))?;
+            let e: QuarantineEntry =
+                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))?;
+            let (is_due, waits_for) = quarantine_index(&e);
+            if is_due {
+                due.insert(k.clone(), &[]);
+            }
+            if let Some(key) = waits_for {
+                waiting.insert(k, key.as_bytes());
+            }
+            n += 1;
+            if n % 10_000 == 0 {
+                self.quarantine_due
+                    .apply_batch(std::mem::take(&mut due))
+                    .map_err(|e| self.io(e))?;
+                self.quarantine_waiting
+                    .apply_batch(std::mem::take(&mut waiting))
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        self.quarantine_due
+            .apply_batch(due)
+            .map_err(|e| self.io(e))?;
+        self.quarantine_waiting
+            .apply_batch(waiting)
+            .map_err(|e| self.io(e))?;
+        self.flush()?;
+        self.meta
+            .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|e| self.io(e))?;
+        self.flush()?;
+        if n > 0 {
+            tracing::info!(store = %self.path, quarantined = n, "store upgraded to schema {SCHEMA_VERSION}");
+        }
+        Ok(())
     }
 
     /// Applies index changes to `tree` bucket by bucket (outside a transaction: only the migration does this).
@@ -1129,62 +1248,86 @@ impl Store {
     }
 
     pub fn quarantine_all(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
-        self.quarantine
-            .iter()
-            .map(|r| {
-                let (_, v) = r.map_err(|e| self.io(e))?;
-                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))
-            })
-            .collect()
+        self.quarantine_iter().collect()
     }
 
-    /// Quarantined records of `kind` held back because another record held their document number
-    /// (`key_reused`) and waiting for one of `keys`: (source id, the key, the source record as read). Entries
-    /// without that finding are not decoded.
-    pub fn quarantine_waiting_for(
+    /// Every quarantine entry, in key order, decoded one at a time: the quarantine of an agency with bad data can
+    /// hold hundreds of thousands of records (200,000 held at once took 1.7 GiB).
+    pub fn quarantine_iter(
         &self,
-        kind: Kind,
-        keys: &std::collections::HashSet<String>,
-    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
-        let mut prefix = kind.as_str().as_bytes().to_vec();
-        prefix.push(SEP);
-        let mut out = Vec::new();
-        for r in self.quarantine.scan_prefix(prefix) {
+    ) -> impl Iterator<Item = Result<QuarantineEntry, StoreError>> + Send + 'static {
+        let path = self.path.clone();
+        self.quarantine.iter().map(move |r| {
+            let (_, v) = r.map_err(|e| classify_error(&path, e, false))?;
+            serde_json::from_slice(&v).map_err(|e| StoreError::Damaged {
+                path: path.clone(),
+                detail: format!("quarantine entry: {e}"),
+            })
+        })
+    }
+
+    /// The quarantine entry whose source id or record key is `name`: looked up by id, else found by its key (only
+    /// the entries whose JSON holds the key's text are decoded).
+    pub fn quarantine_find(&self, name: &str) -> Result<Option<QuarantineEntry>, StoreError> {
+        for kind in Kind::ALL {
+            if let Some(e) = self.quarantine_get(kind, name)? {
+                return Ok(Some(e));
+            }
+        }
+        let needle = serde_json::to_string(name).unwrap_or_default();
+        for r in self.quarantine.iter() {
             let (_, v) = r.map_err(|e| self.io(e))?;
-            if !v.windows(10).any(|w| w == b"key_reused") {
+            if !v.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 continue;
             }
             let e: QuarantineEntry =
                 serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))?;
-            let Some(key) = e.key.filter(|k| keys.contains(k)) else {
+            if e.key.as_deref() == Some(name) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Quarantined records of `kind` held back because another record held their document number
+    /// (`key_reused`) and waiting for one of `keys` (all of them when `None`): (source id, the key, the entry).
+    /// Found through `quarantine_waiting`, so the rest of the quarantine is not read.
+    pub fn quarantine_waiting_for(
+        &self,
+        kind: Kind,
+        keys: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Vec<(String, String, QuarantineEntry)>, StoreError> {
+        let mut prefix = kind.as_str().as_bytes().to_vec();
+        prefix.push(SEP);
+        let mut out = Vec::new();
+        for r in self.quarantine_waiting.scan_prefix(&prefix) {
+            let (k, key) = r.map_err(|e| self.io(e))?;
+            let key = String::from_utf8_lossy(&key);
+            if keys.is_some_and(|keys| !keys.contains(key.as_ref())) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let Some(e) = self.quarantine_get(kind, &id)? else {
                 continue;
             };
             if e.findings.iter().any(|f| f.code == "key_reused") {
-                out.push((e.source_id, key, e.source));
+                out.push((id, key.into_owned(), e));
             }
         }
         Ok(out)
     }
 
-    /// The quarantine entries of `kind` with a finding `code`; only their JSON is read whole (the others are
-    /// passed over by a byte search), so a cron run can look every time.
-    pub fn quarantine_with_code(
-        &self,
-        kind: Kind,
-        code: &str,
-    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+    /// The quarantine entries of `kind` held back only for a decision date after the day they were read
+    /// (`date_out_of_range`), found through `quarantine_due`: a cron run looks at them every time, and the rest
+    /// of the quarantine is not read.
+    pub fn quarantine_due(&self, kind: Kind) -> Result<Vec<QuarantineEntry>, StoreError> {
         let mut prefix = kind.as_str().as_bytes().to_vec();
         prefix.push(SEP);
-        let needle = code.as_bytes();
         let mut out = Vec::new();
-        for r in self.quarantine.scan_prefix(prefix) {
-            let (_, v) = r.map_err(|e| self.io(e))?;
-            if needle.is_empty() || !v.windows(needle.len()).any(|w| w == needle) {
-                continue;
-            }
-            let e: QuarantineEntry =
-                serde_json::from_slice(&v).map_err(|e| self.damaged("quarantine entry", e))?;
-            if e.findings.iter().any(|f| f.code == code) {
+        for r in self.quarantine_due.scan_prefix(&prefix) {
+            let (k, _) = r.map_err(|e| self.io(e))?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]);
+            if let Some(e) = self.quarantine_get(kind, &id)? {
                 out.push(e);
             }
         }
@@ -1270,29 +1413,34 @@ impl Store {
         let r: Result<(), TransactionError<String>> = (
             &self.outbox,
             &self.quarantine,
+            &self.quarantine_due,
+            &self.quarantine_waiting,
             &self.by_source,
             &self.cursor,
             &self.released,
         )
-            .transaction(|(outbox, quarantine, by_source, cursor, released)| {
-                for (seq, b) in &c.batches {
-                    outbox.insert(&seq.to_be_bytes(), encode_batch(b))?;
-                }
-                for (kind, key) in &c.released {
-                    released.insert(composite(*kind, key), &[])?;
-                }
-                for q in &c.quarantine_put {
-                    quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
-                }
-                for (kind, id) in &c.quarantine_del {
-                    quarantine.remove(composite(*kind, id))?;
-                }
-                apply_in_tx(by_source, &links)?;
-                if let Some((kind, cur)) = &c.cursor {
-                    cursor.insert(kind.as_str(), json(cur))?;
-                }
-                Ok::<(), ConflictableTransactionError<String>>(())
-            });
+            .transaction(
+                |(outbox, quarantine, due, waiting, by_source, cursor, released)| {
+                    for (seq, b) in &c.batches {
+                        outbox.insert(&seq.to_be_bytes(), encode_batch(b))?;
+                    }
+                    for (kind, key) in &c.released {
+                        released.insert(composite(*kind, key), &[])?;
+                    }
+                    let trees = (quarantine, due, waiting);
+                    for q in &c.quarantine_put {
+                        quarantine_put_in_tx(trees, q)?;
+                    }
+                    for (kind, id) in &c.quarantine_del {
+                        quarantine_del_in_tx(trees, composite(*kind, id))?;
+                    }
+                    apply_in_tx(by_source, &links)?;
+                    if let Some((kind, cur)) = &c.cursor {
+                        cursor.insert(kind.as_str(), json(cur))?;
+                    }
+                    Ok::<(), ConflictableTransactionError<String>>(())
+                },
+            );
         r.map_err(|e| self.tx_error(e))
     }
 
@@ -1310,26 +1458,32 @@ impl Store {
                 .map(|(key, e)| (key.as_bytes().to_vec(), Some(encode_ledger(e)))),
             ledger_cut,
         );
-        let r: Result<(), TransactionError<String>> =
-            (&self.outbox, &self.ledger, &self.quarantine, &self.expiry).transaction(
-                |(outbox, ledger, quarantine, expiry)| {
-                    apply_in_tx(ledger, &ledger_changes)?;
-                    for q in &c.quarantine_put {
-                        quarantine.insert(composite(q.kind, &q.source_id), json(q))?;
-                    }
-                    for (kind, id) in &c.quarantine_del {
-                        quarantine.remove(composite(*kind, id))?;
-                    }
-                    apply_in_tx(expiry, &expiry_changes)?;
-                    if let Some(id) = &c.outbox_seq {
-                        outbox.remove(id.key())?;
-                    }
-                    for (id, b) in &c.outbox_put {
-                        outbox.insert(id.key(), encode_batch(b))?;
-                    }
-                    Ok::<(), ConflictableTransactionError<String>>(())
-                },
-            );
+        let r: Result<(), TransactionError<String>> = (
+            &self.outbox,
+            &self.ledger,
+            &self.quarantine,
+            &self.quarantine_due,
+            &self.quarantine_waiting,
+            &self.expiry,
+        )
+            .transaction(|(outbox, ledger, quarantine, due, waiting, expiry)| {
+                apply_in_tx(ledger, &ledger_changes)?;
+                let trees = (quarantine, due, waiting);
+                for q in &c.quarantine_put {
+                    quarantine_put_in_tx(trees, q)?;
+                }
+                for (kind, id) in &c.quarantine_del {
+                    quarantine_del_in_tx(trees, composite(*kind, id))?;
+                }
+                apply_in_tx(expiry, &expiry_changes)?;
+                if let Some(id) = &c.outbox_seq {
+                    outbox.remove(id.key())?;
+                }
+                for (id, b) in &c.outbox_put {
+                    outbox.insert(id.key(), encode_batch(b))?;
+                }
+                Ok::<(), ConflictableTransactionError<String>>(())
+            });
         r.map_err(|e| self.tx_error(e))
     }
 
@@ -1615,6 +1769,153 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         (dir, store)
+    }
+
+    fn held(id: &str, key: &str, codes: &[&str]) -> QuarantineEntry {
+        QuarantineEntry {
+            kind: Kind::Penalty,
+            source_id: id.into(),
+            key: Some(key.into()),
+            reason: "invalid".into(),
+            findings: codes
+                .iter()
+                .map(|c| StoredFinding {
+                    code: (*c).into(),
+                    field: "CF_JDRQ".into(),
+                    zh: String::new(),
+                    en: String::new(),
+                })
+                .collect(),
+            source: serde_json::json!({"id": id}),
+            first_seen: String::new(),
+            last_seen: String::new(),
+            meta: RecordMeta::default(),
+        }
+    }
+
+    fn due_ids(store: &Store) -> Vec<String> {
+        let due = store.quarantine_due(Kind::Penalty).unwrap();
+        due.into_iter().map(|e| e.source_id).collect()
+    }
+
+    fn waiting_ids(store: &Store, key: &str) -> Vec<String> {
+        let keys = std::collections::HashSet::from([key.to_string()]);
+        let waiting = store
+            .quarantine_waiting_for(Kind::Penalty, Some(&keys))
+            .unwrap();
+        waiting.into_iter().map(|(id, _, _)| id).collect()
+    }
+
+    /// A cron run looked through every quarantined record for decision dates come due and freed document numbers
+    /// (2 s and 400 MiB a run with 200,000 quarantined): the two it looks for are indexed, and the indexes follow
+    /// every change of an entry.
+    #[test]
+    fn the_quarantine_indexes_follow_its_entries() {
+        let (_dir, store) = index_store();
+        let put = |q: Vec<QuarantineEntry>, del: Vec<&str>| {
+            store
+                .commit_page(&PageCommit {
+                    quarantine_put: q,
+                    quarantine_del: del
+                        .into_iter()
+                        .map(|id| (Kind::Penalty, id.to_string()))
+                        .collect(),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        put(
+            vec![
+                held("CF-1", "XZCF:a", &["date_out_of_range"]),
+                held("CF-2", "XZCF:b", &["date_out_of_range", "required"]),
+                held("CF-3", "XZCF:a", &["key_reused"]),
+                held("CF-4", "XZCF:c", &["uscc_check"]),
+            ],
+            vec![],
+        );
+        assert_eq!(due_ids(&store), ["CF-1"]);
+        assert_eq!(waiting_ids(&store, "XZCF:a"), ["CF-3"]);
+        assert!(waiting_ids(&store, "XZCF:b").is_empty());
+        assert!(store.quarantine_due(Kind::Permit).unwrap().is_empty());
+        // held back again for another reason, and a receipt's rejection
+        put(
+            vec![
+                held("CF-1", "XZCF:a", &["required"]),
+                held("CF-2", "XZCF:b", &["date_out_of_range"]),
+                held("CF-4", "XZCF:b", &["key_reused"]),
+            ],
+            vec!["CF-3"],
+        );
+        assert_eq!(due_ids(&store), ["CF-2"]);
+        assert!(waiting_ids(&store, "XZCF:a").is_empty());
+        assert_eq!(waiting_ids(&store, "XZCF:b"), ["CF-4"]);
+        let mut rejected = held("CF-2", "XZCF:b", &["date_out_of_range"]);
+        rejected.reason = "rejected".into();
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_put: vec![rejected],
+                quarantine_del: vec![(Kind::Penalty, "CF-4".into())],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(due_ids(&store).is_empty());
+        assert!(waiting_ids(&store, "XZCF:b").is_empty());
+        assert_eq!(store.quarantine_len(), 2);
+    }
+
+    #[test]
+    fn a_quarantined_record_is_found_by_its_source_id_or_its_key() {
+        let (_dir, store) = index_store();
+        let mut permit = held("XK-1", "XZXK:x", &["required"]);
+        permit.kind = Kind::Permit;
+        store
+            .commit_page(&PageCommit {
+                quarantine_put: vec![
+                    held("CF-1", "XZCF:a\"b〔2026〕1号", &["required"]),
+                    held("CF-2", "XZCF:c", &["required"]),
+                    permit,
+                ],
+                ..Default::default()
+            })
+            .unwrap();
+        let found = |name: &str| store.quarantine_find(name).unwrap().map(|e| e.source_id);
+        assert_eq!(found("CF-2").as_deref(), Some("CF-2"));
+        assert_eq!(found("XK-1").as_deref(), Some("XK-1"));
+        assert_eq!(found("XZCF:a\"b〔2026〕1号").as_deref(), Some("CF-1"));
+        assert_eq!(found("XZXK:x").as_deref(), Some("XK-1"));
+        assert_eq!(found("XZCF:a"), None);
+        assert_eq!(found("CF-3"), None);
+    }
+
+    #[test]
+    fn a_version_3_store_gets_its_quarantine_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .commit_page(&PageCommit {
+                    quarantine_put: vec![
+                        held("CF-1", "XZCF:a", &["date_out_of_range"]),
+                        held("CF-3", "XZCF:a", &["key_reused"]),
+                        held("CF-4", "XZCF:c", &["uscc_check"]),
+                    ],
+                    ..Default::default()
+                })
+                .unwrap();
+            // as schema 3 left it: no indexes
+            store.quarantine_due.clear().unwrap();
+            store.quarantine_waiting.clear().unwrap();
+            store.meta.insert(b"schema", &3u32.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::reopen(&path).unwrap();
+        assert_eq!(due_ids(&store), ["CF-1"]);
+        assert_eq!(waiting_ids(&store, "XZCF:a"), ["CF-3"]);
+        assert_eq!(
+            store.meta.get(b"schema").unwrap().unwrap().as_ref(),
+            &SCHEMA_VERSION.to_be_bytes()
+        );
     }
 
     #[test]

@@ -375,6 +375,9 @@ async fn current_version(
 /// Feed items asked for per look at one position (the record looked for is nearly always the first).
 const LOOKUP_PAGE: u32 = 16;
 
+/// How many records [`send_again`] looks up and sends as one page.
+const RETRY_CHUNK: usize = 1000;
+
 /// How many held versions are looked up in the feed at once.
 const LOOKUPS_IN_FLIGHT: usize = 8;
 
@@ -527,7 +530,7 @@ enum Mode {
     /// Sends these source records again; `verify`: only as far as the feed still serves them (quarantined
     /// copies may be old; reconcile's repair holds copies it has just read).
     Retry {
-        items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
+        items: Box<dyn Iterator<Item = (Kind, Box<RawValue>)> + Send>,
         verify: bool,
     },
     Withdraw(Vec<(Kind, String)>),
@@ -550,10 +553,11 @@ pub async fn send_again(
     mappings: &MappingSet,
     store: &Store,
     opts: &SyncOptions,
-    items: Vec<(Kind, Box<serde_json::value::RawValue>)>,
+    items: impl IntoIterator<Item = (Kind, Box<RawValue>), IntoIter: Send + 'static>,
     copies: Copies,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
     let verify = copies == Copies::Held;
+    let items = Box::new(items.into_iter());
     run_with(
         cfg,
         mappings,
@@ -658,59 +662,15 @@ async fn run_with(
         Some(Mode::Retry { items, verify }) => {
             engine.move_cursor = false;
             engine.force = true;
-            let mut by_kind: HashMap<Kind, Vec<Box<serde_json::value::RawValue>>> = HashMap::new();
+            // A chunk at a time: looked up in the feed, then processed as a page, so what one transaction writes
+            // (and what the run holds) stays bounded however many records are sent again (`quarantine retry` of
+            // 200,000 records at once peaked at 6.5 GiB).
             let mut r = Ok(());
-            // Only versions the enforcement system still serves: a record deleted there since (a duplicate
-            // entered by mistake) or changed since (the feed brings the new version) is not sent, and leaves
-            // quarantine.
-            let mut gone = PageCommit::default();
-            let asked: Vec<(Kind, String)> =
-                items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
-            let found = if verify {
-                current_versions(source.clone(), budget.clone(), items).await
-            } else {
-                Ok(items.into_iter().map(|(_, v)| Some(v)).collect())
-            };
-            match found {
-                Ok(found) => {
-                    for ((k, id), current) in asked.into_iter().zip(found) {
-                        match current {
-                            Some(current) => by_kind.entry(k).or_default().push(current),
-                            None => {
-                                tracing::warn!(
-                                    kind = k.as_str(),
-                                    id = %mask_ids_in(&id),
-                                    "the enforcement system no longer has this version of a quarantined \
-                                     record (deleted, or changed since): not sent, removed from quarantine"
-                                );
-                                engine.summary.gone_from_source += 1;
-                                gone.quarantine_del.push((k, id));
-                            }
-                        }
-                    }
-                }
-                Err(e) => r = Err(e),
-            }
-            if r.is_ok() && !gone.quarantine_del.is_empty() {
-                r = store.commit_page(&gone).map_err(SyncError::from);
-            }
-            if r.is_err() {
-                by_kind.clear();
-            }
-            for (kind, items) in by_kind {
-                let mut none = None;
-                r = r.and(
-                    engine
-                        .process_page(
-                            kind,
-                            items
-                                .into_iter()
-                                .map(|raw| prepare(mappings.get(kind), &cfg.mapping_context, raw))
-                                .collect(),
-                            &mut none,
-                        )
-                        .await,
-                );
+            let mut items = items.peekable();
+            while r.is_ok() && items.peek().is_some() {
+                let chunk: Vec<_> = items.by_ref().take(RETRY_CHUNK).collect();
+                r = engine.send_again_chunk(&source, chunk, verify).await;
+                engine.tick();
             }
             r
         }
@@ -752,6 +712,56 @@ async fn run_with(
 }
 
 impl Engine<'_> {
+    /// One chunk of [`send_again`]: only versions the enforcement system still serves are sent (`verify`): a
+    /// record deleted there since (a duplicate entered by mistake) or changed since (the feed brings the new
+    /// version) is not sent, and leaves quarantine.
+    async fn send_again_chunk(
+        &mut self,
+        source: &Arc<SourceClient>,
+        items: Vec<(Kind, Box<RawValue>)>,
+        verify: bool,
+    ) -> Result<(), SyncError> {
+        let mut by_kind: HashMap<Kind, Vec<Box<RawValue>>> = HashMap::new();
+        let mut gone = PageCommit::default();
+        let asked: Vec<(Kind, String)> = items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
+        let found = if verify {
+            current_versions(source.clone(), self.budget.clone(), items).await?
+        } else {
+            items.into_iter().map(|(_, v)| Some(v)).collect()
+        };
+        for ((k, id), current) in asked.into_iter().zip(found) {
+            match current {
+                Some(current) => by_kind.entry(k).or_default().push(current),
+                None => {
+                    tracing::warn!(
+                        kind = k.as_str(),
+                        id = %mask_ids_in(&id),
+                        "the enforcement system no longer has this version of a quarantined \
+                         record (deleted, or changed since): not sent, removed from quarantine"
+                    );
+                    self.summary.gone_from_source += 1;
+                    gone.quarantine_del.push((k, id));
+                }
+            }
+        }
+        if !gone.quarantine_del.is_empty() {
+            self.store.commit_page(&gone)?;
+        }
+        for kind in Kind::ALL {
+            let Some(items) = by_kind.remove(&kind) else {
+                continue;
+            };
+            let mapping = self.mappings.get(kind);
+            let ctx = &self.cfg.mapping_context;
+            let page = items
+                .into_iter()
+                .map(|raw| prepare(mapping, ctx, raw))
+                .collect();
+            self.process_page(kind, page, &mut None).await?;
+        }
+        Ok(())
+    }
+
     async fn run_all(&mut self, source: Arc<SourceClient>) -> Result<(), SyncError> {
         if !self.opts.dry_run {
             self.drain_outbox().await?;
@@ -1034,7 +1044,7 @@ impl Engine<'_> {
         }
         let mapping = self.mappings.get(kind);
         let mut due: Vec<(String, Box<RawValue>)> = Vec::new();
-        for e in self.store.quarantine_with_code(kind, "date_out_of_range")? {
+        for e in self.store.quarantine_due(kind)? {
             let only_date = e.findings.iter().all(|f| f.code == "date_out_of_range");
             if e.reason != "invalid" || !only_date {
                 continue;
@@ -1144,7 +1154,8 @@ impl Engine<'_> {
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
-        for (id, key, held) in self.store.quarantine_waiting_for(kind, released)? {
+        for (id, key, entry) in self.store.quarantine_waiting_for(kind, Some(released))? {
+            let held = entry.source;
             let ledger = self.store.ledger_get(&key)?;
             let holder = self.holder(
                 kind,

@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dualpub");
 
+/// The `dualpub` binary measured: this build's, or `BENCH_DUALPUB` (another build, for a before/after comparison).
+pub fn bin() -> String {
+    std::env::var("BENCH_DUALPUB").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub struct Sim {
     child: Child,
     pub url: String,
@@ -29,7 +34,7 @@ impl Drop for Sim {
 
 /// Starts `dualpub sim …` on a free loopback port and reads the address it prints.
 pub fn start_sim(args: &[&str]) -> Sim {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -69,7 +74,7 @@ pub struct Measured {
 /// Runs `dualpub ARGS` with the bench secrets, sampling its peak RSS every 20 ms.
 pub fn run(args: &[&str]) -> Measured {
     let t = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .env("DUALPUB_SOURCE_TOKEN", "bench-token")
         .env("DUALPUB_PLATFORM_SECRET", "demo-secret")

@@ -247,6 +247,15 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// [`outln!`] without the line's end.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!($crate::cli::common::Stdout, $($arg)*);
+    }};
+}
+pub(crate) use out;
+
 #[cfg(test)]
 mod tests {
     use super::*;

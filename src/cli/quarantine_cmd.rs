@@ -8,6 +8,7 @@ use crate::source_schema::{find_lone_surrogate, lone_surrogates_replaced};
 use crate::store::QuarantineEntry;
 use crate::sync::{self, SyncOptions};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::Path;
 
 #[derive(Args, Debug)]
@@ -37,10 +38,6 @@ pub enum QuarantineAction {
         #[arg(value_name = "KEY")]
         keys: Vec<String>,
     },
-}
-
-fn matches(e: &QuarantineEntry, key: &str) -> bool {
-    e.source_id == key || e.key.as_deref() == Some(key)
 }
 
 /// Masks every ID-number-like field of a source record for display.
@@ -126,46 +123,55 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
         });
     }
     let store = common::open_store(&loaded.cfg.store_path)?;
-    let all = store.quarantine_all().map_err(common::store_failure)?;
     match args.action {
         QuarantineAction::List { json } => {
-            if json {
-                let rows: Vec<serde_json::Value> = all
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({"kind": e.kind, "source_id": e.source_id, "key": e.key, "reason": e.reason,
-                            "codes": e.findings.iter().map(|f| f.code.clone()).collect::<Vec<_>>(),
-                            "party_name": e.meta.party_name, "party_id_masked": e.meta.party_id_masked,
-                            "first_seen": e.first_seen, "last_seen": e.last_seen})
-                    })
-                    .collect();
-                common::outln!(
-                    "{}",
-                    json_shown(serde_json::to_string_pretty(&rows).unwrap_or_default())
-                );
-            } else if all.is_empty() {
-                common::outln!("quarantine is empty");
-            } else {
-                for e in &all {
-                    let codes: Vec<&str> = e.findings.iter().map(|f| f.code.as_str()).collect();
+            // Printed as read, one entry at a time: a quarantine can hold hundreds of thousands of records.
+            let mut count = 0usize;
+            let mut codes: std::collections::BTreeMap<(Kind, String), usize> = Default::default();
+            for e in store.quarantine_iter() {
+                let e = e.map_err(common::store_failure)?;
+                if json {
+                    let row = serde_json::json!({"kind": e.kind, "source_id": e.source_id, "key": e.key, "reason": e.reason,
+                        "codes": e.findings.iter().map(|f| f.code.clone()).collect::<Vec<_>>(),
+                        "party_name": e.meta.party_name, "party_id_masked": e.meta.party_id_masked,
+                        "first_seen": e.first_seen, "last_seen": e.last_seen});
+                    // The lines `serde_json::to_string_pretty` writes for the whole array, an element at a time.
+                    let pretty = serde_json::to_string_pretty(&row).unwrap_or_default();
+                    let indented = pretty.replace('\n', "\n  ");
+                    let sep = if count == 0 { "[\n  " } else { ",\n  " };
+                    common::out!("{sep}{}", json_shown(indented));
+                } else {
+                    let list: Vec<&str> = e.findings.iter().map(|f| f.code.as_str()).collect();
                     common::outln!(
                         "{:<8} {:<20} {:<9} {:<40} {}",
                         e.kind.as_str(),
                         shown(&e.source_id),
                         e.reason,
-                        shown(&codes.join(",")),
+                        shown(&list.join(",")),
                         shown(e.key.as_deref().unwrap_or("(no key)"))
                     );
+                    for code in list {
+                        *codes.entry((e.kind, code.to_string())).or_default() += 1;
+                    }
                 }
-                common::outln!(
-                    "{} record(s); `dualpub quarantine show ID` for details",
-                    all.len()
-                );
+                count += 1;
+            }
+            if json {
+                common::outln!("{}", if count == 0 { "[]" } else { "\n]" });
+            } else if count == 0 {
+                common::outln!("quarantine is empty");
+            } else {
+                // What a long list holds, where an operator looks after the list has scrolled by.
+                common::outln!("records by finding code:");
+                for ((kind, code), n) in &codes {
+                    common::outln!("{:<8} {:<20} {n} record(s)", kind.as_str(), shown(code));
+                }
+                common::outln!("{count} record(s); `dualpub quarantine show ID` for details");
             }
             Ok(Exit::Ok)
         }
         QuarantineAction::Show { key } => {
-            let Some(e) = all.iter().find(|e| matches(e, &key)) else {
+            let Some(e) = store.quarantine_find(&key).map_err(common::store_failure)? else {
                 return Err(Failure::usage(format!("no quarantined record has the id or key `{key}`; see `dualpub quarantine list`")));
             };
             // Ids, names, document numbers and messages come from the source's data: shown, never obeyed.
@@ -215,13 +221,18 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             Ok(Exit::Ok)
         }
         QuarantineAction::Retry { keys } => {
-            let chosen: Vec<&QuarantineEntry> = if keys.is_empty() {
-                all.iter().collect()
+            use std::sync::{Arc, Mutex};
+            let chosen: Box<
+                dyn Iterator<Item = Result<QuarantineEntry, crate::store::StoreError>> + Send,
+            > = if keys.is_empty() {
+                // Read from the store as the run goes, not all at once: a quarantine of 200,000 records held in
+                // memory for a retry took 1.7 GiB before anything was sent.
+                Box::new(store.quarantine_iter())
             } else {
                 let mut v = Vec::new();
                 for k in &keys {
-                    match all.iter().find(|e| matches(e, k)) {
-                        Some(e) => v.push(e),
+                    match store.quarantine_find(k).map_err(common::store_failure)? {
+                        Some(e) => v.push(Ok(e)),
                         None => {
                             return Err(Failure::usage(format!(
                                 "no quarantined record has the id or key `{k}`"
@@ -229,12 +240,61 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         }
                     }
                 }
-                v
+                Box::new(v.into_iter())
             };
-            // Entries that hold no copy of a source record (made before unreadable records were named each
-            // apart, all under "(no id)"): nothing to retry or to look up in the feed, so they go.
-            let (chosen, empty): (Vec<&QuarantineEntry>, Vec<&QuarantineEntry>) =
-                chosen.into_iter().partition(|e| !e.source.is_null());
+            // What the run learns of the entries as it reads them: how many, the first that cannot be read, and
+            // those that hold no copy of a source record (made before unreadable records were named each apart,
+            // all under "(no id)"): nothing to retry or to look up in the feed, so they go.
+            let retried = Arc::new(Mutex::new((Vec::<(Kind, String)>::new(), None, Vec::new())));
+            let seen = retried.clone();
+            let items = chosen
+                .map_while(move |e| {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    match e {
+                        Ok(e) => Some(e),
+                        Err(err) => {
+                            seen.1 = Some(err);
+                            None
+                        }
+                    }
+                    .map(|e| {
+                        let kind = e.kind;
+                        let raw = sync::held_raw(&e.source);
+                        if raw.is_some() {
+                            seen.0.push((kind, e.source_id));
+                        } else {
+                            seen.2.push(e);
+                        }
+                        raw.map(|raw| (kind, raw))
+                    })
+                })
+                .flatten();
+            let opts = SyncOptions {
+                kinds: Kind::ALL.to_vec(),
+                dry_run: false,
+                today: common::today(None)?,
+                // a retry of a large quarantine takes minutes
+                progress: std::io::stderr().is_terminal(),
+                budget: None,
+            };
+            let rt = common::runtime()?;
+            let result = rt.block_on(sync::send_again(
+                &loaded.cfg,
+                &loaded.mappings,
+                &store,
+                &opts,
+                items,
+                sync::Copies::Held,
+            ));
+            let (mut summary, err) = match result {
+                Ok(s) => (s, None),
+                Err((s, e)) => (s, Some(e)),
+            };
+            let (retried, unreadable, empty) =
+                std::mem::take(&mut *retried.lock().unwrap_or_else(|p| p.into_inner()));
+            if let Some(e) = unreadable {
+                return Err(common::store_failure(e));
+            }
             if !empty.is_empty() {
                 let gone = crate::store::PageCommit {
                     quarantine_del: empty
@@ -255,35 +315,11 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     );
                 }
             }
-            let items: Vec<(Kind, Box<serde_json::value::RawValue>)> = chosen
-                .iter()
-                .filter_map(|e| Some((e.kind, sync::held_raw(&e.source)?)))
-                .collect();
-            let opts = SyncOptions {
-                kinds: Kind::ALL.to_vec(),
-                dry_run: false,
-                today: common::today(None)?,
-                progress: false,
-                budget: None,
-            };
-            let rt = common::runtime()?;
-            let result = rt.block_on(sync::send_again(
-                &loaded.cfg,
-                &loaded.mappings,
-                &store,
-                &opts,
-                items,
-                sync::Copies::Held,
-            ));
-            let (mut summary, err) = match result {
-                Ok(s) => (s, None),
-                Err((s, e)) => (s, Some(e)),
-            };
             // A retried record that is still invalid was quarantined again by this run, though not anew.
             let mut still = 0u64;
-            for e in &chosen {
+            for (kind, id) in &retried {
                 if store
-                    .quarantine_contains(e.kind, &e.source_id)
+                    .quarantine_contains(*kind, id)
                     .map_err(common::store_failure)?
                 {
                     still += 1;
@@ -309,7 +345,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             }
             eprintln!(
                 "{still} of the {} retried record(s) still in quarantine, {} in all{}",
-                chosen.len(),
+                retried.len(),
                 store.quarantine_len(),
                 if still > 0 {
                     " — `dualpub quarantine show ID` says why"

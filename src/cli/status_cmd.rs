@@ -50,11 +50,13 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     }
     let ledger = store.ledger_counts().map_err(common::store_failure)?;
     let runs = store.last_runs(5).map_err(common::store_failure)?;
+    // Counted once: sled counts a tree by reading all of it.
+    let quarantined = store.quarantine_len();
     let v = serde_json::json!({
         "store": store.path(),
         "cursors": cursors,
         "ledger": ledger,
-        "quarantine": store.quarantine_len(),
+        "quarantine": quarantined,
         "outbox": store.outbox_len(),
         "last_runs": runs,
     });
@@ -78,9 +80,8 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
         outln!("ledger       {state:<20} {n}");
     }
     outln!(
-        "quarantine   {} record(s){}",
-        store.quarantine_len(),
-        if store.quarantine_len() > 0 {
+        "quarantine   {quarantined} record(s){}",
+        if quarantined > 0 {
             " — see `dualpub quarantine list`"
         } else {
             ""

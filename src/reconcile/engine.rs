@@ -855,10 +855,9 @@ async fn compare(
             HashMap::new()
         } else {
             store
-                .quarantine_all()?
+                .quarantine_waiting_for(kind, None)?
                 .into_iter()
-                .filter(|q| q.kind == kind)
-                .filter_map(|q| {
+                .filter_map(|(_, _, q)| {
                     let f = q.findings.iter().find(|f| f.code == "key_reused")?;
                     Some((
                         q.source_id.clone(),
