@@ -101,6 +101,30 @@ fn categories_json(v: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> 
     m
 }
 
+/// A `[mapping] dir` in the test's directory holding only `calendar.toml` with `text`.
+fn mapping_dir_with_calendar(env: &Env, text: &str) -> std::path::PathBuf {
+    let m = env.dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("calendar.toml"), text).unwrap();
+    m
+}
+
+/// Made-up 2027 days off (not the official ones), so that a deadline shows the table was used: 7 working days
+/// after 2026-12-28 is then 2027-01-11.
+const MADE_UP_2027: &str =
+    "[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n";
+
+/// The gap row of permit `id` in `category`, from the JSON report.
+fn permit_gap(v: &serde_json::Value, id: &str, category: &str) -> serde_json::Value {
+    v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key("permit", id) && g["category"] == category)
+        .unwrap_or_else(|| panic!("{id} is not {category}: {}", v["gaps"]))
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_category_on_purpose_in_json_csv_and_xlsx() {
     let strict = StrictProfile {
@@ -1166,20 +1190,11 @@ async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
         "2026-12-28"
     )]))
     .await;
-    let m = env.dir.path().join("m");
-    std::fs::create_dir(&m).unwrap();
     let builtin = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/calendar.toml"),
     )
     .unwrap();
-    // Made-up days off (not the official 2027 ones), so that the deadline shows this table was used.
-    std::fs::write(
-        m.join("calendar.toml"),
-        format!(
-            "{builtin}\n[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n"
-        ),
-    )
-    .unwrap();
+    let m = mapping_dir_with_calendar(&env, &format!("{builtin}\n{MADE_UP_2027}"));
     let vars = [
         ("DUALPUB_MAPPING_DIR", m.to_str().unwrap()),
         ("DUALPUB_LOG", "info"),
@@ -1212,12 +1227,7 @@ async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
     assert_eq!(out.status.code(), Some(1), "N3 is overdue: {err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
-    let n3 = v["gaps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["key"] == key("permit", "N3") && g["category"] == "overdue")
-        .unwrap_or_else(|| panic!("{}", v["gaps"]));
+    let n3 = permit_gap(&v, "N3", "overdue");
     // 7 working days after 2026-12-28, skipping the table's three days off
     assert_eq!(n3["deadline"], "2027-01-11", "{n3}");
 }
@@ -1234,14 +1244,7 @@ async fn a_mapping_dir_calendar_with_only_the_new_year_keeps_the_built_in_years(
         record("permit_org", "permit", "N2", "2026-12-28"),
     ]))
     .await;
-    let m = env.dir.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    // Made-up days off (not the official 2027 ones), so that the deadline shows this table was used.
-    std::fs::write(
-        m.join("calendar.toml"),
-        "[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n",
-    )
-    .unwrap();
+    let m = mapping_dir_with_calendar(&env, MADE_UP_2027);
     let vars = [("DUALPUB_MAPPING_DIR", m.to_str().unwrap())];
     let out = env
         .dualpub_with(
@@ -1253,15 +1256,7 @@ async fn a_mapping_dir_calendar_with_only_the_new_year_keeps_the_built_in_years(
     assert_eq!(out.status.code(), Some(1), "both are overdue: {err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
-    let overdue = |id: &str| {
-        v["gaps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["key"] == key("permit", id) && g["category"] == "overdue")
-            .unwrap_or_else(|| panic!("{id} is not overdue: {}", v["gaps"]))
-            .clone()
-    };
+    let overdue = |id: &str| permit_gap(&v, id, "overdue");
     // 2026 from the built-in calendar, 2027 from the file
     assert_eq!(overdue("N1")["deadline"], "2026-12-01");
     assert_eq!(overdue("N2")["deadline"], "2027-01-11");
