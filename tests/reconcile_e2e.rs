@@ -114,6 +114,21 @@ fn mapping_dir_with_calendar(env: &Env, text: &str) -> std::path::PathBuf {
 const MADE_UP_2027: &str =
     "[2027]\nholidays = [\"2027-01-01\", \"2027-01-04\", \"2027-01-05\"]\nworkdays = []\n";
 
+/// The JSON report as of 2027-01-20 with `vars`, whose records are overdue (exit 1) and all have a deadline.
+async fn overdue_on_2027_01_20(env: &Env, vars: &[(&str, &str)]) -> serde_json::Value {
+    let out = env
+        .dualpub_with(
+            &["reconcile", "--today", "2027-01-20", "--format", "json"],
+            vars,
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "overdue: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
+    v
+}
+
 /// The gap row of permit `id` in `category`, from the JSON report.
 fn permit_gap(v: &serde_json::Value, id: &str, category: &str) -> serde_json::Value {
     v["gaps"]
@@ -1217,16 +1232,7 @@ async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
         "2026-12-28"
     )]))
     .await;
-    let out = env
-        .dualpub_with(
-            &["reconcile", "--today", "2027-01-20", "--format", "json"],
-            &vars,
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "N3 is overdue: {err}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
+    let v = overdue_on_2027_01_20(&env, &vars).await;
     let n3 = permit_gap(&v, "N3", "overdue");
     // 7 working days after 2026-12-28, skipping the table's three days off
     assert_eq!(n3["deadline"], "2027-01-11", "{n3}");
@@ -1246,16 +1252,7 @@ async fn a_mapping_dir_calendar_with_only_the_new_year_keeps_the_built_in_years(
     .await;
     let m = mapping_dir_with_calendar(&env, MADE_UP_2027);
     let vars = [("DUALPUB_MAPPING_DIR", m.to_str().unwrap())];
-    let out = env
-        .dualpub_with(
-            &["reconcile", "--today", "2027-01-20", "--format", "json"],
-            &vars,
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "both are overdue: {err}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["notes"], serde_json::json!([]), "every deadline is known");
+    let v = overdue_on_2027_01_20(&env, &vars).await;
     let overdue = |id: &str| permit_gap(&v, id, "overdue");
     // 2026 from the built-in calendar, 2027 from the file
     assert_eq!(overdue("N1")["deadline"], "2026-12-01");
