@@ -44,6 +44,19 @@ async fn empty_env() -> Env {
     .await
 }
 
+/// [`empty_env`] whose source holds one permit (the `permit_org` fixture as `id`, decided on `decided`).
+async fn env_with_permit(id: &str, decided: &str) -> Env {
+    let env = empty_env().await;
+    env.source_insert(serde_json::json!([record(
+        "permit_org",
+        "permit",
+        id,
+        decided
+    )]))
+    .await;
+    env
+}
+
 /// The platform loses a record (admin delete); the answer, for tests that check it.
 async fn drop_from_platform(env: &Env, key: &str) -> reqwest::Response {
     env.http
@@ -542,14 +555,7 @@ async fn ledger_entries_match_whatever_the_document_number_lengths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
-    let env = empty_env().await;
-    env.source_insert(serde_json::json!([record(
-        "permit_org",
-        "permit",
-        "B",
-        "2026-11-20"
-    )]))
-    .await;
+    let env = env_with_permit("B", "2026-11-20").await;
     let out = env.dualpub(&["sync", "--today", "2026-11-20"]).await;
     assert_eq!(out.status.code(), Some(0));
     // The platform loses the record: a repair would re-push it.
@@ -729,14 +735,7 @@ async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_whose_decision_date_left_the_window_is_not_an_orphan() {
-    let env = empty_env().await;
-    env.source_insert(serde_json::json!([record(
-        "permit_org",
-        "permit",
-        "T9",
-        "2025-12-30"
-    )]))
-    .await;
+    let env = env_with_permit("T9", "2025-12-30").await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     // corrected in the source to a date outside the window asked for; not synced yet
@@ -1197,14 +1196,7 @@ async fn annual_notes_what_the_numbers_lack() {
 /// every command exit 2 ("cannot read mapping file …/permit.toml").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_dir_with_only_calendar_toml_extends_the_calendar() {
-    let env = empty_env().await;
-    env.source_insert(serde_json::json!([record(
-        "permit_org",
-        "permit",
-        "N2",
-        "2026-12-28"
-    )]))
-    .await;
+    let env = env_with_permit("N2", "2026-12-28").await;
     let builtin = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/calendar.toml"),
     )
@@ -1284,14 +1276,7 @@ async fn a_mapping_dir_calendar_with_only_the_new_year_keeps_the_built_in_years(
 /// [2027] table to mappings/calendar.toml", a file of the source tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_note_on_deadlines_past_the_built_in_calendar_names_the_mapping_dir() {
-    let env = empty_env().await;
-    env.source_insert(serde_json::json!([record(
-        "permit_org",
-        "permit",
-        "N2",
-        "2026-12-28"
-    )]))
-    .await;
+    let env = env_with_permit("N2", "2026-12-28").await;
     let (out, v) = env.reconcile_json("2026-12-29", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let note = v["notes"][0].as_str().unwrap_or_else(|| panic!("{v}"));
