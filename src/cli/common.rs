@@ -233,6 +233,11 @@ impl Write for Stdout {
     }
 }
 
+/// Whether the reader of standard output has gone away (a broken pipe): what is left to print can be skipped.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
 /// The first error other than a broken pipe that writing to standard output met, if any.
 pub fn stdout_error() -> Option<String> {
     STDOUT_ERROR.lock().ok().and_then(|e| e.clone())

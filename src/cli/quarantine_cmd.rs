@@ -129,6 +129,10 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             let mut count = 0usize;
             let mut codes: std::collections::BTreeMap<(Kind, String), usize> = Default::default();
             for e in store.quarantine_iter() {
+                // `quarantine list | head`: the reader is gone, and the rest of a large quarantine need not be read.
+                if common::stdout_closed() {
+                    break;
+                }
                 let e = e.map_err(common::store_failure)?;
                 if json {
                     let row = serde_json::json!({"kind": e.kind, "source_id": e.source_id, "key": e.key, "reason": e.reason,
