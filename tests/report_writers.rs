@@ -269,6 +269,32 @@ fn xlsx_has_summary_and_a_sheet_per_category_with_real_dates() {
     }
 }
 
+/// A platform message stored before such messages were cut on arrival can be longer than a cell holds (32,767
+/// characters): every `--format xlsx` report failed (exit 3) for as long as the record stayed rejected.
+#[test]
+fn xlsx_cuts_a_text_longer_than_a_cell_holds() {
+    let mut r = sample();
+    let mut rejected = row(Category::Rejected, 9, Kind::Permit);
+    rejected.detail = format!("E123 {}", "错".repeat(40_000));
+    r.gaps.push(rejected);
+    r.notes.push("注".repeat(33_000));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gaps.xlsx");
+    write_xlsx(&r, &path).expect("write xlsx");
+    let mut wb: Xlsx<_> = open_workbook(&path).expect("open xlsx");
+    let sheet = wb.worksheet_range("平台拒收").expect("rejected sheet");
+    let detail = (1..sheet.height())
+        .map(|row| cell(&sheet, row, 9).to_string())
+        .find(|d| d.starts_with("E123"))
+        .expect("the long row is there");
+    assert_eq!(detail.chars().count(), 32_767);
+    assert!(
+        detail.ends_with("（已截断 / cut）"),
+        "{}",
+        &detail[detail.len() - 40..]
+    );
+}
+
 #[test]
 fn table_starts_with_the_summary_and_has_no_ansi_without_color() {
     let r = sample();

@@ -207,7 +207,7 @@ fn summary_sheet(r: &Report, ws: &mut Worksheet, f: &Formats) -> Result<(), Xlsx
         ws.write_string_with_format(row, 0, "注意", &f.label)?;
         row += 1;
         for n in &r.notes {
-            ws.write_string(row, 0, n)?;
+            ws.write_string(row, 0, fit_cell(n))?;
             row += 1;
         }
     }
@@ -227,11 +227,28 @@ fn summary_sheet(r: &Report, ws: &mut Worksheet, f: &Formats) -> Result<(), Xlsx
         }
         for left in &rep.left {
             ws.write_string(row, 0, "待处理")?;
-            ws.write_string(row, 1, left)?;
+            ws.write_string(row, 1, fit_cell(left))?;
             row += 1;
         }
     }
     Ok(())
+}
+
+/// Characters a spreadsheet cell holds (Excel's limit; rust_xlsxwriter refuses a longer string).
+const CELL_CHARS: usize = 32_767;
+const CUT_MARK: &str = "…（已截断 / cut）";
+
+/// `text` as a cell can hold it: a longer text (a platform's message stored before such messages were cut, say)
+/// is cut, and says so, instead of failing the whole report.
+pub(crate) fn fit_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    // Most texts are far below the limit in bytes already; counting characters is for the rest.
+    if text.len() <= CELL_CHARS || text.chars().count() <= CELL_CHARS {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let keep = CELL_CHARS - CUT_MARK.chars().count();
+    let mut cut: String = text.chars().take(keep).collect();
+    cut.push_str(CUT_MARK);
+    std::borrow::Cow::Owned(cut)
 }
 
 fn gap_sheet(r: &Report, cat: Category, ws: &mut Worksheet, f: &Formats) -> Result<(), XlsxError> {
@@ -254,8 +271,9 @@ fn gap_sheet(r: &Report, cat: Category, ws: &mut Worksheet, f: &Formats) -> Resu
                 widths[c] = widths[c].max(10);
                 continue;
             }
-            ws.write_string(row, c as u16, text)?;
-            widths[c] = widths[c].max(display_width(text));
+            let text = fit_cell(text);
+            ws.write_string(row, c as u16, &*text)?;
+            widths[c] = widths[c].max(display_width(&text));
         }
     }
     for (c, w) in widths.iter().enumerate() {
