@@ -1468,3 +1468,53 @@ async fn a_missing_record_still_in_time_says_how_long_it_has() {
     assert!(rows.contains_key("overdue"), "{rows:?}");
     assert!(!rows["missing"].contains("left"), "{rows:?}");
 }
+
+/// A penalty revoked at the source whose revoked version fails validation, with the document number another
+/// record now holds on the platform (a mistaken entry revoked, then the decision entered again under its number):
+/// reconcile took the other record's platform row for its own, listed it `stale` and `--repair` withdrew the other
+/// record's publication. Sync leaves it (the ledger says whose the key is); so must reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revoked_penalty_never_takes_down_another_records_number() {
+    let env = empty_env().await;
+    // A: entered by mistake, then revoked, and its revoked version is invalid
+    let mut a = penalty("penalty_multi_category", "A", "2025-12-01", "2026-12-31");
+    a["status"] = "revoked".into();
+    a["remarks"] = "\u{1}撤销".into();
+    env.source_insert(serde_json::json!([a])).await;
+    // B: the decision entered again under A's number
+    let mut b = penalty("penalty_multi_category", "B", "2025-12-01", "2026-12-31");
+    b["doc_no"] = "测试〔2026〕A号".into();
+    env.source_insert(serde_json::json!([b])).await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "A is quarantined: {err}");
+    let k = key("penalty", "A");
+    let status = |recs: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        recs.get(&k).map(|r| r.1.clone())
+    };
+    assert_eq!(
+        status(&env.platform_records().await).as_deref(),
+        Some("public"),
+        "B is public"
+    );
+
+    let (out, v) = env
+        .reconcile_json("2026-12-10", &["--kind", "penalty", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert_eq!(
+        status(&env.platform_records().await).as_deref(),
+        Some("public"),
+        "B stays public: {cats:?} {err}"
+    );
+    assert!(
+        !cats.get("stale").is_some_and(|s| s.contains(&k)),
+        "B's publication is not A's: {cats:?} {err}"
+    );
+    // and B, which is on the platform, is not `missing` either
+    assert!(
+        !cats.get("missing").is_some_and(|s| s.contains(&k)),
+        "{cats:?} {err}"
+    );
+}

@@ -949,6 +949,19 @@ async fn compare(
                     .as_ref()
                     .filter(|_| reused_detail.is_none())
                     .and_then(|k| held.find(k));
+                // An invalid record is never checked for a reused number (`key_reused` is a finding of valid records
+                // only): the platform row of its key may be another record's, one the ledger says holds that number
+                // (a mistaken entry revoked, then the decision entered again under its number). Taken for this
+                // record's, it was listed `stale` and `--repair` withdrew the other record's publication.
+                let at = match (at, key_str.as_deref()) {
+                    (Some(i), Some(k)) if !mapped.is_valid() => {
+                        let others = store
+                            .ledger_get(k)?
+                            .is_some_and(|l| !l.source_id.is_empty() && l.source_id != src.id);
+                        (!others).then_some(i)
+                    }
+                    (at, _) => at,
+                };
                 let h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
