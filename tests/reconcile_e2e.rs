@@ -1518,3 +1518,87 @@ async fn an_invalid_revoked_penalty_never_takes_down_another_records_number() {
         "{cats:?} {err}"
     );
 }
+
+/// A source whose first page of a kind, the first time it is asked, is empty yet says it has more (a page cut short
+/// before a commit still in progress; the source simulator serves one when a late record's neighbours were
+/// deleted), and which then serves the feed as it is.
+async fn hollow_once(source: String) -> String {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    type Shared = (String, Arc<Mutex<BTreeSet<String>>>, reqwest::Client);
+    async fn changes(
+        State((source, asked, http)): State<Shared>,
+        Path(kind): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let query = query.unwrap_or_default();
+        let body = if asked.lock().unwrap().insert(kind.clone()) {
+            r#"{"items":[],"has_more":true}"#.to_string()
+        } else {
+            let mut req = http.get(format!("{source}/api/v1/{kind}/changes?{query}"));
+            if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                req = req.header("authorization", auth);
+            }
+            req.send().await.unwrap().text().await.unwrap()
+        };
+        ([("content-type", "application/json")], body).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state((source, Arc::default(), reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// A first feed page that is empty yet has more: reconcile took it for the end of the feed (sync asks again since
+/// 2026-11-29), read no record of the kind, listed every public one as `orphan`, and `--repair --repair-orphans`
+/// withdrew them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
+    let env = spawn(
+        GenConfig {
+            records: 40,
+            seed: 1,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (code, _, err) = env.sync(&["--kind", "permit"]).await;
+    assert_eq!(code, 0, "{err}");
+    let public = |recs: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        recs.iter()
+            .filter(|(k, r)| k.starts_with("XZXK:") && r.1 == "public")
+            .count()
+    };
+    let before = public(&env.platform_records().await);
+    assert!(before > 10, "{before}");
+
+    let source = hollow_once(env.source.url()).await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--kind",
+                "permit",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_SOURCE_URL", &source)],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert!(cats.get("orphan").is_none(), "{cats:?} {err}");
+    assert_eq!(public(&env.platform_records().await), before, "{err}");
+}

@@ -647,23 +647,45 @@ fn spawn_feed(
     tokio::spawn(async move {
         let mut pos: Option<(String, String)> = None;
         let mut next = Some(fetch(None));
+        let answer = |this: tokio::task::JoinHandle<Result<_, GiveUp>>| async move {
+            match this.await {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(e)) => Err(ReconcileError::from(e)),
+                Err(e) => Err(ReconcileError::Internal(format!(
+                    "reading the enforcement system failed: {e}"
+                ))),
+            }
+        };
         while let Some(this) = next.take() {
-            let page = match this.await {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(failed(e.into())).await;
-                    return;
-                }
-                Err(e) => {
+            let mut page = answer(this).await;
+            // A page cut short before a commit still in progress can hold nothing yet say there is more: asked
+            // again, as sync does. Taken for the end of the feed, every record after it was missing from the
+            // comparison: each public one an `orphan`, withdrawn by `--repair --repair-orphans`.
+            if matches!(&page, Ok(p) if p.items.is_empty() && p.has_more) {
+                page = answer(fetch(pos.clone())).await;
+            }
+            let page = match page {
+                Ok(p) if p.items.is_empty() && p.has_more => {
                     let _ = tx
-                        .send(failed(ReconcileError::Internal(format!(
-                            "reading the enforcement system failed: {e}"
-                        ))))
+                        .send(failed(ReconcileError::Remote(GiveUp::Fatal {
+                            what: format!("reading the {kind} change feed"),
+                            message: format!(
+                                "the enforcement system says it has more changes after {} but serves none (asked \
+                                 twice), so the records after it cannot be compared; its vendor must serve a record \
+                                 on every page that has more after it",
+                                pos.as_ref().map_or("the start", |c| c.0.as_str())
+                            ),
+                        })))
                         .await;
                     return;
                 }
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(failed(e)).await;
+                    return;
+                }
             };
-            let more = page.has_more && !page.items.is_empty();
+            let more = page.has_more;
             if more {
                 // The feed continues after the last item that has a position.
                 if let Some(at) = page.items.iter().rev().find_map(|raw| raw_position(raw)) {
