@@ -9,6 +9,7 @@ use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::{Faults, PlatformSimConfig, StrictProfile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 fn fixture(name: &str) -> serde_json::Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1519,40 +1520,61 @@ async fn an_invalid_revoked_penalty_never_takes_down_another_records_number() {
     );
 }
 
-/// A source whose first page of a kind, the first time it is asked, is empty yet says it has more (a page cut short
-/// before a commit still in progress; the source simulator serves one when a late record's neighbours were
-/// deleted), and which then serves the feed as it is.
-async fn hollow_once(source: String) -> String {
+/// How a [`feed_proxy`] answers a feed request: given whether it is the kind's first request, and the source's
+/// answer.
+type FeedEdit = Arc<dyn Fn(bool, String) -> String + Send + Sync>;
+
+/// A loopback proxy in front of the source's change feed that answers as `edit` makes it.
+async fn feed_proxy(source: String, edit: FeedEdit) -> String {
     use axum::extract::{Path, RawQuery, State};
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
-    use std::sync::{Arc, Mutex};
-    type Shared = (String, Arc<Mutex<BTreeSet<String>>>, reqwest::Client);
+    use std::sync::Mutex;
+    type Shared = (
+        String,
+        FeedEdit,
+        Arc<Mutex<BTreeSet<String>>>,
+        reqwest::Client,
+    );
     async fn changes(
-        State((source, asked, http)): State<Shared>,
+        State((source, edit, asked, http)): State<Shared>,
         Path(kind): Path<String>,
         RawQuery(query): RawQuery,
         headers: HeaderMap,
     ) -> axum::response::Response {
         let query = query.unwrap_or_default();
-        let body = if asked.lock().unwrap().insert(kind.clone()) {
-            r#"{"items":[],"has_more":true}"#.to_string()
-        } else {
-            let mut req = http.get(format!("{source}/api/v1/{kind}/changes?{query}"));
-            if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-                req = req.header("authorization", auth);
-            }
-            req.send().await.unwrap().text().await.unwrap()
-        };
+        let first = asked.lock().unwrap().insert(kind.clone());
+        let mut req = http.get(format!("{source}/api/v1/{kind}/changes?{query}"));
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            req = req.header("authorization", auth);
+        }
+        let body = edit(first, req.send().await.unwrap().text().await.unwrap());
         ([("content-type", "application/json")], body).into_response()
     }
     let app = axum::Router::new()
         .route("/api/v1/{kind}/changes", axum::routing::get(changes))
-        .with_state((source, Arc::default(), reqwest::Client::new()));
+        .with_state((source, edit, Arc::default(), reqwest::Client::new()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
     format!("http://{addr}")
+}
+
+/// A source whose first page of a kind, the first time it is asked, is empty yet says it has more (a page cut short
+/// before a commit still in progress; the source simulator serves one when a late record's neighbours were
+/// deleted), and which then serves the feed as it is.
+async fn hollow_once(source: String) -> String {
+    feed_proxy(
+        source,
+        Arc::new(|first: bool, answer: String| {
+            if first {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                answer
+            }
+        }),
+    )
+    .await
 }
 
 /// A first feed page that is empty yet has more: reconcile took it for the end of the feed (sync asks again since
@@ -1601,4 +1623,64 @@ async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
     let cats = categories_json(&v);
     assert!(cats.get("orphan").is_none(), "{cats:?} {err}");
     assert_eq!(public(&env.platform_records().await), before, "{err}");
+}
+
+/// A feed whose records have no `updated_at` gives no position to read on from: reconcile asked the same page again
+/// for ever (sync stops with exit 3, "cannot be read further").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_without_positions_ends_reconcile_instead_of_asking_for_ever() {
+    let env = spawn(
+        GenConfig {
+            records: 40,
+            seed: 1,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let blind = feed_proxy(
+        env.source.url(),
+        Arc::new(|_: bool, answer: String| {
+            let mut v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            for item in v["items"].as_array_mut().into_iter().flatten() {
+                item.as_object_mut().unwrap().remove("updated_at");
+            }
+            v.to_string()
+        }),
+    )
+    .await;
+    let mut c = env.command(&[
+        "reconcile",
+        "--today",
+        TODAY,
+        "--format",
+        "json",
+        "--kind",
+        "permit",
+    ]);
+    c.env("DUALPUB_SOURCE_URL", &blind)
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut child = c.spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status.code(), err);
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                let _ = child.wait();
+                return (None, "still running after 30 s".to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot be read further"), "{err}");
 }

@@ -687,9 +687,25 @@ fn spawn_feed(
             };
             let more = page.has_more;
             if more {
-                // The feed continues after the last item that has a position.
-                if let Some(at) = page.items.iter().rev().find_map(|raw| raw_position(raw)) {
-                    pos = Some(at);
+                // The feed continues after the last item that has a position. A page with none (no `updated_at`
+                // or `id`), or none past where it was asked from, gives no way on: asked again, it was the same
+                // page for ever.
+                match page.items.iter().rev().find_map(|raw| raw_position(raw)) {
+                    Some(at) if pos.as_ref() != Some(&at) => pos = Some(at),
+                    _ => {
+                        let _ = tx
+                            .send(failed(ReconcileError::Remote(GiveUp::Fatal {
+                                what: format!("reading the {kind} change feed"),
+                                message: format!(
+                                    "a page after {} has no record with an `updated_at` and an `id` past where it \
+                                     was asked from, so the feed cannot be read further; the enforcement system's \
+                                     change feed must give every record an RFC 3339 `updated_at` and an `id`",
+                                    pos.as_ref().map_or("the start", |c| c.0.as_str())
+                                ),
+                            })))
+                            .await;
+                        return;
+                    }
                 }
                 next = Some(fetch(pos.clone()));
             }
