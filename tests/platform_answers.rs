@@ -239,3 +239,29 @@ async fn a_rejection_in_words_no_log_line_or_spreadsheet_cell_can_hold_is_kept_o
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Records the receipts never answer for take their batch's place in the outbox: under a key of their own that
+/// was the batch's key and one byte more, each time they were sent again, so a platform that kept leaving one
+/// record out made its outbox key three bytes longer every run, without end. Its place is the batch's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_left_out_run_after_run_keeps_one_outbox_key() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let left_out = expected.keys().next().unwrap().clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, 3, "{s} {err}");
+        let outbox = read_store(&env.store_path()).outbox().unwrap();
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+        ids.push(format!("{:?}", outbox[0].0));
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+}

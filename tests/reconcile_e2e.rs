@@ -9,6 +9,7 @@ use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::{Faults, PlatformSimConfig, StrictProfile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 fn fixture(name: &str) -> serde_json::Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1444,4 +1445,219 @@ async fn a_missing_record_still_in_time_says_how_long_it_has() {
     let rows = gap("2026-12-02").await;
     assert!(rows.contains_key("overdue"), "{rows:?}");
     assert!(!rows["missing"].contains("left"), "{rows:?}");
+}
+
+/// A penalty revoked at the source whose revoked version fails validation, with the document number another
+/// record now holds on the platform (a mistaken entry revoked, then the decision entered again under its number):
+/// reconcile took the other record's platform row for its own, listed it `stale` and `--repair` withdrew the other
+/// record's publication. Sync leaves it (the ledger says whose the key is); so must reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revoked_penalty_never_takes_down_another_records_number() {
+    let env = empty_env().await;
+    // A: entered by mistake, then revoked, and its revoked version is invalid
+    let mut a = penalty("penalty_multi_category", "A", "2025-12-01", "2026-12-31");
+    a["status"] = "revoked".into();
+    a["remarks"] = "\u{1}撤销".into();
+    env.source_insert(serde_json::json!([a])).await;
+    // B: the decision entered again under A's number
+    let mut b = penalty("penalty_multi_category", "B", "2025-12-01", "2026-12-31");
+    b["doc_no"] = "测试〔2026〕A号".into();
+    env.source_insert(serde_json::json!([b])).await;
+    let out = env.dualpub(&["sync", "--today", "2026-12-07"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "A is quarantined: {err}");
+    let k = key("penalty", "A");
+    let status = |recs: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        recs.get(&k).map(|r| r.1.clone())
+    };
+    assert_eq!(
+        status(&env.platform_records().await).as_deref(),
+        Some("public"),
+        "B is public"
+    );
+
+    let (out, v) = env
+        .reconcile_json("2026-12-10", &["--kind", "penalty", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert_eq!(
+        status(&env.platform_records().await).as_deref(),
+        Some("public"),
+        "B stays public: {cats:?} {err}"
+    );
+    assert!(
+        !cats.get("stale").is_some_and(|s| s.contains(&k)),
+        "B's publication is not A's: {cats:?} {err}"
+    );
+    // and B, which is on the platform, is not `missing` either
+    assert!(
+        !cats.get("missing").is_some_and(|s| s.contains(&k)),
+        "{cats:?} {err}"
+    );
+}
+
+/// How a [`feed_proxy`] answers a feed request: given whether it is the kind's first request, and the source's
+/// answer.
+type FeedEdit = Arc<dyn Fn(bool, String) -> String + Send + Sync>;
+
+/// A loopback proxy in front of the source's change feed that answers as `edit` makes it.
+async fn feed_proxy(source: String, edit: FeedEdit) -> String {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    use std::sync::Mutex;
+    type Shared = (
+        String,
+        FeedEdit,
+        Arc<Mutex<BTreeSet<String>>>,
+        reqwest::Client,
+    );
+    async fn changes(
+        State((source, edit, asked, http)): State<Shared>,
+        Path(kind): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let query = query.unwrap_or_default();
+        let first = asked.lock().unwrap().insert(kind.clone());
+        let mut req = http.get(format!("{source}/api/v1/{kind}/changes?{query}"));
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            req = req.header("authorization", auth);
+        }
+        let body = edit(first, req.send().await.unwrap().text().await.unwrap());
+        ([("content-type", "application/json")], body).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state((source, edit, Arc::default(), reqwest::Client::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// A source whose first page of a kind, the first time it is asked, is empty yet says it has more (a page cut short
+/// before a commit still in progress; the source simulator serves one when a late record's neighbours were
+/// deleted), and which then serves the feed as it is.
+async fn hollow_once(source: String) -> String {
+    feed_proxy(
+        source,
+        Arc::new(|first: bool, answer: String| {
+            if first {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                answer
+            }
+        }),
+    )
+    .await
+}
+
+/// A first feed page that is empty yet has more: reconcile took it for the end of the feed (sync asks again since
+/// 2026-11-29), read no record of the kind, listed every public one as `orphan`, and `--repair --repair-orphans`
+/// withdrew them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
+    let env = spawn(
+        GenConfig {
+            records: 40,
+            seed: 1,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (code, _, err) = env.sync(&["--kind", "permit"]).await;
+    assert_eq!(code, 0, "{err}");
+    let public = |recs: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        recs.iter()
+            .filter(|(k, r)| k.starts_with("XZXK:") && r.1 == "public")
+            .count()
+    };
+    let before = public(&env.platform_records().await);
+    assert!(before > 10, "{before}");
+
+    let source = hollow_once(env.source.url()).await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--kind",
+                "permit",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_SOURCE_URL", &source)],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert!(!cats.contains_key("orphan"), "{cats:?} {err}");
+    assert_eq!(public(&env.platform_records().await), before, "{err}");
+}
+
+/// A feed whose records have no `updated_at` gives no position to read on from: reconcile asked the same page again
+/// for ever (sync stops with exit 3, "cannot be read further").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_without_positions_ends_reconcile_instead_of_asking_for_ever() {
+    let env = spawn(
+        GenConfig {
+            records: 40,
+            seed: 1,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let blind = feed_proxy(
+        env.source.url(),
+        Arc::new(|_: bool, answer: String| {
+            let mut v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            for item in v["items"].as_array_mut().into_iter().flatten() {
+                item.as_object_mut().unwrap().remove("updated_at");
+            }
+            v.to_string()
+        }),
+    )
+    .await;
+    let mut c = env.command(&[
+        "reconcile",
+        "--today",
+        TODAY,
+        "--format",
+        "json",
+        "--kind",
+        "permit",
+    ]);
+    c.env("DUALPUB_SOURCE_URL", &blind)
+        .env("DUALPUB_SOURCE_PAGE_SIZE", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut child = c.spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status.code(), err);
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                let _ = child.wait();
+                return (None, "still running after 30 s".to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot be read further"), "{err}");
 }

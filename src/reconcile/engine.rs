@@ -647,27 +647,65 @@ fn spawn_feed(
     tokio::spawn(async move {
         let mut pos: Option<(String, String)> = None;
         let mut next = Some(fetch(None));
+        let answer = |this: tokio::task::JoinHandle<Result<_, GiveUp>>| async move {
+            match this.await {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(e)) => Err(ReconcileError::from(e)),
+                Err(e) => Err(ReconcileError::Internal(format!(
+                    "reading the enforcement system failed: {e}"
+                ))),
+            }
+        };
         while let Some(this) = next.take() {
-            let page = match this.await {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(failed(e.into())).await;
-                    return;
-                }
-                Err(e) => {
+            let mut page = answer(this).await;
+            // A page cut short before a commit still in progress can hold nothing yet say there is more: asked
+            // again, as sync does. Taken for the end of the feed, every record after it was missing from the
+            // comparison: each public one an `orphan`, withdrawn by `--repair --repair-orphans`.
+            if matches!(&page, Ok(p) if p.items.is_empty() && p.has_more) {
+                page = answer(fetch(pos.clone())).await;
+            }
+            let page = match page {
+                Ok(p) if p.items.is_empty() && p.has_more => {
                     let _ = tx
-                        .send(failed(ReconcileError::Internal(format!(
-                            "reading the enforcement system failed: {e}"
-                        ))))
+                        .send(failed(ReconcileError::Remote(GiveUp::Fatal {
+                            what: format!("reading the {kind} change feed"),
+                            message: format!(
+                                "the enforcement system says it has more changes after {} but serves none (asked \
+                                 twice), so the records after it cannot be compared; its vendor must serve a record \
+                                 on every page that has more after it",
+                                pos.as_ref().map_or("the start", |c| c.0.as_str())
+                            ),
+                        })))
                         .await;
                     return;
                 }
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(failed(e)).await;
+                    return;
+                }
             };
-            let more = page.has_more && !page.items.is_empty();
+            let more = page.has_more;
             if more {
-                // The feed continues after the last item that has a position.
-                if let Some(at) = page.items.iter().rev().find_map(|raw| raw_position(raw)) {
-                    pos = Some(at);
+                // The feed continues after the last item that has a position. A page with none (no `updated_at`
+                // or `id`), or none past where it was asked from, gives no way on: asked again, it was the same
+                // page for ever.
+                match page.items.iter().rev().find_map(|raw| raw_position(raw)) {
+                    Some(at) if pos.as_ref() != Some(&at) => pos = Some(at),
+                    _ => {
+                        let _ = tx
+                            .send(failed(ReconcileError::Remote(GiveUp::Fatal {
+                                what: format!("reading the {kind} change feed"),
+                                message: format!(
+                                    "a page after {} has no record with an `updated_at` and an `id` past where it \
+                                     was asked from, so the feed cannot be read further; the enforcement system's \
+                                     change feed must give every record an RFC 3339 `updated_at` and an `id`",
+                                    pos.as_ref().map_or("the start", |c| c.0.as_str())
+                                ),
+                            })))
+                            .await;
+                        return;
+                    }
                 }
                 next = Some(fetch(pos.clone()));
             }
@@ -949,6 +987,19 @@ async fn compare(
                     .as_ref()
                     .filter(|_| reused_detail.is_none())
                     .and_then(|k| held.find(k));
+                // An invalid record is never checked for a reused number (`key_reused` is a finding of valid records
+                // only): the platform row of its key may be another record's, one the ledger says holds that number
+                // (a mistaken entry revoked, then the decision entered again under its number). Taken for this
+                // record's, it was listed `stale` and `--repair` withdrew the other record's publication.
+                let at = match (at, key_str.as_deref()) {
+                    (Some(i), Some(k)) if !mapped.is_valid() => {
+                        let others = store
+                            .ledger_get(k)?
+                            .is_some_and(|l| !l.source_id.is_empty() && l.source_id != src.id);
+                        (!others).then_some(i)
+                    }
+                    (at, _) => at,
+                };
                 let h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
                 let first_pub = h.as_ref().and_then(|h| h.published);
