@@ -193,11 +193,13 @@ impl Calendar {
         cal
     }
 
-    /// The calendar of a `[mapping] dir`: the year tables of the file at `path` over the built-in ones — a year
-    /// the file holds is the file's (a `[2026]` table there replaces the built-in 2026, e.g. for 调休 days that the
-    /// next year's notice adds at the end of December), a year it lacks is the built-in one's. So adding the new
-    /// year's table is all an operator has to write; a copy of the whole built-in file works too. The years of
-    /// both together must be consecutive. Errors name `path`.
+    /// The calendar of a `[mapping] dir`: the year tables of the file at `path` added to the built-in ones — a
+    /// year only the file holds is the file's, and a year both hold has the days of both (a `[2026]` table there
+    /// holding just the late-December 调休 days that the next year's notice adds keeps every built-in 2026
+    /// holiday; replacing the year lost them without a word). So adding the new year's table is all an operator
+    /// has to write; a copy of the whole built-in file works too. A day off in one and a working day in the other
+    /// cannot happen (holidays are weekdays, 调休 working days weekends). The years of both together must be
+    /// consecutive. Errors name `path`.
     pub fn load_over_builtin(path: &Path) -> Result<Calendar, CalendarError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Io {
@@ -208,8 +210,13 @@ impl Calendar {
             "mappings/calendar.toml is part of the crate and checked by its tests, so it always parses",
         );
         let mut years = parse_years(&text, &file)?;
-        for (year, days) in builtin {
-            years.entry(year).or_insert(days);
+        for (year, (holidays, workdays)) in builtin {
+            let days = years.entry(year).or_default();
+            for (mine, built_in) in [(&mut days.0, holidays), (&mut days.1, workdays)] {
+                mine.extend(built_in);
+                mine.sort_unstable();
+                mine.dedup();
+            }
         }
         build(&file, CalendarSource::FileOverBuiltin, years)
     }
@@ -752,12 +759,18 @@ mod tests {
     }
 
     #[test]
-    fn a_file_over_the_builtin_replaces_its_years_and_keeps_the_others() {
-        // The file's [2026] (no exceptions at all: made up) replaces the built-in one, 2025 stays built in.
-        let cal = over_builtin("[2026]\nholidays = []\nworkdays = []\n").unwrap();
+    fn a_file_over_the_builtin_adds_to_its_years_and_keeps_the_others() {
+        // The file's [2026] adds a made-up day off (and repeats a built-in one) to the built-in 2026: National
+        // Day stays a holiday, and 2025 stays built in.
+        let cal =
+            over_builtin("[2026]\nholidays = [\"2026-12-30\", \"2026-10-01\"]\nworkdays = []\n")
+                .unwrap();
         assert_eq!((cal.first_year(), cal.last_year()), (2018, 2026));
-        assert!(cal.is_working_day(d(2026, 10, 1)).unwrap());
+        assert!(!cal.is_working_day(d(2026, 12, 30)).unwrap());
+        assert!(!cal.is_working_day(d(2026, 10, 1)).unwrap());
         assert!(!cal.is_working_day(d(2025, 10, 1)).unwrap());
+        // the built-in 调休 working days of 2026 too
+        assert!(cal.is_working_day(d(2026, 2, 14)).unwrap());
         // beyond it, the message names the file and the next year
         let err = cal.deadline(d(2026, 12, 28)).unwrap_err();
         let msg = err.to_string();

@@ -46,7 +46,6 @@ const FIXED_DETAILS: [&str; 5] = [
     REVOKED_DETAIL,
 ];
 
-/// The detail of a `late` row: first published `p`, due `dl`.
 /// A [`GapRow`] whose text is borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct GapRef<'a> {
@@ -79,6 +78,7 @@ impl GapRef<'_> {
     }
 }
 
+/// The detail of a `late` row: first published `p`, due `dl`.
 pub(crate) fn late_detail(p: NaiveDate, dl: NaiveDate) -> String {
     // Built by hand: a backfill makes a million of these (and `push` builds one again to recognise it).
     let mut s = String::with_capacity(64);
@@ -110,7 +110,6 @@ pub(crate) fn date_string(d: NaiveDate) -> String {
     s
 }
 
-/// The detail of an `overdue` row of a valid record, due `dl`.
 /// The detail of a `missing` row still in time: due `dl`, `left` working days after today (0: due today).
 pub(crate) fn missing_in_time_detail(dl: NaiveDate, left: u32) -> String {
     // What is left comes first: the table cuts a long detail.
@@ -134,6 +133,7 @@ pub(crate) fn missing_in_time_detail(dl: NaiveDate, left: u32) -> String {
     s
 }
 
+/// The detail of an `overdue` row of a valid record, due `dl`.
 pub(crate) fn overdue_detail(dl: NaiveDate) -> String {
     let mut s = String::with_capacity(64);
     s.push_str("期限 ");
