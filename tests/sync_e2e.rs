@@ -1470,9 +1470,6 @@ async fn feed_proxy(source: String, edit: fn(usize, &mut serde_json::Value)) -> 
     .await
 }
 
-/// How a [`feed_text_proxy`] rewrites a page: from the query it was asked with and the page's text.
-type Rewrite = Arc<dyn Fn(&str, String) -> String + Send + Sync>;
-
 /// Text replacements a [`feed_text_proxy`] applies, changeable while it runs.
 type Rules = Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
@@ -1519,44 +1516,6 @@ async fn feed_rewriting_proxy_sql(
         }),
     )
     .await
-}
-
-/// A loopback proxy in front of the source simulator that passes each change-feed page on with its text
-/// rewritten by `rewrite`.
-async fn feed_text_proxy(source: String, rewrite: Rewrite) -> String {
-    use axum::extract::{Path, RawQuery, State};
-    use axum::http::HeaderMap;
-    use axum::response::IntoResponse;
-    type Shared = (String, Rewrite, reqwest::Client);
-    async fn changes(
-        State((source, rewrite, http)): State<Shared>,
-        Path(kind): Path<String>,
-        RawQuery(query): RawQuery,
-        headers: HeaderMap,
-    ) -> axum::response::Response {
-        let query = query.unwrap_or_default();
-        let url = format!("{source}/api/v1/{kind}/changes?{query}");
-        let mut req = http.get(url);
-        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-            req = req.header("authorization", auth);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let body = rewrite(&query, res.text().await.unwrap_or_default());
-        (
-            axum::http::StatusCode::from_u16(status).unwrap(),
-            [("content-type", "application/json")],
-            body,
-        )
-            .into_response()
-    }
-    let app = axum::Router::new()
-        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
-        .with_state((source, rewrite, reqwest::Client::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
 }
 
 /// `sync` through the proxy, killed if it has not ended within 60 s (a run asking the same page for ever).
@@ -1654,10 +1613,7 @@ async fn collated_feed(records: Vec<serde_json::Value>) -> String {
     let app = axum::Router::new()
         .route("/api/v1/{kind}/changes", axum::routing::get(changes))
         .with_state(Arc::new(records));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    serve_local(app).await
 }
 
 /// One UPDATE statement stamps 600 permits alike, half with old ids (`XK2019…`), half with new ones
@@ -1966,10 +1922,7 @@ async fn token_only_proxy(platform: String) -> String {
     let app = axum::Router::new()
         .route("/api/token", axum::routing::post(token))
         .with_state((platform, reqwest::Client::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    serve_local(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

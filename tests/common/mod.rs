@@ -370,10 +370,7 @@ pub async fn platform_proxy(platform: String, rewrite: PlatformRewrite) -> Strin
         axum::Router::new()
             .fallback(pass)
             .with_state((platform, rewrite, reqwest::Client::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    serve_local(app).await
 }
 
 /// A [`PlatformRewrite`] that passes everything but the 200 answers to `POST /api/exchange`, whose receipts
@@ -391,4 +388,50 @@ pub fn receipt_rewrite(
         dualpub::xml::write_receipt(&receipt, &mut out);
         (status, out)
     })
+}
+
+/// Serves `app` on a loopback port of its own, for a fake or a proxy a test puts in front of a simulator; its URL.
+pub async fn serve_local(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// How a [`feed_text_proxy`] rewrites a page: from the query it was asked with and the page's text.
+pub type Rewrite = std::sync::Arc<dyn Fn(&str, String) -> String + Send + Sync>;
+
+/// A loopback proxy in front of the source simulator that passes each change-feed page on with its text
+/// rewritten by `rewrite`.
+pub async fn feed_text_proxy(source: String, rewrite: Rewrite) -> String {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    type Shared = (String, Rewrite, reqwest::Client);
+    async fn changes(
+        State((source, rewrite, http)): State<Shared>,
+        Path(kind): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let query = query.unwrap_or_default();
+        let url = format!("{source}/api/v1/{kind}/changes?{query}");
+        let mut req = http.get(url);
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            req = req.header("authorization", auth);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = rewrite(&query, res.text().await.unwrap_or_default());
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state((source, rewrite, reqwest::Client::new()));
+    serve_local(app).await
 }
