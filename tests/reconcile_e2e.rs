@@ -1497,6 +1497,19 @@ async fn an_invalid_revoked_penalty_never_takes_down_another_records_number() {
     );
 }
 
+/// Both simulators, the source holding `records` generated records of `seed` (default mix, no faults).
+async fn generated_env(records: u64, seed: u64) -> Env {
+    spawn(
+        GenConfig {
+            records,
+            seed,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await
+}
+
 /// A source whose first feed page is empty yet says it has more (a page cut short before a commit still in
 /// progress; the source simulator serves one when a late record's neighbours were deleted), and which then serves
 /// the feed as it is. For a run that reads one kind.
@@ -1520,15 +1533,7 @@ async fn hollow_once(source: String) -> String {
 /// withdrew them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
-    let env = spawn(
-        GenConfig {
-            records: 40,
-            seed: 1,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = generated_env(40, 1).await;
     let (code, _, err) = env.sync(&["--kind", "permit"]).await;
     assert_eq!(code, 0, "{err}");
     let public = |recs: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
@@ -1567,15 +1572,7 @@ async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
 /// for ever (sync stops with exit 3, "cannot be read further").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_without_positions_ends_reconcile_instead_of_asking_for_ever() {
-    let env = spawn(
-        GenConfig {
-            records: 40,
-            seed: 1,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = generated_env(40, 1).await;
     let blind = feed_text_proxy(
         env.source.url(),
         Arc::new(|_: &str, answer: String| {
