@@ -175,6 +175,18 @@ pub struct OutboxBatch {
     #[serde(skip)]
     pub body: bytes::Bytes,
     pub items: Vec<OutboxItem>,
+    /// How many receipts in a row gave its records no usable result (a batch made of the records a receipt left
+    /// out), counted on across runs; 0 for a batch not yet answered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unanswered: u32,
+    /// Whether one of those receipts answered another record of its message: the platform answers, only not
+    /// for these records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub others_answered: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An outbox value: u32 BE length of the batch's JSON (without the body), that JSON, then the body bytes — so
@@ -409,6 +421,10 @@ pub struct QuarantineEntry {
     pub first_seen: String,
     pub last_seen: String,
     pub meta: RecordMeta,
+    /// For a record the platform rejected, the `updated_at` of the version sent: when `source` is null (a batch
+    /// resent after a restart holds no source text), `quarantine retry` looks that version up in the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1719,6 +1735,8 @@ mod tests {
             created: String::new(),
             body: bytes::Bytes::from_static(b"<m/>"),
             items: Vec::new(),
+            unanswered: 0,
+            others_answered: false,
         };
         // B1 holds a record's old version; B2, written after it, the new one.
         let (s1, s2) = (store.next_seq().unwrap(), store.next_seq().unwrap());
@@ -1790,6 +1808,7 @@ mod tests {
             first_seen: String::new(),
             last_seen: String::new(),
             meta: RecordMeta::default(),
+            source_updated_at: None,
         }
     }
 

@@ -30,6 +30,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -242,6 +243,42 @@ pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
             .or_else(|| serde_json::value::to_raw_value(source).ok()),
         v => serde_json::value::to_raw_value(v).ok(),
     }
+}
+
+/// What `quarantine retry` looks up in the feed for a rejected record whose entry holds no copy of it (a batch
+/// resent after a restart has no source text): the record's id and the `updated_at` of the version sent, marked
+/// so that it is never mapped or sent itself — only the feed's copy is. `None` for a record named without an id
+/// (nothing to look for).
+pub fn lookup_copy(source_id: &str, updated_at: &str) -> Option<Box<RawValue>> {
+    if source_id.starts_with(crate::source_schema::NO_ID_PREFIX) {
+        return None;
+    }
+    // `record_name` names a numeric id `(id N)`.
+    let id = source_id
+        .strip_prefix("(id ")
+        .and_then(|s| s.strip_suffix(')'))
+        .and_then(|n| RawValue::from_string(n.to_string()).ok())
+        .filter(|n| {
+            n.get()
+                .starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        })
+        .map_or_else(
+            || serde_json::to_string(source_id).ok(),
+            |n| Some(n.get().to_string()),
+        )?;
+    let updated_at = serde_json::to_string(updated_at).ok()?;
+    RawValue::from_string(format!(
+        "{{\"id\":{id},\"updated_at\":{updated_at}{LOOKUP_MARK}"
+    ))
+    .ok()
+}
+
+/// How a [`lookup_copy`] ends.
+const LOOKUP_MARK: &str = ",\"dualpub_lookup_only\":true}";
+
+/// Whether `raw` is a [`lookup_copy`] (the feed could not be asked whether it still serves that version).
+fn is_lookup_copy(raw: &RawValue) -> bool {
+    raw.get().ends_with(LOOKUP_MARK)
 }
 
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
@@ -503,6 +540,8 @@ struct Engine<'a> {
     /// Records this run counted as quarantined for a document number another record held: not counted after
     /// all when the run frees the number and sends them.
     counted_waiting: HashSet<(Kind, String)>,
+    /// Whether a receipt of this run gave some record a usable result (see [`GIVE_UP_UNANSWERED`]).
+    answered: Arc<AtomicBool>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -641,6 +680,7 @@ async fn run_with(
         force: false,
         future_warned: HashSet::new(),
         counted_waiting: HashSet::new(),
+        answered: Arc::default(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -731,6 +771,14 @@ impl Engine<'_> {
         };
         for ((k, id), current) in asked.into_iter().zip(found) {
             match current {
+                Some(current) if is_lookup_copy(&current) => {
+                    tracing::warn!(
+                        kind = k.as_str(),
+                        id = %mask_ids_in(&id),
+                        "quarantine holds no copy of this rejected record, and the enforcement system's feed did not \
+                         say whether it still serves the version sent: not sent, kept in quarantine"
+                    );
+                }
                 Some(current) => by_kind.entry(k).or_default().push(current),
                 None => {
                     tracing::warn!(
@@ -1713,6 +1761,7 @@ impl Engine<'_> {
             first_seen,
             last_seen: now.to_string(),
             meta,
+            source_updated_at: None,
         });
         Ok(())
     }
@@ -1751,6 +1800,8 @@ impl Engine<'_> {
             created: now_rfc3339(),
             body: body.into(),
             items: outbox_items,
+            unanswered: 0,
+            others_answered: false,
         })
     }
 
@@ -1781,11 +1832,12 @@ impl Engine<'_> {
         let platform = self.platform.clone();
         let budget = self.budget.clone();
         let store = self.store.clone();
+        let answered = self.answered.clone();
         // The receipt is applied by the send task itself, off the engine's thread; the batch's keys stay pending
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
-            let result = send_batch(&platform, &budget, &store, seq, batch).await;
+            let result = send_batch(&platform, &budget, &store, &answered, seq, batch).await;
             Sent { keys, result }
         });
         Ok(())
@@ -1844,6 +1896,7 @@ async fn send_batch(
     platform: &PlatformClient,
     budget: &Budget,
     store: &Store,
+    answered: &Arc<AtomicBool>,
     seq: OutboxId,
     batch: OutboxBatch,
 ) -> Result<Applied, SyncError> {
@@ -1875,13 +1928,12 @@ async fn send_batch(
             Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
             Err(e) => return Err(SyncError::from(e)),
         };
-        let store = store.clone();
-        let (a, unanswered) =
-            tokio::task::spawn_blocking(move || apply_receipt(&store, seq, &batch, &receipt))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(SyncError::Client(format!("applying a receipt failed: {e}")))
-                })?;
+        let (store, answered) = (store.clone(), answered.clone());
+        let (a, unanswered) = tokio::task::spawn_blocking(move || {
+            apply_receipt(&store, &answered, seq, &batch, &receipt)
+        })
+        .await
+        .unwrap_or_else(|e| Err(SyncError::Client(format!("applying a receipt failed: {e}"))))?;
         total.accepted += a.accepted;
         total.platform_unchanged += a.platform_unchanged;
         total.rejected += a.rejected;
@@ -1891,9 +1943,11 @@ async fn send_batch(
             if resent >= RESEND_UNANSWERED {
                 return Err(SyncError::Unanswered(format!(
                     "the platform's receipts gave no usable result for {records} record(s) {} times in a row (the \
-                     last, of flow {}: {}): they stay in the outbox (flow {}) and the next run sends them again; if \
-                     this goes on, ask the platform's operators why its receipts leave records out",
-                    resent + 1,
+                     last, of flow {}: {}): they stay in the outbox (flow {}) and the next run sends them first; \
+                     after {GIVE_UP_UNANSWERED_UNSEEN} such receipts in all they go to quarantine (code \
+                     {NO_RESULT}) so that other records can move; the platform answered no record here, so ask its \
+                     operators why its receipts answer nothing",
+                    u.batch.unanswered,
                     u.sent_flow,
                     u.why,
                     u.batch.flow,
@@ -1913,8 +1967,24 @@ async fn send_batch(
 }
 
 /// How many times the records a receipt gave no usable result for are sent again, each time under a new flow id,
-/// before the run gives up on them (exit 3, the records kept in the outbox for the next run).
+/// before the run stops (exit 3, the records kept in the outbox for the next run) — unless they have been given up
+/// on by then (see [`GIVE_UP_UNANSWERED`]).
 const RESEND_UNANSWERED: u32 = 2;
+
+/// After how many receipts in a row without a usable result for them records are given up on: rejected with code
+/// [`NO_RESULT`], into quarantine with the source text, the ledger's `rejected_digest` set, and out of the outbox.
+/// The platform may hold them or not (reconcile tells); what matters is that they no longer head the outbox, where
+/// they stopped every later run, and every other record with it, on exit 3. This many when the platform was seen
+/// answering other records (in one of those receipts, or in this run): the fault is with these records, and three
+/// sends in one run settle it.
+const GIVE_UP_UNANSWERED: u32 = 3;
+
+/// The same when the platform was not seen answering any record: its receipts may leave out everything (a fault of
+/// its own that the next runs may not meet), so the records wait three runs before they go to quarantine.
+const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
+
+/// The code of a record given up on for want of a usable result (see [`GIVE_UP_UNANSWERED`]).
+pub const NO_RESULT: &str = "NO_RESULT";
 
 /// The records of a batch its receipt gave no usable result for: no result, two results that disagree, or a result
 /// that does not answer what was asked (`withdrawn` to an upsert). The platform may not have applied them; a resend
@@ -1991,6 +2061,8 @@ fn part_of(
         created: now_rfc3339(),
         body: body.into(),
         items,
+        unanswered: batch.unanswered,
+        others_answered: batch.others_answered,
     }
 }
 
@@ -2042,6 +2114,7 @@ fn answers(op: Op, status: ResultStatus) -> bool {
 /// ledger entries stay as they were. Runs in the batch's send task; no other batch in flight holds any of its keys.
 fn apply_receipt(
     store: &Store,
+    answered: &AtomicBool,
     seq: OutboxId,
     batch: &OutboxBatch,
     receipt: &Receipt,
@@ -2076,26 +2149,62 @@ fn apply_receipt(
         outbox_seq: Some(seq.clone()),
         ..ReceiptCommit::default()
     };
+    let usable = |item: &OutboxItem| match results.get(item.key.as_str()) {
+        Some(Some(res)) if answers(item.op, res.status) => Ok(*res),
+        found => Err(match found {
+            None => "no result".to_string(),
+            Some(None) => "two different results".to_string(),
+            Some(Some(res)) => format!(
+                "`{}` to {}",
+                res.status.as_str(),
+                match item.op {
+                    Op::Upsert => "an upsert",
+                    Op::Withdraw => "a withdrawal",
+                }
+            ),
+        }),
+    };
+    let answered_here = batch.items.iter().any(|i| usable(i).is_ok());
+    if answered_here {
+        answered.store(true, Ordering::Relaxed);
+    }
+    // Records left out by this receipt too: sent again, or given up on (see `GIVE_UP_UNANSWERED`).
+    let times = batch.unanswered + 1;
+    let others_answered = batch.others_answered || answered_here;
+    let give_up = times
+        >= if others_answered || answered.load(Ordering::Relaxed) {
+            GIVE_UP_UNANSWERED
+        } else {
+            GIVE_UP_UNANSWERED_UNSEEN
+        };
     // The items without a usable result, with the index of each in the batch, and why for the first.
     let mut unanswered: Vec<usize> = Vec::new();
     let mut why = String::new();
     for (index, item) in batch.items.iter().enumerate() {
-        let res = match results.get(item.key.as_str()) {
-            Some(Some(res)) if answers(item.op, res.status) => *res,
-            found => {
+        let given_up;
+        // For a record given up on, the finding's English words (the platform's own words are Chinese only).
+        let mut en = None;
+        let res = match usable(item) {
+            Ok(res) => res,
+            Err(what) if give_up => {
+                given_up = xml::RecordResult {
+                    key: item.key.clone(),
+                    status: ResultStatus::Rejected,
+                    code: NO_RESULT.into(),
+                    message: format!(
+                        "信用平台连续 {times} 次回执都没有这条记录的可用结果，已转入隔离区；请向信用平台核实其是否已收到，\
+                         之后执行 dualpub quarantine retry"
+                    ),
+                };
+                en = Some(format!(
+                    "the platform's receipts gave no usable result for this record {times} times in a row (the \
+                     last: {what}); given up on so that other records can move: ask the platform's operators \
+                     whether they hold it, then `dualpub quarantine retry`"
+                ));
+                &given_up
+            }
+            Err(what) => {
                 if unanswered.is_empty() {
-                    let what = match found {
-                        None => "no result".to_string(),
-                        Some(None) => "two different results".to_string(),
-                        Some(Some(res)) => format!(
-                            "`{}` to {}",
-                            res.status.as_str(),
-                            match item.op {
-                                Op::Upsert => "an upsert",
-                                Op::Withdraw => "a withdrawal",
-                            }
-                        ),
-                    };
                     why = format!("{what} for {}", mask_ids_in(&item.key));
                 }
                 unanswered.push(index);
@@ -2202,7 +2311,12 @@ fn apply_receipt(
                 let message =
                     crate::redact::quote_at_most(&res.message, &[], PLATFORM_MESSAGE_CHARS);
                 e.last_error = Some(format!("{code} {message}"));
-                tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record");
+                match &en {
+                    Some(en) => tracing::warn!(key = %mask_ids_in(&item.key), "{en}"),
+                    None => {
+                        tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record")
+                    }
+                }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()
@@ -2213,7 +2327,9 @@ fn apply_receipt(
                     key: Some(item.key.clone()),
                     reason: "rejected".into(),
                     findings: vec![StoredFinding {
-                        en: format!("the platform rejected the record: {code} {message}"),
+                        en: en.unwrap_or_else(|| {
+                            format!("the platform rejected the record: {code} {message}")
+                        }),
                         code,
                         field: "(platform)".into(),
                         zh: message,
@@ -2233,6 +2349,7 @@ fn apply_receipt(
                     first_seen,
                     last_seen: now.clone(),
                     meta: item.meta.clone(),
+                    source_updated_at: Some(item.source_updated_at.clone()),
                 });
             }
             // Not reached: `answers` let through only the pairs above.
@@ -2246,7 +2363,11 @@ fn apply_receipt(
         let msg = message_of(batch)?;
         let items = unanswered.iter().map(|&i| batch.items[i].clone()).collect();
         let records = unanswered.iter().map(|&i| msg.records[i].clone()).collect();
-        let rest = part_of(batch, &msg, items, records);
+        let rest = OutboxBatch {
+            unanswered: times,
+            others_answered,
+            ..part_of(batch, &msg, items, records)
+        };
         // The batch's own key, replaced in the same transaction: a key of its own one byte longer (`seq.piece(1)`)
         // grew by a byte at every resend, three bytes a run for as long as the platform left the records out.
         let rest_seq = seq.clone();

@@ -85,10 +85,13 @@ async fn records_a_receipt_gives_no_usable_result_are_sent_again() {
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
-/// A platform whose receipts never answer for one record: the run sends it again a few times, then ends with exit
-/// 3 and keeps it in the outbox, and the next run (the platform mended) publishes it.
+/// A platform whose receipts never answer for one record, while they answer every other. Its batch stayed at the
+/// head of the outbox: every later sync, retry and repair sent it first and stopped on exit 3, so no other record
+/// ever moved again. Now the run sends it again twice, then gives it up as rejected (`NO_RESULT`, in quarantine with
+/// its source text); the other records are published, and a `quarantine retry` once the platform is mended
+/// publishes it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_receipts_never_answer_for_stays_in_the_outbox_and_the_run_ends_with_3() {
+async fn a_record_the_receipts_never_answer_for_goes_to_quarantine_and_the_others_move_on() {
     let env = spawn(gen_cfg(), Faults::default()).await;
     let (expected, _) = expected_public(&env.gen, today());
     let silent = expected.keys().next().unwrap().clone();
@@ -101,28 +104,46 @@ async fn a_record_the_receipts_never_answer_for_stays_in_the_outbox_and_the_run_
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;
-    assert_eq!(code, 3, "{s} {err}");
-    assert!(
-        err.contains("gave no usable result for 1 record(s)") && err.contains("outbox"),
-        "{err}"
-    );
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
     {
         let store = read_store(&env.store_path());
-        let outbox = store.outbox().unwrap();
-        assert_eq!(outbox.len(), 1, "{outbox:?}");
-        assert_eq!(outbox[0].1.items.len(), 1);
-        assert_eq!(outbox[0].1.items[0].key, silent);
-        assert_ne!(
-            store.ledger_get(&silent).unwrap().map(|e| e.state),
-            Some(PlatformState::Public)
+        assert_eq!(store.outbox_len(), 0);
+        let held: Vec<_> = store.quarantine_iter().map(Result::unwrap).collect();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].key.as_deref(), Some(silent.as_str()));
+        assert_eq!(held[0].reason, "rejected");
+        assert_eq!(held[0].findings[0].code, "NO_RESULT");
+        assert!(
+            held[0].findings[0].en.contains("3 times"),
+            "{:?}",
+            held[0].findings
         );
+        assert!(held[0].source.is_object(), "{:?}", held[0].source);
     }
-    let (code, s, err) = env.sync(&[]).await;
+    for (key, state) in ledger_states(&env) {
+        let want = if key == silent {
+            PlatformState::Rejected
+        } else {
+            PlatformState::Public
+        };
+        assert_eq!(state, Some(want), "{key}");
+    }
+    // The platform still leaves it out: it is not sent again until the source changes it or it is retried.
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
     assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["pushed"], 0, "{s}");
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     for (key, state) in ledger_states(&env) {
         assert_eq!(state, Some(PlatformState::Public), "{key}");
     }
-    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    let store = read_store(&env.store_path());
+    assert_eq!((store.outbox_len(), store.quarantine_len()), (0, 0));
+    drop(store);
+    assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
 /// A [`PlatformRewrite`] that replaces the token of every login answer with `token`.
@@ -240,28 +261,62 @@ async fn a_rejection_in_words_no_log_line_or_spreadsheet_cell_can_hold_is_kept_o
     );
 }
 
-/// Records the receipts never answer for take their batch's place in the outbox: under a key of their own that
-/// was the batch's key and one byte more, each time they were sent again, so a platform that kept leaving one
-/// record out made its outbox key three bytes longer every run, without end. Its place is the batch's own.
+/// Receipts that answer no record at all (the platform's fault, not the records'): the records stay in the outbox
+/// under their batch's own key run after run (a key one byte longer at each resend grew without end before) and the
+/// runs end with exit 3, for three runs; then they go to quarantine (`NO_RESULT`) so that they no longer stop every
+/// run. Sent after a restart, the batch holds no source text: the entries keep the version's `updated_at`, and a
+/// `quarantine retry` once the platform is mended sends the feed's copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_left_out_run_after_run_keeps_one_outbox_key() {
+async fn receipts_that_answer_nothing_keep_the_records_three_runs_then_quarantine_them() {
     let env = spawn(gen_cfg(), Faults::default()).await;
     let (expected, _) = expected_public(&env.gen, today());
-    let left_out = expected.keys().next().unwrap().clone();
     let proxy = platform_proxy(
         env.platform.url(),
-        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
     )
     .await;
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let (code, s, err) = env
             .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
             .await;
         assert_eq!(code, 3, "{s} {err}");
+        assert!(err.contains("answered no record"), "{err}");
         let outbox = read_store(&env.store_path()).outbox().unwrap();
-        assert_eq!(outbox.len(), 1, "{outbox:?}");
-        ids.push(format!("{:?}", outbox[0].0));
+        let keys: HashSet<String> = outbox
+            .iter()
+            .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
+            .collect();
+        assert_eq!(keys, expected.keys().cloned().collect(), "{outbox:?}");
+        ids.push(format!(
+            "{:?}",
+            outbox.iter().map(|o| &o.0).collect::<Vec<_>>()
+        ));
     }
-    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let held: Vec<_> = store.quarantine_iter().map(Result::unwrap).collect();
+        assert_eq!(held.len(), expected.len());
+        for e in &held {
+            assert_eq!(e.findings[0].code, "NO_RESULT");
+            assert!(e.findings[0].en.contains("9 times"), "{:?}", e.findings);
+            assert!(e.source.is_null(), "{:?}", e.source);
+            assert!(e.source_updated_at.is_some());
+        }
+    }
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let store = read_store(&env.store_path());
+    assert_eq!((store.outbox_len(), store.quarantine_len()), (0, 0));
+    drop(store);
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(public_of(&env.platform_records().await), expected);
 }

@@ -2173,6 +2173,7 @@ async fn a_retry_removes_an_old_no_id_entry_that_holds_no_record() {
             first_seen: "2026-11-01T00:00:00.000+08:00".into(),
             last_seen: "2026-11-01T00:00:00.000+08:00".into(),
             meta: Default::default(),
+            source_updated_at: None,
         };
         store
             .commit_page(&dualpub::store::PageCommit {

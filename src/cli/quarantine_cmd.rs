@@ -220,6 +220,14 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         "source record as the enforcement system sent it{lone} (ID numbers masked):\n{shown}"
                     );
                 }
+                serde_json::Value::Null => match &e.source_updated_at {
+                    Some(at) => common::outln!(
+                        "source record: no copy kept (its message was sent again after a restart); `dualpub \
+                         quarantine retry` sends the version of {} as the enforcement system serves it",
+                        shown(at)
+                    ),
+                    None => common::outln!("source record: no copy kept"),
+                },
                 v => common::outln!("source record (ID numbers masked):\n{}", pretty(v)),
             }
             Ok(Exit::Ok)
@@ -263,7 +271,12 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     }
                     .map(|e| {
                         let kind = e.kind;
-                        let raw = sync::held_raw(&e.source);
+                        // A rejected record's entry without a copy (resent after a restart): looked up in the feed.
+                        let raw = sync::held_raw(&e.source).or_else(|| {
+                            e.source_updated_at
+                                .as_deref()
+                                .and_then(|at| sync::lookup_copy(&e.source_id, at))
+                        });
                         if raw.is_some() {
                             seen.0.push((kind, e.source_id));
                         } else {
