@@ -1977,11 +1977,11 @@ const RESEND_UNANSWERED: u32 = 2;
 /// they stopped every later run, and every other record with it, on exit 3. This many when the platform was seen
 /// answering other records (in one of those receipts, or in this run): the fault is with these records, and three
 /// sends in one run settle it.
-const GIVE_UP_UNANSWERED: u32 = 3;
+pub const GIVE_UP_UNANSWERED: u32 = 3;
 
 /// The same when the platform was not seen answering any record: its receipts may leave out everything (a fault of
 /// its own that the next runs may not meet), so the records wait three runs before they go to quarantine.
-const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
+pub const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
 
 /// The code of a record given up on for want of a usable result (see [`GIVE_UP_UNANSWERED`]).
 pub const NO_RESULT: &str = "NO_RESULT";

@@ -294,6 +294,20 @@ async fn receipts_that_answer_nothing_keep_the_records_three_runs_then_quarantin
         ));
     }
     assert_eq!(ids[0], ids[1]);
+    // `status` says why the outbox does not empty, and for how long it has not.
+    let out = env.dualpub(&["status", "--json"]).await;
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["outbox_records"], expected.len(), "{st}");
+    assert_eq!(st["outbox_unanswered_records"], expected.len(), "{st}");
+    assert_eq!(st["outbox_unanswered_receipts"], 6, "{st}");
+    let text = String::from_utf8_lossy(&env.dualpub(&["status"]).await.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "{} of them left out by the platform's receipts, 6 time(s)",
+            expected.len()
+        )),
+        "{text}"
+    );
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;

@@ -33,6 +33,9 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
                 "ledger": {},
                 "quarantine": 0,
                 "outbox": 0,
+                "outbox_records": 0,
+                "outbox_unanswered_records": 0,
+                "outbox_unanswered_receipts": 0,
                 "last_runs": [],
             });
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -52,12 +55,26 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     let runs = store.last_runs(5).map_err(common::store_failure)?;
     // Counted once: sled counts a tree by reading all of it.
     let quarantined = store.quarantine_len();
+    // What waits in the outbox (a few batches, unless a run was stopped with many in flight): its records, and those
+    // the platform's receipts left out (they head every run until answered or given up on).
+    let outbox = store.outbox().map_err(common::store_failure)?;
+    let outbox_records: usize = outbox.iter().map(|(_, b)| b.items.len()).sum();
+    let left_out: Vec<_> = outbox.iter().filter(|(_, b)| b.unanswered > 0).collect();
+    let unanswered_records: usize = left_out.iter().map(|(_, b)| b.items.len()).sum();
+    let unanswered_most = left_out
+        .iter()
+        .map(|(_, b)| b.unanswered)
+        .max()
+        .unwrap_or(0);
     let v = serde_json::json!({
         "store": store.path(),
         "cursors": cursors,
         "ledger": ledger,
         "quarantine": quarantined,
-        "outbox": store.outbox_len(),
+        "outbox": outbox.len(),
+        "outbox_records": outbox_records,
+        "outbox_unanswered_records": unanswered_records,
+        "outbox_unanswered_receipts": unanswered_most,
         "last_runs": runs,
     });
     if args.json {
@@ -88,9 +105,19 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
         }
     );
     outln!(
-        "outbox       {} batch(es) waiting to be resent",
-        store.outbox_len()
+        "outbox       {} batch(es) of {outbox_records} record(s) waiting to be resent",
+        outbox.len()
     );
+    if unanswered_records > 0 {
+        outln!(
+            "outbox       {unanswered_records} of them left out by the platform's receipts, {unanswered_most} time(s) in a row \
+             at most: every run sends them first; they go to quarantine (code {}) after {} such receipts, or {} once the \
+             platform answers other records",
+            crate::sync::NO_RESULT,
+            crate::sync::GIVE_UP_UNANSWERED_UNSEEN,
+            crate::sync::GIVE_UP_UNANSWERED
+        );
+    }
     for r in runs {
         outln!(
             "run          {} {:<9} read {} pushed {} accepted {} already held {} rejected {} withdrawn {} quarantined {} ({} ms)",
