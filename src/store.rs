@@ -104,7 +104,8 @@ pub struct LedgerEntry {
     pub source_updated_at: String,
     /// Digest of the content the platform last acknowledged (accepted or unchanged).
     pub digest: Option<String>,
-    /// Digest of content the platform rejected, so the same content is not sent again until it changes.
+    /// Digest of content the platform rejected, so the same content is not sent again until it changes; for a
+    /// withdrawal it rejected (or never answered), `withdrawal ` and the `updated_at` of the version it was sent for.
     pub rejected_digest: Option<String>,
     pub state: PlatformState,
     /// When the platform first acknowledged the record (RFC 3339).

@@ -925,7 +925,10 @@ impl Engine<'_> {
         let mut items = Vec::new();
         for key in keys {
             if let Some(e) = self.store.ledger_get(&key)? {
-                if e.state == PlatformState::Public {
+                // Not one whose withdrawal the platform rejected or never answered: it waits in quarantine.
+                if e.state == PlatformState::Public
+                    && !withdrawal_was_rejected(&e, &e.source_updated_at)
+                {
                     items.push((
                         OutboxItem::withdraw(
                             key.clone(),
@@ -1404,10 +1407,18 @@ impl Engine<'_> {
                             .pending
                             .get(&k)
                             .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
+                        // Not a withdrawal of this version the platform rejected or never answered.
+                        let given_up = !self.force
+                            && entry.as_ref().is_some_and(|e| {
+                                withdrawal_was_rejected(
+                                    e,
+                                    src.updated_at.as_deref().unwrap_or_default(),
+                                )
+                            });
                         if on_its_way
                             || entry
                                 .as_ref()
-                                .is_some_and(|e| e.state == PlatformState::Public)
+                                .is_some_and(|e| e.state == PlatformState::Public && !given_up)
                         {
                             items.push((
                                 OutboxItem::withdraw(
@@ -1523,11 +1534,19 @@ impl Engine<'_> {
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
+            let op = self.desired_op(kind, &src, &mapped);
+            // A withdrawal of this very version the platform rejected or never answered: not sent again (see
+            // `rejected_withdrawal`); the record stays in quarantine.
+            let withdrawal_rejected = !self.force
+                && op == Op::Withdraw
+                && ledger.as_ref().is_some_and(|e| {
+                    withdrawal_was_rejected(e, src.updated_at.as_deref().unwrap_or_default())
+                });
             let leaves_quarantine = !rejected_same
+                && !withdrawal_rejected
                 && !quarantine_empty
                 && !self.pending.contains_key(&key)
                 && self.store.quarantine_contains(kind, &src.id)?;
-            let op = self.desired_op(kind, &src, &mapped);
             let public_now = match self.pending.get(&key).map(|p| p.op) {
                 Some(Op::Upsert) => true,
                 Some(Op::Withdraw) => false,
@@ -1567,6 +1586,10 @@ impl Engine<'_> {
                 }
                 Op::Withdraw if !public_now => {
                     self.summary.not_public += 1;
+                    false
+                }
+                Op::Withdraw if withdrawal_rejected => {
+                    self.summary.unchanged += 1;
                     false
                 }
                 Op::Upsert => {
@@ -1986,6 +2009,34 @@ const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
 /// The code of a record given up on for want of a usable result (see [`GIVE_UP_UNANSWERED`]).
 pub const NO_RESULT: &str = "NO_RESULT";
 
+/// What a ledger entry's `rejected_digest` holds once the platform rejected, or never answered, a withdrawal of its
+/// key (a withdrawal has no digest): the version of the record it was sent for. A sync does not send that withdrawal
+/// again — a revoked penalty read again in the overlap window, a penalty past its display period that every run's
+/// expiry pass finds — as it does not send rejected content again: it sent it at every run, and when the platform
+/// answered nothing (a message of that one withdrawal) every run stopped with exit 3 for good. A new version of the
+/// record, `quarantine retry` and `reconcile --repair` send it.
+fn rejected_withdrawal(source_updated_at: &str) -> String {
+    format!("{REJECTED_WITHDRAWAL}{source_updated_at}")
+}
+
+/// How [`rejected_withdrawal`] begins (a digest is lowercase hex).
+const REJECTED_WITHDRAWAL: &str = "withdrawal ";
+
+/// Whether the platform rejected, or never answered, the withdrawal of `e`'s key for the version `updated_at`.
+fn withdrawal_was_rejected(e: &LedgerEntry, updated_at: &str) -> bool {
+    e.rejected_digest.as_deref() == Some(rejected_withdrawal(updated_at).as_str())
+}
+
+/// A withdrawal done: a rejected one is forgotten.
+fn forget_rejected_withdrawal(e: &mut LedgerEntry) {
+    if e.rejected_digest
+        .as_deref()
+        .is_some_and(|d| d.starts_with(REJECTED_WITHDRAWAL))
+    {
+        e.rejected_digest = None;
+    }
+}
+
 /// The records of a batch its receipt gave no usable result for: no result, two results that disagree, or a result
 /// that does not answer what was asked (`withdrawn` to an upsert). The platform may not have applied them; a resend
 /// with the same flow id would get the same receipt back, so they are put in the outbox under a flow id of their
@@ -2281,6 +2332,7 @@ fn apply_receipt(
                 }
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
+                forget_rejected_withdrawal(&mut e);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -2292,6 +2344,7 @@ fn apply_receipt(
                 tracing::debug!(key = %mask_ids_in(&item.key), "the platform does not know a key to withdraw");
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
+                forget_rejected_withdrawal(&mut e);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -2303,7 +2356,10 @@ fn apply_receipt(
                 if e.state != PlatformState::Public {
                     e.state = PlatformState::Rejected;
                 }
-                e.rejected_digest = item.digest.clone();
+                e.rejected_digest = match item.op {
+                    Op::Upsert => item.digest.clone(),
+                    Op::Withdraw => Some(rejected_withdrawal(&item.source_updated_at)),
+                };
                 // The platform's words may quote a value, an ID number among them, and hold anything: line breaks
                 // that would forge log lines or rows, text longer than a spreadsheet cell takes. Kept masked, on one
                 // line, and cut.

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use dualpub::model::Kind;
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::Faults;
 use dualpub::store::PlatformState;
@@ -319,4 +320,153 @@ async fn receipts_that_answer_nothing_keep_the_records_three_runs_then_quarantin
         assert_eq!(state, Some(PlatformState::Public), "{key}");
     }
     assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A penalty the platform holds as public, and its source record as the source simulator serves it now.
+async fn published_penalty(env: &Env) -> (String, serde_json::Value) {
+    let held = env.platform_records().await;
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        if let Some(key) = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        }) {
+            return (key, env.source_record(&r.id).await);
+        }
+    }
+    panic!("no published penalty")
+}
+
+/// A gateway that drops the results for `key` from every receipt.
+async fn leaving_out(env: &Env, key: &str) -> String {
+    let key = key.to_string();
+    platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != key)),
+    )
+    .await
+}
+
+/// A penalty revoked at the source whose withdrawal the platform never answers: a message of that one withdrawal,
+/// so its receipts answer nothing, and it is given up after nine. The run that gave it up read the revoked record
+/// again in its overlap window and sent the withdrawal once more (the ledger still said public, and nothing said the
+/// platform had been asked), dropping the quarantine entry: every run stopped with exit 3, for good. Now the give-up
+/// holds: the record waits in quarantine, later runs send nothing, and a `quarantine retry` once the platform is
+/// mended withdraws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_the_receipts_never_answer_for_is_given_up_for_good() {
+    withdrawal_given_up_for_good(false).await;
+}
+
+/// The same for a penalty revoked in a version that fails validation (taken down all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revoked_version_whose_withdrawal_is_never_answered_is_given_up_for_good() {
+    withdrawal_given_up_for_good(true).await;
+}
+
+async fn withdrawal_given_up_for_good(invalid: bool) {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut revoked) = published_penalty(&env).await;
+    let id = revoked["id"].as_str().unwrap().to_string();
+    revoked["status"] = "revoked".into();
+    if invalid {
+        revoked["remarks"] = "\u{1}决定已撤销".into();
+    }
+    revoked["updated_at"] = serde_json::Value::Null;
+    revoked["kind"] = "penalty".into();
+    env.source_insert_one(revoked).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    for _ in 0..2 {
+        let (code, s, err) = env.sync_with(&via_proxy).await;
+        assert_eq!(code, 3, "{s} {err}");
+    }
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "given up: {s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let q = store
+            .quarantine_get(Kind::Penalty, &id)
+            .unwrap()
+            .expect("in quarantine");
+        // The same run read the revoked record again (overlap window): an invalid version is held for its
+        // findings; the withdrawal is not sent again either way.
+        let (reason, code) = if invalid {
+            ("invalid", "xml_char")
+        } else {
+            ("rejected", "NO_RESULT")
+        };
+        assert_eq!(
+            (q.reason.as_str(), q.key.as_deref()),
+            (reason, Some(key.as_str()))
+        );
+        assert_eq!(q.findings[0].code, code);
+    }
+    if !invalid {
+        let out = env.dualpub(&["quarantine", "show", &id]).await;
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("no copy kept (a withdrawal"), "{shown}");
+    }
+    // Nor by later runs.
+    for _ in 0..2 {
+        let (code, s, err) = env.sync_with(&via_proxy).await;
+        assert_eq!(code, 0, "{s} {err}");
+        assert_eq!(s["pushed"], 0, "{s}");
+    }
+    assert!(read_store(&env.store_path())
+        .quarantine_contains(Kind::Penalty, &id)
+        .unwrap());
+    // Once the platform is mended, a retry withdraws it.
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(invalid as i32), "{out:?}");
+    let store = read_store(&env.store_path());
+    assert_eq!(
+        (store.outbox_len(), store.quarantine_len()),
+        (0, invalid as usize)
+    );
+    let e = store.ledger_get(&key).unwrap().unwrap();
+    assert_eq!(
+        (e.state, e.rejected_digest),
+        (PlatformState::Withdrawn, None)
+    );
+    drop(store);
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn");
+}
+
+/// Penalties whose display period has ended, one of them a withdrawal the platform's receipts never answer for
+/// (they answer the others). Given up after three receipts, it was found again by the expiry pass of every later
+/// run, sent three times more and given up again: every run ended with exit 1, for good. Now it waits in
+/// quarantine, and later runs send nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_past_its_display_period_given_up_is_not_sent_by_every_run() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, v) = published_penalty(&env).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let later = || env.dualpub_with(&["sync", "--json", "--today", "2031-01-01"], &via_proxy);
+    let out = later().await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s} {out:?}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert!(s["withdrawn"].as_u64().unwrap() > 0, "{s}");
+    for _ in 0..2 {
+        let out = later().await;
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(out.status.code(), Some(0), "{s} {out:?}");
+        assert_eq!(s["pushed"], 0, "{s}");
+    }
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(Kind::Penalty, v["id"].as_str().unwrap())
+        .unwrap()
+        .expect("in quarantine");
+    assert_eq!(q.findings[0].code, "NO_RESULT");
+    assert_eq!(store.outbox_len(), 0);
 }

@@ -222,8 +222,9 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 }
                 serde_json::Value::Null => match &e.source_updated_at {
                     Some(at) => common::outln!(
-                        "source record: no copy kept (its message was sent again after a restart); `dualpub \
-                         quarantine retry` sends the version of {} as the enforcement system serves it",
+                        "source record: no copy kept (a withdrawal, or a message sent again after a restart, \
+                         carries none); `dualpub quarantine retry` sends the version of {} as the enforcement \
+                         system serves it",
                         shown(at)
                     ),
                     None => common::outln!("source record: no copy kept"),
