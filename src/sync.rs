@@ -2373,6 +2373,13 @@ fn apply_receipt(
                         tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record")
                     }
                 }
+                // A withdrawal of a key no source record of ours is known for (reconcile's repair of an orphan):
+                // no record to hold or retry (an entry under the empty id, shared by every such key, could never
+                // be retried, nor leave quarantine). Reconcile lists it as `orphan` again.
+                if item.source_id.is_empty() {
+                    commit.ledger.push((item.key.clone(), e));
+                    continue;
+                }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
                 let first_seen = existing
                     .as_ref()

@@ -470,3 +470,96 @@ async fn a_withdrawal_past_its_display_period_given_up_is_not_sent_by_every_run(
     assert_eq!(q.findings[0].code, "NO_RESULT");
     assert_eq!(store.outbox_len(), 0);
 }
+
+/// `reconcile --repair --repair-orphans` against a platform whose receipts never answer for one of two orphans
+/// (records no source record or ledger entry of ours names). Given up, the orphan went to quarantine under the empty
+/// source id — where every orphan given up shares one entry — and `quarantine retry` could neither send it nor
+/// look it up (no id, no time): it kept it for good, counted as still quarantined (exit 1) at every retry, and the
+/// repair counted the withdrawal as done. Now no entry is made (there is no record to retry: reconcile lists it as
+/// `orphan` again while the platform shows it), and the repair counts it as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_whose_withdrawal_is_never_answered_is_no_quarantine_entry_of_nobody() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Two penalties published from another store, then deleted at the source: orphans our ledger knows nothing of.
+    let (_, penalty) = published_penalty(&env).await;
+    let orphans: Vec<serde_json::Value> = (0..2)
+        .map(|n| {
+            let mut o = penalty.clone();
+            o["id"] = format!("CF-ORPHAN-{n}").into();
+            o["doc_no"] = format!("豫应急罚〔2026〕9990{n}号").into();
+            o["updated_at"] = serde_json::Value::Null;
+            o["kind"] = "penalty".into();
+            o
+        })
+        .collect();
+    env.source_insert(serde_json::Value::Array(orphans)).await;
+    let other = env.dir.path().join("another-store");
+    let out = env
+        .dualpub_with(
+            &["sync", "--today", TODAY],
+            &[("DUALPUB_STORE_PATH", other.to_str().unwrap())],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for n in 0..2 {
+        env.source_delete(&format!("CF-ORPHAN-{n}")).await;
+    }
+    let keys: Vec<String> = env
+        .platform_records()
+        .await
+        .into_keys()
+        .filter(|k| k.contains("〔2026〕9990"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let proxy = leaving_out(&env, &keys[0]).await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+        )
+        .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        report["repair"]["orphans_withdrawn"], 1,
+        "{}",
+        report["repair"]
+    );
+    assert_eq!(report["repair"]["failed"], 1, "{}", report["repair"]);
+    {
+        let store = read_store(&env.store_path());
+        let held: Vec<_> = store.quarantine_iter().map(Result::unwrap).collect();
+        assert!(held.is_empty(), "{held:?}");
+        let e = store.ledger_get(&keys[0]).unwrap().unwrap();
+        assert!(
+            e.last_error
+                .as_deref()
+                .is_some_and(|m| m.starts_with("NO_RESULT")),
+            "{e:?}"
+        );
+    }
+    // (The simulator behind the gateway did withdraw it.) A later repair finds nothing left to do.
+    let (out, report) = env
+        .reconcile_json(TODAY, &["--repair", "--repair-orphans"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "late rows: {out:?}");
+    let orphans = report["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["category"] == "orphan")
+        .count();
+    assert_eq!(orphans, 0, "{}", report["gaps"]);
+    assert_eq!(report["repair"]["failed"], 0, "{}", report["repair"]);
+    assert!(read_store(&env.store_path()).quarantine_is_empty());
+}
