@@ -247,30 +247,21 @@ pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
 
 /// What `quarantine retry` looks up in the feed for a rejected record whose entry holds no copy of it (a batch
 /// resent after a restart has no source text): the record's id and the `updated_at` of the version sent, marked
-/// so that it is never mapped or sent itself — only the feed's copy is. `None` for a record named without an id
-/// (nothing to look for).
+/// so that it is never mapped or sent itself — only the feed's copy is. The look-up matches the feed's records by
+/// their quarantine name ([`crate::source_schema::record_name`]), so the copy must bear `source_id` as its name:
+/// the id as a string (a record whose id is a number, or that has none, never reaches the platform). `None` when
+/// there is nothing to look for: an empty id (a withdrawal no source record is known for), a version without a
+/// readable time.
 pub fn lookup_copy(source_id: &str, updated_at: &str) -> Option<Box<RawValue>> {
-    if source_id.starts_with(crate::source_schema::NO_ID_PREFIX) {
-        return None;
-    }
-    // `record_name` names a numeric id `(id N)`.
-    let id = source_id
-        .strip_prefix("(id ")
-        .and_then(|s| s.strip_suffix(')'))
-        .and_then(|n| RawValue::from_string(n.to_string()).ok())
-        .filter(|n| {
-            n.get()
-                .starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
-        })
-        .map_or_else(
-            || serde_json::to_string(source_id).ok(),
-            |n| Some(n.get().to_string()),
-        )?;
+    chrono::DateTime::parse_from_rfc3339(updated_at).ok()?;
+    let id = serde_json::to_string(source_id).ok()?;
     let updated_at = serde_json::to_string(updated_at).ok()?;
-    RawValue::from_string(format!(
+    let copy = RawValue::from_string(format!(
         "{{\"id\":{id},\"updated_at\":{updated_at}{LOOKUP_MARK}"
     ))
-    .ok()
+    .ok()?;
+    // A blank id is no id (a record without one is named by hash), and `(id 6 )` is not looked for as 6.
+    (crate::source_schema::record_name(copy.get()) == source_id).then_some(copy)
 }
 
 /// How a [`lookup_copy`] ends.
@@ -2540,6 +2531,35 @@ mod tests {
             next_position(&behind, overlap, asked.as_ref(), &before),
             None
         );
+    }
+
+    #[test]
+    fn a_lookup_copy_bears_the_entry_s_own_name_or_is_none() {
+        let at = "2026-11-29T10:00:00.123+08:00";
+        for id in [
+            "XK-1",
+            "(id 6)",
+            "(id 6 )",
+            "(id -6)",
+            "(id 6",
+            " 6",
+            "XK-\"引号\"\\反斜杠-①\u{3000}\u{1b}",
+            r"\ud800",
+            // a string id that looks like the name of a record without one is its own name
+            "(no id) 0123456789ab",
+        ] {
+            let copy = lookup_copy(id, at).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(crate::source_schema::record_name(copy.get()), id);
+            assert_eq!(
+                RawHead::of(copy.get()).updated_at_text().as_deref(),
+                Some(at)
+            );
+            assert!(is_lookup_copy(&copy));
+        }
+        // nothing to look for
+        for (id, at) in [("", at), ("  ", at), ("XK-1", ""), ("XK-1", "昨天")] {
+            assert!(lookup_copy(id, at).is_none(), "{id:?} {at:?}");
+        }
     }
 
     #[test]

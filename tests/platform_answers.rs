@@ -563,3 +563,77 @@ async fn an_orphan_whose_withdrawal_is_never_answered_is_no_quarantine_entry_of_
     assert_eq!(report["repair"]["failed"], 0, "{}", report["repair"]);
     assert!(read_store(&env.store_path()).quarantine_is_empty());
 }
+
+/// Records whose ids are unlike the generator's — one that looks like the name quarantine gives a numeric id but is
+/// not one (`(id 6 )`), one that is exactly such a name (`(id 6)`), one with quotes, a backslash and other scripts —
+/// given up after nine unanswered receipts, so their entries hold no copy: `quarantine retry` looks each version up
+/// in the feed by the entry's name. `(id 6 )` was looked for as the number 6, named `(id 6)`: the feed's record
+/// never matched, the retry took it for gone from the source and removed the entry of `(id 6)` instead — while its
+/// own stayed, never sent, at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_looks_up_records_with_any_id_under_their_own_name() {
+    let env = spawn(
+        GenConfig {
+            records: 4,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await;
+    let ids = ["(id 6 )", "(id 6)", "XK-\"引号\"\\反斜杠-①\u{3000}"];
+    let template = {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0);
+        env.source_record(&r.id).await
+    };
+    let mut docs = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let doc = format!("（豫）WH安许证字〔2026〕77700{n}");
+        let mut v = template.clone();
+        v["id"] = (*id).into();
+        v["doc_no"] = doc.clone().into();
+        v["permit_no"] = doc.clone().into();
+        v["updated_at"] = serde_json::Value::Null;
+        v["kind"] = "permit".into();
+        env.source_insert_one(v).await;
+        docs.push(doc);
+    }
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
+    )
+    .await;
+    for want in [3, 3, 1] {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, want, "{s} {err}");
+    }
+    {
+        let store = read_store(&env.store_path());
+        for id in ids {
+            let q = store.quarantine_get(Kind::Permit, id).unwrap();
+            let q = q.unwrap_or_else(|| panic!("{id} in quarantine"));
+            assert!(q.source.is_null(), "{id}: {:?}", q.source);
+            assert_eq!(q.findings[0].code, "NO_RESULT");
+        }
+    }
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("no longer in the enforcement system"),
+        "{err}"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!((store.outbox_len(), store.quarantine_len()), (0, 0));
+    drop(store);
+    let held = env.platform_records().await;
+    for doc in &docs {
+        let key = format!("XZXK:{}:{doc}", agency_code());
+        assert_eq!(
+            held.get(&key).map(|h| h.1.as_str()),
+            Some("public"),
+            "{key}"
+        );
+    }
+}

@@ -323,6 +323,18 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 };
                 store.commit_page(&gone).map_err(common::store_failure)?;
                 for e in &empty {
+                    if e.reason == "rejected" {
+                        eprintln!(
+                            "{} `{}` holds no copy of the version the platform rejected, and that version cannot be \
+                             looked up in the enforcement system's feed (the entry keeps no readable \
+                             `updated_at` of it): \
+                             nothing to retry, removed from quarantine; the record is sent again when it changes \
+                             there, and `dualpub reconcile` lists it as rejected until then",
+                            e.kind.as_str(),
+                            shown(&e.source_id)
+                        );
+                        continue;
+                    }
                     eprintln!(
                         "{} `{}` holds no copy of a source record (an entry made before each unreadable record was \
                          quarantined under a name of its own): nothing to retry, removed from quarantine; a record \
