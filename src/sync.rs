@@ -2372,6 +2372,19 @@ fn apply_receipt(
                     continue;
                 }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
+                // Not over the entry of a newer version: one that failed validation while this one was on its
+                // way, or the version after the public one whose withdrawal (display period over) this was. The
+                // rejection is in the ledger; replaced, that version's findings were gone, and a retry of this
+                // version found it changed at the source and removed the entry, newer version and all.
+                let newer_held = existing.as_ref().is_some_and(|q| {
+                    held_updated_at(&q.source)
+                        .or_else(|| q.source_updated_at.clone())
+                        .is_some_and(|held| newer(&held, &item.source_updated_at))
+                });
+                if newer_held {
+                    commit.ledger.push((item.key.clone(), e));
+                    continue;
+                }
                 let first_seen = existing
                     .as_ref()
                     .map_or_else(|| now.clone(), |q| q.first_seen.clone());

@@ -637,3 +637,67 @@ async fn a_retry_looks_up_records_with_any_id_under_their_own_name() {
         );
     }
 }
+
+/// A penalty whose latest version fails validation (held in quarantine; the version before stays public) comes to
+/// the end of its display period, and the platform never answers its withdrawal. Given up, the withdrawal — sent for
+/// the public version — took the quarantine entry of the newer, invalid version: its findings were gone, and a
+/// `quarantine retry` (as the entry advised) looked the public version up, found it changed since, and removed the
+/// entry, so the invalid version was in quarantine no more, and no sync would read it again. Now the newer
+/// version's entry stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_given_up_leaves_the_entry_of_a_newer_version_alone() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut v) = published_penalty(&env).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    v["remarks"] = "\u{1}补充说明".into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "penalty".into();
+    env.source_insert_one(v).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let held_codes = |env: &Env| {
+        let q = read_store(&env.store_path())
+            .quarantine_get(Kind::Penalty, &id)
+            .unwrap();
+        q.map(|q| (q.reason, q.findings[0].code.clone()))
+    };
+    let invalid = Some(("invalid".to_string(), "xml_char".to_string()));
+    assert_eq!(held_codes(&env), invalid);
+    // Another penalty changed later, read by a later run: the feed has been read past the invalid version.
+    let other = (0..env.gen.count(Kind::Penalty))
+        .map(|i| dualpub::sim::gen::record(&env.gen, Kind::Penalty, i).id)
+        .find(|o| *o != id)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    env.admin_post(
+        format!("{}/admin/touch", env.source.url()),
+        serde_json::json!({"kind": "penalty", "ids": [other]}),
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    let proxy = leaving_out(&env, &key).await;
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", "2031-01-01"],
+            // as a run some time later, which does not read the invalid version again
+            &[
+                ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+                ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+            ],
+        )
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s} {out:?}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert_eq!(
+        s["quarantined"], 0,
+        "the invalid version is not read again: {s}"
+    );
+    assert_eq!(held_codes(&env), invalid);
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(1), "still invalid: {out:?}");
+    assert_eq!(held_codes(&env), invalid);
+}
