@@ -701,3 +701,75 @@ async fn a_withdrawal_given_up_leaves_the_entry_of_a_newer_version_alone() {
     assert_eq!(out.status.code(), Some(1), "still invalid: {out:?}");
     assert_eq!(held_codes(&env), invalid);
 }
+
+/// Reconcile's rows for `key`: (category, detail).
+fn rows_for(report: &serde_json::Value, key: &str) -> Vec<(String, String)> {
+    report["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key"] == key && g["category"] != "late")
+        .map(|g| {
+            (
+                g["category"].as_str().unwrap().to_string(),
+                g["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A record given up for want of an answer (`NO_RESULT`) was not refused by the platform, and the operator is told
+/// to ask whether the platform holds it. Reconcile, which reads what it holds, listed it as `rejected` (the platform
+/// refused it: "fix the record") whether the platform held it or not, and `--repair` never sent it. Now the
+/// platform's listing decides: holding this version, it is no gap; not holding it, it is `missing`, and `--repair`
+/// sends it (which settles the quarantine entry and the ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_judges_a_record_without_an_answer_by_what_the_platform_holds() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let silent = expected.keys().next().unwrap().clone();
+    let proxy = leaving_out(&env, &silent).await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    // The simulator behind the gateway did store it.
+    assert_eq!(env.platform_records().await[&silent].1, "public");
+    let (_, report) = env.reconcile_json(TODAY, &[]).await;
+    assert_eq!(rows_for(&report, &silent), vec![], "{}", report["gaps"]);
+    assert_eq!(report["counts"]["rejected"], 0, "{}", report["counts"]);
+    // The platform loses it: missing, and the repair sends it.
+    let r = env
+        .http
+        .delete(format!(
+            "{}/admin/records/{}",
+            env.platform.url(),
+            silent
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, report) = env.reconcile_json(TODAY, &[]).await;
+    let rows = rows_for(&report, &silent);
+    let categories: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        categories.contains(&"missing") && !categories.contains(&"rejected"),
+        "{rows:?}"
+    );
+    let (out, report) = env.reconcile_json(TODAY, &["--repair"]).await;
+    assert_eq!(
+        report["repair"]["repushed"], 1,
+        "{} {out:?}",
+        report["repair"]
+    );
+    assert_eq!(env.platform_records().await[&silent].1, "public");
+    let store = read_store(&env.store_path());
+    assert_eq!(store.quarantine_len(), 0);
+    let e = store.ledger_get(&silent).unwrap().unwrap();
+    assert_eq!((e.state, e.rejected_digest), (PlatformState::Public, None));
+}
