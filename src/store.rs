@@ -1728,6 +1728,27 @@ mod tests {
     }
 
     #[test]
+    fn outbox_batches_and_quarantine_entries_written_before_the_receipt_counts_still_read() {
+        // As a dualpub before 2026-11-29 wrote them: no `unanswered`, `others_answered` or `source_updated_at`.
+        let meta = br#"{"flow":"F","kind":"permit","created":"","items":[]}"#;
+        let mut v = (meta.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(meta);
+        v.extend_from_slice(b"<m/>");
+        let b = decode_batch(&v).unwrap();
+        assert_eq!((b.unanswered, b.others_answered), (0, false));
+        assert_eq!(&b.body[..], b"<m/>");
+        // and what is written for such a batch reads the same in an older dualpub (no new fields)
+        assert_eq!(&encode_batch(&b), &v);
+        let q: QuarantineEntry = serde_json::from_str(
+            r#"{"kind":"penalty","source_id":"CF-1","key":null,"reason":"rejected","findings":[],
+                "source":null,"first_seen":"","last_seen":"","meta":{"doc_no":"","party_name":"",
+                "party_id_masked":"","decided_on":null,"display_until":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(q.source_updated_at, None);
+    }
+
+    #[test]
     fn the_pieces_of_a_split_batch_take_its_place_in_the_outbox() {
         let (_dir, store) = index_store();
         let batch = |flow: &str| OutboxBatch {
