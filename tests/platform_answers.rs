@@ -773,3 +773,67 @@ async fn reconcile_judges_a_record_without_an_answer_by_what_the_platform_holds(
     let e = store.ledger_get(&silent).unwrap().unwrap();
     assert_eq!((e.state, e.rejected_digest), (PlatformState::Public, None));
 }
+
+/// Entries without a copy (given up after nine receipts that answered nothing) retried while the feed cannot say
+/// whether it still serves their versions (a look-up answered with an empty page that says it has more): kept,
+/// nothing sent, nothing removed; once the feed answers, the retry sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
+    let env = spawn(
+        GenConfig {
+            records: 4,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
+    )
+    .await;
+    for want in [3, 3, 1] {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, want, "{s} {err}");
+    }
+    let held = read_store(&env.store_path()).quarantine_len();
+    assert_eq!(held as usize, expected.len());
+    let hollow = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|query: &str, text: String| {
+            if query.contains("limit=16") {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                text
+            }
+        }),
+    )
+    .await;
+    let exchanged = env.platform_stats().await["flows"].as_u64().unwrap();
+    let out = env
+        .dualpub_with(
+            &["quarantine", "retry"],
+            &[("DUALPUB_SOURCE_URL", hollow.as_str())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not say"), "{err}");
+    assert!(
+        !err.contains("no longer in the enforcement system"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), held);
+    assert_eq!(
+        env.platform_stats().await["flows"].as_u64(),
+        Some(exchanged),
+        "nothing sent"
+    );
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
