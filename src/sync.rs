@@ -916,7 +916,7 @@ impl Engine<'_> {
         let mut items = Vec::new();
         for key in keys {
             if let Some(e) = self.store.ledger_get(&key)? {
-                // Not one whose withdrawal the platform rejected or never answered: it waits in quarantine.
+                // Not one whose withdrawal the platform rejected or never answered (see `rejected_withdrawal`).
                 if e.state == PlatformState::Public
                     && !withdrawal_was_rejected(&e, &e.source_updated_at)
                 {

@@ -328,8 +328,8 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                             "{} `{}` holds no copy of the version the platform rejected, and that version cannot be \
                              looked up in the enforcement system's feed (the entry keeps no readable \
                              `updated_at` of it): \
-                             nothing to retry, removed from quarantine; the record is sent again when it changes \
-                             there, and `dualpub reconcile` lists it as rejected until then",
+                             nothing to retry, removed from quarantine; a new version of the record is sent as \
+                             usual, and `dualpub reconcile` lists the record while the platform lacks it",
                             e.kind.as_str(),
                             shown(&e.source_id)
                         );
