@@ -104,7 +104,8 @@ pub struct LedgerEntry {
     pub source_updated_at: String,
     /// Digest of the content the platform last acknowledged (accepted or unchanged).
     pub digest: Option<String>,
-    /// Digest of content the platform rejected, so the same content is not sent again until it changes.
+    /// Digest of content the platform rejected, so the same content is not sent again until it changes; for a
+    /// withdrawal it rejected (or never answered), `withdrawal ` and the `updated_at` of the version it was sent for.
     pub rejected_digest: Option<String>,
     pub state: PlatformState,
     /// When the platform first acknowledged the record (RFC 3339).
@@ -1724,6 +1725,27 @@ mod tests {
         let gone = vec![(b"23".to_vec(), None), (b"05".to_vec(), None)];
         assert_eq!(bucket_apply(Some(&v), &gone).unwrap(), None);
         assert!(bucket_entries(&v[..v.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn outbox_batches_and_quarantine_entries_written_before_the_receipt_counts_still_read() {
+        // As a dualpub before 2026-11-29 wrote them: no `unanswered`, `others_answered` or `source_updated_at`.
+        let meta = br#"{"flow":"F","kind":"permit","created":"","items":[]}"#;
+        let mut v = (meta.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(meta);
+        v.extend_from_slice(b"<m/>");
+        let b = decode_batch(&v).unwrap();
+        assert_eq!((b.unanswered, b.others_answered), (0, false));
+        assert_eq!(&b.body[..], b"<m/>");
+        // and what is written for such a batch reads the same in an older dualpub (no new fields)
+        assert_eq!(&encode_batch(&b), &v);
+        let q: QuarantineEntry = serde_json::from_str(
+            r#"{"kind":"penalty","source_id":"CF-1","key":null,"reason":"rejected","findings":[],
+                "source":null,"first_seen":"","last_seen":"","meta":{"doc_no":"","party_name":"",
+                "party_id_masked":"","decided_on":null,"display_until":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(q.source_updated_at, None);
     }
 
     #[test]

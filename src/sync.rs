@@ -247,30 +247,21 @@ pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
 
 /// What `quarantine retry` looks up in the feed for a rejected record whose entry holds no copy of it (a batch
 /// resent after a restart has no source text): the record's id and the `updated_at` of the version sent, marked
-/// so that it is never mapped or sent itself — only the feed's copy is. `None` for a record named without an id
-/// (nothing to look for).
+/// so that it is never mapped or sent itself — only the feed's copy is. The look-up matches the feed's records by
+/// their quarantine name ([`crate::source_schema::record_name`]), so the copy must bear `source_id` as its name:
+/// the id as a string (a record whose id is a number, or that has none, never reaches the platform). `None` when
+/// there is nothing to look for: an empty id (a withdrawal no source record is known for), a version without a
+/// readable time.
 pub fn lookup_copy(source_id: &str, updated_at: &str) -> Option<Box<RawValue>> {
-    if source_id.starts_with(crate::source_schema::NO_ID_PREFIX) {
-        return None;
-    }
-    // `record_name` names a numeric id `(id N)`.
-    let id = source_id
-        .strip_prefix("(id ")
-        .and_then(|s| s.strip_suffix(')'))
-        .and_then(|n| RawValue::from_string(n.to_string()).ok())
-        .filter(|n| {
-            n.get()
-                .starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
-        })
-        .map_or_else(
-            || serde_json::to_string(source_id).ok(),
-            |n| Some(n.get().to_string()),
-        )?;
+    chrono::DateTime::parse_from_rfc3339(updated_at).ok()?;
+    let id = serde_json::to_string(source_id).ok()?;
     let updated_at = serde_json::to_string(updated_at).ok()?;
-    RawValue::from_string(format!(
+    let copy = RawValue::from_string(format!(
         "{{\"id\":{id},\"updated_at\":{updated_at}{LOOKUP_MARK}"
     ))
-    .ok()
+    .ok()?;
+    // A blank id is no id (a record without one is named by hash), and `(id 6 )` is not looked for as 6.
+    (crate::source_schema::record_name(copy.get()) == source_id).then_some(copy)
 }
 
 /// How a [`lookup_copy`] ends.
@@ -925,7 +916,10 @@ impl Engine<'_> {
         let mut items = Vec::new();
         for key in keys {
             if let Some(e) = self.store.ledger_get(&key)? {
-                if e.state == PlatformState::Public {
+                // Not one whose withdrawal the platform rejected or never answered (see `rejected_withdrawal`).
+                if e.state == PlatformState::Public
+                    && !withdrawal_was_rejected(&e, &e.source_updated_at)
+                {
                     items.push((
                         OutboxItem::withdraw(
                             key.clone(),
@@ -1404,10 +1398,18 @@ impl Engine<'_> {
                             .pending
                             .get(&k)
                             .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
+                        // Not a withdrawal of this version the platform rejected or never answered.
+                        let given_up = !self.force
+                            && entry.as_ref().is_some_and(|e| {
+                                withdrawal_was_rejected(
+                                    e,
+                                    src.updated_at.as_deref().unwrap_or_default(),
+                                )
+                            });
                         if on_its_way
                             || entry
                                 .as_ref()
-                                .is_some_and(|e| e.state == PlatformState::Public)
+                                .is_some_and(|e| e.state == PlatformState::Public && !given_up)
                         {
                             items.push((
                                 OutboxItem::withdraw(
@@ -1523,11 +1525,19 @@ impl Engine<'_> {
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
+            let op = self.desired_op(kind, &src, &mapped);
+            // A withdrawal of this very version the platform rejected or never answered: not sent again (see
+            // `rejected_withdrawal`); the record stays in quarantine.
+            let withdrawal_rejected = !self.force
+                && op == Op::Withdraw
+                && ledger.as_ref().is_some_and(|e| {
+                    withdrawal_was_rejected(e, src.updated_at.as_deref().unwrap_or_default())
+                });
             let leaves_quarantine = !rejected_same
+                && !withdrawal_rejected
                 && !quarantine_empty
                 && !self.pending.contains_key(&key)
                 && self.store.quarantine_contains(kind, &src.id)?;
-            let op = self.desired_op(kind, &src, &mapped);
             let public_now = match self.pending.get(&key).map(|p| p.op) {
                 Some(Op::Upsert) => true,
                 Some(Op::Withdraw) => false,
@@ -1567,6 +1577,10 @@ impl Engine<'_> {
                 }
                 Op::Withdraw if !public_now => {
                     self.summary.not_public += 1;
+                    false
+                }
+                Op::Withdraw if withdrawal_rejected => {
+                    self.summary.unchanged += 1;
                     false
                 }
                 Op::Upsert => {
@@ -1986,6 +2000,34 @@ pub const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
 /// The code of a record given up on for want of a usable result (see [`GIVE_UP_UNANSWERED`]).
 pub const NO_RESULT: &str = "NO_RESULT";
 
+/// What a ledger entry's `rejected_digest` holds once the platform rejected, or never answered, a withdrawal of its
+/// key (a withdrawal has no digest): the version of the record it was sent for. A sync does not send that withdrawal
+/// again — a revoked penalty read again in the overlap window, a penalty past its display period that every run's
+/// expiry pass finds — as it does not send rejected content again: it sent it at every run, and when the platform
+/// answered nothing (a message of that one withdrawal) every run stopped with exit 3 for good. A new version of the
+/// record, `quarantine retry` and `reconcile --repair` send it.
+fn rejected_withdrawal(source_updated_at: &str) -> String {
+    format!("{REJECTED_WITHDRAWAL}{source_updated_at}")
+}
+
+/// How [`rejected_withdrawal`] begins (a digest is lowercase hex).
+const REJECTED_WITHDRAWAL: &str = "withdrawal ";
+
+/// Whether the platform rejected, or never answered, the withdrawal of `e`'s key for the version `updated_at`.
+fn withdrawal_was_rejected(e: &LedgerEntry, updated_at: &str) -> bool {
+    e.rejected_digest.as_deref() == Some(rejected_withdrawal(updated_at).as_str())
+}
+
+/// A withdrawal done: a rejected one is forgotten.
+fn forget_rejected_withdrawal(e: &mut LedgerEntry) {
+    if e.rejected_digest
+        .as_deref()
+        .is_some_and(|d| d.starts_with(REJECTED_WITHDRAWAL))
+    {
+        e.rejected_digest = None;
+    }
+}
+
 /// The records of a batch its receipt gave no usable result for: no result, two results that disagree, or a result
 /// that does not answer what was asked (`withdrawn` to an upsert). The platform may not have applied them; a resend
 /// with the same flow id would get the same receipt back, so they are put in the outbox under a flow id of their
@@ -2281,6 +2323,7 @@ fn apply_receipt(
                 }
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
+                forget_rejected_withdrawal(&mut e);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -2292,6 +2335,7 @@ fn apply_receipt(
                 tracing::debug!(key = %mask_ids_in(&item.key), "the platform does not know a key to withdraw");
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
+                forget_rejected_withdrawal(&mut e);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -2303,7 +2347,10 @@ fn apply_receipt(
                 if e.state != PlatformState::Public {
                     e.state = PlatformState::Rejected;
                 }
-                e.rejected_digest = item.digest.clone();
+                e.rejected_digest = match item.op {
+                    Op::Upsert => item.digest.clone(),
+                    Op::Withdraw => Some(rejected_withdrawal(&item.source_updated_at)),
+                };
                 // The platform's words may quote a value, an ID number among them, and hold anything: line breaks
                 // that would forge log lines or rows, text longer than a spreadsheet cell takes. Kept masked, on one
                 // line, and cut.
@@ -2317,7 +2364,27 @@ fn apply_receipt(
                         tracing::warn!(key = %mask_ids_in(&item.key), code = %code, "the platform rejected a record")
                     }
                 }
+                // A withdrawal of a key no source record of ours is known for (reconcile's repair of an orphan):
+                // no record to hold or retry (an entry under the empty id, shared by every such key, could never
+                // be retried, nor leave quarantine). Reconcile lists it as `orphan` again.
+                if item.source_id.is_empty() {
+                    commit.ledger.push((item.key.clone(), e));
+                    continue;
+                }
                 let existing = store.quarantine_get(batch.kind, &item.source_id)?;
+                // Not over the entry of a newer version: one that failed validation while this one was on its
+                // way, or the version after the public one whose withdrawal (display period over) this was. The
+                // rejection is in the ledger; replaced, that version's findings were gone, and a retry of this
+                // version found it changed at the source and removed the entry, newer version and all.
+                let newer_held = existing.as_ref().is_some_and(|q| {
+                    held_updated_at(&q.source)
+                        .or_else(|| q.source_updated_at.clone())
+                        .is_some_and(|held| newer(&held, &item.source_updated_at))
+                });
+                if newer_held {
+                    commit.ledger.push((item.key.clone(), e));
+                    continue;
+                }
                 let first_seen = existing
                     .as_ref()
                     .map_or_else(|| now.clone(), |q| q.first_seen.clone());
@@ -2477,6 +2544,35 @@ mod tests {
             next_position(&behind, overlap, asked.as_ref(), &before),
             None
         );
+    }
+
+    #[test]
+    fn a_lookup_copy_bears_the_entry_s_own_name_or_is_none() {
+        let at = "2026-11-29T10:00:00.123+08:00";
+        for id in [
+            "XK-1",
+            "(id 6)",
+            "(id 6 )",
+            "(id -6)",
+            "(id 6",
+            " 6",
+            "XK-\"引号\"\\反斜杠-①\u{3000}\u{1b}",
+            r"\ud800",
+            // a string id that looks like the name of a record without one is its own name
+            "(no id) 0123456789ab",
+        ] {
+            let copy = lookup_copy(id, at).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(crate::source_schema::record_name(copy.get()), id);
+            assert_eq!(
+                RawHead::of(copy.get()).updated_at_text().as_deref(),
+                Some(at)
+            );
+            assert!(is_lookup_copy(&copy));
+        }
+        // nothing to look for
+        for (id, at) in [("", at), ("  ", at), ("XK-1", ""), ("XK-1", "昨天")] {
+            assert!(lookup_copy(id, at).is_none(), "{id:?} {at:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use dualpub::model::Kind;
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::Faults;
 use dualpub::store::PlatformState;
@@ -332,5 +333,521 @@ async fn receipts_that_answer_nothing_keep_the_records_three_runs_then_quarantin
     for (key, state) in ledger_states(&env) {
         assert_eq!(state, Some(PlatformState::Public), "{key}");
     }
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// A penalty the platform holds as public, and its source record as the source simulator serves it now.
+async fn published_penalty(env: &Env) -> (String, serde_json::Value) {
+    let held = env.platform_records().await;
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        if let Some(key) = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        }) {
+            return (key, env.source_record(&r.id).await);
+        }
+    }
+    panic!("no published penalty")
+}
+
+/// A gateway that drops the results for `key` from every receipt.
+async fn leaving_out(env: &Env, key: &str) -> String {
+    let key = key.to_string();
+    platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != key)),
+    )
+    .await
+}
+
+/// A penalty revoked at the source whose withdrawal the platform never answers: a message of that one withdrawal,
+/// so its receipts answer nothing, and it is given up after nine. The run that gave it up read the revoked record
+/// again in its overlap window and sent the withdrawal once more (the ledger still said public, and nothing said the
+/// platform had been asked), dropping the quarantine entry: every run stopped with exit 3, for good. Now the give-up
+/// holds: the record waits in quarantine, later runs send nothing, and a `quarantine retry` once the platform is
+/// mended withdraws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_the_receipts_never_answer_for_is_given_up_for_good() {
+    withdrawal_given_up_for_good(false).await;
+}
+
+/// The same for a penalty revoked in a version that fails validation (taken down all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revoked_version_whose_withdrawal_is_never_answered_is_given_up_for_good() {
+    withdrawal_given_up_for_good(true).await;
+}
+
+async fn withdrawal_given_up_for_good(invalid: bool) {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut revoked) = published_penalty(&env).await;
+    let id = revoked["id"].as_str().unwrap().to_string();
+    revoked["status"] = "revoked".into();
+    if invalid {
+        revoked["remarks"] = "\u{1}决定已撤销".into();
+    }
+    revoked["updated_at"] = serde_json::Value::Null;
+    revoked["kind"] = "penalty".into();
+    env.source_insert_one(revoked).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    for _ in 0..2 {
+        let (code, s, err) = env.sync_with(&via_proxy).await;
+        assert_eq!(code, 3, "{s} {err}");
+    }
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "given up: {s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let q = store
+            .quarantine_get(Kind::Penalty, &id)
+            .unwrap()
+            .expect("in quarantine");
+        // The same run read the revoked record again (overlap window): an invalid version is held for its
+        // findings; the withdrawal is not sent again either way.
+        let (reason, code) = if invalid {
+            ("invalid", "xml_char")
+        } else {
+            ("rejected", "NO_RESULT")
+        };
+        assert_eq!(
+            (q.reason.as_str(), q.key.as_deref()),
+            (reason, Some(key.as_str()))
+        );
+        assert_eq!(q.findings[0].code, code);
+    }
+    if !invalid {
+        let out = env.dualpub(&["quarantine", "show", &id]).await;
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("no copy kept (a withdrawal"), "{shown}");
+    }
+    // Nor by later runs.
+    for _ in 0..2 {
+        let (code, s, err) = env.sync_with(&via_proxy).await;
+        assert_eq!(code, 0, "{s} {err}");
+        assert_eq!(s["pushed"], 0, "{s}");
+    }
+    assert!(read_store(&env.store_path())
+        .quarantine_contains(Kind::Penalty, &id)
+        .unwrap());
+    // Once the platform is mended, a retry withdraws it.
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(invalid as i32), "{out:?}");
+    let store = read_store(&env.store_path());
+    assert_eq!(
+        (store.outbox_len(), store.quarantine_len()),
+        (0, invalid as usize)
+    );
+    let e = store.ledger_get(&key).unwrap().unwrap();
+    assert_eq!(
+        (e.state, e.rejected_digest),
+        (PlatformState::Withdrawn, None)
+    );
+    drop(store);
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn");
+}
+
+/// Penalties whose display period has ended, one of them a withdrawal the platform's receipts never answer for
+/// (they answer the others). Given up after three receipts, it was found again by the expiry pass of every later
+/// run, sent three times more and given up again: every run ended with exit 1, for good. Now it waits in
+/// quarantine, and later runs send nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_past_its_display_period_given_up_is_not_sent_by_every_run() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, v) = published_penalty(&env).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let later = || env.dualpub_with(&["sync", "--json", "--today", "2031-01-01"], &via_proxy);
+    let out = later().await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s} {out:?}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert!(s["withdrawn"].as_u64().unwrap() > 0, "{s}");
+    for _ in 0..2 {
+        let out = later().await;
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(out.status.code(), Some(0), "{s} {out:?}");
+        assert_eq!(s["pushed"], 0, "{s}");
+    }
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(Kind::Penalty, v["id"].as_str().unwrap())
+        .unwrap()
+        .expect("in quarantine");
+    assert_eq!(q.findings[0].code, "NO_RESULT");
+    assert_eq!(store.outbox_len(), 0);
+}
+
+/// `reconcile --repair --repair-orphans` against a platform whose receipts never answer for one of two orphans
+/// (records no source record or ledger entry of ours names). Given up, the orphan went to quarantine under the empty
+/// source id — where every orphan given up shares one entry — and `quarantine retry` could neither send it nor
+/// look it up (no id, no time): it kept it for good, counted as still quarantined (exit 1) at every retry, and the
+/// repair counted the withdrawal as done. Now no entry is made (there is no record to retry: reconcile lists it as
+/// `orphan` again while the platform shows it), and the repair counts it as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_whose_withdrawal_is_never_answered_is_no_quarantine_entry_of_nobody() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Two penalties published from another store, then deleted at the source: orphans our ledger knows nothing of.
+    let (_, penalty) = published_penalty(&env).await;
+    let orphans: Vec<serde_json::Value> = (0..2)
+        .map(|n| {
+            let mut o = penalty.clone();
+            o["id"] = format!("CF-ORPHAN-{n}").into();
+            o["doc_no"] = format!("豫应急罚〔2026〕9990{n}号").into();
+            o["updated_at"] = serde_json::Value::Null;
+            o["kind"] = "penalty".into();
+            o
+        })
+        .collect();
+    env.source_insert(serde_json::Value::Array(orphans)).await;
+    let other = env.dir.path().join("another-store");
+    let out = env
+        .dualpub_with(
+            &["sync", "--today", TODAY],
+            &[("DUALPUB_STORE_PATH", other.to_str().unwrap())],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for n in 0..2 {
+        env.source_delete(&format!("CF-ORPHAN-{n}")).await;
+    }
+    let keys: Vec<String> = env
+        .platform_records()
+        .await
+        .into_keys()
+        .filter(|k| k.contains("〔2026〕9990"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let proxy = leaving_out(&env, &keys[0]).await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+        )
+        .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        report["repair"]["orphans_withdrawn"], 1,
+        "{}",
+        report["repair"]
+    );
+    assert_eq!(report["repair"]["failed"], 1, "{}", report["repair"]);
+    {
+        let store = read_store(&env.store_path());
+        let held: Vec<_> = store.quarantine_iter().map(Result::unwrap).collect();
+        assert!(held.is_empty(), "{held:?}");
+        let e = store.ledger_get(&keys[0]).unwrap().unwrap();
+        assert!(
+            e.last_error
+                .as_deref()
+                .is_some_and(|m| m.starts_with("NO_RESULT")),
+            "{e:?}"
+        );
+    }
+    // (The simulator behind the gateway did withdraw it.) A later repair finds nothing left to do.
+    let (out, report) = env
+        .reconcile_json(TODAY, &["--repair", "--repair-orphans"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "late rows: {out:?}");
+    let orphans = report["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["category"] == "orphan")
+        .count();
+    assert_eq!(orphans, 0, "{}", report["gaps"]);
+    assert_eq!(report["repair"]["failed"], 0, "{}", report["repair"]);
+    assert!(read_store(&env.store_path()).quarantine_is_empty());
+}
+
+/// Records whose ids are unlike the generator's — one that looks like the name quarantine gives a numeric id but is
+/// not one (`(id 6 )`), one that is exactly such a name (`(id 6)`), one with quotes, a backslash and other scripts —
+/// given up after nine unanswered receipts, so their entries hold no copy: `quarantine retry` looks each version up
+/// in the feed by the entry's name. `(id 6 )` was looked for as the number 6, named `(id 6)`: the feed's record
+/// never matched, the retry took it for gone from the source and removed the entry of `(id 6)` instead — while its
+/// own stayed, never sent, at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_looks_up_records_with_any_id_under_their_own_name() {
+    let env = spawn(
+        GenConfig {
+            records: 4,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await;
+    let ids = ["(id 6 )", "(id 6)", "XK-\"引号\"\\反斜杠-①\u{3000}"];
+    let template = {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0);
+        env.source_record(&r.id).await
+    };
+    let mut docs = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let doc = format!("（豫）WH安许证字〔2026〕77700{n}");
+        let mut v = template.clone();
+        v["id"] = (*id).into();
+        v["doc_no"] = doc.clone().into();
+        v["permit_no"] = doc.clone().into();
+        v["updated_at"] = serde_json::Value::Null;
+        v["kind"] = "permit".into();
+        env.source_insert_one(v).await;
+        docs.push(doc);
+    }
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
+    )
+    .await;
+    for want in [3, 3, 1] {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, want, "{s} {err}");
+    }
+    {
+        let store = read_store(&env.store_path());
+        for id in ids {
+            let q = store.quarantine_get(Kind::Permit, id).unwrap();
+            let q = q.unwrap_or_else(|| panic!("{id} in quarantine"));
+            assert!(q.source.is_null(), "{id}: {:?}", q.source);
+            assert_eq!(q.findings[0].code, "NO_RESULT");
+        }
+    }
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("no longer in the enforcement system"),
+        "{err}"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!((store.outbox_len(), store.quarantine_len()), (0, 0));
+    drop(store);
+    let held = env.platform_records().await;
+    for doc in &docs {
+        let key = format!("XZXK:{}:{doc}", agency_code());
+        assert_eq!(
+            held.get(&key).map(|h| h.1.as_str()),
+            Some("public"),
+            "{key}"
+        );
+    }
+}
+
+/// A penalty whose latest version fails validation (held in quarantine; the version before stays public) comes to
+/// the end of its display period, and the platform never answers its withdrawal. Given up, the withdrawal — sent for
+/// the public version — took the quarantine entry of the newer, invalid version: its findings were gone, and a
+/// `quarantine retry` (as the entry advised) looked the public version up, found it changed since, and removed the
+/// entry, so the invalid version was in quarantine no more, and no sync would read it again. Now the newer
+/// version's entry stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_given_up_leaves_the_entry_of_a_newer_version_alone() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut v) = published_penalty(&env).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    v["remarks"] = "\u{1}补充说明".into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "penalty".into();
+    env.source_insert_one(v).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let held_codes = |env: &Env| {
+        let q = read_store(&env.store_path())
+            .quarantine_get(Kind::Penalty, &id)
+            .unwrap();
+        q.map(|q| (q.reason, q.findings[0].code.clone()))
+    };
+    let invalid = Some(("invalid".to_string(), "xml_char".to_string()));
+    assert_eq!(held_codes(&env), invalid);
+    // Another penalty changed later, read by a later run: the feed has been read past the invalid version.
+    let other = (0..env.gen.count(Kind::Penalty))
+        .map(|i| dualpub::sim::gen::record(&env.gen, Kind::Penalty, i).id)
+        .find(|o| *o != id)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    env.admin_post(
+        format!("{}/admin/touch", env.source.url()),
+        serde_json::json!({"kind": "penalty", "ids": [other]}),
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    let proxy = leaving_out(&env, &key).await;
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", "2031-01-01"],
+            // as a run some time later, which does not read the invalid version again
+            &[
+                ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+                ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+            ],
+        )
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{s} {out:?}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert_eq!(
+        s["quarantined"], 0,
+        "the invalid version is not read again: {s}"
+    );
+    assert_eq!(held_codes(&env), invalid);
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(1), "still invalid: {out:?}");
+    assert_eq!(held_codes(&env), invalid);
+}
+
+/// Reconcile's rows for `key`: (category, detail).
+fn rows_for(report: &serde_json::Value, key: &str) -> Vec<(String, String)> {
+    report["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key"] == key && g["category"] != "late")
+        .map(|g| {
+            (
+                g["category"].as_str().unwrap().to_string(),
+                g["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A record given up for want of an answer (`NO_RESULT`) was not refused by the platform, and the operator is told
+/// to ask whether the platform holds it. Reconcile, which reads what it holds, listed it as `rejected` (the platform
+/// refused it: "fix the record") whether the platform held it or not, and `--repair` never sent it. Now the
+/// platform's listing decides: holding this version, it is no gap; not holding it, it is `missing`, and `--repair`
+/// sends it (which settles the quarantine entry and the ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_judges_a_record_without_an_answer_by_what_the_platform_holds() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let silent = expected.keys().next().unwrap().clone();
+    let proxy = leaving_out(&env, &silent).await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    // The simulator behind the gateway did store it.
+    assert_eq!(env.platform_records().await[&silent].1, "public");
+    let (_, report) = env.reconcile_json(TODAY, &[]).await;
+    assert_eq!(rows_for(&report, &silent), vec![], "{}", report["gaps"]);
+    assert_eq!(report["counts"]["rejected"], 0, "{}", report["counts"]);
+    // The platform loses it: missing, and the repair sends it.
+    let r = env
+        .http
+        .delete(format!(
+            "{}/admin/records/{}",
+            env.platform.url(),
+            silent
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, report) = env.reconcile_json(TODAY, &[]).await;
+    let rows = rows_for(&report, &silent);
+    let categories: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        categories.contains(&"missing") && !categories.contains(&"rejected"),
+        "{rows:?}"
+    );
+    let (out, report) = env.reconcile_json(TODAY, &["--repair"]).await;
+    assert_eq!(
+        report["repair"]["repushed"], 1,
+        "{} {out:?}",
+        report["repair"]
+    );
+    assert_eq!(env.platform_records().await[&silent].1, "public");
+    let store = read_store(&env.store_path());
+    assert_eq!(store.quarantine_len(), 0);
+    let e = store.ledger_get(&silent).unwrap().unwrap();
+    assert_eq!((e.state, e.rejected_digest), (PlatformState::Public, None));
+}
+
+/// Entries without a copy (given up after nine receipts that answered nothing) retried while the feed cannot say
+/// whether it still serves their versions (a look-up answered with an empty page that says it has more): kept,
+/// nothing sent, nothing removed; once the feed answers, the retry sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
+    let env = spawn(
+        GenConfig {
+            records: 4,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
+    )
+    .await;
+    for want in [3, 3, 1] {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, want, "{s} {err}");
+    }
+    let held = read_store(&env.store_path()).quarantine_len();
+    assert_eq!(held as usize, expected.len());
+    let hollow = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|query: &str, text: String| {
+            if query.contains("limit=16") {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                text
+            }
+        }),
+    )
+    .await;
+    let exchanged = env.platform_stats().await["flows"].as_u64().unwrap();
+    let out = env
+        .dualpub_with(
+            &["quarantine", "retry"],
+            &[("DUALPUB_SOURCE_URL", hollow.as_str())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not say"), "{err}");
+    assert!(
+        !err.contains("no longer in the enforcement system"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), held);
+    assert_eq!(
+        env.platform_stats().await["flows"].as_u64(),
+        Some(exchanged),
+        "nothing sent"
+    );
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
     assert_eq!(public_of(&env.platform_records().await), expected);
 }

@@ -222,8 +222,9 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 }
                 serde_json::Value::Null => match &e.source_updated_at {
                     Some(at) => common::outln!(
-                        "source record: no copy kept (its message was sent again after a restart); `dualpub \
-                         quarantine retry` sends the version of {} as the enforcement system serves it",
+                        "source record: no copy kept (a withdrawal, or a message sent again after a restart, \
+                         carries none); `dualpub quarantine retry` sends the version of {} as the enforcement \
+                         system serves it",
                         shown(at)
                     ),
                     None => common::outln!("source record: no copy kept"),
@@ -322,6 +323,18 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 };
                 store.commit_page(&gone).map_err(common::store_failure)?;
                 for e in &empty {
+                    if e.reason == "rejected" {
+                        eprintln!(
+                            "{} `{}` holds no copy of the version the platform rejected, and that version cannot be \
+                             looked up in the enforcement system's feed (the entry keeps no readable \
+                             `updated_at` of it): \
+                             nothing to retry, removed from quarantine; a new version of the record is sent as \
+                             usual, and `dualpub reconcile` lists the record while the platform lacks it",
+                            e.kind.as_str(),
+                            shown(&e.source_id)
+                        );
+                        continue;
+                    }
                     eprintln!(
                         "{} `{}` holds no copy of a source record (an entry made before each unreadable record was \
                          quarantined under a name of its own): nothing to retry, removed from quarantine; a record \

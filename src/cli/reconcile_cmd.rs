@@ -275,6 +275,8 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                     };
                     summary.orphans_withdrawn = orphans.min(s.withdrawn);
                     summary.withdrawn += s.withdrawn - summary.orphans_withdrawn;
+                    // rejected, or given up for want of an answer (`NO_RESULT`)
+                    summary.failed += s.rejected;
                 }
                 Err((_, e)) => {
                     summary.left.push(format!("withdrawing stopped: {e}"));

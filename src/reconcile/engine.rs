@@ -1126,11 +1126,17 @@ async fn compare(
                     let expired = kind == Kind::Penalty && until.is_some_and(|u| u < opts.today);
                     let should_be_public = !revoked && !expired;
                     let public = h.as_ref().is_some_and(|h| h.public);
+                    // A record given up for want of an answer (`NO_RESULT`) was not refused: what the platform
+                    // lists decides — no gap when it holds this version, else `missing` (or `stale`), which
+                    // `--repair` sends. Listed `rejected` ("fix the record") it was never sent by a repair.
                     let rejected = ledger.as_ref().filter(|l| {
-                        l.rejected_state
+                        (l.rejected_state
                             || l.rejected_digest
                                 .as_deref()
-                                .is_some_and(|r| r == digest.to_hex())
+                                .is_some_and(|r| r == digest.to_hex()))
+                            && !l.last_error.as_deref().is_some_and(|m| {
+                                m.split(' ').next() == Some(crate::sync::NO_RESULT)
+                            })
                     });
                     if let Some(l) = rejected {
                         report.gaps.push_ref(row(
