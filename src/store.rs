@@ -13,7 +13,7 @@
 //! |                     |                                  | (none for a record never sent whose key the ledger does not know) |
 //! | `outbox`            | u64 BE sequence [+ split path]   | JSON [`OutboxBatch`], written before sending  |
 //! | `quarantine`        | kind 0xff source id              | JSON [`QuarantineEntry`]                      |
-//! | `quarantine_due`    | kind 0xff source id              | empty: an entry held back only for a decision date after its day (`date_out_of_range`) |
+//! | `quarantine_due`    | kind 0xff source id              | empty: an entry held back only for a decision date after its day (`date_out_of_range`), or given up on for want of an answer (`NO_RESULT`) |
 //! | `quarantine_waiting`| kind 0xff source id              | record key an entry waits for (`key_reused`)  |
 //! | `expiry_buckets`    | bucket of `YYYYMMDD` 0xff record key | bucket: record key ending → empty: public penalties by CF_GSJZQ |
 //! | `runs`              | u64 BE sequence                  | JSON run summary                              |
@@ -180,8 +180,9 @@ pub struct OutboxBatch {
     /// out), counted on across runs; 0 for a batch not yet answered.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unanswered: u32,
-    /// Whether one of those receipts answered another record of its message: the platform answers, only not
-    /// for these records.
+    /// Whether one of those receipts answered another record of its message (the platform answers, only not
+    /// for these records), or the batch holds records offered again after they were given up on for want of an
+    /// answer: either way the records are given up on after three such receipts, not nine.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub others_answered: bool,
 }
@@ -672,12 +673,17 @@ fn by_bucket(
     out
 }
 
-/// What the quarantine's indexes hold of an entry: whether it is held back only for a decision date after its day
-/// (`quarantine_due`), and the record key it waits for because another record holds it (`quarantine_waiting`).
+/// The finding code of a record given up on for want of a usable result from the platform (`sync::NO_RESULT`).
+pub const NO_RESULT: &str = "NO_RESULT";
+
+/// What the quarantine's indexes hold of an entry: whether a cron run looks at it again (`quarantine_due`: held back
+/// only for a decision date after its day, or given up on for want of an answer), and the record key it waits for
+/// because another record holds it (`quarantine_waiting`).
 fn quarantine_index(e: &QuarantineEntry) -> (bool, Option<&str>) {
-    let due = e.reason == "invalid"
+    let due = (e.reason == "invalid"
         && !e.findings.is_empty()
-        && e.findings.iter().all(|f| f.code == "date_out_of_range");
+        && e.findings.iter().all(|f| f.code == "date_out_of_range"))
+        || (e.reason == "rejected" && e.findings.iter().any(|f| f.code == NO_RESULT));
     let waits_for = e
         .key
         .as_deref()

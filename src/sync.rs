@@ -81,6 +81,9 @@ pub struct RunSummary {
     /// quarantine.
     #[serde(default)]
     pub gone_from_source: u64,
+    /// Records given up on for want of an answer ([`NO_RESULT`]), offered again an hour later and still left out by
+    /// the platform's receipts: back in quarantine as they were, not counted as `rejected` again.
+    pub still_unanswered: u64,
     pub elapsed_ms: u64,
     /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
     pub outcome: String,
@@ -491,6 +494,7 @@ struct Applied {
     platform_unchanged: u64,
     rejected: u64,
     withdrawn: u64,
+    still_unanswered: u64,
 }
 
 /// What a page being processed knows of keys (see `Engine::holder`): the source record each key is sent for,
@@ -533,6 +537,9 @@ struct Engine<'a> {
     counted_waiting: HashSet<(Kind, String)>,
     /// Whether a receipt of this run gave some record a usable result (see [`GIVE_UP_UNANSWERED`]).
     answered: Arc<AtomicBool>,
+    /// Records given up on for want of an answer that this run offers again (see [`NO_RESULT_OFFERED_AFTER`]): sent
+    /// although the platform never answered this very content, as `force` sends every record.
+    offered_again: HashSet<(Kind, String)>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -672,6 +679,7 @@ async fn run_with(
         future_warned: HashSet::new(),
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
+        offered_again: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -1074,7 +1082,9 @@ impl Engine<'_> {
     /// Records quarantined only because their decision date was after the day they were read (`date_out_of_range`)
     /// whose day has come: processed again now from the version quarantine holds, while the source still serves
     /// it. An unchanged record is not read again by the feed, so without this a decision entered the day before
-    /// its date would wait for its next change and miss its deadline.
+    /// its date would wait for its next change and miss its deadline. Likewise records given up on for want of an
+    /// answer ([`NO_RESULT`]) an hour or more ago ([`NO_RESULT_OFFERED_AFTER`]), sent again as the feed serves that
+    /// version (their entry may hold no copy).
     async fn offer_due(
         &mut self,
         kind: Kind,
@@ -1086,7 +1096,24 @@ impl Engine<'_> {
         }
         let mapping = self.mappings.get(kind);
         let mut due: Vec<(String, Box<RawValue>)> = Vec::new();
+        let offer_before = chrono::Utc::now() - NO_RESULT_OFFERED_AFTER;
         for e in self.store.quarantine_due(kind)? {
+            if e.reason == "rejected" && e.findings.iter().any(|f| f.code == NO_RESULT) {
+                let given_up = chrono::DateTime::parse_from_rfc3339(&e.last_seen).ok();
+                if given_up.is_none_or(|t| t > offer_before) {
+                    continue;
+                }
+                let copy = held_raw(&e.source).or_else(|| {
+                    e.source_updated_at
+                        .as_deref()
+                        .and_then(|at| lookup_copy(&e.source_id, at))
+                });
+                if let Some(raw) = copy {
+                    self.offered_again.insert((kind, e.source_id.clone()));
+                    due.push((e.source_id, raw));
+                }
+                continue;
+            }
             let only_date = e.findings.iter().all(|f| f.code == "date_out_of_range");
             if e.reason != "invalid" || !only_date {
                 continue;
@@ -1110,12 +1137,26 @@ impl Engine<'_> {
         let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
         let held = due.into_iter().map(|(_, raw)| (kind, raw)).collect();
         let found = current_versions(source.clone(), self.budget.clone(), held).await?;
-        let mut free = Vec::new();
+        // Records given up on go as pages of their own: their batches are given up on again after three receipts
+        // without a result whatever the platform answers others (`build_batch`), so they never stop a run.
+        let (mut free, mut again) = (Vec::new(), Vec::new());
         let mut gone = PageCommit::default();
         for (id, current) in ids.into_iter().zip(found) {
             match current {
-                Some(current) => free.push(prepare(mapping, &self.cfg.mapping_context, current)),
+                // The feed could not say whether it still serves the version given up on: left for a later run.
+                Some(current) if is_lookup_copy(&current) => {
+                    self.offered_again.remove(&(kind, id));
+                }
+                Some(current) => {
+                    let p = prepare(mapping, &self.cfg.mapping_context, current);
+                    if self.offered_again.contains(&(kind, id)) {
+                        again.push(p);
+                    } else {
+                        free.push(p);
+                    }
+                }
                 None => {
+                    self.offered_again.remove(&(kind, id.clone()));
                     self.summary.gone_from_source += 1;
                     gone.quarantine_del.push((kind, id));
                 }
@@ -1127,6 +1168,14 @@ impl Engine<'_> {
             gone,
             cursor,
             "records held back for a decision date after their day are sent now that the day has come",
+        )
+        .await?;
+        self.send_held(
+            kind,
+            again,
+            PageCommit::default(),
+            cursor,
+            "records given up on for want of an answer an hour ago or more are sent again",
         )
         .await
     }
@@ -1399,7 +1448,7 @@ impl Engine<'_> {
                             .get(&k)
                             .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
                         // Not a withdrawal of this version the platform rejected or never answered.
-                        let given_up = !self.force
+                        let given_up = !self.forced(kind, &src.id)
                             && entry.as_ref().is_some_and(|e| {
                                 withdrawal_was_rejected(
                                     e,
@@ -1521,14 +1570,14 @@ impl Engine<'_> {
             // its key is in flight, that batch's receipt decides instead (it is being applied concurrently). When
             // it is sent now, its own receipt does (below): the entry, with the source record a retry needs, stays
             // until the platform has answered, so a run stopped in between loses nothing.
-            let rejected_same = !self.force
+            let rejected_same = !self.forced(kind, &src.id)
                 && ledger
                     .as_ref()
                     .is_some_and(|e| e.rejected_digest.as_deref() == Some(digest.as_str()));
             let op = self.desired_op(kind, &src, &mapped);
             // A withdrawal of this very version the platform rejected or never answered: not sent again (see
             // `rejected_withdrawal`); the record stays in quarantine.
-            let withdrawal_rejected = !self.force
+            let withdrawal_rejected = !self.forced(kind, &src.id)
                 && op == Op::Withdraw
                 && ledger.as_ref().is_some_and(|e| {
                     withdrawal_was_rejected(e, src.updated_at.as_deref().unwrap_or_default())
@@ -1604,7 +1653,11 @@ impl Engine<'_> {
                     true
                 }
             };
-            if leaves_quarantine && !(sent && op == Op::Upsert) {
+            // Sent, the record leaves quarantine with its answer (`apply_receipt`): an upsert, or a withdrawal offered
+            // again after it was given up (whose entry, given up again, is then known for what it was).
+            let answer_decides =
+                sent && (op == Op::Upsert || self.offered_again.contains(&(kind, src.id.clone())));
+            if leaves_quarantine && !answer_decides {
                 commit.quarantine_del.push((kind, src.id.clone()));
             }
             // The source record → key link, when it changes. Not for a record that was never linked, is not sent and
@@ -1716,6 +1769,12 @@ impl Engine<'_> {
     }
 
     /// What the platform should hold for a valid record (DESIGN §4).
+    /// Whether the record is sent even as content (or a withdrawal) the platform rejected or never answered:
+    /// every record in `quarantine retry` and `reconcile --repair`, records offered again (`offered_again`).
+    fn forced(&self, kind: Kind, id: &str) -> bool {
+        self.force || self.offered_again.contains(&(kind, id.to_string()))
+    }
+
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
         match kind {
             // A revoked permit stays public with XK_ZT = 2 (the mapping's status table says so).
@@ -1812,10 +1871,15 @@ impl Engine<'_> {
             flow,
             kind,
             created: now_rfc3339(),
+            // A record offered again after it was given up for want of an answer goes back to quarantine after three
+            // receipts without one, whatever the platform answers others: it never stops a run with exit 3.
+            others_answered: !outbox_items.is_empty()
+                && outbox_items
+                    .iter()
+                    .all(|i| self.offered_again.contains(&(kind, i.source_id.clone()))),
             body: body.into(),
             items: outbox_items,
             unanswered: 0,
-            others_answered: false,
         })
     }
 
@@ -1893,6 +1957,7 @@ impl Engine<'_> {
         self.summary.platform_unchanged += a.platform_unchanged;
         self.summary.rejected += a.rejected;
         self.summary.withdrawn += a.withdrawn;
+        self.summary.still_unanswered += a.still_unanswered;
         self.tick();
         Ok(())
     }
@@ -1952,6 +2017,7 @@ async fn send_batch(
         total.platform_unchanged += a.platform_unchanged;
         total.rejected += a.rejected;
         total.withdrawn += a.withdrawn;
+        total.still_unanswered += a.still_unanswered;
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
@@ -1998,7 +2064,14 @@ pub const GIVE_UP_UNANSWERED: u32 = 3;
 pub const GIVE_UP_UNANSWERED_UNSEEN: u32 = 9;
 
 /// The code of a record given up on for want of a usable result (see [`GIVE_UP_UNANSWERED`]).
-pub const NO_RESULT: &str = "NO_RESULT";
+pub const NO_RESULT: &str = crate::store::NO_RESULT;
+
+/// How long after it was given up on (its entry's `last_seen`) a cron run offers a record given up for want of an
+/// answer ([`NO_RESULT`]) again, from the version the feed serves: when the platform answered nothing at all (a fault
+/// of its own), its records went to quarantine after three runs and would otherwise wait for an operator's `quarantine
+/// retry` long after the platform was mended. Given up again (the platform still leaves it out), it is not counted as
+/// a new rejection (`still_unanswered`): the operator was told the first time.
+const NO_RESULT_OFFERED_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 /// What a ledger entry's `rejected_digest` holds once the platform rejected, or never answered, a withdrawal of its
 /// key (a withdrawal has no digest): the version of the record it was sent for. A sync does not send that withdrawal
@@ -2329,6 +2402,19 @@ fn apply_receipt(
                         .expiry
                         .push((old.replace('-', ""), item.key.clone(), false));
                 }
+                // A withdrawal offered again after it was given up kept its entry until this answer.
+                if !quarantine_empty {
+                    if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
+                        let held = held_updated_at(&q.source)
+                            .or(q.source_updated_at)
+                            .unwrap_or_default();
+                        if q.reason == "rejected" && !newer(&held, &item.source_updated_at) {
+                            commit
+                                .quarantine_del
+                                .push((batch.kind, item.source_id.clone()));
+                        }
+                    }
+                }
             }
             (Op::Withdraw, ResultStatus::Rejected) if res.code == "unknown_key" => {
                 // Nothing to take down: the platform never held it. Not a rejection a person must look at.
@@ -2343,7 +2429,6 @@ fn apply_receipt(
                 }
             }
             (_, ResultStatus::Rejected) => {
-                applied.rejected += 1;
                 if e.state != PlatformState::Public {
                     e.state = PlatformState::Rejected;
                 }
@@ -2368,6 +2453,7 @@ fn apply_receipt(
                 // no record to hold or retry (an entry under the empty id, shared by every such key, could never
                 // be retried, nor leave quarantine). Reconcile lists it as `orphan` again.
                 if item.source_id.is_empty() {
+                    applied.rejected += 1;
                     commit.ledger.push((item.key.clone(), e));
                     continue;
                 }
@@ -2382,8 +2468,23 @@ fn apply_receipt(
                         .is_some_and(|held| newer(&held, &item.source_updated_at))
                 });
                 if newer_held {
+                    applied.rejected += 1;
                     commit.ledger.push((item.key.clone(), e));
                     continue;
+                }
+                // Given up on again, this same version (offered again an hour later, the platform still leaving it
+                // out): not a new rejection for the operator, who was told the first time.
+                let again = en.is_some()
+                    && existing.as_ref().is_some_and(|q| {
+                        q.reason == "rejected"
+                            && q.findings.iter().any(|f| f.code == NO_RESULT)
+                            && q.source_updated_at.as_deref()
+                                == Some(item.source_updated_at.as_str())
+                    });
+                if again {
+                    applied.still_unanswered += 1;
+                } else {
+                    applied.rejected += 1;
                 }
                 let first_seen = existing
                     .as_ref()

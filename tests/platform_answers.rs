@@ -93,6 +93,18 @@ async fn records_a_receipt_gives_no_usable_result_are_sent_again() {
 /// publishes it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_receipts_never_answer_for_goes_to_quarantine_and_the_others_move_on() {
+    never_answered_for(true).await;
+}
+
+/// The same record, the platform mended, sent by the cron run an hour after it was given up, with no operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_given_up_is_sent_by_itself_once_the_platform_answers() {
+    never_answered_for(false).await;
+}
+
+/// One record the receipts never answer for; once the platform is mended, an operator's `quarantine retry` sends it
+/// (`retry`), or the hourly offer.
+async fn never_answered_for(retry: bool) {
     let env = spawn(gen_cfg(), Faults::default()).await;
     let (expected, _) = expected_public(&env.gen, today());
     let silent = expected.keys().next().unwrap().clone();
@@ -130,14 +142,27 @@ async fn a_record_the_receipts_never_answer_for_goes_to_quarantine_and_the_other
         };
         assert_eq!(state, Some(want), "{key}");
     }
-    // The platform still leaves it out: it is not sent again until the source changes it or it is retried.
+    // The platform still leaves it out: it is not sent again within the hour, unless the source changes it or an
+    // operator retries it.
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;
     assert_eq!(code, 0, "{s} {err}");
     assert_eq!(s["pushed"], 0, "{s}");
-    let out = env.dualpub(&["quarantine", "retry"]).await;
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    if retry {
+        let out = env.dualpub(&["quarantine", "retry"]).await;
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    } else {
+        // An hour later, the platform mended, a cron run sends it again by itself.
+        given_up_two_hours_ago(&env);
+        let (code, s, err) = env.sync(&[]).await;
+        assert_eq!(code, 0, "{s} {err}");
+        assert_eq!(
+            (&s["pushed"], &s["rejected"]),
+            (&1.into(), &0.into()),
+            "{s}"
+        );
+    }
     for (key, state) in ledger_states(&env) {
         assert_eq!(state, Some(PlatformState::Public), "{key}");
     }
@@ -379,11 +404,12 @@ async fn an_invalid_revoked_version_whose_withdrawal_is_never_answered_is_given_
     withdrawal_given_up_for_good(true).await;
 }
 
-async fn withdrawal_given_up_for_good(invalid: bool) {
-    let env = spawn(gen_cfg(), Faults::default()).await;
+/// A penalty published by a first sync, then revoked at the source (in a version that fails validation when
+/// `invalid`): its key and source id.
+async fn revoke_published_penalty(env: &Env, invalid: bool) -> (String, String) {
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
-    let (key, mut revoked) = published_penalty(&env).await;
+    let (key, mut revoked) = published_penalty(env).await;
     let id = revoked["id"].as_str().unwrap().to_string();
     revoked["status"] = "revoked".into();
     if invalid {
@@ -392,6 +418,12 @@ async fn withdrawal_given_up_for_good(invalid: bool) {
     revoked["updated_at"] = serde_json::Value::Null;
     revoked["kind"] = "penalty".into();
     env.source_insert_one(revoked).await;
+    (key, id)
+}
+
+async fn withdrawal_given_up_for_good(invalid: bool) {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, id) = revoke_published_penalty(&env, invalid).await;
     let proxy = leaving_out(&env, &key).await;
     let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
     for _ in 0..2 {
@@ -443,6 +475,96 @@ async fn withdrawal_given_up_for_good(invalid: bool) {
         (store.outbox_len(), store.quarantine_len()),
         (0, invalid as usize)
     );
+    let e = store.ledger_get(&key).unwrap().unwrap();
+    assert_eq!(
+        (e.state, e.rejected_digest),
+        (PlatformState::Withdrawn, None)
+    );
+    drop(store);
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn");
+}
+
+/// Makes every record given up for want of an answer look given up two hours ago.
+fn given_up_two_hours_ago(env: &Env) {
+    let store = read_store(&env.store_path());
+    let then = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let aged: Vec<_> = store
+        .quarantine_iter()
+        .map(Result::unwrap)
+        .filter(|q| q.findings.iter().any(|f| f.code == "NO_RESULT"))
+        .map(|q| dualpub::store::QuarantineEntry {
+            last_seen: then.clone(),
+            ..q
+        })
+        .collect();
+    assert!(!aged.is_empty());
+    store
+        .commit_page(&dualpub::store::PageCommit {
+            quarantine_put: aged,
+            ..Default::default()
+        })
+        .unwrap();
+    store.flush().unwrap();
+}
+
+/// Records given up while the platform answered nothing waited in quarantine for an operator's `quarantine retry`
+/// long after the platform was mended. Now a cron run offers each again an hour after it was given up, as the feed
+/// serves that version (a withdrawal's entry holds no copy). Still left out, it goes back to quarantine after three
+/// receipts — offered as a message of its own, it would otherwise have stopped three runs with exit 3 — and is not
+/// a new rejection (exit 0); answered, it is done and leaves quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_given_up_for_want_of_an_answer_is_offered_again_an_hour_later() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, id) = revoke_published_penalty(&env, false).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let codes = [
+        env.sync_with(&via_proxy).await.0,
+        env.sync_with(&via_proxy).await.0,
+        env.sync_with(&via_proxy).await.0,
+    ];
+    assert_eq!(codes, [3, 3, 1]);
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(
+        (code, &s["pushed"]),
+        (0, &0.into()),
+        "within the hour: {s} {err}"
+    );
+    given_up_two_hours_ago(&env);
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(
+        (&s["pushed"], &s["still_unanswered"], &s["rejected"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{s}"
+    );
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let q = store
+            .quarantine_get(Kind::Penalty, &id)
+            .unwrap()
+            .expect("back in quarantine");
+        assert_eq!(q.findings[0].code, "NO_RESULT");
+        let seen = chrono::DateTime::parse_from_rfc3339(&q.last_seen).unwrap();
+        assert!(
+            seen > chrono::Utc::now() - chrono::Duration::minutes(5),
+            "{}",
+            q.last_seen
+        );
+    }
+    given_up_two_hours_ago(&env);
+    // The platform mended: withdrawn, out of quarantine, without an operator.
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    // (The platform had withdrawn it at the first sending; only its answers were lost.)
+    assert_eq!(
+        (&s["pushed"], &s["rejected"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!((store.outbox_len(), store.quarantine_len()), (0, 0));
     let e = store.ledger_get(&key).unwrap().unwrap();
     assert_eq!(
         (e.state, e.rejected_digest),

@@ -105,6 +105,10 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         let (en, zh, n) = ("gone at source", "源系统已无", s.gone_from_source);
         out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
+    if s.still_unanswered > 0 {
+        let (en, zh, n) = ("still no result", "平台仍无回执结果", s.still_unanswered);
+        out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
+    }
     let verdict = match s.outcome.as_str() {
         "ok" => "ok: nothing needs attention".to_string(),
         "attention" => format!(
