@@ -1772,7 +1772,9 @@ impl Engine<'_> {
     /// Whether the record is sent even as content (or a withdrawal) the platform rejected or never answered:
     /// every record in `quarantine retry` and `reconcile --repair`, records offered again (`offered_again`).
     fn forced(&self, kind: Kind, id: &str) -> bool {
-        self.force || self.offered_again.contains(&(kind, id.to_string()))
+        self.force
+            || (!self.offered_again.is_empty()
+                && self.offered_again.contains(&(kind, id.to_string())))
     }
 
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
@@ -1874,6 +1876,7 @@ impl Engine<'_> {
             // A record offered again after it was given up for want of an answer goes back to quarantine after three
             // receipts without one, whatever the platform answers others: it never stops a run with exit 3.
             others_answered: !outbox_items.is_empty()
+                && !self.offered_again.is_empty()
                 && outbox_items
                     .iter()
                     .all(|i| self.offered_again.contains(&(kind, i.source_id.clone()))),
