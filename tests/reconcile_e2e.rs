@@ -1619,3 +1619,64 @@ async fn a_feed_without_positions_ends_reconcile_instead_of_asking_for_ever() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("cannot be read further"), "{err}");
 }
+
+/// The platform's state of `key` (`public`, `withdrawn`), `None` when it does not hold it.
+async fn platform_status(env: &Env, key: &str) -> Option<String> {
+    env.platform_records().await.get(key).map(|r| r.1.clone())
+}
+
+/// Two source records with one document number, one of which never held it: a penalty whose display period
+/// ended, and one revoked, before either was ever published (sync publishes the other record under the number).
+/// Coming first in the feed, each took the other record's platform row for its own, listed it `expired` or
+/// `stale`, and `--repair` withdrew the other record's lawful publication (after re-pushing it as `missing`), and
+/// did so again at every repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_held_its_document_number_does_not_withdraw_the_holders() {
+    let env = empty_env().await;
+    let mut expired = penalty("penalty_multi_category", "E1", "2024-11-15", "2025-11-20");
+    expired["doc_no"] = "测试〔2026〕A1号".into();
+    let mut revoked = penalty("penalty_multi_category", "R1", "2026-11-15", "2027-11-20");
+    revoked["doc_no"] = "测试〔2026〕A2号".into();
+    revoked["status"] = "revoked".into();
+    env.source_insert_one(expired).await;
+    env.source_insert_one(revoked).await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "A1",
+        "2026-11-20",
+        "2027-11-30",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "A2",
+        "2026-11-20",
+        "2027-11-30",
+    ))
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["not_public"]), (0, &2.into()), "{s} {err}");
+    let (a1, a2) = (key("penalty", "A1"), key("penalty", "A2"));
+    for k in [&a1, &a2] {
+        assert_eq!(platform_status(&env, k).await.as_deref(), Some("public"));
+    }
+
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    for k in [&a1, &a2] {
+        assert_eq!(
+            platform_status(&env, k).await.as_deref(),
+            Some("public"),
+            "{k}: {} {} {err}",
+            v["gaps"],
+            v["repair"]
+        );
+    }
+    // nothing to report of either number: the platform shows the holders as the source has them
+    let cats = categories_json(&v);
+    for cat in ["expired", "stale", "missing"] {
+        assert!(!cats.contains_key(cat), "{cat}: {}", v["gaps"]);
+    }
+    assert_eq!(v["repair"]["withdrawn"], 0, "{}", v["repair"]);
+    assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
+}

@@ -485,6 +485,11 @@ impl HeldIndex {
         })
     }
 
+    /// Gives back an entry [`HeldIndex::take_at`] took: the record that took it is not the one it belongs to.
+    fn untake(&mut self, i: usize) {
+        self.entries[i].flags &= !HELD_TAKEN;
+    }
+
     /// Public records nobody took, with their page, in key order.
     fn untaken_public(&self) -> Vec<(String, u64)> {
         self.entries
@@ -1000,10 +1005,10 @@ async fn compare(
                     }
                     (at, _) => at,
                 };
-                let h = at.and_then(|i| held.take_at(i));
+                let mut h = at.and_then(|i| held.take_at(i));
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
-                let first_pub = h.as_ref().and_then(|h| h.published);
-                let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
+                let mut first_pub = h.as_ref().and_then(|h| h.published);
+                let mut published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
                 let display_key = key_str
                     .clone()
                     .unwrap_or_else(|| format!("({} {})", kind.as_str(), src.id));
@@ -1101,19 +1106,6 @@ async fn compare(
                     }
                     let key = key_str.expect("a valid mapping has a key");
                     let digest = digest.unwrap_or_else(|| mapped.record.digest());
-                    // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
-                    let ledger = match at {
-                        Some(i) => held.ledger_at(i),
-                        None => store.ledger_get(&key)?.map(LedgerView::from),
-                    };
-                    if let Some(l) = &ledger {
-                        if l.submitted {
-                            rates.submitted += 1;
-                            if l.accepted {
-                                rates.accepted += 1;
-                            }
-                        }
-                    }
                     let revoked = kind == Kind::Penalty
                         && matches!(
                             src.status,
@@ -1125,6 +1117,38 @@ async fn compare(
                         .and_then(crate::validate::parse_date);
                     let expired = kind == Kind::Penalty && until.is_some_and(|u| u < opts.today);
                     let should_be_public = !revoked && !expired;
+                    // Two source records with one document number (a duplicate sync has not met yet, or a penalty
+                    // whose display period ended, or that was revoked, before it was ever published, so it never
+                    // held the number): the row is the one the ledger gives it to, not whichever comes first in the
+                    // feed. Asked only where it matters: the row is taken already, or this record would change it or
+                    // take it down. (The first one withdrew the other's publication, listed `expired` or `stale`.)
+                    let foreign = at.is_some()
+                        && h.as_ref().is_none_or(|h| {
+                            h.public && (h.digest != Some(digest) || !should_be_public)
+                        })
+                        && store
+                            .ledger_get(&key)?
+                            .is_some_and(|l| !l.source_id.is_empty() && l.source_id != src.id);
+                    if foreign {
+                        if let (Some(i), Some(_)) = (at, h.take()) {
+                            held.untake(i);
+                        }
+                        (first_pub, published) = (None, None);
+                    }
+                    // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
+                    let ledger = match at {
+                        _ if foreign => None,
+                        Some(i) => held.ledger_at(i),
+                        None => store.ledger_get(&key)?.map(LedgerView::from),
+                    };
+                    if let Some(l) = &ledger {
+                        if l.submitted {
+                            rates.submitted += 1;
+                            if l.accepted {
+                                rates.accepted += 1;
+                            }
+                        }
+                    }
                     let public = h.as_ref().is_some_and(|h| h.public);
                     // A record given up for want of an answer (`NO_RESULT`) was not refused: what the platform
                     // lists decides — no gap when it holds this version, else `missing` (or `stale`), which
