@@ -1680,3 +1680,81 @@ async fn a_record_that_never_held_its_document_number_does_not_withdraw_the_hold
     assert_eq!(v["repair"]["withdrawn"], 0, "{}", v["repair"]);
     assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
 }
+
+/// A source record that changed while reconcile read the feed comes twice: as it was, then as it is. A penalty
+/// whose display period was over, then extended: the first copy asked for a withdrawal, the second for a
+/// re-push, and `--repair` withdrew it after re-pushing it. A penalty stale, then revoked: the second copy found
+/// the row taken by the first and asked for nothing, and the repair left it public (re-pushed as it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_while_reconcile_reads_ends_as_its_later_version() {
+    let env = empty_env().await;
+    let extended = penalty("penalty_multi_category", "X", "2025-11-17", "2026-11-20");
+    let revoked = penalty("penalty_multi_category", "Y", "2025-11-17", "2027-11-20");
+    env.source_insert_one(extended.clone()).await;
+    env.source_insert_one(revoked.clone()).await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let mut stale = revoked.clone();
+    stale["content"] = "更正后的处罚内容".into();
+    env.source_insert_one(stale).await;
+    // the copies the feed served before the changes below
+    let before = format!(
+        "{},{}",
+        env.source_record("X").await,
+        env.source_record("Y").await
+    );
+    let mut x = extended;
+    x["display_until"] = "2027-11-20".into();
+    let mut y = revoked;
+    y["status"] = "revoked".into();
+    env.source_insert_one(x).await;
+    env.source_insert_one(y).await;
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, page: String| {
+            if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                page.replacen("\"items\":[", &format!("\"items\":[{before},"), 1)
+            } else {
+                page
+            }
+        }),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--kind",
+                "penalty",
+                "--format",
+                "json",
+                "--repair",
+            ],
+            &[("DUALPUB_SOURCE_URL", proxy.as_str())],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        platform_status(&env, &key("penalty", "X")).await.as_deref(),
+        Some("public"),
+        "its display period was extended: {} {err}",
+        v["repair"]
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "Y")).await.as_deref(),
+        Some("withdrawn"),
+        "it was revoked: {} {err}",
+        v["repair"]
+    );
+    assert!(
+        v["repair"]["left"]
+            .to_string()
+            .contains("1 withdrawal(s) not done"),
+        "{}",
+        v["repair"]
+    );
+}

@@ -289,6 +289,14 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                 withdraw.len()
             ));
         }
+        if plan.held_back > 0 {
+            summary.left.push(format!(
+                "{} withdrawal(s) not done: a record that should be public was pushed to the same key (it changed while \
+                 reconcile read it, or another record has the same document number); the next sync settles it, and the \
+                 next reconcile shows where it stands",
+                plan.held_back
+            ));
+        }
         let counts = report.counts();
         if !args.repair_orphans && counts[&Category::Orphan] > 0 {
             summary.left.push(format!(

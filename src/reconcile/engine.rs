@@ -63,6 +63,9 @@ pub struct RepairPlan {
     pub repush: super::repush::Repush,
     pub withdraw: Vec<(Kind, String)>,
     pub orphans: Vec<(Kind, String)>,
+    /// Withdrawals not planned: a record that should be public, later in the feed, is pushed to the same key (the
+    /// record changed while the feed was read, or another record has the same document number).
+    pub held_back: u64,
 }
 
 fn cst_date(ts: &str) -> Option<NaiveDate> {
@@ -171,6 +174,9 @@ const HELD_DIGEST: u8 = 2;
 const HELD_TAKEN: u8 = 4;
 /// The key does not start with the index's prefix and is stored whole.
 const HELD_WHOLE_KEY: u8 = 8;
+/// A source record that should be public maps to the key and is to be pushed (`missing` or `stale`): the row is
+/// not an orphan (two records with one document number, say, that sync's holder check settles when it is pushed).
+const HELD_WANTED: u8 = 16;
 const NO_DAY: i32 = i32::MIN;
 const KEY_CHUNK: usize = 1 << 20;
 
@@ -475,14 +481,20 @@ impl HeldIndex {
             return None;
         }
         e.flags |= HELD_TAKEN;
-        Some(Held {
+        Some(self.peek_at(i))
+    }
+
+    /// The record at `i`, taken or not.
+    fn peek_at(&self, i: usize) -> Held {
+        let e = &self.entries[i];
+        Held {
             digest: (e.flags & HELD_DIGEST != 0).then_some(Digest(e.digest)),
             public: e.flags & HELD_PUBLIC != 0,
             published: (e.published != NO_DAY)
                 .then(|| NaiveDate::from_num_days_from_ce_opt(e.published))
                 .flatten(),
             page: u64::from(e.page),
-        })
+        }
     }
 
     /// Gives back an entry [`HeldIndex::take_at`] took: the record that took it is not the one it belongs to.
@@ -490,11 +502,16 @@ impl HeldIndex {
         self.entries[i].flags &= !HELD_TAKEN;
     }
 
-    /// Public records nobody took, with their page, in key order.
+    /// Marks the entry at `i` as wanted ([`HELD_WANTED`]).
+    fn want(&mut self, i: usize) {
+        self.entries[i].flags |= HELD_WANTED;
+    }
+
+    /// Public records nobody took and nobody wants pushed, with their page, in key order.
     fn untaken_public(&self) -> Vec<(String, u64)> {
         self.entries
             .iter()
-            .filter(|e| e.flags & (HELD_TAKEN | HELD_PUBLIC) == HELD_PUBLIC)
+            .filter(|e| e.flags & (HELD_TAKEN | HELD_WANTED | HELD_PUBLIC) == HELD_PUBLIC)
             .map(|e| {
                 let (p, r) = self.key(e);
                 let mut k = String::from_utf8_lossy(p).into_owned();
@@ -912,6 +929,15 @@ async fn compare(
 
         // 2. The source side, streamed and mapped.
         let mut need_fields = super::stale::StaleRows::new();
+        // Keys to withdraw, by their entry in `held`. A later version of the record in the feed that should be public
+        // (it changed while the feed was read) takes its withdrawal back (`want`).
+        let mut withdraw: BTreeMap<usize, String> = BTreeMap::new();
+        let mut want = |held: &mut HeldIndex, withdraw: &mut BTreeMap<usize, String>, i: usize| {
+            held.want(i);
+            if withdraw.remove(&i).is_some() {
+                plan.held_back += 1;
+            }
+        };
         let mut seen: usize = 0;
         while let Some(page) = feed.recv().await {
             let items = page.await.map_err(|e| {
@@ -1034,9 +1060,10 @@ async fn compare(
                         // What the platform shows still follows the source: a penalty revoked, or past its display
                         // period, comes down whatever else is wrong with its current version (the end of the
                         // display period only when no finding is about CF_GSJZQ itself).
-                        if let (Kind::Penalty, Some(k), true) = (
+                        if let (Kind::Penalty, Some(k), Some(i), true) = (
                             kind,
                             key_str.as_deref(),
+                            at,
                             h.as_ref().is_some_and(|h| h.public),
                         ) {
                             let revoked = matches!(
@@ -1055,7 +1082,7 @@ async fn compare(
                                     REVOKED_DETAIL,
                                     published,
                                 ));
-                                plan.withdraw.push((kind, k.to_string()));
+                                withdraw.insert(i, k.to_string());
                             } else if let Some(u) = until.filter(|u| *u < opts.today) {
                                 report.gaps.push_ref(rows.row(
                                     Category::Expired,
@@ -1065,7 +1092,7 @@ async fn compare(
                                     ),
                                     published,
                                 ));
-                                plan.withdraw.push((kind, k.to_string()));
+                                withdraw.insert(i, k.to_string());
                             }
                         }
                         // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
@@ -1134,6 +1161,13 @@ async fn compare(
                             held.untake(i);
                         }
                         (first_pub, published) = (None, None);
+                    } else if let (Some(i), None) = (at, &h) {
+                        // Taken by an earlier version of this record in the feed (it changed while the feed was
+                        // read, and came again): this later version says what the row should be.
+                        let row = held.peek_at(i);
+                        first_pub = row.published;
+                        published = row.published.filter(|_| row.public);
+                        h = Some(row);
                     }
                     // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
                     let ledger = match at {
@@ -1185,6 +1219,9 @@ async fn compare(
                                     detail.as_deref().unwrap_or(MISSING_DETAIL),
                                     None,
                                 ));
+                                if let Some(i) = at {
+                                    want(&mut held, &mut withdraw, i);
+                                }
                                 if opts.repair {
                                     plan.repush.push(kind, &raw);
                                 }
@@ -1198,6 +1235,9 @@ async fn compare(
                                     &mapped.record,
                                 )
                                 .map_err(stale_spool_failed)?;
+                            if let Some(i) = at {
+                                want(&mut held, &mut withdraw, i);
+                            }
                             if opts.repair {
                                 plan.repush.push(kind, &raw);
                             }
@@ -1261,7 +1301,9 @@ async fn compare(
                                 published,
                             ));
                         }
-                        plan.withdraw.push((kind, key.clone()));
+                        if let Some(i) = at {
+                            withdraw.insert(i, key.clone());
+                        }
                     }
                     judged
                 };
@@ -1281,6 +1323,8 @@ async fn compare(
             }
         }
 
+        plan.withdraw
+            .extend(withdraw.into_values().map(|k| (kind, k)));
         // 3. What is left on the platform is not the source's: orphans (public ones only).
         let orphans = held.untaken_public();
         drop(held);
