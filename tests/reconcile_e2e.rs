@@ -1758,3 +1758,62 @@ async fn a_record_changed_while_reconcile_reads_ends_as_its_later_version() {
         v["repair"]
     );
 }
+
+/// A record whose current version cannot be sent keeps its last valid version public (sync leaves it so): a
+/// document number corrected in the same edit that made the record invalid, and a record the source schema can
+/// no longer read. Reconcile listed that row `orphan` ("the source has no such record"), and `--repair
+/// --repair-orphans` withdrew the decision from the platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_sent_now_keeps_its_published_row() {
+    let env = empty_env().await;
+    let renumbered = record("permit_org", "permit", "P", "2026-11-20");
+    let unreadable = record("permit_org", "permit", "U", "2026-11-20");
+    env.source_insert_one(renumbered.clone()).await;
+    env.source_insert_one(unreadable.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut p = renumbered;
+    p["doc_no"] = "测试〔2026〕P改号".into();
+    p["remarks"] = "\u{1}".into();
+    let mut u = unreadable;
+    u["content"] = "BREAK".into();
+    env.source_insert_one(p).await;
+    env.source_insert_one(u).await;
+    // the enforcement system serves U with a number where its schema has text
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, page: String| page.replace("\"BREAK\"", "5")),
+    )
+    .await;
+    let via = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!((code, &s["quarantined"]), (1, &2.into()), "{s} {err}");
+    let (kp, ku) = (key("permit", "P"), key("permit", "U"));
+    for k in [&kp, &ku] {
+        assert_eq!(platform_status(&env, k).await.as_deref(), Some("public"));
+    }
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &via,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!categories_json(&v).contains_key("orphan"), "{}", v["gaps"]);
+    assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
+    for k in [&kp, &ku] {
+        assert_eq!(
+            platform_status(&env, k).await.as_deref(),
+            Some("public"),
+            "{k}"
+        );
+    }
+}

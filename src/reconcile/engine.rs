@@ -91,6 +91,29 @@ fn differing_fields(a: &PlatformRecord, b: &PlatformRecord) -> Vec<String> {
         .collect()
 }
 
+/// The platform row of the version of source record `id` last published, when that is under another key than
+/// `key` (its document number changed since): its entry in `held` and its key. Only when the ledger still links
+/// the record to that key and names it as the key's record (so not a number another record has taken over).
+fn linked_row(
+    store: &Store,
+    held: &HeldIndex,
+    kind: Kind,
+    id: &str,
+    key: Option<&str>,
+) -> Result<Option<(usize, String)>, StoreError> {
+    let Some(old) = store.by_source_get(kind, id)? else {
+        return Ok(None);
+    };
+    if Some(old.as_str()) == key {
+        return Ok(None);
+    }
+    let Some(i) = held.find(&old) else {
+        return Ok(None);
+    };
+    let mine = store.ledger_get(&old)?.is_some_and(|l| l.source_id == id);
+    Ok(mine.then_some((i, old)))
+}
+
 fn stale_spool_failed(source: std::io::Error) -> ReconcileError {
     ReconcileError::TempFile {
         dir: std::env::temp_dir().display().to_string(),
@@ -570,6 +593,9 @@ struct Prepared {
     mapped: Option<Mapped>,
     /// The record key of a record outside the window: its platform row is the source's, not an orphan.
     outside_key: Option<String>,
+    /// A record outside the window fails validation: the row of its last valid version, under a document number
+    /// it no longer has, is its own too (sync leaves it public).
+    outside_invalid: bool,
     meta: RecordMeta,
     digest: Option<Digest>,
     filled_items: u64,
@@ -602,6 +628,7 @@ fn prepare(
         decided: None,
         mapped: None,
         outside_key: None,
+        outside_invalid: false,
         meta: RecordMeta::default(),
         digest: None,
         filled_items: 0,
@@ -625,7 +652,9 @@ fn prepare(
         p.mapped = Some(mapped);
     } else if window.0.is_some() || window.1.is_some() {
         // Its decision date may have moved out of the window while the platform still shows the old one inside.
-        p.outside_key = mapping.map(ctx, &src).key.map(|k| k.to_string());
+        let mapped = mapping.map(ctx, &src);
+        p.outside_invalid = !mapped.is_valid();
+        p.outside_key = mapped.key.map(|k| k.to_string());
     }
     p.src = Some(SourceInfo {
         status: src.status(),
@@ -952,6 +981,7 @@ async fn compare(
                     decided,
                     mapped,
                     outside_key,
+                    outside_invalid,
                     meta,
                     digest,
                     filled_items,
@@ -963,6 +993,13 @@ async fn compare(
                         undated.0 += 1;
                         if undated.1.len() < UNDATED_NAMED {
                             undated.1.push(crate::source_schema::record_name(raw.get()));
+                        }
+                    }
+                    // Sync leaves its last valid version public: that row is the record's, not an orphan (`--repair
+                    // --repair-orphans` withdrew it).
+                    if let Some(id) = crate::source_schema::RawHead::of(raw.get()).id_text() {
+                        if let Some((i, _)) = linked_row(store, &held, kind, &id, None)? {
+                            held.take_at(i);
                         }
                     }
                     continue;
@@ -977,11 +1014,21 @@ async fn compare(
                 let Some(mapped) = mapped else {
                     // Outside the window: not compared, but the platform row it maps to is not an orphan (a
                     // repair with --repair-orphans withdrew such rows). Unless another record holds the key.
-                    if let Some(i) = outside_key
-                        .filter(|_| !reused.contains_key(&src.id))
-                        .and_then(|k| held.find(&k))
-                    {
+                    let reused_here = reused.contains_key(&src.id);
+                    let at = outside_key
+                        .as_deref()
+                        .filter(|_| !reused_here)
+                        .and_then(|k| held.find(k));
+                    if let Some(i) = at {
                         held.take_at(i);
+                    }
+                    // Nor is the row of its last valid version, under a document number it no longer has.
+                    if at.is_none() && (outside_invalid || reused_here) {
+                        if let Some((i, _)) =
+                            linked_row(store, &held, kind, &src.id, outside_key.as_deref())?
+                        {
+                            held.take_at(i);
+                        }
                     }
                     continue;
                 };
@@ -1032,9 +1079,25 @@ async fn compare(
                     (at, _) => at,
                 };
                 let mut h = at.and_then(|i| held.take_at(i));
+                // A record whose current version cannot be sent (invalid, or waiting for a number another record
+                // holds) keeps its last valid version public, as sync leaves it: under a document number it no longer
+                // has, that row is the record's own too. Listed `orphan`, `--repair --repair-orphans` withdrew it.
+                let linked = if at.is_none() && (!mapped.is_valid() || reused_detail.is_some()) {
+                    linked_row(store, &held, kind, &src.id, key_str.as_deref())?
+                        .and_then(|(i, k)| Some((i, k, held.take_at(i)?)))
+                } else {
+                    None
+                };
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
-                let mut first_pub = h.as_ref().and_then(|h| h.published);
-                let mut published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
+                let mut first_pub = h
+                    .as_ref()
+                    .or(linked.as_ref().map(|l| &l.2))
+                    .and_then(|h| h.published);
+                let mut published = h
+                    .as_ref()
+                    .or(linked.as_ref().map(|l| &l.2))
+                    .filter(|h| h.public)
+                    .and_then(|h| h.published);
                 let display_key = key_str
                     .clone()
                     .unwrap_or_else(|| format!("({} {})", kind.as_str(), src.id));
@@ -1059,13 +1122,17 @@ async fn compare(
                         ));
                         // What the platform shows still follows the source: a penalty revoked, or past its display
                         // period, comes down whatever else is wrong with its current version (the end of the
-                        // display period only when no finding is about CF_GSJZQ itself).
-                        if let (Kind::Penalty, Some(k), Some(i), true) = (
-                            kind,
-                            key_str.as_deref(),
-                            at,
-                            h.as_ref().is_some_and(|h| h.public),
-                        ) {
+                        // display period only when no finding is about CF_GSJZQ itself), under its current number
+                        // and the one it was published under, as sync takes it down.
+                        let shown = [
+                            at.zip(key_str.as_deref()).zip(h.as_ref()),
+                            linked.as_ref().map(|(i, k, h)| ((*i, k.as_str()), h)),
+                        ];
+                        let public = shown
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, h)| kind == Kind::Penalty && h.public);
+                        for ((i, k), _) in public {
                             let revoked = matches!(
                                 src.status,
                                 Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
