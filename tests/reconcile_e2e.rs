@@ -1817,3 +1817,36 @@ async fn a_record_that_cannot_be_sent_now_keeps_its_published_row() {
         );
     }
 }
+
+/// After a damaged store is replaced, sync rebuilds the ledger from the source, and a penalty found to be on a
+/// minor is not withdrawn by it (the new ledger does not know the platform shows it). The README sends the operator
+/// to `reconcile --repair`, which listed it only as `quarantined` and left it public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_penalty_on_a_minor_is_withdrawn_by_repair() {
+    let env = empty_env().await;
+    let mut p = penalty("penalty_person", "M", "2025-11-10", "2026-12-30");
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::rename(env.store_path(), env.dir.path().join("damaged-store")).unwrap();
+    // the party's ID number corrected: 15 on the decision date
+    p["party"]["id_no"] = "410105201001011233".into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["quarantined"]), (1, &1.into()), "{s} {err}");
+    let k = key("penalty", "M");
+    assert_eq!(platform_status(&env, &k).await.as_deref(), Some("public"));
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert!(
+        cats.get("stale").is_some_and(|s| s.contains(&k)),
+        "{} {err}",
+        v["gaps"]
+    );
+    assert_eq!(v["repair"]["withdrawn"], 1, "{} {err}", v["repair"]);
+    assert_eq!(
+        platform_status(&env, &k).await.as_deref(),
+        Some("withdrawn")
+    );
+}

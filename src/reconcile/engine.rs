@@ -5,8 +5,8 @@
 
 use super::annual::{AnnualAccumulator, AnnualReport};
 use super::gaps::{
-    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MISSING_DETAIL,
-    ORPHAN_DETAIL, REVOKED_DETAIL,
+    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MINOR_DETAIL,
+    MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
 };
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
@@ -1120,10 +1120,16 @@ async fn compare(
                             &detail,
                             published,
                         ));
-                        // What the platform shows still follows the source: a penalty revoked, or past its display
-                        // period, comes down whatever else is wrong with its current version (the end of the
+                        // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
+                        let minor = mapped
+                            .findings
+                            .iter()
+                            .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
+                        // What the platform shows still follows the source: a penalty revoked, on a minor, or past its
+                        // display period, comes down whatever else is wrong with its current version (the end of the
                         // display period only when no finding is about CF_GSJZQ itself), under its current number
-                        // and the one it was published under, as sync takes it down.
+                        // and the one it was published under, as sync takes it down. (A penalty on a minor stayed
+                        // public after a store rebuilt from the source: its new ledger did not know it was public.)
                         let shown = [
                             at.zip(key_str.as_deref()).zip(h.as_ref()),
                             linked.as_ref().map(|(i, k, h)| ((*i, k.as_str()), h)),
@@ -1142,11 +1148,15 @@ async fn compare(
                                 .get("CF_GSJZQ")
                                 .and_then(crate::validate::parse_date)
                                 .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
-                            if revoked {
+                            if revoked || minor {
                                 report.gaps.push_ref(rows.row(
                                     Category::Stale,
                                     k,
-                                    REVOKED_DETAIL,
+                                    if revoked {
+                                        REVOKED_DETAIL
+                                    } else {
+                                        MINOR_DETAIL
+                                    },
                                     published,
                                 ));
                                 withdraw.insert(i, k.to_string());
@@ -1162,11 +1172,6 @@ async fn compare(
                                 withdraw.insert(i, k.to_string());
                             }
                         }
-                        // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
-                        let minor = mapped
-                            .findings
-                            .iter()
-                            .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
                         // Otherwise 及时率 and the months count it as any record: judged on its first publication,
                         // or due and missed once its deadline has passed.
                         break 'judged match (deadline, first_pub) {
