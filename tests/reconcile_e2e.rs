@@ -1850,3 +1850,60 @@ async fn a_public_penalty_on_a_minor_is_withdrawn_by_repair() {
         Some("withdrawn")
     );
 }
+
+/// A new version of a public record that the platform refuses (by a rule of its own: here a party name it will not
+/// take) is listed `stale` and `rejected`. `--repair` sent it again, to be refused again (one more rejection, in
+/// `failed`), where a `missing` record the platform rejected is left to be fixed and retried (`quarantine retry`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_the_platform_rejected_is_not_sent_again_by_repair() {
+    let env = spawn_with(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        PlatformSimConfig {
+            strict: Some(StrictProfile {
+                max_len: None,
+                refused_parties: vec!["被拒收的公司".into()],
+            }),
+            faults: Faults::default(),
+            ..PlatformSimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let mut p = record("permit_org", "permit", "N", "2026-11-20");
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    p["party"]["name"] = "被拒收的公司".into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["rejected"]), (1, &1.into()), "{s} {err}");
+    let k = key("permit", "N");
+    let upserts = env.platform_stats().await["upserts"].clone();
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{} {err}", v["repair"]);
+    let cats = categories_json(&v);
+    assert!(
+        cats["stale"].contains(&k) && cats["rejected"].contains(&k),
+        "{cats:?}"
+    );
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &0.into()),
+        "{}",
+        v["repair"]
+    );
+    assert_eq!(
+        env.platform_stats().await["upserts"],
+        upserts,
+        "nothing sent again"
+    );
+    assert_eq!(
+        env.platform_records().await[&k].1,
+        "public",
+        "the version before stays"
+    );
+}

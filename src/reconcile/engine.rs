@@ -1307,11 +1307,15 @@ async fn compare(
                                     &mapped.record,
                                 )
                                 .map_err(stale_spool_failed)?;
-                            if let Some(i) = at {
-                                want(&mut held, &mut withdraw, i);
-                            }
-                            if opts.repair {
-                                plan.repush.push(kind, &raw);
+                            // Not the version the platform rejected (its `rejected` row says so): sent again it is
+                            // refused again. As for `missing`: fix it, then `quarantine retry`.
+                            if rejected.is_none() {
+                                if let Some(i) = at {
+                                    want(&mut held, &mut withdraw, i);
+                                }
+                                if opts.repair {
+                                    plan.repush.push(kind, &raw);
+                                }
                             }
                         }
                         match (deadline, first_pub) {
