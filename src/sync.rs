@@ -109,7 +109,8 @@ pub enum SyncError {
     Unanswered(String),
 }
 
-/// Facts of a mapped record that reports need, with the party's ID number masked.
+/// Facts of a mapped record that reports need, with the party's ID number masked, also where the name holds one
+/// (`id_in_text`: reconcile printed it whole, and the quarantine keeps these facts).
 pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> RecordMeta {
     let party = src.party.as_ref();
     let id = party
@@ -131,7 +132,9 @@ pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> Reco
             .unwrap_or_default()
             .trim()
             .to_string(),
-        party_name: party.and_then(|p| p.name.clone()).unwrap_or_default(),
+        party_name: crate::ids::mask_ids_in_owned(
+            party.and_then(|p| p.name.clone()).unwrap_or_default(),
+        ),
         party_id_masked: id,
         decided_on: src
             .decided_on

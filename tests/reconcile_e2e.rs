@@ -1907,3 +1907,46 @@ async fn a_version_the_platform_rejected_is_not_sent_again_by_repair() {
         "the version before stays"
     );
 }
+
+/// A party name that holds an ID number (`id_in_text`: the record is quarantined for it) was printed whole by
+/// reconcile in every format, and by `quarantine list --json` and `quarantine show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_number_in_a_party_name_is_masked_in_every_report() {
+    let env = empty_env().await;
+    let id = "410302199211011524";
+    let mut p = record("permit_person", "permit", "I", "2026-11-20");
+    p["party"]["name"] = format!("李秀英{id}").into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["quarantined"]), (1, &1.into()), "{s} {err}");
+    let csv = env.dir.path().join("csv");
+    for args in [
+        &["reconcile", "--today", TODAY][..],
+        &["reconcile", "--today", TODAY, "--format", "json"],
+        &[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "csv",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &["quarantine", "list", "--json"],
+        &["quarantine", "show", "I"],
+    ] {
+        let out = env.dualpub(args).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            args.contains(&"csv") || text.contains("李秀英410302"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains(id), "{args:?}: {text}");
+    }
+    let quarantined = std::fs::read_to_string(csv.join("quarantined.csv")).unwrap();
+    assert!(quarantined.contains("李秀英410302"), "{quarantined}");
+    for f in std::fs::read_dir(&csv).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(!text.contains(id), "{text}");
+    }
+}

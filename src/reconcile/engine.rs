@@ -1457,7 +1457,10 @@ async fn compare(
                     doc_no: crate::model::RecordKey::parse(key)
                         .map(|k| k.doc_no().to_string())
                         .unwrap_or_default(),
-                    party_name: fields.get(name_field).unwrap_or("").to_string(),
+                    // a version published before `id_in_text` was checked may hold an ID number in the name
+                    party_name: crate::ids::mask_ids_in_owned(
+                        fields.get(name_field).unwrap_or("").to_string(),
+                    ),
                     party_id_masked: id_fields
                         .iter()
                         .find_map(|f| fields.get(f))
