@@ -1950,3 +1950,93 @@ async fn an_id_number_in_a_party_name_is_masked_in_every_report() {
         assert!(!text.contains(id), "{text}");
     }
 }
+
+/// What the repair summary counts: a record sync would not send after all (another record holds its number) is
+/// `failed`, not left out of every count; a withdrawal the platform refuses is `failed` too, and the orphans
+/// withdrawn are counted apart from the expired records (they were told apart by arithmetic, which gave the
+/// orphans the expired record's withdrawal when the orphan's was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_counts_what_it_did_and_what_it_could_not() {
+    let env = empty_env().await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "H",
+        "2026-11-10",
+        "2027-11-30",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "G",
+        "2025-11-17",
+        "2026-11-20",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "O",
+        "2026-11-10",
+        "2027-11-30",
+    ))
+    .await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    // O is deleted at the source (an orphan), G's display period is over (expired), and D takes H's number
+    env.source_delete("O").await;
+    let mut d = penalty("penalty_multi_category", "D", "2026-11-21", "2027-11-30");
+    d["doc_no"] = "测试〔2026〕H号".into();
+    env.source_insert_one(d).await;
+    let orphan = key("penalty", "O");
+    let refused = orphan.clone();
+    // the platform refuses to withdraw the orphan (in its receipt: the simulator itself takes it down)
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut dualpub::xml::Receipt| {
+            for res in r.results.iter_mut().filter(|res| res.key == refused) {
+                res.status = dualpub::xml::ResultStatus::Rejected;
+                res.code = "LOCKED".into();
+                res.message = "记录已锁定".into();
+            }
+        }),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let r = &v["repair"];
+    assert_eq!(
+        (
+            &r["repushed"],
+            &r["withdrawn"],
+            &r["orphans_withdrawn"],
+            &r["failed"]
+        ),
+        (&0.into(), &1.into(), &0.into(), &2.into()),
+        "{r} {err}"
+    );
+    assert!(
+        r["left"].to_string().contains("2 record(s) not repaired"),
+        "{r}"
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "G")).await.as_deref(),
+        Some("withdrawn")
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "H")).await.as_deref(),
+        Some("public")
+    );
+}
