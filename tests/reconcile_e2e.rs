@@ -2040,3 +2040,75 @@ async fn the_repair_counts_what_it_did_and_what_it_could_not() {
         Some("public")
     );
 }
+
+/// A new version of a public record that the platform's receipts never answered for, given up as `NO_RESULT` (and
+/// not stored by the platform either): reconcile lists it `stale`, and `--repair` sends it again. When the platform
+/// still leaves it out, the repair gives it up again, as the cron run that offers such records again does: it went
+/// back to the head of the outbox instead, and the repair and the next syncs ended with exit 3 (the record alone in
+/// its messages, so the platform was not seen answering others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_platform_still_leaves_out_does_not_stop_the_repair_and_the_next_syncs() {
+    let env = empty_env().await;
+    let mut p = record("permit_org", "permit", "N", "2026-11-20");
+    let original = p["content"].as_str().unwrap().to_string();
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    p["content"] = "更正后的许可内容".into();
+    env.source_insert_one(p).await;
+    env.source_insert_one(record("permit_org", "permit", "Q", "2026-11-20"))
+        .await;
+    let k = key("permit", "N");
+    let left_out = k.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut dualpub::xml::Receipt| {
+            r.results.retain(|res| res.key != left_out)
+        }),
+    )
+    .await;
+    let via = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!((code, &s["rejected"]), (1, &1.into()), "{s} {err}");
+    // what the platform holds is the version before
+    env.admin_post(
+        format!("{}/admin/records/alter", env.platform.url()),
+        serde_json::json!({"key": k, "field": "XK_NR", "value": original}),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+            ],
+            &via,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{} {err}", v["repair"]);
+    assert!(categories_json(&v)["stale"].contains(&k), "{}", v["gaps"]);
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &1.into()),
+        "{}",
+        v["repair"]
+    );
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let q = store.quarantine_all().unwrap();
+        assert!(
+            q.iter().any(|e| e.key.as_deref() == Some(k.as_str())
+                && e.findings.iter().any(|f| f.code == "NO_RESULT")),
+            "{q:?}"
+        );
+    }
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!(code, 0, "{s} {err}");
+}

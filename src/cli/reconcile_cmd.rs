@@ -250,9 +250,10 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         stopped = Some(e);
                         break;
                     }
-                    // Rejected by the platform, or held back by sync (invalid now, or a document number another
-                    // record holds: quarantined); not repaired either way.
-                    summary.failed += (s.rejected + s.quarantined).min(n - fixed);
+                    // Rejected by the platform, given up again for want of an answer, or held back by sync
+                    // (invalid now, or a document number another record holds: quarantined); not repaired.
+                    summary.failed +=
+                        (s.rejected + s.still_unanswered + s.quarantined).min(n - fixed);
                     done += n;
                 }
             }
@@ -302,8 +303,8 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         }
         if summary.failed > 0 && stopped.is_none() {
             summary.left.push(format!(
-                "{} record(s) not repaired: the platform rejected them, or sync held them back (invalid now, or a \
-                 document number another record holds); see `dualpub quarantine list`",
+                "{} record(s) not repaired: the platform rejected them or left them unanswered (NO_RESULT), or sync \
+                 held them back (invalid now, or a document number another record holds); see `dualpub quarantine list`",
                 summary.failed
             ));
         }
