@@ -2112,3 +2112,41 @@ async fn a_record_the_platform_still_leaves_out_does_not_stop_the_repair_and_the
     let (code, s, err) = env.sync_with(&via).await;
     assert_eq!(code, 0, "{s} {err}");
 }
+
+/// A record whose decision date and document number were corrected in one edit (not synced yet), so that its new
+/// date is outside the window asked for while its platform row, under the old number and date, is inside: the
+/// window hid the record, its row was listed `orphan`, and `--repair --repair-orphans` withdrew the decision, which
+/// was then off the platform until the next sync published it under its new number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_renumbered_out_of_the_window_keeps_its_row() {
+    let env = env_with_permit("W", "2025-12-30").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut w = record("permit_org", "permit", "W", "2026-01-05");
+    w["doc_no"] = "测试〔2026〕W改号".into();
+    env.source_insert_one(w).await;
+    let window = ["--from", "2025-12-01", "--to", "2025-12-31"];
+    let mut args = vec!["--repair", "--repair-orphans"];
+    args.extend(window);
+    let (out, v) = env.reconcile_json(TODAY, &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !categories_json(&v).contains_key("orphan"),
+        "the source has the record: {} {err}",
+        v["gaps"]
+    );
+    assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
+    assert_eq!(
+        platform_status(&env, &key("permit", "W")).await.as_deref(),
+        Some("public")
+    );
+    // the next sync moves it to its new number
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let held = env.platform_records().await;
+    assert_eq!(held[&key("permit", "W")].1, "withdrawn");
+    assert_eq!(
+        held[&format!("XZXK:{}:测试〔2026〕W改号", agency_code())].1,
+        "public"
+    );
+}

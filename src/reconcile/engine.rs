@@ -593,9 +593,6 @@ struct Prepared {
     mapped: Option<Mapped>,
     /// The record key of a record outside the window: its platform row is the source's, not an orphan.
     outside_key: Option<String>,
-    /// A record outside the window fails validation: the row of its last valid version, under a document number
-    /// it no longer has, is its own too (sync leaves it public).
-    outside_invalid: bool,
     meta: RecordMeta,
     digest: Option<Digest>,
     filled_items: u64,
@@ -628,7 +625,6 @@ fn prepare(
         decided: None,
         mapped: None,
         outside_key: None,
-        outside_invalid: false,
         meta: RecordMeta::default(),
         digest: None,
         filled_items: 0,
@@ -652,9 +648,7 @@ fn prepare(
         p.mapped = Some(mapped);
     } else if window.0.is_some() || window.1.is_some() {
         // Its decision date may have moved out of the window while the platform still shows the old one inside.
-        let mapped = mapping.map(ctx, &src);
-        p.outside_invalid = !mapped.is_valid();
-        p.outside_key = mapped.key.map(|k| k.to_string());
+        p.outside_key = mapping.map(ctx, &src).key.map(|k| k.to_string());
     }
     p.src = Some(SourceInfo {
         status: src.status(),
@@ -981,7 +975,6 @@ async fn compare(
                     decided,
                     mapped,
                     outside_key,
-                    outside_invalid,
                     meta,
                     digest,
                     filled_items,
@@ -1022,8 +1015,12 @@ async fn compare(
                     if let Some(i) = at {
                         held.take_at(i);
                     }
-                    // Nor is the row of its last valid version, under a document number it no longer has.
-                    if at.is_none() && (outside_invalid || reused_here) {
+                    // Nor is the row it was published under, by a document number it no longer has: its last valid
+                    // version (invalid now, or waiting for a number another record holds), or a number corrected
+                    // in the edit that moved its date out of the window, which the next sync moves it from. (Listed
+                    // `orphan`, `--repair --repair-orphans` withdrew the decision until then.) Looked up only when
+                    // its own key's row is not on the platform: never published, or published under another number.
+                    if at.is_none() {
                         if let Some((i, _)) =
                             linked_row(store, &held, kind, &src.id, outside_key.as_deref())?
                         {
