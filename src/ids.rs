@@ -606,6 +606,19 @@ pub fn mask_ids_in(text: &str) -> String {
     out
 }
 
+/// [`mask_ids_in`] of an owned text, which is given back as it is (no copy) when it holds no digit at all, as most
+/// names do.
+pub fn mask_ids_in_owned(text: String) -> String {
+    if text
+        .chars()
+        .any(|c| c.is_ascii_digit() || ('０'..='９').contains(&c))
+    {
+        mask_ids_in(&text)
+    } else {
+        text
+    }
+}
+
 /// The first valid 18-character 公民身份号码 (check character and birth date right) written in free text, in
 /// ASCII or full-width digits, and not part of a longer run of digits; in its ASCII form.
 pub fn find_id_number_in(text: &str) -> Option<String> {

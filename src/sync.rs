@@ -109,7 +109,8 @@ pub enum SyncError {
     Unanswered(String),
 }
 
-/// Facts of a mapped record that reports need, with the party's ID number masked.
+/// Facts of a mapped record that reports need, with the party's ID number masked, also where the name holds one
+/// (`id_in_text`: reconcile printed it whole, and the quarantine keeps these facts).
 pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> RecordMeta {
     let party = src.party.as_ref();
     let id = party
@@ -131,7 +132,9 @@ pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> Reco
             .unwrap_or_default()
             .trim()
             .to_string(),
-        party_name: party.and_then(|p| p.name.clone()).unwrap_or_default(),
+        party_name: crate::ids::mask_ids_in_owned(
+            party.and_then(|p| p.name.clone()).unwrap_or_default(),
+        ),
         party_id_masked: id,
         decided_on: src
             .decided_on
@@ -763,6 +766,9 @@ impl Engine<'_> {
         let mut by_kind: HashMap<Kind, Vec<Box<RawValue>>> = HashMap::new();
         let mut gone = PageCommit::default();
         let asked: Vec<(Kind, String)> = items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
+        if !verify && !self.store.quarantine_is_empty() {
+            self.offer_given_up_again(&items)?;
+        }
         let found = if verify {
             current_versions(source.clone(), self.budget.clone(), items).await?
         } else {
@@ -805,6 +811,29 @@ impl Engine<'_> {
                 .map(|raw| prepare(mapping, ctx, raw))
                 .collect();
             self.process_page(kind, page, &mut None).await?;
+        }
+        Ok(())
+    }
+
+    /// Of the copies `reconcile --repair` sends (just read from the feed), those of a version given up for want of
+    /// an answer ([`NO_RESULT`]): sent as the cron run offers such a version again (`offer_due`), so that the
+    /// platform still leaving it out gives it up again after three receipts, quietly (`still_unanswered`). Sent as
+    /// any record, alone in its messages, it went back to the head of the outbox and stopped the repair and every
+    /// later run with exit 3 until it was given up on again, nine receipts later.
+    fn offer_given_up_again(&mut self, items: &[(Kind, Box<RawValue>)]) -> Result<(), SyncError> {
+        for (kind, raw) in items {
+            let head = crate::source_schema::RawHead::of(raw.get());
+            let (Some(id), Some(at)) = (head.id_text(), head.updated_at_text()) else {
+                continue;
+            };
+            let given_up = self.store.quarantine_get(*kind, &id)?.is_some_and(|q| {
+                q.reason == "rejected"
+                    && q.findings.iter().any(|f| f.code == NO_RESULT)
+                    && q.source_updated_at.as_deref() == Some(at.as_str())
+            });
+            if given_up {
+                self.offered_again.insert((*kind, id));
+            }
         }
         Ok(())
     }

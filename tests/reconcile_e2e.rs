@@ -1619,3 +1619,534 @@ async fn a_feed_without_positions_ends_reconcile_instead_of_asking_for_ever() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("cannot be read further"), "{err}");
 }
+
+/// The platform's state of `key` (`public`, `withdrawn`), `None` when it does not hold it.
+async fn platform_status(env: &Env, key: &str) -> Option<String> {
+    env.platform_records().await.get(key).map(|r| r.1.clone())
+}
+
+/// Two source records with one document number, one of which never held it: a penalty whose display period
+/// ended, and one revoked, before either was ever published (sync publishes the other record under the number).
+/// Coming first in the feed, each took the other record's platform row for its own, listed it `expired` or
+/// `stale`, and `--repair` withdrew the other record's lawful publication (after re-pushing it as `missing`), and
+/// did so again at every repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_held_its_document_number_does_not_withdraw_the_holders() {
+    let env = empty_env().await;
+    let mut expired = penalty("penalty_multi_category", "E1", "2024-11-15", "2025-11-20");
+    expired["doc_no"] = "测试〔2026〕A1号".into();
+    let mut revoked = penalty("penalty_multi_category", "R1", "2026-11-15", "2027-11-20");
+    revoked["doc_no"] = "测试〔2026〕A2号".into();
+    revoked["status"] = "revoked".into();
+    env.source_insert_one(expired).await;
+    env.source_insert_one(revoked).await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "A1",
+        "2026-11-20",
+        "2027-11-30",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "A2",
+        "2026-11-20",
+        "2027-11-30",
+    ))
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["not_public"]), (0, &2.into()), "{s} {err}");
+    let (a1, a2) = (key("penalty", "A1"), key("penalty", "A2"));
+    for k in [&a1, &a2] {
+        assert_eq!(platform_status(&env, k).await.as_deref(), Some("public"));
+    }
+
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    for k in [&a1, &a2] {
+        assert_eq!(
+            platform_status(&env, k).await.as_deref(),
+            Some("public"),
+            "{k}: {} {} {err}",
+            v["gaps"],
+            v["repair"]
+        );
+    }
+    // nothing to report of either number: the platform shows the holders as the source has them
+    let cats = categories_json(&v);
+    for cat in ["expired", "stale", "missing"] {
+        assert!(!cats.contains_key(cat), "{cat}: {}", v["gaps"]);
+    }
+    assert_eq!(v["repair"]["withdrawn"], 0, "{}", v["repair"]);
+    assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
+}
+
+/// A source record that changed while reconcile read the feed comes twice: as it was, then as it is. A penalty
+/// whose display period was over, then extended: the first copy asked for a withdrawal, the second for a
+/// re-push, and `--repair` withdrew it after re-pushing it. A penalty stale, then revoked: the second copy found
+/// the row taken by the first and asked for nothing, and the repair left it public (re-pushed as it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_while_reconcile_reads_ends_as_its_later_version() {
+    let env = empty_env().await;
+    let extended = penalty("penalty_multi_category", "X", "2025-11-17", "2026-11-20");
+    let revoked = penalty("penalty_multi_category", "Y", "2025-11-17", "2027-11-20");
+    env.source_insert_one(extended.clone()).await;
+    env.source_insert_one(revoked.clone()).await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let mut stale = revoked.clone();
+    stale["content"] = "更正后的处罚内容".into();
+    env.source_insert_one(stale).await;
+    // the copies the feed served before the changes below
+    let before = format!(
+        "{},{}",
+        env.source_record("X").await,
+        env.source_record("Y").await
+    );
+    let mut x = extended;
+    x["display_until"] = "2027-11-20".into();
+    let mut y = revoked;
+    y["status"] = "revoked".into();
+    env.source_insert_one(x).await;
+    env.source_insert_one(y).await;
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, page: String| {
+            if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                page.replacen("\"items\":[", &format!("\"items\":[{before},"), 1)
+            } else {
+                page
+            }
+        }),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--kind",
+                "penalty",
+                "--format",
+                "json",
+                "--repair",
+            ],
+            &[("DUALPUB_SOURCE_URL", proxy.as_str())],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        platform_status(&env, &key("penalty", "X")).await.as_deref(),
+        Some("public"),
+        "its display period was extended: {} {err}",
+        v["repair"]
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "Y")).await.as_deref(),
+        Some("withdrawn"),
+        "it was revoked: {} {err}",
+        v["repair"]
+    );
+    assert!(
+        v["repair"]["left"]
+            .to_string()
+            .contains("1 withdrawal(s) not done"),
+        "{}",
+        v["repair"]
+    );
+}
+
+/// A record whose current version cannot be sent keeps its last valid version public (sync leaves it so): a
+/// document number corrected in the same edit that made the record invalid, and a record the source schema can
+/// no longer read. Reconcile listed that row `orphan` ("the source has no such record"), and `--repair
+/// --repair-orphans` withdrew the decision from the platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_sent_now_keeps_its_published_row() {
+    let env = empty_env().await;
+    let renumbered = record("permit_org", "permit", "P", "2026-11-20");
+    let unreadable = record("permit_org", "permit", "U", "2026-11-20");
+    env.source_insert_one(renumbered.clone()).await;
+    env.source_insert_one(unreadable.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut p = renumbered;
+    p["doc_no"] = "测试〔2026〕P改号".into();
+    p["remarks"] = "\u{1}".into();
+    let mut u = unreadable;
+    u["content"] = "BREAK".into();
+    env.source_insert_one(p).await;
+    env.source_insert_one(u).await;
+    // the enforcement system serves U with a number where its schema has text
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, page: String| page.replace("\"BREAK\"", "5")),
+    )
+    .await;
+    let via = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!((code, &s["quarantined"]), (1, &2.into()), "{s} {err}");
+    let (kp, ku) = (key("permit", "P"), key("permit", "U"));
+    for k in [&kp, &ku] {
+        assert_eq!(platform_status(&env, k).await.as_deref(), Some("public"));
+    }
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &via,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!categories_json(&v).contains_key("orphan"), "{}", v["gaps"]);
+    assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
+    for k in [&kp, &ku] {
+        assert_eq!(
+            platform_status(&env, k).await.as_deref(),
+            Some("public"),
+            "{k}"
+        );
+    }
+}
+
+/// After a damaged store is replaced, sync rebuilds the ledger from the source, and a penalty found to be on a
+/// minor is not withdrawn by it (the new ledger does not know the platform shows it). The README sends the operator
+/// to `reconcile --repair`, which listed it only as `quarantined` and left it public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_penalty_on_a_minor_is_withdrawn_by_repair() {
+    let env = empty_env().await;
+    let mut p = penalty("penalty_person", "M", "2025-11-10", "2026-12-30");
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::rename(env.store_path(), env.dir.path().join("damaged-store")).unwrap();
+    // the party's ID number corrected: 15 on the decision date
+    p["party"]["id_no"] = "410105201001011233".into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["quarantined"]), (1, &1.into()), "{s} {err}");
+    let k = key("penalty", "M");
+    assert_eq!(platform_status(&env, &k).await.as_deref(), Some("public"));
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cats = categories_json(&v);
+    assert!(
+        cats.get("stale").is_some_and(|s| s.contains(&k)),
+        "{} {err}",
+        v["gaps"]
+    );
+    assert_eq!(v["repair"]["withdrawn"], 1, "{} {err}", v["repair"]);
+    assert_eq!(
+        platform_status(&env, &k).await.as_deref(),
+        Some("withdrawn")
+    );
+}
+
+/// A new version of a public record that the platform refuses (by a rule of its own: here a party name it will not
+/// take) is listed `stale` and `rejected`. `--repair` sent it again, to be refused again (one more rejection, in
+/// `failed`), where a `missing` record the platform rejected is left to be fixed and retried (`quarantine retry`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_the_platform_rejected_is_not_sent_again_by_repair() {
+    let env = spawn_with(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        PlatformSimConfig {
+            strict: Some(StrictProfile {
+                max_len: None,
+                refused_parties: vec!["被拒收的公司".into()],
+            }),
+            faults: Faults::default(),
+            ..PlatformSimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let mut p = record("permit_org", "permit", "N", "2026-11-20");
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    p["party"]["name"] = "被拒收的公司".into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["rejected"]), (1, &1.into()), "{s} {err}");
+    let k = key("permit", "N");
+    let upserts = env.platform_stats().await["upserts"].clone();
+    let (out, v) = env.reconcile_json(TODAY, &["--repair"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{} {err}", v["repair"]);
+    let cats = categories_json(&v);
+    assert!(
+        cats["stale"].contains(&k) && cats["rejected"].contains(&k),
+        "{cats:?}"
+    );
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &0.into()),
+        "{}",
+        v["repair"]
+    );
+    assert_eq!(
+        env.platform_stats().await["upserts"],
+        upserts,
+        "nothing sent again"
+    );
+    assert_eq!(
+        env.platform_records().await[&k].1,
+        "public",
+        "the version before stays"
+    );
+}
+
+/// A party name that holds an ID number (`id_in_text`: the record is quarantined for it) was printed whole by
+/// reconcile in every format, and by `quarantine list --json` and `quarantine show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_number_in_a_party_name_is_masked_in_every_report() {
+    let env = empty_env().await;
+    let id = "410302199211011524";
+    let mut p = record("permit_person", "permit", "I", "2026-11-20");
+    p["party"]["name"] = format!("李秀英{id}").into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["quarantined"]), (1, &1.into()), "{s} {err}");
+    let csv = env.dir.path().join("csv");
+    for args in [
+        &["reconcile", "--today", TODAY][..],
+        &["reconcile", "--today", TODAY, "--format", "json"],
+        &[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "csv",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &["quarantine", "list", "--json"],
+        &["quarantine", "show", "I"],
+    ] {
+        let out = env.dualpub(args).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            args.contains(&"csv") || text.contains("李秀英410302"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains(id), "{args:?}: {text}");
+    }
+    let quarantined = std::fs::read_to_string(csv.join("quarantined.csv")).unwrap();
+    assert!(quarantined.contains("李秀英410302"), "{quarantined}");
+    for f in std::fs::read_dir(&csv).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(!text.contains(id), "{text}");
+    }
+}
+
+/// What the repair summary counts: a record sync would not send after all (another record holds its number) is
+/// `failed`, not left out of every count; a withdrawal the platform refuses is `failed` too, and the orphans
+/// withdrawn are counted apart from the expired records (they were told apart by arithmetic, which gave the
+/// orphans the expired record's withdrawal when the orphan's was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_counts_what_it_did_and_what_it_could_not() {
+    let env = empty_env().await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "H",
+        "2026-11-10",
+        "2027-11-30",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "G",
+        "2025-11-17",
+        "2026-11-20",
+    ))
+    .await;
+    env.source_insert_one(penalty(
+        "penalty_multi_category",
+        "O",
+        "2026-11-10",
+        "2027-11-30",
+    ))
+    .await;
+    let out = env.dualpub(&["sync", "--today", "2026-11-18"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    // O is deleted at the source (an orphan), G's display period is over (expired), and D takes H's number
+    env.source_delete("O").await;
+    let mut d = penalty("penalty_multi_category", "D", "2026-11-21", "2027-11-30");
+    d["doc_no"] = "测试〔2026〕H号".into();
+    env.source_insert_one(d).await;
+    let orphan = key("penalty", "O");
+    let refused = orphan.clone();
+    // the platform refuses to withdraw the orphan (in its receipt: the simulator itself takes it down)
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut dualpub::xml::Receipt| {
+            for res in r.results.iter_mut().filter(|res| res.key == refused) {
+                res.status = dualpub::xml::ResultStatus::Rejected;
+                res.code = "LOCKED".into();
+                res.message = "记录已锁定".into();
+            }
+        }),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+                "--repair-orphans",
+            ],
+            &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let r = &v["repair"];
+    assert_eq!(
+        (
+            &r["repushed"],
+            &r["withdrawn"],
+            &r["orphans_withdrawn"],
+            &r["failed"]
+        ),
+        (&0.into(), &1.into(), &0.into(), &2.into()),
+        "{r} {err}"
+    );
+    assert!(
+        r["left"].to_string().contains("2 record(s) not repaired"),
+        "{r}"
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "G")).await.as_deref(),
+        Some("withdrawn")
+    );
+    assert_eq!(
+        platform_status(&env, &key("penalty", "H")).await.as_deref(),
+        Some("public")
+    );
+}
+
+/// A new version of a public record that the platform's receipts never answered for, given up as `NO_RESULT` (and
+/// not stored by the platform either): reconcile lists it `stale`, and `--repair` sends it again. When the platform
+/// still leaves it out, the repair gives it up again, as the cron run that offers such records again does: it went
+/// back to the head of the outbox instead, and the repair and the next syncs ended with exit 3 (the record alone in
+/// its messages, so the platform was not seen answering others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_platform_still_leaves_out_does_not_stop_the_repair_and_the_next_syncs() {
+    let env = empty_env().await;
+    let mut p = record("permit_org", "permit", "N", "2026-11-20");
+    let original = p["content"].as_str().unwrap().to_string();
+    env.source_insert_one(p.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    p["content"] = "更正后的许可内容".into();
+    env.source_insert_one(p).await;
+    env.source_insert_one(record("permit_org", "permit", "Q", "2026-11-20"))
+        .await;
+    let k = key("permit", "N");
+    let left_out = k.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut dualpub::xml::Receipt| {
+            r.results.retain(|res| res.key != left_out)
+        }),
+    )
+    .await;
+    let via = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!((code, &s["rejected"]), (1, &1.into()), "{s} {err}");
+    // what the platform holds is the version before
+    env.admin_post(
+        format!("{}/admin/records/alter", env.platform.url()),
+        serde_json::json!({"key": k, "field": "XK_NR", "value": original}),
+    )
+    .await;
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+                "--repair",
+            ],
+            &via,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{} {err}", v["repair"]);
+    assert!(categories_json(&v)["stale"].contains(&k), "{}", v["gaps"]);
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &1.into()),
+        "{}",
+        v["repair"]
+    );
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let q = store.quarantine_all().unwrap();
+        assert!(
+            q.iter().any(|e| e.key.as_deref() == Some(k.as_str())
+                && e.findings.iter().any(|f| f.code == "NO_RESULT")),
+            "{q:?}"
+        );
+    }
+    let (code, s, err) = env.sync_with(&via).await;
+    assert_eq!(code, 0, "{s} {err}");
+}
+
+/// A record whose decision date and document number were corrected in one edit (not synced yet), so that its new
+/// date is outside the window asked for while its platform row, under the old number and date, is inside: the
+/// window hid the record, its row was listed `orphan`, and `--repair --repair-orphans` withdrew the decision, which
+/// was then off the platform until the next sync published it under its new number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_renumbered_out_of_the_window_keeps_its_row() {
+    let env = env_with_permit("W", "2025-12-30").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut w = record("permit_org", "permit", "W", "2026-01-05");
+    w["doc_no"] = "测试〔2026〕W改号".into();
+    env.source_insert_one(w).await;
+    let window = ["--from", "2025-12-01", "--to", "2025-12-31"];
+    let mut args = vec!["--repair", "--repair-orphans"];
+    args.extend(window);
+    let (out, v) = env.reconcile_json(TODAY, &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !categories_json(&v).contains_key("orphan"),
+        "the source has the record: {} {err}",
+        v["gaps"]
+    );
+    assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
+    assert_eq!(
+        platform_status(&env, &key("permit", "W")).await.as_deref(),
+        Some("public")
+    );
+    // the next sync moves it to its new number
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let held = env.platform_records().await;
+    assert_eq!(held[&key("permit", "W")].1, "withdrawn");
+    assert_eq!(
+        held[&format!("XZXK:{}:测试〔2026〕W改号", agency_code())].1,
+        "public"
+    );
+}

@@ -137,7 +137,8 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 if json {
                     let row = serde_json::json!({"kind": e.kind, "source_id": e.source_id, "key": e.key, "reason": e.reason,
                         "codes": e.findings.iter().map(|f| f.code.clone()).collect::<Vec<_>>(),
-                        "party_name": e.meta.party_name, "party_id_masked": e.meta.party_id_masked,
+                        // masked again: entries stored before 2026-11-29 kept a name holding an ID number as it was
+                        "party_name": mask_ids_in(&e.meta.party_name), "party_id_masked": e.meta.party_id_masked,
                         "first_seen": e.first_seen, "last_seen": e.last_seen});
                     // The lines `serde_json::to_string_pretty` writes for the whole array, an element at a time.
                     let pretty = serde_json::to_string_pretty(&row).unwrap_or_default();
@@ -186,7 +187,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             );
             common::outln!(
                 "party        {} {}",
-                shown(&e.meta.party_name),
+                shown(&mask_ids_in(&e.meta.party_name)),
                 shown(&e.meta.party_id_masked)
             );
             common::outln!("first seen   {}   last seen {}", e.first_seen, e.last_seen);

@@ -250,43 +250,70 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         stopped = Some(e);
                         break;
                     }
-                    summary.failed += s.rejected.min(n - fixed);
+                    // Rejected by the platform, given up again for want of an answer, or held back by sync
+                    // (invalid now, or a document number another record holds: quarantined); not repaired.
+                    summary.failed +=
+                        (s.rejected + s.still_unanswered + s.quarantined).min(n - fixed);
                     done += n;
                 }
             }
         }
-        let mut withdraw = plan.withdraw.clone();
-        if args.repair_orphans {
-            withdraw.extend(plan.orphans.iter().cloned());
-        }
-        if !withdraw.is_empty() && stopped.is_none() {
-            match rt.block_on(sync::withdraw(
+        // The withdrawals the gaps call for, then the orphans: one run each, so each count is its own.
+        let orphans = if args.repair_orphans {
+            plan.orphans.clone()
+        } else {
+            Vec::new()
+        };
+        let mut not_attempted = 0;
+        for (keys, is_orphans) in [(plan.withdraw.clone(), false), (orphans, true)] {
+            if keys.is_empty() {
+                continue;
+            }
+            if stopped.is_some() {
+                not_attempted += keys.len();
+                continue;
+            }
+            let asked = keys.len() as u64;
+            let (s, err) = match rt.block_on(sync::withdraw(
                 &loaded.cfg,
                 &loaded.mappings,
                 &store,
                 &sopts,
-                withdraw,
+                keys,
             )) {
-                Ok(s) => {
-                    let orphans = if args.repair_orphans {
-                        plan.orphans.len() as u64
-                    } else {
-                        0
-                    };
-                    summary.orphans_withdrawn = orphans.min(s.withdrawn);
-                    summary.withdrawn += s.withdrawn - summary.orphans_withdrawn;
-                    // rejected, or given up for want of an answer (`NO_RESULT`)
-                    summary.failed += s.rejected;
-                }
-                Err((_, e)) => {
-                    summary.left.push(format!("withdrawing stopped: {e}"));
-                    stopped = Some(e);
-                }
+                Ok(s) => (s, None),
+                Err((s, e)) => (s, Some(e)),
+            };
+            if is_orphans {
+                summary.orphans_withdrawn += s.withdrawn;
+            } else {
+                summary.withdrawn += s.withdrawn;
             }
-        } else if !withdraw.is_empty() {
+            // rejected, or given up for want of an answer (`NO_RESULT`)
+            summary.failed += s.rejected.min(asked);
+            if let Some(e) = err {
+                summary.left.push(format!("withdrawing stopped: {e}"));
+                stopped = Some(e);
+            }
+        }
+        if not_attempted > 0 {
             summary.left.push(format!(
-                "{} withdrawal(s) not attempted: the repair stopped before them",
-                withdraw.len()
+                "{not_attempted} withdrawal(s) not attempted: the repair stopped before them"
+            ));
+        }
+        if summary.failed > 0 && stopped.is_none() {
+            summary.left.push(format!(
+                "{} record(s) not repaired: the platform rejected them or left them unanswered (NO_RESULT), or sync \
+                 held them back (invalid now, or a document number another record holds); see `dualpub quarantine list`",
+                summary.failed
+            ));
+        }
+        if plan.held_back > 0 {
+            summary.left.push(format!(
+                "{} withdrawal(s) not done: a record that should be public was pushed to the same key (it changed while \
+                 reconcile read it, or another record has the same document number); the next sync settles it, and the \
+                 next reconcile shows where it stands",
+                plan.held_back
             ));
         }
         let counts = report.counts();

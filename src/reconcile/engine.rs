@@ -5,8 +5,8 @@
 
 use super::annual::{AnnualAccumulator, AnnualReport};
 use super::gaps::{
-    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MISSING_DETAIL,
-    ORPHAN_DETAIL, REVOKED_DETAIL,
+    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MINOR_DETAIL,
+    MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
 };
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
@@ -63,6 +63,9 @@ pub struct RepairPlan {
     pub repush: super::repush::Repush,
     pub withdraw: Vec<(Kind, String)>,
     pub orphans: Vec<(Kind, String)>,
+    /// Withdrawals not planned: a record that should be public, later in the feed, is pushed to the same key (the
+    /// record changed while the feed was read, or another record has the same document number).
+    pub held_back: u64,
 }
 
 fn cst_date(ts: &str) -> Option<NaiveDate> {
@@ -86,6 +89,29 @@ fn differing_fields(a: &PlatformRecord, b: &PlatformRecord) -> Vec<String> {
         .filter(|n| a.get(n) != b.get(n))
         .map(str::to_string)
         .collect()
+}
+
+/// The platform row of the version of source record `id` last published, when that is under another key than
+/// `key` (its document number changed since): its entry in `held` and its key. Only when the ledger still links
+/// the record to that key and names it as the key's record (so not a number another record has taken over).
+fn linked_row(
+    store: &Store,
+    held: &HeldIndex,
+    kind: Kind,
+    id: &str,
+    key: Option<&str>,
+) -> Result<Option<(usize, String)>, StoreError> {
+    let Some(old) = store.by_source_get(kind, id)? else {
+        return Ok(None);
+    };
+    if Some(old.as_str()) == key {
+        return Ok(None);
+    }
+    let Some(i) = held.find(&old) else {
+        return Ok(None);
+    };
+    let mine = store.ledger_get(&old)?.is_some_and(|l| l.source_id == id);
+    Ok(mine.then_some((i, old)))
 }
 
 fn stale_spool_failed(source: std::io::Error) -> ReconcileError {
@@ -171,6 +197,9 @@ const HELD_DIGEST: u8 = 2;
 const HELD_TAKEN: u8 = 4;
 /// The key does not start with the index's prefix and is stored whole.
 const HELD_WHOLE_KEY: u8 = 8;
+/// A source record that should be public maps to the key and is to be pushed (`missing` or `stale`): the row is
+/// not an orphan (two records with one document number, say, that sync's holder check settles when it is pushed).
+const HELD_WANTED: u8 = 16;
 const NO_DAY: i32 = i32::MIN;
 const KEY_CHUNK: usize = 1 << 20;
 
@@ -475,21 +504,37 @@ impl HeldIndex {
             return None;
         }
         e.flags |= HELD_TAKEN;
-        Some(Held {
+        Some(self.peek_at(i))
+    }
+
+    /// The record at `i`, taken or not.
+    fn peek_at(&self, i: usize) -> Held {
+        let e = &self.entries[i];
+        Held {
             digest: (e.flags & HELD_DIGEST != 0).then_some(Digest(e.digest)),
             public: e.flags & HELD_PUBLIC != 0,
             published: (e.published != NO_DAY)
                 .then(|| NaiveDate::from_num_days_from_ce_opt(e.published))
                 .flatten(),
             page: u64::from(e.page),
-        })
+        }
     }
 
-    /// Public records nobody took, with their page, in key order.
+    /// Gives back an entry [`HeldIndex::take_at`] took: the record that took it is not the one it belongs to.
+    fn untake(&mut self, i: usize) {
+        self.entries[i].flags &= !HELD_TAKEN;
+    }
+
+    /// Marks the entry at `i` as wanted ([`HELD_WANTED`]).
+    fn want(&mut self, i: usize) {
+        self.entries[i].flags |= HELD_WANTED;
+    }
+
+    /// Public records nobody took and nobody wants pushed, with their page, in key order.
     fn untaken_public(&self) -> Vec<(String, u64)> {
         self.entries
             .iter()
-            .filter(|e| e.flags & (HELD_TAKEN | HELD_PUBLIC) == HELD_PUBLIC)
+            .filter(|e| e.flags & (HELD_TAKEN | HELD_WANTED | HELD_PUBLIC) == HELD_PUBLIC)
             .map(|e| {
                 let (p, r) = self.key(e);
                 let mut k = String::from_utf8_lossy(p).into_owned();
@@ -907,6 +952,15 @@ async fn compare(
 
         // 2. The source side, streamed and mapped.
         let mut need_fields = super::stale::StaleRows::new();
+        // Keys to withdraw, by their entry in `held`. A later version of the record in the feed that should be public
+        // (it changed while the feed was read) takes its withdrawal back (`want`).
+        let mut withdraw: BTreeMap<usize, String> = BTreeMap::new();
+        let mut want = |held: &mut HeldIndex, withdraw: &mut BTreeMap<usize, String>, i: usize| {
+            held.want(i);
+            if withdraw.remove(&i).is_some() {
+                plan.held_back += 1;
+            }
+        };
         let mut seen: usize = 0;
         while let Some(page) = feed.recv().await {
             let items = page.await.map_err(|e| {
@@ -934,6 +988,13 @@ async fn compare(
                             undated.1.push(crate::source_schema::record_name(raw.get()));
                         }
                     }
+                    // Sync leaves its last valid version public: that row is the record's, not an orphan (`--repair
+                    // --repair-orphans` withdrew it).
+                    if let Some(id) = crate::source_schema::RawHead::of(raw.get()).id_text() {
+                        if let Some((i, _)) = linked_row(store, &held, kind, &id, None)? {
+                            held.take_at(i);
+                        }
+                    }
                     continue;
                 };
                 if decided.is_none() && (annual.is_some() || windowed) {
@@ -946,11 +1007,25 @@ async fn compare(
                 let Some(mapped) = mapped else {
                     // Outside the window: not compared, but the platform row it maps to is not an orphan (a
                     // repair with --repair-orphans withdrew such rows). Unless another record holds the key.
-                    if let Some(i) = outside_key
-                        .filter(|_| !reused.contains_key(&src.id))
-                        .and_then(|k| held.find(&k))
-                    {
+                    let reused_here = reused.contains_key(&src.id);
+                    let at = outside_key
+                        .as_deref()
+                        .filter(|_| !reused_here)
+                        .and_then(|k| held.find(k));
+                    if let Some(i) = at {
                         held.take_at(i);
+                    }
+                    // Nor is the row it was published under, by a document number it no longer has: its last valid
+                    // version (invalid now, or waiting for a number another record holds), or a number corrected
+                    // in the edit that moved its date out of the window, which the next sync moves it from. (Listed
+                    // `orphan`, `--repair --repair-orphans` withdrew the decision until then.) Looked up only when
+                    // its own key's row is not on the platform: never published, or published under another number.
+                    if at.is_none() {
+                        if let Some((i, _)) =
+                            linked_row(store, &held, kind, &src.id, outside_key.as_deref())?
+                        {
+                            held.take_at(i);
+                        }
                     }
                     continue;
                 };
@@ -1000,10 +1075,26 @@ async fn compare(
                     }
                     (at, _) => at,
                 };
-                let h = at.and_then(|i| held.take_at(i));
+                let mut h = at.and_then(|i| held.take_at(i));
+                // A record whose current version cannot be sent (invalid, or waiting for a number another record
+                // holds) keeps its last valid version public, as sync leaves it: under a document number it no longer
+                // has, that row is the record's own too. Listed `orphan`, `--repair --repair-orphans` withdrew it.
+                let linked = if at.is_none() && (!mapped.is_valid() || reused_detail.is_some()) {
+                    linked_row(store, &held, kind, &src.id, key_str.as_deref())?
+                        .and_then(|(i, k)| Some((i, k, held.take_at(i)?)))
+                } else {
+                    None
+                };
                 // First publication is kept by the platform even after a withdrawal; timeliness is judged on it.
-                let first_pub = h.as_ref().and_then(|h| h.published);
-                let published = h.as_ref().filter(|h| h.public).and_then(|h| h.published);
+                let mut first_pub = h
+                    .as_ref()
+                    .or(linked.as_ref().map(|l| &l.2))
+                    .and_then(|h| h.published);
+                let mut published = h
+                    .as_ref()
+                    .or(linked.as_ref().map(|l| &l.2))
+                    .filter(|h| h.public)
+                    .and_then(|h| h.published);
                 let display_key = key_str
                     .clone()
                     .unwrap_or_else(|| format!("({} {})", kind.as_str(), src.id));
@@ -1026,14 +1117,25 @@ async fn compare(
                             &detail,
                             published,
                         ));
-                        // What the platform shows still follows the source: a penalty revoked, or past its display
-                        // period, comes down whatever else is wrong with its current version (the end of the
-                        // display period only when no finding is about CF_GSJZQ itself).
-                        if let (Kind::Penalty, Some(k), true) = (
-                            kind,
-                            key_str.as_deref(),
-                            h.as_ref().is_some_and(|h| h.public),
-                        ) {
+                        // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
+                        let minor = mapped
+                            .findings
+                            .iter()
+                            .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
+                        // What the platform shows still follows the source: a penalty revoked, on a minor, or past its
+                        // display period, comes down whatever else is wrong with its current version (the end of the
+                        // display period only when no finding is about CF_GSJZQ itself), under its current number
+                        // and the one it was published under, as sync takes it down. (A penalty on a minor stayed
+                        // public after a store rebuilt from the source: its new ledger did not know it was public.)
+                        let shown = [
+                            at.zip(key_str.as_deref()).zip(h.as_ref()),
+                            linked.as_ref().map(|(i, k, h)| ((*i, k.as_str()), h)),
+                        ];
+                        let public = shown
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, h)| kind == Kind::Penalty && h.public);
+                        for ((i, k), _) in public {
                             let revoked = matches!(
                                 src.status,
                                 Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
@@ -1043,14 +1145,18 @@ async fn compare(
                                 .get("CF_GSJZQ")
                                 .and_then(crate::validate::parse_date)
                                 .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
-                            if revoked {
+                            if revoked || minor {
                                 report.gaps.push_ref(rows.row(
                                     Category::Stale,
                                     k,
-                                    REVOKED_DETAIL,
+                                    if revoked {
+                                        REVOKED_DETAIL
+                                    } else {
+                                        MINOR_DETAIL
+                                    },
                                     published,
                                 ));
-                                plan.withdraw.push((kind, k.to_string()));
+                                withdraw.insert(i, k.to_string());
                             } else if let Some(u) = until.filter(|u| *u < opts.today) {
                                 report.gaps.push_ref(rows.row(
                                     Category::Expired,
@@ -1060,14 +1166,9 @@ async fn compare(
                                     ),
                                     published,
                                 ));
-                                plan.withdraw.push((kind, k.to_string()));
+                                withdraw.insert(i, k.to_string());
                             }
                         }
-                        // A penalty on a minor must never be published: not due, no overdue row, not in 及时率.
-                        let minor = mapped
-                            .findings
-                            .iter()
-                            .any(|f| f.code == crate::findings::FindingCode::PenaltyMinor);
                         // Otherwise 及时率 and the months count it as any record: judged on its first publication,
                         // or due and missed once its deadline has passed.
                         break 'judged match (deadline, first_pub) {
@@ -1101,19 +1202,6 @@ async fn compare(
                     }
                     let key = key_str.expect("a valid mapping has a key");
                     let digest = digest.unwrap_or_else(|| mapped.record.digest());
-                    // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
-                    let ledger = match at {
-                        Some(i) => held.ledger_at(i),
-                        None => store.ledger_get(&key)?.map(LedgerView::from),
-                    };
-                    if let Some(l) = &ledger {
-                        if l.submitted {
-                            rates.submitted += 1;
-                            if l.accepted {
-                                rates.accepted += 1;
-                            }
-                        }
-                    }
                     let revoked = kind == Kind::Penalty
                         && matches!(
                             src.status,
@@ -1125,6 +1213,45 @@ async fn compare(
                         .and_then(crate::validate::parse_date);
                     let expired = kind == Kind::Penalty && until.is_some_and(|u| u < opts.today);
                     let should_be_public = !revoked && !expired;
+                    // Two source records with one document number (a duplicate sync has not met yet, or a penalty
+                    // whose display period ended, or that was revoked, before it was ever published, so it never
+                    // held the number): the row is the one the ledger gives it to, not whichever comes first in the
+                    // feed. Asked only where it matters: the row is taken already, or this record would change it or
+                    // take it down. (The first one withdrew the other's publication, listed `expired` or `stale`.)
+                    let foreign = at.is_some()
+                        && h.as_ref().is_none_or(|h| {
+                            h.public && (h.digest != Some(digest) || !should_be_public)
+                        })
+                        && store
+                            .ledger_get(&key)?
+                            .is_some_and(|l| !l.source_id.is_empty() && l.source_id != src.id);
+                    if foreign {
+                        if let (Some(i), Some(_)) = (at, h.take()) {
+                            held.untake(i);
+                        }
+                        (first_pub, published) = (None, None);
+                    } else if let (Some(i), None) = (at, &h) {
+                        // Taken by an earlier version of this record in the feed (it changed while the feed was
+                        // read, and came again): this later version says what the row should be.
+                        let row = held.peek_at(i);
+                        first_pub = row.published;
+                        published = row.published.filter(|_| row.public);
+                        h = Some(row);
+                    }
+                    // Keys the platform lists had their ledger entries attached in one pass; others are looked up.
+                    let ledger = match at {
+                        _ if foreign => None,
+                        Some(i) => held.ledger_at(i),
+                        None => store.ledger_get(&key)?.map(LedgerView::from),
+                    };
+                    if let Some(l) = &ledger {
+                        if l.submitted {
+                            rates.submitted += 1;
+                            if l.accepted {
+                                rates.accepted += 1;
+                            }
+                        }
+                    }
                     let public = h.as_ref().is_some_and(|h| h.public);
                     // A record given up for want of an answer (`NO_RESULT`) was not refused: what the platform
                     // lists decides — no gap when it holds this version, else `missing` (or `stale`), which
@@ -1161,6 +1288,9 @@ async fn compare(
                                     detail.as_deref().unwrap_or(MISSING_DETAIL),
                                     None,
                                 ));
+                                if let Some(i) = at {
+                                    want(&mut held, &mut withdraw, i);
+                                }
                                 if opts.repair {
                                     plan.repush.push(kind, &raw);
                                 }
@@ -1174,8 +1304,15 @@ async fn compare(
                                     &mapped.record,
                                 )
                                 .map_err(stale_spool_failed)?;
-                            if opts.repair {
-                                plan.repush.push(kind, &raw);
+                            // Not the version the platform rejected (its `rejected` row says so): sent again it is
+                            // refused again. As for `missing`: fix it, then `quarantine retry`.
+                            if rejected.is_none() {
+                                if let Some(i) = at {
+                                    want(&mut held, &mut withdraw, i);
+                                }
+                                if opts.repair {
+                                    plan.repush.push(kind, &raw);
+                                }
                             }
                         }
                         match (deadline, first_pub) {
@@ -1237,7 +1374,9 @@ async fn compare(
                                 published,
                             ));
                         }
-                        plan.withdraw.push((kind, key.clone()));
+                        if let Some(i) = at {
+                            withdraw.insert(i, key.clone());
+                        }
                     }
                     judged
                 };
@@ -1257,6 +1396,8 @@ async fn compare(
             }
         }
 
+        plan.withdraw
+            .extend(withdraw.into_values().map(|k| (kind, k)));
         // 3. What is left on the platform is not the source's: orphans (public ones only).
         let orphans = held.untaken_public();
         drop(held);
@@ -1313,7 +1454,10 @@ async fn compare(
                     doc_no: crate::model::RecordKey::parse(key)
                         .map(|k| k.doc_no().to_string())
                         .unwrap_or_default(),
-                    party_name: fields.get(name_field).unwrap_or("").to_string(),
+                    // a version published before `id_in_text` was checked may hold an ID number in the name
+                    party_name: crate::ids::mask_ids_in_owned(
+                        fields.get(name_field).unwrap_or("").to_string(),
+                    ),
                     party_id_masked: id_fields
                         .iter()
                         .find_map(|f| fields.get(f))

@@ -38,12 +38,15 @@ pub(crate) const ORPHAN_DETAIL: &str = "源系统中没有这条记录 / the sou
 pub(crate) const INVALID_OVERDUE_DETAIL: &str = "校验未通过，尚未公示";
 pub(crate) const REVOKED_DETAIL: &str =
     "源系统已撤销，平台仍在公示 / revoked at the source, still public on the platform";
-const FIXED_DETAILS: [&str; 5] = [
+pub(crate) const MINOR_DETAIL: &str =
+    "处罚对象为未成年人，不得公示，平台仍在公示 / a penalty on a minor, which must not be public, still public on the platform";
+const FIXED_DETAILS: [&str; 6] = [
     "",
     MISSING_DETAIL,
     ORPHAN_DETAIL,
     INVALID_OVERDUE_DETAIL,
     REVOKED_DETAIL,
+    MINOR_DETAIL,
 ];
 
 /// A [`GapRow`] whose text is borrowed.
