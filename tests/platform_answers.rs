@@ -484,6 +484,21 @@ async fn withdrawal_given_up_for_good(invalid: bool) {
     assert_eq!(env.platform_records().await[&key].1, "withdrawn");
 }
 
+/// Three syncs through a gateway whose receipts answer no record: exit 3, 3, then 1, the records given up.
+async fn given_up_through_receipts_that_answer_nothing(env: &Env) {
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
+    )
+    .await;
+    for want in [3, 3, 1] {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, want, "{s} {err}");
+    }
+}
+
 /// Makes every record given up for want of an answer look given up two hours ago.
 fn given_up_two_hours_ago(env: &Env) {
     let store = read_store(&env.store_path());
@@ -650,21 +665,13 @@ async fn an_orphan_whose_withdrawal_is_never_answered_is_no_quarantine_entry_of_
         .collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
     let proxy = leaving_out(&env, &keys[0]).await;
-    let out = env
-        .dualpub_with(
-            &[
-                "reconcile",
-                "--today",
-                TODAY,
-                "--format",
-                "json",
-                "--repair",
-                "--repair-orphans",
-            ],
+    let (out, report) = env
+        .reconcile_json_with(
+            TODAY,
+            &["--repair", "--repair-orphans"],
             &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
         )
         .await;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
         report["repair"]["orphans_withdrawn"], 1,
@@ -733,17 +740,7 @@ async fn a_retry_looks_up_records_with_any_id_under_their_own_name() {
         env.source_insert_one(v).await;
         docs.push(doc);
     }
-    let proxy = platform_proxy(
-        env.platform.url(),
-        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
-    )
-    .await;
-    for want in [3, 3, 1] {
-        let (code, s, err) = env
-            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
-            .await;
-        assert_eq!(code, want, "{s} {err}");
-    }
+    given_up_through_receipts_that_answer_nothing(&env).await;
     {
         let store = read_store(&env.store_path());
         for id in ids {
@@ -924,30 +921,10 @@ async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
     )
     .await;
     let (expected, _) = expected_public(&env.gen, today());
-    let proxy = platform_proxy(
-        env.platform.url(),
-        receipt_rewrite(|r: &mut Receipt| r.results.clear()),
-    )
-    .await;
-    for want in [3, 3, 1] {
-        let (code, s, err) = env
-            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
-            .await;
-        assert_eq!(code, want, "{s} {err}");
-    }
+    given_up_through_receipts_that_answer_nothing(&env).await;
     let held = read_store(&env.store_path()).quarantine_len();
     assert_eq!(held as usize, expected.len());
-    let hollow = feed_text_proxy(
-        env.source.url(),
-        Arc::new(|query: &str, text: String| {
-            if query.contains("limit=16") {
-                r#"{"items":[],"has_more":true}"#.to_string()
-            } else {
-                text
-            }
-        }),
-    )
-    .await;
+    let hollow = hollow_lookups(&env).await;
     let exchanged = env.platform_stats().await["flows"].as_u64().unwrap();
     let out = env
         .dualpub_with(

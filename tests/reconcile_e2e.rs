@@ -1545,23 +1545,13 @@ async fn an_empty_feed_page_that_has_more_is_not_the_end_of_the_source() {
     assert!(before > 10, "{before}");
 
     let source = hollow_once(env.source.url()).await;
-    let out = env
-        .dualpub_with(
-            &[
-                "reconcile",
-                "--today",
-                TODAY,
-                "--format",
-                "json",
-                "--kind",
-                "permit",
-                "--repair",
-                "--repair-orphans",
-            ],
+    let (out, v) = env
+        .reconcile_json_with(
+            TODAY,
+            &["--kind", "permit", "--repair", "--repair-orphans"],
             &[("DUALPUB_SOURCE_URL", &source)],
         )
         .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let err = String::from_utf8_lossy(&out.stderr);
     let cats = categories_json(&v);
     assert!(!cats.contains_key("orphan"), "{cats:?} {err}");
@@ -1792,21 +1782,9 @@ async fn a_record_that_cannot_be_sent_now_keeps_its_published_row() {
     for k in [&kp, &ku] {
         assert_eq!(platform_status(&env, k).await.as_deref(), Some("public"));
     }
-    let out = env
-        .dualpub_with(
-            &[
-                "reconcile",
-                "--today",
-                TODAY,
-                "--format",
-                "json",
-                "--repair",
-                "--repair-orphans",
-            ],
-            &via,
-        )
+    let (_, v) = env
+        .reconcile_json_with(TODAY, &["--repair", "--repair-orphans"], &via)
         .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!categories_json(&v).contains_key("orphan"), "{}", v["gaps"]);
     assert_eq!(v["repair"]["orphans_withdrawn"], 0, "{}", v["repair"]);
     for k in [&kp, &ku] {
@@ -2000,21 +1978,13 @@ async fn the_repair_counts_what_it_did_and_what_it_could_not() {
         }),
     )
     .await;
-    let out = env
-        .dualpub_with(
-            &[
-                "reconcile",
-                "--today",
-                TODAY,
-                "--format",
-                "json",
-                "--repair",
-                "--repair-orphans",
-            ],
+    let (out, v) = env
+        .reconcile_json_with(
+            TODAY,
+            &["--repair", "--repair-orphans"],
             &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
         )
         .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let r = &v["repair"];
     assert_eq!(
@@ -2076,20 +2046,7 @@ async fn a_record_the_platform_still_leaves_out_does_not_stop_the_repair_and_the
         serde_json::json!({"key": k, "field": "XK_NR", "value": original}),
     )
     .await;
-    let out = env
-        .dualpub_with(
-            &[
-                "reconcile",
-                "--today",
-                TODAY,
-                "--format",
-                "json",
-                "--repair",
-            ],
-            &via,
-        )
-        .await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (out, v) = env.reconcile_json_with(TODAY, &["--repair"], &via).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{} {err}", v["repair"]);
     assert!(categories_json(&v)["stale"].contains(&k), "{}", v["gaps"]);

@@ -1738,17 +1738,7 @@ async fn a_lookup_answered_with_an_empty_page_that_has_more_keeps_the_quarantine
     assert_eq!(code, 1, "{err}");
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 1);
     // Lookups ask for a few records at one position; the feed serves them nothing, yet has more.
-    let hollow = feed_text_proxy(
-        env.source.url(),
-        Arc::new(|query: &str, text: String| {
-            if query.contains("limit=16") {
-                r#"{"items":[],"has_more":true}"#.to_string()
-            } else {
-                text
-            }
-        }),
-    )
-    .await;
+    let hollow = hollow_lookups(&env).await;
     let out = env
         .dualpub_with(
             &["quarantine", "retry"],

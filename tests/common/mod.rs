@@ -179,9 +179,19 @@ impl Env {
 
     /// `reconcile --today TODAY --format json EXTRA…`: the process output and the parsed report (`null` if none).
     pub async fn reconcile_json(&self, today: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+        self.reconcile_json_with(today, extra, &[]).await
+    }
+
+    /// [`Env::reconcile_json`] with environment variables set (a proxy's URL in place of a simulator's, say).
+    pub async fn reconcile_json_with(
+        &self,
+        today: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> (Output, serde_json::Value) {
         let mut args = vec!["reconcile", "--today", today, "--format", "json"];
         args.extend_from_slice(extra);
-        let out = self.dualpub(&args).await;
+        let out = self.dualpub_with(&args, vars).await;
         let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         (out, report)
     }
@@ -396,6 +406,22 @@ pub async fn serve_local(app: axum::Router) -> String {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
     format!("http://{addr}")
+}
+
+/// A [`feed_text_proxy`] whose answers to lookups (a few records asked for at one position, as a retry or an
+/// offer looks a held version up) are empty pages that say the feed has more: a feed that cannot tell. Its URL.
+pub async fn hollow_lookups(env: &Env) -> String {
+    feed_text_proxy(
+        env.source.url(),
+        std::sync::Arc::new(|query: &str, text: String| {
+            if query.contains("limit=16") {
+                r#"{"items":[],"has_more":true}"#.to_string()
+            } else {
+                text
+            }
+        }),
+    )
+    .await
 }
 
 /// How a [`feed_text_proxy`] rewrites a page: from the query it was asked with and the page's text.
