@@ -842,13 +842,26 @@ impl Engine<'_> {
         if !self.opts.dry_run {
             self.drain_outbox().await?;
         }
-        if self.opts.kinds.contains(&Kind::Penalty) {
-            self.withdraw_expired().await?;
-        }
+        let mut result = Ok(());
         for &kind in &self.opts.kinds.clone() {
-            self.sync_kind(kind, source.clone()).await?;
+            result = self.sync_kind(kind, source.clone()).await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Display periods that have ended are taken down after the feed was read and its receipts are in: a display
+        // period extended at the source as it ended (the expiry index moves with the receipt) was withdrawn first
+        // and published again by the same run, a withdrawal the platform passes on. A feed that fails does not
+        // hold the takedowns up; a store that fails stops everything.
+        if self.opts.kinds.contains(&Kind::Penalty) && !matches!(result, Err(SyncError::Store(_))) {
+            let received = self.wait_all().await;
+            let expired = match received {
+                Ok(()) => self.withdraw_expired().await,
+                Err(e) => Err(e),
+            };
+            result = result.and(expired);
+        }
+        result
     }
 
     fn tick(&self) {

@@ -950,3 +950,59 @@ async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
+
+/// A penalty whose display period ends today, extended at the source just before the run. The run took down every
+/// penalty past its display period before it read the feed: it withdrew this one, then read the extension and
+/// published it again — a withdrawal the credit platform passes on. The takedowns now come after the feed's
+/// receipts, which move the penalty's place in the expiry index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut v) = published_penalty(&env).await;
+    let ends = read_store(&env.store_path())
+        .ledger_get(&key)
+        .unwrap()
+        .unwrap()
+        .meta
+        .display_until
+        .unwrap();
+    let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
+    v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "penalty".into();
+    env.source_insert_one(v).await;
+    let taken_down = Arc::new(Mutex::new(false));
+    let (seen, watched) = (taken_down.clone(), key.clone());
+    let proxy = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| {
+            if r.results
+                .iter()
+                .any(|res| res.key == watched && res.status == ResultStatus::Withdrawn)
+            {
+                *seen.lock().unwrap() = true;
+            }
+        }),
+    )
+    .await;
+    let day_after = (ends + chrono::Duration::days(1)).to_string();
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", &day_after],
+            &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+        )
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{s} {out:?}");
+    assert!(
+        !*taken_down.lock().unwrap(),
+        "withdrawn, then published again"
+    );
+    let held = &env.platform_records().await[&key];
+    assert_eq!(held.1, "public");
+    // (the mapping may shorten an extension to the longest display period it allows)
+    let until = held.2["CF_GSJZQ"].as_str().unwrap().replace('/', "-");
+    assert!(until > day_after, "{until}");
+}
