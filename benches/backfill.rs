@@ -13,7 +13,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{config, start_sim, sync};
+use support::{bench_records, config, start_sim, start_source, sync};
 
 /// A run that is not the backfill: its summary, wall time and peak RSS.
 struct Later {
@@ -30,18 +30,8 @@ fn backfill(
     later: Option<&str>,
 ) -> (f64, f64, serde_json::Value, Duration, Option<Later>) {
     let dir = tempfile::tempdir().unwrap();
-    let n = records.to_string();
     let latency = latency_ms.to_string();
-    let source = start_sim(&[
-        "sim",
-        "source",
-        "--records",
-        &n,
-        "--seed",
-        "5",
-        "--token",
-        "bench-token",
-    ]);
+    let source = start_source(records, 5, &[]);
     let platform = start_sim(&["sim", "platform", "--latency-ms", &latency]);
     let cfg = config(dir.path(), &source.url, &platform.url, batch, concurrency);
     let (m, s) = sync(&cfg, "2026-11-27");
@@ -65,10 +55,7 @@ fn backfill(
 }
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = bench_records(1_000_000);
     println!("backfill of {n} records (permits and penalties), simulators as separate processes, batch 200, concurrency 4");
     let (rate, rss, s, again, later) = backfill(n, 200, 4, 0, Some("2027-06-01"));
     println!(

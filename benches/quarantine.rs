@@ -9,27 +9,12 @@
 
 mod support;
 
-use support::{bin, config, run, start_sim, sync};
+use support::{bench_records, bin, config, run, start_sim, start_source, sync};
 
 fn main() {
-    let records: u64 = std::env::var("BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+    let records = bench_records(200_000);
     let dir = tempfile::tempdir().unwrap();
-    let n = records.to_string();
-    let source = start_sim(&[
-        "sim",
-        "source",
-        "--records",
-        &n,
-        "--seed",
-        "5",
-        "--invalid-rate",
-        "0.5",
-        "--token",
-        "bench-token",
-    ]);
+    let source = start_source(records, 5, &["--invalid-rate", "0.5"]);
     let platform = start_sim(&["sim", "platform"]);
     let cfg = config(dir.path(), &source.url, &platform.url, 200, 4);
     let (m, s) = sync(&cfg, "2026-11-27");

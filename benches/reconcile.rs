@@ -14,24 +14,12 @@
 mod support;
 
 use std::path::Path;
-use support::{config, run, start_sim, sync, Measured};
+use support::{bench_records, config, run, start_sim, start_source, sync, Measured};
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = bench_records(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let source = start_sim(&[
-        "sim",
-        "source",
-        "--records",
-        &n.to_string(),
-        "--seed",
-        "6",
-        "--token",
-        "bench-token",
-    ]);
+    let source = start_source(n, 6, &[]);
     let platform = start_sim(&["sim", "platform"]);
     let cfg = config(dir.path(), &source.url, &platform.url, 500, 4);
     let text = std::fs::read_to_string(&cfg).unwrap();

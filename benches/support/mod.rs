@@ -53,6 +53,31 @@ pub fn start_sim(args: &[&str]) -> Sim {
     Sim { child, url }
 }
 
+/// How many records a bench works on: `BENCH_RECORDS`, else `default`.
+pub fn bench_records(default: u64) -> u64 {
+    std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The source simulator with `records` records from `seed` and the benches' token, plus `extra` options.
+pub fn start_source(records: u64, seed: u64, extra: &[&str]) -> Sim {
+    let (n, seed) = (records.to_string(), seed.to_string());
+    let mut args = vec![
+        "sim",
+        "source",
+        "--records",
+        &n,
+        "--seed",
+        &seed,
+        "--token",
+        "bench-token",
+    ];
+    args.extend_from_slice(extra);
+    start_sim(&args)
+}
+
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
