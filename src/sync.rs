@@ -487,7 +487,17 @@ fn prepare(
 /// A batch's outcome as its send task reports it: the receipt is already applied to the store.
 struct Sent {
     keys: Vec<String>,
-    result: Result<Applied, SyncError>,
+    result: Result<(Applied, Vec<Held>), SyncError>,
+}
+
+/// Records a batch's receipts still gave no usable result for after [`RESEND_UNANSWERED`] resends in this run: they
+/// stay in the outbox, and the run goes on without them (see `Engine::held_keys`).
+struct Held {
+    seq: OutboxId,
+    /// As sent, with the parts the outbox does not keep (the source text a give-up quarantines).
+    batch: OutboxBatch,
+    /// Why, for the run's error if the run ends with them still held.
+    message: String,
 }
 
 /// What an applied receipt adds to the run summary.
@@ -509,7 +519,7 @@ struct PageKeys<'a> {
     wants: &'a HashMap<String, Option<String>>,
 }
 
-/// A key sent in this run and not yet acknowledged.
+/// A key sent in this run and not yet acknowledged, or held in the outbox for this run (`Engine::held_keys`).
 struct Pending {
     op: Op,
     digest: Option<String>,
@@ -543,6 +553,17 @@ struct Engine<'a> {
     /// Records given up on for want of an answer that this run offers again (see [`NO_RESULT_OFFERED_AFTER`]): sent
     /// although the platform never answered this very content, as `force` sends every record.
     offered_again: HashSet<(Kind, String)>,
+    /// Keys of records that stay in the outbox for this run: the platform's receipts gave no usable result for them
+    /// ([`Held`]), or their batch waits behind such a record (a later batch with one of their keys is not sent, so
+    /// that it cannot overtake the version before it). The run goes on with every other record; at its end the held
+    /// batches are sent once more if the platform answered others meanwhile (and are given up on, see
+    /// [`GIVE_UP_UNANSWERED`]), else the run ends with exit 3 (`held_error`).
+    held_keys: HashSet<String>,
+    /// Why the first held batch is held; `held_batches` counts them.
+    held_error: Option<String>,
+    held_batches: usize,
+    /// The held batches as they were sent or built, with what the outbox does not keep of them.
+    held_copies: HashMap<OutboxId, OutboxBatch>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -683,6 +704,10 @@ async fn run_with(
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
         offered_again: HashSet::new(),
+        held_keys: HashSet::new(),
+        held_error: None,
+        held_batches: 0,
+        held_copies: HashMap::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -719,6 +744,11 @@ async fn run_with(
     };
     // Whatever happened, wait for what is in flight so its receipts are recorded.
     let drained = engine.wait_all().await;
+    // Batches held back for want of an answer: given up on if the platform answered others, else the run's error.
+    let drained = match (&result, drained) {
+        (Ok(()), Ok(())) if !opts.dry_run => engine.settle_held().await,
+        (_, d) => d,
+    };
     if let Some(pb) = &engine.progress {
         pb.finish_and_clear();
     }
@@ -1497,10 +1527,14 @@ impl Engine<'_> {
                                     src.updated_at.as_deref().unwrap_or_default(),
                                 )
                             });
-                        if on_its_way
-                            || entry
-                                .as_ref()
-                                .is_some_and(|e| e.state == PlatformState::Public && !given_up)
+                        // Nor one already on its way, or held in the outbox (`held_keys`).
+                        let withdrawing =
+                            self.pending.get(&k).is_some_and(|p| p.op == Op::Withdraw);
+                        if !withdrawing
+                            && (on_its_way
+                                || entry
+                                    .as_ref()
+                                    .is_some_and(|e| e.state == PlatformState::Public && !given_up))
                         {
                             items.push((
                                 OutboxItem::withdraw(
@@ -1940,16 +1974,25 @@ impl Engine<'_> {
         while self.in_flight.len() >= self.cfg.concurrency {
             self.wait_one().await?;
         }
+        if batch.items.iter().any(|i| self.held_keys.contains(&i.key)) {
+            // Already in the outbox: it waits there, behind the version the platform gave no result for, and its
+            // other records wait with it.
+            tracing::warn!(
+                records = batch.items.len(),
+                "a batch waits in the outbox behind a record the platform's receipts gave no result for"
+            );
+            for i in &batch.items {
+                self.held_keys.insert(i.key.clone());
+                let (key, p) = pending_of(i);
+                self.pending.insert(key, p);
+            }
+            self.held_copies.insert(seq, batch);
+            return Ok(());
+        }
         for i in &batch.items {
             *self.in_flight_keys.entry(i.key.clone()).or_insert(0) += 1;
-            self.pending.insert(
-                i.key.clone(),
-                Pending {
-                    op: i.op,
-                    digest: i.digest.clone(),
-                    source_id: i.source_id.clone(),
-                },
-            );
+            let (key, p) = pending_of(i);
+            self.pending.insert(key, p);
         }
         self.summary.pushed += batch.items.len() as u64;
         let platform = self.platform.clone();
@@ -1997,15 +2040,74 @@ impl Engine<'_> {
             }
             self.pending.remove(k);
         }
-        let a = sent.result?;
+        let (a, held) = sent.result?;
         self.summary.accepted += a.accepted;
         self.summary.platform_unchanged += a.platform_unchanged;
         self.summary.rejected += a.rejected;
         self.summary.withdrawn += a.withdrawn;
         self.summary.still_unanswered += a.still_unanswered;
         self.tick();
+        for h in held {
+            // Still what the platform is to hold for these keys, as far as the feed read by this run can tell: a
+            // record read again (the overlap window) is not put in the outbox a second time.
+            for i in &h.batch.items {
+                self.held_keys.insert(i.key.clone());
+                let (key, p) = pending_of(i);
+                self.pending.insert(key, p);
+            }
+            self.held_copies.insert(h.seq, h.batch);
+            self.held_error.get_or_insert(h.message);
+            self.held_batches += 1;
+        }
+        // A second batch left out while no receipt of this run answered any record: the platform seems to answer
+        // nothing at all, and every batch sent on would only join the outbox. The run stops as it is (exit 3).
+        if self.held_batches >= 2 && !self.answered.load(Ordering::Relaxed) {
+            if let Some(e) = &self.held_error {
+                return Err(SyncError::Unanswered(e.clone()));
+            }
+        }
         Ok(())
     }
+
+    /// At the end of a run that held batches back ([`Engine::held_keys`]): if the platform answered other records
+    /// meanwhile, the outbox is sent once more in order — the held batches are given up on now (the fault is with
+    /// their records), and the batches that waited behind them go out. Else (or still held) the run's error.
+    async fn settle_held(&mut self) -> Result<(), SyncError> {
+        let Some(first) = self.held_error.take() else {
+            return Ok(());
+        };
+        if !self.answered.load(Ordering::Relaxed) {
+            return Err(SyncError::Unanswered(first));
+        }
+        tracing::info!(
+            records = self.held_keys.len(),
+            "sending once more the records the platform's receipts gave no result for, and those that waited behind \
+             them, now that it answered others"
+        );
+        self.held_keys.clear();
+        self.held_batches = 0;
+        let mut copies = std::mem::take(&mut self.held_copies);
+        for (seq, batch) in self.store.outbox()? {
+            let batch = copies.remove(&seq).unwrap_or(batch);
+            self.dispatch(seq, batch).await?;
+        }
+        self.wait_all().await?;
+        match self.held_error.take() {
+            Some(e) => Err(SyncError::Unanswered(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn pending_of(i: &OutboxItem) -> (String, Pending) {
+    (
+        i.key.clone(),
+        Pending {
+            op: i.op,
+            digest: i.digest.clone(),
+            source_id: i.source_id.clone(),
+        },
+    )
 }
 
 /// Sends outbox batch `seq` and records its receipt. A message the platform refuses whole as too large for it
@@ -2023,8 +2125,9 @@ async fn send_batch(
     answered: &Arc<AtomicBool>,
     seq: OutboxId,
     batch: OutboxBatch,
-) -> Result<Applied, SyncError> {
+) -> Result<(Applied, Vec<Held>), SyncError> {
     let mut total = Applied::default();
+    let mut held = Vec::new();
     // A stack: the first half is sent first. With each batch, how many times its records were sent again for want of
     // a usable result.
     let mut todo = vec![(seq, batch, 0)];
@@ -2066,17 +2169,20 @@ async fn send_batch(
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
-                return Err(SyncError::Unanswered(format!(
+                let message = format!(
                     "the platform's receipts gave no usable result for {records} record(s) {} times in a row (the \
                      last, of flow {}: {}): they stay in the outbox (flow {}) and the next run sends them first; \
                      after {GIVE_UP_UNANSWERED_UNSEEN} such receipts in all they go to quarantine (code \
                      {NO_RESULT}) so that other records can move; the platform answered no record here, so ask its \
                      operators why its receipts answer nothing",
-                    u.batch.unanswered,
-                    u.sent_flow,
-                    u.why,
-                    u.batch.flow,
-                )));
+                    u.batch.unanswered, u.sent_flow, u.why, u.batch.flow,
+                );
+                held.push(Held {
+                    seq: u.seq,
+                    batch: u.batch,
+                    message,
+                });
+                continue;
             }
             tracing::warn!(
                 records,
@@ -2088,12 +2194,12 @@ async fn send_batch(
             todo.push((u.seq, u.batch, resent + 1));
         }
     }
-    Ok(total)
+    Ok((total, held))
 }
 
 /// How many times the records a receipt gave no usable result for are sent again, each time under a new flow id,
-/// before the run stops (exit 3, the records kept in the outbox for the next run) — unless they have been given up
-/// on by then (see [`GIVE_UP_UNANSWERED`]).
+/// before the run holds them back (kept in the outbox; see `Engine::held_keys`) — unless they have been given up on
+/// by then (see [`GIVE_UP_UNANSWERED`]).
 const RESEND_UNANSWERED: u32 = 2;
 
 /// After how many receipts in a row without a usable result for them records are given up on: rejected with code

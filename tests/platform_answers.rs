@@ -1006,3 +1006,68 @@ async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
     let until = held.2["CF_GSJZQ"].as_str().unwrap().replace('/', "-");
     assert!(until > day_after, "{until}");
 }
+
+/// A new version of `v` (a source record as the simulator serves it) with these remarks, stamped now.
+fn remarked(mut v: serde_json::Value, kind: &str, remarks: &str) -> serde_json::Value {
+    v["remarks"] = remarks.into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = kind.into();
+    v
+}
+
+/// A penalty changed alone, whose new version the platform's receipts never answer for: its message held only it,
+/// so its run saw no answer to anything and kept it in the outbox (exit 3). The next run sent it first and stopped on
+/// it again, and the one after: three runs, each on exit 3, in which no other record moved. Now the next run holds it
+/// back and sends the other records; the platform answers those, so the held record is given up on in the same run
+/// (exit 1, `NO_RESULT`). A later version of it, read meanwhile, waits behind it in the outbox and is sent after it,
+/// never before (the platform ends up with the latest version), and is given up on in its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, v) = published_penalty(&env).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    env.source_insert_one(remarked(v.clone(), "penalty", "第二版"))
+        .await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(
+        code, 3,
+        "alone, nothing says the fault is its own: {s} {err}"
+    );
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 1);
+    // Meanwhile a permit changes, and the penalty again.
+    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
+    let permit = env.source_record(&permit_id).await;
+    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
+        .await;
+    env.source_insert_one(remarked(v, "penalty", "第三版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["accepted"], 1, "the permit: {s}");
+    assert_eq!(
+        s["rejected"], 2,
+        "the penalty's two versions, given up on: {s}"
+    );
+    let held = env.platform_records().await;
+    let permit_doc = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0)
+        .doc_no
+        .unwrap();
+    let permit_row = held
+        .iter()
+        .find(|(k, _)| k.starts_with("XZXK") && k.ends_with(permit_doc.trim()))
+        .unwrap();
+    assert_eq!(permit_row.1 .2["BZ"], "许可证补正", "{permit_row:?}");
+    assert_eq!(held[&key].2["BZ"], "第三版", "{:?}", held[&key]);
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
+    assert_eq!(
+        (q.reason.as_str(), q.findings[0].code.as_str()),
+        ("rejected", "NO_RESULT")
+    );
+    assert_eq!(q.source["remarks"], "第三版", "{:?}", q.source);
+}
