@@ -214,6 +214,7 @@ impl PlatformClient {
             Attempt::Fatal(m) => Attempt::Fatal(m),
             Attempt::Config(m) => Attempt::Config(m),
             Attempt::Refused(m) => Attempt::Refused(m),
+            Attempt::Malformed(m) => Attempt::Malformed(m),
         }
     }
 
@@ -227,7 +228,10 @@ impl PlatformClient {
                 message,
             }),
             Attempt::Done(_) => Ok(()),
-            Attempt::Retry { reason: m, .. } | Attempt::Fatal(m) | Attempt::Refused(m) => {
+            Attempt::Retry { reason: m, .. }
+            | Attempt::Fatal(m)
+            | Attempt::Refused(m)
+            | Attempt::Malformed(m) => {
                 tracing::debug!(problem = %m, "no login at the start of the run; sending will try again");
                 Ok(())
             }
@@ -254,7 +258,9 @@ impl PlatformClient {
         let (token, fresh) = match self.token().await {
             Attempt::Done(t) => t,
             Attempt::Retry { after, reason } => return Attempt::Retry { after, reason },
-            Attempt::Fatal(m) | Attempt::Refused(m) => return Attempt::Fatal(m),
+            Attempt::Fatal(m) | Attempt::Refused(m) | Attempt::Malformed(m) => {
+                return Attempt::Fatal(m)
+            }
             Attempt::Config(m) => return Attempt::Config(m),
         };
         let (status, ra, bytes) = match answer(send(&token)).await {
@@ -305,12 +311,19 @@ impl PlatformClient {
                 &error_text(status, &bytes, &secrets),
             )),
             // The message is too large for this platform (in bytes or records): the same bytes would be refused
-            // again, smaller messages of the same records may not be. (A 400 stays fatal: it may be about the
-            // envelope — our sender or receiver code — which no smaller message mends.)
+            // again, smaller messages of the same records may not be.
             Class::Fatal if status == 413 => Attempt::Refused(format!(
                 "{refused} with HTTP {status}: {}",
                 error_text(status, &bytes, &secrets)
             )),
+            // A message found malformed: about its envelope (our sender or receiver code, which no smaller message
+            // mends) or one of its records; sync tells by whether the platform accepts other messages.
+            Class::Fatal if status == 400 && endpoint == ("POST", EXCHANGE_PATH) => {
+                Attempt::Malformed(format!(
+                    "{refused} with HTTP {status}: {}",
+                    error_text(status, &bytes, &secrets)
+                ))
+            }
             Class::Fatal => Attempt::Fatal(format!(
                 "{refused} with HTTP {status}: {}",
                 error_text(status, &bytes, &secrets)

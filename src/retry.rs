@@ -29,6 +29,10 @@ pub enum Attempt<T> {
     /// Do not send this message again as it is: the other system refused it whole as too large (HTTP 413) without
     /// looking at its records one by one. Its records, sent in smaller messages, may pass.
     Refused(String),
+    /// Do not send this message again as it is: the other system found it malformed (HTTP 400). That may be its
+    /// envelope (our configuration: every message is refused alike) or one of its records (others pass); the caller
+    /// tells which by what else the other system accepts.
+    Malformed(String),
 }
 
 /// The run's retry budget, shared by every call.
@@ -103,6 +107,9 @@ pub enum GiveUp {
     /// The other system refused a message whole ([`Attempt::Refused`]).
     #[error("{what}: {message}")]
     Refused { what: String, message: String },
+    /// The other system found a message malformed ([`Attempt::Malformed`]).
+    #[error("{what}: {message}")]
+    Malformed { what: String, message: String },
 }
 
 impl Budget {
@@ -191,6 +198,12 @@ impl Budget {
                 }
                 Attempt::Refused(message) => {
                     return Err(GiveUp::Refused {
+                        what: what.to_string(),
+                        message,
+                    })
+                }
+                Attempt::Malformed(message) => {
+                    return Err(GiveUp::Malformed {
                         what: what.to_string(),
                         message,
                     })

@@ -490,8 +490,9 @@ struct Sent {
     result: Result<(Applied, Vec<Held>), SyncError>,
 }
 
-/// Records a batch's receipts still gave no usable result for after [`RESEND_UNANSWERED`] resends in this run: they
-/// stay in the outbox, and the run goes on without them (see `Engine::held_keys`).
+/// Records a batch's receipts still gave no usable result for after [`RESEND_UNANSWERED`] resends in this run, or a
+/// message the platform found malformed (HTTP 400) before it answered any record in this run: they stay in the
+/// outbox, and the run goes on without them (see `Engine::held_keys`).
 struct Held {
     seq: OutboxId,
     /// As sent, with the parts the outbox does not keep (the source text a give-up quarantines).
@@ -2116,8 +2117,9 @@ fn pending_of(i: &OutboxItem) -> (String, Pending) {
 /// split in two, each half with a flow id of its own and put in the outbox in its place (one transaction, so a
 /// crash leaves the batch or both halves), and the halves are sent in order, down to messages of one record. A
 /// record the platform refuses alone is rejected like any other, with the platform's words: it goes to quarantine
-/// and leaves the outbox. Any other failure leaves the batch in the outbox; the next run resends it with the same
-/// flow id.
+/// and leaves the outbox. A message found malformed (HTTP 400) is split the same way once the platform has answered
+/// other records in this run; before that it is held ([`Held`]), since the fault may be the envelope. Any other
+/// failure leaves the batch in the outbox; the next run resends it with the same flow id.
 async fn send_batch(
     platform: &PlatformClient,
     budget: &Budget,
@@ -2137,7 +2139,29 @@ async fn send_batch(
             .await
         {
             Ok(receipt) => receipt,
-            Err(GiveUp::Refused { message, .. }) if batch.items.len() > 1 => {
+            // Found malformed while the platform has answered nothing in this run: perhaps the envelope (every
+            // message would be refused alike, and no record may pay for that), perhaps a record. Held: the run goes
+            // on, and the answers to the other messages tell (`Engine::settle_held`).
+            Err(GiveUp::Malformed { message, .. }) if !answered.load(Ordering::Relaxed) => {
+                held.push(Held {
+                    message: format!(
+                        "{message}. The message stays in the outbox (flow {}) and the next run sends it first. The \
+                         platform accepted no other message in this run: if it refuses every message, check \
+                         [agency] credit_code (the sender) and [platform] receiver; once it accepts others, this one \
+                         is sent in smaller messages until the record it refuses is found and rejected ({})",
+                        batch.flow, "MESSAGE_REFUSED"
+                    ),
+                    seq,
+                    batch,
+                });
+                continue;
+            }
+            // Refused whole, as too large, or as malformed while the platform accepts other messages (the fault is
+            // with a record of this one): its records are sent in smaller messages, and the one refused alone is
+            // rejected.
+            Err(GiveUp::Refused { message, .. } | GiveUp::Malformed { message, .. })
+                if batch.items.len() > 1 =>
+            {
                 let (first, second) = split_batch(batch)?;
                 tracing::warn!(
                     records = first.items.len() + second.items.len(),
@@ -2152,7 +2176,9 @@ async fn send_batch(
                 todo.push((s1, first, resent));
                 continue;
             }
-            Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
+            Err(GiveUp::Refused { message, .. } | GiveUp::Malformed { message, .. }) => {
+                refused_alone(&batch, &message)
+            }
             Err(e) => return Err(SyncError::from(e)),
         };
         let (store, answered) = (store.clone(), answered.clone());

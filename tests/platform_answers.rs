@@ -1071,3 +1071,108 @@ async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
     );
     assert_eq!(q.source["remarks"], "第三版", "{:?}", q.source);
 }
+
+/// A gateway that answers HTTP 400 (`BAD_ENVELOPE`) to every message the platform's receipt shows held one of
+/// `keys` — a platform whose parser chokes on that record — or, with no keys, to every message (an envelope it
+/// refuses: a wrong `[platform] receiver`, say).
+async fn refusing_messages_with(env: &Env, keys: Vec<String>) -> String {
+    platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if keys.is_empty() || receipt.results.iter().any(|r| keys.contains(&r.key)) {
+                let refusal =
+                    r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
+                return (400, refusal.as_bytes().to_vec());
+            }
+            (status, body)
+        }),
+    )
+    .await
+}
+
+/// A message the platform refuses as malformed (HTTP 400) because of one of its records stopped every run with exit 3
+/// at that message, for good: no record after it moved. Now, once the platform has accepted other messages (so the
+/// envelope is fine), the message is sent in halves down to the record it refuses alone, which is rejected
+/// (`MESSAGE_REFUSED`, in quarantine with the platform's words); every other record is published, and the next run
+/// has nothing to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_as_malformed_for_one_record_costs_only_that_record() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let poison = expected
+        .keys()
+        .find(|k| k.starts_with("XZCF"))
+        .unwrap()
+        .clone();
+    let proxy = refusing_messages_with(&env, vec![poison.clone()]).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    for (key, state) in ledger_states(&env) {
+        let want = if key == poison {
+            PlatformState::Rejected
+        } else {
+            PlatformState::Public
+        };
+        assert_eq!(state, Some(want), "{key}");
+    }
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.outbox_len(), 0);
+        let held: Vec<_> = store.quarantine_iter().map(Result::unwrap).collect();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].key.as_deref(), Some(poison.as_str()));
+        let f = &held[0].findings[0];
+        assert_eq!(f.code, "MESSAGE_REFUSED");
+        assert!(
+            f.en.contains("HTTP 400") && f.en.contains("报文格式错误"),
+            "{f:?}"
+        );
+    }
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["pushed"], 0, "{s}");
+}
+
+/// A platform that refuses every message as malformed: the fault is the envelope (our configuration), which no
+/// smaller message mends, so no record is quarantined for it. The run stops with exit 3 after two messages, naming
+/// the keys to check, and keeps everything in the outbox, run after run; mended, the next run sends it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_all_refused_as_malformed_quarantine_nothing() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let proxy = refusing_messages_with(&env, Vec::new()).await;
+    for _ in 0..4 {
+        let (code, s, err) = env
+            .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+            .await;
+        assert_eq!(code, 3, "{s} {err}");
+        assert!(
+            err.contains("HTTP 400") && err.contains("[platform] receiver"),
+            "{err}"
+        );
+        assert_eq!(
+            (&s["rejected"], &s["quarantined"]),
+            (&0.into(), &0.into()),
+            "{s}"
+        );
+        let store = read_store(&env.store_path());
+        assert_eq!(store.quarantine_len(), 0);
+        let keys: HashSet<String> = store
+            .outbox()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
+            .collect();
+        assert_eq!(keys, expected.keys().cloned().collect());
+    }
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
