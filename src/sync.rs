@@ -487,6 +487,8 @@ fn prepare(
 /// A batch's outcome as its send task reports it: the receipt is already applied to the store.
 struct Sent {
     keys: Vec<String>,
+    /// Left in the outbox by an earlier run (sent by `Engine::drain_outbox`).
+    earlier: bool,
     result: Result<(Applied, Vec<Held>), SyncError>,
 }
 
@@ -560,9 +562,13 @@ struct Engine<'a> {
     /// batches are sent once more if the platform answered others meanwhile (and are given up on, see
     /// [`GIVE_UP_UNANSWERED`]), else the run ends with exit 3 (`held_error`).
     held_keys: HashSet<String>,
-    /// Why the first held batch is held; `held_batches` counts them.
+    /// Why the first held batch is held; `held_batches` counts them, `held_fresh` those this run built itself (not
+    /// left in the outbox by an earlier run).
     held_error: Option<String>,
     held_batches: usize,
+    held_fresh: usize,
+    /// Whether the batches dispatched now are those an earlier run left in the outbox (`drain_outbox`).
+    draining: bool,
     /// The held batches as they were sent or built, with what the outbox does not keep of them.
     held_copies: HashMap<OutboxId, OutboxBatch>,
 }
@@ -708,6 +714,8 @@ async fn run_with(
         held_keys: HashSet::new(),
         held_error: None,
         held_batches: 0,
+        held_fresh: 0,
+        draining: false,
         held_copies: HashMap::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
@@ -914,10 +922,17 @@ impl Engine<'_> {
                 "resending batches left in the outbox by an earlier run"
             );
         }
+        self.draining = true;
+        let mut sent = Ok(());
         for (seq, batch) in batches {
             self.summary.outbox_resent += batch.items.len() as u64;
-            self.dispatch(seq, batch).await?;
+            sent = self.dispatch(seq, batch).await;
+            if sent.is_err() {
+                break;
+            }
         }
+        self.draining = false;
+        sent?;
         self.wait_all().await
     }
 
@@ -2000,12 +2015,17 @@ impl Engine<'_> {
         let budget = self.budget.clone();
         let store = self.store.clone();
         let answered = self.answered.clone();
+        let earlier = self.draining;
         // The receipt is applied by the send task itself, off the engine's thread; the batch's keys stay pending
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
             let result = send_batch(&platform, &budget, &store, &answered, seq, batch).await;
-            Sent { keys, result }
+            Sent {
+                keys,
+                earlier,
+                result,
+            }
         });
         Ok(())
     }
@@ -2059,10 +2079,17 @@ impl Engine<'_> {
             self.held_copies.insert(h.seq, h.batch);
             self.held_error.get_or_insert(h.message);
             self.held_batches += 1;
+            if !sent.earlier {
+                self.held_fresh += 1;
+            }
         }
         // A second batch left out while no receipt of this run answered any record: the platform seems to answer
-        // nothing at all, and every batch sent on would only join the outbox. The run stops as it is (exit 3).
-        if self.held_batches >= 2 && !self.answered.load(Ordering::Relaxed) {
+        // nothing at all, and every batch sent on would only join the outbox. The run stops as it is (exit 3) — but
+        // not on batches an earlier run left in the outbox alone: held there already, they tell nothing new, and two
+        // of them (two records the platform refuses, each changed alone) stopped every later run before it read the
+        // feed, so that no other record moved and the platform was never seen answering, for good.
+        if self.held_batches >= 2 && self.held_fresh >= 1 && !self.answered.load(Ordering::Relaxed)
+        {
             if let Some(e) = &self.held_error {
                 return Err(SyncError::Unanswered(e.clone()));
             }
@@ -2087,6 +2114,7 @@ impl Engine<'_> {
         );
         self.held_keys.clear();
         self.held_batches = 0;
+        self.held_fresh = 0;
         let mut copies = std::mem::take(&mut self.held_copies);
         for (seq, batch) in self.store.outbox()? {
             let batch = copies.remove(&seq).unwrap_or(batch);

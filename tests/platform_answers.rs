@@ -1176,3 +1176,70 @@ async fn messages_all_refused_as_malformed_quarantine_nothing() {
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
+
+/// Two penalties the platform holds as public (their keys), and their source records as the simulator serves them.
+async fn two_published_penalties(env: &Env) -> [(String, serde_json::Value); 2] {
+    let held = env.platform_records().await;
+    let mut found = Vec::new();
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        if let Some(key) = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        }) {
+            found.push((key, env.source_record(&r.id).await));
+        }
+        if found.len() == 2 {
+            return found.try_into().unwrap();
+        }
+    }
+    panic!("fewer than two published penalties")
+}
+
+/// Two records, each changed alone in a run of its own, whose messages the platform refuses as malformed: each run
+/// held its message and ended with exit 3 (nothing else answered). The next run sent both first, from the outbox,
+/// and stopped at the second held before reading the feed: no other record ever moved again, however many changed,
+/// and the two were never split out. Batches an earlier run left in the outbox do not stop the run so; the feed is
+/// read, the platform answers its records, and the two are then found and rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_malformed_messages_left_by_earlier_runs_do_not_stop_every_later_run() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let [(k1, v1), (k2, v2)] = two_published_penalties(&env).await;
+    let proxy = refusing_messages_with(&env, vec![k1.clone(), k2.clone()]).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    env.source_insert_one(remarked(v1, "penalty", "第二版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 3, "{s} {err}");
+    env.source_insert_one(remarked(v2, "penalty", "第二版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 2);
+    // Meanwhile a permit changes.
+    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
+    let permit = env.source_record(&permit_id).await;
+    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["accepted"], 1, "the permit: {s}");
+    assert_eq!(s["rejected"], 2, "the two penalties, refused alone: {s}");
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    for key in [&k1, &k2] {
+        assert_eq!(
+            store
+                .ledger_get(key)
+                .unwrap()
+                .unwrap()
+                .rejected_digest
+                .is_some(),
+            true,
+            "{key}"
+        );
+    }
+}
