@@ -511,6 +511,43 @@ struct Applied {
     rejected: u64,
     withdrawn: u64,
     still_unanswered: u64,
+    /// Whether the receipt gave some record of the message a usable result.
+    answered_here: bool,
+}
+
+/// The envelopes (sender, receiver, item) of the messages the platform answered in a run: a message it finds
+/// malformed (HTTP 400) is taken for a record's fault, and split down to it, only when the platform answered another
+/// message with the same envelope. Before, any answer did: a platform that took a sender's permits and refused its
+/// penalties whole (an item that sender may not send) had every penalty split out and quarantined.
+#[derive(Clone, Default)]
+struct Envelopes(Arc<std::sync::Mutex<HashSet<(String, String, Kind)>>>);
+
+impl Envelopes {
+    fn of(batch: &OutboxBatch) -> Option<(String, String, Kind)> {
+        xml::read_exchange_envelope(&batch.body)
+            .ok()
+            .map(|m| (m.sender, m.receiver, m.kind))
+    }
+
+    fn note(&self, batch: &OutboxBatch) {
+        if let (Some(e), Ok(mut seen)) = (Envelopes::of(batch), self.0.lock()) {
+            seen.insert(e);
+        }
+    }
+
+    fn answered(&self, batch: &OutboxBatch) -> bool {
+        match (Envelopes::of(batch), self.0.lock()) {
+            (Some(e), Ok(seen)) => seen.contains(&e),
+            _ => false,
+        }
+    }
+
+    fn describe(batch: &OutboxBatch) -> String {
+        match Envelopes::of(batch) {
+            Some((sender, receiver, kind)) => format!("{sender}, {receiver}, {}", kind.item()),
+            None => "unreadable".into(),
+        }
+    }
 }
 
 /// What a page being processed knows of keys (see `Engine::holder`): the source record each key is sent for,
@@ -553,6 +590,8 @@ struct Engine<'a> {
     counted_waiting: HashSet<(Kind, String)>,
     /// Whether a receipt of this run gave some record a usable result (see [`GIVE_UP_UNANSWERED`]).
     answered: Arc<AtomicBool>,
+    /// The envelopes of the messages the platform answered in this run (see [`Envelopes`]).
+    envelopes: Envelopes,
     /// Records given up on for want of an answer that this run offers again (see [`NO_RESULT_OFFERED_AFTER`]): sent
     /// although the platform never answered this very content, as `force` sends every record.
     offered_again: HashSet<(Kind, String)>,
@@ -710,6 +749,7 @@ async fn run_with(
         future_warned: HashSet::new(),
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
+        envelopes: Envelopes::default(),
         offered_again: HashSet::new(),
         held_keys: HashSet::new(),
         held_error: None,
@@ -2015,12 +2055,16 @@ impl Engine<'_> {
         let budget = self.budget.clone();
         let store = self.store.clone();
         let answered = self.answered.clone();
+        let envelopes = self.envelopes.clone();
         let earlier = self.draining;
         // The receipt is applied by the send task itself, off the engine's thread; the batch's keys stay pending
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
-            let result = send_batch(&platform, &budget, &store, &answered, seq, batch).await;
+            let result = send_batch(
+                &platform, &budget, &store, &answered, &envelopes, seq, batch,
+            )
+            .await;
             Sent {
                 keys,
                 earlier,
@@ -2153,6 +2197,7 @@ async fn send_batch(
     budget: &Budget,
     store: &Store,
     answered: &Arc<AtomicBool>,
+    envelopes: &Envelopes,
     seq: OutboxId,
     batch: OutboxBatch,
 ) -> Result<(Applied, Vec<Held>), SyncError> {
@@ -2162,22 +2207,33 @@ async fn send_batch(
     // a usable result.
     let mut todo = vec![(seq, batch, 0)];
     while let Some((seq, batch, resent)) = todo.pop() {
+        // Whether the receipt is the platform's (not one made up for a record it refused alone).
+        let mut from_platform = false;
         let receipt = match platform
             .exchange(budget, &batch.flow, batch.body.clone())
             .await
         {
-            Ok(receipt) => receipt,
-            // Found malformed while the platform has answered nothing in this run: perhaps the envelope (every
-            // message would be refused alike, and no record may pay for that), perhaps a record. Held: the run goes
-            // on, and the answers to the other messages tell (`Engine::settle_held`).
-            Err(GiveUp::Malformed { message, .. }) if !answered.load(Ordering::Relaxed) => {
+            Ok(receipt) => {
+                from_platform = true;
+                receipt
+            }
+            // Found malformed while the platform has answered no message with this one's envelope (sender,
+            // receiver, item) in this run: perhaps the envelope (every such message would be refused alike, and no
+            // record may pay for that), perhaps a record. Held: the run goes on, and the answers to the other
+            // messages tell (`Engine::settle_held`). Messages of another item prove nothing: a platform may take a
+            // sender's permits and refuse its penalties whole.
+            Err(GiveUp::Malformed { message, .. }) if !envelopes.answered(&batch) => {
                 held.push(Held {
                     message: format!(
                         "{message}. The message stays in the outbox (flow {}) and the next run sends it first. The \
-                         platform accepted no other message in this run: if it refuses every message, check \
-                         [agency] credit_code (the sender) and [platform] receiver; once it accepts others, this one \
-                         is sent in smaller messages until the record it refuses is found and rejected ({})",
-                        batch.flow, "MESSAGE_REFUSED"
+                         platform accepted no other message with its envelope (sender, receiver and item: {}) in \
+                         this run: if it refuses every such message, check [agency] credit_code (the sender) and \
+                         [platform] receiver, and whether the platform takes this item from this sender; once it \
+                         accepts others, this one is sent in smaller messages until the record it refuses is found \
+                         and rejected ({})",
+                        batch.flow,
+                        Envelopes::describe(&batch),
+                        "MESSAGE_REFUSED"
                     ),
                     seq,
                     batch,
@@ -2210,8 +2266,8 @@ async fn send_batch(
             Err(e) => return Err(SyncError::from(e)),
         };
         let (store, answered) = (store.clone(), answered.clone());
-        let (a, unanswered) = tokio::task::spawn_blocking(move || {
-            apply_receipt(&store, &answered, seq, &batch, &receipt)
+        let (a, unanswered, batch) = tokio::task::spawn_blocking(move || {
+            apply_receipt(&store, &answered, seq, &batch, &receipt).map(|(a, u)| (a, u, batch))
         })
         .await
         .unwrap_or_else(|e| Err(SyncError::Client(format!("applying a receipt failed: {e}"))))?;
@@ -2220,6 +2276,9 @@ async fn send_batch(
         total.rejected += a.rejected;
         total.withdrawn += a.withdrawn;
         total.still_unanswered += a.still_unanswered;
+        if from_platform && a.answered_here {
+            envelopes.note(&batch);
+        }
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
@@ -2488,6 +2547,7 @@ fn apply_receipt(
     if answered_here {
         answered.store(true, Ordering::Relaxed);
     }
+    applied.answered_here = answered_here;
     // Records left out by this receipt too: sent again, or given up on (see `GIVE_UP_UNANSWERED`).
     let times = batch.unanswered + 1;
     let others_answered = batch.others_answered || answered_here;
