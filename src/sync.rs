@@ -610,6 +610,8 @@ struct Engine<'a> {
     draining: bool,
     /// The held batches as they were sent or built, with what the outbox does not keep of them.
     held_copies: HashMap<OutboxId, OutboxBatch>,
+    /// The held batches this run sent already (their records counted `pushed`), not those that waited unsent.
+    held_sent: HashSet<OutboxId>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -757,6 +759,7 @@ async fn run_with(
         held_fresh: 0,
         draining: false,
         held_copies: HashMap::new(),
+        held_sent: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -2020,6 +2023,16 @@ impl Engine<'_> {
 
     /// Sends a batch once no batch in flight holds any of its keys; keeps at most `concurrency` in flight.
     async fn dispatch(&mut self, seq: OutboxId, batch: OutboxBatch) -> Result<(), SyncError> {
+        self.dispatch_counted(seq, batch, true).await
+    }
+
+    /// [`Engine::dispatch`]; `count`: whether its records are counted `pushed` (not when this run sent them already).
+    async fn dispatch_counted(
+        &mut self,
+        seq: OutboxId,
+        batch: OutboxBatch,
+        count: bool,
+    ) -> Result<(), SyncError> {
         while batch
             .items
             .iter()
@@ -2050,7 +2063,9 @@ impl Engine<'_> {
             let (key, p) = pending_of(i);
             self.pending.insert(key, p);
         }
-        self.summary.pushed += batch.items.len() as u64;
+        if count {
+            self.summary.pushed += batch.items.len() as u64;
+        }
         let platform = self.platform.clone();
         let budget = self.budget.clone();
         let store = self.store.clone();
@@ -2120,6 +2135,7 @@ impl Engine<'_> {
                 let (key, p) = pending_of(i);
                 self.pending.insert(key, p);
             }
+            self.held_sent.insert(h.seq.clone());
             self.held_copies.insert(h.seq, h.batch);
             self.held_error.get_or_insert(h.message);
             self.held_batches += 1;
@@ -2160,9 +2176,12 @@ impl Engine<'_> {
         self.held_batches = 0;
         self.held_fresh = 0;
         let mut copies = std::mem::take(&mut self.held_copies);
+        let sent = std::mem::take(&mut self.held_sent);
         for (seq, batch) in self.store.outbox()? {
             let batch = copies.remove(&seq).unwrap_or(batch);
-            self.dispatch(seq, batch).await?;
+            // A held batch was counted when it was sent; one that waited behind it was not.
+            let count = !sent.contains(&seq);
+            self.dispatch_counted(seq, batch, count).await?;
         }
         self.wait_all().await?;
         match self.held_error.take() {

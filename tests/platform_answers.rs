@@ -1052,6 +1052,10 @@ async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
         s["rejected"], 2,
         "the penalty's two versions, given up on: {s}"
     );
+    // The held version, the permit and the version that waited: each sent once by the engine (its resends within a
+    // message's sending, and the held one's at the end of the run, are not records pushed again).
+    assert_eq!(s["pushed"], 3, "{s}");
+    assert_eq!(s["outbox_resent"], 1, "{s}");
     let held = env.platform_records().await;
     let permit_doc = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0)
         .doc_no
