@@ -487,6 +487,8 @@ fn prepare(
 /// A batch's outcome as its send task reports it: the receipt is already applied to the store.
 struct Sent {
     keys: Vec<String>,
+    /// Left in the outbox by an earlier run (sent by `Engine::drain_outbox`).
+    earlier: bool,
     result: Result<(Applied, Vec<Held>), SyncError>,
 }
 
@@ -509,6 +511,43 @@ struct Applied {
     rejected: u64,
     withdrawn: u64,
     still_unanswered: u64,
+    /// Whether the receipt gave some record of the message a usable result.
+    answered_here: bool,
+}
+
+/// The envelopes (sender, receiver, item) of the messages the platform answered in a run: a message it finds
+/// malformed (HTTP 400) is taken for a record's fault, and split down to it, only when the platform answered another
+/// message with the same envelope. Before, any answer did: a platform that took a sender's permits and refused its
+/// penalties whole (an item that sender may not send) had every penalty split out and quarantined.
+#[derive(Clone, Default)]
+struct Envelopes(Arc<std::sync::Mutex<HashSet<(String, String, Kind)>>>);
+
+impl Envelopes {
+    fn of(batch: &OutboxBatch) -> Option<(String, String, Kind)> {
+        xml::read_exchange_envelope(&batch.body)
+            .ok()
+            .map(|m| (m.sender, m.receiver, m.kind))
+    }
+
+    fn note(&self, batch: &OutboxBatch) {
+        if let (Some(e), Ok(mut seen)) = (Envelopes::of(batch), self.0.lock()) {
+            seen.insert(e);
+        }
+    }
+
+    fn answered(&self, batch: &OutboxBatch) -> bool {
+        match (Envelopes::of(batch), self.0.lock()) {
+            (Some(e), Ok(seen)) => seen.contains(&e),
+            _ => false,
+        }
+    }
+
+    fn describe(batch: &OutboxBatch) -> String {
+        match Envelopes::of(batch) {
+            Some((sender, receiver, kind)) => format!("{sender}, {receiver}, {}", kind.item()),
+            None => "unreadable".into(),
+        }
+    }
 }
 
 /// What a page being processed knows of keys (see `Engine::holder`): the source record each key is sent for,
@@ -551,6 +590,8 @@ struct Engine<'a> {
     counted_waiting: HashSet<(Kind, String)>,
     /// Whether a receipt of this run gave some record a usable result (see [`GIVE_UP_UNANSWERED`]).
     answered: Arc<AtomicBool>,
+    /// The envelopes of the messages the platform answered in this run (see [`Envelopes`]).
+    envelopes: Envelopes,
     /// Records given up on for want of an answer that this run offers again (see [`NO_RESULT_OFFERED_AFTER`]): sent
     /// although the platform never answered this very content, as `force` sends every record.
     offered_again: HashSet<(Kind, String)>,
@@ -560,11 +601,17 @@ struct Engine<'a> {
     /// batches are sent once more if the platform answered others meanwhile (and are given up on, see
     /// [`GIVE_UP_UNANSWERED`]), else the run ends with exit 3 (`held_error`).
     held_keys: HashSet<String>,
-    /// Why the first held batch is held; `held_batches` counts them.
+    /// Why the first held batch is held; `held_batches` counts them, `held_fresh` those this run built itself (not
+    /// left in the outbox by an earlier run).
     held_error: Option<String>,
     held_batches: usize,
+    held_fresh: usize,
+    /// Whether the batches dispatched now are those an earlier run left in the outbox (`drain_outbox`).
+    draining: bool,
     /// The held batches as they were sent or built, with what the outbox does not keep of them.
     held_copies: HashMap<OutboxId, OutboxBatch>,
+    /// The held batches this run sent already (their records counted `pushed`), not those that waited unsent.
+    held_sent: HashSet<OutboxId>,
 }
 
 /// Runs one sync. The store must already be open (it holds the lock).
@@ -704,11 +751,15 @@ async fn run_with(
         future_warned: HashSet::new(),
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
+        envelopes: Envelopes::default(),
         offered_again: HashSet::new(),
         held_keys: HashSet::new(),
         held_error: None,
         held_batches: 0,
+        held_fresh: 0,
+        draining: false,
         held_copies: HashMap::new(),
+        held_sent: HashSet::new(),
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
@@ -914,10 +965,17 @@ impl Engine<'_> {
                 "resending batches left in the outbox by an earlier run"
             );
         }
+        self.draining = true;
+        let mut sent = Ok(());
         for (seq, batch) in batches {
             self.summary.outbox_resent += batch.items.len() as u64;
-            self.dispatch(seq, batch).await?;
+            sent = self.dispatch(seq, batch).await;
+            if sent.is_err() {
+                break;
+            }
         }
+        self.draining = false;
+        sent?;
         self.wait_all().await
     }
 
@@ -1965,6 +2023,16 @@ impl Engine<'_> {
 
     /// Sends a batch once no batch in flight holds any of its keys; keeps at most `concurrency` in flight.
     async fn dispatch(&mut self, seq: OutboxId, batch: OutboxBatch) -> Result<(), SyncError> {
+        self.dispatch_counted(seq, batch, true).await
+    }
+
+    /// [`Engine::dispatch`]; `count`: whether its records are counted `pushed` (not when this run sent them already).
+    async fn dispatch_counted(
+        &mut self,
+        seq: OutboxId,
+        batch: OutboxBatch,
+        count: bool,
+    ) -> Result<(), SyncError> {
         while batch
             .items
             .iter()
@@ -1995,17 +2063,28 @@ impl Engine<'_> {
             let (key, p) = pending_of(i);
             self.pending.insert(key, p);
         }
-        self.summary.pushed += batch.items.len() as u64;
+        if count {
+            self.summary.pushed += batch.items.len() as u64;
+        }
         let platform = self.platform.clone();
         let budget = self.budget.clone();
         let store = self.store.clone();
         let answered = self.answered.clone();
+        let envelopes = self.envelopes.clone();
+        let earlier = self.draining;
         // The receipt is applied by the send task itself, off the engine's thread; the batch's keys stay pending
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
-            let result = send_batch(&platform, &budget, &store, &answered, seq, batch).await;
-            Sent { keys, result }
+            let result = send_batch(
+                &platform, &budget, &store, &answered, &envelopes, seq, batch,
+            )
+            .await;
+            Sent {
+                keys,
+                earlier,
+                result,
+            }
         });
         Ok(())
     }
@@ -2056,13 +2135,21 @@ impl Engine<'_> {
                 let (key, p) = pending_of(i);
                 self.pending.insert(key, p);
             }
+            self.held_sent.insert(h.seq.clone());
             self.held_copies.insert(h.seq, h.batch);
             self.held_error.get_or_insert(h.message);
             self.held_batches += 1;
+            if !sent.earlier {
+                self.held_fresh += 1;
+            }
         }
         // A second batch left out while no receipt of this run answered any record: the platform seems to answer
-        // nothing at all, and every batch sent on would only join the outbox. The run stops as it is (exit 3).
-        if self.held_batches >= 2 && !self.answered.load(Ordering::Relaxed) {
+        // nothing at all, and every batch sent on would only join the outbox. The run stops as it is (exit 3) — but
+        // not on batches an earlier run left in the outbox alone: held there already, they tell nothing new, and two
+        // of them (two records the platform refuses, each changed alone) stopped every later run before it read the
+        // feed, so that no other record moved and the platform was never seen answering, for good.
+        if self.held_batches >= 2 && self.held_fresh >= 1 && !self.answered.load(Ordering::Relaxed)
+        {
             if let Some(e) = &self.held_error {
                 return Err(SyncError::Unanswered(e.clone()));
             }
@@ -2087,10 +2174,14 @@ impl Engine<'_> {
         );
         self.held_keys.clear();
         self.held_batches = 0;
+        self.held_fresh = 0;
         let mut copies = std::mem::take(&mut self.held_copies);
+        let sent = std::mem::take(&mut self.held_sent);
         for (seq, batch) in self.store.outbox()? {
             let batch = copies.remove(&seq).unwrap_or(batch);
-            self.dispatch(seq, batch).await?;
+            // A held batch was counted when it was sent; one that waited behind it was not.
+            let count = !sent.contains(&seq);
+            self.dispatch_counted(seq, batch, count).await?;
         }
         self.wait_all().await?;
         match self.held_error.take() {
@@ -2125,6 +2216,7 @@ async fn send_batch(
     budget: &Budget,
     store: &Store,
     answered: &Arc<AtomicBool>,
+    envelopes: &Envelopes,
     seq: OutboxId,
     batch: OutboxBatch,
 ) -> Result<(Applied, Vec<Held>), SyncError> {
@@ -2134,22 +2226,33 @@ async fn send_batch(
     // a usable result.
     let mut todo = vec![(seq, batch, 0)];
     while let Some((seq, batch, resent)) = todo.pop() {
+        // Whether the receipt is the platform's (not one made up for a record it refused alone).
+        let mut from_platform = false;
         let receipt = match platform
             .exchange(budget, &batch.flow, batch.body.clone())
             .await
         {
-            Ok(receipt) => receipt,
-            // Found malformed while the platform has answered nothing in this run: perhaps the envelope (every
-            // message would be refused alike, and no record may pay for that), perhaps a record. Held: the run goes
-            // on, and the answers to the other messages tell (`Engine::settle_held`).
-            Err(GiveUp::Malformed { message, .. }) if !answered.load(Ordering::Relaxed) => {
+            Ok(receipt) => {
+                from_platform = true;
+                receipt
+            }
+            // Found malformed while the platform has answered no message with this one's envelope (sender,
+            // receiver, item) in this run: perhaps the envelope (every such message would be refused alike, and no
+            // record may pay for that), perhaps a record. Held: the run goes on, and the answers to the other
+            // messages tell (`Engine::settle_held`). Messages of another item prove nothing: a platform may take a
+            // sender's permits and refuse its penalties whole.
+            Err(GiveUp::Malformed { message, .. }) if !envelopes.answered(&batch) => {
                 held.push(Held {
                     message: format!(
                         "{message}. The message stays in the outbox (flow {}) and the next run sends it first. The \
-                         platform accepted no other message in this run: if it refuses every message, check \
-                         [agency] credit_code (the sender) and [platform] receiver; once it accepts others, this one \
-                         is sent in smaller messages until the record it refuses is found and rejected ({})",
-                        batch.flow, "MESSAGE_REFUSED"
+                         platform accepted no other message with its envelope (sender, receiver and item: {}) in \
+                         this run: if it refuses every such message, check [agency] credit_code (the sender) and \
+                         [platform] receiver, and whether the platform takes this item from this sender; once it \
+                         accepts others, this one is sent in smaller messages until the record it refuses is found \
+                         and rejected ({})",
+                        batch.flow,
+                        Envelopes::describe(&batch),
+                        "MESSAGE_REFUSED"
                     ),
                     seq,
                     batch,
@@ -2182,8 +2285,8 @@ async fn send_batch(
             Err(e) => return Err(SyncError::from(e)),
         };
         let (store, answered) = (store.clone(), answered.clone());
-        let (a, unanswered) = tokio::task::spawn_blocking(move || {
-            apply_receipt(&store, &answered, seq, &batch, &receipt)
+        let (a, unanswered, batch) = tokio::task::spawn_blocking(move || {
+            apply_receipt(&store, &answered, seq, &batch, &receipt).map(|(a, u)| (a, u, batch))
         })
         .await
         .unwrap_or_else(|e| Err(SyncError::Client(format!("applying a receipt failed: {e}"))))?;
@@ -2192,6 +2295,9 @@ async fn send_batch(
         total.rejected += a.rejected;
         total.withdrawn += a.withdrawn;
         total.still_unanswered += a.still_unanswered;
+        if from_platform && a.answered_here {
+            envelopes.note(&batch);
+        }
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
@@ -2460,6 +2566,7 @@ fn apply_receipt(
     if answered_here {
         answered.store(true, Ordering::Relaxed);
     }
+    applied.answered_here = answered_here;
     // Records left out by this receipt too: sent again, or given up on (see `GIVE_UP_UNANSWERED`).
     let times = batch.unanswered + 1;
     let others_answered = batch.others_answered || answered_here;

@@ -1390,60 +1390,15 @@ fn read_fields(
 /// records, `op` upsert or withdraw, a non-empty key, a withdraw without content, no field twice in a record.
 pub fn read_exchange_message(xml: &[u8]) -> Result<ExchangeMessage, XmlError> {
     let mut p = Parser::new(xml)?;
-    let (root, has_content, root_pos) = p.root("ExchangeMessage")?;
-    let [version] = p.attrs(&root, ["version"])?;
-    let version = required(version, "ExchangeMessage", "version", root_pos)?;
-    if version != "2.0" {
-        return Err(XmlError::Invalid {
-            element: "ExchangeMessage".into(),
-            pos: root_pos,
-            message: format!(
-                "version `{}` is not supported, expected 2.0",
-                truncate(&version, 40)
-            ),
-        });
-    }
-    if !has_content {
-        return Err(XmlError::MissingElement {
-            element: "ExchangeMessage".into(),
-            child: "Header".into(),
-            pos: root_pos,
-        });
-    }
-
-    // <Header>
-    let node = p.next()?;
-    let header_pos = p.pos;
-    let header = match node {
-        Node::Start(ref s) if name_of(s) == b"Header" => p.text_children(
-            "Header",
-            ["sender", "receiver", "flow", "item", "count", "sendTime"],
-        )?,
-        Node::Empty(ref s) if name_of(s) == b"Header" => Default::default(),
-        other => return Err(p.unexpected("<Header>", &other)),
-    };
-    let [sender, receiver, flow, item, count, send_time] = header;
-    let sender = non_blank(
-        required_child(sender, "Header", "sender", header_pos)?,
-        "sender",
-        header_pos,
-    )?;
-    let receiver = non_blank(
-        required_child(receiver, "Header", "receiver", header_pos)?,
-        "receiver",
-        header_pos,
-    )?;
-    // The flow is the idempotency key: an empty one would make every such message a replay of the first.
-    let flow = non_blank(
-        required_child(flow, "Header", "flow", header_pos)?,
-        "flow",
-        header_pos,
-    )?;
-    let item = required_child(item, "Header", "item", header_pos)?;
-    let count = required_child(count, "Header", "count", header_pos)?;
-    let send_time = required_child(send_time, "Header", "sendTime", header_pos)?;
-    let kind = kind_of(&item, "item", header_pos)?;
-    let declared: u64 = number(&count, "count", "count", header_pos)?;
+    let (head, declared) = exchange_head(&mut p)?;
+    let ExchangeMessage {
+        sender,
+        receiver,
+        flow,
+        kind,
+        send_time,
+        ..
+    } = head;
 
     // <Body>
     let node = p.next()?;
@@ -1530,6 +1485,82 @@ pub fn read_exchange_message(xml: &[u8]) -> Result<ExchangeMessage, XmlError> {
         send_time,
         records,
     })
+}
+
+/// Reads only the envelope of an exchange message (its root and `<Header>`, checked as [`read_exchange_message`]
+/// checks them): the message without its records, and the count it declares. Cheap whatever the message's size.
+pub fn read_exchange_envelope(xml: &[u8]) -> Result<ExchangeMessage, XmlError> {
+    let mut p = Parser::new(xml)?;
+    Ok(exchange_head(&mut p)?.0)
+}
+
+/// The root and `<Header>` of an exchange message: the message without records, and the count it declares.
+fn exchange_head(p: &mut Parser<'_>) -> Result<(ExchangeMessage, u64), XmlError> {
+    let (root, has_content, root_pos) = p.root("ExchangeMessage")?;
+    let [version] = p.attrs(&root, ["version"])?;
+    let version = required(version, "ExchangeMessage", "version", root_pos)?;
+    if version != "2.0" {
+        return Err(XmlError::Invalid {
+            element: "ExchangeMessage".into(),
+            pos: root_pos,
+            message: format!(
+                "version `{}` is not supported, expected 2.0",
+                truncate(&version, 40)
+            ),
+        });
+    }
+    if !has_content {
+        return Err(XmlError::MissingElement {
+            element: "ExchangeMessage".into(),
+            child: "Header".into(),
+            pos: root_pos,
+        });
+    }
+
+    // <Header>
+    let node = p.next()?;
+    let header_pos = p.pos;
+    let header = match node {
+        Node::Start(ref s) if name_of(s) == b"Header" => p.text_children(
+            "Header",
+            ["sender", "receiver", "flow", "item", "count", "sendTime"],
+        )?,
+        Node::Empty(ref s) if name_of(s) == b"Header" => Default::default(),
+        other => return Err(p.unexpected("<Header>", &other)),
+    };
+    let [sender, receiver, flow, item, count, send_time] = header;
+    let sender = non_blank(
+        required_child(sender, "Header", "sender", header_pos)?,
+        "sender",
+        header_pos,
+    )?;
+    let receiver = non_blank(
+        required_child(receiver, "Header", "receiver", header_pos)?,
+        "receiver",
+        header_pos,
+    )?;
+    // The flow is the idempotency key: an empty one would make every such message a replay of the first.
+    let flow = non_blank(
+        required_child(flow, "Header", "flow", header_pos)?,
+        "flow",
+        header_pos,
+    )?;
+    let item = required_child(item, "Header", "item", header_pos)?;
+    let count = required_child(count, "Header", "count", header_pos)?;
+    let send_time = required_child(send_time, "Header", "sendTime", header_pos)?;
+    let kind = kind_of(&item, "item", header_pos)?;
+    let declared: u64 = number(&count, "count", "count", header_pos)?;
+    Ok((
+        ExchangeMessage {
+            sender,
+            receiver,
+            flow,
+            kind,
+            send_time,
+            records: Vec::new(),
+        },
+        declared,
+    ))
 }
 
 /// Skips to the end tag of an element that must be empty (`<x …></x>` is read like `<x …/>`).

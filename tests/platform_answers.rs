@@ -1052,6 +1052,10 @@ async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
         s["rejected"], 2,
         "the penalty's two versions, given up on: {s}"
     );
+    // The held version, the permit and the version that waited: each sent once by the engine (its resends within a
+    // message's sending, and the held one's at the end of the run, are not records pushed again).
+    assert_eq!(s["pushed"], 3, "{s}");
+    assert_eq!(s["outbox_resent"], 1, "{s}");
     let held = env.platform_records().await;
     let permit_doc = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0)
         .doc_no
@@ -1095,8 +1099,8 @@ async fn refusing_messages_with(env: &Env, keys: Vec<String>) -> String {
 }
 
 /// A message the platform refuses as malformed (HTTP 400) because of one of its records stopped every run with exit 3
-/// at that message, for good: no record after it moved. Now, once the platform has accepted other messages (so the
-/// envelope is fine), the message is sent in halves down to the record it refuses alone, which is rejected
+/// at that message, for good: no record after it moved. Now, once the platform has accepted other messages with the
+/// same envelope (sender, receiver, item: so the envelope is fine), the message is sent in halves down to the record it refuses alone, which is rejected
 /// (`MESSAGE_REFUSED`, in quarantine with the platform's words); every other record is published, and the next run
 /// has nothing to send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1109,7 +1113,11 @@ async fn a_message_refused_as_malformed_for_one_record_costs_only_that_record() 
         .unwrap()
         .clone();
     let proxy = refusing_messages_with(&env, vec![poison.clone()]).await;
-    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    // Messages of four records: the platform takes other penalty messages (the envelope it refuses is fine).
+    let via_proxy = [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "4"),
+    ];
     let (code, s, err) = env.sync_with(&via_proxy).await;
     assert_eq!(code, 1, "{s} {err}");
     assert_eq!(s["rejected"], 1, "{s}");
@@ -1170,6 +1178,126 @@ async fn messages_all_refused_as_malformed_quarantine_nothing() {
             .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
             .collect();
         assert_eq!(keys, expected.keys().cloned().collect());
+    }
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
+/// Three penalties the platform holds as public (their keys), and their source records as the simulator serves them.
+async fn three_published_penalties(env: &Env) -> [(String, serde_json::Value); 3] {
+    let held = env.platform_records().await;
+    let mut found = Vec::new();
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        if let Some(key) = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        }) {
+            found.push((key, env.source_record(&r.id).await));
+        }
+        if found.len() == 3 {
+            return found.try_into().unwrap();
+        }
+    }
+    panic!("fewer than three published penalties")
+}
+
+/// Two records, each changed alone in a run of its own, whose messages the platform refuses as malformed: each run
+/// held its message and ended with exit 3 (nothing else answered). The next run sent both first, from the outbox,
+/// and stopped at the second held before reading the feed: no other record ever moved again, however many changed,
+/// and the two were never split out. Batches an earlier run left in the outbox do not stop the run so; the feed is
+/// read, the platform answers its records (a permit, and a third penalty: a message of the same envelope), and the
+/// two are then found and rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_malformed_messages_left_by_earlier_runs_do_not_stop_every_later_run() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let [(k1, v1), (k2, v2), (_, v3)] = three_published_penalties(&env).await;
+    let proxy = refusing_messages_with(&env, vec![k1.clone(), k2.clone()]).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    env.source_insert_one(remarked(v1, "penalty", "第二版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 3, "{s} {err}");
+    env.source_insert_one(remarked(v2, "penalty", "第二版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 2);
+    // Meanwhile a permit changes, and another penalty.
+    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
+    let permit = env.source_record(&permit_id).await;
+    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
+        .await;
+    env.source_insert_one(remarked(v3, "penalty", "第二版"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["accepted"], 2, "the permit and the third penalty: {s}");
+    assert_eq!(s["rejected"], 2, "the two penalties, refused alone: {s}");
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    for key in [&k1, &k2] {
+        let entry = store.ledger_get(key).unwrap().unwrap();
+        assert!(entry.rejected_digest.is_some(), "{key}");
+    }
+}
+
+/// A platform that refuses as malformed every message of one item — penalties (`XZCF`) from this sender, say, for
+/// which it has no registration — and takes the permits: the envelope is at fault, not the records. Once the permits
+/// were answered, every penalty message was split down to single records and every penalty went to quarantine as
+/// `MESSAGE_REFUSED`, rejected content that no later sync sends again. Now only a message whose envelope (sender,
+/// receiver, item) the platform has taken in the run is split; the penalties stay in the outbox (exit 3), and go out
+/// once the platform takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_an_item_the_platform_refuses_whole_quarantine_nothing() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| r.key.starts_with("XZCF")) {
+                let refusal =
+                    r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
+                return (400, refusal.as_bytes().to_vec());
+            }
+            (status, body)
+        }),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+    assert_eq!(
+        (&s["rejected"], &s["quarantined"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
+    {
+        let store = read_store(&env.store_path());
+        assert_eq!(store.quarantine_len(), 0);
+        let waiting: HashSet<String> = store
+            .outbox()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
+            .collect();
+        let penalties: HashSet<String> = expected
+            .keys()
+            .filter(|k| k.starts_with("XZCF"))
+            .cloned()
+            .collect();
+        assert_eq!(waiting, penalties);
     }
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{s} {err}");
