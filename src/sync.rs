@@ -564,6 +564,8 @@ struct Pending {
     op: Op,
     digest: Option<String>,
     source_id: String,
+    /// The version of the source record it was sent for.
+    source_updated_at: String,
 }
 
 struct Engine<'a> {
@@ -1586,9 +1588,14 @@ impl Engine<'_> {
                                     src.updated_at.as_deref().unwrap_or_default(),
                                 )
                             });
-                        // Nor one already on its way, or held in the outbox (`held_keys`).
-                        let withdrawing =
-                            self.pending.get(&k).is_some_and(|p| p.op == Op::Withdraw);
+                        // Nor one of this very version already on its way, or held in the outbox (`held_keys`): read
+                        // again in the overlap window, it would be sent again after it was given up. A later
+                        // version's withdrawal is queued (behind it, if held).
+                        let withdrawing = self.pending.get(&k).is_some_and(|p| {
+                            p.op == Op::Withdraw
+                                && p.source_updated_at
+                                    == src.updated_at.as_deref().unwrap_or_default()
+                        });
                         if !withdrawing
                             && (on_its_way
                                 || entry
@@ -2198,6 +2205,7 @@ fn pending_of(i: &OutboxItem) -> (String, Pending) {
             op: i.op,
             digest: i.digest.clone(),
             source_id: i.source_id.clone(),
+            source_updated_at: i.source_updated_at.clone(),
         },
     )
 }

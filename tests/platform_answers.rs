@@ -1304,3 +1304,50 @@ async fn messages_of_an_item_the_platform_refuses_whole_quarantine_nothing() {
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
+
+/// A revoked penalty whose withdrawal the platform never answers, held in the outbox, and meanwhile revoked again in
+/// a version that fails validation: the newer version's withdrawal goes out behind the held one (the duplicate
+/// check is by version, so only a re-read of the same version is skipped) and is given up on in its turn, so the
+/// ledger remembers the newest version's withdrawal, not the one it replaced, and the hourly offer sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_revoked_again_behind_a_held_withdrawal_is_withdrawn_in_its_turn() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, id) = revoke_published_penalty(&env, false).await;
+    let proxy = leaving_out(&env, &key).await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 3, "{s} {err}");
+    let mut v3 = env.source_record(&id).await;
+    v3["remarks"] = "\u{1}决定已撤销（补正）".into();
+    v3["updated_at"] = serde_json::Value::Null;
+    v3["kind"] = "penalty".into();
+    env.source_insert_one(v3).await;
+    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
+    let permit = env.source_record(&permit_id).await;
+    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
+        .await;
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 2, "both withdrawals, given up: {s}");
+    let v3_at = env.source_record(&id).await["updated_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    let e = store.ledger_get(&key).unwrap().unwrap();
+    assert!(
+        e.rejected_digest
+            .as_deref()
+            .is_some_and(|d| d.ends_with(&v3_at)),
+        "{:?} {v3_at}",
+        e.rejected_digest
+    );
+    // Its entry is the newer version's, given up for want of an answer: offered again an hour later.
+    let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
+    assert_eq!(
+        (q.findings[0].code.as_str(), q.source_updated_at.as_deref()),
+        ("NO_RESULT", Some(v3_at.as_str())),
+        "{q:?}"
+    );
+}
