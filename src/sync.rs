@@ -971,6 +971,13 @@ impl Engine<'_> {
         let mut sent = Ok(());
         for (seq, batch) in batches {
             self.summary.outbox_resent += batch.items.len() as u64;
+            let batch = match self.readdressed(&seq, batch) {
+                Ok(b) => b,
+                Err(e) => {
+                    sent = Err(e);
+                    break;
+                }
+            };
             sent = self.dispatch(seq, batch).await;
             if sent.is_err() {
                 break;
@@ -979,6 +986,39 @@ impl Engine<'_> {
         self.draining = false;
         sent?;
         self.wait_all().await
+    }
+
+    /// A batch left in the outbox addressed to another receiver than `[platform] receiver` says now (the operator
+    /// mended a wrong code after the platform refused the messages): addressed anew, same records and flow id, and put
+    /// back in its place before it is sent. Sent as it was, the platform would refuse it for good, and every later run
+    /// would end with exit 3 however the configuration was mended. (The sender is not changed: it is part of every
+    /// record's key.) The flow id stays: a platform that took the flow before answers with its first receipt.
+    fn readdressed(&self, seq: &OutboxId, batch: OutboxBatch) -> Result<OutboxBatch, SyncError> {
+        let receiver = &self.cfg.receiver;
+        match xml::read_exchange_envelope(&batch.body) {
+            Ok(head) if head.receiver != *receiver => {}
+            _ => return Ok(batch),
+        }
+        let Ok(mut msg) = xml::read_exchange_message(&batch.body) else {
+            return Ok(batch);
+        };
+        tracing::warn!(
+            flow = %batch.flow,
+            was = %msg.receiver,
+            now = %receiver,
+            "a batch left in the outbox was addressed to another receiver; sending it to [platform] receiver as \
+             configured now"
+        );
+        msg.receiver = receiver.clone();
+        let mut body = Vec::new();
+        xml::write_exchange_message(&msg, &mut body);
+        let batch = OutboxBatch {
+            body: body.into(),
+            ..batch
+        };
+        self.store
+            .outbox_split(seq, &[(seq.clone(), batch.clone())])?;
+        Ok(batch)
     }
 
     /// Withdraws exactly these keys, whatever the ledger says (the platform's own listing showed them public).

@@ -1351,3 +1351,44 @@ async fn a_newer_version_revoked_again_behind_a_held_withdrawal_is_withdrawn_in_
         "{q:?}"
     );
 }
+
+/// A wrong `[platform] receiver`: the platform refuses every message whole (HTTP 400), and nothing is quarantined for
+/// it (exit 3, everything kept in the outbox). The operator mends the code. The batches left in the outbox still
+/// carried the wrong one, so the platform refused them run after run, and every run ended with exit 3 however the
+/// configuration was mended. Now they are addressed anew, keeping their flow ids, and the platform takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_addressed_to_a_wrong_receiver_go_out_once_it_is_mended() {
+    let env = spawn_with(
+        gen_cfg(),
+        dualpub::sim::platform::PlatformSimConfig {
+            receiver: Some("HNCREDIT".into()),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_RECEIVER", "HNCREDlT")])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(
+        err.contains("HNCREDlT") && err.contains("[platform] receiver"),
+        "{err}"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!(store.quarantine_len(), 0);
+    let left: usize = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.items.len())
+        .sum();
+    assert!(left > 0);
+    drop(store);
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["outbox_resent"], left, "{s}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}

@@ -167,6 +167,9 @@ pub struct PlatformSimConfig {
     pub strict: Option<StrictProfile>,
     /// The rules records are validated by.
     pub mappings: MappingSet,
+    /// This platform's own code: a message addressed to another `receiver` is refused whole (400 `BAD_ENVELOPE`),
+    /// as a real platform refuses mail for another. `None` takes any.
+    pub receiver: Option<String>,
 }
 
 impl Default for PlatformSimConfig {
@@ -177,6 +180,7 @@ impl Default for PlatformSimConfig {
             faults: Faults::default(),
             strict: None,
             mappings: MappingSet::builtin(),
+            receiver: None,
         }
     }
 }
@@ -294,6 +298,7 @@ pub async fn serve(listener: TcpListener, cfg: PlatformSimConfig) -> io::Result<
         secret: cfg.secret,
         strict: cfg.strict,
         mappings: cfg.mappings,
+        receiver: cfg.receiver,
         faults: Mutex::new(cfg.faults),
         calls: AtomicU64::new(0),
         names: RwLock::new(NameTable::default()),
@@ -454,6 +459,7 @@ struct Shared {
     app_key: String,
     secret: String,
     strict: Option<StrictProfile>,
+    receiver: Option<String>,
     mappings: MappingSet,
     faults: Mutex<Faults>,
     /// `/api` calls so far: the position in the fault sequence.
@@ -1326,6 +1332,16 @@ async fn exchange(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
     drop(bytes);
+    if let Some(ours) = s.receiver.as_deref().filter(|r| *r != msg.receiver) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_ENVELOPE",
+            &format!(
+                "接收方 {} 不是本平台 {ours} (receiver `{}` is not this platform's code `{ours}`)",
+                msg.receiver, msg.receiver
+            ),
+        );
+    }
     if msg.records.len() > MAX_MESSAGE_RECORDS {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1682,6 +1698,9 @@ pub struct PlatformArgs {
     /// Strict profile: refuse records of this party (repeatable).
     #[arg(long = "refuse-party", value_name = "NAME")]
     pub refuse_party: Vec<String>,
+    /// This platform's code: refuse messages addressed to another receiver (HTTP 400). Any, when not given.
+    #[arg(long, value_name = "CODE")]
+    pub receiver: Option<String>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -1716,6 +1735,7 @@ impl PlatformArgs {
             },
             strict,
             mappings: MappingSet::builtin(),
+            receiver: self.receiver.clone(),
         }
     }
 }
