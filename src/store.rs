@@ -185,6 +185,15 @@ pub struct OutboxBatch {
     /// answer: either way the records are given up on after three such receipts, not nine.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub others_answered: bool,
+    /// A piece of a batch the platform refused as malformed (HTTP 400) after it had taken a message with the same
+    /// envelope (sender, receiver, item): refused again, it is split on down to the record refused alone, in a later
+    /// run too (a run killed in the middle of that would otherwise wait for new proof).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub envelope_proven: bool,
+    /// A half of a batch the platform refused as malformed before it was seen taking that envelope: split once to
+    /// tell a record's fault (the other half is taken) from the envelope's (both are refused), not again unproven.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_unproven: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -1765,6 +1774,8 @@ mod tests {
             items: Vec::new(),
             unanswered: 0,
             others_answered: false,
+            envelope_proven: false,
+            split_unproven: false,
         };
         // B1 holds a record's old version; B2, written after it, the new one.
         let (s1, s2) = (store.next_seq().unwrap(), store.next_seq().unwrap());

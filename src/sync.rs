@@ -1012,8 +1012,11 @@ impl Engine<'_> {
         msg.receiver = receiver.clone();
         let mut body = Vec::new();
         xml::write_exchange_message(&msg, &mut body);
+        // What a message to the old receiver proved of the envelope holds no more.
         let batch = OutboxBatch {
             body: body.into(),
+            envelope_proven: false,
+            split_unproven: false,
             ..batch
         };
         self.store
@@ -2065,6 +2068,8 @@ impl Engine<'_> {
             body: body.into(),
             items: outbox_items,
             unanswered: 0,
+            envelope_proven: false,
+            split_unproven: false,
         })
     }
 
@@ -2289,7 +2294,50 @@ async fn send_batch(
             // record may pay for that), perhaps a record. Held: the run goes on, and the answers to the other
             // messages tell (`Engine::settle_held`). Messages of another item prove nothing: a platform may take a
             // sender's permits and refuse its penalties whole.
-            Err(GiveUp::Malformed { message, .. }) if !envelopes.answered(&batch) => {
+            // Found malformed. Once the platform took a message with this one's envelope (sender, receiver, item)
+            // — in this run, or before a piece of this batch was split — the fault is with a record: split down to
+            // the record refused alone, which is rejected. Messages of another item prove nothing: a platform may
+            // take a sender's permits and refuse its penalties whole.
+            Err(GiveUp::Malformed { message, .. })
+                if batch.envelope_proven || envelopes.answered(&batch) =>
+            {
+                if batch.items.len() == 1 {
+                    refused_alone(&batch, &message)
+                } else {
+                    tracing::warn!(
+                        records = batch.items.len(),
+                        "the platform refused a message as malformed ({message}) and took others with its \
+                         envelope; sending its records in two halves to find the one it refuses"
+                    );
+                    let parts = split_in_place(store, &seq, batch, |b| {
+                        b.envelope_proven = true;
+                        b.split_unproven = false;
+                    })?;
+                    let [(s1, first), (s2, second)] = parts;
+                    todo.push((s2, second, resent));
+                    todo.push((s1, first, resent));
+                    continue;
+                }
+            }
+            // Not proven yet: perhaps the envelope (every such message would be refused alike, and no record may pay
+            // for that), perhaps a record. Split once, unproven: if a half is taken, that proves the envelope and the
+            // other half is split on; if both are refused, both are held.
+            Err(GiveUp::Malformed { message, .. })
+                if batch.items.len() > 1 && !batch.split_unproven =>
+            {
+                tracing::warn!(
+                    records = batch.items.len(),
+                    "the platform refused a message as malformed ({message}); sending its records in two halves to \
+                     tell a record's fault from the envelope's"
+                );
+                let parts = split_in_place(store, &seq, batch, |b| b.split_unproven = true)?;
+                let [(s1, first), (s2, second)] = parts;
+                todo.push((s2, second, resent));
+                todo.push((s1, first, resent));
+                continue;
+            }
+            // Held: the run goes on, and the answers to the other messages tell (`Engine::settle_held`).
+            Err(GiveUp::Malformed { message, .. }) => {
                 held.push(Held {
                     message: format!(
                         "{message}. The message stays in the outbox (flow {}) and the next run sends it first. The \
@@ -2307,29 +2355,19 @@ async fn send_batch(
                 });
                 continue;
             }
-            // Refused whole, as too large, or as malformed while the platform accepts other messages (the fault is
-            // with a record of this one): its records are sent in smaller messages, and the one refused alone is
+            // Refused whole as too large: its records are sent in smaller messages, and the one refused alone is
             // rejected.
-            Err(GiveUp::Refused { message, .. } | GiveUp::Malformed { message, .. })
-                if batch.items.len() > 1 =>
-            {
-                let (first, second) = split_batch(batch)?;
+            Err(GiveUp::Refused { message, .. }) if batch.items.len() > 1 => {
                 tracing::warn!(
-                    records = first.items.len() + second.items.len(),
+                    records = batch.items.len(),
                     "the platform refused a message whole ({message}); sending its records in two halves"
                 );
-                // The halves take the batch's place in the outbox, not the end of it: a batch written since may
-                // hold a later version of one of their records.
-                let parts = [(seq.piece(1), first), (seq.piece(2), second)];
-                store.outbox_split(&seq, &parts)?;
-                let [(s1, first), (s2, second)] = parts;
+                let [(s1, first), (s2, second)] = split_in_place(store, &seq, batch, |_| {})?;
                 todo.push((s2, second, resent));
                 todo.push((s1, first, resent));
                 continue;
             }
-            Err(GiveUp::Refused { message, .. } | GiveUp::Malformed { message, .. }) => {
-                refused_alone(&batch, &message)
-            }
+            Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
             Err(e) => return Err(SyncError::from(e)),
         };
         let (store, answered) = (store.clone(), answered.clone());
@@ -2445,6 +2483,23 @@ struct Unanswered {
     why: String,
 }
 
+/// Splits batch `seq` in two halves (`split_batch`), each marked by `mark`, and puts them in the outbox in its place,
+/// not at the end of it: a batch written since may hold a later version of one of their records. The first half is
+/// to be sent first.
+fn split_in_place(
+    store: &Store,
+    seq: &OutboxId,
+    batch: OutboxBatch,
+    mark: impl Fn(&mut OutboxBatch),
+) -> Result<[(OutboxId, OutboxBatch); 2], SyncError> {
+    let (mut first, mut second) = split_batch(batch)?;
+    mark(&mut first);
+    mark(&mut second);
+    let parts = [(seq.piece(1), first), (seq.piece(2), second)];
+    store.outbox_split(seq, &parts)?;
+    Ok(parts)
+}
+
 /// Splits a batch into two halves, each a message of its own with a new flow id; the in-memory parts of its items
 /// (the source text a rejection quarantines, the ledger entry read) go along.
 fn split_batch(batch: OutboxBatch) -> Result<(OutboxBatch, OutboxBatch), SyncError> {
@@ -2509,6 +2564,8 @@ fn part_of(
         items,
         unanswered: batch.unanswered,
         others_answered: batch.others_answered,
+        envelope_proven: batch.envelope_proven,
+        split_unproven: batch.split_unproven,
     }
 }
 

@@ -21,10 +21,25 @@ impl Lcg {
 }
 
 async fn kill_repeatedly(env: &Env, kills: usize, seed: u64, max_ms: u64) -> usize {
+    kill_repeatedly_with(env, kills, seed, max_ms, &[]).await
+}
+
+/// [`kill_repeatedly`] with environment variables set (a proxy's URL in place of a simulator's, say).
+async fn kill_repeatedly_with(
+    env: &Env,
+    kills: usize,
+    seed: u64,
+    max_ms: u64,
+    vars: &[(&str, &str)],
+) -> usize {
     let mut rng = Lcg(seed);
     let mut killed = 0;
     for _ in 0..kills {
-        let mut child = env.command(&["sync", "--today", TODAY]).spawn().unwrap();
+        let mut child = env
+            .command(&["sync", "--today", TODAY])
+            .envs(vars.iter().copied())
+            .spawn()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(30 + rng.next(max_ms))).await;
         // SIGKILL: no destructor, no flush, no goodbye.
         if child.kill().is_ok() {
@@ -36,8 +51,12 @@ async fn kill_repeatedly(env: &Env, kills: usize, seed: u64, max_ms: u64) -> usi
 }
 
 async fn run_to_completion(env: &Env) {
+    run_to_completion_with(env, &[]).await
+}
+
+async fn run_to_completion_with(env: &Env, vars: &[(&str, &str)]) {
     for _ in 0..5 {
-        let (code, s, err) = env.sync(&[]).await;
+        let (code, s, err) = env.sync_with(vars).await;
         assert!(code == 0 || code == 1, "exit {code}: {err}");
         if s["pushed"] == 0 {
             return;
@@ -131,4 +150,87 @@ async fn killed_between_commit_and_acknowledgement() {
         "flows committed before a kill were replayed: {after}"
     );
     assert_exact(&env, &gen_cfg).await;
+}
+
+/// Killed at random moments of a backfill through a platform whose receipts never answer for three records and
+/// which refuses as malformed (HTTP 400) every message holding one of two others: batches are held, split, given
+/// up and settled at the end of runs, and kills land in all of that. Run to completion, the platform holds every
+/// other record once in its version, the five are in quarantine (`NO_RESULT`, `MESSAGE_REFUSED`), and nothing is
+/// left in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_records_are_held_given_up_and_split() {
+    use dualpub::xml::Receipt;
+    let gen_cfg = GenConfig {
+        records: 3_000,
+        seed: 79,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            latency_ms: 10,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (expected, _) = expected_public(&gen_cfg, today());
+    let keys: Vec<String> = expected.keys().step_by(97).take(5).cloned().collect();
+    let (silent, poison) = (keys[..3].to_vec(), keys[3..].to_vec());
+    let proxy = platform_proxy(
+        env.platform.url(),
+        std::sync::Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let mut receipt: Receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| poison.contains(&r.key)) {
+                let refusal = r#"<Error code="BAD_ENVELOPE" message="报文格式错误"/>"#;
+                return (400, refusal.as_bytes().to_vec());
+            }
+            receipt.results.retain(|r| !silent.contains(&r.key));
+            let mut out = Vec::new();
+            dualpub::xml::write_receipt(&receipt, &mut out);
+            (status, out)
+        }),
+    )
+    .await;
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let killed = kill_repeatedly_with(&env, 12, 0x3333, 900, &via_proxy).await;
+    assert!(killed >= 10, "killed only {killed} times");
+    run_to_completion_with(&env, &via_proxy).await;
+    let held = env.platform_records().await;
+    let public = public_of(&held);
+    for (key, digest) in &expected {
+        if !keys.contains(key) {
+            assert_eq!(public.get(key), Some(digest), "{key}");
+        }
+    }
+    assert_eq!(
+        held.values().filter(|v| v.3 != 1).count(),
+        0,
+        "records stored in more than one version"
+    );
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
+    let mut codes: Vec<(String, String)> = store
+        .quarantine_iter()
+        .map(Result::unwrap)
+        .map(|q| (q.key.unwrap_or_default(), q.findings[0].code.clone()))
+        .collect();
+    codes.sort();
+    let mut want: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let code = if i < 3 {
+                "NO_RESULT"
+            } else {
+                "MESSAGE_REFUSED"
+            };
+            (k.clone(), code.to_string())
+        })
+        .collect();
+    want.sort();
+    assert_eq!(codes, want);
 }
