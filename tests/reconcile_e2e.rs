@@ -639,6 +639,133 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
         .contains_key(&key("permit", "B")));
 }
 
+/// `cmd` run under umask 022 (the usual default, which leaves new files world-readable), whatever the umask of
+/// the test process.
+#[cfg(unix)]
+fn under_umask_022(cmd: std::process::Command) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// Every report file `--out` writes (json, table, csv, xlsx, the annual report) holds party names and other
+/// personal data: it is readable by its owner only (0600), also when it replaces an earlier report that others
+/// could read; it was created with the umask (0644). Nothing else is left in the folder.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env_with_permit("B", "2024-03-04").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    drop_from_platform(&env, &key("permit", "B")).await;
+    let dir = env.dir.path().join("reports");
+    std::fs::create_dir(&dir).unwrap();
+    let old = dir.join("old.json");
+    std::fs::write(&old, "an earlier report").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out_of = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let runs: Vec<Vec<String>> = vec![
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "json".into(),
+            "--out".into(),
+            out_of("old.json"),
+        ],
+        vec!["reconcile".into(), "--out".into(), out_of("table.txt")],
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "csv".into(),
+            "--out".into(),
+            out_of("csv"),
+        ],
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "xlsx".into(),
+            "--out".into(),
+            out_of("r.xlsx"),
+        ],
+        vec![
+            "report".into(),
+            "annual".into(),
+            "--year".into(),
+            "2024".into(),
+            "--out".into(),
+            out_of("annual.txt"),
+        ],
+        vec![
+            "report".into(),
+            "annual".into(),
+            "--year".into(),
+            "2024".into(),
+            "--format".into(),
+            "xlsx".into(),
+            "--out".into(),
+            out_of("annual.xlsx"),
+        ],
+    ];
+    for args in runs {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--today", TODAY]);
+        let c = under_umask_022(env.command(&args));
+        let out = tokio::task::spawn_blocking(move || { c }.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "annual.txt",
+            "annual.xlsx",
+            "csv/missing.csv",
+            "csv/months.csv",
+            "csv/overdue.csv",
+            "csv/summary.csv",
+            "old.json",
+            "r.xlsx",
+            "table.txt"
+        ],
+        "every report, and nothing else"
+    );
+    for p in &files {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", p.display());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&old).unwrap()).unwrap();
+    assert_eq!(categories_json(&v)["missing"].len(), 1, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
     let env = empty_env().await;

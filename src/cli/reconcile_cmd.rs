@@ -404,13 +404,20 @@ fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
     }
 }
 
-/// A buffered destination: the file, or standard output. The writers emit many small pieces.
-fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
-    let w: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::fs::File::create(p)?),
-        None => Box::new(common::Stdout),
-    };
-    Ok(std::io::BufWriter::with_capacity(1 << 20, w))
+/// Writes a report with `write` to `out` (a file for this user only, [`writers::ReportFile`]) or to standard
+/// output, buffered: the writers emit many small pieces.
+fn to_sink(
+    out: Option<&Path>,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match out {
+        Some(p) => writers::write_report_file(p, write),
+        None => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, common::Stdout);
+            write(&mut w)?;
+            w.flush()
+        }
+    }
 }
 
 fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
@@ -435,15 +442,9 @@ fn write_format(report: &Report, format: Format, out: Option<&Path>) -> Result<(
     match format {
         Format::Table => {
             let color = out.is_none() && std::io::stdout().is_terminal();
-            let mut w = sink(out).map_err(io)?;
-            writers::write_table(report, &mut w, color).map_err(io)?;
-            w.flush().map_err(io)
+            to_sink(out, |w| writers::write_table(report, w, color)).map_err(io)
         }
-        Format::Json => {
-            let mut w = sink(out).map_err(io)?;
-            writers::write_json(report, &mut w).map_err(io)?;
-            w.flush().map_err(io)
-        }
+        Format::Json => to_sink(out, |w| writers::write_json(report, w)).map_err(io),
         Format::Csv => {
             let dir = out.expect("checked above");
             let files = writers::write_csv(report, dir).map_err(io)?;
@@ -517,15 +518,11 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
             eprintln!("wrote {}", p.display());
         }
         Format::Json => {
-            let mut w = sink(out.as_deref()).map_err(io)?;
-            a::write_annual_json(&annual, &mut w).map_err(io)?;
-            w.flush().map_err(io)?;
+            to_sink(out.as_deref(), |w| a::write_annual_json(&annual, w)).map_err(io)?;
         }
         _ => {
             let color = out.is_none() && std::io::stdout().is_terminal();
-            let mut w = sink(out.as_deref()).map_err(io)?;
-            a::write_annual_table(&annual, &mut w, color).map_err(io)?;
-            w.flush().map_err(io)?;
+            to_sink(out.as_deref(), |w| a::write_annual_table(&annual, w, color)).map_err(io)?;
         }
     }
     // As for reconcile: a note says the numbers lack something a person must see to.
