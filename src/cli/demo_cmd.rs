@@ -238,7 +238,10 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         &mappings,
         &store,
         &opts,
-        repush.concat(),
+        repush
+            .concat()
+            .into_iter()
+            .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
         sync::Copies::FromFeed,
     )
     .await

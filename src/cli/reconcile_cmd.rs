@@ -234,7 +234,9 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         &loaded.mappings,
                         &store,
                         &sopts,
-                        chunk,
+                        chunk
+                            .into_iter()
+                            .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
                         sync::Copies::FromFeed,
                     )) {
                         Ok(s) => (s, None),
