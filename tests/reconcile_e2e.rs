@@ -837,6 +837,135 @@ async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
 }
 
+/// A loopback gateway in front of the platform that answers the first call to each path in `first` with 429 and
+/// `Retry-After` its seconds, without passing it on, and passes every other call on as it is. Its URL.
+async fn throttle_first(platform: String, first: &[(&'static str, u64)]) -> String {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, Uri};
+    use axum::response::IntoResponse;
+    use std::sync::Mutex;
+    type Shared = (
+        String,
+        Arc<Mutex<BTreeMap<&'static str, u64>>>,
+        reqwest::Client,
+    );
+    async fn pass(
+        State((platform, first, http)): State<Shared>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        if let Some(secs) = first.lock().unwrap().remove(uri.path()) {
+            return (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+            )
+                .into_response();
+        }
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = http
+            .request(method, format!("{platform}{path_and_query}"))
+            .body(body);
+        for name in ["x-token", "content-type"] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v.as_bytes());
+            }
+        }
+        let res = req.send().await.unwrap();
+        let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+        let body = res.bytes().await.unwrap().to_vec();
+        (
+            status,
+            [("content-type", "application/xml; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+    let first = Arc::new(Mutex::new(first.iter().copied().collect()));
+    let app =
+        axum::Router::new()
+            .fallback(pass)
+            .with_state((platform, first, reqwest::Client::new()));
+    serve_local(app).await
+}
+
+/// `reconcile --repair` is one run with one retry budget: the time in trouble while it read both systems counts
+/// against the repair's runs too. Reading the platform meets a 429 asking for 4 s, pushing the record it lost meets
+/// one asking for 3 s, and the budget is 6 s: the repair stops with exit 3, its report written, the record left
+/// for the next run. (The repair had a fresh budget of its own: it waited, pushed, and the command spent 7 s of a
+/// 6 s budget in trouble.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_and_the_repair_spend_one_retry_budget() {
+    let env = env_with_permit("B", "2026-11-20").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    drop_from_platform(&env, &key("permit", "B")).await;
+    let gateway = throttle_first(
+        env.platform.url(),
+        &[("/api/records", 4), ("/api/exchange", 3)],
+    )
+    .await;
+    let out_file = env.dir.path().join("repair.json");
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--kind",
+                "permit",
+                "--format",
+                "json",
+                "--out",
+                out_file.to_str().unwrap(),
+                "--repair",
+            ],
+            &[
+                ("DUALPUB_PLATFORM_URL", gateway.as_str()),
+                ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "6"),
+            ],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("retry budget of 6 s"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(
+        categories_json(&v)["missing"],
+        BTreeSet::from([key("permit", "B")]),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &1.into()),
+        "{}",
+        v["repair"]
+    );
+    assert!(
+        v["repair"]["left"]
+            .to_string()
+            .contains("re-pushing stopped"),
+        "{}",
+        v["repair"]
+    );
+    assert!(!env
+        .platform_records()
+        .await
+        .contains_key(&key("permit", "B")));
+
+    // The next repair, with a budget of its own, pushes it.
+    let (out, v) = env
+        .reconcile_json(TODAY, &["--kind", "permit", "--repair"])
+        .await;
+    assert_eq!(v["repair"]["repushed"], 1, "{} {out:?}", v["repair"]);
+    assert!(env
+        .platform_records()
+        .await
+        .contains_key(&key("permit", "B")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_penalty_the_platform_no_longer_holds_is_withdrawn_once_without_alarm() {
     let env = empty_env().await;

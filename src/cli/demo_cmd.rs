@@ -222,6 +222,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         today,
         progress: false,
         repair: true,
+        budget: None,
     };
     let cal = crate::calendar::Calendar::builtin();
     let (report, plan) =

@@ -153,6 +153,12 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
     let store = common::open_store(&loaded.cfg.store_path)?;
+    // One retry budget for the whole command, as for a sync: reading both systems and every run of the repair
+    // spend it (the repair had a fresh one of its own, so the command could spend twice the time in trouble).
+    let budget = std::sync::Arc::new(crate::retry::Budget::new(
+        loaded.cfg.retry_budget,
+        loaded.cfg.max_backoff,
+    ));
     let opts = ReconcileOptions {
         kinds: common::parse_kinds(args.kind),
         from,
@@ -160,6 +166,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         today,
         progress: std::io::stderr().is_terminal(),
         repair: args.repair,
+        budget: Some(budget.clone()),
     };
     let rt = common::runtime()?;
     let (mut report, plan) = rt
@@ -173,16 +180,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         .map_err(reconcile_failure)?;
 
     if args.repair {
-        // One budget for every run of the repair: the operator set one for the command.
+        // The command's budget, what reading both systems left of it, for every run of the repair.
         let sopts = SyncOptions {
             kinds: opts.kinds.clone(),
             dry_run: false,
             today,
             progress: false,
-            budget: Some(std::sync::Arc::new(crate::retry::Budget::new(
-                loaded.cfg.retry_budget,
-                loaded.cfg.max_backoff,
-            ))),
+            budget: Some(budget),
         };
         let mut summary = RepairSummary::default();
         // Why the repair stopped before its end, when the source, platform or store gave out: the report is still
@@ -494,6 +498,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
         today,
         progress: std::io::stderr().is_terminal(),
         repair: false,
+        budget: None,
     };
     let rt = common::runtime()?;
     let annual = rt
