@@ -251,31 +251,84 @@ pub fn held_raw(source: &serde_json::Value) -> Option<Box<RawValue>> {
     }
 }
 
-/// What `quarantine retry` looks up in the feed for a rejected record whose entry holds no copy of it (a batch
-/// resent after a restart has no source text): the record's id and the `updated_at` of the version sent, marked
-/// so that it is never mapped or sent itself — only the feed's copy is. The look-up matches the feed's records by
-/// their quarantine name ([`crate::source_schema::record_name`]), so the copy must bear `source_id` as its name:
-/// the id as a string (a record whose id is a number, or that has none, never reaches the platform). `None` when
-/// there is nothing to look for: an empty id (a withdrawal no source record is known for), a version without a
-/// readable time.
-pub fn lookup_copy(source_id: &str, updated_at: &str) -> Option<Box<RawValue>> {
-    chrono::DateTime::parse_from_rfc3339(updated_at).ok()?;
-    let id = serde_json::to_string(source_id).ok()?;
-    let updated_at = serde_json::to_string(updated_at).ok()?;
-    let copy = RawValue::from_string(format!(
-        "{{\"id\":{id},\"updated_at\":{updated_at}{LOOKUP_MARK}"
-    ))
-    .ok()?;
-    // A blank id is no id (a record without one is named by hash), and `(id 6 )` is not looked for as 6.
-    (crate::source_schema::record_name(copy.get()) == source_id).then_some(copy)
+/// A version of a record to send again (`quarantine retry`, the hourly offer of records given up on): the record's
+/// own JSON text, or — for a rejected record whose entry holds no copy of it (a batch resent after a restart has
+/// no source text) — only where to look it up in the feed. A distinct variant, not a mark in the text, so that no
+/// source record can pass for a look-up (one ending with a field named like the old mark was never sent).
+#[derive(Debug, Clone)]
+pub enum HeldVersion {
+    /// The record's JSON text, as quarantine holds it or as the feed served it.
+    Copy(Box<RawValue>),
+    /// The record's id and the `updated_at` of the version sent: never mapped or sent itself, only the feed's copy
+    /// of that version is.
+    LookUp {
+        source_id: String,
+        updated_at: String,
+    },
 }
 
-/// How a [`lookup_copy`] ends.
-const LOOKUP_MARK: &str = ",\"dualpub_lookup_only\":true}";
+impl HeldVersion {
+    /// What a quarantine entry offers to send again: its copy of the source record, else the version to look up
+    /// ([`HeldVersion::look_up`]); `None` when it has neither.
+    pub fn of_entry(
+        source: &serde_json::Value,
+        source_id: &str,
+        source_updated_at: Option<&str>,
+    ) -> Option<HeldVersion> {
+        held_raw(source)
+            .map(HeldVersion::Copy)
+            .or_else(|| HeldVersion::look_up(source_id, source_updated_at?))
+    }
 
-/// Whether `raw` is a [`lookup_copy`] (the feed could not be asked whether it still serves that version).
-fn is_lookup_copy(raw: &RawValue) -> bool {
-    raw.get().ends_with(LOOKUP_MARK)
+    /// The version of `source_id` at `updated_at`, to look up in the feed. The look-up matches the feed's records
+    /// by their quarantine name ([`crate::source_schema::record_name`]), so `source_id` must be the name of a
+    /// record with that id: the id as a string (a record whose id is a number, or that has none, never reaches the
+    /// platform). `None` when there is nothing to look for: an empty id (a withdrawal no source record is known
+    /// for), a version without a readable time.
+    pub fn look_up(source_id: &str, updated_at: &str) -> Option<HeldVersion> {
+        chrono::DateTime::parse_from_rfc3339(updated_at).ok()?;
+        let id = serde_json::to_string(source_id).ok()?;
+        let at = serde_json::to_string(updated_at).ok()?;
+        // A blank id is no id (a record without one is named by hash), and `(id 6 )` is not looked for as 6.
+        let named =
+            crate::source_schema::record_name(&format!("{{\"id\":{id},\"updated_at\":{at}}}"));
+        (named == source_id).then(|| HeldVersion::LookUp {
+            source_id: source_id.to_string(),
+            updated_at: updated_at.to_string(),
+        })
+    }
+
+    /// The record's name in quarantine.
+    fn name(&self) -> String {
+        match self {
+            HeldVersion::Copy(raw) => raw_id_of(raw),
+            HeldVersion::LookUp { source_id, .. } => source_id.clone(),
+        }
+    }
+
+    /// The version's `updated_at`, as a time.
+    fn time(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        match self {
+            HeldVersion::Copy(raw) => raw_time(raw),
+            HeldVersion::LookUp { updated_at, .. } => {
+                chrono::DateTime::parse_from_rfc3339(updated_at).ok()
+            }
+        }
+    }
+
+    /// The record's id and the version's `updated_at`, as text, when it has them.
+    fn id_and_updated_at(&self) -> (Option<String>, Option<String>) {
+        match self {
+            HeldVersion::Copy(raw) => {
+                let head = RawHead::of(raw.get());
+                (head.id_text(), head.updated_at_text())
+            }
+            HeldVersion::LookUp {
+                source_id,
+                updated_at,
+            } => (Some(source_id.clone()), Some(updated_at.clone())),
+        }
+    }
 }
 
 /// Where the next feed request starts: the overlap window before the page's last item, so a record committed
@@ -346,12 +399,12 @@ async fn current_version(
     source: &SourceClient,
     budget: &Budget,
     kind: Kind,
-    held: Box<RawValue>,
-) -> Result<Option<Box<RawValue>>, SyncError> {
-    let Some(at) = raw_time(&held) else {
+    held: HeldVersion,
+) -> Result<Option<HeldVersion>, SyncError> {
+    let Some(at) = held.time() else {
         return Ok(Some(held));
     };
-    let name = raw_id_of(&held);
+    let name = held.name();
     let at_ms = at.timestamp_millis();
     // The feed serves what comes after (since, after_id), by its own order of ids: a record without a string id
     // (none, a number, an empty one), or one the feed's collation sorts unlike ours, may come before any id at its
@@ -377,7 +430,7 @@ async fn current_version(
                 return Ok(None);
             }
             if t_ms == at_ms && raw_id_of(item) == name {
-                return Ok(Some(item.clone()));
+                return Ok(Some(HeldVersion::Copy(item.clone())));
             }
             if let Some(p) = position(None, item) {
                 last = Some(p);
@@ -419,9 +472,9 @@ const LOOKUPS_IN_FLIGHT: usize = 8;
 async fn current_versions(
     source: Arc<SourceClient>,
     budget: Arc<Budget>,
-    held: Vec<(Kind, Box<RawValue>)>,
-) -> Result<Vec<Option<Box<RawValue>>>, SyncError> {
-    let mut out: Vec<Option<Box<RawValue>>> = vec![None; held.len()];
+    held: Vec<(Kind, HeldVersion)>,
+) -> Result<Vec<Option<HeldVersion>>, SyncError> {
+    let mut out: Vec<Option<HeldVersion>> = vec![None; held.len()];
     let mut tasks = JoinSet::new();
     let mut queue = held.into_iter().enumerate();
     loop {
@@ -641,7 +694,7 @@ enum Mode {
     /// Sends these source records again; `verify`: only as far as the feed still serves them (quarantined
     /// copies may be old; reconcile's repair holds copies it has just read).
     Retry {
-        items: Box<dyn Iterator<Item = (Kind, Box<RawValue>)> + Send>,
+        items: Box<dyn Iterator<Item = (Kind, HeldVersion)> + Send>,
         verify: bool,
     },
     Withdraw(Vec<(Kind, String)>),
@@ -664,7 +717,7 @@ pub async fn send_again(
     mappings: &MappingSet,
     store: &Store,
     opts: &SyncOptions,
-    items: impl IntoIterator<Item = (Kind, Box<RawValue>), IntoIter: Send + 'static>,
+    items: impl IntoIterator<Item = (Kind, HeldVersion), IntoIter: Send + 'static>,
     copies: Copies,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
     let verify = copies == Copies::Held;
@@ -844,12 +897,12 @@ impl Engine<'_> {
     async fn send_again_chunk(
         &mut self,
         source: &Arc<SourceClient>,
-        items: Vec<(Kind, Box<RawValue>)>,
+        items: Vec<(Kind, HeldVersion)>,
         verify: bool,
     ) -> Result<(), SyncError> {
         let mut by_kind: HashMap<Kind, Vec<Box<RawValue>>> = HashMap::new();
         let mut gone = PageCommit::default();
-        let asked: Vec<(Kind, String)> = items.iter().map(|(k, v)| (*k, raw_id_of(v))).collect();
+        let asked: Vec<(Kind, String)> = items.iter().map(|(k, v)| (*k, v.name())).collect();
         if !verify && !self.store.quarantine_is_empty() {
             self.offer_given_up_again(&items)?;
         }
@@ -860,7 +913,7 @@ impl Engine<'_> {
         };
         for ((k, id), current) in asked.into_iter().zip(found) {
             match current {
-                Some(current) if is_lookup_copy(&current) => {
+                Some(HeldVersion::LookUp { .. }) => {
                     tracing::warn!(
                         kind = k.as_str(),
                         id = %mask_ids_in(&id),
@@ -868,7 +921,7 @@ impl Engine<'_> {
                          say whether it still serves the version sent: not sent, kept in quarantine"
                     );
                 }
-                Some(current) => by_kind.entry(k).or_default().push(current),
+                Some(HeldVersion::Copy(current)) => by_kind.entry(k).or_default().push(current),
                 None => {
                     tracing::warn!(
                         kind = k.as_str(),
@@ -904,10 +957,9 @@ impl Engine<'_> {
     /// platform still leaving it out gives it up again after three receipts, quietly (`still_unanswered`). Sent as
     /// any record, alone in its messages, it went back to the head of the outbox and stopped the repair and every
     /// later run with exit 3 until it was given up on again, nine receipts later.
-    fn offer_given_up_again(&mut self, items: &[(Kind, Box<RawValue>)]) -> Result<(), SyncError> {
-        for (kind, raw) in items {
-            let head = crate::source_schema::RawHead::of(raw.get());
-            let (Some(id), Some(at)) = (head.id_text(), head.updated_at_text()) else {
+    fn offer_given_up_again(&mut self, items: &[(Kind, HeldVersion)]) -> Result<(), SyncError> {
+        for (kind, held) in items {
+            let (Some(id), Some(at)) = held.id_and_updated_at() else {
                 continue;
             };
             let given_up = self.store.quarantine_get(*kind, &id)?.is_some_and(|q| {
@@ -1271,7 +1323,7 @@ impl Engine<'_> {
             return Ok(());
         }
         let mapping = self.mappings.get(kind);
-        let mut due: Vec<(String, Box<RawValue>)> = Vec::new();
+        let mut due: Vec<(String, HeldVersion)> = Vec::new();
         let offer_before = chrono::Utc::now() - NO_RESULT_OFFERED_AFTER;
         for e in self.store.quarantine_due(kind)? {
             if e.reason == "rejected" && e.findings.iter().any(|f| f.code == NO_RESULT) {
@@ -1279,14 +1331,11 @@ impl Engine<'_> {
                 if given_up.is_none_or(|t| t > offer_before) {
                     continue;
                 }
-                let copy = held_raw(&e.source).or_else(|| {
-                    e.source_updated_at
-                        .as_deref()
-                        .and_then(|at| lookup_copy(&e.source_id, at))
-                });
-                if let Some(raw) = copy {
+                let held =
+                    HeldVersion::of_entry(&e.source, &e.source_id, e.source_updated_at.as_deref());
+                if let Some(held) = held {
                     self.offered_again.insert((kind, e.source_id.clone()));
-                    due.push((e.source_id, raw));
+                    due.push((e.source_id, held));
                 }
                 continue;
             }
@@ -1304,7 +1353,7 @@ impl Engine<'_> {
                     .any(|f| f.code == crate::findings::FindingCode::DateOutOfRange)
             });
             if !still {
-                due.push((e.source_id, raw));
+                due.push((e.source_id, HeldVersion::Copy(raw)));
             }
         }
         if due.is_empty() {
@@ -1320,10 +1369,10 @@ impl Engine<'_> {
         for (id, current) in ids.into_iter().zip(found) {
             match current {
                 // The feed could not say whether it still serves the version given up on: left for a later run.
-                Some(current) if is_lookup_copy(&current) => {
+                Some(HeldVersion::LookUp { .. }) => {
                     self.offered_again.remove(&(kind, id));
                 }
-                Some(current) => {
+                Some(HeldVersion::Copy(current)) => {
                     let p = prepare(mapping, &self.cfg.mapping_context, current);
                     if self.offered_again.contains(&(kind, id)) {
                         again.push(p);
@@ -1417,7 +1466,7 @@ impl Engine<'_> {
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
         let (no_owner, no_released, no_wants) = (HashMap::new(), HashSet::new(), HashMap::new());
-        let mut offered: Vec<(String, Box<RawValue>)> = Vec::new();
+        let mut offered: Vec<(String, HeldVersion)> = Vec::new();
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
@@ -1446,16 +1495,18 @@ impl Engine<'_> {
             if self.counted_waiting.remove(&(kind, id.clone())) {
                 uncounted += 1;
             }
-            offered.push((id, raw));
+            offered.push((id, HeldVersion::Copy(raw)));
         }
         // A duplicate deleted in the enforcement system since must not be published now.
         let ids: Vec<String> = offered.iter().map(|(id, _)| id.clone()).collect();
-        let held: Vec<(Kind, Box<RawValue>)> =
-            offered.into_iter().map(|(_, raw)| (kind, raw)).collect();
+        let held: Vec<(Kind, HeldVersion)> =
+            offered.into_iter().map(|(_, held)| (kind, held)).collect();
         let found = current_versions(source, self.budget.clone(), held).await?;
         for (id, current) in ids.into_iter().zip(found) {
             match current {
-                Some(current) => free.push(prepare(
+                // Only copies were looked up, so only copies come back.
+                Some(HeldVersion::LookUp { .. }) => {}
+                Some(HeldVersion::Copy(current)) => free.push(prepare(
                     self.mappings.get(kind),
                     &self.cfg.mapping_context,
                     current,
@@ -3037,7 +3088,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_copy_bears_the_entry_s_own_name_or_is_none() {
+    fn a_look_up_bears_the_entry_s_own_name_or_is_none() {
         let at = "2026-11-29T10:00:00.123+08:00";
         for id in [
             "XK-1",
@@ -3051,17 +3102,17 @@ mod tests {
             // a string id that looks like the name of a record without one is its own name
             "(no id) 0123456789ab",
         ] {
-            let copy = lookup_copy(id, at).unwrap_or_else(|| panic!("{id}"));
-            assert_eq!(crate::source_schema::record_name(copy.get()), id);
+            let held = HeldVersion::look_up(id, at).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(held.name(), id);
             assert_eq!(
-                RawHead::of(copy.get()).updated_at_text().as_deref(),
-                Some(at)
+                held.id_and_updated_at(),
+                (Some(id.to_string()), Some(at.to_string()))
             );
-            assert!(is_lookup_copy(&copy));
+            assert!(held.time().is_some());
         }
         // nothing to look for
         for (id, at) in [("", at), ("  ", at), ("XK-1", ""), ("XK-1", "昨天")] {
-            assert!(lookup_copy(id, at).is_none(), "{id:?} {at:?}");
+            assert!(HeldVersion::look_up(id, at).is_none(), "{id:?} {at:?}");
         }
     }
 

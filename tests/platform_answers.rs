@@ -172,6 +172,90 @@ async fn never_answered_for(retry: bool) {
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
+/// A source whose records end with a field `"dualpub_lookup_only": true` (a source may add fields of its own, in
+/// its own order). dualpub once marked the look-ups it made for a rejected record without a copy by appending just
+/// that text, so a record given up on for want of an answer, when `quarantine retry` found it in the feed, was
+/// taken for a look-up the feed could not settle: not sent, kept in quarantine for ever. It is sent like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_record_ending_like_the_old_lookup_mark_is_sent_by_a_retry() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let feed = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_query: &str, text: String| {
+            #[derive(serde::Deserialize)]
+            struct Page {
+                items: Vec<Box<serde_json::value::RawValue>>,
+                has_more: bool,
+            }
+            let Ok(page) = serde_json::from_str::<Page>(&text) else {
+                return text;
+            };
+            let items: Vec<String> = page
+                .items
+                .iter()
+                .map(|item| {
+                    let body = item.get().trim_end().strip_suffix('}').unwrap();
+                    format!("{body},\"dualpub_lookup_only\":true}}")
+                })
+                .collect();
+            format!(
+                "{{\"items\":[{}],\"has_more\":{}}}",
+                items.join(","),
+                page.has_more
+            )
+        }),
+    )
+    .await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let silent = expected.keys().next().unwrap().clone();
+    let left_out = silent.clone();
+    let platform = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[
+            ("DUALPUB_SOURCE_URL", feed.as_str()),
+            ("DUALPUB_PLATFORM_URL", platform.as_str()),
+        ])
+        .await;
+    assert_eq!((code, &s["rejected"]), (1, &1.into()), "{s} {err}");
+    let held = read_store(&env.store_path())
+        .quarantine_iter()
+        .map(Result::unwrap)
+        .next()
+        .unwrap();
+    assert_eq!(held.key.as_deref(), Some(silent.as_str()));
+    assert_eq!(
+        held.source["dualpub_lookup_only"], true,
+        "{:?}",
+        held.source
+    );
+
+    // The platform mended, the operator retries: the feed still serves that version, which is sent.
+    let out = env
+        .dualpub_with(
+            &["quarantine", "retry"],
+            &[("DUALPUB_SOURCE_URL", feed.as_str())],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("not sent"), "{err}");
+    let store = read_store(&env.store_path());
+    assert_eq!(
+        (store.outbox_len(), store.quarantine_len()),
+        (0, 0),
+        "{err}"
+    );
+    drop(store);
+    for (key, state) in ledger_states(&env) {
+        assert_eq!(state, Some(PlatformState::Public), "{key}");
+    }
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
 /// A [`PlatformRewrite`] that replaces the token of every login answer with `token`.
 fn token_rewrite(token: &'static str) -> PlatformRewrite {
     Arc::new(move |path: &str, status: u16, body: Vec<u8>| {

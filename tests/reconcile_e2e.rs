@@ -639,6 +639,133 @@ async fn a_report_path_that_cannot_be_written_is_refused_before_any_repair() {
         .contains_key(&key("permit", "B")));
 }
 
+/// `cmd` run under umask 022 (the usual default, which leaves new files world-readable), whatever the umask of
+/// the test process.
+#[cfg(unix)]
+fn under_umask_022(cmd: std::process::Command) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// Every report file `--out` writes (json, table, csv, xlsx, the annual report) holds party names and other
+/// personal data: it is readable by its owner only (0600), also when it replaces an earlier report that others
+/// could read; it was created with the umask (0644). Nothing else is left in the folder.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env_with_permit("B", "2024-03-04").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    drop_from_platform(&env, &key("permit", "B")).await;
+    let dir = env.dir.path().join("reports");
+    std::fs::create_dir(&dir).unwrap();
+    let old = dir.join("old.json");
+    std::fs::write(&old, "an earlier report").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out_of = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let runs: Vec<Vec<String>> = vec![
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "json".into(),
+            "--out".into(),
+            out_of("old.json"),
+        ],
+        vec!["reconcile".into(), "--out".into(), out_of("table.txt")],
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "csv".into(),
+            "--out".into(),
+            out_of("csv"),
+        ],
+        vec![
+            "reconcile".into(),
+            "--format".into(),
+            "xlsx".into(),
+            "--out".into(),
+            out_of("r.xlsx"),
+        ],
+        vec![
+            "report".into(),
+            "annual".into(),
+            "--year".into(),
+            "2024".into(),
+            "--out".into(),
+            out_of("annual.txt"),
+        ],
+        vec![
+            "report".into(),
+            "annual".into(),
+            "--year".into(),
+            "2024".into(),
+            "--format".into(),
+            "xlsx".into(),
+            "--out".into(),
+            out_of("annual.xlsx"),
+        ],
+    ];
+    for args in runs {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--today", TODAY]);
+        let c = under_umask_022(env.command(&args));
+        let out = tokio::task::spawn_blocking(move || { c }.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "annual.txt",
+            "annual.xlsx",
+            "csv/missing.csv",
+            "csv/months.csv",
+            "csv/overdue.csv",
+            "csv/summary.csv",
+            "old.json",
+            "r.xlsx",
+            "table.txt"
+        ],
+        "every report, and nothing else"
+    );
+    for p in &files {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", p.display());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&old).unwrap()).unwrap();
+    assert_eq!(categories_json(&v)["missing"].len(), 1, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
     let env = empty_env().await;
@@ -708,6 +835,135 @@ async fn a_repair_the_platform_cuts_short_exits_3_and_still_reports() {
     assert_eq!(v["repair"]["repushed"], 2, "{}", v["repair"]);
     assert_eq!(v["repair"]["failed"], 0, "{}", v["repair"]);
     assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+}
+
+/// A loopback gateway in front of the platform that answers the first call to each path in `first` with 429 and
+/// `Retry-After` its seconds, without passing it on, and passes every other call on as it is. Its URL.
+async fn throttle_first(platform: String, first: &[(&'static str, u64)]) -> String {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, Uri};
+    use axum::response::IntoResponse;
+    use std::sync::Mutex;
+    type Shared = (
+        String,
+        Arc<Mutex<BTreeMap<&'static str, u64>>>,
+        reqwest::Client,
+    );
+    async fn pass(
+        State((platform, first, http)): State<Shared>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        if let Some(secs) = first.lock().unwrap().remove(uri.path()) {
+            return (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+            )
+                .into_response();
+        }
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = http
+            .request(method, format!("{platform}{path_and_query}"))
+            .body(body);
+        for name in ["x-token", "content-type"] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v.as_bytes());
+            }
+        }
+        let res = req.send().await.unwrap();
+        let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+        let body = res.bytes().await.unwrap().to_vec();
+        (
+            status,
+            [("content-type", "application/xml; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+    let first = Arc::new(Mutex::new(first.iter().copied().collect()));
+    let app =
+        axum::Router::new()
+            .fallback(pass)
+            .with_state((platform, first, reqwest::Client::new()));
+    serve_local(app).await
+}
+
+/// `reconcile --repair` is one run with one retry budget: the time in trouble while it read both systems counts
+/// against the repair's runs too. Reading the platform meets a 429 asking for 4 s, pushing the record it lost meets
+/// one asking for 3 s, and the budget is 6 s: the repair stops with exit 3, its report written, the record left
+/// for the next run. (The repair had a fresh budget of its own: it waited, pushed, and the command spent 7 s of a
+/// 6 s budget in trouble.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_and_the_repair_spend_one_retry_budget() {
+    let env = env_with_permit("B", "2026-11-20").await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    drop_from_platform(&env, &key("permit", "B")).await;
+    let gateway = throttle_first(
+        env.platform.url(),
+        &[("/api/records", 4), ("/api/exchange", 3)],
+    )
+    .await;
+    let out_file = env.dir.path().join("repair.json");
+    let out = env
+        .dualpub_with(
+            &[
+                "reconcile",
+                "--today",
+                TODAY,
+                "--kind",
+                "permit",
+                "--format",
+                "json",
+                "--out",
+                out_file.to_str().unwrap(),
+                "--repair",
+            ],
+            &[
+                ("DUALPUB_PLATFORM_URL", gateway.as_str()),
+                ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "6"),
+            ],
+        )
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("retry budget of 6 s"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(
+        categories_json(&v)["missing"],
+        BTreeSet::from([key("permit", "B")]),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["repair"]["repushed"], &v["repair"]["failed"]),
+        (&0.into(), &1.into()),
+        "{}",
+        v["repair"]
+    );
+    assert!(
+        v["repair"]["left"]
+            .to_string()
+            .contains("re-pushing stopped"),
+        "{}",
+        v["repair"]
+    );
+    assert!(!env
+        .platform_records()
+        .await
+        .contains_key(&key("permit", "B")));
+
+    // The next repair, with a budget of its own, pushes it.
+    let (out, v) = env
+        .reconcile_json(TODAY, &["--kind", "permit", "--repair"])
+        .await;
+    assert_eq!(v["repair"]["repushed"], 1, "{} {out:?}", v["repair"]);
+    assert!(env
+        .platform_records()
+        .await
+        .contains_key(&key("permit", "B")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,6 +222,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         today,
         progress: false,
         repair: true,
+        budget: None,
     };
     let cal = crate::calendar::Calendar::builtin();
     let (report, plan) =
@@ -238,7 +239,10 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         &mappings,
         &store,
         &opts,
-        repush.concat(),
+        repush
+            .concat()
+            .into_iter()
+            .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
         sync::Copies::FromFeed,
     )
     .await

@@ -274,11 +274,11 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     .map(|e| {
                         let kind = e.kind;
                         // A rejected record's entry without a copy (resent after a restart): looked up in the feed.
-                        let raw = sync::held_raw(&e.source).or_else(|| {
-                            e.source_updated_at
-                                .as_deref()
-                                .and_then(|at| sync::lookup_copy(&e.source_id, at))
-                        });
+                        let raw = sync::HeldVersion::of_entry(
+                            &e.source,
+                            &e.source_id,
+                            e.source_updated_at.as_deref(),
+                        );
                         if raw.is_some() {
                             seen.0.push((kind, e.source_id));
                         } else {

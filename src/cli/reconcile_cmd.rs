@@ -153,6 +153,12 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
     let store = common::open_store(&loaded.cfg.store_path)?;
+    // One retry budget for the whole command, as for a sync: reading both systems and every run of the repair
+    // spend it (the repair had a fresh one of its own, so the command could spend twice the time in trouble).
+    let budget = std::sync::Arc::new(crate::retry::Budget::new(
+        loaded.cfg.retry_budget,
+        loaded.cfg.max_backoff,
+    ));
     let opts = ReconcileOptions {
         kinds: common::parse_kinds(args.kind),
         from,
@@ -160,6 +166,7 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         today,
         progress: std::io::stderr().is_terminal(),
         repair: args.repair,
+        budget: Some(budget.clone()),
     };
     let rt = common::runtime()?;
     let (mut report, plan) = rt
@@ -173,16 +180,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
         .map_err(reconcile_failure)?;
 
     if args.repair {
-        // One budget for every run of the repair: the operator set one for the command.
+        // The command's budget, what reading both systems left of it, for every run of the repair.
         let sopts = SyncOptions {
             kinds: opts.kinds.clone(),
             dry_run: false,
             today,
             progress: false,
-            budget: Some(std::sync::Arc::new(crate::retry::Budget::new(
-                loaded.cfg.retry_budget,
-                loaded.cfg.max_backoff,
-            ))),
+            budget: Some(budget),
         };
         let mut summary = RepairSummary::default();
         // Why the repair stopped before its end, when the source, platform or store gave out: the report is still
@@ -234,7 +238,9 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         &loaded.mappings,
                         &store,
                         &sopts,
-                        chunk,
+                        chunk
+                            .into_iter()
+                            .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
                         sync::Copies::FromFeed,
                     )) {
                         Ok(s) => (s, None),
@@ -404,13 +410,20 @@ fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
     }
 }
 
-/// A buffered destination: the file, or standard output. The writers emit many small pieces.
-fn sink(out: Option<&Path>) -> std::io::Result<std::io::BufWriter<Box<dyn Write>>> {
-    let w: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::fs::File::create(p)?),
-        None => Box::new(common::Stdout),
-    };
-    Ok(std::io::BufWriter::with_capacity(1 << 20, w))
+/// Writes a report with `write` to `out` (a file for this user only, [`writers::ReportFile`]) or to standard
+/// output, buffered: the writers emit many small pieces.
+fn to_sink(
+    out: Option<&Path>,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match out {
+        Some(p) => writers::write_report_file(p, write),
+        None => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, common::Stdout);
+            write(&mut w)?;
+            w.flush()
+        }
+    }
 }
 
 fn write(report: &Report, format: Format, out: Option<&Path>) -> Result<(), Failure> {
@@ -435,15 +448,9 @@ fn write_format(report: &Report, format: Format, out: Option<&Path>) -> Result<(
     match format {
         Format::Table => {
             let color = out.is_none() && std::io::stdout().is_terminal();
-            let mut w = sink(out).map_err(io)?;
-            writers::write_table(report, &mut w, color).map_err(io)?;
-            w.flush().map_err(io)
+            to_sink(out, |w| writers::write_table(report, w, color)).map_err(io)
         }
-        Format::Json => {
-            let mut w = sink(out).map_err(io)?;
-            writers::write_json(report, &mut w).map_err(io)?;
-            w.flush().map_err(io)
-        }
+        Format::Json => to_sink(out, |w| writers::write_json(report, w)).map_err(io),
         Format::Csv => {
             let dir = out.expect("checked above");
             let files = writers::write_csv(report, dir).map_err(io)?;
@@ -491,6 +498,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
         today,
         progress: std::io::stderr().is_terminal(),
         repair: false,
+        budget: None,
     };
     let rt = common::runtime()?;
     let annual = rt
@@ -517,15 +525,11 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
             eprintln!("wrote {}", p.display());
         }
         Format::Json => {
-            let mut w = sink(out.as_deref()).map_err(io)?;
-            a::write_annual_json(&annual, &mut w).map_err(io)?;
-            w.flush().map_err(io)?;
+            to_sink(out.as_deref(), |w| a::write_annual_json(&annual, w)).map_err(io)?;
         }
         _ => {
             let color = out.is_none() && std::io::stdout().is_terminal();
-            let mut w = sink(out.as_deref()).map_err(io)?;
-            a::write_annual_table(&annual, &mut w, color).map_err(io)?;
-            w.flush().map_err(io)?;
+            to_sink(out.as_deref(), |w| a::write_annual_table(&annual, w, color)).map_err(io)?;
         }
     }
     // As for reconcile: a note says the numbers lack something a person must see to.

@@ -6,7 +6,7 @@
 //! decided outside the year.
 
 use super::report::MonthOutcome;
-use super::writers::{align_rows, percent, round4, Paint, WriteError};
+use super::writers::{align_rows, percent, round4, Paint, ReportFile, WriteError};
 use crate::source_schema::SourceStatus;
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -501,7 +501,11 @@ impl Serialize for InOrder {
 /// Writes the annual numbers as an xlsx workbook with one sheet, 年度报告.
 pub fn write_annual_xlsx(r: &AnnualReport, path: &Path) -> Result<(), WriteError> {
     build_annual(r)
-        .and_then(|mut wb| wb.save(path))
+        .and_then(|mut wb| {
+            let mut file = ReportFile::create(path)?;
+            wb.save_to_writer(&mut file)?;
+            Ok(file.finish()?)
+        })
         .map_err(|source| WriteError::Xlsx {
             path: path.to_path_buf(),
             source,

@@ -37,6 +37,9 @@ pub struct ReconcileOptions {
     /// Collect what `--repair` needs of records to push again (spooled to a temporary file); without it the
     /// plan's `repush` stays empty and only its keys to withdraw are kept.
     pub repair: bool,
+    /// The command's retry budget, when what follows the comparison spends the same one (`--repair`: reading both
+    /// systems and the repair's runs share `[platform] retry_budget_secs`); `None`: a budget of its own.
+    pub budget: Option<Arc<Budget>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -850,7 +853,10 @@ async fn compare(
     opts: &ReconcileOptions,
     mut annual: Option<&mut AnnualAccumulator>,
 ) -> Result<(Report, RepairPlan), ReconcileError> {
-    let budget = Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff));
+    let budget = opts
+        .budget
+        .clone()
+        .unwrap_or_else(|| Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff)));
     let source = Arc::new(
         SourceClient::new(
             &cfg.source_url,

@@ -2,10 +2,10 @@
 //! category that has rows (such files an earlier report left in the folder are removed when this one has none), each UTF-8 with a byte-order mark (so Excel reads the Chinese correctly), RFC 4180
 //! quoting and CRLF line ends, with Chinese column headers.
 
-use super::{csv_line, date_str, percent, GAP_HEADERS};
+use super::{csv_line, date_str, percent, write_report_file, GAP_HEADERS};
 use crate::reconcile::report::{Category, GapRow, Rates, Report};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 const BOM: &str = "\u{feff}";
@@ -69,18 +69,15 @@ pub fn write_csv(r: &Report, dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
         // Streamed: a category can hold a million rows.
         let path = dir.join(format!("{}.csv", cat.as_str()));
-        let file = fs::File::create(&path).map_err(|e| with_path(e, "write", &path))?;
-        let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        let put = |w: &mut io::BufWriter<fs::File>, s: &str| {
-            w.write_all(s.as_bytes())
-                .map_err(|e| with_path(e, "write", &path))
-        };
-        put(&mut w, BOM)?;
-        put(&mut w, &csv_line(&GAP_HEADERS))?;
-        for g in r.gaps_in(cat) {
-            put(&mut w, &csv_line(&gap_cells(&g, true)))?;
-        }
-        w.flush().map_err(|e| with_path(e, "write", &path))?;
+        write_report_file(&path, |w| {
+            w.write_all(BOM.as_bytes())?;
+            w.write_all(csv_line(&GAP_HEADERS).as_bytes())?;
+            for g in r.gaps_in(cat) {
+                w.write_all(csv_line(&gap_cells(&g, true)).as_bytes())?;
+            }
+            Ok(())
+        })
+        .map_err(|e| with_path(e, "write", &path))?;
         written.push(path);
     }
     Ok(written)
@@ -201,10 +198,11 @@ fn summary(r: &Report) -> String {
 }
 
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(BOM.len() + text.len());
-    bytes.extend_from_slice(BOM.as_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    fs::write(path, bytes).map_err(|e| with_path(e, "write", path))
+    write_report_file(path, |w| {
+        w.write_all(BOM.as_bytes())?;
+        w.write_all(text.as_bytes())
+    })
+    .map_err(|e| with_path(e, "write", path))
 }
 
 fn with_path(e: io::Error, doing: &str, path: &Path) -> io::Error {

@@ -6,11 +6,13 @@
 
 mod csv;
 mod json;
+mod report_file;
 mod table;
 mod xlsx;
 
 pub use csv::write_csv;
 pub use json::write_json;
+pub use report_file::{write_report_file, ReportFile};
 pub use table::write_table;
 pub use xlsx::write_xlsx;
 

@@ -2,7 +2,7 @@
 //! with a stacked column chart) and one sheet per category, named with its Chinese name, present even when empty
 //! so operators always find the same layout. Dates are real Excel dates.
 
-use super::{csv::gap_cells, display_width, WriteError, GAP_HEADERS};
+use super::{csv::gap_cells, display_width, ReportFile, WriteError, GAP_HEADERS};
 use crate::reconcile::report::{Category, Rates, Report};
 use rust_xlsxwriter::{
     Chart, ChartType, Color, Format, FormatAlign, FormatBorder, Workbook, Worksheet, XlsxError,
@@ -44,7 +44,11 @@ impl Formats {
 /// Writes the workbook to `path`, replacing any file there.
 pub fn write_xlsx(r: &Report, path: &Path) -> Result<(), WriteError> {
     build(r)
-        .and_then(|mut wb| wb.save(path))
+        .and_then(|mut wb| {
+            let mut file = ReportFile::create(path)?;
+            wb.save_to_writer(&mut file)?;
+            Ok(file.finish()?)
+        })
         .map_err(|source| WriteError::Xlsx {
             path: path.to_path_buf(),
             source,
