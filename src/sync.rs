@@ -2421,9 +2421,9 @@ async fn send_batch(
             Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
             Err(e) => return Err(SyncError::from(e)),
         };
-        let (store, answered) = (store.clone(), answered.clone());
+        let (shared, answered_any) = (store.clone(), answered.clone());
         let (a, unanswered, batch) = tokio::task::spawn_blocking(move || {
-            apply_receipt(&store, &answered, seq, &batch, &receipt).map(|(a, u)| (a, u, batch))
+            apply_receipt(&shared, &answered_any, seq, &batch, &receipt).map(|(a, u)| (a, u, batch))
         })
         .await
         .unwrap_or_else(|e| Err(SyncError::Client(format!("applying a receipt failed: {e}"))))?;
@@ -2434,6 +2434,14 @@ async fn send_batch(
         total.still_unanswered += a.still_unanswered;
         if from_platform && a.answered_here {
             envelopes.note(&batch);
+            // The other pieces of this message, still to be sent or held, share its envelope: the proof is kept with
+            // them in the outbox, so that a run that ends before they are settled (killed, or the platform gone)
+            // leaves no piece waiting for a proof this run had.
+            let pieces = todo
+                .iter_mut()
+                .map(|(s, b, _)| (&*s, b))
+                .chain(held.iter_mut().map(|h| (&h.seq, &mut h.batch)));
+            prove_pieces(store, &batch, pieces)?;
         }
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
@@ -2532,6 +2540,27 @@ struct Unanswered {
     sent_flow: String,
     /// Why, for one of them (its key masked).
     why: String,
+}
+
+/// Marks these outbox batches `envelope_proven`, in memory and in the outbox, when their envelope is `taken`'s (a
+/// message of that envelope the platform just answered).
+fn prove_pieces<'b>(
+    store: &Store,
+    taken: &OutboxBatch,
+    pieces: impl Iterator<Item = (&'b OutboxId, &'b mut OutboxBatch)>,
+) -> Result<(), SyncError> {
+    let Some(envelope) = Envelopes::of(taken) else {
+        return Ok(());
+    };
+    for (seq, b) in pieces {
+        if b.envelope_proven || Envelopes::of(b).as_ref() != Some(&envelope) {
+            continue;
+        }
+        b.envelope_proven = true;
+        b.split_unproven = false;
+        store.outbox_split(seq, &[(seq.clone(), b.clone())])?;
+    }
+    Ok(())
 }
 
 /// Splits batch `seq` in two halves (`split_batch`), each marked by `mark`, and puts them in the outbox in its place,

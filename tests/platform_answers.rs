@@ -1523,3 +1523,77 @@ async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
     let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
     assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
 }
+
+/// Two penalties changed together, one of which the platform refuses as malformed (HTTP 400): their message is split
+/// once unproven, and the half without the bad record is taken, which proves the envelope. Then the platform is out of
+/// service (HTTP 503) for the rest of the run, which ends with exit 3 before the bad record is split out. The proof
+/// lived only in that run: the next run found the bad record's piece unproven, held it for want of another message
+/// of its item, and so did every later run (exit 3) until some other penalty changed. Now the pieces left in the
+/// outbox remember the proof their sibling gave, and the next run rejects the bad record (`MESSAGE_REFUSED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, v) = published_penalty(&env).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    env.source_insert_one(remarked(v, "penalty", "第二版"))
+        .await;
+    let public = public_of(&env.platform_records().await);
+    let other = (0..env.gen.count(Kind::Penalty))
+        .map(|i| dualpub::sim::gen::record(&env.gen, Kind::Penalty, i))
+        .find(|r| {
+            let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+            r.id != id
+                && public
+                    .keys()
+                    .any(|k| k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")))
+        })
+        .unwrap();
+    let other = env.source_record(&other.id).await;
+    env.source_insert_one(remarked(other, "penalty", "补正"))
+        .await;
+    // Messages with `key` refused as malformed; once a message without it was taken, out of service.
+    let taken = Arc::new(AtomicBool::new(false));
+    let bad = key.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            if taken.load(Ordering::SeqCst) {
+                let down = r#"<Error code="UNAVAILABLE" message="维护中 (maintenance)"/>"#;
+                return (503, down.as_bytes().to_vec());
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| r.key == bad) {
+                let refusal =
+                    r#"<Error code="BAD_RECORD" message="报文格式错误 (message malformed)"/>"#;
+                return (400, refusal.as_bytes().to_vec());
+            }
+            taken.store(true, Ordering::SeqCst);
+            (status, body)
+        }),
+    )
+    .await;
+    let broken = [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "2"),
+    ];
+    let (code, s, err) = env.sync_with(&broken).await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 1, "{err}");
+    // The platform is back; it still refuses the bad record. No other penalty changes.
+    let proxy = refusing_messages_with(&env, vec![key.clone()]).await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
+    assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
+}
