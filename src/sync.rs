@@ -2239,8 +2239,27 @@ impl Engine<'_> {
                 self.pending.insert(key, p);
             }
             self.held_sent.insert(h.seq.clone());
+            // Built for another sender than `[agency] credit_code` says now: the operator mended a wrong code, and
+            // these messages cannot be addressed anew (the sender is part of every record's key). Said plainly, in
+            // place of advice to check a configuration that is right now.
+            let sender = Envelopes::of(&h.batch).map(|(sender, _, _)| sender);
+            let message = match sender {
+                Some(old) if old != self.cfg.agency_credit_code => {
+                    let message = format!(
+                        "the outbox holds messages built for sender {old} (the [agency] credit_code of the run \
+                         that wrote them), and the platform refuses them; [agency] credit_code is {} now. The \
+                         sender is part of every record's key, so they cannot be addressed anew: if {} is right, \
+                         move the store aside and run `dualpub sync` to rebuild it from the source (nothing is \
+                         pushed twice), then `dualpub reconcile` to see what the platform holds",
+                        self.cfg.agency_credit_code, self.cfg.agency_credit_code
+                    );
+                    self.held_error = None;
+                    message
+                }
+                _ => h.message,
+            };
             self.held_copies.insert(h.seq, h.batch);
-            self.held_error.get_or_insert(h.message);
+            self.held_error.get_or_insert(message);
             self.held_batches += 1;
             if !sent.earlier {
                 self.held_fresh += 1;

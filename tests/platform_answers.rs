@@ -1597,3 +1597,33 @@ async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
     let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
     assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
 }
+
+/// A wrong `[agency] credit_code`: the platform refuses every message (HTTP 400), and the run keeps them in the
+/// outbox (exit 3). The operator mends the code, but the messages left in the outbox were built for the old sender,
+/// which is part of every record's key, so they cannot be addressed anew; the platform refuses them run after run,
+/// and the error said to check `[agency] credit_code` — right by then. Now it names both codes and says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_built_for_a_sender_since_mended_say_what_to_do() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let proxy = refusing_messages_with(&env, Vec::new()).await;
+    let wrong = "11410300000012343Y";
+    let (code, s, err) = env
+        .sync_with(&[
+            ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+            ("DUALPUB_AGENCY_CREDIT_CODE", wrong),
+        ])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(!err.contains("move the store aside"), "{err}");
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(
+        err.contains(&format!("built for sender {wrong}"))
+            && err.contains(&format!("is {} now", agency_code()))
+            && err.contains("move the store aside"),
+        "{err}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
