@@ -1049,6 +1049,17 @@ impl Engine<'_> {
         let receiver = &self.cfg.receiver;
         match xml::read_exchange_envelope(&batch.body) {
             Ok(head) if head.receiver != *receiver => {}
+            // Built for another sender (a code since mended): what the platform once took from that sender proves
+            // nothing now; refused, the batch is held, not split down and quarantined.
+            Ok(head) if head.sender != self.cfg.agency_credit_code && batch.envelope_proven => {
+                let batch = OutboxBatch {
+                    envelope_proven: false,
+                    ..batch
+                };
+                self.store
+                    .outbox_split(seq, &[(seq.clone(), batch.clone())])?;
+                return Ok(batch);
+            }
             _ => return Ok(batch),
         }
         let Ok(mut msg) = xml::read_exchange_message(&batch.body) else {
