@@ -101,6 +101,9 @@ pub struct RecordMeta {
 pub struct LedgerEntry {
     pub kind: Kind,
     pub source_id: String,
+    /// `updated_at` of the source version the platform's state last followed: the version it acknowledged (an
+    /// upsert), or the later one it was withdrawn for (a revocation, a renumbering). Reconcile's repair does not
+    /// act on a copy of the record older than this (`reconcile::engine::older_copy`).
     pub source_updated_at: String,
     /// Digest of the content the platform last acknowledged (accepted or unchanged).
     pub digest: Option<String>,

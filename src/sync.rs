@@ -2896,6 +2896,13 @@ fn apply_receipt(
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
                 forget_rejected_withdrawal(&mut e);
+                // The source version the platform's state now follows (a revocation, a renumbering): reconcile's
+                // repair does not publish again, on the word of an older copy of the record, what it took down.
+                if e.source_id == item.source_id
+                    && newer(&item.source_updated_at, &e.source_updated_at)
+                {
+                    e.source_updated_at = item.source_updated_at.clone();
+                }
                 if let Some(old) = &old_until {
                     commit
                         .expiry

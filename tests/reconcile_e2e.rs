@@ -2363,3 +2363,139 @@ async fn a_record_renumbered_out_of_the_window_keeps_its_row() {
         "public"
     );
 }
+
+/// An `updated_at` `minutes` from now (negative: in the past), to the millisecond, in CST.
+fn stamp(minutes: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::minutes(minutes))
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// The gap row of `key` in `category`, from the JSON report.
+fn gap_of(v: &serde_json::Value, key: &str, category: &str) -> serde_json::Value {
+    v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key && g["category"] == category)
+        .unwrap_or_else(|| panic!("{key} is not {category}: {}", v["gaps"]))
+        .clone()
+}
+
+/// `reconcile --repair` (JSON) of `kind` as of TODAY: exit code, report, stderr.
+async fn repair_json(env: &Env, kind: &str) -> (Option<i32>, serde_json::Value, String) {
+    let (out, v) = env
+        .reconcile_json(TODAY, &["--kind", kind, "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), v, err)
+}
+
+/// The source serves a record in an older version than the one sync published (a lagging replica of the
+/// enforcement system, say): `reconcile --repair` pushed that older version over the newer one the platform held
+/// and had acknowledged, undoing a correct publication. It lists the row, says why it leaves it, and pushes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
+    let env = empty_env().await;
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(-120).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["content"] = "更正后的许可内容".into();
+    new["updated_at"] = stamp(-60).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
+    let published = env.platform_records().await[&key("permit", "L")].clone();
+    // the replica lags: the source serves the first version again, stamped as it was
+    env.source_insert_one(old.clone()).await;
+
+    let (code, v, err) = repair_json(&env, "permit").await;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].0,
+        published.0,
+        "the platform keeps the newer version: {} {err}",
+        v["repair"]
+    );
+    assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
+    let row = gap_of(&v, &key("permit", "L"), "stale");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("serves an older version")
+            && detail.contains(old["updated_at"].as_str().unwrap())
+            && detail.contains("fields differ: XK_NR"),
+        "{detail}"
+    );
+    assert!(
+        v["repair"]["left"].to_string().contains(
+            "1 record(s) not repaired: the enforcement system serves them in an older version"
+        ),
+        "{}",
+        v["repair"]
+    );
+}
+
+/// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
+/// again. `--repair` took it for `missing` and published the revoked decision again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
+    let env = empty_env().await;
+    let mut active = penalty("penalty_multi_category", "R", "2025-11-17", "2027-11-20");
+    active["updated_at"] = stamp(-120).into();
+    env.source_insert_one(active.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut revoked = active.clone();
+    revoked["status"] = "revoked".into();
+    revoked["updated_at"] = stamp(-60).into();
+    env.source_insert_one(revoked).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["withdrawn"].as_u64()), (0, Some(1)), "{err}");
+    env.source_insert_one(active).await;
+
+    let (code, v, err) = repair_json(&env, "penalty").await;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        platform_status(&env, &key("penalty", "R")).await.as_deref(),
+        Some("withdrawn"),
+        "it was revoked: {} {err}",
+        v["repair"]
+    );
+    let row = gap_of(&v, &key("penalty", "R"), "missing");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("serves an older version"),
+        "{row}"
+    );
+}
+
+/// The version the platform holds was stamped in the future when sync sent it (a writer's clock ahead), so its
+/// `updated_at` says nothing of what came after: a later edit stamped correctly is earlier by the clock. Sync
+/// reads such edits (its checkpoint stays at its own clock); one committed too late for sync is `stale`, and
+/// `--repair` must send it, or nothing ever would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_sends_a_later_edit_stamped_before_a_future_stamped_version() {
+    let env = empty_env().await;
+    let mut ahead = record("permit_org", "permit", "F", "2026-11-20");
+    ahead["updated_at"] = stamp(24 * 60).into();
+    env.source_insert_one(ahead.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut edit = ahead;
+    edit["content"] = "更正后的许可内容".into();
+    edit["updated_at"] = stamp(-1).into();
+    env.source_insert_one(edit).await;
+
+    let (code, v, err) = repair_json(&env, "permit").await;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["repair"]["repushed"], 1, "{} {err}", v["repair"]);
+    assert_eq!(
+        env.platform_records().await[&key("permit", "F")].2["XK_NR"],
+        "更正后的许可内容"
+    );
+}

@@ -322,6 +322,14 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                 plan.held_back
             ));
         }
+        if plan.older_copies > 0 {
+            summary.left.push(format!(
+                "{} record(s) not repaired: the enforcement system serves them in an older version than the one the \
+                 platform holds and acknowledged, and the repair does not undo a publication with it (their rows say \
+                 which versions); check whether the enforcement system, or the replica dualpub reads, lags behind",
+                plan.older_copies
+            ));
+        }
         let counts = report.counts();
         if !args.repair_orphans && counts[&Category::Orphan] > 0 {
             summary.left.push(format!(

@@ -5,8 +5,8 @@
 
 use super::annual::{AnnualAccumulator, AnnualReport};
 use super::gaps::{
-    late_detail, missing_in_time_detail, overdue_detail, INVALID_OVERDUE_DETAIL, MINOR_DETAIL,
-    MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
+    late_detail, missing_in_time_detail, older_copy_detail, overdue_detail, INVALID_OVERDUE_DETAIL,
+    MINOR_DETAIL, MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
 };
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
@@ -69,6 +69,9 @@ pub struct RepairPlan {
     /// Withdrawals not planned: a record that should be public, later in the feed, is pushed to the same key (the
     /// record changed while the feed was read, or another record has the same document number).
     pub held_back: u64,
+    /// Records neither pushed again nor withdrawn because the feed served an older version of them than the one
+    /// the platform holds and acknowledged ([`older_copy`]): a lagging replica must not undo a publication.
+    pub older_copies: u64,
 }
 
 fn cst_date(ts: &str) -> Option<NaiveDate> {
@@ -115,6 +118,88 @@ fn linked_row(
     };
     let mine = store.ledger_get(&old)?.is_some_and(|l| l.source_id == id);
     Ok(mine.then_some((i, old)))
+}
+
+/// A key's ledger entry, read from the store at most once per source record.
+struct LedgerOnce(Option<Option<LedgerEntry>>);
+
+impl LedgerOnce {
+    fn get(&mut self, store: &Store, key: &str) -> Result<Option<&LedgerEntry>, StoreError> {
+        if self.0.is_none() {
+            self.0 = Some(store.ledger_get(key)?);
+        }
+        Ok(self.0.as_ref().and_then(Option::as_ref))
+    }
+}
+
+/// The feed's copy of a record, older than the version the platform holds: when it was stamped, and when the
+/// version the platform acknowledged was.
+#[derive(Debug, PartialEq, Eq)]
+struct OlderCopy {
+    served: String,
+    acknowledged: String,
+}
+
+fn instant(ts: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok()
+}
+
+/// Whether the feed served source record `id` (stamped `served_at`) in a version older than the one the ledger
+/// says the platform acknowledged for the key, so that `--repair` must not push (or withdraw) on its word: a
+/// lagging replica of the enforcement system would undo a correct publication.
+///
+/// Only when the comparison can be trusted: the ledger's version is this record's, the platform holds exactly the
+/// digest the ledger acknowledged and in the state it acknowledged (so nothing else changed the row since), and
+/// that version was not stamped in the future when it was acknowledged (`source_updated_at` after `last_pushed`,
+/// the connector's clock at its receipt). A future-stamped version says nothing of what came after it: an edit
+/// stamped correctly later in real time has an earlier `updated_at`, and sync keeps its checkpoint at its own clock
+/// (`Engine::checkpoint`) so that such edits are read — and should one be committed too late for sync, only
+/// `--repair` sends it. Were it skipped here, it would stay unpublished for good.
+fn older_copy(
+    entry: Option<&LedgerEntry>,
+    id: &str,
+    served_at: Option<&str>,
+    platform: &Held,
+) -> Option<OlderCopy> {
+    let e = entry?;
+    if e.source_id != id {
+        return None;
+    }
+    let acked = Digest::parse(e.digest.as_deref()?)?;
+    if platform.digest != Some(acked) || platform.public != (e.state == PlatformState::Public) {
+        return None;
+    }
+    let served_text = served_at?;
+    let (served, acknowledged, receipt) = (
+        instant(served_text)?,
+        instant(&e.source_updated_at)?,
+        instant(e.last_pushed.as_deref()?)?,
+    );
+    (served < acknowledged && acknowledged <= receipt).then(|| OlderCopy {
+        served: served_text.to_string(),
+        acknowledged: e.source_updated_at.clone(),
+    })
+}
+
+/// [`older_copy`] for a source record and the platform row it took, as the detail its gap row gives; `None` when
+/// the row is not known to hold a later version (or there is no row). Asked only where `--repair` would act.
+fn older_copy_row(
+    entry: &mut LedgerOnce,
+    store: &Store,
+    key: &str,
+    src: &SourceInfo,
+    platform: Option<&Held>,
+) -> Result<Option<String>, StoreError> {
+    let Some(platform) = platform else {
+        return Ok(None);
+    };
+    Ok(older_copy(
+        entry.get(store, key)?,
+        &src.id,
+        src.updated_at.as_deref(),
+        platform,
+    )
+    .map(|o| older_copy_detail(&o.served, &o.acknowledged)))
 }
 
 fn stale_spool_failed(source: std::io::Error) -> ReconcileError {
@@ -584,6 +669,7 @@ impl<'m> RowParts<'m> {
 struct SourceInfo {
     id: String,
     status: Option<SourceStatus>,
+    updated_at: Option<String>,
 }
 
 struct Prepared {
@@ -656,6 +742,7 @@ fn prepare(
     p.src = Some(SourceInfo {
         status: src.status(),
         id: src.id,
+        updated_at: src.updated_at,
     });
     p
 }
@@ -1224,12 +1311,13 @@ async fn compare(
                     // held the number): the row is the one the ledger gives it to, not whichever comes first in the
                     // feed. Asked only where it matters: the row is taken already, or this record would change it or
                     // take it down. (The first one withdrew the other's publication, listed `expired` or `stale`.)
+                    let mut entry = LedgerOnce(None);
                     let foreign = at.is_some()
                         && h.as_ref().is_none_or(|h| {
                             h.public && (h.digest != Some(digest) || !should_be_public)
                         })
-                        && store
-                            .ledger_get(&key)?
+                        && entry
+                            .get(store, &key)?
                             .is_some_and(|l| !l.source_id.is_empty() && l.source_id != src.id);
                     if foreign {
                         if let (Some(i), Some(_)) = (at, h.take()) {
@@ -1282,7 +1370,18 @@ async fn compare(
                     let judged = if should_be_public {
                         // A rejected record is not `missing`: sending it again cannot help until it is fixed.
                         if !public {
-                            if rejected.is_none() {
+                            // The platform holds a later version of it withdrawn (revoked since, say): an older copy
+                            // must not publish it again.
+                            let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
+                            if let Some(older) = &older {
+                                plan.older_copies += 1;
+                                report.gaps.push_ref(rows.row(
+                                    Category::Missing,
+                                    &key,
+                                    older,
+                                    None,
+                                ));
+                            } else if rejected.is_none() {
                                 // Still in time: how much is left, so the records at risk stand out.
                                 let left = deadline.filter(|dl| opts.today <= *dl).and_then(|dl| {
                                     Some((dl, calendar.working_days_between(opts.today, dl).ok()?))
@@ -1302,17 +1401,27 @@ async fn compare(
                                 }
                             }
                         } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
+                            // The platform holds a later version than the feed serves: listed, not pushed over it.
+                            let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
                             // Pushed once the platform's fields are fetched (step 4).
                             need_fields
                                 .push(
                                     h.as_ref().map(|h| h.page).unwrap_or(1),
-                                    &row(Category::Stale, &key, "", published),
+                                    &rows.row(
+                                        Category::Stale,
+                                        &key,
+                                        older.as_deref().unwrap_or_default(),
+                                        published,
+                                    ),
                                     &mapped.record,
                                 )
                                 .map_err(stale_spool_failed)?;
+                            if older.is_some() {
+                                plan.older_copies += 1;
+                            }
                             // Not the version the platform rejected (its `rejected` row says so): sent again it is
                             // refused again. As for `missing`: fix it, then `quarantine retry`.
-                            if rejected.is_none() {
+                            if rejected.is_none() && older.is_none() {
                                 if let Some(i) = at {
                                     want(&mut held, &mut withdraw, i);
                                 }
@@ -1362,25 +1471,32 @@ async fn compare(
                         }
                     };
                     if !should_be_public && public {
-                        if expired {
+                        // A later version on the platform (its display period extended, say) is not taken down on
+                        // the word of an older copy.
+                        let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
+                        let mut detail = if expired {
                             let u = until.map(|u| u.to_string()).unwrap_or_default();
-                            report.gaps.push_ref(rows.row(
-                                Category::Expired,
-                                &key,
-                                &format!(
+                            format!(
                                 "公示截止期 {u} 已过，仍在公示 / display ended {u}, still public"
-                            ),
-                                published,
-                            ));
+                            )
                         } else {
-                            report.gaps.push_ref(rows.row(
-                                Category::Stale,
-                                &key,
-                                REVOKED_DETAIL,
-                                published,
-                            ));
+                            REVOKED_DETAIL.to_string()
+                        };
+                        if let Some(older) = &older {
+                            plan.older_copies += 1;
+                            detail = format!("{older}；{detail}");
                         }
-                        if let Some(i) = at {
+                        report.gaps.push_ref(rows.row(
+                            if expired {
+                                Category::Expired
+                            } else {
+                                Category::Stale
+                            },
+                            &key,
+                            &detail,
+                            published,
+                        ));
+                        if let (Some(i), None) = (at, &older) {
                             withdraw.insert(i, key.clone());
                         }
                     }
@@ -1437,7 +1553,13 @@ async fn compare(
                     .and_then(|r| r.fields.clone())
                     .unwrap_or_default();
                 let diff = differing_fields(&ours, &theirs);
-                stale.detail = format!("字段不一致 / fields differ: {}", diff.join(", "));
+                let fields = format!("字段不一致 / fields differ: {}", diff.join(", "));
+                // A detail already there says why the row is left as it is (an older copy in the feed).
+                stale.detail = if stale.detail.is_empty() {
+                    fields
+                } else {
+                    format!("{}；{fields}", stale.detail)
+                };
                 report.gaps.push(stale);
             }
             for key in orphan_rows.get(&page).into_iter().flatten() {
@@ -1528,4 +1650,91 @@ async fn compare(
         });
     }
     Ok((report, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACKED: &str = "2026-11-20T10:00:00.000+08:00";
+
+    fn entry() -> LedgerEntry {
+        LedgerEntry {
+            kind: Kind::Permit,
+            source_id: "XK-1".into(),
+            source_updated_at: ACKED.into(),
+            digest: Some(Digest([7; 32]).to_hex()),
+            rejected_digest: None,
+            state: PlatformState::Public,
+            first_published: Some("2026-11-20T10:05:00+08:00".into()),
+            last_pushed: Some("2026-11-20T10:05:00+08:00".into()),
+            attempts: 1,
+            last_error: None,
+            meta: RecordMeta::default(),
+        }
+    }
+
+    fn held(digest: [u8; 32], public: bool) -> Held {
+        Held {
+            digest: Some(Digest(digest)),
+            public,
+            published: None,
+            page: 1,
+        }
+    }
+
+    fn older(e: &LedgerEntry, served: &str, h: &Held) -> bool {
+        older_copy(Some(e), "XK-1", Some(served), h).is_some()
+    }
+
+    #[test]
+    fn an_older_copy_is_one_the_platform_is_known_to_hold_a_later_version_of() {
+        let (e, h) = (entry(), held([7; 32], true));
+        let earlier = "2026-11-20T09:00:00.000+08:00";
+        assert_eq!(
+            older_copy(Some(&e), "XK-1", Some(earlier), &h),
+            Some(OlderCopy {
+                served: earlier.into(),
+                acknowledged: ACKED.into()
+            })
+        );
+        // the same instant in another offset is no older; a later one neither
+        assert!(!older(&e, "2026-11-20T02:00:00.000Z", &h));
+        assert!(!older(&e, "2026-11-20T11:00:00.000+08:00", &h));
+        // another record's entry, another digest on the platform, another state, no time to compare
+        assert!(older_copy(Some(&e), "XK-2", Some(earlier), &h).is_none());
+        assert!(!older(&e, earlier, &held([8; 32], true)));
+        assert!(!older(&e, earlier, &held([7; 32], false)));
+        assert!(older_copy(Some(&e), "XK-1", None, &h).is_none());
+        assert!(!older(&e, "yesterday", &h));
+        assert!(older_copy(None, "XK-1", Some(earlier), &h).is_none());
+        // withdrawn for a later version, and the platform shows it withdrawn
+        let w = LedgerEntry {
+            state: PlatformState::Withdrawn,
+            ..entry()
+        };
+        assert!(older(&w, earlier, &held([7; 32], false)));
+    }
+
+    #[test]
+    fn a_version_stamped_in_the_future_when_acknowledged_proves_nothing() {
+        let e = LedgerEntry {
+            last_pushed: Some("2026-11-20T09:30:00+08:00".into()),
+            ..entry()
+        };
+        assert!(!older(
+            &e,
+            "2026-11-20T09:00:00.000+08:00",
+            &held([7; 32], true)
+        ));
+        let unknown = LedgerEntry {
+            last_pushed: None,
+            ..entry()
+        };
+        assert!(!older(
+            &unknown,
+            "2026-11-20T09:00:00.000+08:00",
+            &held([7; 32], true)
+        ));
+    }
 }

@@ -108,7 +108,8 @@ impl StaleRows {
         self.pages.keys().copied().collect()
     }
 
-    /// Keeps a stale row (its detail is filled in later) and our version of the record, for `page`.
+    /// Keeps a stale row (the fields that differ are added to its detail later) and our version of the record, for
+    /// `page`.
     pub fn push(
         &mut self,
         page: u64,
@@ -125,6 +126,7 @@ impl StaleRows {
         put_date(&mut b, row.decided_on);
         put_date(&mut b, row.deadline);
         put_date(&mut b, row.first_published);
+        put_str(&mut b, row.detail);
         b.push(match row.kind {
             Kind::Permit => 0,
             Kind::Penalty => 1,
@@ -218,6 +220,7 @@ fn decode(bytes: &[u8]) -> Option<(GapRow, PlatformRecord)> {
     let decided_on = c.date()?;
     let deadline = c.date()?;
     let first_published = c.date()?;
+    let detail = c.string()?;
     let kind = match c.take(1)?[0] {
         0 => Kind::Permit,
         1 => Kind::Penalty,
@@ -253,7 +256,7 @@ fn decode(bytes: &[u8]) -> Option<(GapRow, PlatformRecord)> {
         decided_on,
         deadline,
         first_published,
-        detail: String::new(),
+        detail,
     };
     Some((row, PlatformRecord::from_parts(text, spans)))
 }
@@ -272,6 +275,15 @@ mod tests {
         r
     }
 
+    /// Most rows wait with no detail; some say already why they are left alone.
+    fn detail(i: usize) -> &'static str {
+        if i % 5 == 0 {
+            "执法系统提供的是旧版本 / an older version"
+        } else {
+            ""
+        }
+    }
+
     fn push(s: &mut StaleRows, i: usize) {
         let key = format!("CF:11410000000012343F:K{i}");
         let name = format!("某某公司{i}");
@@ -286,7 +298,7 @@ mod tests {
             decided_on: d,
             deadline: None,
             first_published: d,
-            detail: "",
+            detail: detail(i),
         };
         s.push((i % 7) as u64 + 1, &row, &record(i)).unwrap();
     }
@@ -305,6 +317,7 @@ mod tests {
                 seen[i] = true;
                 assert_eq!(row.category, Category::Stale);
                 assert_eq!(row.party_name, format!("某某公司{i}"));
+                assert_eq!(row.detail, detail(i));
                 assert_eq!(row.party_id_masked, "4101**********1234");
                 assert_eq!(
                     row.decided_on,
