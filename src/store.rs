@@ -119,6 +119,25 @@ pub struct LedgerEntry {
     pub meta: RecordMeta,
 }
 
+impl LedgerEntry {
+    /// Whether a copy of this entry's source record stamped `served_at` is older than the version the platform's
+    /// state follows (`source_updated_at`), as far as that can be trusted: only when that version was not stamped in
+    /// the future when it was last pushed (`last_pushed`, the connector's clock then). A future-stamped version says
+    /// nothing of what came after it: an edit stamped correctly later in real time carries an earlier `updated_at`.
+    /// Unreadable times: not older.
+    pub fn follows_later_than(&self, served_at: &str) -> bool {
+        let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        let (Some(served), Some(followed), Some(pushed)) = (
+            instant(served_at),
+            instant(&self.source_updated_at),
+            self.last_pushed.as_deref().and_then(instant),
+        ) else {
+            return false;
+        };
+        served < followed && followed <= pushed
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {

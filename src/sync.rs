@@ -84,6 +84,10 @@ pub struct RunSummary {
     /// Records given up on for want of an answer ([`NO_RESULT`]), offered again an hour later and still left out by
     /// the platform's receipts: back in quarantine as they were, not counted as `rejected` again.
     pub still_unanswered: u64,
+    /// Copies the feed served in a version older than the one the platform's state follows (a lagging replica of the
+    /// enforcement system, say): not sent, so that no older version is applied over a newer one.
+    #[serde(default)]
+    pub older_copies: u64,
     pub elapsed_ms: u64,
     /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
     pub outcome: String,
@@ -92,7 +96,7 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn needs_attention(&self) -> bool {
-        self.quarantined > 0 || self.rejected > 0
+        self.quarantined > 0 || self.rejected > 0 || self.older_copies > 0
     }
 }
 
@@ -1738,6 +1742,27 @@ impl Engine<'_> {
                 .expect("a valid mapping has a key")
                 .to_string();
             let ledger = self.store.ledger_get(&key)?;
+            // A copy older than the version the platform acknowledged for this record (a lagging replica of the
+            // enforcement system, read in the overlap window, or a record written back from an old backup): never
+            // applied over the newer one. Not while a version of this run is on its way for the key.
+            if !self.pending.contains_key(&key)
+                && ledger.as_ref().is_some_and(|e| {
+                    e.source_id == src.id
+                        && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
+                        && e.follows_later_than(src.updated_at.as_deref().unwrap_or_default())
+                })
+            {
+                if self.summary.older_copies == 0 {
+                    tracing::warn!(
+                        key = %mask_ids_in(&key),
+                        served = src.updated_at.as_deref().unwrap_or_default(),
+                        "the enforcement system served a record in a version older than the one the platform holds; \
+                         not sent (check whether the enforcement system, or the copy dualpub reads, lags behind)"
+                    );
+                }
+                self.summary.older_copies += 1;
+                continue;
+            }
             // A document number another source record already holds, on the platform or on its way there in this
             // run: the later record goes to quarantine, never a silent overwrite.
             if let Some(other) = self.holder(

@@ -2438,6 +2438,53 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
     );
 }
 
+/// The same lagging source met by a cron sync: the first version, served again stamped as it was (minutes ago),
+/// falls in the overlap window every run re-reads, and sync pushed it over the newer one the platform held. Now it is not sent
+/// (`older_copies`, exit 1, a warning), and a later edit the source serves is sent as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
+    let env = empty_env().await;
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(-8).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["content"] = "更正后的许可内容".into();
+    new["updated_at"] = stamp(-6).into();
+    env.source_insert_one(new.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
+    let published = env.platform_records().await[&key("permit", "L")].clone();
+    env.source_insert_one(old.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["pushed"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    assert!(
+        err.contains("older than the one the platform holds"),
+        "{err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].0,
+        published.0,
+        "the platform keeps the newer version"
+    );
+    // The source catches up with a later edit: sent.
+    new["content"] = "再次更正后的许可内容".into();
+    new["updated_at"] = stamp(-4).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    assert_ne!(
+        env.platform_records().await[&key("permit", "L")].0,
+        published.0
+    );
+}
+
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
 /// again. `--repair` took it for `missing` and published the revoked decision again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

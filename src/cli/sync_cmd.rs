@@ -109,8 +109,17 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         let (en, zh, n) = ("still no result", "平台仍无回执结果", s.still_unanswered);
         out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
+    if s.older_copies > 0 {
+        let (en, zh, n) = ("older copies", "源系统版本较旧，未推送", s.older_copies);
+        out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
+    }
     let verdict = match s.outcome.as_str() {
         "ok" => "ok: nothing needs attention".to_string(),
+        "attention" if s.quarantined == 0 && s.rejected == 0 => format!(
+            "needs attention: the enforcement system served {} record(s) in a version older than the platform \
+             holds (not sent) — check whether it, or the copy dualpub reads, lags behind; `dualpub reconcile` lists them",
+            s.older_copies
+        ),
         "attention" => format!(
             "needs attention: {} quarantined, {} rejected — see `dualpub quarantine list`",
             s.quarantined, s.rejected

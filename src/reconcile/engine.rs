@@ -140,10 +140,6 @@ struct OlderCopy {
     acknowledged: String,
 }
 
-fn instant(ts: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    chrono::DateTime::parse_from_rfc3339(ts).ok()
-}
-
 /// Whether the feed served source record `id` (stamped `served_at`) in a version older than the one the ledger
 /// says the platform acknowledged for the key, so that `--repair` must not push (or withdraw) on its word: a
 /// lagging replica of the enforcement system would undo a correct publication.
@@ -170,12 +166,7 @@ fn older_copy(
         return None;
     }
     let served_text = served_at?;
-    let (served, acknowledged, receipt) = (
-        instant(served_text)?,
-        instant(&e.source_updated_at)?,
-        instant(e.last_pushed.as_deref()?)?,
-    );
-    (served < acknowledged && acknowledged <= receipt).then(|| OlderCopy {
+    e.follows_later_than(served_text).then(|| OlderCopy {
         served: served_text.to_string(),
         acknowledged: e.source_updated_at.clone(),
     })
