@@ -1477,21 +1477,15 @@ async fn batches_addressed_to_a_wrong_receiver_go_out_once_it_is_mended() {
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
-/// Two penalties changed together, one of which the platform's parser chokes on: their message is refused as
-/// malformed (HTTP 400), and no other message of that item is sent in the run to show the envelope is fine, so the run
-/// ended with exit 3, and so did every later one until some other penalty changed. Now the message is split once to
-/// tell: the half without the bad record is taken, which proves the envelope, and the bad record alone is rejected
-/// (`MESSAGE_REFUSED`) in the same run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
-    let env = spawn(gen_cfg(), Faults::default()).await;
+/// After a first sync, two penalties the platform holds as public change together: the key and source id of the
+/// first.
+async fn two_published_penalties_changed(env: &Env) -> (String, String) {
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
-    let (key, v) = published_penalty(&env).await;
+    let (key, v) = published_penalty(env).await;
     let id = v["id"].as_str().unwrap().to_string();
     env.source_insert_one(remarked(v, "penalty", "第二版"))
         .await;
-    // Another penalty the platform holds as public.
     let public = public_of(&env.platform_records().await);
     let other = (0..env.gen.count(Kind::Penalty))
         .map(|i| dualpub::sim::gen::record(&env.gen, Kind::Penalty, i))
@@ -1506,6 +1500,18 @@ async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
     let other = env.source_record(&other.id).await;
     env.source_insert_one(remarked(other, "penalty", "补正"))
         .await;
+    (key, id)
+}
+
+/// Two penalties changed together, one of which the platform's parser chokes on: their message is refused as
+/// malformed (HTTP 400), and no other message of that item is sent in the run to show the envelope is fine, so the run
+/// ended with exit 3, and so did every later one until some other penalty changed. Now the message is split once to
+/// tell: the half without the bad record is taken, which proves the envelope, and the bad record alone is rejected
+/// (`MESSAGE_REFUSED`) in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, id) = two_published_penalties_changed(&env).await;
     let proxy = refusing_messages_with(&env, vec![key.clone()]).await;
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
@@ -1534,26 +1540,7 @@ async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
 async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let env = spawn(gen_cfg(), Faults::default()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let (key, v) = published_penalty(&env).await;
-    let id = v["id"].as_str().unwrap().to_string();
-    env.source_insert_one(remarked(v, "penalty", "第二版"))
-        .await;
-    let public = public_of(&env.platform_records().await);
-    let other = (0..env.gen.count(Kind::Penalty))
-        .map(|i| dualpub::sim::gen::record(&env.gen, Kind::Penalty, i))
-        .find(|r| {
-            let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
-            r.id != id
-                && public
-                    .keys()
-                    .any(|k| k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")))
-        })
-        .unwrap();
-    let other = env.source_record(&other.id).await;
-    env.source_insert_one(remarked(other, "penalty", "补正"))
-        .await;
+    let (key, id) = two_published_penalties_changed(&env).await;
     // Messages with `key` refused as malformed; once a message without it was taken, out of service.
     let taken = Arc::new(AtomicBool::new(false));
     let bad = key.clone();

@@ -2397,18 +2397,7 @@ async fn repair_json(env: &Env, kind: &str) -> (Option<i32>, serde_json::Value, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
     let env = empty_env().await;
-    let mut old = record("permit_org", "permit", "L", "2026-11-20");
-    old["updated_at"] = stamp(-120).into();
-    env.source_insert_one(old.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut new = old.clone();
-    new["content"] = "更正后的许可内容".into();
-    new["updated_at"] = stamp(-60).into();
-    env.source_insert_one(new).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
-    let published = env.platform_records().await[&key("permit", "L")].clone();
+    let (old, _, published) = permit_published_then_edited(&env, -120, -60).await;
     // the replica lags: the source serves the first version again, stamped as it was
     env.source_insert_one(old.clone()).await;
 
@@ -2438,24 +2427,39 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
     );
 }
 
+/// Permit `L` published by a sync as stamped `first` minutes from now, then edited (stamped `then`) and published
+/// again: its first version, its second, and the platform's row of the second.
+async fn permit_published_then_edited(
+    env: &Env,
+    first: i64,
+    then: i64,
+) -> (
+    serde_json::Value,
+    serde_json::Value,
+    (String, String, serde_json::Value, u64),
+) {
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(first).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["content"] = "更正后的许可内容".into();
+    new["updated_at"] = stamp(then).into();
+    env.source_insert_one(new.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
+    let published = env.platform_records().await[&key("permit", "L")].clone();
+    (old, new, published)
+}
+
 /// The same lagging source met by a cron sync: the first version, served again stamped as it was (minutes ago),
 /// falls in the overlap window every run re-reads, and sync pushed it over the newer one the platform held. Now it is not sent
 /// (`older_copies`, exit 1, a warning), and a later edit the source serves is sent as always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
     let env = empty_env().await;
-    let mut old = record("permit_org", "permit", "L", "2026-11-20");
-    old["updated_at"] = stamp(-8).into();
-    env.source_insert_one(old.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut new = old.clone();
-    new["content"] = "更正后的许可内容".into();
-    new["updated_at"] = stamp(-6).into();
-    env.source_insert_one(new.clone()).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
-    let published = env.platform_records().await[&key("permit", "L")].clone();
+    let (old, mut new, published) = permit_published_then_edited(&env, -8, -6).await;
     env.source_insert_one(old.clone()).await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "{s} {err}");
