@@ -22,6 +22,16 @@ fn gen_cfg() -> GenConfig {
     }
 }
 
+/// The keys of the records in the outbox.
+fn outbox_keys(store: &dualpub::store::Store) -> HashSet<String> {
+    store
+        .outbox()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
+        .collect()
+}
+
 /// The state the ledger gives each key the platform should hold as public.
 fn ledger_states(env: &Env) -> Vec<(String, Option<PlatformState>)> {
     let (expected, _) = expected_public(&env.gen, today());
@@ -108,12 +118,7 @@ async fn never_answered_for(retry: bool) {
     let env = spawn(gen_cfg(), Faults::default()).await;
     let (expected, _) = expected_public(&env.gen, today());
     let silent = expected.keys().next().unwrap().clone();
-    let left_out = silent.clone();
-    let proxy = platform_proxy(
-        env.platform.url(),
-        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
-    )
-    .await;
+    let proxy = leaving_out(&env, &silent).await;
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;
@@ -208,12 +213,7 @@ async fn a_source_record_ending_like_the_old_lookup_mark_is_sent_by_a_retry() {
     .await;
     let (expected, _) = expected_public(&env.gen, today());
     let silent = expected.keys().next().unwrap().clone();
-    let left_out = silent.clone();
-    let platform = platform_proxy(
-        env.platform.url(),
-        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != left_out)),
-    )
-    .await;
+    let platform = leaving_out(&env, &silent).await;
     let (code, s, err) = env
         .sync_with(&[
             ("DUALPUB_SOURCE_URL", feed.as_str()),
@@ -234,13 +234,7 @@ async fn a_source_record_ending_like_the_old_lookup_mark_is_sent_by_a_retry() {
     );
 
     // The platform mended, the operator retries: the feed still serves that version, which is sent.
-    let out = env
-        .dualpub_with(
-            &["quarantine", "retry"],
-            &[("DUALPUB_SOURCE_URL", feed.as_str())],
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = env.retry_reading(&feed).await;
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("not sent"), "{err}");
     let store = read_store(&env.store_path());
@@ -1010,13 +1004,7 @@ async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
     assert_eq!(held as usize, expected.len());
     let hollow = hollow_lookups(&env).await;
     let exchanged = env.platform_stats().await["flows"].as_u64().unwrap();
-    let out = env
-        .dualpub_with(
-            &["quarantine", "retry"],
-            &[("DUALPUB_SOURCE_URL", hollow.as_str())],
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = env.retry_reading(&hollow).await;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("did not say"), "{err}");
     assert!(
@@ -1091,6 +1079,14 @@ async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
     assert!(until > day_after, "{until}");
 }
 
+/// The first generated permit changes at the source (its remarks become `许可证补正`).
+async fn permit_corrected(env: &Env) {
+    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
+    let permit = env.source_record(&permit_id).await;
+    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
+        .await;
+}
+
 /// A new version of `v` (a source record as the simulator serves it) with these remarks, stamped now.
 fn remarked(mut v: serde_json::Value, kind: &str, remarks: &str) -> serde_json::Value {
     v["remarks"] = remarks.into();
@@ -1123,10 +1119,7 @@ async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
     );
     assert_eq!(read_store(&env.store_path()).outbox_len(), 1);
     // Meanwhile a permit changes, and the penalty again.
-    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
-    let permit = env.source_record(&permit_id).await;
-    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
-        .await;
+    permit_corrected(&env).await;
     env.source_insert_one(remarked(v, "penalty", "第三版"))
         .await;
     let (code, s, err) = env.sync_with(&via_proxy).await;
@@ -1255,12 +1248,7 @@ async fn messages_all_refused_as_malformed_quarantine_nothing() {
         );
         let store = read_store(&env.store_path());
         assert_eq!(store.quarantine_len(), 0);
-        let keys: HashSet<String> = store
-            .outbox()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
-            .collect();
+        let keys = outbox_keys(&store);
         assert_eq!(keys, expected.keys().cloned().collect());
     }
     let (code, s, err) = env.sync(&[]).await;
@@ -1313,10 +1301,7 @@ async fn two_malformed_messages_left_by_earlier_runs_do_not_stop_every_later_run
     assert_eq!(code, 3, "{s} {err}");
     assert_eq!(read_store(&env.store_path()).outbox_len(), 2);
     // Meanwhile a permit changes, and another penalty.
-    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
-    let permit = env.source_record(&permit_id).await;
-    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
-        .await;
+    permit_corrected(&env).await;
     env.source_insert_one(remarked(v3, "penalty", "第二版"))
         .await;
     let (code, s, err) = env.sync_with(&via_proxy).await;
@@ -1370,12 +1355,7 @@ async fn messages_of_an_item_the_platform_refuses_whole_quarantine_nothing() {
     {
         let store = read_store(&env.store_path());
         assert_eq!(store.quarantine_len(), 0);
-        let waiting: HashSet<String> = store
-            .outbox()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, b)| b.items.iter().map(|i| i.key.clone()))
-            .collect();
+        let waiting = outbox_keys(&store);
         let penalties: HashSet<String> = expected
             .keys()
             .filter(|k| k.starts_with("XZCF"))
@@ -1406,10 +1386,7 @@ async fn a_newer_version_revoked_again_behind_a_held_withdrawal_is_withdrawn_in_
     v3["updated_at"] = serde_json::Value::Null;
     v3["kind"] = "penalty".into();
     env.source_insert_one(v3).await;
-    let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
-    let permit = env.source_record(&permit_id).await;
-    env.source_insert_one(remarked(permit, "permit", "许可证补正"))
-        .await;
+    permit_corrected(&env).await;
     let (code, s, err) = env.sync_with(&via_proxy).await;
     assert_eq!(code, 1, "{s} {err}");
     assert_eq!(s["rejected"], 2, "both withdrawals, given up: {s}");
@@ -1477,6 +1454,14 @@ async fn batches_addressed_to_a_wrong_receiver_go_out_once_it_is_mended() {
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
+/// The outbox is empty, and penalty `id` is in quarantine as refused alone (`MESSAGE_REFUSED`).
+fn refused_alone_and_outbox_empty(env: &Env, id: &str) {
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0);
+    let q = store.quarantine_get(Kind::Penalty, id).unwrap().unwrap();
+    assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
+}
+
 /// After a first sync, two penalties the platform holds as public change together: the key and source id of the
 /// first.
 async fn two_published_penalties_changed(env: &Env) -> (String, String) {
@@ -1524,10 +1509,7 @@ async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
         (&1.into(), &1.into()),
         "{s}"
     );
-    let store = read_store(&env.store_path());
-    assert_eq!(store.outbox_len(), 0);
-    let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
-    assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
+    refused_alone_and_outbox_empty(&env, &id);
 }
 
 /// Two penalties changed together, one of which the platform refuses as malformed (HTTP 400): their message is split
@@ -1579,10 +1561,7 @@ async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
         .await;
     assert_eq!(code, 1, "{s} {err}");
     assert_eq!(s["rejected"], 1, "{s}");
-    let store = read_store(&env.store_path());
-    assert_eq!(store.outbox_len(), 0);
-    let q = store.quarantine_get(Kind::Penalty, &id).unwrap().unwrap();
-    assert_eq!(q.findings[0].code, "MESSAGE_REFUSED", "{q:?}");
+    refused_alone_and_outbox_empty(&env, &id);
 }
 
 /// A wrong `[agency] credit_code`: the platform refuses every message (HTTP 400), and the run keeps them in the

@@ -1739,13 +1739,7 @@ async fn a_lookup_answered_with_an_empty_page_that_has_more_keeps_the_quarantine
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 1);
     // Lookups ask for a few records at one position; the feed serves them nothing, yet has more.
     let hollow = hollow_lookups(&env).await;
-    let out = env
-        .dualpub_with(
-            &["quarantine", "retry"],
-            &[("DUALPUB_SOURCE_URL", hollow.as_str())],
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = env.retry_reading(&hollow).await;
     assert!(
         !err.contains("no longer in the enforcement system"),
         "{err}"
@@ -2108,13 +2102,7 @@ async fn unreadable_records_are_quarantined_each_under_a_name_of_its_own() {
         ],
     )
     .await;
-    let out = env
-        .dualpub_with(
-            &["quarantine", "retry"],
-            &[("DUALPUB_SOURCE_URL", sql.as_str())],
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = env.retry_reading(&sql).await;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         !err.contains("no longer in the enforcement system"),

@@ -196,6 +196,16 @@ impl Env {
         (out, report)
     }
 
+    /// `quarantine retry` reading the enforcement system at `source` (a proxy in front of the simulator, say): the
+    /// process output and its stderr as text.
+    pub async fn retry_reading(&self, source: &str) -> (Output, String) {
+        let out = self
+            .dualpub_with(&["quarantine", "retry"], &[("DUALPUB_SOURCE_URL", source)])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out, err)
+    }
+
     /// `sync --json --today TODAY` with environment variables set (e.g. `DUALPUB_SOURCE_PAGE_SIZE`): as
     /// [`Env::sync`].
     pub async fn sync_with(&self, vars: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
