@@ -568,8 +568,6 @@ struct Applied {
     rejected: u64,
     withdrawn: u64,
     still_unanswered: u64,
-    /// Whether the receipt gave some record of the message a usable result.
-    answered_here: bool,
 }
 
 /// The envelopes (sender, receiver, item) of the messages the platform answered in a run: a message it finds
@@ -2476,9 +2474,28 @@ async fn send_batch(
             Err(GiveUp::Refused { message, .. }) => refused_alone(&batch, &message),
             Err(e) => return Err(SyncError::from(e)),
         };
+        // A receipt of the platform's own that answers a record of this message proves its envelope. The other
+        // pieces of this message, still to be sent or held, share it: the proof is kept with them in the outbox
+        // before the receipt is applied, so that a run that ends before they are settled (killed at any instant, or
+        // the platform gone) leaves no piece waiting for a proof this run had.
+        let proves = from_platform && {
+            let keys: HashSet<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
+            receipt
+                .results
+                .iter()
+                .any(|r| keys.contains(r.key.as_str()))
+        };
+        if proves {
+            envelopes.note(&batch);
+            let pieces = todo
+                .iter_mut()
+                .map(|(s, b, _)| (&*s, b))
+                .chain(held.iter_mut().map(|h| (&h.seq, &mut h.batch)));
+            prove_pieces(store, &batch, pieces)?;
+        }
         let (shared, answered_any) = (store.clone(), answered.clone());
-        let (a, unanswered, batch) = tokio::task::spawn_blocking(move || {
-            apply_receipt(&shared, &answered_any, seq, &batch, &receipt).map(|(a, u)| (a, u, batch))
+        let (a, unanswered) = tokio::task::spawn_blocking(move || {
+            apply_receipt(&shared, &answered_any, seq, &batch, &receipt)
         })
         .await
         .unwrap_or_else(|e| Err(SyncError::Client(format!("applying a receipt failed: {e}"))))?;
@@ -2487,17 +2504,6 @@ async fn send_batch(
         total.rejected += a.rejected;
         total.withdrawn += a.withdrawn;
         total.still_unanswered += a.still_unanswered;
-        if from_platform && a.answered_here {
-            envelopes.note(&batch);
-            // The other pieces of this message, still to be sent or held, share its envelope: the proof is kept with
-            // them in the outbox, so that a run that ends before they are settled (killed, or the platform gone)
-            // leaves no piece waiting for a proof this run had.
-            let pieces = todo
-                .iter_mut()
-                .map(|(s, b, _)| (&*s, b))
-                .chain(held.iter_mut().map(|h| (&h.seq, &mut h.batch)));
-            prove_pieces(store, &batch, pieces)?;
-        }
         if let Some(u) = unanswered {
             let records = u.batch.items.len();
             if resent >= RESEND_UNANSWERED {
@@ -2806,7 +2812,6 @@ fn apply_receipt(
     if answered_here {
         answered.store(true, Ordering::Relaxed);
     }
-    applied.answered_here = answered_here;
     // Records left out by this receipt too: sent again, or given up on (see `GIVE_UP_UNANSWERED`).
     let times = batch.unanswered + 1;
     let others_answered = batch.others_answered || answered_here;
