@@ -113,6 +113,9 @@ pub struct LedgerEntry {
     pub state: PlatformState,
     /// When the platform first acknowledged the record (RFC 3339).
     pub first_published: Option<String>,
+    /// When the platform acknowledged the version its state follows (`source_updated_at`), the connector's clock at
+    /// the first receipt that moved it there (RFC 3339); not moved by rejected or unanswered attempts, nor by the
+    /// same version acknowledged again.
     pub last_pushed: Option<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -122,7 +125,7 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version the platform's
     /// state follows (`source_updated_at`), as far as that can be trusted: only when that version was not stamped in
-    /// the future when it was last pushed (`last_pushed`, the connector's clock then). A future-stamped version says
+    /// the future when it was acknowledged (`last_pushed`, the connector's clock then). A future-stamped version says
     /// nothing of what came after it: an edit stamped correctly later in real time carries an earlier `updated_at`.
     /// Unreadable times: not older.
     pub fn follows_later_than(&self, served_at: &str) -> bool {

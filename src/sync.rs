@@ -184,6 +184,15 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
+/// Sets `last_pushed` to `now` when the platform's state, just acknowledged, follows a version of the source
+/// record other than the one it `followed` before (`None`: none acknowledged), so that `last_pushed` stays the
+/// time the version it follows was first acknowledged.
+fn acknowledged(e: &mut LedgerEntry, followed: Option<&str>, now: &str) {
+    if e.last_pushed.is_none() || followed != Some(e.source_updated_at.as_str()) {
+        e.last_pushed = Some(now.to_string());
+    }
+}
+
 fn cursor_after(a: &Cursor, b: &Cursor) -> bool {
     let ta = chrono::DateTime::parse_from_rfc3339(&a.since).ok();
     let tb = chrono::DateTime::parse_from_rfc3339(&b.since).ok();
@@ -2874,7 +2883,12 @@ fn apply_receipt(
             meta: item.meta.clone(),
         });
         e.attempts += 1;
-        e.last_pushed = Some(now.clone());
+        // The time the platform acknowledged the version its state follows, kept while it follows the same one: a
+        // rejected or unanswered attempt, or the same version acknowledged again later, says nothing of when that
+        // version was known, and moved past a future stamp it made the version trusted
+        // (`LedgerEntry::follows_later_than`), so that a later edit stamped before it was skipped as older.
+        let followed = matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
+            .then(|| e.source_updated_at.clone());
         match (item.op, res.status) {
             (Op::Upsert, ResultStatus::Accepted) | (Op::Upsert, ResultStatus::Unchanged) => {
                 if res.status == ResultStatus::Accepted {
@@ -2888,6 +2902,7 @@ fn apply_receipt(
                 e.last_error = None;
                 e.source_id = item.source_id.clone();
                 e.source_updated_at = item.source_updated_at.clone();
+                acknowledged(&mut e, followed.as_deref(), &now);
                 e.meta = item.meta.clone();
                 if e.first_published.is_none() {
                     e.first_published = Some(now.clone());
@@ -2933,6 +2948,7 @@ fn apply_receipt(
                 {
                     e.source_updated_at = item.source_updated_at.clone();
                 }
+                acknowledged(&mut e, followed.as_deref(), &now);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -2958,6 +2974,7 @@ fn apply_receipt(
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
                 forget_rejected_withdrawal(&mut e);
+                acknowledged(&mut e, followed.as_deref(), &now);
                 if let Some(old) = &old_until {
                     commit
                         .expiry

@@ -2550,3 +2550,63 @@ async fn a_repair_sends_a_later_edit_stamped_before_a_future_stamped_version() {
         "更正后的许可内容"
     );
 }
+
+/// The version the platform holds was stamped a few seconds in the future when sync sent it; an edit stamped before
+/// that (correctly, later in real time) was sent once its stamp was past, and the platform rejected it. That
+/// rejected attempt moved the ledger's `last_pushed` past the future stamp, and the version it says nothing of
+/// became "trusted": once the platform was mended, `quarantine retry` skipped the edit as an older copy, and no run
+/// would ever send it. The trust is the time the version the platform follows was acknowledged, not the last attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_attempt_never_makes_a_future_stamped_version_trusted() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = empty_env().await;
+    let k = key("permit", "S");
+    let rejecting = Arc::new(AtomicBool::new(false));
+    let proxy = {
+        let (rejecting, k) = (rejecting.clone(), k.clone());
+        platform_proxy(
+            env.platform.url(),
+            receipt_rewrite(move |r: &mut dualpub::xml::Receipt| {
+                if rejecting.load(Ordering::SeqCst) {
+                    for res in r.results.iter_mut().filter(|res| res.key == k) {
+                        res.status = dualpub::xml::ResultStatus::Rejected;
+                        res.code = "E_CONTENT".into();
+                        res.message = "内容不符".into();
+                    }
+                }
+            }),
+        )
+        .await
+    };
+    let via_proxy = [("DUALPUB_PLATFORM_URL", proxy.as_str())];
+    let secs = |s: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(s))
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    };
+    let mut ahead = record("permit_org", "permit", "S", "2026-11-20");
+    let mut edit = ahead.clone();
+    ahead["updated_at"] = secs(4).into();
+    edit["updated_at"] = secs(2).into();
+    edit["content"] = "更正后的许可内容".into();
+    env.source_insert_one(ahead).await;
+    let (code, _, err) = env.sync_with(&via_proxy).await;
+    assert_eq!(code, 0, "{err}");
+    env.source_insert_one(edit).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    rejecting.store(true, Ordering::SeqCst);
+    let (code, s, err) = env.sync_with(&via_proxy).await;
+    assert_eq!((code, s["rejected"].as_u64()), (1, Some(1)), "{s} {err}");
+    rejecting.store(false, Ordering::SeqCst);
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        !err.contains("older than the one the platform holds"),
+        "{err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&k].2["XK_NR"],
+        "更正后的许可内容"
+    );
+}
