@@ -2319,6 +2319,18 @@ impl Engine<'_> {
                 return Err(SyncError::Unanswered(e.clone()));
             }
         }
+        // Many messages held while the platform answers others: it refuses or leaves out a whole class of records
+        // (an item it does not take from this sender, say). Each is held with its records in memory, so the run
+        // stops here (exit 3) instead of holding the rest of the feed: the next run goes on from where this one
+        // stopped, a bounded step at a time.
+        if self.held_fresh > MAX_HELD_MESSAGES {
+            if let Some(e) = &self.held_error {
+                return Err(SyncError::Unanswered(format!(
+                    "{} messages held in this run; stopped so that no more are: {e}",
+                    self.held_batches
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -2543,6 +2555,10 @@ async fn send_batch(
     }
     Ok((total, held))
 }
+
+/// How many messages a run holds back ([`Held`]) before it stops: each is kept in memory with its records until the
+/// end of the run (a platform refusing every penalty of a 1M-record backfill would otherwise hold them all).
+const MAX_HELD_MESSAGES: usize = 16;
 
 /// How many times the records a receipt gave no usable result for are sent again, each time under a new flow id,
 /// before the run holds them back (kept in the outbox; see `Engine::held_keys`) — unless they have been given up on

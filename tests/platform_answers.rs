@@ -1326,22 +1326,7 @@ async fn two_malformed_messages_left_by_earlier_runs_do_not_stop_every_later_run
 async fn messages_of_an_item_the_platform_refuses_whole_quarantine_nothing() {
     let env = spawn(gen_cfg(), Faults::default()).await;
     let (expected, _) = expected_public(&env.gen, today());
-    let proxy = platform_proxy(
-        env.platform.url(),
-        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
-            if path != "/api/exchange" || status != 200 {
-                return (status, body);
-            }
-            let receipt = dualpub::xml::read_receipt(&body).unwrap();
-            if receipt.results.iter().any(|r| r.key.starts_with("XZCF")) {
-                let refusal =
-                    r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
-                return (400, refusal.as_bytes().to_vec());
-            }
-            (status, body)
-        }),
-    )
-    .await;
+    let proxy = refusing_penalties(&env).await;
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;
@@ -1606,4 +1591,64 @@ async fn messages_built_for_a_sender_since_mended_say_what_to_do() {
         "{err}"
     );
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
+/// A gateway that answers HTTP 400 to every message of penalties (the platform does not take them from this sender)
+/// and passes permits on.
+async fn refusing_penalties(env: &Env) -> String {
+    platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| r.key.starts_with("XZCF")) {
+                let refusal =
+                    r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
+                return (400, refusal.as_bytes().to_vec());
+            }
+            (status, body)
+        }),
+    )
+    .await
+}
+
+/// A platform that takes permits and refuses every penalty message: each is held with its records in memory until
+/// the end of the run, so a large backfill held them all (every penalty of a million-record store). Now a run holds
+/// at most a few: it stops (exit 3) after 16, and the next run goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_holds_a_bounded_number_of_messages() {
+    let env = spawn(
+        GenConfig {
+            records: 300,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (expected, _) = expected_public(&env.gen, today());
+    let penalties = expected.keys().filter(|k| k.starts_with("XZCF")).count();
+    assert!(penalties > 30, "{penalties}");
+    let proxy = refusing_penalties(&env).await;
+    let vars = [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+    ];
+    let (code, s, err) = env.sync_with(&vars).await;
+    assert_eq!(code, 3, "{s} {err}");
+    assert!(err.contains("messages held in this run"), "{err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+    // The permits are taken; of the penalties, only the messages held before the run stopped (and those already on
+    // their way) were sent: the rest wait in the outbox, unsent.
+    let held = s["pushed"].as_u64().unwrap() - s["accepted"].as_u64().unwrap();
+    assert!(
+        held > 16 && held <= 16 + 5,
+        "{held} of {penalties} penalties sent: {s}"
+    );
+    // Mended, the next run sends them all.
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).outbox_len(), 0);
+    assert_eq!(public_of(&env.platform_records().await), expected);
 }
