@@ -1157,6 +1157,18 @@ async fn a_lone_record_never_answered_for_does_not_hold_the_next_run_up() {
 /// `keys` — a platform whose parser chokes on that record — or, with no keys, to every message (an envelope it
 /// refuses: a wrong `[platform] receiver`, say).
 async fn refusing_messages_with(env: &Env, keys: Vec<String>) -> String {
+    refusing_messages_where(env, move |key| {
+        keys.is_empty() || keys.iter().any(|k| k == key)
+    })
+    .await
+}
+
+/// A gateway that answers HTTP 400 to every message the platform's receipt shows held a key `refused` picks, and
+/// passes every other answer on.
+async fn refusing_messages_where(
+    env: &Env,
+    refused: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> String {
     platform_proxy(
         env.platform.url(),
         Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
@@ -1164,7 +1176,7 @@ async fn refusing_messages_with(env: &Env, keys: Vec<String>) -> String {
                 return (status, body);
             }
             let receipt = dualpub::xml::read_receipt(&body).unwrap();
-            if keys.is_empty() || receipt.results.iter().any(|r| keys.contains(&r.key)) {
+            if receipt.results.iter().any(|r| refused(&r.key)) {
                 let refusal =
                     r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
                 return (400, refusal.as_bytes().to_vec());
@@ -1177,9 +1189,9 @@ async fn refusing_messages_with(env: &Env, keys: Vec<String>) -> String {
 
 /// A message the platform refuses as malformed (HTTP 400) because of one of its records stopped every run with exit 3
 /// at that message, for good: no record after it moved. Now, once the platform has accepted other messages with the
-/// same envelope (sender, receiver, item: so the envelope is fine), the message is sent in halves down to the record it refuses alone, which is rejected
-/// (`MESSAGE_REFUSED`, in quarantine with the platform's words); every other record is published, and the next run
-/// has nothing to send.
+/// same envelope (sender, receiver, item: so the envelope is fine), the message is sent in halves down to the record
+/// it refuses alone, which is rejected (`MESSAGE_REFUSED`, in quarantine with the platform's words); every other
+/// record is published, and the next run has nothing to send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_as_malformed_for_one_record_costs_only_that_record() {
     let env = spawn(gen_cfg(), Faults::default()).await;
@@ -1596,22 +1608,7 @@ async fn messages_built_for_a_sender_since_mended_say_what_to_do() {
 /// A gateway that answers HTTP 400 to every message of penalties (the platform does not take them from this sender)
 /// and passes permits on.
 async fn refusing_penalties(env: &Env) -> String {
-    platform_proxy(
-        env.platform.url(),
-        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
-            if path != "/api/exchange" || status != 200 {
-                return (status, body);
-            }
-            let receipt = dualpub::xml::read_receipt(&body).unwrap();
-            if receipt.results.iter().any(|r| r.key.starts_with("XZCF")) {
-                let refusal =
-                    r#"<Error code="BAD_ENVELOPE" message="报文格式错误 (message malformed)"/>"#;
-                return (400, refusal.as_bytes().to_vec());
-            }
-            (status, body)
-        }),
-    )
-    .await
+    refusing_messages_where(env, |key| key.starts_with("XZCF")).await
 }
 
 /// A platform that takes permits and refuses every penalty message: each is held with its records in memory until

@@ -2454,8 +2454,8 @@ async fn permit_published_then_edited(
 }
 
 /// The same lagging source met by a cron sync: the first version, served again stamped as it was (minutes ago),
-/// falls in the overlap window every run re-reads, and sync pushed it over the newer one the platform held. Now it is not sent
-/// (`older_copies`, exit 1, a warning), and a later edit the source serves is sent as always.
+/// falls in the overlap window every run re-reads, and sync pushed it over the newer one the platform held. Now it is
+/// not sent (`older_copies`, exit 1, a warning), and a later edit the source serves is sent as always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
     let env = empty_env().await;
