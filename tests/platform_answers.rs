@@ -112,18 +112,27 @@ async fn a_record_given_up_is_sent_by_itself_once_the_platform_answers() {
     never_answered_for(false).await;
 }
 
-/// One record the receipts never answer for; once the platform is mended, an operator's `quarantine retry` sends it
-/// (`retry`), or the hourly offer.
-async fn never_answered_for(retry: bool) {
-    let env = spawn(gen_cfg(), Faults::default()).await;
+/// A sync through a gateway that never answers for the first expected record: given up on (`NO_RESULT`), exit 1.
+/// The records the platform should hold, that record's key, and the gateway's URL.
+async fn first_record_given_up(
+    env: &Env,
+) -> (std::collections::BTreeMap<String, String>, String, String) {
     let (expected, _) = expected_public(&env.gen, today());
     let silent = expected.keys().next().unwrap().clone();
-    let proxy = leaving_out(&env, &silent).await;
+    let proxy = leaving_out(env, &silent).await;
     let (code, s, err) = env
         .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
         .await;
     assert_eq!(code, 1, "{s} {err}");
     assert_eq!(s["rejected"], 1, "{s}");
+    (expected, silent, proxy)
+}
+
+/// One record the receipts never answer for; once the platform is mended, an operator's `quarantine retry` sends it
+/// (`retry`), or the hourly offer.
+async fn never_answered_for(retry: bool) {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (expected, silent, proxy) = first_record_given_up(&env).await;
     {
         let store = read_store(&env.store_path());
         assert_eq!(store.outbox_len(), 0);
@@ -937,14 +946,7 @@ fn rows_for(report: &serde_json::Value, key: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_judges_a_record_without_an_answer_by_what_the_platform_holds() {
     let env = spawn(gen_cfg(), Faults::default()).await;
-    let (expected, _) = expected_public(&env.gen, today());
-    let silent = expected.keys().next().unwrap().clone();
-    let proxy = leaving_out(&env, &silent).await;
-    let (code, s, err) = env
-        .sync_with(&[("DUALPUB_PLATFORM_URL", proxy.as_str())])
-        .await;
-    assert_eq!(code, 1, "{s} {err}");
-    assert_eq!(s["rejected"], 1, "{s}");
+    let (_, silent, _) = first_record_given_up(&env).await;
     // The simulator behind the gateway did store it.
     assert_eq!(env.platform_records().await[&silent].1, "public");
     let (_, report) = env.reconcile_json(TODAY, &[]).await;
