@@ -1173,6 +1173,12 @@ impl Engine<'_> {
         );
         let mut items = Vec::new();
         for key in keys {
+            // Not one held in the outbox (`held_keys`): its version waiting there may move its display period, and a
+            // withdrawal queued behind it would take that version down once acknowledged. A later run's takedown goes
+            // by whatever the platform acknowledged by then.
+            if self.held_keys.contains(&key) {
+                continue;
+            }
             if let Some(e) = self.store.ledger_get(&key)? {
                 // Not one whose withdrawal the platform rejected or never answered (see `rejected_withdrawal`).
                 if e.state == PlatformState::Public

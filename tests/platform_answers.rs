@@ -466,10 +466,22 @@ async fn published_penalty(env: &Env) -> (String, serde_json::Value) {
 
 /// A gateway that drops the results for `key` from every receipt.
 async fn leaving_out(env: &Env, key: &str) -> String {
+    leaving_out_times(env, key, usize::MAX).await
+}
+
+/// A gateway that drops the results for `key` from the first `times` receipts that hold one, and passes later ones on.
+async fn leaving_out_times(env: &Env, key: &str, times: usize) -> String {
     let key = key.to_string();
+    let left_out = Arc::new(Mutex::new(0usize));
     platform_proxy(
         env.platform.url(),
-        receipt_rewrite(move |r: &mut Receipt| r.results.retain(|res| res.key != key)),
+        receipt_rewrite(move |r: &mut Receipt| {
+            let mut n = left_out.lock().unwrap();
+            if *n < times && r.results.iter().any(|res| res.key == key) {
+                *n += 1;
+                r.results.retain(|res| res.key != key);
+            }
+        }),
     )
     .await
 }
@@ -1079,6 +1091,55 @@ async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
     // (the mapping may shorten an extension to the longest display period it allows)
     let until = held.2["CF_GSJZQ"].as_str().unwrap().replace('/', "-");
     assert!(until > day_after, "{until}");
+}
+
+/// A penalty whose display period has ended, extended at the source alone, the extension's receipts leaving it out
+/// three times: the run holds it back in the outbox and, nothing answered, ends with exit 3. Its takedown of ended
+/// display periods had queued a withdrawal of the penalty behind the held extension (the ledger still had the old
+/// period), so the next run sent the extension, acknowledged this time, and then withdrew it. A held record is now
+/// left to the takedown of a later run, which goes by the version the platform acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_period_extended_in_a_held_version_is_not_withdrawn_behind_it() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (key, mut v) = published_penalty(&env).await;
+    let ends = read_store(&env.store_path())
+        .ledger_get(&key)
+        .unwrap()
+        .unwrap()
+        .meta
+        .display_until
+        .unwrap();
+    let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
+    v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    env.source_insert_one(remarked(v, "penalty", "延长公示"))
+        .await;
+    let proxy = leaving_out_times(&env, &key, 3).await;
+    let day_after = (ends + chrono::Duration::days(1)).to_string();
+    let sync = || async {
+        let out = env
+            .dualpub_with(
+                &["sync", "--json", "--today", &day_after],
+                &[("DUALPUB_PLATFORM_URL", proxy.as_str())],
+            )
+            .await;
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.code(), s, out)
+    };
+    let (code, s, out) = sync().await;
+    assert_eq!(code, Some(3), "{s} {out:?}");
+    let store = read_store(&env.store_path());
+    assert_eq!(outbox_keys(&store), HashSet::from([key.clone()]));
+    assert_eq!(store.outbox_len(), 1, "only the extension waits");
+    drop(store);
+    // The receipts answer for it now: published, and nothing to take down.
+    let (code, s, out) = sync().await;
+    assert_eq!(code, Some(0), "{s} {out:?}");
+    assert_eq!(s["withdrawn"], 0, "{s}");
+    let held = &env.platform_records().await[&key];
+    assert_eq!(held.1, "public", "{held:?}");
+    assert_eq!(held.2["BZ"], "延长公示", "{held:?}");
 }
 
 /// The first generated permit changes at the source (its remarks become `许可证补正`).
