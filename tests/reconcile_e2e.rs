@@ -2489,6 +2489,46 @@ async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
     );
 }
 
+/// Permit `L` renumbered at the source (its second version has number `M`): sync publishes `M` and withdraws the old
+/// number. Then a lagging source serves the first version again, stamped as it was: it is older than what the
+/// platform holds for either number, so sync neither publishes the old number again nor takes `M` down as the number
+/// the record left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_of_a_renumbered_record_changes_nothing() {
+    let env = empty_env().await;
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(-8).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["doc_no"] = "测试〔2026〕M号".into();
+    new["updated_at"] = stamp(-6).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, s["accepted"].as_u64(), s["withdrawn"].as_u64()),
+        (0, Some(1), Some(1)),
+        "{s} {err}"
+    );
+    env.source_insert_one(old).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["pushed"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let held = env.platform_records().await;
+    assert_eq!(held[&key("permit", "M")].1, "public");
+    assert_eq!(held[&key("permit", "L")].1, "withdrawn");
+    let store = read_store(&env.store_path());
+    assert_eq!(
+        store.by_source_get(dualpub::model::Kind::Permit, "L").unwrap(),
+        Some(key("permit", "M"))
+    );
+}
+
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
 /// again. `--repair` took it for `missing` and published the revoked decision again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
