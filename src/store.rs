@@ -463,6 +463,27 @@ pub struct QuarantineEntry {
     pub source_updated_at: Option<String>,
 }
 
+impl QuarantineEntry {
+    /// Whether a copy of this entry's source record stamped `served_at` is older than the version in quarantine,
+    /// as far as that can be trusted (as [`LedgerEntry::follows_later_than`]): only when that version was not stamped
+    /// in the future when it was last read (`last_seen`, the connector's clock then). Unreadable times: not older.
+    pub fn holds_later_than(&self, served_at: &str) -> bool {
+        let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        let version = self
+            .source_updated_at
+            .as_deref()
+            .or_else(|| self.source.get("updated_at").and_then(|v| v.as_str()));
+        let (Some(served), Some(held), Some(seen)) = (
+            instant(served_at),
+            version.and_then(instant),
+            instant(&self.last_seen),
+        ) else {
+            return false;
+        };
+        served < held && held <= seen
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredFinding {
     pub code: String,
@@ -1874,6 +1895,27 @@ mod tests {
             meta: RecordMeta::default(),
             source_updated_at: None,
         }
+    }
+
+    #[test]
+    fn a_quarantined_version_is_later_than_an_older_copy_only_when_it_was_not_stamped_ahead() {
+        let mut q = held("P1", "XZCF:1", &["X"]);
+        q.source["updated_at"] = "2026-11-27T10:00:00.000+08:00".into();
+        q.last_seen = "2026-11-27T10:05:00.000+08:00".into();
+        assert!(q.holds_later_than("2026-11-27T09:59:59.999+08:00"));
+        assert!(!q.holds_later_than("2026-11-27T10:00:00.000+08:00"));
+        // the same instant written in UTC
+        assert!(!q.holds_later_than("2026-11-27T02:00:00.000Z"));
+        // a rejected record's entry names its version when it keeps no source text
+        q.source = serde_json::Value::Null;
+        assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        q.source_updated_at = Some("2026-11-27T10:00:00.000+08:00".into());
+        assert!(q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        // stamped in the future when read: says nothing of what came after
+        q.last_seen = "2026-11-27T09:30:00.000+08:00".into();
+        assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        q.last_seen = "not a time".into();
+        assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
     }
 
     fn due_ids(store: &Store) -> Vec<String> {

@@ -1757,20 +1757,30 @@ impl Engine<'_> {
             let ledger = self.store.ledger_get(&key)?;
             // A copy older than the version the platform acknowledged for this record (a lagging replica of the
             // enforcement system, read in the overlap window, or a record written back from an old backup): never
-            // applied over the newer one. Not while a version of this run is on its way for the key.
-            if !self.pending.contains_key(&key)
-                && ledger.as_ref().is_some_and(|e| {
-                    e.source_id == src.id
-                        && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
-                        && e.follows_later_than(src.updated_at.as_deref().unwrap_or_default())
-                })
-            {
+            // applied over the newer one. Not while a version of this run is on its way for the key. Nor older than
+            // the version in quarantine: it would take that version's findings out of quarantine, as if the record
+            // had been fixed.
+            let served = src.updated_at.as_deref().unwrap_or_default();
+            let older_than_held = ledger.as_ref().is_some_and(|e| {
+                e.source_id == src.id
+                    && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
+                    && e.follows_later_than(served)
+            });
+            let older_than_quarantined = || -> Result<bool, SyncError> {
+                Ok(!quarantine_empty
+                    && self
+                        .store
+                        .quarantine_get(kind, &src.id)?
+                        .is_some_and(|q| q.holds_later_than(served)))
+            };
+            if !self.pending.contains_key(&key) && (older_than_held || older_than_quarantined()?) {
                 if self.summary.older_copies == 0 {
                     tracing::warn!(
                         key = %mask_ids_in(&key),
-                        served = src.updated_at.as_deref().unwrap_or_default(),
-                        "the enforcement system served a record in a version older than the one the platform holds; \
-                         not sent (check whether the enforcement system, or the copy dualpub reads, lags behind)"
+                        served,
+                        "the enforcement system served a record in a version older than one dualpub has already \
+                         read (the one the platform holds, or one in quarantine); not sent (check whether the \
+                         enforcement system, or the copy dualpub reads, lags behind)"
                     );
                 }
                 self.summary.older_copies += 1;

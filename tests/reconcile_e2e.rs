@@ -2469,7 +2469,7 @@ async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
         "{s}"
     );
     assert!(
-        err.contains("older than the one the platform holds"),
+        err.contains("older than one dualpub has already read"),
         "{err}"
     );
     assert_eq!(
@@ -2524,9 +2524,51 @@ async fn a_lagging_copy_of_a_renumbered_record_changes_nothing() {
     assert_eq!(held[&key("permit", "L")].1, "withdrawn");
     let store = read_store(&env.store_path());
     assert_eq!(
-        store.by_source_get(dualpub::model::Kind::Permit, "L").unwrap(),
+        store
+            .by_source_get(dualpub::model::Kind::Permit, "L")
+            .unwrap(),
         Some(key("permit", "M"))
     );
+}
+
+/// Permit `L` published, then edited into a version that fails validation: in quarantine, the published version
+/// stays public. A lagging source then serves the published version again: valid, it took the record out of
+/// quarantine as if it had been fixed, and the findings of the source's latest version were gone. Now it is an older
+/// copy (`older_copies`), and the entry stays until the source serves a fixed version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
+    let env = empty_env().await;
+    let (_, mut new, published) = permit_published_then_edited(&env, -8, -6).await;
+    let fixed = new.clone();
+    new["party"]["credit_code"] = "914101004157892343".into();
+    new["updated_at"] = stamp(-4).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["quarantined"].as_u64()), (1, Some(1)), "{s} {err}");
+    // The lagging replica serves the published version, stamped as it was.
+    env.source_insert_one(fixed.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["pushed"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap()
+        .expect("still in quarantine");
+    assert_eq!(q.source["party"]["credit_code"], "914101004157892343");
+    drop(store);
+    assert_eq!(env.platform_records().await[&key("permit", "L")], published);
+    // The source fixes the record: it leaves quarantine.
+    let mut fixed = fixed;
+    fixed["updated_at"] = stamp(-2).into();
+    env.source_insert_one(fixed).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
 
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
@@ -2642,7 +2684,7 @@ async fn a_rejected_attempt_never_makes_a_future_stamped_version_trusted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        !err.contains("older than the one the platform holds"),
+        !err.contains("older than one dualpub has already read"),
         "{err}"
     );
     assert_eq!(
