@@ -555,7 +555,9 @@ struct Sent {
     keys: Vec<String>,
     /// Left in the outbox by an earlier run (sent by `Engine::drain_outbox`).
     earlier: bool,
-    result: Result<(Applied, Vec<Held>), SyncError>,
+    /// What the platform answered for the records of the pieces settled, even when a later piece failed.
+    applied: Applied,
+    result: Result<Vec<Held>, SyncError>,
 }
 
 /// Records a batch's receipts still gave no usable result for after [`RESEND_UNANSWERED`] resends in this run, or a
@@ -1766,12 +1768,15 @@ impl Engine<'_> {
                     && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
                     && e.follows_later_than(served)
             });
-            let older_than_quarantined = || -> Result<bool, SyncError> {
-                Ok(!quarantine_empty
-                    && self
-                        .store
-                        .quarantine_get(kind, &src.id)?
-                        .is_some_and(|q| q.holds_later_than(served)))
+            // Whether the record is in quarantine, once read here (`leaves_quarantine` below needs it too).
+            let mut in_quarantine = None;
+            let mut older_than_quarantined = || -> Result<bool, SyncError> {
+                if quarantine_empty {
+                    return Ok(false);
+                }
+                let q = self.store.quarantine_get(kind, &src.id)?;
+                in_quarantine = Some(q.is_some());
+                Ok(q.is_some_and(|q| q.holds_later_than(served)))
             };
             if !self.pending.contains_key(&key) && (older_than_held || older_than_quarantined()?) {
                 if self.summary.older_copies == 0 {
@@ -1881,7 +1886,10 @@ impl Engine<'_> {
                 && !withdrawal_rejected
                 && !quarantine_empty
                 && !self.pending.contains_key(&key)
-                && self.store.quarantine_contains(kind, &src.id)?;
+                && match in_quarantine {
+                    Some(known) => known,
+                    None => self.store.quarantine_contains(kind, &src.id)?,
+                };
             let public_now = match self.pending.get(&key).map(|p| p.op) {
                 Some(Op::Upsert) => true,
                 Some(Op::Withdraw) => false,
@@ -2238,13 +2246,14 @@ impl Engine<'_> {
         // (and in flight) until the engine hears it is done, so nothing reads them half-applied.
         self.in_flight.spawn(async move {
             let keys = batch.items.iter().map(|i| i.key.clone()).collect();
-            let result = send_batch(
+            let (applied, result) = send_batch(
                 &platform, &budget, &store, &answered, &envelopes, seq, batch,
             )
             .await;
             Sent {
                 keys,
                 earlier,
+                applied,
                 result,
             }
         });
@@ -2282,13 +2291,14 @@ impl Engine<'_> {
             }
             self.pending.remove(k);
         }
-        let (a, held) = sent.result?;
+        let a = &sent.applied;
         self.summary.accepted += a.accepted;
         self.summary.platform_unchanged += a.platform_unchanged;
         self.summary.rejected += a.rejected;
         self.summary.withdrawn += a.withdrawn;
         self.summary.still_unanswered += a.still_unanswered;
         self.tick();
+        let held = sent.result?;
         for h in held {
             // Still what the platform is to hold for these keys, as far as the feed read by this run can tell: a
             // record read again (the overlap window) is not put in the outbox a second time.
@@ -2402,9 +2412,12 @@ fn pending_of(i: &OutboxItem) -> (String, Pending) {
 /// split in two, each half with a flow id of its own and put in the outbox in its place (one transaction, so a
 /// crash leaves the batch or both halves), and the halves are sent in order, down to messages of one record. A
 /// record the platform refuses alone is rejected like any other, with the platform's words: it goes to quarantine
-/// and leaves the outbox. A message found malformed (HTTP 400) is split the same way once the platform has answered
-/// other records in this run; before that it is held ([`Held`]), since the fault may be the envelope. Any other
-/// failure leaves the batch in the outbox; the next run resends it with the same flow id.
+/// and leaves the outbox. A message found malformed (HTTP 400) is split the same way once its envelope is proven
+/// (the platform took a message with the same sender, receiver and item); before that it is split once, and what is
+/// still refused is held ([`Held`]), since the fault may be the envelope. Any other failure leaves the batch in the
+/// outbox; the next run resends it with the same flow id.
+/// What the platform answered for the pieces settled comes back even when a later piece fails: those are in the
+/// ledger and out of the outbox, and the run's summary counts them.
 async fn send_batch(
     platform: &PlatformClient,
     budget: &Budget,
@@ -2413,8 +2426,27 @@ async fn send_batch(
     envelopes: &Envelopes,
     seq: OutboxId,
     batch: OutboxBatch,
-) -> Result<(Applied, Vec<Held>), SyncError> {
+) -> (Applied, Result<Vec<Held>, SyncError>) {
     let mut total = Applied::default();
+    let held = send_pieces(
+        &mut total, platform, budget, store, answered, envelopes, seq, batch,
+    )
+    .await;
+    (total, held)
+}
+
+/// [`send_batch`]'s work, adding what the platform answered to `total` piece by piece.
+#[allow(clippy::too_many_arguments)]
+async fn send_pieces(
+    total: &mut Applied,
+    platform: &PlatformClient,
+    budget: &Budget,
+    store: &Store,
+    answered: &Arc<AtomicBool>,
+    envelopes: &Envelopes,
+    seq: OutboxId,
+    batch: OutboxBatch,
+) -> Result<Vec<Held>, SyncError> {
     let mut held = Vec::new();
     // A stack: the first half is sent first. With each batch, how many times its records were sent again for want of
     // a usable result.
@@ -2430,11 +2462,6 @@ async fn send_batch(
                 from_platform = true;
                 receipt
             }
-            // Found malformed while the platform has answered no message with this one's envelope (sender,
-            // receiver, item) in this run: perhaps the envelope (every such message would be refused alike, and no
-            // record may pay for that), perhaps a record. Held: the run goes on, and the answers to the other
-            // messages tell (`Engine::settle_held`). Messages of another item prove nothing: a platform may take a
-            // sender's permits and refuse its penalties whole.
             // Found malformed. Once the platform took a message with this one's envelope (sender, receiver, item)
             // — in this run, or before a piece of this batch was split — the fault is with a record: split down to
             // the record refused alone, which is rejected. Messages of another item prove nothing: a platform may
@@ -2569,7 +2596,7 @@ async fn send_batch(
             todo.push((u.seq, u.batch, resent + 1));
         }
     }
-    Ok((total, held))
+    Ok(held)
 }
 
 /// How many messages a run holds back ([`Held`]) before it stops: each is kept in memory with its records until the

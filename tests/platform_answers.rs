@@ -1624,6 +1624,51 @@ async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
     refused_alone_and_outbox_empty(&env, &id);
 }
 
+/// Two penalties changed together, their message refused as too large (HTTP 413): sent in halves, the first half
+/// taken, then the platform out of service (HTTP 503) until the retry budget was spent (exit 3). The first half was
+/// in the ledger and out of the outbox, but the run's summary counted it nowhere: a send task that failed lost the
+/// counts of the pieces it had settled. Now they are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_between_two_halves_of_a_message_counts_the_half_taken() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    two_published_penalties_changed(&env).await;
+    let taken = Arc::new(AtomicBool::new(false));
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            if taken.load(Ordering::SeqCst) {
+                let down = r#"<Error code="UNAVAILABLE" message="维护中 (maintenance)"/>"#;
+                return (503, down.as_bytes().to_vec());
+            }
+            if dualpub::xml::read_receipt(&body).unwrap().results.len() > 1 {
+                let refusal = r#"<Error code="TOO_LARGE" message="报文过大 (message too large)"/>"#;
+                return (413, refusal.as_bytes().to_vec());
+            }
+            taken.store(true, Ordering::SeqCst);
+            (status, body)
+        }),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[
+            ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+            ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "2"),
+        ])
+        .await;
+    assert_eq!(code, 3, "{s} {err}");
+    // (the gateway refused the whole message after the platform had stored it: the half is `platform_unchanged`)
+    assert_eq!(
+        (&s["pushed"], &s["platform_unchanged"]),
+        (&2.into(), &1.into()),
+        "{s}"
+    );
+    assert_eq!(outbox_keys(&read_store(&env.store_path())).len(), 1);
+}
+
 /// A wrong `[agency] credit_code`: the platform refuses every message (HTTP 400), and the run keeps them in the
 /// outbox (exit 3). The operator mends the code, but the messages left in the outbox were built for the old sender,
 /// which is part of every record's key, so they cannot be addressed anew; the platform refuses them run after run,
