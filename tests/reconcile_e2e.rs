@@ -5,6 +5,7 @@ mod common;
 
 use calamine::{Data, Reader};
 use common::*;
+use dualpub::reconcile::report::{OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH};
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::{Faults, PlatformSimConfig, StrictProfile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -2425,6 +2426,59 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
         "{}",
         v["repair"]
     );
+    // What to do says so too: every report said `--repair` sends the current version, which it does not.
+    assert_older_copy_action(&row);
+    let out = env.dualpub(&["reconcile", "--today", TODAY]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(OLDER_COPY_ACTION_EN) && table.contains(OLDER_COPY_ACTION_ZH),
+        "{table}"
+    );
+    let csv_dir = env.dir.path().join("csv");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "csv",
+            "--out",
+            csv_dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stale = std::fs::read_to_string(csv_dir.join("stale.csv")).unwrap();
+    let line = stale.lines().find(|l| l.contains("L号")).unwrap();
+    assert!(line.ends_with(OLDER_COPY_ACTION_ZH), "{line}");
+    let xlsx = env.dir.path().join("gaps.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let sheet = wb.worksheet_range("不一致").unwrap();
+    assert_eq!(
+        sheet.get((1, 10)).map(|c| c.to_string()).as_deref(),
+        Some(OLDER_COPY_ACTION_ZH)
+    );
+}
+
+/// The action of an older copy's row (JSON): `--repair` leaves it, check the source; not its category's, which
+/// says `--repair` sends or withdraws it.
+fn assert_older_copy_action(row: &serde_json::Value) {
+    assert_eq!(
+        (row["action"].as_str(), row["action_zh"].as_str()),
+        (Some(OLDER_COPY_ACTION_EN), Some(OLDER_COPY_ACTION_ZH)),
+        "{row}"
+    );
 }
 
 /// Permit `L` published by a sync as stamped `first` minutes from now, then edited (stamped `then`) and published
@@ -2523,6 +2577,7 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
             .contains("serves an older version"),
         "{row}"
     );
+    assert_older_copy_action(&row);
 }
 
 /// The version the platform holds was stamped in the future when sync sent it (a writer's clock ahead), so its
