@@ -2580,6 +2580,70 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
     assert_older_copy_action(&row);
 }
 
+/// A penalty whose display period was extended at the source (and on the platform, by sync); then a lagging source
+/// serves its earlier version again, whose display end has passed. `expired` says the platform still shows a
+/// penalty past its display period, and `--repair` withdraws such penalties: on the word of the older copy it would
+/// take down a decision the platform lawfully shows. The row is listed (the older copy's display end has passed),
+/// says why it is left, and the penalty stays public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_withdraws_a_penalty_whose_display_was_extended_since() {
+    let env = empty_env().await;
+    let mut first = penalty("penalty_multi_category", "E", "2025-11-17", "2026-11-30");
+    first["updated_at"] = stamp(-120).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut extended = first.clone();
+    extended["display_until"] = "2027-11-17".into();
+    extended["updated_at"] = stamp(-60).into();
+    env.source_insert_one(extended).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let k = key("penalty", "E");
+    let published = env.platform_records().await[&k].clone();
+    assert_eq!(
+        (published.1.as_str(), published.2["CF_GSJZQ"].as_str()),
+        ("public", Some("2027/11/17"))
+    );
+    // the replica lags: the source serves the first version again, stamped as it was
+    env.source_insert_one(first.clone()).await;
+
+    // A few days on, past the first version's display end.
+    let (out, v) = env
+        .reconcile_json("2026-12-02", &["--kind", "penalty", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        env.platform_records().await[&k],
+        published,
+        "the extended publication stays: {} {err}",
+        v["repair"]
+    );
+    assert_eq!(
+        (&v["repair"]["withdrawn"], &v["repair"]["repushed"]),
+        (&0.into(), &0.into()),
+        "{}",
+        v["repair"]
+    );
+    let row = gap_of(&v, &k, "expired");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("执法系统提供的是旧版本")
+            && detail.contains(first["updated_at"].as_str().unwrap())
+            && detail.contains("display ended 2026-11-30, still public"),
+        "{detail}"
+    );
+    assert_older_copy_action(&row);
+    assert!(
+        v["repair"]["left"].to_string().contains(
+            "1 record(s) not repaired: the enforcement system serves them in an older version"
+        ),
+        "{}",
+        v["repair"]
+    );
+}
+
 /// The version the platform holds was stamped in the future when sync sent it (a writer's clock ahead), so its
 /// `updated_at` says nothing of what came after: a later edit stamped correctly is earlier by the clock. Sync
 /// reads such edits (its checkpoint stays at its own clock); one committed too late for sync is `stale`, and
