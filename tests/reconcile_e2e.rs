@@ -5,6 +5,7 @@ mod common;
 
 use calamine::{Data, Reader};
 use common::*;
+use dualpub::reconcile::report::{OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH};
 use dualpub::sim::gen::GenConfig;
 use dualpub::sim::platform::{Faults, PlatformSimConfig, StrictProfile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -2425,6 +2426,59 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
         "{}",
         v["repair"]
     );
+    // What to do says so too: every report said `--repair` sends the current version, which it does not.
+    assert_older_copy_action(&row);
+    let out = env.dualpub(&["reconcile", "--today", TODAY]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(OLDER_COPY_ACTION_EN) && table.contains(OLDER_COPY_ACTION_ZH),
+        "{table}"
+    );
+    let csv_dir = env.dir.path().join("csv");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "csv",
+            "--out",
+            csv_dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stale = std::fs::read_to_string(csv_dir.join("stale.csv")).unwrap();
+    let line = stale.lines().find(|l| l.contains("L号")).unwrap();
+    assert!(line.ends_with(OLDER_COPY_ACTION_ZH), "{line}");
+    let xlsx = env.dir.path().join("gaps.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            TODAY,
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let sheet = wb.worksheet_range("不一致").unwrap();
+    assert_eq!(
+        sheet.get((1, 10)).map(|c| c.to_string()).as_deref(),
+        Some(OLDER_COPY_ACTION_ZH)
+    );
+}
+
+/// The action of an older copy's row (JSON): `--repair` leaves it, check the source; not its category's, which
+/// says `--repair` sends or withdraws it.
+fn assert_older_copy_action(row: &serde_json::Value) {
+    assert_eq!(
+        (row["action"].as_str(), row["action_zh"].as_str()),
+        (Some(OLDER_COPY_ACTION_EN), Some(OLDER_COPY_ACTION_ZH)),
+        "{row}"
+    );
 }
 
 /// Permit `L` published by a sync as stamped `first` minutes from now, then edited (stamped `then`) and published
@@ -2604,6 +2658,71 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
             .unwrap()
             .contains("serves an older version"),
         "{row}"
+    );
+    assert_older_copy_action(&row);
+}
+
+/// A penalty whose display period was extended at the source (and on the platform, by sync); then a lagging source
+/// serves its earlier version again, whose display end has passed. `expired` says the platform still shows a
+/// penalty past its display period, and `--repair` withdraws such penalties: on the word of the older copy it would
+/// take down a decision the platform lawfully shows. The row is listed (the older copy's display end has passed),
+/// says why it is left, and the penalty stays public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_withdraws_a_penalty_whose_display_was_extended_since() {
+    let env = empty_env().await;
+    let mut first = penalty("penalty_multi_category", "E", "2025-11-17", "2026-11-30");
+    first["updated_at"] = stamp(-120).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut extended = first.clone();
+    extended["display_until"] = "2027-11-17".into();
+    extended["updated_at"] = stamp(-60).into();
+    env.source_insert_one(extended).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let k = key("penalty", "E");
+    let published = env.platform_records().await[&k].clone();
+    assert_eq!(
+        (published.1.as_str(), published.2["CF_GSJZQ"].as_str()),
+        ("public", Some("2027/11/17"))
+    );
+    // the replica lags: the source serves the first version again, stamped as it was
+    env.source_insert_one(first.clone()).await;
+
+    // A few days on, past the first version's display end.
+    let (out, v) = env
+        .reconcile_json("2026-12-02", &["--kind", "penalty", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        env.platform_records().await[&k],
+        published,
+        "the extended publication stays: {} {err}",
+        v["repair"]
+    );
+    assert_eq!(
+        (&v["repair"]["withdrawn"], &v["repair"]["repushed"]),
+        (&0.into(), &0.into()),
+        "{}",
+        v["repair"]
+    );
+    let row = gap_of(&v, &k, "expired");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("执法系统提供的是旧版本")
+            && detail.contains(first["updated_at"].as_str().unwrap())
+            && detail.contains("display ended 2026-11-30, still public"),
+        "{detail}"
+    );
+    assert_older_copy_action(&row);
+    assert!(
+        v["repair"]["left"].to_string().contains(
+            "1 record(s) not repaired: the enforcement system serves them in an older version"
+        ),
+        "{}",
+        v["repair"]
     );
 }
 

@@ -136,12 +136,16 @@ pub(crate) fn missing_in_time_detail(dl: NaiveDate, left: u32) -> String {
     s
 }
 
+/// How the detail of a row `--repair` leaves alone for an older copy starts ([`older_copy_detail`]); the row's action
+/// follows from it (`GapRow::is_older_copy`).
+pub(crate) const OLDER_COPY_LEAD: &str = "执法系统提供的是旧版本";
+
 /// The detail of a row `--repair` leaves alone because the feed served the record in an older version (stamped
 /// `served`) than the one the platform holds and acknowledged (stamped `acknowledged`). What it means comes first:
 /// the table cuts a long detail.
 pub(crate) fn older_copy_detail(served: &str, acknowledged: &str) -> String {
     format!(
-        "执法系统提供的是旧版本（updated_at {served}），平台上是已确认的较新版本（updated_at {acknowledged}），\
+        "{OLDER_COPY_LEAD}（updated_at {served}），平台上是已确认的较新版本（updated_at {acknowledged}），\
          --repair 不会用旧版本覆盖；请检查执法系统（或 dualpub 读取的数据库副本）是否同步滞后 / the enforcement system \
          serves an older version (updated_at {served}) than the one the platform holds and acknowledged (updated_at \
          {acknowledged}), so --repair leaves the platform's as it is: check whether the enforcement system, or the \

@@ -142,6 +142,21 @@ impl Category {
     }
 }
 
+/// What the operator should do about a row `--repair` leaves alone because the enforcement system served the record
+/// in an older version than the one the platform holds and acknowledged ([`GapRow::is_older_copy`]), in English.
+pub const OLDER_COPY_ACTION_EN: &str =
+    "nothing for `dualpub reconcile --repair` to do: it leaves this row as it is, because the enforcement system \
+     serves an older version of the record than the one the platform holds and acknowledged (see the detail); check \
+     whether the enforcement system, or the replica dualpub reads, lags behind, and reconcile again once it serves \
+     the current version; if it is a real later edit saved with a clock running behind, set that clock right and save \
+     the record again (the next sync sends it)";
+
+/// [`OLDER_COPY_ACTION_EN`] in Chinese.
+pub const OLDER_COPY_ACTION_ZH: &str =
+    "`dualpub reconcile --repair` 不处理此行：执法系统提供的是比平台上已确认版本更旧的版本（见说明）；请检查执法系统\
+     （或 dualpub 读取的数据库副本）是否同步滞后，待其提供当前版本后再核对；如确为时钟滞后的机器保存的新修改，请校正\
+     该时钟后重新保存该记录（下次同步将推送）";
+
 impl std::fmt::Display for Category {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -166,6 +181,38 @@ pub struct GapRow {
     pub first_published: Option<NaiveDate>,
     /// What differs, e.g. for stale "XK_XDR_MC, XK_NR differ", or the findings / the platform's message.
     pub detail: String,
+}
+
+impl GapRow {
+    /// Whether `--repair` leaves this row alone because the feed served the record in an older version than the one
+    /// the platform holds and acknowledged: a `missing`, `stale` or `expired` row whose detail the engine started
+    /// with `gaps::older_copy_detail`. (Other categories' details may quote the platform or the source, and
+    /// `--repair` does not act on them anyway.)
+    pub fn is_older_copy(&self) -> bool {
+        matches!(
+            self.category,
+            Category::Missing | Category::Stale | Category::Expired
+        ) && self.detail.starts_with(super::gaps::OLDER_COPY_LEAD)
+    }
+
+    /// What the operator should do about this row, in English: its category's action, or for an older copy
+    /// ([`GapRow::is_older_copy`]) what is true of it instead (`--repair` leaves it).
+    pub fn action_en(&self) -> &'static str {
+        if self.is_older_copy() {
+            OLDER_COPY_ACTION_EN
+        } else {
+            self.category.action_en()
+        }
+    }
+
+    /// [`GapRow::action_en`] in Chinese.
+    pub fn action_zh(&self) -> &'static str {
+        if self.is_older_copy() {
+            OLDER_COPY_ACTION_ZH
+        } else {
+            self.category.action_zh()
+        }
+    }
 }
 
 /// The counts behind the platform's grades. The rates are `None` when their denominator is 0.
@@ -408,6 +455,39 @@ mod tests {
         assert_eq!(r.months[2].on_time, 1);
         assert_eq!(r.months[2].overdue, 1);
         assert_eq!(r.months[2].total(), 2);
+    }
+
+    #[test]
+    fn an_older_copys_row_says_the_repair_leaves_it() {
+        let row = |category, detail: String| GapRow {
+            category,
+            key: "XZXK:1:a".into(),
+            kind: Kind::Permit,
+            doc_no: "a".into(),
+            party_name: String::new(),
+            party_id_masked: String::new(),
+            decided_on: None,
+            deadline: None,
+            first_published: None,
+            detail,
+        };
+        let older = crate::reconcile::gaps::older_copy_detail("t1", "t2");
+        for c in [Category::Missing, Category::Stale, Category::Expired] {
+            let r = row(c, format!("{older}；字段不一致"));
+            assert!(r.is_older_copy());
+            assert_eq!(
+                (r.action_en(), r.action_zh()),
+                (OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH)
+            );
+            let r = row(c, crate::reconcile::gaps::MISSING_DETAIL.into());
+            assert_eq!(
+                (r.action_en(), r.action_zh()),
+                (c.action_en(), c.action_zh())
+            );
+        }
+        // a platform's message that happens to start so is no older copy
+        let r = row(Category::Rejected, older);
+        assert_eq!(r.action_en(), Category::Rejected.action_en());
     }
 
     #[test]

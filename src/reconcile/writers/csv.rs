@@ -98,7 +98,7 @@ pub(crate) fn gap_cells(g: &GapRow, for_csv: bool) -> Vec<String> {
         date_str(g.deadline),
         date_str(g.first_published),
         defuse(&g.detail),
-        g.category.action_zh().to_string(),
+        g.action_zh().to_string(),
     ]
 }
 

@@ -46,7 +46,10 @@
 use super::round4;
 use crate::model::Kind;
 use crate::reconcile::gaps::date_string;
-use crate::reconcile::report::{Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report};
+use crate::reconcile::report::{
+    Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report, OLDER_COPY_ACTION_EN,
+    OLDER_COPY_ACTION_ZH,
+};
 use serde::ser::SerializeMap;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
@@ -162,8 +165,9 @@ struct JsonGap<'a> {
     action_zh: &'static RawValue,
 }
 
-/// A category's two action sentences as JSON text, escaped once per process instead of once per row.
-fn actions(c: Category) -> (&'static RawValue, &'static RawValue) {
+/// A row's two action sentences (its category's, or an older copy's: `GapRow::action_en`) as JSON text, escaped
+/// once per process instead of once per row.
+fn actions(g: &GapRow) -> (&'static RawValue, &'static RawValue) {
     static ACTIONS: OnceLock<Vec<(Box<RawValue>, Box<RawValue>)>> = OnceLock::new();
     let all = ACTIONS.get_or_init(|| {
         let raw = |t: &str| {
@@ -172,13 +176,19 @@ fn actions(c: Category) -> (&'static RawValue, &'static RawValue) {
         };
         Category::ALL
             .iter()
-            .map(|c| (raw(c.action_en()), raw(c.action_zh())))
+            .map(|c| (c.action_en(), c.action_zh()))
+            .chain([(OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH)])
+            .map(|(en, zh)| (raw(en), raw(zh)))
             .collect()
     });
-    let i = Category::ALL
-        .iter()
-        .position(|x| *x == c)
-        .expect("every category is in Category::ALL");
+    let i = if g.is_older_copy() {
+        Category::ALL.len()
+    } else {
+        Category::ALL
+            .iter()
+            .position(|x| *x == g.category)
+            .expect("every category is in Category::ALL")
+    };
     (&all[i].0, &all[i].1)
 }
 
@@ -195,8 +205,8 @@ impl<'a> From<&'a GapRow> for JsonGap<'a> {
             deadline: g.deadline.map(date_string),
             first_published: g.first_published.map(date_string),
             detail: &g.detail,
-            action: actions(g.category).0,
-            action_zh: actions(g.category).1,
+            action: actions(g).0,
+            action_zh: actions(g).1,
         }
     }
 }

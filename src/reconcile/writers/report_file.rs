@@ -3,6 +3,16 @@
 //! whatever the mode of a file it replaces. It is written as a temporary file beside its destination, created so,
 //! and renamed over the destination once complete: an earlier report there (with its mode) is replaced whole, and
 //! a report cut short leaves the earlier one as it was.
+//!
+//! The temporary file is named `.NAME.PID-N.tmp` (`NAME` the destination's, `PID` the writing process's). A process
+//! killed mid-write (or a machine that lost power) leaves it behind, with the personal data it held, so
+//! [`ReportFile::create`] first removes such leftovers for the same destination whose process is gone. On Linux a
+//! process is gone when `/proc/PID` is not there (and `/proc/self` is: without a mounted `/proc` nothing is judged
+//! gone); a temporary file of a live process, such as a concurrent reconcile writing the same report, is never
+//! touched, nor is one of a process whose id has since been reused (it stays until that process ends). Elsewhere
+//! nothing is removed. Only the processes this one can see are judged: a folder shared with other machines (a
+//! network share) or containers can hold a temporary file of a live process there, which would be taken for a
+//! leftover; write reports from one place to such a folder.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -29,6 +39,7 @@ impl ReportFile {
         let name = dest
             .file_name()
             .map_or_else(|| "report".into(), |n| n.to_string_lossy());
+        remove_leftovers(folder, &name);
         loop {
             let n = N.fetch_add(1, Ordering::Relaxed);
             let temp = folder.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
@@ -90,6 +101,73 @@ impl Drop for ReportFile {
     }
 }
 
+/// The id of the process that wrote `file_name`, when it is the name of one of [`ReportFile`]'s temporary files for
+/// a destination named `name` (`.NAME.PID-N.tmp`).
+fn temp_owner(file_name: &str, name: &str) -> Option<u32> {
+    let rest = file_name
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is known to have ended (see the module documentation): never for this process, and never
+/// where that cannot be told.
+fn process_gone(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let proc_fs = Path::new("/proc");
+        proc_fs.join("self").exists()
+            && matches!(
+                std::fs::symlink_metadata(proc_fs.join(pid.to_string())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound
+            )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Removes the temporary files for destination `name` in `folder` that a process no longer running left behind.
+/// Best effort: what cannot be read or removed stays, and the report is written all the same.
+fn remove_leftovers(folder: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|f| temp_owner(f, name)) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_file()) || !process_gone(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                pid,
+                "removed a report's temporary file left by a process that is no longer running"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot remove a report's temporary file left by a process that is no longer running"
+            ),
+        }
+    }
+}
+
 /// Writes `dest` as a [`ReportFile`] through a 1 MiB buffer (the writers emit many small pieces).
 pub fn write_report_file(
     dest: &Path,
@@ -119,5 +197,61 @@ mod tests {
         write_report_file(&dest, |w| w.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
         assert_eq!(names(dir.path()), 1);
+    }
+
+    /// A process killed while writing a report left its temporary file, with the report's personal data, for good.
+    /// The next report for that destination removes it; one of a live process (this one, standing for a concurrent
+    /// reconcile) stays, as do temporary files of other destinations and names that only look alike.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_temporary_file_a_dead_process_left_is_removed_and_a_live_ones_kept() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("r.xlsx");
+        let at = |n: &str| dir.path().join(n);
+        let leftover = at(&format!(".r.xlsx.{dead}-0.tmp"));
+        let live = at(&format!(".r.xlsx.{}-7.tmp", std::process::id()));
+        let others = [
+            format!(".other.xlsx.{dead}-0.tmp"),
+            format!(".r.xlsx.{dead}-x.tmp"),
+            format!(".r.xlsx.bak.{dead}-0.tmp"),
+            format!("r.xlsx.{dead}-0.tmp"),
+        ];
+        for p in [&leftover, &live] {
+            std::fs::write(p, "party names").unwrap();
+        }
+        for n in &others {
+            std::fs::write(at(n), "not ours").unwrap();
+        }
+        let f = ReportFile::create(&dest).unwrap();
+        assert!(
+            !leftover.exists(),
+            "the dead process's temporary file is removed"
+        );
+        assert!(live.exists(), "a live process's temporary file stays");
+        for n in &others {
+            assert!(at(n).exists(), "{n} stays");
+        }
+        drop(f);
+        assert!(live.exists());
+    }
+
+    #[test]
+    fn only_report_temporary_names_have_an_owner() {
+        assert_eq!(temp_owner(".r.json.42-0.tmp", "r.json"), Some(42));
+        assert_eq!(temp_owner(".r.json.42-17.tmp", "r.json"), Some(42));
+        for other in [
+            ".r.json.42-.tmp",
+            ".r.json.-0.tmp",
+            ".r.json.42-0.tmp.x",
+            ".r.json.x.42-0.tmp",
+            "r.json.42-0.tmp",
+            ".r.jsonx42-0.tmp",
+            ".r.json.99999999999-0.tmp",
+        ] {
+            assert_eq!(temp_owner(other, "r.json"), None, "{other}");
+        }
     }
 }

@@ -3,7 +3,10 @@
 
 use super::{align_rows, one_line, percent, truncate, Paint};
 use crate::model::Kind;
-use crate::reconcile::report::{Category, GapRow, Rates, Report};
+use crate::reconcile::gaps::OLDER_COPY_LEAD;
+use crate::reconcile::report::{
+    Category, GapRow, Rates, Report, OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH,
+};
 use std::io::{self, Write};
 
 /// Rows shown per category; the rest are counted, and the CSV / xlsx output has them all.
@@ -187,6 +190,14 @@ fn write_category(
     )?;
     writeln!(out, "   处理 to do: {}", cat.action_en())?;
     writeln!(out, "   {}", cat.action_zh())?;
+    // Rows `--repair` leaves alone (an older copy in the feed) have an action of their own.
+    if rows.iter().any(GapRow::is_older_copy) {
+        writeln!(
+            out,
+            "   说明以「{OLDER_COPY_LEAD}」开头的行 rows whose detail starts so: {OLDER_COPY_ACTION_EN}"
+        )?;
+        writeln!(out, "   {OLDER_COPY_ACTION_ZH}")?;
+    }
     let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or("—".into());
     let mut table = vec![[
         "记录键",
