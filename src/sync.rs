@@ -1162,6 +1162,53 @@ impl Engine<'_> {
     }
 
     /// Withdraws public penalties whose CF_GSJZQ is before today.
+    /// Counts a copy the feed served in a version older than one dualpub has already read (see `older_copies`), and
+    /// says so once a run.
+    fn older_copy(&mut self, key: &str, served: &str) {
+        if self.summary.older_copies == 0 {
+            tracing::warn!(
+                key = %mask_ids_in(key),
+                served,
+                "the enforcement system served a record in a version older than one dualpub has already read (the \
+                 one the platform holds, or one in quarantine); not sent (check whether the enforcement system, or \
+                 the copy dualpub reads, lags behind)"
+            );
+        }
+        self.summary.older_copies += 1;
+    }
+
+    /// Whether a copy of source record `id` stamped `served`, which fails validation, is older than the version the
+    /// platform holds for it (under the key it maps to, or the key it is linked to) or the version in quarantine.
+    /// Never while a version of this run is on its way for either key.
+    fn invalid_copy_is_older(
+        &self,
+        kind: Kind,
+        id: &str,
+        key: Option<&str>,
+        served: &str,
+        quarantine_empty: bool,
+    ) -> Result<bool, SyncError> {
+        let linked = self.store.by_source_get(kind, id)?;
+        let keys: Vec<&str> = key.into_iter().chain(linked.as_deref()).collect();
+        if keys.iter().any(|k| self.pending.contains_key(*k)) {
+            return Ok(false);
+        }
+        for k in keys {
+            if self.store.ledger_get(k)?.is_some_and(|e| {
+                e.source_id == id
+                    && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
+                    && e.follows_later_than(served)
+            }) {
+                return Ok(true);
+            }
+        }
+        Ok(!quarantine_empty
+            && self
+                .store
+                .quarantine_get(kind, id)?
+                .is_some_and(|q| q.holds_later_than(served)))
+    }
+
     async fn withdraw_expired(&mut self) -> Result<(), SyncError> {
         let today = self.opts.today.format("%Y%m%d").to_string();
         let keys = self.store.expired_before(&today)?;
@@ -1666,6 +1713,21 @@ impl Engine<'_> {
             };
             if !mapped.is_valid() {
                 let key = mapped.key.as_ref().map(|k| k.to_string());
+                // An older copy (as for a valid one, below) that fails validation: neither its findings over the
+                // later version's in quarantine, nor a withdrawal (revoked, on a minor) of what the platform holds
+                // of a later version.
+                let served = src.updated_at.as_deref().unwrap_or_default();
+                if self.invalid_copy_is_older(
+                    kind,
+                    &src.id,
+                    key.as_deref(),
+                    served,
+                    quarantine_empty,
+                )? {
+                    let shown = key.clone().unwrap_or_else(|| src.id.clone());
+                    self.older_copy(&shown, served);
+                    continue;
+                }
                 // Most findings leave the last valid version public until the record is fixed; a penalty on a
                 // minor must not be public at all, so one already published (or on its way) is withdrawn. So is a
                 // penalty revoked (or superseded) at the source: taking a decision down needs only its key, not
@@ -1779,16 +1841,7 @@ impl Engine<'_> {
                 Ok(q.is_some_and(|q| q.holds_later_than(served)))
             };
             if !self.pending.contains_key(&key) && (older_than_held || older_than_quarantined()?) {
-                if self.summary.older_copies == 0 {
-                    tracing::warn!(
-                        key = %mask_ids_in(&key),
-                        served,
-                        "the enforcement system served a record in a version older than one dualpub has already \
-                         read (the one the platform holds, or one in quarantine); not sent (check whether the \
-                         enforcement system, or the copy dualpub reads, lags behind)"
-                    );
-                }
-                self.summary.older_copies += 1;
+                self.older_copy(&key, served);
                 continue;
             }
             // A document number another source record already holds, on the platform or on its way there in this

@@ -2625,6 +2625,45 @@ async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
 
+/// Penalty `R` published, edited, and published again. A lagging source then serves a version stamped between the
+/// two that sync never read: revoked by mistake, in a version that fails validation. An invalid revoked penalty is
+/// taken down, so sync withdrew the decision the platform held in its later version, and the invalid copy's findings
+/// went to quarantine as the record's. Now an invalid copy is checked for its age as a valid one is: not sent, not
+/// quarantined, counted `older_copies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_invalid_revoked_copy_never_takes_a_later_version_down() {
+    let env = empty_env().await;
+    let mut first = penalty("penalty_multi_category", "R", "2025-12-01", "2027-11-20");
+    first["updated_at"] = stamp(-8).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut later = first.clone();
+    later["remarks"] = "更正".into();
+    later["updated_at"] = stamp(-6).into();
+    env.source_insert_one(later).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let published = env.platform_records().await[&key("penalty", "R")].clone();
+    let mut between = first;
+    between["status"] = "revoked".into();
+    between["remarks"] = "\u{1}撤销".into();
+    between["updated_at"] = stamp(-7).into();
+    env.source_insert_one(between).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["withdrawn"], &s["quarantined"]),
+        (&1.into(), &0.into(), &0.into()),
+        "{s}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("penalty", "R")],
+        published
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
 /// again. `--repair` took it for `missing` and published the revoked decision again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
