@@ -2625,14 +2625,12 @@ async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
 
-/// Penalty `R` published, edited, and published again. A lagging source then serves a version stamped between the
-/// two that sync never read: revoked by mistake, in a version that fails validation. An invalid revoked penalty is
-/// taken down, so sync withdrew the decision the platform held in its later version, and the invalid copy's findings
-/// went to quarantine as the record's. Now an invalid copy is checked for its age as a valid one is: not sent, not
-/// quarantined, counted `older_copies`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_invalid_revoked_copy_never_takes_a_later_version_down() {
-    let env = empty_env().await;
+/// Penalty `R` published, edited, and published again by sync; then a lagging source serves a version stamped
+/// between the two that sync never read: revoked by mistake, in a version that fails validation. The platform's row
+/// of the later version, and the lagging copy.
+async fn penalty_published_twice_then_a_lagging_invalid_revoked_copy(
+    env: &Env,
+) -> ((String, String, serde_json::Value, u64), serde_json::Value) {
     let mut first = penalty("penalty_multi_category", "R", "2025-12-01", "2027-11-20");
     first["updated_at"] = stamp(-8).into();
     env.source_insert_one(first.clone()).await;
@@ -2649,7 +2647,17 @@ async fn a_lagging_invalid_revoked_copy_never_takes_a_later_version_down() {
     between["status"] = "revoked".into();
     between["remarks"] = "\u{1}撤销".into();
     between["updated_at"] = stamp(-7).into();
-    env.source_insert_one(between).await;
+    env.source_insert_one(between.clone()).await;
+    (published, between)
+}
+
+/// The lagging invalid revoked copy met by sync. An invalid revoked penalty is taken down, so sync withdrew the
+/// decision the platform held in its later version, and the copy's findings went to quarantine as the record's. Now
+/// an invalid copy is checked for its age as a valid one is: not sent, not quarantined, counted `older_copies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_invalid_revoked_copy_never_takes_a_later_version_down() {
+    let env = empty_env().await;
+    let (published, _) = penalty_published_twice_then_a_lagging_invalid_revoked_copy(&env).await;
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "{s} {err}");
     assert_eq!(
@@ -2662,6 +2670,33 @@ async fn a_lagging_invalid_revoked_copy_never_takes_a_later_version_down() {
         published
     );
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
+/// The same copy met by `reconcile --repair`: listed (`quarantined`, and `stale` as revoked), and the repair withdrew
+/// the later version the platform held. Now the `stale` row says the copy is older, and the repair leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_takes_a_later_version_down_on_a_lagging_invalid_copy() {
+    let env = empty_env().await;
+    let (published, between) =
+        penalty_published_twice_then_a_lagging_invalid_revoked_copy(&env).await;
+    let (code, v, err) = repair_json(&env, "penalty").await;
+    assert_eq!(code, Some(1), "{err}");
+    let k = key("penalty", "R");
+    assert_eq!(
+        env.platform_records().await[&k],
+        published,
+        "{} {err}",
+        v["repair"]
+    );
+    assert_eq!(v["repair"]["withdrawn"], 0, "{}", v["repair"]);
+    let row = gap_of(&v, &k, "stale");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("执法系统提供的是旧版本")
+            && detail.contains(between["updated_at"].as_str().unwrap()),
+        "{detail}"
+    );
+    assert_older_copy_action(&row);
 }
 
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version

@@ -1219,7 +1219,29 @@ async fn compare(
                             .into_iter()
                             .flatten()
                             .filter(|(_, h)| kind == Kind::Penalty && h.public);
-                        for ((i, k), _) in public {
+                        for ((i, k), shown) in public {
+                            // Not on the word of a copy older than the version the platform holds (a lagging
+                            // replica): its row says so, and `--repair` leaves it, as for a valid copy.
+                            let older = older_copy(
+                                store.ledger_get(k)?.as_ref(),
+                                &src.id,
+                                src.updated_at.as_deref(),
+                                shown,
+                            )
+                            .map(|o| older_copy_detail(&o.served, &o.acknowledged));
+                            let mut take_down = |detail: &str, category| {
+                                report.gaps.push_ref(rows.row(
+                                    category,
+                                    k,
+                                    older.as_deref().unwrap_or(detail),
+                                    published,
+                                ));
+                                if older.is_some() {
+                                    plan.older_copies += 1;
+                                } else {
+                                    withdraw.insert(i, k.to_string());
+                                }
+                            };
                             let revoked = matches!(
                                 src.status,
                                 Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
@@ -1230,27 +1252,19 @@ async fn compare(
                                 .and_then(crate::validate::parse_date)
                                 .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
                             if revoked || minor {
-                                report.gaps.push_ref(rows.row(
-                                    Category::Stale,
-                                    k,
-                                    if revoked {
-                                        REVOKED_DETAIL
-                                    } else {
-                                        MINOR_DETAIL
-                                    },
-                                    published,
-                                ));
-                                withdraw.insert(i, k.to_string());
+                                let detail = if revoked {
+                                    REVOKED_DETAIL
+                                } else {
+                                    MINOR_DETAIL
+                                };
+                                take_down(detail, Category::Stale);
                             } else if let Some(u) = until.filter(|u| *u < opts.today) {
-                                report.gaps.push_ref(rows.row(
-                                    Category::Expired,
-                                    k,
+                                take_down(
                                     &format!(
                                         "公示截止期 {u} 已过，仍在公示 / display ended {u}, still public"
                                     ),
-                                    published,
-                                ));
-                                withdraw.insert(i, k.to_string());
+                                    Category::Expired,
+                                );
                             }
                         }
                         // Otherwise 及时率 and the months count it as any record: judged on its first publication,
