@@ -2492,19 +2492,36 @@ async fn permit_published_then_edited(
     serde_json::Value,
     (String, String, serde_json::Value, u64),
 ) {
-    let mut old = record("permit_org", "permit", "L", "2026-11-20");
-    old["updated_at"] = stamp(first).into();
-    env.source_insert_one(old.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut new = old.clone();
-    new["content"] = "更正后的许可内容".into();
-    new["updated_at"] = stamp(then).into();
-    env.source_insert_one(new.clone()).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{err}");
+    let old = record("permit_org", "permit", "L", "2026-11-20");
+    let (old, new, s) = synced_then_changed(env, old, first, then, |r| {
+        r["content"] = "更正后的许可内容".into();
+    })
+    .await;
+    assert_eq!(s["accepted"], 1, "{s}");
     let published = env.platform_records().await[&key("permit", "L")].clone();
     (old, new, published)
+}
+
+/// Source record `first`, stamped `first_at` minutes from now, synced; then changed by `change`, stamped `then`, and
+/// synced again (exit 0): both versions, and the second run's summary.
+async fn synced_then_changed(
+    env: &Env,
+    mut first: serde_json::Value,
+    first_at: i64,
+    then: i64,
+    change: impl FnOnce(&mut serde_json::Value),
+) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    first["updated_at"] = stamp(first_at).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut changed = first.clone();
+    change(&mut changed);
+    changed["updated_at"] = stamp(then).into();
+    env.source_insert_one(changed.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    (first, changed, s)
 }
 
 /// The same lagging source met by a cron sync: the first version, served again stamped as it was (minutes ago),
@@ -2631,17 +2648,12 @@ async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
 async fn penalty_published_twice_then_a_lagging_invalid_revoked_copy(
     env: &Env,
 ) -> ((String, String, serde_json::Value, u64), serde_json::Value) {
-    let mut first = penalty("penalty_multi_category", "R", "2025-12-01", "2027-11-20");
-    first["updated_at"] = stamp(-8).into();
-    env.source_insert_one(first.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut later = first.clone();
-    later["remarks"] = "更正".into();
-    later["updated_at"] = stamp(-6).into();
-    env.source_insert_one(later).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let first = penalty("penalty_multi_category", "R", "2025-12-01", "2027-11-20");
+    let (first, _, s) = synced_then_changed(env, first, -8, -6, |r| {
+        r["remarks"] = "更正".into();
+    })
+    .await;
+    assert_eq!(s["accepted"], 1, "{s}");
     let published = env.platform_records().await[&key("penalty", "R")].clone();
     let mut between = first;
     between["status"] = "revoked".into();
@@ -2704,17 +2716,12 @@ async fn a_repair_never_takes_a_later_version_down_on_a_lagging_invalid_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
     let env = empty_env().await;
-    let mut active = penalty("penalty_multi_category", "R", "2025-11-17", "2027-11-20");
-    active["updated_at"] = stamp(-120).into();
-    env.source_insert_one(active.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut revoked = active.clone();
-    revoked["status"] = "revoked".into();
-    revoked["updated_at"] = stamp(-60).into();
-    env.source_insert_one(revoked).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["withdrawn"].as_u64()), (0, Some(1)), "{err}");
+    let active = penalty("penalty_multi_category", "R", "2025-11-17", "2027-11-20");
+    let (active, _, s) = synced_then_changed(&env, active, -120, -60, |r| {
+        r["status"] = "revoked".into();
+    })
+    .await;
+    assert_eq!(s["withdrawn"], 1, "{s}");
     env.source_insert_one(active).await;
 
     let (code, v, err) = repair_json(&env, "penalty").await;
@@ -2744,17 +2751,12 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_never_withdraws_a_penalty_whose_display_was_extended_since() {
     let env = empty_env().await;
-    let mut first = penalty("penalty_multi_category", "E", "2025-11-17", "2026-11-30");
-    first["updated_at"] = stamp(-120).into();
-    env.source_insert_one(first.clone()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let mut extended = first.clone();
-    extended["display_until"] = "2027-11-17".into();
-    extended["updated_at"] = stamp(-60).into();
-    env.source_insert_one(extended).await;
-    let (code, s, err) = env.sync(&[]).await;
-    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let first = penalty("penalty_multi_category", "E", "2025-11-17", "2026-11-30");
+    let (first, _, s) = synced_then_changed(&env, first, -120, -60, |r| {
+        r["display_until"] = "2027-11-17".into();
+    })
+    .await;
+    assert_eq!(s["accepted"], 1, "{s}");
     let k = key("penalty", "E");
     let published = env.platform_records().await[&k].clone();
     assert_eq!(
