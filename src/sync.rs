@@ -2469,6 +2469,7 @@ fn pending_of(i: &OutboxItem) -> (String, Pending) {
 /// (the platform took a message with the same sender, receiver and item); before that it is split once, and what is
 /// still refused is held ([`Held`]), since the fault may be the envelope. Any other failure leaves the batch in the
 /// outbox; the next run resends it with the same flow id.
+///
 /// What the platform answered for the pieces settled comes back even when a later piece fails: those are in the
 /// ledger and out of the outbox, and the run's summary counts them.
 async fn send_batch(

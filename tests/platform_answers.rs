@@ -1037,16 +1037,12 @@ async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
     assert_eq!(public_of(&env.platform_records().await), expected);
 }
 
-/// A penalty whose display period ends today, extended at the source just before the run. The run took down every
-/// penalty past its display period before it read the feed: it withdrew this one, then read the extension and
-/// published it again — a withdrawal the credit platform passes on. The takedowns now come after the feed's
-/// receipts, which move the penalty's place in the expiry index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
-    let env = spawn(gen_cfg(), Faults::default()).await;
+/// After a first sync, a published penalty and its source record with the display period extended by two years (not
+/// yet in the feed), and the day its published display period ends.
+async fn published_penalty_extended(env: &Env) -> (String, serde_json::Value, chrono::NaiveDate) {
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
-    let (key, mut v) = published_penalty(&env).await;
+    let (key, mut v) = published_penalty(env).await;
     let ends = read_store(&env.store_path())
         .ledger_get(&key)
         .unwrap()
@@ -1056,6 +1052,17 @@ async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
         .unwrap();
     let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
     v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    (key, v, ends)
+}
+
+/// A penalty whose display period ends today, extended at the source just before the run. The run took down every
+/// penalty past its display period before it read the feed: it withdrew this one, then read the extension and
+/// published it again — a withdrawal the credit platform passes on. The takedowns now come after the feed's
+/// receipts, which move the penalty's place in the expiry index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, mut v, ends) = published_penalty_extended(&env).await;
     v["updated_at"] = serde_json::Value::Null;
     v["kind"] = "penalty".into();
     env.source_insert_one(v).await;
@@ -1101,18 +1108,7 @@ async fn a_display_period_extended_as_it_ends_is_not_withdrawn_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_display_period_extended_in_a_held_version_is_not_withdrawn_behind_it() {
     let env = spawn(gen_cfg(), Faults::default()).await;
-    let (code, _, err) = env.sync(&[]).await;
-    assert_eq!(code, 0, "{err}");
-    let (key, mut v) = published_penalty(&env).await;
-    let ends = read_store(&env.store_path())
-        .ledger_get(&key)
-        .unwrap()
-        .unwrap()
-        .meta
-        .display_until
-        .unwrap();
-    let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
-    v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    let (key, v, ends) = published_penalty_extended(&env).await;
     env.source_insert_one(remarked(v, "penalty", "延长公示"))
         .await;
     let proxy = leaving_out_times(&env, &key, 3).await;
