@@ -467,15 +467,22 @@ impl QuarantineEntry {
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version in quarantine,
     /// as far as that can be trusted (as [`LedgerEntry::follows_later_than`]): only when that version was not stamped
     /// in the future when it was last read (`last_seen`, the connector's clock then). Unreadable times: not older.
+    /// The version is the one sent (`source_updated_at`), else that of the copy held, an object or the JSON text of
+    /// a record no `serde_json::Value` can hold.
     pub fn holds_later_than(&self, served_at: &str) -> bool {
         let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
         let version = self
             .source_updated_at
-            .as_deref()
-            .or_else(|| self.source.get("updated_at").and_then(|v| v.as_str()));
+            .clone()
+            .or_else(|| match &self.source {
+                serde_json::Value::String(text) => {
+                    crate::source_schema::RawHead::of(text).updated_at_text()
+                }
+                v => v.get("updated_at")?.as_str().map(str::to_string),
+            });
         let (Some(served), Some(held), Some(seen)) = (
             instant(served_at),
-            version.and_then(instant),
+            version.as_deref().and_then(instant),
             instant(&self.last_seen),
         ) else {
             return false;
@@ -1911,6 +1918,12 @@ mod tests {
         assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
         q.source_updated_at = Some("2026-11-27T10:00:00.000+08:00".into());
         assert!(q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        // a copy kept as its JSON text (a lone surrogate no `serde_json::Value` holds)
+        q.source_updated_at = None;
+        q.source =
+            r#"{"id":"P1","updated_at":"2026-11-27T10:00:00.000+08:00","note":"\ud800"}"#.into();
+        assert!(q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        q.source_updated_at = Some("2026-11-27T10:00:00.000+08:00".into());
         // stamped in the future when read: says nothing of what came after
         q.last_seen = "2026-11-27T09:30:00.000+08:00".into();
         assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));

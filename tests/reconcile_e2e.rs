@@ -2625,6 +2625,57 @@ async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
 }
 
+/// The same lagging copy, when the entry of the later version keeps it as its JSON text (a lone surrogate in a field
+/// dualpub does not read: no `serde_json::Value` holds it). The entry's version was not read from that text, so the
+/// published version, served again, took the record out of quarantine as if it had been fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_never_takes_a_later_version_kept_as_text_out_of_quarantine() {
+    let env = empty_env().await;
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, text: String| {
+            text.replace(
+                r#""content":"无法保存的版本"#,
+                r#""vendor_note":"\ud800","content":"无法保存的版本"#,
+            )
+        }),
+    )
+    .await;
+    let through = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (_, mut new, published) = permit_published_then_edited(&env, -8, -6).await;
+    let fixed = new.clone();
+    new["content"] = "无法保存的版本\u{1}".into();
+    new["updated_at"] = stamp(-4).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!((code, s["quarantined"].as_u64()), (1, Some(1)), "{s} {err}");
+    let q = read_store(&env.store_path())
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap()
+        .expect("in quarantine");
+    assert!(q.source.is_string(), "kept as its text: {:?}", q.source);
+    // The lagging replica serves the published version, stamped as it was.
+    env.source_insert_one(fixed).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["pushed"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let q = read_store(&env.store_path())
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap();
+    assert!(
+        q.is_some_and(|q| q
+            .source
+            .as_str()
+            .is_some_and(|t| t.contains("无法保存的版本"))),
+        "the later version stays in quarantine"
+    );
+    assert_eq!(env.platform_records().await[&key("permit", "L")], published);
+}
+
 /// Penalty `R` published, edited, and published again by sync; then a lagging source serves a version stamped
 /// between the two that sync never read: revoked by mistake, in a version that fails validation. The platform's row
 /// of the later version, and the lagging copy.
