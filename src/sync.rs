@@ -2193,6 +2193,7 @@ impl Engine<'_> {
             last_seen: now.to_string(),
             meta,
             source_updated_at: None,
+            read_at: None,
         });
         Ok(())
     }
@@ -2821,7 +2822,8 @@ fn part_of(
     OutboxBatch {
         flow,
         kind: batch.kind,
-        created: now_rfc3339(),
+        // When its records were read: the message they were first put in was made then.
+        created: batch.created.clone(),
         body: body.into(),
         items,
         unanswered: batch.unanswered,
@@ -3183,6 +3185,10 @@ fn apply_receipt(
                     last_seen: now.clone(),
                     meta: item.meta.clone(),
                     source_updated_at: Some(item.source_updated_at.clone()),
+                    // Not `now`: a version stamped in the future when it was read, answered after that time has
+                    // come (the platform down meanwhile), would be trusted as a later version, and an edit stamped
+                    // correctly before it taken for an older copy (`QuarantineEntry::holds_later_than`).
+                    read_at: Some(batch.created.clone()),
                 });
             }
             // Not reached: `answers` let through only the pairs above.

@@ -2676,6 +2676,89 @@ async fn a_lagging_copy_never_takes_a_later_version_kept_as_text_out_of_quaranti
     assert_eq!(env.platform_records().await[&key("permit", "L")], published);
 }
 
+/// A version stamped in the future (a writer's clock ahead) is read and put in the outbox while the platform is
+/// down; an edit saved meanwhile by a writer whose clock is right is stamped before it. The platform comes back
+/// after the future stamp has passed and refuses the first: its entry in quarantine was trusted as "not stamped in
+/// the future" by the time of the receipt (`last_seen`), not the time it was read, so the edit was taken for an older
+/// copy and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_stamped_before_a_future_version_refused_late_is_sent() {
+    let refused = "拒收的当事人有限公司";
+    let env = spawn_with(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        PlatformSimConfig {
+            strict: Some(StrictProfile {
+                max_len: None,
+                refused_parties: vec![refused.into()],
+            }),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = down.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
+                (503, b"down".to_vec())
+            } else {
+                (status, body)
+            }
+        }),
+    )
+    .await;
+    let through = [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1"),
+    ];
+    let mut first = record("permit_org", "permit", "L", "2026-11-20");
+    first["updated_at"] = stamp(-8).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Stamped 6 s ahead, and read while the platform is down: it stays in the outbox.
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let shown = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    };
+    let mut future = first.clone();
+    future["party"]["name"] = refused.into();
+    future["updated_at"] = shown(ahead).into();
+    env.source_insert_one(future).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 3, "{s} {err}");
+    // The edit, stamped right: before the future stamp.
+    let mut edit = first;
+    edit["content"] = "更正后的许可内容".into();
+    edit["updated_at"] = stamp(0).into();
+    assert!(
+        chrono::Utc::now() < ahead,
+        "the run took too long to test this"
+    );
+    env.source_insert_one(edit).await;
+    while chrono::Utc::now() <= ahead + chrono::Duration::milliseconds(200) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "the future version was refused: {s} {err}");
+    assert_eq!(
+        (&s["rejected"], &s["accepted"], &s["older_copies"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].2["XK_NR"],
+        "更正后的许可内容"
+    );
+}
+
 /// Penalty `R` published, edited, and published again by sync; then a lagging source serves a version stamped
 /// between the two that sync never read: revoked by mistake, in a version that fails validation. The platform's row
 /// of the later version, and the lagging copy.
