@@ -2585,6 +2585,47 @@ async fn a_lagging_copy_of_a_renumbered_record_changes_nothing() {
     );
 }
 
+/// The lagging copy of a renumbered record (its first number) in the same page as another record entered with the
+/// number the record holds now: the copy, not sent, still counted as the record's latest version in the page
+/// (`PageKeys::wants`), so the record was taken to have given its number up, and the other record took it over on
+/// the platform instead of going to quarantine (`key_reused`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_of_a_renumbered_record_never_gives_its_number_away() {
+    let env = empty_env().await;
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(-8).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["doc_no"] = "测试〔2026〕M号".into();
+    new["updated_at"] = stamp(-6).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let published = env.platform_records().await[&key("permit", "M")].clone();
+    env.source_insert_one(old).await;
+    let mut other = record("permit_org", "permit", "S", "2026-11-21");
+    other["doc_no"] = "测试〔2026〕M号".into();
+    other["content"] = "另一条许可".into();
+    other["updated_at"] = stamp(-2).into();
+    env.source_insert_one(other).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["quarantined"], &s["pushed"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(env.platform_records().await[&key("permit", "M")], published);
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(dualpub::model::Kind::Permit, "S")
+        .unwrap()
+        .expect("S waits for the number");
+    assert_eq!(q.findings[0].code, "key_reused");
+}
+
 /// Permit `L` published, then edited into a version that fails validation: in quarantine, the published version
 /// stays public. A lagging source then serves the published version again: valid, it took the record out of
 /// quarantine as if it had been fixed, and the findings of the source's latest version were gone. Now it is an older
