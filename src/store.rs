@@ -195,6 +195,8 @@ impl OutboxItem {
 pub struct OutboxBatch {
     pub flow: String,
     pub kind: Kind,
+    /// When the message was made, its records just read from the feed; kept by the pieces it is split into and the
+    /// records a receipt left unanswered (see `QuarantineEntry::read_at`).
     pub created: String,
     /// The exact ExchangeMessage bytes (UTF-8 XML); stored raw after the JSON of the rest (see `encode_batch`).
     /// Shared, so sending it (and sending it again) copies nothing.
@@ -461,22 +463,36 @@ pub struct QuarantineEntry {
     /// resent after a restart holds no source text), `quarantine retry` looks that version up in the feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_updated_at: Option<String>,
+    /// For an entry a receipt made (`rejected`), when the version sent was read from the feed: its message's
+    /// `created` (the connector's clock). Its `last_seen` is when the receipt came, which may be long after (the
+    /// platform down for a while). `None`: `last_seen`, which for an entry of a record that fails validation is
+    /// when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
 }
 
 impl QuarantineEntry {
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version in quarantine,
     /// as far as that can be trusted (as [`LedgerEntry::follows_later_than`]): only when that version was not stamped
-    /// in the future when it was last read (`last_seen`, the connector's clock then). Unreadable times: not older.
+    /// in the future when it was last read (`read_at`, else `last_seen`: the connector's clock then), not when the
+    /// platform's answer to it came. Unreadable times: not older.
+    /// The version is the one sent (`source_updated_at`), else that of the copy held, an object or the JSON text of
+    /// a record no `serde_json::Value` can hold.
     pub fn holds_later_than(&self, served_at: &str) -> bool {
         let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
         let version = self
             .source_updated_at
-            .as_deref()
-            .or_else(|| self.source.get("updated_at").and_then(|v| v.as_str()));
+            .clone()
+            .or_else(|| match &self.source {
+                serde_json::Value::String(text) => {
+                    crate::source_schema::RawHead::of(text).updated_at_text()
+                }
+                v => v.get("updated_at")?.as_str().map(str::to_string),
+            });
         let (Some(served), Some(held), Some(seen)) = (
             instant(served_at),
-            version.and_then(instant),
-            instant(&self.last_seen),
+            version.as_deref().and_then(instant),
+            instant(self.read_at.as_deref().unwrap_or(&self.last_seen)),
         ) else {
             return false;
         };
@@ -1894,6 +1910,7 @@ mod tests {
             last_seen: String::new(),
             meta: RecordMeta::default(),
             source_updated_at: None,
+            read_at: None,
         }
     }
 
@@ -1911,10 +1928,20 @@ mod tests {
         assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
         q.source_updated_at = Some("2026-11-27T10:00:00.000+08:00".into());
         assert!(q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        // a copy kept as its JSON text (a lone surrogate no `serde_json::Value` holds)
+        q.source_updated_at = None;
+        q.source =
+            r#"{"id":"P1","updated_at":"2026-11-27T10:00:00.000+08:00","note":"\ud800"}"#.into();
+        assert!(q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        q.source_updated_at = Some("2026-11-27T10:00:00.000+08:00".into());
         // stamped in the future when read: says nothing of what came after
         q.last_seen = "2026-11-27T09:30:00.000+08:00".into();
         assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
         q.last_seen = "not a time".into();
+        assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
+        // rejected: read when its message was made, not when the receipt came
+        q.last_seen = "2026-11-27T10:05:00.000+08:00".into();
+        q.read_at = Some("2026-11-27T09:30:00.000+08:00".into());
         assert!(!q.holds_later_than("2026-11-27T09:00:00.000+08:00"));
     }
 

@@ -617,13 +617,17 @@ impl Envelopes {
 }
 
 /// What a page being processed knows of keys (see `Engine::holder`): the source record each key is sent for,
-/// the keys records moved away from, and the key each record of the page maps to now.
+/// the keys records moved away from, and the key each record of the page maps to now (with that copy's
+/// `updated_at`).
 #[derive(Clone, Copy)]
 struct PageKeys<'a> {
     owner: &'a HashMap<String, String>,
     released: &'a HashSet<String>,
-    wants: &'a HashMap<String, Option<String>>,
+    wants: &'a HashMap<String, Wanted>,
 }
+
+/// The key a record's copy in a page maps to, and the copy's `updated_at` (see [`PageKeys`]).
+type Wanted = (Option<String>, String);
 
 /// A key sent in this run and not yet acknowledged, or held in the outbox for this run (`Engine::held_keys`).
 struct Pending {
@@ -1177,10 +1181,11 @@ impl Engine<'_> {
         self.summary.older_copies += 1;
     }
 
-    /// Whether a copy of source record `id` stamped `served`, which fails validation, is older than the version the
-    /// platform holds for it (under the key it maps to, or the key it is linked to) or the version in quarantine.
-    /// Never while a version of this run is on its way for either key.
-    fn invalid_copy_is_older(
+    /// Whether a copy of source record `id` stamped `served` (one that fails validation, or another record's copy in
+    /// the page that [`Engine::holder`] asks about) is older than the version the platform holds for it (under the
+    /// key it maps to, or the key it is linked to) or the version in quarantine. Never while a version of this run
+    /// is on its way for either key.
+    fn copy_is_older(
         &self,
         kind: Kind,
         id: &str,
@@ -1668,12 +1673,16 @@ impl Engine<'_> {
         // The key each source record of the page maps to now (its last version in the page): a record that
         // holds a key on the platform but comes later in this page with another document number gives the key up
         // (two records that swap numbers would otherwise each wait for the other for ever).
-        let page_wants: HashMap<String, Option<String>> = page
+        let page_wants: HashMap<String, Wanted> = page
             .iter()
             .filter_map(|p| match (&p.src, &p.mapped) {
-                (Ok(src), Some((m, _, _))) => {
-                    Some((src.id.clone(), m.key.as_ref().map(|k| k.to_string())))
-                }
+                (Ok(src), Some((m, _, _))) => Some((
+                    src.id.clone(),
+                    (
+                        m.key.as_ref().map(|k| k.to_string()),
+                        src.updated_at.clone().unwrap_or_default(),
+                    ),
+                )),
                 _ => None,
             })
             .collect();
@@ -1717,13 +1726,7 @@ impl Engine<'_> {
                 // later version's in quarantine, nor a withdrawal (revoked, on a minor) of what the platform holds
                 // of a later version.
                 let served = src.updated_at.as_deref().unwrap_or_default();
-                if self.invalid_copy_is_older(
-                    kind,
-                    &src.id,
-                    key.as_deref(),
-                    served,
-                    quarantine_empty,
-                )? {
+                if self.copy_is_older(kind, &src.id, key.as_deref(), served, quarantine_empty)? {
                     let shown = key.clone().unwrap_or_else(|| src.id.clone());
                     self.older_copy(&shown, served);
                     continue;
@@ -2104,12 +2107,23 @@ impl Engine<'_> {
         if candidate == id {
             return Ok(None);
         }
-        if let Some(wants) = page_wants.get(candidate) {
-            if wants.as_deref() != Some(key) {
+        let quarantine_empty = self.store.quarantine_is_empty();
+        if let Some((wants, served)) = page_wants.get(candidate) {
+            // Not a copy older than what the platform holds or quarantine keeps (a lagging replica's copy of a
+            // renumbered record): it is not sent, so the record keeps its number.
+            if wants.as_deref() != Some(key)
+                && !self.copy_is_older(
+                    kind,
+                    candidate,
+                    wants.as_deref(),
+                    served,
+                    quarantine_empty,
+                )?
+            {
                 return Ok(None);
             }
         }
-        if !self.store.quarantine_is_empty() {
+        if !quarantine_empty {
             if let Some(q) = self.store.quarantine_get(kind, candidate)? {
                 // A penalty on a minor never holds a number: it must not be public (it is being withdrawn).
                 if q.findings.iter().any(|f| f.code == "penalty_minor") {
@@ -2193,6 +2207,7 @@ impl Engine<'_> {
             last_seen: now.to_string(),
             meta,
             source_updated_at: None,
+            read_at: None,
         });
         Ok(())
     }
@@ -2822,7 +2837,8 @@ fn part_of(
     OutboxBatch {
         flow,
         kind: batch.kind,
-        created: now_rfc3339(),
+        // When its records were read: the message they were first put in was made then.
+        created: batch.created.clone(),
         body: body.into(),
         items,
         unanswered: batch.unanswered,
@@ -3184,6 +3200,10 @@ fn apply_receipt(
                     last_seen: now.clone(),
                     meta: item.meta.clone(),
                     source_updated_at: Some(item.source_updated_at.clone()),
+                    // Not `now`: a version stamped in the future when it was read, answered after that time has
+                    // come (the platform down meanwhile), would be trusted as a later version, and an edit stamped
+                    // correctly before it taken for an older copy (`QuarantineEntry::holds_later_than`).
+                    read_at: Some(batch.created.clone()),
                 });
             }
             // Not reached: `answers` let through only the pairs above.

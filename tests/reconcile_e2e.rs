@@ -2602,6 +2602,47 @@ async fn a_lagging_copy_of_a_renumbered_record_changes_nothing() {
     );
 }
 
+/// The lagging copy of a renumbered record (its first number) in the same page as another record entered with the
+/// number the record holds now: the copy, not sent, still counted as the record's latest version in the page
+/// (`PageKeys::wants`), so the record was taken to have given its number up, and the other record took it over on
+/// the platform instead of going to quarantine (`key_reused`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_of_a_renumbered_record_never_gives_its_number_away() {
+    let env = empty_env().await;
+    let mut old = record("permit_org", "permit", "L", "2026-11-20");
+    old["updated_at"] = stamp(-8).into();
+    env.source_insert_one(old.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut new = old.clone();
+    new["doc_no"] = "测试〔2026〕M号".into();
+    new["updated_at"] = stamp(-6).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    let published = env.platform_records().await[&key("permit", "M")].clone();
+    env.source_insert_one(old).await;
+    let mut other = record("permit_org", "permit", "S", "2026-11-21");
+    other["doc_no"] = "测试〔2026〕M号".into();
+    other["content"] = "另一条许可".into();
+    other["updated_at"] = stamp(-2).into();
+    env.source_insert_one(other).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["quarantined"], &s["pushed"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(env.platform_records().await[&key("permit", "M")], published);
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_get(dualpub::model::Kind::Permit, "S")
+        .unwrap()
+        .expect("S waits for the number");
+    assert_eq!(q.findings[0].code, "key_reused");
+}
+
 /// Permit `L` published, then edited into a version that fails validation: in quarantine, the published version
 /// stays public. A lagging source then serves the published version again: valid, it took the record out of
 /// quarantine as if it had been fixed, and the findings of the source's latest version were gone. Now it is an older
@@ -2640,6 +2681,140 @@ async fn a_lagging_copy_never_takes_a_later_version_out_of_quarantine() {
     let (code, s, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{s} {err}");
     assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+}
+
+/// The same lagging copy, when the entry of the later version keeps it as its JSON text (a lone surrogate in a field
+/// dualpub does not read: no `serde_json::Value` holds it). The entry's version was not read from that text, so the
+/// published version, served again, took the record out of quarantine as if it had been fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_never_takes_a_later_version_kept_as_text_out_of_quarantine() {
+    let env = empty_env().await;
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, text: String| {
+            text.replace(
+                r#""content":"无法保存的版本"#,
+                r#""vendor_note":"\ud800","content":"无法保存的版本"#,
+            )
+        }),
+    )
+    .await;
+    let through = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (_, mut new, published) = permit_published_then_edited(&env, -8, -6).await;
+    let fixed = new.clone();
+    new["content"] = "无法保存的版本\u{1}".into();
+    new["updated_at"] = stamp(-4).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!((code, s["quarantined"].as_u64()), (1, Some(1)), "{s} {err}");
+    let q = read_store(&env.store_path())
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap()
+        .expect("in quarantine");
+    assert!(q.source.is_string(), "kept as its text: {:?}", q.source);
+    // The lagging replica serves the published version, stamped as it was.
+    env.source_insert_one(fixed).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["pushed"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let q = read_store(&env.store_path())
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap();
+    assert!(
+        q.is_some_and(|q| q
+            .source
+            .as_str()
+            .is_some_and(|t| t.contains("无法保存的版本"))),
+        "the later version stays in quarantine"
+    );
+    assert_eq!(env.platform_records().await[&key("permit", "L")], published);
+}
+
+/// A version stamped in the future (a writer's clock ahead) is read and put in the outbox while the platform is
+/// down; an edit saved meanwhile by a writer whose clock is right is stamped before it. The platform comes back
+/// after the future stamp has passed and refuses the first: its entry in quarantine was trusted as "not stamped in
+/// the future" by the time of the receipt (`last_seen`), not the time it was read, so the edit was taken for an older
+/// copy and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_stamped_before_a_future_version_refused_late_is_sent() {
+    let refused = "拒收的当事人有限公司";
+    let env = spawn_with(
+        GenConfig {
+            records: 0,
+            ..GenConfig::default()
+        },
+        PlatformSimConfig {
+            strict: Some(StrictProfile {
+                max_len: None,
+                refused_parties: vec![refused.into()],
+            }),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = down.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
+                (503, b"down".to_vec())
+            } else {
+                (status, body)
+            }
+        }),
+    )
+    .await;
+    let through = [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1"),
+    ];
+    let mut first = record("permit_org", "permit", "L", "2026-11-20");
+    first["updated_at"] = stamp(-8).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Stamped 6 s ahead, and read while the platform is down: it stays in the outbox.
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let shown = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    };
+    let mut future = first.clone();
+    future["party"]["name"] = refused.into();
+    future["updated_at"] = shown(ahead).into();
+    env.source_insert_one(future).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 3, "{s} {err}");
+    // The edit, stamped right: before the future stamp.
+    let mut edit = first;
+    edit["content"] = "更正后的许可内容".into();
+    edit["updated_at"] = stamp(0).into();
+    assert!(
+        chrono::Utc::now() < ahead,
+        "the run took too long to test this"
+    );
+    env.source_insert_one(edit).await;
+    while chrono::Utc::now() <= ahead + chrono::Duration::milliseconds(200) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "the future version was refused: {s} {err}");
+    assert_eq!(
+        (&s["rejected"], &s["accepted"], &s["older_copies"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].2["XK_NR"],
+        "更正后的许可内容"
+    );
 }
 
 /// Penalty `R` published, edited, and published again by sync; then a lagging source serves a version stamped

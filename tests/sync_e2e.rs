@@ -2152,6 +2152,7 @@ async fn a_retry_removes_an_old_no_id_entry_that_holds_no_record() {
             last_seen: "2026-11-01T00:00:00.000+08:00".into(),
             meta: Default::default(),
             source_updated_at: None,
+            read_at: None,
         };
         store
             .commit_page(&dualpub::store::PageCommit {
