@@ -113,9 +113,10 @@ pub struct LedgerEntry {
     pub state: PlatformState,
     /// When the platform first acknowledged the record (RFC 3339).
     pub first_published: Option<String>,
-    /// When the platform acknowledged the version its state follows (`source_updated_at`), the connector's clock at
-    /// the first receipt that moved it there (RFC 3339); not moved by rejected or unanswered attempts, nor by the
-    /// same version acknowledged again.
+    /// When the message carrying the version the platform's state follows (`source_updated_at`) was made, just after
+    /// that version was read: the connector's clock then (RFC 3339), set by the first receipt that moved the state to
+    /// it; not moved by rejected or unanswered attempts, nor by the same version acknowledged again. (Until
+    /// 2026-11-29, late: the receipt's time, which trusted a future-stamped version acknowledged after its stamp.)
     pub last_pushed: Option<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -125,7 +126,7 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version the platform's
     /// state follows (`source_updated_at`), as far as that can be trusted: only when that version was not stamped in
-    /// the future when it was acknowledged (`last_pushed`, the connector's clock then). A future-stamped version says
+    /// the future when it was read (`last_pushed`, the connector's clock then). A future-stamped version says
     /// nothing of what came after it: an edit stamped correctly later in real time carries an earlier `updated_at`.
     /// Unreadable times: not older.
     pub fn follows_later_than(&self, served_at: &str) -> bool {

@@ -184,12 +184,14 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
-/// Sets `last_pushed` to `now` when the platform's state, just acknowledged, follows a version of the source
-/// record other than the one it `followed` before (`None`: none acknowledged), so that `last_pushed` stays the
-/// time the version it follows was first acknowledged.
-fn acknowledged(e: &mut LedgerEntry, followed: Option<&str>, now: &str) {
+/// Sets `last_pushed` to `made` (when the message was made, its records just read) when the platform's state, just
+/// acknowledged, follows a version of the source record other than the one it `followed` before (`None`: none
+/// acknowledged), so that `last_pushed` stays the time the version it follows was read. Not the receipt's time: a
+/// version stamped in the future and acknowledged after its stamp (the message waited in the outbox through an
+/// outage) would be trusted, and an edit stamped correctly before that stamp taken for an older copy.
+fn acknowledged(e: &mut LedgerEntry, followed: Option<&str>, made: &str) {
     if e.last_pushed.is_none() || followed != Some(e.source_updated_at.as_str()) {
-        e.last_pushed = Some(now.to_string());
+        e.last_pushed = Some(made.to_string());
     }
 }
 
@@ -3031,7 +3033,7 @@ fn apply_receipt(
                 e.last_error = None;
                 e.source_id = item.source_id.clone();
                 e.source_updated_at = item.source_updated_at.clone();
-                acknowledged(&mut e, followed.as_deref(), &now);
+                acknowledged(&mut e, followed.as_deref(), &batch.created);
                 e.meta = item.meta.clone();
                 if e.first_published.is_none() {
                     e.first_published = Some(now.clone());
@@ -3077,7 +3079,7 @@ fn apply_receipt(
                 {
                     e.source_updated_at = item.source_updated_at.clone();
                 }
-                acknowledged(&mut e, followed.as_deref(), &now);
+                acknowledged(&mut e, followed.as_deref(), &batch.created);
                 if let Some(old) = &old_until {
                     commit
                         .expiry
@@ -3103,7 +3105,7 @@ fn apply_receipt(
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
                 forget_rejected_withdrawal(&mut e);
-                acknowledged(&mut e, followed.as_deref(), &now);
+                acknowledged(&mut e, followed.as_deref(), &batch.created);
                 if let Some(old) = &old_until {
                     commit
                         .expiry

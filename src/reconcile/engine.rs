@@ -146,8 +146,8 @@ struct OlderCopy {
 ///
 /// Only when the comparison can be trusted: the ledger's version is this record's, the platform holds exactly the
 /// digest the ledger acknowledged and in the state it acknowledged (so nothing else changed the row since), and
-/// that version was not stamped in the future when it was acknowledged (`source_updated_at` after `last_pushed`,
-/// the connector's clock at its receipt). A future-stamped version says nothing of what came after it: an edit
+/// that version was not stamped in the future when it was read (`source_updated_at` after `last_pushed`, the
+/// connector's clock when it made the message that carried it). A future-stamped version says nothing of what came after it: an edit
 /// stamped correctly later in real time has an earlier `updated_at`, and sync keeps its checkpoint at its own clock
 /// (`Engine::checkpoint`) so that such edits are read — and should one be committed too late for sync, only
 /// `--repair` sends it. Were it skipped here, it would stay unpublished for good.
