@@ -113,9 +113,8 @@ pub struct LedgerEntry {
     pub state: PlatformState,
     /// When the platform first acknowledged the record (RFC 3339).
     pub first_published: Option<String>,
-    /// When the message carrying the version the platform's state follows (`source_updated_at`) was made, just after
-    /// that version was read: the connector's clock then (RFC 3339), set by the first receipt that moved the state to
-    /// it; not moved by rejected or unanswered attempts, nor by the same version acknowledged again. (Until
+    /// When the version the platform's state follows (`source_updated_at`) was read, its message's `created`: the
+    /// connector's clock then (RFC 3339), set by the first receipt that moved the state to it; not moved by rejected or unanswered attempts, nor by the same version acknowledged again. (Until
     /// 2026-11-29, late: the receipt's time, which trusted a future-stamped version acknowledged after its stamp.)
     pub last_pushed: Option<String>,
     pub attempts: u32,
@@ -196,8 +195,10 @@ impl OutboxItem {
 pub struct OutboxBatch {
     pub flow: String,
     pub kind: Kind,
-    /// When the message was made, its records just read from the feed; kept by the pieces it is split into and the
-    /// records a receipt left unanswered (see `QuarantineEntry::read_at`).
+    /// When its records were read from the feed (the page's request, a look-up's, or where `reconcile --repair`
+    /// began reading), not when the message was made, which may be long after (a page read ahead of an outage, a
+    /// repair's pushes); kept by the pieces it is split into and the records a receipt left unanswered (see
+    /// `QuarantineEntry::read_at`). A withdrawal of what the ledger holds: when it was made.
     pub created: String,
     /// The exact ExchangeMessage bytes (UTF-8 XML); stored raw after the JSON of the rest (see `encode_batch`).
     /// Shared, so sending it (and sending it again) copies nothing.

@@ -184,7 +184,7 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
-/// Sets `last_pushed` to `made` (when the message was made, its records just read) when the platform's state, just
+/// Sets `last_pushed` to `made` (the message's `created`: when its records were read) when the platform's state, just
 /// acknowledged, follows a version of the source record other than the one it `followed` before (`None`: none
 /// acknowledged), so that `last_pushed` stays the time the version it follows was read. Not the receipt's time: a
 /// version stamped in the future and acknowledged after its stamp (the message waited in the outbox through an
@@ -710,11 +710,11 @@ pub async fn withdraw(
 }
 
 enum Mode {
-    /// Sends these source records again; `verify`: only as far as the feed still serves them (quarantined
-    /// copies may be old; reconcile's repair holds copies it has just read).
+    /// Sends these source records again; `Copies::Held`: only as far as the feed still serves them (quarantined
+    /// copies may be old; reconcile's repair holds copies it has read).
     Retry {
         items: Box<dyn Iterator<Item = (Kind, HeldVersion)> + Send>,
-        verify: bool,
+        copies: Copies,
     },
     Withdraw(Vec<(Kind, String)>),
 }
@@ -725,8 +725,10 @@ pub enum Copies {
     /// `quarantine retry`: copies held in quarantine, each sent only if the feed still serves that version (the
     /// feed's copy, looked up at its `updated_at`); the others leave quarantine (`gone_from_source`).
     Held,
-    /// `reconcile --repair` and the demo: copies just read from the feed, sent as they are.
-    FromFeed,
+    /// `reconcile --repair` and the demo: copies read from the feed, sent as they are; `read`: when that reading
+    /// began (the connector's clock), which their messages keep as when their records were read
+    /// (`OutboxBatch::created`): a repair pushes them only once both systems are read, long after.
+    FromFeed { read: chrono::DateTime<chrono::Utc> },
 }
 
 /// Maps source records again (with the current mappings) and pushes the valid ones, including content the platform
@@ -739,14 +741,13 @@ pub async fn send_again(
     items: impl IntoIterator<Item = (Kind, HeldVersion), IntoIter: Send + 'static>,
     copies: Copies,
 ) -> Result<RunSummary, (RunSummary, SyncError)> {
-    let verify = copies == Copies::Held;
     let items = Box::new(items.into_iter());
     run_with(
         cfg,
         mappings,
         store,
         opts,
-        Some(Mode::Retry { items, verify }),
+        Some(Mode::Retry { items, copies }),
     )
     .await
 }
@@ -852,7 +853,7 @@ async fn run_with(
         _ if drained_first.is_err() => drained_first,
         None => engine.run_all(source.clone()).await,
         Some(Mode::Withdraw(keys)) => engine.withdraw_keys(keys).await,
-        Some(Mode::Retry { items, verify }) => {
+        Some(Mode::Retry { items, copies }) => {
             engine.move_cursor = false;
             engine.force = true;
             // A chunk at a time: looked up in the feed, then processed as a page, so what one transaction writes
@@ -862,7 +863,7 @@ async fn run_with(
             let mut items = items.peekable();
             while r.is_ok() && items.peek().is_some() {
                 let chunk: Vec<_> = items.by_ref().take(RETRY_CHUNK).collect();
-                r = engine.send_again_chunk(&source, chunk, verify).await;
+                r = engine.send_again_chunk(&source, chunk, copies).await;
                 engine.tick();
             }
             r
@@ -917,8 +918,17 @@ impl Engine<'_> {
         &mut self,
         source: &Arc<SourceClient>,
         items: Vec<(Kind, HeldVersion)>,
-        verify: bool,
+        copies: Copies,
     ) -> Result<(), SyncError> {
+        let (verify, read) = match copies {
+            // Read now, as they are looked up.
+            Copies::Held => (true, now_rfc3339()),
+            Copies::FromFeed { read } => (
+                false,
+                read.with_timezone(&china_offset())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            ),
+        };
         let mut by_kind: HashMap<Kind, Vec<Box<RawValue>>> = HashMap::new();
         let mut gone = PageCommit::default();
         let asked: Vec<(Kind, String)> = items.iter().map(|(k, v)| (*k, v.name())).collect();
@@ -966,7 +976,7 @@ impl Engine<'_> {
                 .into_iter()
                 .map(|raw| prepare(mapping, ctx, raw))
                 .collect();
-            self.process_page(kind, page, &mut None).await?;
+            self.process_page(kind, page, &read, &mut None).await?;
         }
         Ok(())
     }
@@ -1157,7 +1167,8 @@ impl Engine<'_> {
         }
         let mut commit = PageCommit::default();
         for chunk in items.chunks(self.cfg.batch_size) {
-            let batch = self.build_batch(kind, chunk.to_vec())?;
+            // Withdrawals of versions the ledger holds: nothing read from the feed.
+            let batch = self.build_batch(kind, chunk.to_vec(), &now_rfc3339())?;
             commit.batches.push((self.store.next_seq()?, batch));
         }
         self.store.commit_page(&commit)?;
@@ -1266,7 +1277,8 @@ impl Engine<'_> {
             after_id: String::new(),
         });
         // Read ahead one page while this one is mapped and pushed.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Prepared>, GiveUp>>(2);
+        // Each page with when it was asked for (see `process_page`).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<Prepared>, String), GiveUp>>(2);
         let budget = self.budget.clone();
         let overlap = self.cfg.overlap;
         let mappings = Arc::new(self.mappings.clone());
@@ -1280,10 +1292,12 @@ impl Engine<'_> {
             loop {
                 let since = pos.as_ref().map(|c| c.since.as_str());
                 let after = pos.as_ref().map(|c| c.after_id.as_str()).unwrap_or("");
+                let mut asked_at = now_rfc3339();
                 let mut page = source.changes_raw(&budget, kind, since, after, None).await;
                 // A page cut short before a commit still in progress can hold nothing yet say there is more;
                 // asked again, the feed moves on.
                 if matches!(&page, Ok(p) if p.items.is_empty() && p.has_more) {
+                    asked_at = now_rfc3339();
                     page = source.changes_raw(&budget, kind, since, after, None).await;
                 }
                 let page = match page {
@@ -1340,7 +1354,7 @@ impl Engine<'_> {
                     }
                 };
                 prev = this;
-                if tx.send(Ok(prepared)).await.is_err() || !more {
+                if tx.send(Ok((prepared, asked_at))).await.is_err() || !more {
                     break;
                 }
                 match next {
@@ -1368,8 +1382,8 @@ impl Engine<'_> {
         let mut result = Ok(());
         while let Some(page) = rx.recv().await {
             match page {
-                Ok(page) => {
-                    if let Err(e) = self.process_page(kind, page, &mut cursor).await {
+                Ok((page, read)) => {
+                    if let Err(e) = self.process_page(kind, page, &read, &mut cursor).await {
                         result = Err(e);
                         break;
                     }
@@ -1445,6 +1459,7 @@ impl Engine<'_> {
         }
         let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
         let held = due.into_iter().map(|(_, raw)| (kind, raw)).collect();
+        let read = now_rfc3339();
         let found = current_versions(source.clone(), self.budget.clone(), held).await?;
         // Records given up on go as pages of their own: their batches are given up on again after three receipts
         // without a result whatever the platform answers others (`build_batch`), so they never stop a run.
@@ -1474,6 +1489,7 @@ impl Engine<'_> {
         self.send_held(
             kind,
             free,
+            &read,
             gone,
             cursor,
             "records held back for a decision date after their day are sent now that the day has come",
@@ -1482,6 +1498,7 @@ impl Engine<'_> {
         self.send_held(
             kind,
             again,
+            &read,
             PageCommit::default(),
             cursor,
             "records given up on for want of an answer an hour ago or more are sent again",
@@ -1495,6 +1512,7 @@ impl Engine<'_> {
         &mut self,
         kind: Kind,
         free: Vec<Prepared>,
+        read: &str,
         gone: PageCommit,
         cursor: &mut Option<Cursor>,
         what: &'static str,
@@ -1508,7 +1526,7 @@ impl Engine<'_> {
         tracing::info!(kind = kind.as_str(), records = free.len(), "{what}");
         // `process_page` counts them as read; the feed did not serve them this run.
         self.summary.read = self.summary.read.saturating_sub(free.len() as u64);
-        self.process_page(kind, free, cursor).await
+        self.process_page(kind, free, read, cursor).await
     }
 
     /// Records quarantined because another record held their document number, once a record moved away from
@@ -1585,6 +1603,7 @@ impl Engine<'_> {
         let ids: Vec<String> = offered.iter().map(|(id, _)| id.clone()).collect();
         let held: Vec<(Kind, HeldVersion)> =
             offered.into_iter().map(|(_, held)| (kind, held)).collect();
+        let read = now_rfc3339();
         let found = current_versions(source, self.budget.clone(), held).await?;
         for (id, current) in ids.into_iter().zip(found) {
             match current {
@@ -1611,6 +1630,7 @@ impl Engine<'_> {
         self.send_held(
             kind,
             free,
+            &read,
             gone,
             cursor,
             "records that waited for a document number this run freed are sent now",
@@ -1655,10 +1675,16 @@ impl Engine<'_> {
         }
     }
 
+    /// Decides and sends a page of records `read` (the connector's clock when they were asked of the feed, RFC
+    /// 3339): their messages' `created` and their quarantine entries' `read_at`, which trust a version as not
+    /// stamped in the future by when it was read. Not when the page is processed: the feed is read ahead, and a page
+    /// read before an outage waits for the platform to come back; `reconcile --repair` pushes what it read long
+    /// before.
     async fn process_page(
         &mut self,
         kind: Kind,
         page: Vec<Prepared>,
+        read: &str,
         cursor: &mut Option<Cursor>,
     ) -> Result<(), SyncError> {
         let mut commit = PageCommit::default();
@@ -1717,6 +1743,7 @@ impl Engine<'_> {
                         &[f],
                         raw,
                         &now,
+                        read,
                         RecordMeta::default(),
                     )?;
                     continue;
@@ -1814,6 +1841,7 @@ impl Engine<'_> {
                     &mapped.findings,
                     raw_value(&raw),
                     &now,
+                    read,
                     meta,
                 )?;
                 continue;
@@ -1872,6 +1900,7 @@ impl Engine<'_> {
                     &[f],
                     raw_value(&raw),
                     &now,
+                    read,
                     meta,
                 )?;
                 continue;
@@ -2047,7 +2076,7 @@ impl Engine<'_> {
             if !chunk.is_empty()
                 && (chunk.len() >= self.cfg.batch_size || bytes + size > MAX_MESSAGE_BYTES)
             {
-                let b = self.build_batch(kind, std::mem::take(&mut chunk))?;
+                let b = self.build_batch(kind, std::mem::take(&mut chunk), read)?;
                 commit.batches.push((self.store.next_seq()?, b));
                 bytes = 0;
             }
@@ -2055,7 +2084,7 @@ impl Engine<'_> {
             chunk.push(it);
         }
         if !chunk.is_empty() {
-            let b = self.build_batch(kind, chunk)?;
+            let b = self.build_batch(kind, chunk, read)?;
             commit.batches.push((self.store.next_seq()?, b));
         }
         if self.opts.dry_run {
@@ -2180,6 +2209,7 @@ impl Engine<'_> {
         findings: &[Finding],
         source: serde_json::Value,
         now: &str,
+        read: &str,
         meta: RecordMeta,
     ) -> Result<(), SyncError> {
         let findings: Vec<StoredFinding> = findings.iter().map(StoredFinding::from).collect();
@@ -2209,15 +2239,17 @@ impl Engine<'_> {
             last_seen: now.to_string(),
             meta,
             source_updated_at: None,
-            read_at: None,
+            read_at: Some(read.to_string()),
         });
         Ok(())
     }
 
+    /// A message of `items`, `created` when its records were read (see [`OutboxBatch::created`]).
     fn build_batch(
         &self,
         kind: Kind,
         items: Vec<(OutboxItem, Option<PlatformRecord>)>,
+        created: &str,
     ) -> Result<OutboxBatch, SyncError> {
         let flow = uuid::Uuid::new_v4().to_string();
         let mut records = Vec::with_capacity(items.len());
@@ -2245,7 +2277,7 @@ impl Engine<'_> {
         Ok(OutboxBatch {
             flow,
             kind,
-            created: now_rfc3339(),
+            created: created.to_string(),
             // A record offered again after it was given up for want of an answer goes back to quarantine after three
             // receipts without one, whatever the platform answers others: it never stops a run with exit 3.
             others_answered: !outbox_items.is_empty()

@@ -2752,6 +2752,185 @@ async fn an_edit_stamped_before_a_future_version_acknowledged_late_is_sent() {
     edit_stamped_before_a_future_version_settled_late(false).await;
 }
 
+/// The same within one sync that rides out an outage: the feed is read a page or two ahead of what is sent, so a
+/// page read before the platform went down is made into its message only when it is back. A version on that page
+/// stamped in the future when it was read, trusted by when its message was made, made the edit saved meanwhile
+/// (stamped right, before it) an older copy, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_stamped_before_a_future_version_read_ahead_of_an_outage_is_sent() {
+    let env = empty_env().await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = down.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
+                (503, b"down".to_vec())
+            } else {
+                (status, body)
+            }
+        }),
+    )
+    .await;
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pages = read.clone();
+    let feed = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, text: String| {
+            pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            text
+        }),
+    )
+    .await;
+    // Two records on the first page, each its own message, one message at a time: the second waits for the
+    // first, which waits for the platform; the page after them is read meanwhile.
+    for (id, at) in [("A", -9), ("B", -8)] {
+        let mut r = record("permit_org", "permit", id, "2026-11-20");
+        r["updated_at"] = stamp(at).into();
+        env.source_insert_one(r).await;
+    }
+    let mut first = record("permit_org", "permit", "L", "2026-11-20");
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(3);
+    first["updated_at"] = ahead
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+        .into();
+    env.source_insert_one(first.clone()).await;
+    let mut sync = env.command(&["sync", "--json", "--today", TODAY]);
+    for (k, v) in [
+        ("DUALPUB_PLATFORM_URL", proxy.as_str()),
+        ("DUALPUB_SOURCE_URL", feed.as_str()),
+        ("DUALPUB_SOURCE_PAGE_SIZE", "2"),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+        ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "60"),
+    ] {
+        sync.env(k, v);
+    }
+    let sync = tokio::task::spawn_blocking(move || sync.output().unwrap());
+    // Both pages read (the second holds L).
+    while read.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The edit, saved after the feed was read, stamped right: before the future stamp.
+    let mut edit = first;
+    edit["content"] = "更正后的许可内容".into();
+    edit["updated_at"] = stamp(0).into();
+    assert!(
+        chrono::Utc::now() < ahead,
+        "the run took too long to read the feed to test this"
+    );
+    env.source_insert_one(edit).await;
+    while chrono::Utc::now() <= ahead + chrono::Duration::milliseconds(200) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = sync.await.unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        (out.status.code(), &s["accepted"]),
+        (Some(0), &3.into()),
+        "{s} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["accepted"], &s["older_copies"]),
+        (0, &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].2["XK_NR"],
+        "更正后的许可内容"
+    );
+}
+
+/// The same with the future version pushed by `reconcile --repair`: a repair pushes what it read of the feed only
+/// after the platform is listed (and the outbox drained), so the message is made well after its records were read.
+/// Trusted by when that message was made, the version, stamped in the future when it was read, made the edit saved
+/// meanwhile (stamped right, before it) an older copy: never sent by sync, nor by a repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_stamped_before_a_future_version_a_repair_pushed_late_is_sent() {
+    let env = empty_env().await;
+    let mut first = record("permit_org", "permit", "L", "2026-11-20");
+    first["updated_at"] = stamp(-8).into();
+    env.source_insert_one(first.clone()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // Stamped 3 s ahead; the repair reads it at once, and makes its message only after the platform has answered
+    // its slow calls.
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let shown = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    };
+    let mut future = first.clone();
+    future["party"]["name"] = "改名后的有限公司".into();
+    future["updated_at"] = shown(ahead).into();
+    env.source_insert_one(future).await;
+    let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = read.clone();
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, text: String| {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            text
+        }),
+    )
+    .await;
+    env.platform.set_faults(Faults {
+        latency_ms: 2500,
+        ..Faults::default()
+    });
+    let mut repair = env.command(&[
+        "reconcile",
+        "--today",
+        TODAY,
+        "--format",
+        "json",
+        "--kind",
+        "permit",
+        "--repair",
+    ]);
+    repair.env("DUALPUB_SOURCE_URL", &proxy);
+    let repair = tokio::task::spawn_blocking(move || repair.output().unwrap());
+    while !read.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The edit, saved after the repair read the feed, stamped right: before the future stamp.
+    let mut edit = first;
+    edit["content"] = "更正后的许可内容".into();
+    edit["updated_at"] = stamp(0).into();
+    assert!(
+        chrono::Utc::now() < ahead,
+        "the repair took too long to read the feed to test this"
+    );
+    env.source_insert_one(edit).await;
+    let out = repair.await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        v["repair"]["repushed"],
+        1,
+        "{v} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        chrono::Utc::now() > ahead,
+        "the repair ended before the future stamp passed: nothing tested"
+    );
+    env.platform.set_faults(Faults::default());
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["accepted"], &s["older_copies"]),
+        (0, &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].2["XK_NR"],
+        "更正后的许可内容"
+    );
+}
+
 /// [`an_edit_stamped_before_a_future_version_refused_late_is_sent`], the future version refused or taken.
 async fn edit_stamped_before_a_future_version_settled_late(refuse: bool) {
     let refused = "拒收的当事人有限公司";

@@ -243,7 +243,9 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
             .concat()
             .into_iter()
             .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
-        sync::Copies::FromFeed,
+        sync::Copies::FromFeed {
+            read: plan.read_from,
+        },
     )
     .await
     .map_err(|(_, e)| e)?;

@@ -200,7 +200,9 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
             &store,
             &sopts,
             Vec::new(),
-            sync::Copies::FromFeed,
+            sync::Copies::FromFeed {
+                read: plan.read_from,
+            },
         )) {
             summary.left.push(format!(
                 "nothing was repaired: resending what an earlier run left in the outbox stopped: {e}"
@@ -241,7 +243,9 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
                         chunk
                             .into_iter()
                             .map(|(kind, raw)| (kind, sync::HeldVersion::Copy(raw))),
-                        sync::Copies::FromFeed,
+                        sync::Copies::FromFeed {
+                            read: plan.read_from,
+                        },
                     )) {
                         Ok(s) => (s, None),
                         Err((s, e)) => (s, Some(e)),

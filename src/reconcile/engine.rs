@@ -64,6 +64,10 @@ pub enum ReconcileError {
 #[derive(Debug, Default)]
 pub struct RepairPlan {
     pub repush: super::repush::Repush,
+    /// When the source feed began to be read, before any record in `repush` was (the connector's clock): pushed
+    /// later, those records are trusted as not stamped in the future by it (`sync::Copies::FromFeed`), not by when
+    /// the repair makes their messages.
+    pub read_from: chrono::DateTime<chrono::Utc>,
     pub withdraw: Vec<(Kind, String)>,
     pub orphans: Vec<(Kind, String)>,
     /// Withdrawals not planned: a record that should be public, later in the feed, is pushed to the same key (the
@@ -960,7 +964,10 @@ async fn compare(
     report.kinds = opts.kinds.clone();
     // A backfill can put every record in a category: rows beyond a few MB go to disk in sorted runs.
     report.gaps.spill_to_disk();
-    let mut plan = RepairPlan::default();
+    let mut plan = RepairPlan {
+        read_from: chrono::Utc::now(),
+        ..RepairPlan::default()
+    };
     let pb = opts.progress.then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
