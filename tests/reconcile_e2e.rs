@@ -2367,8 +2367,12 @@ async fn a_record_renumbered_out_of_the_window_keeps_its_row() {
 
 /// An `updated_at` `minutes` from now (negative: in the past), to the millisecond, in CST.
 fn stamp(minutes: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::minutes(minutes))
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+    stamped(chrono::Utc::now() + chrono::Duration::minutes(minutes))
+}
+
+/// An instant as the enforcement system stamps `updated_at` (RFC 3339, milliseconds, China time).
+fn stamped(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
@@ -2759,19 +2763,7 @@ async fn an_edit_stamped_before_a_future_version_acknowledged_late_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_stamped_before_a_future_version_read_ahead_of_an_outage_is_sent() {
     let env = empty_env().await;
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let gate = down.clone();
-    let proxy = platform_proxy(
-        env.platform.url(),
-        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
-            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
-                (503, b"down".to_vec())
-            } else {
-                (status, body)
-            }
-        }),
-    )
-    .await;
+    let (down, proxy) = platform_down(&env).await;
     let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pages = read.clone();
     let feed = feed_text_proxy(
@@ -2790,11 +2782,9 @@ async fn an_edit_stamped_before_a_future_version_read_ahead_of_an_outage_is_sent
         env.source_insert_one(r).await;
     }
     let mut first = record("permit_org", "permit", "L", "2026-11-20");
-    let ahead = chrono::Utc::now() + chrono::Duration::seconds(3);
-    first["updated_at"] = ahead
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
-        .into();
+    // (5 s: the run reads two pages before the edit; the wait is until the stamp has passed either way)
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(5);
+    first["updated_at"] = stamped(ahead).into();
     env.source_insert_one(first.clone()).await;
     let mut sync = env.command(&["sync", "--json", "--today", TODAY]);
     for (k, v) in [
@@ -2860,13 +2850,9 @@ async fn an_edit_stamped_before_a_future_version_a_repair_pushed_late_is_sent() 
     // Stamped 3 s ahead; the repair reads it at once, and makes its message only after the platform has answered
     // its slow calls.
     let ahead = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let shown = |t: chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
-    };
     let mut future = first.clone();
     future["party"]["name"] = "改名后的有限公司".into();
-    future["updated_at"] = shown(ahead).into();
+    future["updated_at"] = stamped(ahead).into();
     env.source_insert_one(future).await;
     let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = read.clone();
@@ -2931,6 +2917,24 @@ async fn an_edit_stamped_before_a_future_version_a_repair_pushed_late_is_sent() 
     );
 }
 
+/// A gateway to the platform whose `/api/exchange` answers 503 until the flag it returns is cleared; its URL.
+async fn platform_down(env: &Env) -> (Arc<std::sync::atomic::AtomicBool>, String) {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = down.clone();
+    let proxy = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
+                (503, b"down".to_vec())
+            } else {
+                (status, body)
+            }
+        }),
+    )
+    .await;
+    (down, proxy)
+}
+
 /// [`an_edit_stamped_before_a_future_version_refused_late_is_sent`], the future version refused or taken.
 async fn edit_stamped_before_a_future_version_settled_late(refuse: bool) {
     let refused = "拒收的当事人有限公司";
@@ -2949,19 +2953,7 @@ async fn edit_stamped_before_a_future_version_settled_late(refuse: bool) {
         "",
     )
     .await;
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let gate = down.clone();
-    let proxy = platform_proxy(
-        env.platform.url(),
-        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
-            if path == "/api/exchange" && gate.load(std::sync::atomic::Ordering::SeqCst) {
-                (503, b"down".to_vec())
-            } else {
-                (status, body)
-            }
-        }),
-    )
-    .await;
+    let (down, proxy) = platform_down(&env).await;
     let through = [
         ("DUALPUB_PLATFORM_URL", proxy.as_str()),
         ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "1"),
@@ -2973,10 +2965,6 @@ async fn edit_stamped_before_a_future_version_settled_late(refuse: bool) {
     assert_eq!(code, 0, "{err}");
     // Stamped 6 s ahead, and read while the platform is down: it stays in the outbox.
     let ahead = chrono::Utc::now() + chrono::Duration::seconds(6);
-    let shown = |t: chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
-    };
     let mut future = first.clone();
     future["party"]["name"] = if refuse {
         refused
@@ -2984,7 +2972,7 @@ async fn edit_stamped_before_a_future_version_settled_late(refuse: bool) {
         "改名后的有限公司"
     }
     .into();
-    future["updated_at"] = shown(ahead).into();
+    future["updated_at"] = stamped(ahead).into();
     env.source_insert_one(future).await;
     let (code, s, err) = env.sync_with(&through).await;
     assert_eq!(code, 3, "{s} {err}");
