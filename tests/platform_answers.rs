@@ -1568,21 +1568,15 @@ async fn a_malformed_message_with_no_other_of_its_item_is_split_once_to_tell() {
     refused_alone_and_outbox_empty(&env, &id);
 }
 
-/// Two penalties changed together, one of which the platform refuses as malformed (HTTP 400): their message is split
-/// once unproven, and the half without the bad record is taken, which proves the envelope. Then the platform is out of
-/// service (HTTP 503) for the rest of the run, which ends with exit 3 before the bad record is split out. The proof
-/// lived only in that run: the next run found the bad record's piece unproven, held it for want of another message
-/// of its item, and so did every later run (exit 3) until some other penalty changed. Now the pieces left in the
-/// outbox remember the proof their sibling gave, and the next run rejects the bad record (`MESSAGE_REFUSED`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
+/// A gateway that answers a message with the status and error `refuse` gives for the platform's receipt of it, and
+/// once a message it passed on was taken, answers every later one 503 (out of service); its URL.
+async fn down_once_one_is_taken(
+    env: &Env,
+    refuse: impl Fn(&Receipt) -> Option<(u16, &'static str)> + Send + Sync + 'static,
+) -> String {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let env = spawn(gen_cfg(), Faults::default()).await;
-    let (key, id) = two_published_penalties_changed(&env).await;
-    // Messages with `key` refused as malformed; once a message without it was taken, out of service.
-    let taken = Arc::new(AtomicBool::new(false));
-    let bad = key.clone();
-    let proxy = platform_proxy(
+    let taken = AtomicBool::new(false);
+    platform_proxy(
         env.platform.url(),
         Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
             if path != "/api/exchange" || status != 200 {
@@ -1592,16 +1586,34 @@ async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
                 let down = r#"<Error code="UNAVAILABLE" message="维护中 (maintenance)"/>"#;
                 return (503, down.as_bytes().to_vec());
             }
-            let receipt = dualpub::xml::read_receipt(&body).unwrap();
-            if receipt.results.iter().any(|r| r.key == bad) {
-                let refusal =
-                    r#"<Error code="BAD_RECORD" message="报文格式错误 (message malformed)"/>"#;
-                return (400, refusal.as_bytes().to_vec());
+            if let Some((code, error)) = refuse(&dualpub::xml::read_receipt(&body).unwrap()) {
+                return (code, error.as_bytes().to_vec());
             }
             taken.store(true, Ordering::SeqCst);
             (status, body)
         }),
     )
+    .await
+}
+
+/// Two penalties changed together, one of which the platform refuses as malformed (HTTP 400): their message is split
+/// once unproven, and the half without the bad record is taken, which proves the envelope. Then the platform is out of
+/// service (HTTP 503) for the rest of the run, which ends with exit 3 before the bad record is split out. The proof
+/// lived only in that run: the next run found the bad record's piece unproven, held it for want of another message
+/// of its item, and so did every later run (exit 3) until some other penalty changed. Now the pieces left in the
+/// outbox remember the proof their sibling gave, and the next run rejects the bad record (`MESSAGE_REFUSED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (key, id) = two_published_penalties_changed(&env).await;
+    // Messages with `key` refused as malformed; once a message without it was taken, out of service.
+    let bad = key.clone();
+    let proxy = down_once_one_is_taken(&env, move |receipt| {
+        receipt.results.iter().any(|r| r.key == bad).then_some((
+            400,
+            r#"<Error code="BAD_RECORD" message="报文格式错误 (message malformed)"/>"#,
+        ))
+    })
     .await;
     let broken = [
         ("DUALPUB_PLATFORM_URL", proxy.as_str()),
@@ -1626,28 +1638,14 @@ async fn a_proof_a_half_gave_before_the_run_broke_off_holds_in_the_next_run() {
 /// counts of the pieces it had settled. Now they are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_between_two_halves_of_a_message_counts_the_half_taken() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let env = spawn(gen_cfg(), Faults::default()).await;
     two_published_penalties_changed(&env).await;
-    let taken = Arc::new(AtomicBool::new(false));
-    let proxy = platform_proxy(
-        env.platform.url(),
-        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
-            if path != "/api/exchange" || status != 200 {
-                return (status, body);
-            }
-            if taken.load(Ordering::SeqCst) {
-                let down = r#"<Error code="UNAVAILABLE" message="维护中 (maintenance)"/>"#;
-                return (503, down.as_bytes().to_vec());
-            }
-            if dualpub::xml::read_receipt(&body).unwrap().results.len() > 1 {
-                let refusal = r#"<Error code="TOO_LARGE" message="报文过大 (message too large)"/>"#;
-                return (413, refusal.as_bytes().to_vec());
-            }
-            taken.store(true, Ordering::SeqCst);
-            (status, body)
-        }),
-    )
+    let proxy = down_once_one_is_taken(&env, |receipt| {
+        (receipt.results.len() > 1).then_some((
+            413,
+            r#"<Error code="TOO_LARGE" message="报文过大 (message too large)"/>"#,
+        ))
+    })
     .await;
     let (code, s, err) = env
         .sync_with(&[
