@@ -123,6 +123,14 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// [`LedgerEntry::follows_later_than`] for a copy of source record `id`, when this entry is that record's and
+    /// the platform's state (public or withdrawn) follows a version of it: what sync asks of every copy it reads.
+    pub fn holds_later_version_of(&self, id: &str, served_at: &str) -> bool {
+        self.source_id == id
+            && matches!(self.state, PlatformState::Public | PlatformState::Withdrawn)
+            && self.follows_later_than(served_at)
+    }
+
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version the platform's
     /// state follows (`source_updated_at`), as far as that can be trusted: only when that version was not stamped in
     /// the future when it was read (`last_pushed`, the connector's clock then). A future-stamped version says

@@ -1212,11 +1212,11 @@ impl Engine<'_> {
             return Ok(false);
         }
         for k in keys {
-            if self.store.ledger_get(k)?.is_some_and(|e| {
-                e.source_id == id
-                    && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
-                    && e.follows_later_than(served)
-            }) {
+            if self
+                .store
+                .ledger_get(k)?
+                .is_some_and(|e| e.holds_later_version_of(id, served))
+            {
                 return Ok(true);
             }
         }
@@ -1858,11 +1858,9 @@ impl Engine<'_> {
             // the version in quarantine: it would take that version's findings out of quarantine, as if the record
             // had been fixed.
             let served = src.updated_at.as_deref().unwrap_or_default();
-            let older_than_held = ledger.as_ref().is_some_and(|e| {
-                e.source_id == src.id
-                    && matches!(e.state, PlatformState::Public | PlatformState::Withdrawn)
-                    && e.follows_later_than(served)
-            });
+            let older_than_held = ledger
+                .as_ref()
+                .is_some_and(|e| e.holds_later_version_of(&src.id, served));
             // Whether the record is in quarantine, once read here (`leaves_quarantine` below needs it too).
             let mut in_quarantine = None;
             let mut older_than_quarantined = || -> Result<bool, SyncError> {
