@@ -13,6 +13,18 @@ use dualpub::xml::{Receipt, RecordResult, ResultStatus};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+/// Both simulators, the source holding `records` generated records as [`gen_cfg`] makes them.
+async fn spawn_records(records: u64) -> Env {
+    spawn(
+        GenConfig {
+            records,
+            ..gen_cfg()
+        },
+        Faults::default(),
+    )
+    .await
+}
+
 fn gen_cfg() -> GenConfig {
     GenConfig {
         records: 30,
@@ -814,14 +826,7 @@ async fn an_orphan_whose_withdrawal_is_never_answered_is_no_quarantine_entry_of_
 /// own stayed, never sent, at every retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_looks_up_records_with_any_id_under_their_own_name() {
-    let env = spawn(
-        GenConfig {
-            records: 4,
-            ..gen_cfg()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_records(4).await;
     let ids = ["(id 6 )", "(id 6)", "XK-\"引号\"\\反斜杠-①\u{3000}"];
     let template = {
         let r = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0);
@@ -1004,14 +1009,7 @@ async fn reconcile_judges_a_record_without_an_answer_by_what_the_platform_holds(
 /// nothing sent, nothing removed; once the feed answers, the retry sends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_without_a_copy_stay_when_the_feed_cannot_say() {
-    let env = spawn(
-        GenConfig {
-            records: 4,
-            ..gen_cfg()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_records(4).await;
     let (expected, _) = expected_public(&env.gen, today());
     given_up_through_receipts_that_answer_nothing(&env).await;
     let held = read_store(&env.store_path()).quarantine_len();
@@ -1718,14 +1716,7 @@ async fn refusing_penalties(env: &Env) -> String {
 /// at most a few: it stops (exit 3) after 16, and the next run goes on from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_holds_a_bounded_number_of_messages() {
-    let env = spawn(
-        GenConfig {
-            records: 300,
-            ..gen_cfg()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_records(300).await;
     let (expected, _) = expected_public(&env.gen, today());
     let penalties = expected.keys().filter(|k| k.starts_with("XZCF")).count();
     assert!(penalties > 30, "{penalties}");
