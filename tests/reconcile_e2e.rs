@@ -2415,14 +2415,9 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
         v["repair"]
     );
     assert_eq!(v["repair"]["repushed"], 0, "{}", v["repair"]);
-    let row = gap_of(&v, &key("permit", "L"), "stale");
-    let detail = row["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("serves an older version")
-            && detail.contains(old["updated_at"].as_str().unwrap())
-            && detail.contains("fields differ: XK_NR"),
-        "{detail}"
-    );
+    let served = old["updated_at"].as_str().unwrap();
+    let detail = older_copy_detail(&v, &key("permit", "L"), "stale", served);
+    assert!(detail.contains("fields differ: XK_NR"), "{detail}");
     assert!(
         v["repair"]["left"].to_string().contains(
             "1 record(s) not repaired: the enforcement system serves them in an older version"
@@ -2430,8 +2425,8 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
         "{}",
         v["repair"]
     );
-    // What to do says so too: every report said `--repair` sends the current version, which it does not.
-    assert_older_copy_action(&row);
+    // What to do says so too (the JSON row's action, checked above, and the other reports): every report said
+    // `--repair` sends the current version, which it does not.
     let out = env.dualpub(&["reconcile", "--today", TODAY]).await;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -2477,6 +2472,21 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
 
 /// The action of an older copy's row (JSON): `--repair` leaves it, check the source; not its category's, which
 /// says `--repair` sends or withdraws it.
+/// The gap row of `key` in `category` from the JSON report, checked to be an older copy's (its detail names the copy's
+/// version `served`, its action says `--repair` leaves it); its detail.
+fn older_copy_detail(v: &serde_json::Value, key: &str, category: &str, served: &str) -> String {
+    let row = gap_of(v, key, category);
+    let detail = row["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.starts_with("执法系统提供的是旧版本")
+            && detail.contains("serves an older version")
+            && detail.contains(served),
+        "{detail}"
+    );
+    assert_older_copy_action(&row);
+    detail
+}
+
 fn assert_older_copy_action(row: &serde_json::Value) {
     assert_eq!(
         (row["action"].as_str(), row["action_zh"].as_str()),
@@ -3066,14 +3076,7 @@ async fn a_repair_never_takes_a_later_version_down_on_a_lagging_invalid_copy() {
         v["repair"]
     );
     assert_eq!(v["repair"]["withdrawn"], 0, "{}", v["repair"]);
-    let row = gap_of(&v, &k, "stale");
-    let detail = row["detail"].as_str().unwrap();
-    assert!(
-        detail.starts_with("执法系统提供的是旧版本")
-            && detail.contains(between["updated_at"].as_str().unwrap()),
-        "{detail}"
-    );
-    assert_older_copy_action(&row);
+    older_copy_detail(&v, &k, "stale", between["updated_at"].as_str().unwrap());
 }
 
 /// A penalty revoked at the source and withdrawn by sync; then the source serves its earlier, public version
@@ -3087,7 +3090,7 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
     })
     .await;
     assert_eq!(s["withdrawn"], 1, "{s}");
-    env.source_insert_one(active).await;
+    env.source_insert_one(active.clone()).await;
 
     let (code, v, err) = repair_json(&env, "penalty").await;
     assert_eq!(code, Some(1), "{err}");
@@ -3097,15 +3100,8 @@ async fn a_repair_never_publishes_again_a_penalty_revoked_since() {
         "it was revoked: {} {err}",
         v["repair"]
     );
-    let row = gap_of(&v, &key("penalty", "R"), "missing");
-    assert!(
-        row["detail"]
-            .as_str()
-            .unwrap()
-            .contains("serves an older version"),
-        "{row}"
-    );
-    assert_older_copy_action(&row);
+    let served = active["updated_at"].as_str().unwrap();
+    older_copy_detail(&v, &key("penalty", "R"), "missing", served);
 }
 
 /// A penalty whose display period was extended at the source (and on the platform, by sync); then a lagging source
@@ -3149,15 +3145,11 @@ async fn a_repair_never_withdraws_a_penalty_whose_display_was_extended_since() {
         "{}",
         v["repair"]
     );
-    let row = gap_of(&v, &k, "expired");
-    let detail = row["detail"].as_str().unwrap();
+    let detail = older_copy_detail(&v, &k, "expired", first["updated_at"].as_str().unwrap());
     assert!(
-        detail.starts_with("执法系统提供的是旧版本")
-            && detail.contains(first["updated_at"].as_str().unwrap())
-            && detail.contains("display ended 2026-11-30, still public"),
+        detail.contains("display ended 2026-11-30, still public"),
         "{detail}"
     );
-    assert_older_copy_action(&row);
     assert!(
         v["repair"]["left"].to_string().contains(
             "1 record(s) not repaired: the enforcement system serves them in an older version"
