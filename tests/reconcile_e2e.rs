@@ -276,17 +276,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
 
     // CSV
     let dir = env.dir.path().join("csv");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            "2026-11-27",
-            "--format",
-            "csv",
-            "--out",
-            dir.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_to(&env, "csv", &dir).await;
     assert_eq!(out.status.code(), Some(1));
     let mut from_csv: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in expected.keys() {
@@ -306,17 +296,7 @@ async fn every_category_on_purpose_in_json_csv_and_xlsx() {
 
     // xlsx, read back
     let xlsx = env.dir.path().join("r.xlsx");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            "2026-11-27",
-            "--format",
-            "xlsx",
-            "--out",
-            xlsx.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_to(&env, "xlsx", &xlsx).await;
     assert_eq!(out.status.code(), Some(1));
     let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
     let zh = [
@@ -2376,6 +2356,21 @@ fn stamped(t: chrono::DateTime<chrono::Utc>) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
+/// `reconcile --today TODAY --format FORMAT --out OUT`: the process output.
+async fn reconcile_to(env: &Env, format: &str, out: &Path) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    env.dualpub(&[
+        "reconcile",
+        "--today",
+        TODAY,
+        "--format",
+        format,
+        "--out",
+        out,
+    ])
+    .await
+}
+
 /// The gap row of `key` in `category`, from the JSON report.
 fn gap_of(v: &serde_json::Value, key: &str, category: &str) -> serde_json::Value {
     v["gaps"]
@@ -2434,33 +2429,13 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
         "{table}"
     );
     let csv_dir = env.dir.path().join("csv");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            TODAY,
-            "--format",
-            "csv",
-            "--out",
-            csv_dir.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_to(&env, "csv", &csv_dir).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stale = std::fs::read_to_string(csv_dir.join("stale.csv")).unwrap();
     let line = stale.lines().find(|l| l.contains("L号")).unwrap();
     assert!(line.ends_with(OLDER_COPY_ACTION_ZH), "{line}");
     let xlsx = env.dir.path().join("gaps.xlsx");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            TODAY,
-            "--format",
-            "xlsx",
-            "--out",
-            xlsx.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_to(&env, "xlsx", &xlsx).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
     let sheet = wb.worksheet_range("不一致").unwrap();
