@@ -1732,6 +1732,15 @@ impl Engine<'_> {
                 (src, _) => {
                     let e = src.err().unwrap_or_else(|| "not mapped".into());
                     let id = raw_id_of(&raw);
+                    // An older copy the schema cannot read (its `id` and `updated_at` still can be): it must not
+                    // replace a later version's entry in quarantine, nor stand for the record while the platform
+                    // holds a later version.
+                    if let Some(served) = RawHead::of(raw.get()).updated_at_text() {
+                        if self.copy_is_older(kind, &id, None, &served, quarantine_empty)? {
+                            self.older_copy(&id, &served);
+                            continue;
+                        }
+                    }
                     let raw = raw_value(&raw);
                     let f = crate::map_input::schema_finding(&e);
                     self.quarantine(

@@ -2723,6 +2723,55 @@ async fn a_lagging_copy_never_takes_a_later_version_kept_as_text_out_of_quaranti
     assert_eq!(env.platform_records().await[&key("permit", "L")], published);
 }
 
+/// A lagging copy that the source schema cannot read (a field of the wrong type in an old version): it went to
+/// quarantine without the older-copy check, as if it were the record's latest version — listed as invalid while the
+/// platform held a later version, and, once a later version was in quarantine, replacing that entry and its
+/// findings. Its `id` and `updated_at` are still readable (`RawHead`), so it is an older copy like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_the_schema_cannot_read_changes_nothing() {
+    let env = empty_env().await;
+    // The source simulator takes only readable records: the feed's text is changed on its way.
+    let proxy = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, text: String| {
+            text.replace(r#""content":"不可读的旧版本""#, r#""content":5"#)
+        }),
+    )
+    .await;
+    let through = [("DUALPUB_SOURCE_URL", proxy.as_str())];
+    let (mut old, mut new, published) = permit_published_then_edited(&env, -8, -6).await;
+    old["content"] = "不可读的旧版本".into();
+    env.source_insert_one(old.clone()).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["quarantined"], &s["pushed"]),
+        (&1.into(), &0.into(), &0.into()),
+        "{s}"
+    );
+    assert_eq!(read_store(&env.store_path()).quarantine_len(), 0);
+    // A later version that fails validation goes to quarantine; the unreadable older copy served again leaves it.
+    new["party"]["credit_code"] = "914101004157892343".into();
+    new["updated_at"] = stamp(-4).into();
+    env.source_insert_one(new).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!((code, s["quarantined"].as_u64()), (1, Some(1)), "{s} {err}");
+    env.source_insert_one(old).await;
+    let (code, s, err) = env.sync_with(&through).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(
+        (&s["older_copies"], &s["quarantined"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    let q = read_store(&env.store_path())
+        .quarantine_get(dualpub::model::Kind::Permit, "L")
+        .unwrap()
+        .expect("the later version stays in quarantine");
+    assert_eq!(q.source["party"]["credit_code"], "914101004157892343");
+    assert_eq!(env.platform_records().await[&key("permit", "L")], published);
+}
+
 /// A version stamped in the future (a writer's clock ahead) is read and put in the outbox while the platform is
 /// down; an edit saved meanwhile by a writer whose clock is right is stamped before it. The platform comes back
 /// after the future stamp has passed and refuses the first: its entry in quarantine was trusted as "not stamped in
