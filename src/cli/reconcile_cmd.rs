@@ -397,13 +397,16 @@ fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
         if out.is_dir() {
             return Err(bad("is a folder; give a file name"));
         }
-        match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(p) if !p.is_dir() => {
-                return Err(bad(&format!("the folder {} does not exist", p.display())))
-            }
-            Some(p) => p.to_path_buf(),
-            None => PathBuf::from("."),
+        // A device or a named pipe is written into, the report made first in the temporary folder; a link to a
+        // file replaces the file it points to (`writers::Target`).
+        let folder = writers::Target::of(out).folder();
+        if !folder.is_dir() {
+            return Err(bad(&format!(
+                "the folder {} does not exist",
+                folder.display()
+            )));
         }
+        folder
     };
     let probe = folder.join(format!(".dualpub-write-check-{}", std::process::id()));
     match std::fs::OpenOptions::new()

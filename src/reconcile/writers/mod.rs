@@ -12,7 +12,7 @@ mod xlsx;
 
 pub use csv::write_csv;
 pub use json::write_json;
-pub use report_file::{write_report_file, ReportFile};
+pub use report_file::{write_report_file, ReportFile, Target};
 pub use table::write_table;
 pub use xlsx::write_xlsx;
 

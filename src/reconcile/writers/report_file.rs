@@ -13,6 +13,12 @@
 //! nothing is removed. Only the processes this one can see are judged: a folder shared with other machines (a
 //! network share) or containers can hold a temporary file of a live process there, which would be taken for a
 //! leftover; write reports from one place to such a folder.
+//!
+//! A destination that is no regular file — a device such as `/dev/null` or `/dev/stdout`'s target, a named pipe —
+//! is written into, not replaced: the report is made in a temporary file in the temporary folder (`$TMPDIR`; the
+//! xlsx writer needs to seek) and copied into it when complete. Until 2026-11-30 such a destination was replaced by
+//! a regular file, which for root meant `/dev/null` itself. A symbolic link to a regular file replaces that file
+//! and stays a link.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -25,26 +31,69 @@ pub struct ReportFile {
     file: File,
     temp: PathBuf,
     dest: PathBuf,
+    /// `dest` is no regular file (see the module documentation): copied into, not replaced.
+    through: bool,
     done: bool,
 }
 
+/// How a report reaches its destination (see the module documentation).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A regular file, or nothing yet: replaced by a temporary file beside it. A symbolic link is followed.
+    Replace(PathBuf),
+    /// A device, named pipe or socket: written into.
+    Through,
+}
+
+impl Target {
+    pub fn of(dest: &Path) -> Target {
+        match std::fs::metadata(dest) {
+            Ok(m) if !m.is_file() && !m.is_dir() => Target::Through,
+            Ok(m)
+                if m.is_file()
+                    && std::fs::symlink_metadata(dest).is_ok_and(|l| l.file_type().is_symlink()) =>
+            {
+                Target::Replace(std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf()))
+            }
+            _ => Target::Replace(dest.to_path_buf()),
+        }
+    }
+
+    /// The folder the temporary file goes to.
+    pub fn folder(&self) -> PathBuf {
+        match self {
+            Target::Replace(dest) => dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            Target::Through => std::env::temp_dir(),
+        }
+    }
+}
+
 impl ReportFile {
-    /// Starts the file that will be `dest`: a new temporary file in `dest`'s folder, for this user only.
+    /// Starts the file that will be `dest`: a new temporary file in `dest`'s folder (see [`Target`]), for this user
+    /// only.
     pub fn create(dest: &Path) -> io::Result<ReportFile> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let folder = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let target = Target::of(dest);
+        let folder = target.folder();
+        let through = target == Target::Through;
+        let dest = match target {
+            Target::Replace(d) => d,
+            Target::Through => dest.to_path_buf(),
+        };
         let name = dest
             .file_name()
-            .map_or_else(|| "report".into(), |n| n.to_string_lossy());
-        remove_leftovers(folder, &name);
+            .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+        remove_leftovers(&folder, &name);
         loop {
             let n = N.fetch_add(1, Ordering::Relaxed);
             let temp = folder.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
             let mut o = OpenOptions::new();
-            o.write(true).create_new(true);
+            // read too: a report for a destination that is no regular file is copied from it
+            o.read(true).write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
             match o.open(&temp) {
@@ -52,7 +101,8 @@ impl ReportFile {
                     return Ok(ReportFile {
                         file,
                         temp,
-                        dest: dest.to_path_buf(),
+                        dest,
+                        through,
                         done: false,
                     })
                 }
@@ -63,9 +113,16 @@ impl ReportFile {
         }
     }
 
-    /// Makes the file durable and puts it in place of `dest`.
+    /// Makes the file durable and puts it in place of `dest`; or, for a destination that is no regular file, copies
+    /// it there (the temporary file is removed when `self` is dropped).
     pub fn finish(mut self) -> io::Result<()> {
         self.file.flush()?;
+        if self.through {
+            self.file.seek(SeekFrom::Start(0))?;
+            let mut out = OpenOptions::new().write(true).open(&self.dest)?;
+            io::copy(&mut self.file, &mut out)?;
+            return out.flush();
+        }
         self.file.sync_all()?;
         std::fs::rename(&self.temp, &self.dest)?;
         self.done = true;
@@ -236,6 +293,56 @@ mod tests {
         }
         drop(f);
         assert!(live.exists());
+    }
+
+    /// A report written to a named pipe (as to `/dev/null` or a terminal: no regular file) replaced the pipe with a
+    /// regular file — for root, `--out /dev/null` replaced the device. Now it is written into the pipe, which stays.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_report_to_a_named_pipe_is_written_into_it() {
+        use std::io::Read;
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened for reading without waiting for a writer (O_NONBLOCK), so the report's writer does not wait either.
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(0o4000)
+            .open(&fifo)
+            .unwrap();
+        write_report_file(&fifo, |w| w.write_all(b"{\"gaps\":[]}")).unwrap();
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "still the pipe: {kind:?}");
+        let mut got = String::new();
+        reader.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "{\"gaps\":[]}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A symbolic link to an earlier report (`latest.json` -> `2026-11.json`) was replaced by a regular file; the
+    /// report now replaces the file it points to, and the link stays.
+    #[cfg(unix)]
+    #[test]
+    fn a_report_to_a_link_replaces_the_file_it_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("2026-11.json");
+        let link = dir.path().join("latest.json");
+        std::fs::write(&file, "old").unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_report_file(&link, |w| w.write_all(b"new")).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
