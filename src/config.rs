@@ -407,10 +407,13 @@ impl RawConfig {
         Ok(MappingSet::load_dir(dir)?)
     }
 
+    /// The agency's name and code as they are checked (trimmed): a space from an environment file must not go
+    /// into every record.
     pub fn mapping_context(&self) -> MappingContext {
+        let trimmed = |v: &Option<String>| v.as_deref().map(|s| s.trim().to_string());
         MappingContext {
-            agency_name: self.agency.name.clone(),
-            agency_credit_code: self.agency.credit_code.clone(),
+            agency_name: trimmed(&self.agency.name),
+            agency_credit_code: trimmed(&self.agency.credit_code),
             display: DisplayPolicy::for_domain(
                 self.agency.domain.unwrap_or_default(),
                 self.agency.display_months,
@@ -693,6 +696,35 @@ fn looks_like_variable(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Whether a `…_env` value that names no set variable may be echoed: a conventional variable name (capitals,
+/// digits and `_`, with a `_` or at most 12 long). A secret put there by mistake — hex, base64, a JWT, mixed case —
+/// mostly also passes [`looks_like_variable`], and must not reach a cron log.
+fn shown_as_variable(s: &str) -> bool {
+    looks_like_variable(s)
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && (s.contains('_') || s.len() <= 12)
+}
+
+/// Why the source token (`[source] token_env` / `token_file`, sent in an HTTP header) cannot be sent, if it cannot:
+/// a line break or another control character (a file of two lines), or a character past ASCII. Unchecked, every
+/// request failed before it left and the run retried it as an outage until its budget was spent (exit 3).
+fn unsendable(token: &str) -> Option<String> {
+    let (i, c) = token
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(' '..='~').contains(c))?;
+    let what = match c {
+        '\n' | '\r' => "a line break (it must be one line)".to_string(),
+        c if c.is_control() => format!("a control character (U+{:04X})", c as u32),
+        c => format!("U+{:04X}, which is not ASCII", c as u32),
+    };
+    Some(format!(
+        "the token holds {what} at character {}; an HTTP header cannot carry it, so the token is certainly not          the one the enforcement system issued",
+        i + 1
+    ))
+}
+
 fn read_secret(
     raw: &RawConfig,
     origin: &str,
@@ -705,10 +737,16 @@ fn read_secret(
     let by_env = format!("{name}_env");
     let by_file = format!("{name}_file");
     let bad = |key: &str, message: String| raw.problem(origin, section, key, message);
+    let read = |key: &str, v: &str| -> Result<Secret, ConfigError> {
+        match (section, unsendable(v.trim())) {
+            ("source", Some(why)) => Err(bad(key, why)),
+            _ => Ok(Secret::new(v.trim())),
+        }
+    };
     match (env_name, file) {
         (Some(_), Some(_)) => Err(bad(&by_file, format!("give only one of `{by_env}` and `{by_file}`"))),
         (Some(var), None) => match env.iter().find(|(k, _)| k == var) {
-            Some((_, v)) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            Some((_, v)) if !v.trim().is_empty() => read(&by_env, v),
             // The value is echoed only when it looks like a variable's name: a secret put here by mistake is not.
             _ if !looks_like_variable(var) => Err(bad(
                 &by_env,
@@ -718,10 +756,20 @@ fn read_secret(
                      treat it as exposed and replace it"
                 ),
             )),
-            _ => Err(bad(&by_env, format!("\"{var}\", but the environment variable {var} is not set or empty"))),
+            _ if shown_as_variable(var) => Err(bad(&by_env, format!("\"{var}\", but the environment variable {var} is not set or empty"))),
+            _ => Err(bad(
+                &by_env,
+                format!(
+                    "names an environment variable that is not set or empty (its name is not shown: it does not \
+                     look like a variable's name such as DUALPUB_{}_{}, so it may be the {name} itself; if so, \
+                     treat it as exposed and replace it)",
+                    section.to_uppercase(),
+                    name.to_uppercase()
+                ),
+            )),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
+            Ok(s) if !s.trim().is_empty() => read(&by_file, &s),
             Ok(_) => Err(bad(&by_file, format!("\"{}\" is empty", path.display()))),
             Err(e) => Err(bad(&by_file, format!("\"{}\" cannot be read: {e}", path.display()))),
         },

@@ -234,6 +234,66 @@ fn a_secret_written_where_its_variable_name_belongs_is_not_echoed() {
     assert!(err.contains("AGENCY_FEED_TOKEN is not set"), "{err}");
 }
 
+/// A secret written where its variable's name belongs was echoed whenever it happened to look like a name (hex,
+/// base64, a JWT's head: letters and digits). Only a conventional name (capitals, digits, `_`) is named now.
+#[test]
+fn a_secret_that_looks_like_a_variable_name_is_not_echoed_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let hex = "f86d081884c7d659a2feaa0c55ad015";
+    let text = BASE.replace("\"DUALPUB_PLATFORM_SECRET\"", &format!("\"{hex}\""));
+    let err = stderr(&run(dir.path(), &text, &["sync", "--dry-run"]));
+    assert!(err.contains("[platform] secret_env"), "{err}");
+    assert!(err.contains("not set or empty"), "{err}");
+    assert!(!err.contains(hex), "{err}");
+    let jwt = "eyJhbGciOiJIUzI1NiJ9";
+    let out = dualpub_in(
+        dir.path(),
+        BASE,
+        &["sync", "--dry-run"],
+        &[
+            ("DUALPUB_SOURCE_TOKEN", "t"),
+            ("DUALPUB_PLATFORM_SECRET_ENV", jwt),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DUALPUB_PLATFORM_SECRET_ENV"), "{err}");
+    assert!(!err.contains(jwt), "{err}");
+}
+
+/// A token an HTTP header cannot carry (a token file of two lines, a control character) failed every request before
+/// it left, and the run retried that as an outage until its budget was spent: exit 3 after five minutes, the store
+/// locked meanwhile. It is a configuration error naming the key, at once.
+#[test]
+fn a_token_no_header_can_carry_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.token");
+    std::fs::write(&file, "srcTOKEN123\nsecondline\n").unwrap();
+    let text = BASE.replace(
+        "token_env = \"DUALPUB_SOURCE_TOKEN\"",
+        &format!("token_file = \"{}\"", file.display()),
+    );
+    let out = run(dir.path(), &text, &["sync"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("[source] token_file"), "{err}");
+    assert!(err.contains("line break"), "{err}");
+    assert!(!err.contains("secondline"), "{err}");
+    let out = dualpub_in(
+        dir.path(),
+        BASE,
+        &["sync"],
+        &[
+            ("DUALPUB_SOURCE_TOKEN", "abc\u{1}def"),
+            ("DUALPUB_PLATFORM_SECRET", "s"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("[source] token_env"), "{err}");
+    assert!(err.contains("control character (U+0001)"), "{err}");
+}
+
 #[test]
 fn an_agency_name_no_record_could_carry_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

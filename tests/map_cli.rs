@@ -279,6 +279,20 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
 // ---- regression tests for data-correctness defects (each named after the bug it pins) ----
 
 /// The first record of a fixture, to change one thing in it.
+/// A space around `[agency] credit_code` (easy to get from an environment file) passed the start-up check, which
+/// reads the code trimmed, but went into every record as it was: every record was quarantined as `uscc_format`.
+#[test]
+fn the_agency_fields_go_into_records_trimmed_as_they_are_checked() {
+    let config = "[agency]\nname = \" 洛阳市应急管理局 \"\ncredit_code = \"11410300000012343Y \"\n";
+    let (code, xml, err) = map_records("permit", &[fixture_record("permit_org")], Some(config));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(xml.contains("<XK_LYDW>洛阳市应急管理局</XK_LYDW>"), "{xml}");
+    assert!(
+        xml.contains("<XK_LYDWDM>11410300000012343Y</XK_LYDWDM>"),
+        "{xml}"
+    );
+}
+
 fn fixture_record(name: &str) -> serde_json::Value {
     let v: Vec<serde_json::Value> = serde_json::from_slice(&fixture_records(name)).unwrap();
     v.into_iter().next().unwrap()
