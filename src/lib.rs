@@ -1,6 +1,26 @@
 //! dualpub: publishes an agency's administrative permits and penalties (双公示) from its enforcement system to the
 //! provincial credit platform. See ARCHITECTURE.md for the map of modules.
 
+/// `eprintln!` without its panic: a message to standard error whose reader went away (`dualpub … 2>&1 | head -1`)
+/// is dropped, and the command ends with its own exit code rather than 101. Every message of the commands goes
+/// through this or [`say_text!`]; the logs' writer (tracing) already drops what it cannot write.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` without its panic (see [`say!`]).
+#[macro_export]
+macro_rules! say_text {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod calendar;
 pub mod cli;
 pub mod config;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match dualpub::cli::run() {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(f) => {
-            eprintln!("dualpub: error: {f}");
+            dualpub::say!("dualpub: error: {f}");
             ExitCode::from(f.exit.code())
         }
     }

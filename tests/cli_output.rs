@@ -17,6 +17,14 @@ fn with_closed_stdout(mut c: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs the binary with the read end of its standard error closed before it writes anything (`2>&1 | head -0`).
+fn with_closed_stderr(mut c: Command) -> Output {
+    c.stderr(Stdio::piped());
+    let mut child = c.spawn().expect("the binary starts");
+    drop(child.stderr.take());
+    child.wait_with_output().unwrap()
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -79,6 +87,44 @@ async fn a_reader_that_goes_away_ends_the_output_quietly() {
             err.contains("cannot write to standard output"),
             "{args:?}: {err}"
         );
+    }
+}
+
+/// Every message on standard error (the error line, a sync's summary, quarantine's notes) was written with a
+/// panic on failure: with its reader gone (`dualpub … 2>&1 | head -0`), any exit became 101. The exit code is the
+/// one the command has when its messages are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_standard_error_that_goes_away_changes_no_exit_code() {
+    let env = spawn(
+        GenConfig {
+            records: 50,
+            seed: 4,
+            invalid_rate: 0.2,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    // The first sync (its summary table on stderr) quarantines records: exit 1, its reader gone or not.
+    let c = env.command(&["sync", "--today", TODAY]);
+    let out = tokio::task::spawn_blocking(move || with_closed_stderr(c))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(env.dualpub(&["quarantine", "list"]).await.status.success());
+    for (args, code) in [
+        (vec!["quarantine", "show", "NOPE"], 2),
+        (vec!["quarantine", "retry", "NOPE"], 2),
+        (vec!["sync", "--kind", "nope"], 2),
+    ] {
+        let read = env.dualpub(&args).await;
+        assert_eq!(read.status.code(), Some(code), "{args:?}");
+        assert!(!read.stderr.is_empty(), "{args:?} says something");
+        let c = env.command(&args);
+        let out = tokio::task::spawn_blocking(move || with_closed_stderr(c))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
     }
 }
 

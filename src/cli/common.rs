@@ -65,6 +65,9 @@ pub fn init_logging(format: Option<&str>, level: Option<&str>) -> Result<(), Fai
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (standard error's reader gone) is dropped: the default reports it with
+        // `eprintln!`, which panics there (exit 101).
+        .log_internal_errors(false)
         .with_target(false);
     let _ = if format == Some("json") {
         builder.json().try_init()

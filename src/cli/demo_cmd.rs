@@ -21,7 +21,7 @@ pub struct DemoArgs {
 }
 
 fn step(n: u32, what: &str) {
-    eprintln!("\n== {n}. {what}");
+    crate::say!("\n== {n}. {what}");
 }
 
 pub fn run(args: DemoArgs) -> Result<Exit, Failure> {
@@ -59,12 +59,12 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     .await?;
     let dir = tempfile_dir()?;
     step(1, "start");
-    eprintln!(
+    crate::say!(
         "enforcement-system simulator  {}  ({records} records, 2 % with a defect)",
         src.url()
     );
-    eprintln!("credit-platform simulator     {}", plat.url());
-    eprintln!(
+    crate::say!("credit-platform simulator     {}", plat.url());
+    crate::say!(
         "store                         {}",
         dir.join("store").display()
     );
@@ -105,7 +105,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         .await
         .map_err(|(_, e)| e)?;
     super::sync_cmd::print_summary(&s1, false);
-    eprintln!("(penalties whose display period already ended are not published; invalid records wait in quarantine)");
+    crate::say!("(penalties whose display period already ended are not published; invalid records wait in quarantine)");
 
     // Corrections to every 7th permit (up to 20), a revoked permit and a revoked penalty, as far as the set has them.
     let n_perm = gen_cfg.count(Kind::Permit);
@@ -172,11 +172,15 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         .await?
         .json()
         .await?;
-    eprintln!(
+    crate::say!(
         "{} records: {} public, {} withdrawn; {} flows, {} upserts",
-        stats["records"], stats["public"], stats["withdrawn"], stats["flows"], stats["upserts"]
+        stats["records"],
+        stats["public"],
+        stats["withdrawn"],
+        stats["flows"],
+        stats["upserts"]
     );
-    eprintln!(
+    crate::say!(
         "{} record(s) in quarantine — `dualpub quarantine list` shows why",
         store.quarantine_len()
     );
@@ -249,7 +253,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     )
     .await
     .map_err(|(_, e)| e)?;
-    eprintln!("re-pushed {} record(s)", r.accepted);
+    crate::say!("re-pushed {} record(s)", r.accepted);
     if !plan.withdraw.is_empty() {
         sync::withdraw(&cfg, &mappings, &store, &opts, plan.withdraw)
             .await
@@ -259,7 +263,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
         crate::reconcile::engine::reconcile(&cfg, &mappings, &store, &cal, &ropts).await?;
     let counts = after.counts();
     use crate::reconcile::report::Category;
-    eprintln!(
+    crate::say!(
         "after repair: missing {}, stale {}, expired {} (the {} quarantined stay until the source is fixed)",
         counts[&Category::Missing],
         counts[&Category::Stale],
@@ -271,7 +275,7 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     src.shutdown().await;
     plat.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("\ndemo finished; try `dualpub sim source` and `dualpub sim platform` with dualpub.example.toml next");
+    crate::say!("\ndemo finished; try `dualpub sim source` and `dualpub sim platform` with dualpub.example.toml next");
     Ok(Exit::Ok)
 }
 

@@ -107,7 +107,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
     };
     if !loaded.cfg.store_path.exists() {
         // Not created here (see `status`).
-        eprintln!(
+        crate::say!(
             "no store at {} yet, so nothing is in quarantine: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
         );
@@ -325,7 +325,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 store.commit_page(&gone).map_err(common::store_failure)?;
                 for e in &empty {
                     if e.reason == "rejected" {
-                        eprintln!(
+                        crate::say!(
                             "{} `{}` holds no copy of the version the platform rejected, and that version cannot be \
                              looked up in the enforcement system's feed (the entry keeps no readable \
                              `updated_at` of it): \
@@ -336,7 +336,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                         );
                         continue;
                     }
-                    eprintln!(
+                    crate::say!(
                         "{} `{}` holds no copy of a source record (an entry made before each unreadable record was \
                          quarantined under a name of its own): nothing to retry, removed from quarantine; a record \
                          behind it that the enforcement system still serves unreadable is quarantined again when a \
@@ -367,14 +367,14 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             }
             super::sync_cmd::print_summary_titled(&summary, false, "dualpub quarantine retry");
             if summary.gone_from_source > 0 {
-                eprintln!(
+                crate::say!(
                     "{} retried record(s) no longer in the enforcement system as quarantine held them (deleted \
                      there, or changed since: the next sync reads the new version): not sent, removed from \
                      quarantine",
                     summary.gone_from_source
                 );
             }
-            eprintln!(
+            crate::say!(
                 "{still} of the {} retried record(s) still in quarantine, {} in all{}",
                 retried.len(),
                 store.quarantine_len(),

@@ -469,13 +469,13 @@ fn write_format(report: &Report, format: Format, out: Option<&Path>) -> Result<(
         Format::Csv => {
             let dir = out.expect("checked above");
             let files = writers::write_csv(report, dir).map_err(io)?;
-            eprintln!("wrote {} file(s) to {}", files.len(), dir.display());
+            crate::say!("wrote {} file(s) to {}", files.len(), dir.display());
             Ok(())
         }
         Format::Xlsx => {
             let p = out.expect("checked above");
             writers::write_xlsx(report, p).map_err(|e| Failure::new(Exit::Aborted, e))?;
-            eprintln!("wrote {}", p.display());
+            crate::say!("wrote {}", p.display());
             Ok(())
         }
     }
@@ -537,7 +537,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
         Format::Xlsx => {
             let p = out.as_deref().expect("checked above");
             a::write_annual_xlsx(&annual, p).map_err(|e| Failure::new(Exit::Aborted, e))?;
-            eprintln!("wrote {}", p.display());
+            crate::say!("wrote {}", p.display());
         }
         Format::Json => {
             to_sink(out.as_deref(), |w| a::write_annual_json(&annual, w)).map_err(io)?;

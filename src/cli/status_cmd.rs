@@ -17,7 +17,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     let loaded = common::load_local(config)?;
     if !loaded.cfg.store_path.exists() {
         // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
-        eprintln!(
+        crate::say!(
             "no store at {} yet: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
         );

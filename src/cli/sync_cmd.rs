@@ -130,5 +130,5 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         ),
     };
     out.push_str(&format!("  {verdict}\n"));
-    eprint!("{out}");
+    crate::say_text!("{out}");
 }
