@@ -220,22 +220,28 @@ impl PlatformClient {
 
     /// Logs in now, unless a token is held, once: a run with nothing to send still finds out, at its start, that the
     /// platform refuses its app key, secret or URL (a configuration error). Any other trouble is left to the calls
-    /// that need the token, with their retries.
-    pub async fn ensure_login(&self) -> Result<(), GiveUp> {
+    /// that need the token, with their retries, and returned (`Some`: no login) for the run to report should
+    /// nothing else reach the platform.
+    pub async fn ensure_login(&self) -> Result<Option<String>, GiveUp> {
         match self.token().await {
             Attempt::Config(message) => Err(GiveUp::Config {
                 what: "logging in to the platform".into(),
                 message,
             }),
-            Attempt::Done(_) => Ok(()),
+            Attempt::Done(_) => Ok(None),
             Attempt::Retry { reason: m, .. }
             | Attempt::Fatal(m)
             | Attempt::Refused(m)
             | Attempt::Malformed(m) => {
                 tracing::debug!(problem = %m, "no login at the start of the run; sending will try again");
-                Ok(())
+                Ok(Some(m))
             }
         }
+    }
+
+    /// Whether a login token is held (a login succeeded in this run and was not refused since).
+    pub async fn logged_in(&self) -> bool {
+        self.token.lock().await.is_some()
     }
 
     async fn forget_token(&self, used: &str) {

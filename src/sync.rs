@@ -88,6 +88,11 @@ pub struct RunSummary {
     /// enforcement system, say): not sent, so that no older version is applied over a newer one.
     #[serde(default)]
     pub older_copies: u64,
+    /// Why the platform could not be reached, when a run that had nothing to send never reached it (its opening
+    /// login, tried again at the end, failed for another reason than a refused app key or secret): nothing was due,
+    /// so nothing is lost, but a wrong `[platform] url` or an outage must not look like success.
+    #[serde(default)]
+    pub platform_unreachable: Option<String>,
     pub elapsed_ms: u64,
     /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
     pub outcome: String,
@@ -96,7 +101,10 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn needs_attention(&self) -> bool {
-        self.quarantined > 0 || self.rejected > 0 || self.older_copies > 0
+        self.quarantined > 0
+            || self.rejected > 0
+            || self.older_copies > 0
+            || self.platform_unreachable.is_some()
     }
 }
 
@@ -838,15 +846,18 @@ async fn run_with(
     };
     // What an earlier run left in the outbox goes first, whatever this run is for: sent later, an old batch could
     // undo what a repair or a retry does now (re-publish a record a repair just withdrew).
+    let mut no_login = None;
     let drained_first = match (&mode, opts.dry_run) {
         (Some(_), false) => engine.drain_outbox().await,
         // A cron run logs in first: with nothing to send it would never learn that the platform refuses its app
         // key or secret (exit 2), and would report success until the day a record changes.
-        (None, false) => engine
-            .platform
-            .ensure_login()
-            .await
-            .map_err(SyncError::from),
+        (None, false) => match engine.platform.ensure_login().await {
+            Ok(problem) => {
+                no_login = problem;
+                Ok(())
+            }
+            Err(e) => Err(SyncError::from(e)),
+        },
         _ => Ok(()),
     };
     let result = match mode {
@@ -879,7 +890,23 @@ async fn run_with(
     if let Some(pb) = &engine.progress {
         pb.finish_and_clear();
     }
+    // The opening login failed and nothing since reached the platform (a run with something to send would have
+    // stopped on it): tried once more, then reported.
+    let mut unreachable = None;
+    if no_login.is_some() && result.is_ok() && drained.is_ok() && !engine.platform.logged_in().await
+    {
+        if let Ok(Some(problem)) = engine.platform.ensure_login().await {
+            tracing::warn!(
+                problem = %problem,
+                "could not reach the platform (logging in, at the start of the run and again at its end); nothing \
+                 was due to be sent, so nothing is lost, but check [platform] url and the network: a run with \
+                 something to send stops with exit 3 until the platform answers"
+            );
+            unreachable = Some(problem);
+        }
+    }
     let mut summary = engine.summary;
+    summary.platform_unreachable = unreachable;
     summary.retries = budget.retries();
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     summary.finished_at = now_rfc3339();
@@ -2233,7 +2260,12 @@ impl Engine<'_> {
             if findings.iter().any(|f| f.code == "key_reused") {
                 self.counted_waiting.insert((kind, id.to_string()));
             }
-            tracing::warn!(kind = %kind, id = %mask_ids_in(id), findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "record quarantined");
+            let what = if self.opts.dry_run {
+                "record would be quarantined (dry run: nothing written)"
+            } else {
+                "record quarantined"
+            };
+            tracing::warn!(kind = %kind, id = %mask_ids_in(id), findings = findings.len(), codes = %findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(","), "{what}");
         }
         commit.quarantine_put.push(QuarantineEntry {
             kind,

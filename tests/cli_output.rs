@@ -374,3 +374,81 @@ async fn status_shows_what_the_platform_already_held_and_what_was_withdrawn() {
         "{text}"
     );
 }
+
+/// A cron run with nothing to send logs in first (a refused secret is exit 2 at once), but when the platform could
+/// not be reached at all (a wrong port or scheme, an outage) it said so only in a debug log and reported success:
+/// green in cron until the day a record changed. It now needs attention (exit 1), says why, and keeps the reason in
+/// its summary; nothing was due, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_nothing_to_send_says_when_the_platform_cannot_be_reached() {
+    let env = spawn(
+        GenConfig {
+            records: 20,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["platform_unreachable"]),
+        (0, &serde_json::Value::Null),
+        "{s} {err}"
+    );
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let live = format!("url = \"{}\"", env.platform.url());
+    assert!(text.contains(&live));
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    std::fs::write(
+        &env.config,
+        text.replace(&live, &format!("url = \"{dead}\"")),
+    )
+    .unwrap();
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["outcome"], "attention", "{s}");
+    let why = s["platform_unreachable"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&dead) && why.contains("connection refused"),
+        "{s}"
+    );
+    assert!(
+        err.contains("WARN") && err.contains("could not reach the platform"),
+        "{err}"
+    );
+    let out = env.dualpub(&["sync", "--today", TODAY]).await;
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("platform unreachable"), "{table}");
+}
+
+/// A dry run's summary sent the operator to `dualpub quarantine list`, which a dry run never writes to ("quarantine
+/// is empty"), and called what it would send "pushed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_says_what_it_would_do_not_what_it_did() {
+    let env = spawn(
+        GenConfig {
+            records: 60,
+            seed: 5,
+            invalid_rate: 0.2,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let out = env.dualpub(&["sync", "--dry-run", "--today", TODAY]).await;
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("would push"), "{table}");
+    assert!(table.contains("would be quarantined"), "{table}");
+    assert!(!table.contains("see `dualpub quarantine list`"), "{table}");
+    assert!(!table.contains("record quarantined"), "{table}");
+    let list = env.dualpub(&["quarantine", "list"]).await;
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("empty")
+            || String::from_utf8_lossy(&list.stderr).contains("empty"),
+        "a dry run writes no quarantine"
+    );
+}

@@ -74,7 +74,11 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         ("read", "读取", s.read),
         ("unchanged", "无变化", s.unchanged),
         ("not public", "无需公示", s.not_public),
-        ("pushed", "推送", s.pushed),
+        if s.dry_run {
+            ("would push", "将推送", s.pushed)
+        } else {
+            ("pushed", "推送", s.pushed)
+        },
         ("accepted", "平台接收", s.accepted),
         ("already held", "平台已有", s.platform_unchanged),
         ("rejected", "平台拒收", s.rejected),
@@ -113,17 +117,44 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         let (en, zh, n) = ("older copies", "源系统版本较旧，未推送", s.older_copies);
         out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
+    if let Some(why) = &s.platform_unreachable {
+        out.push_str(&format!("  platform unreachable 平台无法连接: {why}\n"));
+    }
     let verdict = match s.outcome.as_str() {
         "ok" => "ok: nothing needs attention".to_string(),
-        "attention" if s.quarantined == 0 && s.rejected == 0 => format!(
-            "needs attention: the enforcement system served {} record(s) in a version older than the platform \
-             holds (not sent) — check whether it, or the copy dualpub reads, lags behind; `dualpub reconcile` lists them",
-            s.older_copies
-        ),
-        "attention" => format!(
-            "needs attention: {} quarantined, {} rejected — see `dualpub quarantine list`",
-            s.quarantined, s.rejected
-        ),
+        "attention" => {
+            let mut why = Vec::new();
+            if s.quarantined > 0 || s.rejected > 0 {
+                why.push(if s.dry_run {
+                    format!(
+                        "{} would be quarantined — nothing was written, so `dualpub quarantine list` does not \
+                         show them; `dualpub map` shows each finding, or run a real sync",
+                        s.quarantined
+                    )
+                } else {
+                    format!(
+                        "{} quarantined, {} rejected — see `dualpub quarantine list`",
+                        s.quarantined, s.rejected
+                    )
+                });
+            }
+            if s.older_copies > 0 {
+                why.push(format!(
+                    "the enforcement system served {} record(s) in a version older than the platform holds (not \
+                     sent) — check whether it, or the copy dualpub reads, lags behind; `dualpub reconcile` lists \
+                     them",
+                    s.older_copies
+                ));
+            }
+            if s.platform_unreachable.is_some() {
+                why.push(
+                    "the platform could not be reached (above); nothing was due to be sent, so nothing is lost — \
+                     check [platform] url and the network"
+                        .to_string(),
+                );
+            }
+            format!("needs attention: {}", why.join("; "))
+        }
         _ => format!(
             "aborted: {}",
             s.error.as_deref().unwrap_or("see the error below")
