@@ -77,6 +77,8 @@ pub struct PlatformClient {
     app_key: String,
     secret: Secret,
     token: Mutex<Option<String>>,
+    /// The platform answered a request (any status) since this client was made: it can be reached.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// What an error answer says, fit to show: the `<Error>` code and message, or the start of any other body, without
@@ -135,6 +137,7 @@ impl PlatformClient {
             app_key: app_key.to_string(),
             secret,
             token: Mutex::new(None),
+            answered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -148,16 +151,17 @@ impl PlatformClient {
         };
         let mut body = Vec::new();
         xml::write_token_request(&req, &mut body);
-        let (status, ra, bytes) = match answer(
-            self.http
-                .post(format!("{}{TOKEN_PATH}", self.base))
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/xml; charset=utf-8",
-                )
-                .body(body),
-        )
-        .await
+        let (status, ra, bytes) = match self
+            .answer(
+                self.http
+                    .post(format!("{}{TOKEN_PATH}", self.base))
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/xml; charset=utf-8",
+                    )
+                    .body(body),
+            )
+            .await
         {
             Ok(a) => a,
             Err(reason) => {
@@ -239,9 +243,23 @@ impl PlatformClient {
         }
     }
 
-    /// Whether a login token is held (a login succeeded in this run and was not refused since).
-    pub async fn logged_in(&self) -> bool {
-        self.token.lock().await.is_some()
+    /// Whether the platform has answered any request of this client (whatever the answer): a run that never heard
+    /// from it cannot tell an outage from a wrong `[platform] url`, and says so.
+    pub fn answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`answer`], noting that the platform answered.
+    async fn answer(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
+        let a = answer(req).await;
+        if a.is_ok() {
+            self.answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        a
     }
 
     async fn forget_token(&self, used: &str) {
@@ -269,7 +287,7 @@ impl PlatformClient {
             }
             Attempt::Config(m) => return Attempt::Config(m),
         };
-        let (status, ra, bytes) = match answer(send(&token)).await {
+        let (status, ra, bytes) = match self.answer(send(&token)).await {
             Ok(a) => a,
             Err(reason) => {
                 return Attempt::Retry {

@@ -890,12 +890,15 @@ async fn run_with(
     if let Some(pb) = &engine.progress {
         pb.finish_and_clear();
     }
-    // The opening login failed and nothing since reached the platform (a run with something to send would have
-    // stopped on it): tried once more, then reported.
+    // The opening login failed and the platform never answered any request since (a run with something to send
+    // would have stopped on it): tried once more, then reported. A platform that answers, if only with errors, can
+    // be reached (a fault it recovers from, as under a flaky platform's 5xx, is no reason to page anyone).
     let mut unreachable = None;
-    if no_login.is_some() && result.is_ok() && drained.is_ok() && !engine.platform.logged_in().await
-    {
-        if let Ok(Some(problem)) = engine.platform.ensure_login().await {
+    if no_login.is_some() && result.is_ok() && drained.is_ok() && !engine.platform.answered() {
+        if let (Ok(Some(problem)), false) = (
+            engine.platform.ensure_login().await,
+            engine.platform.answered(),
+        ) {
             tracing::warn!(
                 problem = %problem,
                 "could not reach the platform (logging in, at the start of the run and again at its end); nothing \
