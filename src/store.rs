@@ -268,6 +268,22 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The file in a store's directory that marks it as found damaged (see [`Store::open`]).
 const DAMAGE_NOTE: &str = "DAMAGED.txt";
 
+/// The file in a store's directory that holds the key of the newest run recorded in the store once it was made
+/// durable ([`Store::flush`]), outside sled's log: a store that opens without that run lost writes sled had made
+/// durable (see [`Store::open`]).
+const LAST_RUN_MARK: &str = "LAST_RUN";
+
+/// The run key [`LAST_RUN_MARK`] in `dir` holds; `None` when there is none or it cannot be read (nothing to check).
+fn last_run_mark(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(LAST_RUN_MARK))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Runs `f` on its own thread and waits up to `timeout` for it: `None` if it has not finished by then (it goes on
 /// in the background). Runs `f` here, unwatched, if no thread can be started.
 fn watched<T: Send + 'static>(
@@ -606,6 +622,8 @@ pub struct Store {
     released: sled::Tree,
     /// Set when a flush did not finish in time: later flushes fail at once instead of waiting again.
     flush_stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The run key last written to [`LAST_RUN_MARK`] by this process (0: none).
+    marked: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn composite(kind: Kind, id: &str) -> Vec<u8> {
@@ -940,6 +958,7 @@ impl Store {
             path: p.clone(),
             db,
             flush_stuck: Default::default(),
+            marked: Default::default(),
         };
         match store.meta.get(b"schema").map_err(|e| store.io(e))? {
             None => {
@@ -987,7 +1006,67 @@ impl Store {
                 }
             }
         }
+        store.check_last_run(path)?;
         Ok(store)
+    }
+
+    /// A store that opens without the newest run it had made durable (`LAST_RUN`) lost writes: seen with the first
+    /// bytes of sled's log (`db`) overwritten once a recovery snapshot exists — sled then opens the store as it was
+    /// at that snapshot, and every later write is lost again at the next open, so every run would exit 0, send the
+    /// same records again and never move its checkpoint. Reported as damage (with the note), like the other kinds.
+    fn check_last_run(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(marked) = last_run_mark(path) else {
+            return Ok(());
+        };
+        let newest = self
+            .runs
+            .last()
+            .map_err(|e| self.io(e))?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        if newest >= marked {
+            self.marked
+                .store(newest, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        let detail = format!(
+            "it lacks the runs it had recorded and made durable (its newest run is {newest}, {LAST_RUN_MARK} says \
+             {marked}): sled's log (`db`) lost writes, so nothing written now would be kept either"
+        );
+        let note = format!(
+            "dualpub found this store damaged at {}: {detail}.\nMove the whole directory aside and run `dualpub sync` to rebuild it from the source, then\n`dualpub reconcile --repair` to withdraw what was revoked or expired meanwhile.\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let _ = std::fs::write(path.join(DAMAGE_NOTE), note);
+        Err(StoreError::Damaged {
+            path: self.path.clone(),
+            detail,
+        })
+    }
+
+    /// Notes the newest run in [`LAST_RUN_MARK`] once the store has made it durable (best effort: a mark not written
+    /// only leaves a check undone; it is never ahead of what sled made durable).
+    fn mark_last_run(&self) {
+        use std::sync::atomic::Ordering;
+        let Ok(Some((k, _))) = self.runs.last() else {
+            return;
+        };
+        let Ok(key) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else {
+            return;
+        };
+        if self.marked.load(Ordering::Relaxed) == key {
+            return;
+        }
+        let dir = Path::new(&self.path);
+        let temp = dir.join(format!("{LAST_RUN_MARK}.tmp"));
+        let text = format!(
+            "{key}\nThe newest run this store recorded and made durable; dualpub checks it when it opens the store.\n"
+        );
+        if std::fs::write(&temp, text).is_ok()
+            && std::fs::rename(&temp, dir.join(LAST_RUN_MARK)).is_ok()
+        {
+            self.marked.store(key, Ordering::Relaxed);
+        }
     }
 
     /// Moves up to `limit` entries of the one-key-per-record `ledger`, `by_source` and `expiry` trees of schema 1
@@ -1195,7 +1274,11 @@ impl Store {
         }
         let db = self.db.clone();
         match watched(FLUSH_TIMEOUT, move || db.flush()) {
-            Some(r) => r.map(|_| ()).map_err(|e| self.io(e)),
+            Some(r) => {
+                r.map_err(|e| self.io(e))?;
+                self.mark_last_run();
+                Ok(())
+            }
             None => {
                 self.flush_stuck.store(true, Ordering::Relaxed);
                 Err(stuck())
