@@ -1885,6 +1885,33 @@ async fn a_platform_url_with_a_wrong_path_is_a_configuration_error() {
     }
 }
 
+/// A `[mapping] dir` that holds none of the mapping files (a misnamed copy) stops `sync`, dry or not, before it
+/// reads or sends anything: it used to run on the built-in mappings with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_dir_holding_none_of_its_files_stops_sync() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let m = env.dir.path().join("typomap");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("permits.toml"), "x = 1\n").unwrap();
+    for args in [
+        &["sync", "--dry-run", "--today", TODAY][..],
+        &["sync", "--today", TODAY],
+    ] {
+        let out = env
+            .dualpub_with(args, &[("DUALPUB_MAPPING_DIR", m.to_str().unwrap())])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("environment variable DUALPUB_MAPPING_DIR (overrides [mapping] dir of ")
+                && err.contains("(permit.toml, penalty.toml, codes.toml, calendar.toml)")
+                && err.contains("only permits.toml (meant as permit.toml?)"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.platform_records().await.is_empty(), "nothing sent");
+}
+
 /// A loopback server that passes `POST /api/token` on to the platform simulator and answers everything else 404.
 async fn token_only_proxy(platform: String) -> String {
     use axum::extract::State;
