@@ -361,8 +361,9 @@ impl RawConfig {
     }
 
     /// The mappings: each file of the configured directory that is there, else the one built into the binary
-    /// (logged at info). A directory that is not there is an error naming `[mapping] dir`; `origin` is the
-    /// configuration file, for messages.
+    /// (logged at info). A directory that is not there, or holds none of [`DIR_FILES`], is an error naming
+    /// `[mapping] dir`; its other files (but hidden ones and editors' backups) are named in a warning, with the
+    /// file each was most likely meant to be. `origin` is the configuration file, for messages.
     pub fn mappings(&self, origin: &str) -> Result<MappingSet, ConfigError> {
         let Some(dir) = &self.mapping.dir else {
             return Ok(MappingSet::builtin());
@@ -396,15 +397,88 @@ impl RawConfig {
                 )))
             }
         }
-        let (from_dir, built_in): (Vec<&str>, Vec<&str>) =
-            DIR_FILES.iter().partition(|f| dir.join(f).exists());
+        // What the directory holds, but for hidden files and editors' backups (names with `/` are folders).
+        let (entries, hidden) = std::fs::read_dir(dir)
+            .and_then(|list| {
+                let (mut names, mut hidden) = (Vec::new(), Vec::new());
+                for entry in list {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if hidden_or_backup(&name) {
+                        hidden.push(name);
+                    } else {
+                        let folder = entry.file_type().is_ok_and(|t| t.is_dir());
+                        names.push(if folder { format!("{name}/") } else { name });
+                    }
+                }
+                names.sort();
+                hidden.sort();
+                Ok((names, hidden))
+            })
+            .map_err(|e| problem(format!("cannot list {}: {e}; {wanted}", dir.display())))?;
+        let (from_dir, built_in): (Vec<&str>, Vec<&str>) = DIR_FILES
+            .iter()
+            .partition(|f| entries.iter().any(|e| e.trim_end_matches('/') == **f));
+        // A directory that holds none of the files is a mistake (a copy not made yet, the wrong directory, a file
+        // misnamed): every mapping would be the built-in one while the operator takes their edit to be in force.
+        if from_dir.is_empty() {
+            let holds = if !entries.is_empty() {
+                format!("holds none of them, only {}", with_suggestions(&entries))
+            } else if !hidden.is_empty() {
+                format!(
+                    "holds only hidden files and editors' backups ({})",
+                    hidden.join(", ")
+                )
+            } else {
+                "is empty".to_string()
+            };
+            return Err(problem(format!(
+                "the directory {} is meant to hold the mapping files to use instead of the built-in ones \
+                 ({}), but {holds}; put there the files to change, named as these (start from copies of the \
+                 files under mappings/ in dualpub's source), or remove the key",
+                dir.display(),
+                DIR_FILES.join(", "),
+            )));
+        }
+        for f in &from_dir {
+            // A link to nothing would be taken for a file that is not there, and the built-in one used.
+            if let Err(e) = std::fs::metadata(dir.join(f)) {
+                return Err(problem(format!(
+                    "cannot use {}: {e}; {wanted}",
+                    dir.join(f).display()
+                )));
+            }
+        }
         tracing::info!(
             dir = %dir.display(),
             "[mapping] dir: from the directory: {}; built in: {}",
-            if from_dir.is_empty() { "none".to_string() } else { from_dir.join(", ") },
+            from_dir.join(", "),
             if built_in.is_empty() { "none".to_string() } else { built_in.join(", ") },
         );
-        Ok(MappingSet::load_dir(dir)?)
+        let (set, read) = MappingSet::load_dir_reporting_files(dir)?;
+        // Files the directory holds besides those it is read for (by the first part of their path: a code-table
+        // file a mapping names may be in a folder): most likely a misnamed copy, whose edit is not in force.
+        let unread: Vec<String> = entries
+            .into_iter()
+            .filter(|e| {
+                let name = e.trim_end_matches('/');
+                !DIR_FILES.contains(&name)
+                    && !read.iter().any(|r| {
+                        Path::new(r).components().next() == Path::new(name).components().next()
+                    })
+            })
+            .collect();
+        if !unread.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "[mapping] dir: not read, so not in force: {}; dualpub reads there only {} and the code-table \
+                 files its mappings name (`codes = …`): rename a file meant to be used; move the others out of \
+                 the directory",
+                with_suggestions(&unread),
+                DIR_FILES.join(", "),
+            );
+        }
+        Ok(set)
     }
 
     /// The agency's name and code as they are checked (trimmed): a space from an environment file must not go
@@ -806,6 +880,63 @@ fn key_problem(
             message: format!("[{section}] {key}: {message}"),
         },
     }
+}
+
+/// A name in a `[mapping] dir` that is nothing to read or warn about: a hidden file (`.permit.toml.swp`, `.git`)
+/// or an editor's backup (`permit.toml~`, `#permit.toml#`, `permit.toml.bak`).
+fn hidden_or_backup(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
+        || [".swp", ".swo", ".bak", ".orig", ".old"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+/// Names of a `[mapping] dir`, each with the file of [`DIR_FILES`] it was most likely meant to be
+/// (`permits.toml (meant as permit.toml?)`).
+fn with_suggestions(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| match meant_as(n) {
+            Some(f) => format!("{n} (meant as {f}?)"),
+            None => n.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The file of [`DIR_FILES`] a misnamed one was meant to be: the same name in other case, with something added
+/// (`permit.toml.txt`), or a few letters off (`permits.toml`, `penalties.toml`, `calender.toml`).
+fn meant_as(name: &str) -> Option<&'static str> {
+    let name = name.trim_end_matches('/').to_lowercase();
+    if let Some(f) = DIR_FILES.iter().find(|f| name.starts_with(*f)) {
+        return Some(f);
+    }
+    DIR_FILES
+        .iter()
+        .map(|f| (edit_distance(&name, f), *f))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, f)| f)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The tracing filter for a log setting, `[log] level` or `$DUALPUB_LOG`: a level (trace, debug, info, warn,

@@ -447,23 +447,35 @@ pub struct MappingSet {
 impl MappingSet {
     /// The mappings shipped in the binary (the national field set of `mappings/`).
     pub fn builtin() -> MappingSet {
-        MappingSet::load_from(None).expect("the built-in mapping files are tested and always load")
+        MappingSet::load_from(None)
+            .map(|(set, _)| set)
+            .expect("the built-in mapping files are tested and always load")
     }
 
     /// Loads `permit.toml` and `penalty.toml` and the code tables they name (`codes = "…"`) from a directory
     /// (`[mapping] dir`); each of [`DIR_FILES`] the directory lacks is the built-in one, so a directory may hold
     /// just the file it changes. The directory itself must exist (the caller checks, naming the key).
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingError> {
+        MappingSet::load_from(Some(dir)).map(|(set, _)| set)
+    }
+
+    /// [`MappingSet::load_dir`], with the names of the files it read from the directory, as the mappings give them
+    /// (`permit.toml`, a `codes = "…"` file): the caller tells the operator about the directory's other files.
+    pub fn load_dir_reporting_files(dir: &Path) -> Result<(MappingSet, Vec<String>), MappingError> {
         MappingSet::load_from(Some(dir))
     }
 
-    fn load_from(dir: Option<&Path>) -> Result<MappingSet, MappingError> {
+    fn load_from(dir: Option<&Path>) -> Result<(MappingSet, Vec<String>), MappingError> {
+        let read = std::cell::RefCell::new(Vec::new());
         // A file of the directory, else the built-in file of that name.
         let file = |name: &str| -> Result<(String, String), MappingError> {
             if let Some(dir) = dir {
                 let path = dir.join(name);
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => return Ok((path.display().to_string(), text)),
+                    Ok(text) => {
+                        read.borrow_mut().push(name.to_string());
+                        return Ok((path.display().to_string(), text));
+                    }
                     Err(e)
                         if e.kind() == std::io::ErrorKind::NotFound
                             && builtin_file(name).is_some() => {}
@@ -498,10 +510,11 @@ impl MappingSet {
             }
             Ok(m)
         };
-        Ok(MappingSet {
+        let set = MappingSet {
             permit: load(Kind::Permit)?,
             penalty: load(Kind::Penalty)?,
-        })
+        };
+        Ok((set, read.into_inner()))
     }
 
     pub fn get(&self, kind: Kind) -> &Mapping {

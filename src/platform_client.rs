@@ -5,7 +5,7 @@
 use crate::config::Secret;
 use crate::model::Kind;
 use crate::redact::{quote, quote_bytes};
-use crate::retry::{parse_retry_after, Attempt, Budget, GiveUp};
+use crate::retry::{parse_retry_after, redirect_target, Attempt, Budget, GiveUp, RedirectTarget};
 use crate::xml::{self, Receipt, RecordPage};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -55,20 +55,34 @@ pub fn sign(secret: &str, app_key: &str, timestamp: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Sends a request and reads the whole answer: status, `Retry-After`, body. A transport failure comes back as
-/// the reason to retry.
-async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Vec<u8>), String> {
+/// A whole answer of the platform.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    /// Where a redirect points.
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Sends a request and reads the whole answer. A transport failure comes back as the reason to retry.
+async fn answer(req: reqwest::RequestBuilder) -> Result<Answer, String> {
     let resp = req
         .send()
         .await
         .map_err(|e| crate::retry::transport_problem("the platform", &e))?;
     let status = resp.status().as_u16();
-    let ra = crate::retry::retry_after_header(&resp);
+    let retry_after = crate::retry::retry_after_header(&resp);
+    let location = crate::retry::location_header(&resp);
     let body = resp
         .bytes()
         .await
         .map_err(|e| format!("platform answer cut off: {e}"))?;
-    Ok((status, ra, body.to_vec()))
+    Ok(Answer {
+        status,
+        retry_after,
+        location,
+        body: body.to_vec(),
+    })
 }
 
 pub struct PlatformClient {
@@ -83,12 +97,7 @@ pub struct PlatformClient {
 
 /// What an error answer says, fit to show: the `<Error>` code and message, or the start of any other body, without
 /// `secrets` (an answer may echo our request: the login token, the records) and with ID numbers masked.
-fn error_text(status: u16, body: &[u8], secrets: &[&str]) -> String {
-    if (300..400).contains(&status) {
-        return "a redirect; dualpub does not follow redirects, so that the token and the records go nowhere else: \
-                set [platform] url to the address it points to"
-            .into();
-    }
+fn error_text(body: &[u8], secrets: &[&str]) -> String {
     match xml::read_error_doc(body) {
         Ok(e) => format!("{} {}", quote(&e.code, secrets), quote(&e.message, secrets)),
         Err(_) => quote_bytes(body, secrets),
@@ -96,25 +105,51 @@ fn error_text(status: u16, body: &[u8], secrets: &[&str]) -> String {
 }
 
 impl PlatformClient {
-    /// The message for an endpoint the platform does not have where `[platform] url` says (HTTP 404 or 405):
-    /// the request, the answer, and the key to check.
-    fn wrong_url(&self, method: &str, path: &str, status: u16, said: &str) -> String {
+    /// The message for an endpoint the platform does not have where `[platform] url` says (HTTP 404 or 405), or
+    /// a redirect (not followed): the request, the answer (for a redirect, where it points, shown without what
+    /// could be a token), and what to set `[platform] url` to.
+    fn wrong_url(&self, method: &str, path: &str, answer: &Answer, secrets: &[&str]) -> String {
         let shown = |u: &str| {
             reqwest::Url::parse(u)
                 .map(|u| crate::retry::url_without_credentials(&u))
                 .unwrap_or_else(|_| u.to_string())
         };
+        let status = answer.status;
+        let asked = format!("{}{path}", self.base);
+        let now = shown(&self.base).trim_end_matches('/').to_string();
+        let advice = format!(
+            "check [platform] url (now {now}): it should be the platform's base address, to which dualpub adds \
+             {TOKEN_PATH}, {EXCHANGE_PATH} and {RECORDS_PATH}"
+        );
+        if (300..400).contains(&status) {
+            let redirect = format!(
+                "{method} {} answered with a redirect (HTTP {status})",
+                shown(&asked)
+            );
+            let not_followed =
+                "dualpub does not follow redirects, so that the token and the records go nowhere else";
+            return match redirect_target(&asked, path, answer.location.as_deref()) {
+                RedirectTarget::SameEndpoint { shown, base } => format!(
+                    "{redirect} to {shown}; {not_followed}: set [platform] url to {base} (now {now})"
+                ),
+                RedirectTarget::Elsewhere { shown } => format!(
+                    "{redirect} to {shown}, which is not the platform's {path} (a login page or a gateway?); \
+                     {not_followed}: {advice}"
+                ),
+                RedirectTarget::Unknown => format!(
+                    "{redirect} that names no address (no usable Location header); {not_followed}: {advice}"
+                ),
+            };
+        }
+        let said = error_text(&answer.body, secrets);
         let said = if said.trim().is_empty() {
             String::new()
         } else {
             format!(" ({said})")
         };
         format!(
-            "{method} {} answered HTTP {status}{said}: the platform has no such endpoint there; check [platform] url \
-             (now {}): it should be the platform's base address, to which dualpub adds {TOKEN_PATH}, \
-             {EXCHANGE_PATH} and {RECORDS_PATH}",
-            shown(&format!("{}{path}", self.base)),
-            shown(&self.base).trim_end_matches('/'),
+            "{method} {} answered HTTP {status}{said}: the platform has no such endpoint there; {advice}",
+            shown(&asked),
         )
     }
 
@@ -151,7 +186,7 @@ impl PlatformClient {
         };
         let mut body = Vec::new();
         xml::write_token_request(&req, &mut body);
-        let (status, ra, bytes) = match self
+        let answer = match self
             .answer(
                 self.http
                     .post(format!("{}{TOKEN_PATH}", self.base))
@@ -172,8 +207,9 @@ impl PlatformClient {
             }
         };
         let secrets = [self.secret.expose()];
-        match classify(status, ra.as_deref()) {
-            Class::Success => match xml::read_token_response(&bytes) {
+        let (status, bytes) = (answer.status, &answer.body);
+        match classify(status, answer.retry_after.as_deref()) {
+            Class::Success => match xml::read_token_response(bytes) {
                 // A token no request can carry would be refused, or not sent, by every call: asked for again.
                 Ok(t) if t.token.trim().is_empty() => Attempt::Retry {
                     after: None,
@@ -192,14 +228,14 @@ impl PlatformClient {
             },
             Class::Relogin => Attempt::Config(format!(
                 "the platform refused the login ({}); check [platform] app_key and the secret (secret_env / secret_file), and that this machine's clock is right",
-                error_text(status, &bytes, &secrets)
+                error_text(bytes, &secrets)
             )),
             Class::Retry { after } => Attempt::Retry { after, reason: format!("login: HTTP {status}") },
             Class::WrongUrl => Attempt::Config(format!(
                 "logging in: {}",
-                self.wrong_url("POST", TOKEN_PATH, status, &error_text(status, &bytes, &secrets))
+                self.wrong_url("POST", TOKEN_PATH, &answer, &secrets)
             )),
-            Class::Fatal => Attempt::Fatal(format!("login: HTTP {status}: {}", error_text(status, &bytes, &secrets))),
+            Class::Fatal => Attempt::Fatal(format!("login: HTTP {status}: {}", error_text(bytes, &secrets))),
         }
     }
 
@@ -250,10 +286,7 @@ impl PlatformClient {
     }
 
     /// [`answer`], noting that the platform answered.
-    async fn answer(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
+    async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Answer, String> {
         let a = answer(req).await;
         if a.is_ok() {
             self.answered
@@ -287,7 +320,7 @@ impl PlatformClient {
             }
             Attempt::Config(m) => return Attempt::Config(m),
         };
-        let (status, ra, bytes) = match self.answer(send(&token)).await {
+        let answer = match self.answer(send(&token)).await {
             Ok(a) => a,
             Err(reason) => {
                 return Attempt::Retry {
@@ -297,8 +330,9 @@ impl PlatformClient {
             }
         };
         let secrets = [self.secret.expose(), token.as_str()];
-        match classify(status, ra.as_deref()) {
-            Class::Success => match parse(&bytes) {
+        let (status, bytes) = (answer.status, &answer.body);
+        match classify(status, answer.retry_after.as_deref()) {
+            Class::Success => match parse(bytes) {
                 Ok(v) => Attempt::Done(v),
                 Err(reason) => Attempt::Retry {
                     after: None,
@@ -314,7 +348,7 @@ impl PlatformClient {
                         after: None,
                         reason: format!(
                             "the platform refused (HTTP 401: {}) the token its login had just issued",
-                            error_text(status, &bytes, &secrets)
+                            error_text(bytes, &secrets)
                         ),
                     }
                 } else {
@@ -328,29 +362,26 @@ impl PlatformClient {
                 after,
                 reason: format!("HTTP {status} from the platform"),
             },
-            Class::WrongUrl => Attempt::Config(self.wrong_url(
-                endpoint.0,
-                endpoint.1,
-                status,
-                &error_text(status, &bytes, &secrets),
-            )),
+            Class::WrongUrl => {
+                Attempt::Config(self.wrong_url(endpoint.0, endpoint.1, &answer, &secrets))
+            }
             // The message is too large for this platform (in bytes or records): the same bytes would be refused
             // again, smaller messages of the same records may not be.
             Class::Fatal if status == 413 => Attempt::Refused(format!(
                 "{refused} with HTTP {status}: {}",
-                error_text(status, &bytes, &secrets)
+                error_text(bytes, &secrets)
             )),
             // A message found malformed: about its envelope (our sender or receiver code, which no smaller message
             // mends) or one of its records; sync tells by whether the platform accepts other messages.
             Class::Fatal if status == 400 && endpoint == ("POST", EXCHANGE_PATH) => {
                 Attempt::Malformed(format!(
                     "{refused} with HTTP {status}: {}",
-                    error_text(status, &bytes, &secrets)
+                    error_text(bytes, &secrets)
                 ))
             }
             Class::Fatal => Attempt::Fatal(format!(
                 "{refused} with HTTP {status}: {}",
-                error_text(status, &bytes, &secrets)
+                error_text(bytes, &secrets)
             )),
         }
     }
@@ -448,7 +479,7 @@ mod tests {
             &mut body,
         );
         for body in [body, echo.into_bytes()] {
-            let t = error_text(400, &body, &["s&cr<t", "TKN-5f3a9"]);
+            let t = error_text(&body, &["s&cr<t", "TKN-5f3a9"]);
             assert!(
                 !t.contains("TKN-5f3a9") && !t.contains("s&cr<t") && !t.contains("19491231"),
                 "{t}"
@@ -459,7 +490,6 @@ mod tests {
                 t.chars().count()
             );
         }
-        assert!(error_text(307, b"", &[]).contains("[platform] url"));
     }
 
     #[test]

@@ -279,9 +279,55 @@ pub fn url_without_credentials(u: &reqwest::Url) -> String {
     let mut u = u.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
-    // The query names the feed position (`after_id` is a record id, which may carry an ID number): left out.
+    // The query names the feed position (`after_id` is a record id, which may carry an ID number), and a query or
+    // fragment in a redirect's `Location` may carry a token (`?ticket=…`, `#access_token=…`): left out.
     u.set_query(None);
+    u.set_fragment(None);
     crate::ids::mask_ids_in(u.as_str())
+}
+
+/// The `Location` of an answer, if it is text.
+pub fn location_header(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Where a redirect points, as far as an operator can act on it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedirectTarget {
+    /// No `Location`, or one that is no URL.
+    Unknown,
+    /// The endpoint asked for under another base address (`http://a/api/token` → `https://b/api/token`): the
+    /// address shown, and the base address to configure.
+    SameEndpoint { shown: String, base: String },
+    /// Anywhere else: a login page, another path.
+    Elsewhere { shown: String },
+}
+
+/// Reads a redirect to `asked` (the URL requested, whose last part is `endpoint`, e.g. `/api/token`): `location`
+/// resolved against `asked`, shown without user name, password, query or fragment, ID numbers masked.
+pub fn redirect_target(asked: &str, endpoint: &str, location: Option<&str>) -> RedirectTarget {
+    let Some(target) = location.and_then(|l| {
+        reqwest::Url::parse(asked)
+            .ok()
+            .and_then(|asked| asked.join(l.trim()).ok())
+    }) else {
+        return RedirectTarget::Unknown;
+    };
+    let shown = url_without_credentials(&target);
+    match target.path().strip_suffix(endpoint) {
+        Some(base_path) => {
+            let mut base = target.clone();
+            base.set_path(base_path);
+            let base = url_without_credentials(&base)
+                .trim_end_matches('/')
+                .to_string();
+            RedirectTarget::SameEndpoint { shown, base }
+        }
+        None => RedirectTarget::Elsewhere { shown },
+    }
 }
 
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is treated as absent).
@@ -293,6 +339,40 @@ pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_target_is_shown_without_credentials_query_or_fragment() {
+        let asked = "http://127.0.0.1:8702/api/token";
+        assert_eq!(
+            redirect_target(
+                asked,
+                "/api/token",
+                Some("https://u:pw@credit.example/gw/api/token?ticket=T1#access_token=T2")
+            ),
+            RedirectTarget::SameEndpoint {
+                shown: "https://credit.example/gw/api/token".into(),
+                base: "https://credit.example/gw".into(),
+            }
+        );
+        assert_eq!(
+            redirect_target(
+                asked,
+                "/api/token",
+                Some("/login?next=%2Fapi%2Ftoken&sid=S")
+            ),
+            RedirectTarget::Elsewhere {
+                shown: "http://127.0.0.1:8702/login".into()
+            }
+        );
+        assert_eq!(
+            redirect_target(asked, "/api/token", None),
+            RedirectTarget::Unknown
+        );
+        assert_eq!(
+            redirect_target(asked, "/api/token", Some("http://[::1")),
+            RedirectTarget::Unknown
+        );
+    }
 
     #[test]
     fn jitter_stays_within_bounds() {

@@ -5,7 +5,7 @@
 use crate::config::Secret;
 use crate::model::Kind;
 use crate::redact::{quote, quote_bytes};
-use crate::retry::{parse_retry_after, Attempt, Budget, GiveUp};
+use crate::retry::{parse_retry_after, redirect_target, Attempt, Budget, GiveUp, RedirectTarget};
 use std::time::Duration;
 
 pub struct SourceClient {
@@ -28,18 +28,61 @@ struct Wire {
     has_more: bool,
 }
 
-/// [`classify`] or [`classify_raw`]: status, `Retry-After`, body, the secrets to keep out of messages.
-type Classify<T> = fn(u16, Option<&str>, &[u8], &[&str]) -> Attempt<T>;
+/// [`classify`] or [`classify_raw`]: status, `Retry-After`, body, the secrets to keep out of messages, the request.
+type Classify<T> = fn(u16, Option<&str>, &[u8], &[&str], &Asked) -> Attempt<T>;
+
+/// The request an answer is to, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// `[source] url`, without a trailing `/`.
+    pub base: &'a str,
+    /// What dualpub added to it: `/api/v1/permits/changes` or `/api/v1/penalties/changes`.
+    pub path: &'a str,
+    /// The answer's `Location` header, for a redirect.
+    pub location: Option<&'a str>,
+}
+
+impl Asked<'_> {
+    /// A URL fit to show: no user name, password or query (`after_id` may hold an ID number).
+    fn shown(url: &str) -> String {
+        reqwest::Url::parse(url)
+            .map(|u| crate::retry::url_without_credentials(&u))
+            .unwrap_or_else(|_| url.to_string())
+    }
+
+    /// `GET <the URL asked>`.
+    fn request(&self) -> String {
+        format!(
+            "GET {}",
+            Asked::shown(&format!("{}{}", self.base, self.path))
+        )
+    }
+
+    /// What `[source] url` should be, and what it is now.
+    fn url_advice(&self) -> String {
+        format!(
+            "check [source] url (now {}): it should be the enforcement system's base address, to which dualpub adds \
+             {PERMITS_PATH} and {PENALTIES_PATH}",
+            Asked::shown(self.base).trim_end_matches('/')
+        )
+    }
+}
+
+/// The feed's endpoints, under `[source] url`.
+const PERMITS_PATH: &str = "/api/v1/permits/changes";
+const PENALTIES_PATH: &str = "/api/v1/penalties/changes";
 
 /// Classifies a feed answer: pure, so the rules are tested without a server. What the answer says is quoted
-/// without `secrets` (our token: an error answer may echo the request) and with ID numbers masked.
+/// without `secrets` (our token: an error answer may echo the request) and with ID numbers masked; `asked` names
+/// the request in messages about `[source] url`.
 pub fn classify(
     status: u16,
     retry_after: Option<&str>,
     body: &[u8],
     secrets: &[&str],
+    asked: &Asked,
 ) -> Attempt<Page> {
-    classify_as(status, retry_after, body, secrets, |w: Wire| Page {
+    classify_as(status, retry_after, body, secrets, asked, |w: Wire| Page {
         items: w.items,
         has_more: w.has_more,
     })
@@ -65,10 +108,13 @@ pub fn classify_raw(
     retry_after: Option<&str>,
     body: &[u8],
     secrets: &[&str],
+    asked: &Asked,
 ) -> Attempt<RawPage> {
-    classify_as(status, retry_after, body, secrets, |w: RawWire| RawPage {
-        items: w.items,
-        has_more: w.has_more,
+    classify_as(status, retry_after, body, secrets, asked, |w: RawWire| {
+        RawPage {
+            items: w.items,
+            has_more: w.has_more,
+        }
     })
 }
 
@@ -77,6 +123,7 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
     retry_after: Option<&str>,
     body: &[u8],
     secrets: &[&str],
+    asked: &Asked,
     page: impl FnOnce(W) -> T,
 ) -> Attempt<T> {
     match status {
@@ -101,14 +148,44 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
                 Ok(e) => quote(&e.error, secrets),
                 Err(_) => quote_bytes(body, secrets),
             };
+            let said = if said.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({said})")
+            };
+            let meaning = match status {
+                400 => "it takes the request for malformed",
+                404 => "it has no feed there",
+                _ => "it has no feed there for GET",
+            };
             Attempt::Config(format!(
-                "the enforcement system answered HTTP {status}: {said}; check [source] url"
+                "the enforcement system answered {} with HTTP {status}{said}: {meaning}; {}",
+                asked.request(),
+                asked.url_advice()
             ))
         }
-        300..=399 => Attempt::Config(format!(
-            "the enforcement system answered with a redirect (HTTP {status}); dualpub does not follow redirects, \
-             so that the token goes nowhere else: set [source] url to the address it points to"
-        )),
+        300..=399 => {
+            let redirect = format!(
+                "the enforcement system answered {} with a redirect (HTTP {status})",
+                asked.request()
+            );
+            let not_followed = "dualpub does not follow redirects, so that the token goes nowhere else";
+            let path = asked.path;
+            Attempt::Config(match redirect_target(&format!("{}{path}", asked.base), path, asked.location) {
+                RedirectTarget::SameEndpoint { shown, base } => format!(
+                    "{redirect} to {shown}; {not_followed}: set [source] url to {base} (now {})",
+                    Asked::shown(asked.base).trim_end_matches('/')
+                ),
+                RedirectTarget::Elsewhere { shown } => format!(
+                    "{redirect} to {shown}, which is not the feed (a login page or a gateway?); {not_followed}: {}",
+                    asked.url_advice()
+                ),
+                RedirectTarget::Unknown => format!(
+                    "{redirect} that names no address (no usable Location header); {not_followed}: {}",
+                    asked.url_advice()
+                ),
+            })
+        }
         429 => Attempt::Retry { after: parse_retry_after(retry_after), reason: "HTTP 429 from the source".into() },
         s => Attempt::Retry { after: None, reason: format!("HTTP {s} from the source") },
     }
@@ -172,10 +249,10 @@ impl SourceClient {
         classify: Classify<T>,
     ) -> Result<T, GiveUp> {
         let path = match kind {
-            Kind::Permit => "permits",
-            Kind::Penalty => "penalties",
+            Kind::Permit => PERMITS_PATH,
+            Kind::Penalty => PENALTIES_PATH,
         };
-        let url = format!("{}/api/v1/{path}/changes", self.base);
+        let url = format!("{}{path}", self.base);
         let limit = limit.to_string();
         budget
             .run(
@@ -200,12 +277,19 @@ impl SourceClient {
                             Ok(resp) => {
                                 let status = resp.status().as_u16();
                                 let ra = crate::retry::retry_after_header(&resp);
+                                let location = crate::retry::location_header(&resp);
+                                let asked = Asked {
+                                    base: &self.base,
+                                    path,
+                                    location: location.as_deref(),
+                                };
                                 match resp.bytes().await {
                                     Ok(body) => classify(
                                         status,
                                         ra.as_deref(),
                                         &body,
                                         &[self.token.expose()],
+                                        &asked,
                                     ),
                                     Err(e) => Attempt::Retry {
                                         after: None,
@@ -225,31 +309,58 @@ impl SourceClient {
 mod tests {
     use super::*;
 
+    const ASKED: Asked = Asked {
+        base: "http://127.0.0.1:8701",
+        path: PERMITS_PATH,
+        location: None,
+    };
+
     #[test]
     fn classification() {
         assert!(matches!(
-            classify(200, None, br#"{"items":[],"has_more":false}"#, &[]),
+            classify(200, None, br#"{"items":[],"has_more":false}"#, &[], &ASKED),
             Attempt::Done(_)
         ));
         assert!(matches!(
-            classify(200, None, b"<html>", &[]),
+            classify(200, None, b"<html>", &[], &ASKED),
             Attempt::Retry { .. }
         ));
-        assert!(matches!(classify(401, None, b"", &[]), Attempt::Config(_)));
         assert!(matches!(
-            classify(503, None, b"", &[]),
+            classify(401, None, b"", &[], &ASKED),
+            Attempt::Config(_)
+        ));
+        assert!(matches!(
+            classify(503, None, b"", &[], &ASKED),
             Attempt::Retry { after: None, .. }
         ));
         assert!(matches!(
-            classify(429, Some("2"), b"", &[]),
+            classify(429, Some("2"), b"", &[], &ASKED),
             Attempt::Retry { after: Some(d), .. } if d == Duration::from_secs(2)
         ));
         assert!(
-            matches!(classify(307, None, b"", &[]), Attempt::Config(m) if m.contains("redirect"))
+            matches!(classify(307, None, b"", &[], &ASKED), Attempt::Config(m) if m.contains("redirect"))
         );
+        // a redirect to the feed at another address names the base address to set, without what could be a token
+        let moved = Asked {
+            location: Some("https://u:pw@zf.example/feed/api/v1/permits/changes?since=x&sig=T1"),
+            ..ASKED
+        };
+        let Attempt::<Page>::Config(m) = classify(301, None, b"", &[], &moved) else {
+            panic!("a redirect is a configuration error");
+        };
+        assert!(
+            m.contains(
+                "GET http://127.0.0.1:8701/api/v1/permits/changes with a redirect (HTTP 301) to \
+                 https://zf.example/feed/api/v1/permits/changes; "
+            ) && m.contains(
+                "set [source] url to https://zf.example/feed (now http://127.0.0.1:8701)"
+            ),
+            "{m}"
+        );
+        assert!(!m.contains("pw") && !m.contains("T1"), "{m}");
         // a URL that names something else (the method is not allowed there): fix [source] url, no retrying
         assert!(
-            matches!(classify(405, None, b"", &[]), Attempt::Config(m) if m.contains("[source] url"))
+            matches!(classify(405, None, b"", &[], &ASKED), Attempt::Config(m) if m.contains("[source] url"))
         );
     }
 
@@ -261,7 +372,8 @@ mod tests {
              authorization: Bearer {}\"}}",
             token.replace('"', "\\\"")
         );
-        let Attempt::<Page>::Config(m) = classify(400, None, echo.as_bytes(), &[token]) else {
+        let Attempt::<Page>::Config(m) = classify(400, None, echo.as_bytes(), &[token], &ASKED)
+        else {
             panic!("a 400 is a configuration error");
         };
         assert!(!m.contains("tok&en") && !m.contains("1949123"), "{m}");
@@ -271,7 +383,8 @@ mod tests {
         );
         // A page serde cannot read: its message quotes the value.
         let bad = br#"{"items":[],"has_more":"110105194912310021"}"#;
-        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, bad, &[token]) else {
+        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, bad, &[token], &ASKED)
+        else {
             panic!("an unreadable page is retried");
         };
         assert!(reason.contains("110105********0021"), "{reason}");

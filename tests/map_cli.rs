@@ -5,10 +5,17 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn dualpub(args: &[&str], stdin: &[u8], dir: &Path) -> Output {
+    dualpub_with(args, stdin, dir, &[])
+}
+
+/// [`dualpub`] with the environment variables `vars` set.
+fn dualpub_with(args: &[&str], stdin: &[u8], dir: &Path, vars: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
         .args(args)
         .current_dir(dir)
         .env_remove("DUALPUB_CONFIG")
+        .env_remove("DUALPUB_MAPPING_DIR")
+        .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -854,6 +861,144 @@ fn a_mapping_dir_that_cannot_be_used_is_named_once() {
     assert_eq!(err.matches("m/permit.toml").count(), 1, "{err}");
     assert_eq!(err.matches("os error").count(), 1, "{err}");
     assert!(err.contains("[mapping] dir"), "{err}");
+}
+
+/// Reported: a `[mapping] dir` that was empty, or held only a misnamed copy (`permits.toml`), was accepted with
+/// exit 0 and an info line nobody sees at the default level — every mapping the built-in one while the operator
+/// took their edit to be in force. Such a directory is exit 2 naming the key and the files it may hold; hidden
+/// files and editors' backups do not count.
+#[test]
+fn a_mapping_dir_holding_none_of_its_files_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let expected = "(permit.toml, penalty.toml, codes.toml, calendar.toml)";
+    let m_env = m.to_str().unwrap().to_string();
+    let fail = |vars: &[(&str, &str)], says: &[&str]| {
+        let out = dualpub_with(
+            &["map", "--kind", "permit"],
+            &fixture_records("permit_org"),
+            dir.path(),
+            vars,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(out.stdout.is_empty(), "nothing mapped: {err}");
+        assert!(
+            err.contains(expected) && err.contains("or remove the key"),
+            "{err}"
+        );
+        for s in says {
+            assert!(err.contains(s), "{s}: {err}");
+        }
+    };
+    // empty, named by the environment (no config file) or by the file
+    let by_env = [("DUALPUB_MAPPING_DIR", m_env.as_str())];
+    fail(
+        &by_env,
+        &[
+            "environment variable DUALPUB_MAPPING_DIR (sets [mapping] dir)",
+            "), but is empty; ",
+        ],
+    );
+    std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+    fail(
+        &[],
+        &[
+            "line 2: [mapping] dir: the directory m ",
+            "), but is empty; ",
+        ],
+    );
+    // only hidden files and editors' backups
+    for f in [
+        ".permit.toml.swp",
+        "permit.toml~",
+        "#permit.toml#",
+        "codes.toml.bak",
+    ] {
+        std::fs::write(m.join(f), "x = 1\n").unwrap();
+    }
+    fail(
+        &[],
+        &["), but holds only hidden files and editors' backups (#permit.toml#, .permit.toml.swp, \
+           codes.toml.bak, permit.toml~); "],
+    );
+    // a misnamed copy, and a file that is no mapping at all: named, with the name it was likely meant to have
+    std::fs::write(m.join("permits.toml"), "x = 1\n").unwrap();
+    std::fs::write(m.join("notes.txt"), "changed P06\n").unwrap();
+    fail(
+        &by_env,
+        &["holds none of them, only notes.txt, permits.toml (meant as permit.toml?)"],
+    );
+}
+
+/// A `[mapping] dir` that holds one of its files and others besides: the others are not read, so a warning names
+/// them (at the default level), with the file each was likely meant to be; hidden files, editors' backups and the
+/// code-table files its mappings name are not warned about.
+#[test]
+fn files_a_mapping_dir_does_not_read_are_named_in_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    std::fs::copy(builtin.join("codes.toml"), m.join("codes.toml")).unwrap();
+    for f in [
+        "penalties.toml",
+        "Calendar.toml",
+        "README.txt",
+        "codes.toml~",
+        ".codes.toml.swp",
+    ] {
+        std::fs::write(m.join(f), "x = 1\n").unwrap();
+    }
+    std::fs::create_dir(m.join("mappings")).unwrap();
+    std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+    let out = dualpub(
+        &["map", "--kind", "permit"],
+        &fixture_records("permit_org"),
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("WARN")
+            && err.contains(
+                "[mapping] dir: not read, so not in force: Calendar.toml (meant as calendar.toml?), README.txt, \
+                 mappings/, penalties.toml (meant as penalty.toml?); dualpub reads there only permit.toml, \
+                 penalty.toml, codes.toml, calendar.toml and the code-table files its mappings name"
+            ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("codes.toml~") && !err.contains(".swp"),
+        "{err}"
+    );
+    assert_eq!(err.matches("WARN").count(), 1, "{err}");
+
+    // A link to a file that is not there (a copy moved away): not taken for a file the directory lacks.
+    std::os::unix::fs::symlink(dir.path().join("moved-away.toml"), m.join("permit.toml")).unwrap();
+    let out = dualpub(&["map", "--kind", "permit"], b"[]", dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 2: [mapping] dir: cannot use m/permit.toml: No such file or directory"),
+        "{err}"
+    );
+
+    // The 2016 field set: permit.toml and penalty.toml name codes2016.toml, which is read, so nothing to warn about.
+    let set2016 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mapping2016");
+    let out = dualpub_with(
+        &["map", "--kind", "permit"],
+        &fixture_records("permit_org"),
+        dir.path(),
+        &[("DUALPUB_MAPPING_DIR", set2016.to_str().unwrap())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{err}"
+    );
+    assert!(!err.contains("not read"), "{err}");
 }
 
 /// Reported: a record with a lone surrogate ("\ud800") was refused with the parser's "unexpected end of hex

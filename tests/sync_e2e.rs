@@ -1926,6 +1926,161 @@ async fn a_platform_url_with_a_wrong_path_is_a_configuration_error() {
     }
 }
 
+/// A loopback server that answers every request with `status` and, when given, `Location: location`. Its URL.
+async fn redirecting(status: u16, location: Option<&'static str>) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move || async move {
+        let status = axum::http::StatusCode::from_u16(status).unwrap();
+        match location {
+            Some(l) => (status, [("location", l)]).into_response(),
+            None => status.into_response(),
+        }
+    });
+    serve_local(app).await
+}
+
+/// A redirect from the source said "set [source] url to the address it points to" without the address. It names
+/// the URL asked and where the answer points — without user name, password, query or fragment, which may carry a
+/// token — and, when that is the feed under another base address, the base address to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_redirect_names_where_it_points() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    for (status, location, says) in [
+        (
+            301,
+            Some("https://svc:pw0@zf.example/feed/api/v1/permits/changes?sig=TOKEN1#at=TOKEN2"),
+            vec![
+                " with a redirect (HTTP 301) to https://zf.example/feed/api/v1/permits/changes; ",
+                "set [source] url to https://zf.example/feed (now URL)",
+            ],
+        ),
+        (
+            302,
+            Some("/sso/login?ticket=TOKEN1"),
+            vec![
+                " with a redirect (HTTP 302) to URL/sso/login, which is not the feed",
+                "check [source] url (now URL): it should be the enforcement system's base address",
+            ],
+        ),
+        (
+            302,
+            None,
+            vec![
+                " with a redirect (HTTP 302) that names no address",
+                "check [source] url (now URL)",
+            ],
+        ),
+    ] {
+        let url = redirecting(status, location).await;
+        for args in [&["sync", "--dry-run"][..], &["sync"]] {
+            let mut args = args.to_vec();
+            args.extend(["--today", TODAY]);
+            let out = env
+                .dualpub_with(&args, &[("DUALPUB_SOURCE_URL", &url)])
+                .await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "answered GET {url}/api/v1/permits/changes with a redirect"
+                )),
+                "{err}"
+            );
+            for s in &says {
+                assert!(err.contains(&s.replace("URL", &url)), "{s}: {err}");
+            }
+            assert!(!err.contains("pw0") && !err.contains("TOKEN"), "{err}");
+        }
+    }
+}
+
+/// `[source] url` with a path (`…/api/v1`) said "HTTP 404: no such endpoint; check [source] url" without the URL
+/// asked. It names the URL (without the query, whose `after_id` may hold an ID number) and what the key should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_url_with_a_wrong_path_names_the_url_asked() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let url = format!("{}/api/v1", env.source.url());
+    let (code, _, err) = env.sync_with(&[("DUALPUB_SOURCE_URL", &url)]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("answered GET {url}/api/v1/permits/changes with HTTP 404"))
+            && err.contains(&format!(
+                "check [source] url (now {url}): it should be the enforcement system's base address, to which \
+                 dualpub adds /api/v1/permits/changes and /api/v1/penalties/changes"
+            )),
+        "{err}"
+    );
+    assert!(!err.contains("limit="), "{err}");
+}
+
+/// A redirect from the platform said "…set [platform] url to the address it points to: the platform has no such
+/// endpoint there", and not the address. It says where the redirect points and what to set, and nothing about
+/// endpoints the platform has not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_redirect_names_where_it_points() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    for (status, location, says) in [
+        (
+            308,
+            Some("https://gw:pw0@credit.example/hub/api/token?appKey=TOKEN1"),
+            "POST URL/api/token answered with a redirect (HTTP 308) to https://credit.example/hub/api/token; \
+             dualpub does not follow redirects, so that the token and the records go nowhere else: set [platform] \
+             url to https://credit.example/hub (now URL)",
+        ),
+        (
+            302,
+            Some("https://sso.example/login?ticket=TOKEN1"),
+            "POST URL/api/token answered with a redirect (HTTP 302) to https://sso.example/login, which is not the \
+             platform's /api/token (a login page or a gateway?); dualpub does not follow redirects, so that the token \
+             and the records go nowhere else: check [platform] url (now URL)",
+        ),
+    ] {
+        let url = redirecting(status, location).await;
+        for command in ["sync", "reconcile"] {
+            let out = env
+                .dualpub_with(
+                    &[command, "--today", TODAY],
+                    &[("DUALPUB_PLATFORM_URL", &url)],
+                )
+                .await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+            assert!(err.contains(&says.replace("URL", &url)), "{command}: {err}");
+            assert!(
+                !err.contains("no such endpoint") && !err.contains("pw0") && !err.contains("TOKEN"),
+                "{command}: {err}"
+            );
+        }
+    }
+}
+
+/// A `[mapping] dir` that holds none of the mapping files (a misnamed copy) stops `sync`, dry or not, before it
+/// reads or sends anything: it used to run on the built-in mappings with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_dir_holding_none_of_its_files_stops_sync() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let m = env.dir.path().join("typomap");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("permits.toml"), "x = 1\n").unwrap();
+    for args in [
+        &["sync", "--dry-run", "--today", TODAY][..],
+        &["sync", "--today", TODAY],
+    ] {
+        let out = env
+            .dualpub_with(args, &[("DUALPUB_MAPPING_DIR", m.to_str().unwrap())])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("environment variable DUALPUB_MAPPING_DIR (overrides [mapping] dir of ")
+                && err.contains("(permit.toml, penalty.toml, codes.toml, calendar.toml)")
+                && err.contains("only permits.toml (meant as permit.toml?)"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.platform_records().await.is_empty(), "nothing sent");
+}
+
 /// A loopback server that passes `POST /api/token` on to the platform simulator and answers everything else 404.
 async fn token_only_proxy(platform: String) -> String {
     use axum::extract::State;
