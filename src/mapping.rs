@@ -428,7 +428,7 @@ pub struct Mapping {
 pub const DIR_FILES: [&str; 4] = ["permit.toml", "penalty.toml", "codes.toml", "calendar.toml"];
 
 /// A mapping file built into the binary, by name.
-fn builtin_file(name: &str) -> Option<&'static str> {
+pub(crate) fn builtin_file(name: &str) -> Option<&'static str> {
     match name {
         "permit.toml" => Some(include_str!("../mappings/permit.toml")),
         "penalty.toml" => Some(include_str!("../mappings/penalty.toml")),

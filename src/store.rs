@@ -1681,6 +1681,16 @@ impl Store {
         }
     }
 
+    /// Stores `now` as the fingerprint of the settings that validate records ([`crate::config::Config::validation_fingerprint`])
+    /// and returns the one stored before (`None` for a store that has none yet).
+    pub fn swap_validated_with(&self, now: &str) -> Result<Option<String>, StoreError> {
+        let before = self
+            .meta
+            .insert(b"validated_with", now.as_bytes())
+            .map_err(|e| self.io(e))?;
+        Ok(before.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     pub fn record_run(&self, summary: &serde_json::Value) -> Result<(), StoreError> {
         let seq = self.next_seq()?;
         self.runs

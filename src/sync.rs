@@ -93,6 +93,11 @@ pub struct RunSummary {
     /// so nothing is lost, but a wrong `[platform] url` or an outage must not look like success.
     #[serde(default)]
     pub platform_unreachable: Option<String>,
+    /// Records in quarantine that were validated under other settings than this run's: the agency's name, code or
+    /// domain, or the mapping files, changed since the last run (see `Config::validation_fingerprint`). Said once, by
+    /// the first run after the change; `quarantine retry` validates them again.
+    #[serde(default)]
+    pub quarantine_to_recheck: Option<u64>,
     pub elapsed_ms: u64,
     /// `ok`, `attention` (quarantined or rejected records) or `aborted`.
     pub outcome: String,
@@ -169,6 +174,24 @@ const RECHECK_ROUNDS: usize = 16;
 
 /// How far past this machine's clock a feed time may be before a run warns of it.
 const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How many records in quarantine were validated under settings that changed since the last run (`None`: none, or
+/// the settings did not change). Notes this run's settings either way.
+fn settings_changed(cfg: &Config, store: &Store) -> Option<u64> {
+    let now = cfg.validation_fingerprint();
+    let before = store.swap_validated_with(&now).ok()??;
+    if before == now || store.quarantine_is_empty() {
+        return None;
+    }
+    let n = store.quarantine_len() as u64;
+    tracing::warn!(
+        records = n,
+        "the settings that validate records ([agency] name, credit_code or domain, or the mapping files) changed \
+         since the last run; the records in quarantine were judged under the old ones: run `dualpub quarantine \
+         retry` to validate them again"
+    );
+    Some(n)
+}
 
 /// The overlap start: `since` moved back by the window, in the source's format.
 fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
@@ -917,6 +940,9 @@ async fn run_with(
     let flushed = store.flush();
     match result.and(flushed.map_err(SyncError::from)) {
         Ok(()) => {
+            if !opts.dry_run {
+                summary.quarantine_to_recheck = settings_changed(cfg, store);
+            }
             summary.outcome = if summary.needs_attention() {
                 "attention".into()
             } else {

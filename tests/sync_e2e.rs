@@ -2744,3 +2744,73 @@ async fn a_penalty_revoked_in_a_version_that_fails_validation_is_still_taken_dow
     assert_eq!(q.findings[0].code, "key_reused");
     assert_eq!(env.platform_records().await[&key].1, "withdrawn");
 }
+
+/// Records quarantined under settings the operator then mended (a misspelt agency name, a mapping file): nothing
+/// said the quarantine was judged under the old ones, and the next runs said "ok" with the records still held. The
+/// first run after such a change says how many are in quarantine and to run `quarantine retry`; the next says
+/// nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_the_settings_that_validate_records_points_to_quarantine_retry() {
+    let env = spawn(
+        GenConfig {
+            records: 80,
+            seed: 9,
+            invalid_rate: 0.2,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let held = s["quarantined"].as_u64().unwrap();
+    assert!(held > 0);
+    let (_, s, _) = env.sync(&[]).await;
+    assert_eq!(s["quarantine_to_recheck"], serde_json::Value::Null, "{s}");
+    // The agency's name changes.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let name = text
+        .lines()
+        .find(|l| l.starts_with("name = "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &env.config,
+        text.replace(&name, "name = \"河南省应急管理厅（更正）\""),
+    )
+    .unwrap();
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["quarantine_to_recheck"], held, "{s}");
+    assert!(err.contains("quarantine retry"), "{err}");
+    let (_, s, _) = env.sync(&[]).await;
+    assert_eq!(s["quarantine_to_recheck"], serde_json::Value::Null, "{s}");
+    // A mapping directory (a copy of the built-in files, then one of them edited) is a change too.
+    let dir = env.dir.path().join("mappings");
+    std::fs::create_dir(&dir).unwrap();
+    let codes = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/codes.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("codes.toml"), &codes).unwrap();
+    let with_dir = [("DUALPUB_MAPPING_DIR", dir.to_str().unwrap())];
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &with_dir)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["quarantine_to_recheck"],
+        serde_json::Value::Null,
+        "the same files: {s}"
+    );
+    std::fs::write(
+        dir.join("codes.toml"),
+        format!("{codes}\n# 2026-11-30 checked\n"),
+    )
+    .unwrap();
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &with_dir)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["quarantine_to_recheck"], held, "{s}");
+}

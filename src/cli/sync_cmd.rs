@@ -117,6 +117,11 @@ pub fn print_summary_titled(s: &RunSummary, json: bool, title: &str) {
         let (en, zh, n) = ("older copies", "源系统版本较旧，未推送", s.older_copies);
         out.push_str(&format!("  {n:>10}  {en:<14} {zh}\n"));
     }
+    if let Some(n) = s.quarantine_to_recheck {
+        out.push_str(&format!(
+            "  {n:>10}  in quarantine under the old settings 按旧配置校验 — run `dualpub quarantine retry` to validate them again\n"
+        ));
+    }
     if let Some(why) = &s.platform_unreachable {
         out.push_str(&format!("  platform unreachable 平台无法连接: {why}\n"));
     }
