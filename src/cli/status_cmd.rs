@@ -3,6 +3,7 @@
 use super::common::{self, outln};
 use crate::exit::{Exit, Failure};
 use crate::model::Kind;
+use crate::store::Access;
 use clap::Args;
 use std::path::Path;
 
@@ -15,8 +16,8 @@ pub struct StatusArgs {
 
 pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     let loaded = common::load_local(config)?;
-    if !loaded.cfg.store_path.exists() {
-        // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
+    // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
+    let Some(store) = common::open_existing_store(&loaded.cfg.store_path, Access::Read)? else {
         eprintln!(
             "no store at {} yet: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
@@ -41,8 +42,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         return Ok(Exit::Ok);
-    }
-    let store = common::open_store(&loaded.cfg.store_path)?;
+    };
     let mut cursors = serde_json::Map::new();
     for k in Kind::ALL {
         cursors.insert(
