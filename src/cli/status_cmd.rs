@@ -126,6 +126,59 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             r["read"], r["pushed"], r["accepted"], r["platform_unchanged"], r["rejected"], r["withdrawn"],
             r["quarantined"], r["elapsed_ms"]
         );
+        // Why a run stopped (exit 3), for the operator paged for it; `--json` has the whole message.
+        if let Some(error) = r["error"].as_str().filter(|e| !e.trim().is_empty()) {
+            outln!("             error: {}", error_line(error));
+        }
     }
     Ok(Exit::Ok)
+}
+
+/// How many characters of a run's error the text form shows: its start says what failed, its end the last problem
+/// (a retry budget's message puts it there), so a longer one keeps both and drops the middle.
+const ERROR_CHARS: usize = 400;
+
+/// A run's stored error on one line: ID numbers masked and control characters made spaces (again: the stored text
+/// is already scrubbed of secrets and ID numbers, but a store written by an older dualpub may not be), and cut to
+/// [`ERROR_CHARS`].
+fn error_line(error: &str) -> String {
+    let line = crate::redact::scrub(error, &[]);
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= ERROR_CHARS {
+        return line;
+    }
+    let head: String = chars[..ERROR_CHARS / 2].iter().collect();
+    let tail: String = chars[chars.len() - ERROR_CHARS / 2..].iter().collect();
+    format!(
+        "{} … {} (all of it: `dualpub status --json`)",
+        head.trim_end(),
+        tail.trim_start()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_error_is_shown_on_one_line_masked_and_cut_in_the_middle() {
+        assert_eq!(
+            error_line("platform: gave up\nlast problem: 503"),
+            "platform: gave up last problem: 503"
+        );
+        let id = "11010519491231002X";
+        assert!(!error_line(&format!("record of {id} refused")).contains(id));
+        let long = format!(
+            "source at http://x/: gave up: {} last problem: connection refused",
+            "x ".repeat(400)
+        );
+        let line = error_line(&long);
+        assert!(line.starts_with("source at http://x/: gave up:"), "{line}");
+        assert!(
+            line.contains("last problem: connection refused (all of it: `dualpub status --json`)"),
+            "{line}"
+        );
+        assert!(line.chars().count() < ERROR_CHARS + 60, "{line}");
+    }
 }
