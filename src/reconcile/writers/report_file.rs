@@ -51,7 +51,8 @@ impl Target {
             Ok(m) if !m.is_file() && !m.is_dir() => Target::Through,
             Ok(m)
                 if m.is_file()
-                    && std::fs::symlink_metadata(dest).is_ok_and(|l| l.file_type().is_symlink()) =>
+                    && std::fs::symlink_metadata(dest)
+                        .is_ok_and(|l| l.file_type().is_symlink()) =>
             {
                 Target::Replace(std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf()))
             }
