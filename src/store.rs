@@ -818,12 +818,12 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 /// How a command uses the store ([`Store::open_existing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Looks only (`status`, `quarantine list|show`, `reconcile` without `--repair`, `report`): a missing or empty
-    /// directory is no store, and the directory's mode is left as it is (a warning says when others may enter it).
+    /// Looks only (`status`, `quarantine list|show`): a missing or empty directory is no store, and the directory's
+    /// mode is left as it is (a warning says when others may enter it).
     Read,
     /// Changes a store that exists (`quarantine retry`): none is created, and its directory is set to 0700.
     Write,
-    /// Creates the store if there is none yet ([`Store::open`]: `sync`, `reconcile --repair`).
+    /// Creates the store if there is none yet ([`Store::open`]: `sync`, `reconcile`, `report`).
     Create,
 }
 

@@ -8,7 +8,6 @@ use crate::reconcile::annual::AnnualAccumulator;
 use crate::reconcile::engine::{self, ReconcileError, ReconcileOptions};
 use crate::reconcile::report::{Category, RepairSummary, Report};
 use crate::reconcile::writers;
-use crate::store::{Access, Store};
 use crate::sync::{self, SyncOptions};
 use clap::{Args, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -135,18 +134,6 @@ fn repush_chunk() -> Result<usize, Failure> {
     }
 }
 
-/// The store for a command that only reads it (`reconcile` without `--repair`, `report annual`): none is created
-/// (a mistyped `[store] path` would otherwise get an empty store, and the report would not say it knows nothing).
-fn existing_store(path: &Path, what: &str) -> Result<Store, Failure> {
-    common::open_existing_store(path, Access::Read)?.ok_or_else(|| {
-        Failure::usage(format!(
-            "no store at {} yet, and `{what}` reads what dualpub recorded there: `dualpub sync` creates it on its \
-             first run (if there should be one, check [store] path)",
-            path.display()
-        ))
-    })
-}
-
 pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> {
     let loaded = common::load(config)?;
     let today = common::acting_today(args.today.as_deref(), args.repair)?;
@@ -165,11 +152,9 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     }
     check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
-    let store = if args.repair {
-        common::open_store(&loaded.cfg.store_path)?
-    } else {
-        existing_store(&loaded.cfg.store_path, "reconcile")?
-    };
+    // Also without --repair: a reconcile before the first sync compares the source with the platform, and the
+    // empty store it gets stands for "nothing recorded yet" (not an empty throw-away store: not done yet).
+    let store = common::open_store(&loaded.cfg.store_path)?;
     // One retry budget for the whole command, as for a sync: reading both systems and every run of the repair
     // spend it (the repair had a fresh one of its own, so the command could spend twice the time in trouble).
     let budget = std::sync::Arc::new(crate::retry::Budget::new(
@@ -520,7 +505,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
     let loaded = common::load(config)?;
     let today = common::today(today.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
-    let store = existing_store(&loaded.cfg.store_path, "report annual")?;
+    let store = common::open_store(&loaded.cfg.store_path)?;
     let from = chrono::NaiveDate::from_ymd_opt(year, 1, 1);
     let to = chrono::NaiveDate::from_ymd_opt(year, 12, 31);
     let opts = ReconcileOptions {
