@@ -66,6 +66,8 @@ pub enum StoreError {
     Io { path: String, detail: String },
     #[error("cannot use {path} as the store: {detail}; check [store] path, and that dualpub may create and write files there")]
     Unusable { path: String, detail: String },
+    #[error("[store] path {path} is a directory that holds files that are not a dualpub store's (`{found}`), so dualpub leaves it as it is: the store needs a directory of its own (it holds full ID numbers, and dualpub keeps its directory at mode 0700). Set [store] path to a directory that does not exist yet (dualpub creates it) or to an empty one; if this is the store and someone put those files in it, move them out")]
+    NotAStore { path: String, found: String },
 }
 
 /// Where a kind's change feed has been read up to.
@@ -831,71 +833,196 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store values are plain data and always serialize")
 }
 
-/// The store holds full ID numbers, so its directory is for its owner only: created with mode 0700, and an existing
-/// one that group or others may enter is set to 0700, with a warning (once a process). A path that is not a
-/// directory is left to sled, whose error says so.
-#[cfg(unix)]
-fn private_dir(path: &Path, shown: &str) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    match std::fs::DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(classify_error(shown, sled::Error::Io(e), true)),
-    }
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(());
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if !meta.is_dir() || mode & 0o077 == 0 {
-        return Ok(());
-    }
-    let tightened = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        match tightened {
-            Ok(()) => tracing::warn!(
-                store = %shown,
-                "the store directory was open to other users (mode {mode:03o}); it holds full ID numbers, so \
-                 dualpub set it to 0700"
-            ),
-            Err(e) => tracing::warn!(
-                store = %shown,
-                "the store directory is open to other users (mode {mode:03o}) and dualpub could not set it to \
-                 0700 ({e}); it holds full ID numbers: restrict it by hand"
-            ),
+/// How a command uses the store ([`Store::open_existing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Looks only (`status`, `quarantine list|show`): a missing or empty directory is no store, and the directory's
+    /// mode is left as it is (a warning says when others may enter it).
+    Read,
+    /// Changes a store that exists (`quarantine retry`): none is created, and its directory is set to 0700.
+    Write,
+    /// Creates the store if there is none yet ([`Store::open`]: `sync`, `reconcile`, `report`).
+    Create,
+}
+
+/// What `[store] path` names, found before anything is created or changed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreDir {
+    Missing,
+    /// An empty directory, or one that holds only what sled leaves of a store it had begun to create.
+    Empty,
+    /// A store: sled's settings file `conf` and log `db`, or the note of a store found damaged.
+    Store,
+}
+
+/// Whether a directory entry is one a store holds: sled's files (`conf`, `db`, `blobs/`, `snap.*`), the note of a
+/// damaged store, and `lost+found` (a file system of its own mounted at the store's path).
+fn store_entry(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    matches!(
+        name.as_ref(),
+        "conf" | "db" | "blobs" | DAMAGE_NOTE | "lost+found"
+    ) || name.starts_with("snap.")
+}
+
+/// Looks at `[store] path` without changing anything. A directory that holds anything a store does not, and is no
+/// store, is someone else's (a typo such as `/var/lib` or `/tmp`): `NotAStore`, before dualpub sets its mode or
+/// writes a file there. A missing parent directory, or a path that is a file, is `Unusable`.
+fn inspect(path: &Path, shown: &str) -> Result<StoreDir, StoreError> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            return Err(StoreError::Unusable {
+                path: shown.to_string(),
+                detail: format!(
+                    "the directory {} does not exist (dualpub creates the store's own directory, not its parents)",
+                    parent.display()
+                ),
+            });
         }
     }
-    Ok(())
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreDir::Missing),
+        Err(e) => return Err(classify_error(shown, sled::Error::Io(e), true)),
+    };
+    if !meta.is_dir() {
+        return Err(StoreError::Unusable {
+            path: shown.to_string(),
+            detail: "it is a file, not a directory".into(),
+        });
+    }
+    let is_file = |name: &str| path.join(name).is_file();
+    if is_file(DAMAGE_NOTE) || (is_file("conf") && is_file("db")) {
+        return Ok(StoreDir::Store);
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| classify_error(shown, sled::Error::Io(e), true))?;
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| classify_error(shown, sled::Error::Io(e), true))?;
+        if !store_entry(&entry.file_name()) {
+            foreign.push(
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .escape_debug()
+                    .to_string(),
+            );
+            // Enough to show; `/tmp` may hold thousands.
+            if foreign.len() == 3 {
+                break;
+            }
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(StoreDir::Empty);
+    }
+    Err(StoreError::NotAStore {
+        path: shown.to_string(),
+        found: foreign.join("`, `"),
+    })
+}
+
+/// Makes `[store] path` ready for `access`: `Ok(false)` when there is no store for a command that does not create
+/// one. The store holds full ID numbers, so its directory is for its owner only: created with mode 0700, and an
+/// existing one that group or others may enter is set to 0700 by a command that writes, with a warning (once a
+/// process); a command that only looks warns and leaves it.
+fn prepare(path: &Path, shown: &str, access: Access) -> Result<bool, StoreError> {
+    match (inspect(path, shown)?, access) {
+        (StoreDir::Missing, Access::Create) => {
+            create_private_dir(path, shown)?;
+            Ok(true)
+        }
+        (StoreDir::Missing | StoreDir::Empty, Access::Read | Access::Write) => Ok(false),
+        (StoreDir::Empty | StoreDir::Store, _) => {
+            protect(path, shown, access);
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path, shown: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        // Made by another run since `inspect` looked: that run's store, which sled's lock guards.
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(classify_error(shown, sled::Error::Io(e), true))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Elsewhere sled creates the directory.
 #[cfg(not(unix))]
-fn private_dir(_path: &Path, _shown: &str) -> Result<(), StoreError> {
+fn create_private_dir(_path: &Path, _shown: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[cfg(unix)]
+fn protect(path: &Path, shown: &str, access: Access) {
+    use std::os::unix::fs::PermissionsExt;
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if !meta.is_dir() || mode & 0o077 == 0 {
+        return;
+    }
+    let tightened = match access {
+        Access::Read => None,
+        Access::Write | Access::Create => Some(std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(0o700),
+        )),
+    };
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    match tightened {
+        Some(Ok(())) => tracing::warn!(
+            store = %shown,
+            "the store directory was open to other users (mode {mode:03o}); it holds full ID numbers, so \
+             dualpub set it to 0700"
+        ),
+        Some(Err(e)) => tracing::warn!(
+            store = %shown,
+            "the store directory is open to other users (mode {mode:03o}) and dualpub could not set it to \
+             0700 ({e}); it holds full ID numbers: restrict it by hand"
+        ),
+        None => tracing::warn!(
+            store = %shown,
+            "the store directory is open to other users (mode {mode:03o}); it holds full ID numbers: the next \
+             `dualpub sync` sets it to 0700, or restrict it by hand now (chmod 700)"
+        ),
+    }
+}
+
+#[cfg(not(unix))]
+fn protect(_path: &Path, _shown: &str, _access: Access) {}
+
 impl Store {
-    /// Opens (or creates) the store. A second process gets `Locked`; a damaged or foreign directory gets
-    /// `Damaged`; a newer schema gets `NewerVersion`. Never panics on a bad directory.
+    /// Opens (or creates) the store. A directory that holds other files and no store gets `NotAStore` (and is left
+    /// as it was); a second process gets `Locked`; a damaged store gets `Damaged`; a newer schema gets
+    /// `NewerVersion`. Never panics on a bad directory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        prepare(path, &path.display().to_string(), Access::Create)?;
         Store::open_with(path, 300_000)
+    }
+
+    /// [`Store::open`] for a command that does not create the store: `None` when `[store] path` is missing or an
+    /// empty directory (nothing is created there). Only [`Access::Read`] leaves the directory's mode as it is.
+    pub fn open_existing(path: &Path, access: Access) -> Result<Option<Store>, StoreError> {
+        if !prepare(path, &path.display().to_string(), access)? {
+            return Ok(None);
+        }
+        Store::open_with(path, 300_000).map(Some)
     }
 
     /// [`Store::open`], upgrading an old store `migrate_chunk` entries between reopenings.
     fn open_with(path: &Path, migrate_chunk: usize) -> Result<Store, StoreError> {
         let p = path.display().to_string();
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() && !parent.exists() {
-                return Err(StoreError::Unusable {
-                    path: p,
-                    detail: format!(
-                        "the directory {} does not exist (dualpub creates the store's own directory, not its parents)",
-                        parent.display()
-                    ),
-                });
-            }
-        }
-        private_dir(path, &p)?;
         // A bounded page cache keeps memory flat however many records the store holds. 8 MiB: the ledger is
         // written where new document numbers go (a few hot leaves per authority and year), so a larger cache buys
         // no speed in a backfill (measured: the same rate at 32 MiB) and costs ~35 MiB of RSS at 1M records.

@@ -245,6 +245,58 @@ async fn an_unreachable_source_or_platform_is_named_with_its_url() {
     }
 }
 
+/// Regression (D9a): `status` showed an aborted run as `aborted` with no reason (only `--json` had its `error`), and
+/// the operator paged for its exit 3 had to know to ask for JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_a_run_was_aborted() {
+    let env = spawn(
+        GenConfig {
+            records: 20,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let live = env.platform.url();
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let text = text
+        .replace("retry_budget_secs = 120", "retry_budget_secs = 2")
+        .replace(&format!("url = \"{live}\""), &format!("url = \"{dead}\""));
+    std::fs::write(&env.config, text).unwrap();
+    let (code, summary, err) = env.sync(&[]).await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(summary["outcome"], "aborted", "{summary}");
+
+    let out = env.dualpub(&["status"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let run = lines
+        .iter()
+        .position(|l| l.starts_with("run ") && l.contains(" aborted "))
+        .unwrap_or_else(|| panic!("an aborted run: {text}"));
+    let why = lines.get(run + 1).copied().unwrap_or_default();
+    assert!(why.trim_start().starts_with("error: "), "{text}");
+    assert!(
+        why.contains(&format!("cannot connect to the platform at {dead}")),
+        "{text}"
+    );
+    assert!(
+        why.contains("connection refused"),
+        "the last problem is kept: {text}"
+    );
+    assert!(
+        !text.contains("test-token") && !text.contains("demo-secret"),
+        "{text}"
+    );
+}
+
 #[test]
 fn help_texts_say_what_each_option_takes() {
     let help = |args: &[&str]| {

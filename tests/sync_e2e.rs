@@ -488,30 +488,39 @@ async fn a_store_path_that_cannot_be_used_is_a_configuration_error() {
 }
 
 /// A store path whose parent is missing is a configuration error (exit 2), like a path that is a file; it was exit 3
-/// ("store I/O error") with advice about a damaged store.
+/// ("store I/O error") with advice about a damaged store. Regression (D9b): `status` and `quarantine list` said
+/// "no store … yet" and exited 0 for the path `sync` refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_path_whose_parent_is_missing_is_a_configuration_error() {
     let env = spawn(GenConfig::default(), Faults::default()).await;
     let missing = env.dir.path().join("nonexist").join("a");
     let path = missing.join("b");
-    let out = env
-        .dualpub_with(
-            &["sync", "--today", TODAY],
-            &[("DUALPUB_STORE_PATH", path.to_str().unwrap())],
-        )
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("check [store] path")
-            && err.contains(&format!(
-                "the directory {} does not exist",
-                missing.display()
-            )),
-        "{err}"
-    );
-    assert!(!err.contains("damaged"), "{err}");
-    assert!(!missing.exists(), "nothing was created");
+    for args in [
+        &["sync", "--today", TODAY][..],
+        &["status"],
+        &["status", "--json"],
+        &["quarantine", "list"],
+        &["quarantine", "list", "--json"],
+        &["reconcile", "--today", TODAY],
+    ] {
+        let out = env
+            .dualpub_with(args, &[("DUALPUB_STORE_PATH", path.to_str().unwrap())])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("check [store] path")
+                && err.contains(&format!(
+                    "the directory {} does not exist",
+                    missing.display()
+                )),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("damaged"), "{args:?}: {err}");
+        assert!(!err.contains("no store at"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!missing.exists(), "{args:?}: nothing was created");
+    }
 }
 
 /// The store holds full ID numbers: dualpub creates its directory 0700, and sets an existing one that others may

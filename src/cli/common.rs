@@ -4,7 +4,7 @@
 use crate::config::{log_filter, Config, RawConfig};
 use crate::exit::{Exit, Failure};
 use crate::mapping::MappingSet;
-use crate::store::{Store, StoreError};
+use crate::store::{Access, Store, StoreError};
 use crate::sync::SyncError;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -79,14 +79,20 @@ pub fn init_logging(format: Option<&str>, level: Option<&str>) -> Result<(), Fai
     Ok(())
 }
 
+/// Opens the store for a command that writes it, creating it if there is none yet.
 pub fn open_store(path: &Path) -> Result<Store, Failure> {
     Store::open(path).map_err(store_failure)
+}
+
+/// Opens the store for a command that does not create one: `None` when there is no store yet (nothing is created).
+pub fn open_existing_store(path: &Path, access: Access) -> Result<Option<Store>, Failure> {
+    Store::open_existing(path, access).map_err(store_failure)
 }
 
 pub fn store_failure(e: StoreError) -> Failure {
     match e {
         StoreError::Locked { .. } => Failure::new(Exit::Locked, e),
-        StoreError::Unusable { .. } => Failure::new(Exit::Usage, e),
+        StoreError::Unusable { .. } | StoreError::NotAStore { .. } => Failure::new(Exit::Usage, e),
         _ => Failure::new(Exit::Aborted, e),
     }
 }

@@ -5,7 +5,7 @@ use crate::exit::{Exit, Failure};
 use crate::ids::{mask_id, mask_ids_in};
 use crate::model::Kind;
 use crate::source_schema::{find_lone_surrogate, lone_surrogates_replaced};
-use crate::store::QuarantineEntry;
+use crate::store::{Access, QuarantineEntry};
 use crate::sync::{self, SyncOptions};
 use clap::{Args, Subcommand};
 use std::io::IsTerminal as _;
@@ -105,8 +105,13 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
     } else {
         common::load_local(config)?
     };
-    if !loaded.cfg.store_path.exists() {
-        // Not created here (see `status`).
+    // Only a retry writes the store, and none creates it (see `status`).
+    let access = if matches!(args.action, QuarantineAction::Retry { .. }) {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    let Some(store) = common::open_existing_store(&loaded.cfg.store_path, access)? else {
         crate::say!(
             "no store at {} yet, so nothing is in quarantine: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
@@ -121,8 +126,7 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             }
             _ => Exit::Usage,
         });
-    }
-    let store = common::open_store(&loaded.cfg.store_path)?;
+    };
     match args.action {
         QuarantineAction::List { json } => {
             // Printed as read, one entry at a time: a quarantine can hold hundreds of thousands of records.

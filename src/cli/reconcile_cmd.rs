@@ -152,6 +152,8 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     }
     check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
+    // Also without --repair: a reconcile before the first sync compares the source with the platform, and the
+    // empty store it gets stands for "nothing recorded yet" (not an empty throw-away store: not done yet).
     let store = common::open_store(&loaded.cfg.store_path)?;
     // One retry budget for the whole command, as for a sync: reading both systems and every run of the repair
     // spend it (the repair had a fresh one of its own, so the command could spend twice the time in trouble).

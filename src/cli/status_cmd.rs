@@ -3,6 +3,7 @@
 use super::common::{self, outln};
 use crate::exit::{Exit, Failure};
 use crate::model::Kind;
+use crate::store::Access;
 use clap::Args;
 use std::path::Path;
 
@@ -15,8 +16,8 @@ pub struct StatusArgs {
 
 pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     let loaded = common::load_local(config)?;
-    if !loaded.cfg.store_path.exists() {
-        // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
+    // Not created here: a mistyped path would otherwise leave an empty store behind and look like "never run".
+    let Some(store) = common::open_existing_store(&loaded.cfg.store_path, Access::Read)? else {
         crate::say!(
             "no store at {} yet: `dualpub sync` creates it on its first run (if there should be one, check [store] path)",
             loaded.cfg.store_path.display()
@@ -41,8 +42,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         return Ok(Exit::Ok);
-    }
-    let store = common::open_store(&loaded.cfg.store_path)?;
+    };
     let mut cursors = serde_json::Map::new();
     for k in Kind::ALL {
         cursors.insert(
@@ -126,6 +126,59 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             r["read"], r["pushed"], r["accepted"], r["platform_unchanged"], r["rejected"], r["withdrawn"],
             r["quarantined"], r["elapsed_ms"]
         );
+        // Why a run stopped (exit 3), for the operator paged for it; `--json` has the whole message.
+        if let Some(error) = r["error"].as_str().filter(|e| !e.trim().is_empty()) {
+            outln!("             error: {}", error_line(error));
+        }
     }
     Ok(Exit::Ok)
+}
+
+/// How many characters of a run's error the text form shows: its start says what failed, its end the last problem
+/// (a retry budget's message puts it there), so a longer one keeps both and drops the middle.
+const ERROR_CHARS: usize = 400;
+
+/// A run's stored error on one line: ID numbers masked and control characters made spaces (again: the stored text
+/// is already scrubbed of secrets and ID numbers, but a store written by an older dualpub may not be), and cut to
+/// [`ERROR_CHARS`].
+fn error_line(error: &str) -> String {
+    let line = crate::redact::scrub(error, &[]);
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= ERROR_CHARS {
+        return line;
+    }
+    let head: String = chars[..ERROR_CHARS / 2].iter().collect();
+    let tail: String = chars[chars.len() - ERROR_CHARS / 2..].iter().collect();
+    format!(
+        "{} … {} (all of it: `dualpub status --json`)",
+        head.trim_end(),
+        tail.trim_start()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_error_is_shown_on_one_line_masked_and_cut_in_the_middle() {
+        assert_eq!(
+            error_line("platform: gave up\nlast problem: 503"),
+            "platform: gave up last problem: 503"
+        );
+        let id = "11010519491231002X";
+        assert!(!error_line(&format!("record of {id} refused")).contains(id));
+        let long = format!(
+            "source at http://x/: gave up: {} last problem: connection refused",
+            "x ".repeat(400)
+        );
+        let line = error_line(&long);
+        assert!(line.starts_with("source at http://x/: gave up:"), "{line}");
+        assert!(
+            line.contains("last problem: connection refused (all of it: `dualpub status --json`)"),
+            "{line}"
+        );
+        assert!(line.chars().count() < ERROR_CHARS + 60, "{line}");
+    }
 }

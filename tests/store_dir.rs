@@ -1,0 +1,161 @@
+//! What dualpub does with the directory `[store] path` names, through the real binary: it never takes over a
+//! directory that holds someone else's files, and the commands that only look at the store never create one nor
+//! change its directory's mode.
+
+mod common;
+
+use common::*;
+use dualpub::sim::gen::GenConfig;
+use dualpub::sim::platform::Faults;
+use std::path::Path;
+use std::process::Output;
+
+/// Every command that opens the store, as a test runs it.
+const STORE_COMMANDS: [&[&str]; 8] = [
+    &["status"],
+    &["status", "--json"],
+    &["quarantine", "list"],
+    &["quarantine", "show", "XK-2024-000001"],
+    &["quarantine", "retry"],
+    &["sync", "--today", TODAY],
+    &["reconcile", "--today", TODAY],
+    &["report", "annual", "--year", "2026", "--today", TODAY],
+];
+
+/// The commands that only look at the store. (`reconcile` without `--repair` and `report` read it too, but still
+/// create it when there is none: a reconcile before the first sync compares the source with the platform.)
+const LOOKING: [&[&str]; 4] = [
+    &["status"],
+    &["status", "--json"],
+    &["quarantine", "list"],
+    &["quarantine", "list", "--json"],
+];
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Regression (D2): `[store] path` naming a directory of someone else's (a typo such as `/tmp` or `/var/lib`) was
+/// taken over: set to 0700 (with a warning that said so) and filled with sled's files, by `status` too.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_holds_other_files_is_not_taken_over() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    for (name, dir_mode) in [("faketmp", 0o1777), ("someones", 0o755)] {
+        let dir = env.dir.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("someone_elses_file"), "theirs").unwrap();
+        set_mode(&dir, dir_mode);
+        let path = dir.to_str().unwrap();
+        for args in STORE_COMMANDS {
+            let out = env
+                .dualpub_with(args, &[("DUALPUB_STORE_PATH", path)])
+                .await;
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+            assert!(
+                err.contains(&format!("[store] path {path} ")),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("someone_elses_file"), "{args:?}: {err}");
+            // what to do
+            assert!(
+                err.contains("a directory that does not exist yet"),
+                "{args:?}: {err}"
+            );
+            assert!(!err.contains("0700 ("), "{args:?}: {err}");
+            assert!(!err.contains("set it to 0700"), "{args:?}: {err}");
+            assert_eq!(mode(&dir), dir_mode, "{name} {args:?}: mode unchanged");
+            assert_eq!(names(&dir), ["someone_elses_file"], "{name} {args:?}");
+        }
+    }
+}
+
+/// Regression (D2): `status` (and every command that only reads the store) created a store in an existing empty
+/// directory and set its mode; it now says there is no store yet, as for a missing path, and leaves the directory
+/// as it is. A command that writes takes the empty directory as its store, set to 0700.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looking_at_an_empty_directory_creates_no_store() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let store = env.store_path();
+    std::fs::create_dir(&store).unwrap();
+    set_mode(&store, 0o755);
+    for args in LOOKING {
+        let out = env.dualpub(args).await;
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("no store at {} yet", store.display())),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.contains("`dualpub sync` creates it"), "{args:?}: {err}");
+        assert!(names(&store).is_empty(), "{args:?}: {:?}", names(&store));
+        assert_eq!(mode(&store), 0o755, "{args:?}");
+    }
+    // `quarantine retry` writes the store, but has nothing to retry in a store that is not there
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no store at"), "{}", stderr(&out));
+    assert!(names(&store).is_empty(), "{:?}", names(&store));
+    assert_eq!(mode(&store), 0o755);
+
+    // the first sync makes it the store, for its owner only
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert!(err.contains("dualpub set it to 0700"), "{err}");
+    assert_eq!(mode(&store), 0o700);
+    assert!(names(&store).contains(&"conf".to_string()));
+}
+
+/// The commands that only look at a store leave its directory's mode as it is (they warn); one that writes sets it
+/// to 0700. A store that holds a file an operator left there is still the store.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_command_that_writes_sets_the_store_directory_to_0700() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let store = env.store_path();
+    let (code, _, err) = env.sync(&[]).await;
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(mode(&store), 0o700);
+    std::fs::write(store.join("notes.txt"), "moved here on 2026-11-27").unwrap();
+    set_mode(&store, 0o755);
+    for args in LOOKING {
+        let out = env.dualpub(args).await;
+        let err = stderr(&out);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{args:?}: {err}");
+        assert!(
+            err.contains("open to other users (mode 755)")
+                && err.contains("the next `dualpub sync` sets it to 0700"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(mode(&store), 0o755, "{args:?}: left as it is");
+    }
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    let err = stderr(&out);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
+    assert!(err.contains("dualpub set it to 0700"), "{err}");
+    assert_eq!(mode(&store), 0o700);
+    assert!(names(&store).contains(&"notes.txt".to_string()));
+}
