@@ -1317,6 +1317,142 @@ async fn a_penalty_never_published_before_its_display_period_ended_is_an_overdue
     assert_eq!(months_sum(&v, "overdue"), 2, "{}", v["months"]);
 }
 
+/// Reported: a penalty still public past its display end (CF_GSJZQ), first published after its deadline, was listed
+/// only `expired` — its `late` row went, though 及时率 and its month still counted it late. A record can be in
+/// several categories: it is both until it is taken down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_penalty_still_public_past_its_display_end_is_late_and_expired() {
+    let env = empty_env().await;
+    // CF_GSJZQ 2026/11/30 (one year for 安全生产); published a year after its 7-working-day deadline
+    let l = record("penalty_multi_category", "penalty", "L", "2025-11-30");
+    env.source_insert(serde_json::json!([l])).await;
+    let out = env
+        .dualpub(&["sync", "--json", "--today", "2026-11-30"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kl = key("penalty", "L");
+    set_published(&env, &kl, "2026-11-30T10:00:00+08:00").await;
+
+    let (_, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty"])
+        .await;
+    assert_eq!(
+        categories_json(&v),
+        BTreeMap::from([("late".to_string(), BTreeSet::from([kl.clone()]))]),
+        "{}",
+        v["gaps"]
+    );
+
+    for format in ["json", "table"] {
+        let (out, v) = if format == "json" {
+            env.reconcile_json("2026-12-01", &["--kind", "penalty"])
+                .await
+        } else {
+            (
+                env.dualpub(&["reconcile", "--today", "2026-12-01", "--kind", "penalty"])
+                    .await,
+                serde_json::Value::Null,
+            )
+        };
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        if format == "json" {
+            assert_eq!(
+                categories_json(&v),
+                BTreeMap::from([
+                    ("expired".to_string(), BTreeSet::from([kl.clone()])),
+                    ("late".to_string(), BTreeSet::from([kl.clone()])),
+                ]),
+                "{}",
+                v["gaps"]
+            );
+            let late = gap_of(&v, &kl, "late");
+            assert_eq!(late["first_published"], "2026-11-30", "{late}");
+            assert_eq!(
+                late["detail"].as_str().unwrap().get(..10),
+                Some("2026-11-30")
+            );
+            assert_counts_match_rows(&v);
+            assert_eq!(v["records_with_gaps"], 1);
+            assert_eq!(
+                months_sum(&v, "late"),
+                v["counts"]["late"].as_u64().unwrap()
+            );
+            assert_eq!(v["rates"]["penalty"]["due"], 1);
+            assert_eq!(v["rates"]["penalty"]["on_time"], 0);
+        } else if format == "table" {
+            let table = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                table.contains("超期公示 late: 1") && table.contains("公示期满未撤下 expired: 1"),
+                "{table}"
+            );
+        }
+    }
+    let dir = env.dir.path().join("csv");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-01",
+            "--kind",
+            "penalty",
+            "--format",
+            "csv",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    for c in ["late", "expired"] {
+        let text = std::fs::read_to_string(dir.join(format!("{c}.csv"))).unwrap();
+        assert!(text.contains("测试〔2026〕L号"), "{c}: {text}");
+    }
+    let xlsx = env.dir.path().join("r.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-01",
+            "--kind",
+            "penalty",
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    for sheet in ["超期公示", "公示期满未撤下"] {
+        let range = wb.worksheet_range(sheet).unwrap();
+        assert!(
+            range.rows().any(|r| r.iter().any(|c| c.to_string() == kl)),
+            "{sheet}"
+        );
+    }
+
+    // taken down, it is no longer public, so no longer `late`; 及时率 and its month still count it late
+    let (out, v) = env
+        .reconcile_json("2026-12-01", &["--kind", "penalty", "--repair"])
+        .await;
+    assert_eq!(
+        v["repair"]["withdrawn"],
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, v) = env
+        .reconcile_json("2026-12-01", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", v["gaps"]);
+    assert_eq!(months_sum(&v, "late"), 1, "{}", v["months"]);
+    assert_eq!(v["rates"]["penalty"]["due"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     let env = empty_env().await;

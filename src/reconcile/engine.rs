@@ -1478,11 +1478,21 @@ async fn compare(
                         // Not to be public now (display period over, or revoked), but it was due for publication once:
                         // 及时率 counts it as the report for its month does.
                         match (deadline, first_pub) {
-                            (Some(dl), Some(p)) => Some(if p <= dl {
-                                MonthOutcome::OnTime
-                            } else {
-                                MonthOutcome::Late
-                            }),
+                            (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
+                            (Some(dl), Some(p)) => {
+                                // Still public (not taken down yet): `late` as well as its `expired` or `stale` row
+                                // (a record can be in several categories). Once withdrawn it is no longer public, so
+                                // no longer `late`, though 及时率 and its month still count it late.
+                                if public {
+                                    report.gaps.push_ref(row(
+                                        Category::Late,
+                                        &key,
+                                        &late_detail(p, dl),
+                                        published,
+                                    ));
+                                }
+                                Some(MonthOutcome::Late)
+                            }
                             // Its display period ended before it was ever published: a duty missed for good. Its
                             // `overdue` row says it can no longer be published (nor must be: `--repair` plans nothing
                             // for it, as neither `missing` nor `stale` nor public).
