@@ -1130,6 +1130,329 @@ async fn timeliness_counts_every_record_that_was_due() {
     );
 }
 
+/// The rows of the JSON report in `category`, by key.
+fn rows_in(v: &serde_json::Value, category: &str) -> BTreeMap<String, serde_json::Value> {
+    v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["category"] == category)
+        .map(|g| (g["key"].as_str().unwrap().to_string(), g.clone()))
+        .collect()
+}
+
+/// The sum of one column of the JSON report's months.
+fn months_sum(v: &serde_json::Value, column: &str) -> u64 {
+    v["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[column].as_u64().unwrap())
+        .sum()
+}
+
+/// `counts` holds as many of each category as there are rows, and `total_gaps` all of them.
+fn assert_counts_match_rows(v: &serde_json::Value) {
+    let gaps = v["gaps"].as_array().unwrap();
+    for (c, n) in v["counts"].as_object().unwrap() {
+        let rows = gaps.iter().filter(|g| g["category"] == c.as_str()).count();
+        assert_eq!(n.as_u64(), Some(rows as u64), "counts.{c}: {}", v["counts"]);
+    }
+    assert_eq!(v["total_gaps"].as_u64(), Some(gaps.len() as u64));
+}
+
+/// Reported: a penalty never published before its display period (CF_GSJZQ) ended counted against 及时率, in the
+/// months' `overdue` and in a note, but no row gave its key or document number, and `counts.overdue` disagreed
+/// with the months (1 against 8). It is `overdue` (not public, past its deadline): its row, in every format, says
+/// it can no longer be published, and `--repair` does not publish it. A record failing validation, whose display
+/// period ended too, says the same instead of "publish it now".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_never_published_before_its_display_period_ended_is_an_overdue_row() {
+    use dualpub::reconcile::report::{DISPLAY_ENDED_ACTION_EN, DISPLAY_ENDED_ACTION_ZH};
+    let env = empty_env().await;
+    // No display end of its own: one year for 安全生产, CF_GSJZQ 2026/11/20, before the run's day.
+    let n = record("penalty_multi_category", "penalty", "N", "2025-11-20");
+    assert!(n["display_until"].is_null());
+    let mut q = record("penalty_multi_category", "penalty", "Q", "2025-11-20");
+    q["remarks"] = "\u{1}".into();
+    // In time, for contrast: the action to publish stays.
+    let mut o = record("penalty_multi_category", "penalty", "O", "2026-11-02");
+    o["display_until"] = "2027-11-30".into();
+    env.source_insert(serde_json::json!([n, q])).await;
+    let out = env
+        .dualpub(&["sync", "--json", "--today", "2026-11-30"])
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["not_public"], 1, "{s}");
+    assert_eq!(out.status.code(), Some(1), "Q is quarantined: {s}");
+    // O reaches the source after the sync: overdue and still publishable
+    env.source_insert(serde_json::json!([o])).await;
+    let party = fixture("penalty_multi_category")["party"]["name"].clone();
+
+    let (out, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let (kn, kq, ko) = (
+        key("penalty", "N"),
+        key("penalty", "Q"),
+        key("penalty", "O"),
+    );
+    let overdue = rows_in(&v, "overdue");
+    assert_eq!(
+        overdue.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([kn.clone(), kq.clone(), ko.clone()]),
+        "{}",
+        v["gaps"]
+    );
+    for k in [&kn, &kq] {
+        let row = &overdue[k];
+        assert_eq!(row["kind"], "penalty");
+        assert_eq!(row["party_name"], party, "{row}");
+        assert_eq!(row["decided_on"], "2025-11-20", "{row}");
+        assert!(row["deadline"].is_string(), "{row}");
+        assert!(row["first_published"].is_null(), "{row}");
+        let detail = row["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("display period ended 2026-11-20")
+                && detail.contains("can no longer be published")
+                && detail.contains("及时率"),
+            "{row}"
+        );
+        assert_eq!(row["action"], DISPLAY_ENDED_ACTION_EN, "{row}");
+        assert_eq!(row["action_zh"], DISPLAY_ENDED_ACTION_ZH, "{row}");
+    }
+    assert_eq!(overdue[&kn]["doc_no"], "测试〔2026〕N号");
+    assert_eq!(
+        overdue[&ko]["action"],
+        serde_json::json!(dualpub::reconcile::report::Category::Overdue.action_en())
+    );
+    // the counts, the months and the rates agree; the note stays as a summary
+    assert_counts_match_rows(&v);
+    assert_eq!(v["counts"]["overdue"], 3, "{}", v["counts"]);
+    assert_eq!(months_sum(&v, "overdue"), 3, "{}", v["months"]);
+    assert_eq!(v["rates"]["penalty"]["due"], 3, "{}", v["rates"]);
+    assert_eq!(v["rates"]["penalty"]["on_time"], 0, "{}", v["rates"]);
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("2 penalty record(s) were never published"),
+        "{notes}"
+    );
+
+    // the table, CSV and xlsx show the rows with their action
+    let out = env
+        .dualpub(&["reconcile", "--today", "2026-11-30", "--kind", "penalty"])
+        .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("逾期未公示 overdue: 3")
+            && table.contains(DISPLAY_ENDED_ACTION_EN)
+            && table.contains(DISPLAY_ENDED_ACTION_ZH)
+            && table.contains("测试〔2026〕N号"),
+        "{table}"
+    );
+    let dir = env.dir.path().join("csv");
+    let dir_s = dir.to_str().unwrap();
+    let args = ["reconcile", "--today", "2026-11-30", "--kind", "penalty"];
+    let out = env
+        .dualpub(&[&args[..], &["--format", "csv", "--out", dir_s]].concat())
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let csv = std::fs::read_to_string(dir.join("overdue.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    for id in ["N", "Q"] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("测试〔2026〕{id}号")))
+            .unwrap_or_else(|| panic!("{id}: {csv}"));
+        assert!(line.contains(DISPLAY_ENDED_ACTION_ZH), "{line}");
+    }
+    let xlsx = env.dir.path().join("r.xlsx");
+    let xlsx_s = xlsx.to_str().unwrap();
+    let out = env
+        .dualpub(&[&args[..], &["--format", "xlsx", "--out", xlsx_s]].concat())
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    let range = wb.worksheet_range("逾期未公示").unwrap();
+    let mut rows = range.rows();
+    let header: Vec<String> = rows.next().unwrap().iter().map(|d| d.to_string()).collect();
+    let col = |h: &str| header.iter().position(|x| x == h).unwrap();
+    let (kc, ac) = (col("记录键"), col("处理建议"));
+    let actions: BTreeMap<String, String> = rows
+        .map(|r| (r[kc].to_string(), r[ac].to_string()))
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert_eq!(actions[&kn], DISPLAY_ENDED_ACTION_ZH);
+    assert_eq!(actions[&kq], DISPLAY_ENDED_ACTION_ZH);
+    assert_eq!(
+        actions[&ko],
+        dualpub::reconcile::report::Category::Overdue.action_zh()
+    );
+
+    // --repair publishes O, never N (nor Q, which is invalid anyway)
+    let (out, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty", "--repair"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v["repair"]["repushed"], 1, "{}: {err}", v["repair"]);
+    let held = env.platform_records().await;
+    assert!(!held.contains_key(&kn), "{held:?}");
+    assert!(!held.contains_key(&kq), "{held:?}");
+    assert_eq!(held[&ko].1, "public");
+    let (_, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty"])
+        .await;
+    assert_eq!(
+        rows_in(&v, "overdue")
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([kn.clone(), kq.clone()]),
+        "{}",
+        v["gaps"]
+    );
+    assert_counts_match_rows(&v);
+    assert_eq!(months_sum(&v, "overdue"), 2, "{}", v["months"]);
+}
+
+/// Reported: a penalty still public past its display end (CF_GSJZQ), first published after its deadline, was listed
+/// only `expired` — its `late` row went, though 及时率 and its month still counted it late. A record can be in
+/// several categories: it is both until it is taken down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_penalty_still_public_past_its_display_end_is_late_and_expired() {
+    let env = empty_env().await;
+    // CF_GSJZQ 2026/11/30 (one year for 安全生产); published a year after its 7-working-day deadline
+    let l = record("penalty_multi_category", "penalty", "L", "2025-11-30");
+    env.source_insert(serde_json::json!([l])).await;
+    let out = env
+        .dualpub(&["sync", "--json", "--today", "2026-11-30"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kl = key("penalty", "L");
+    set_published(&env, &kl, "2026-11-30T10:00:00+08:00").await;
+
+    let (_, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty"])
+        .await;
+    assert_eq!(
+        categories_json(&v),
+        BTreeMap::from([("late".to_string(), BTreeSet::from([kl.clone()]))]),
+        "{}",
+        v["gaps"]
+    );
+
+    for format in ["json", "table"] {
+        let (out, v) = if format == "json" {
+            env.reconcile_json("2026-12-01", &["--kind", "penalty"])
+                .await
+        } else {
+            (
+                env.dualpub(&["reconcile", "--today", "2026-12-01", "--kind", "penalty"])
+                    .await,
+                serde_json::Value::Null,
+            )
+        };
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        if format == "json" {
+            assert_eq!(
+                categories_json(&v),
+                BTreeMap::from([
+                    ("expired".to_string(), BTreeSet::from([kl.clone()])),
+                    ("late".to_string(), BTreeSet::from([kl.clone()])),
+                ]),
+                "{}",
+                v["gaps"]
+            );
+            let late = gap_of(&v, &kl, "late");
+            assert_eq!(late["first_published"], "2026-11-30", "{late}");
+            assert_eq!(
+                late["detail"].as_str().unwrap().get(..10),
+                Some("2026-11-30")
+            );
+            assert_counts_match_rows(&v);
+            assert_eq!(v["records_with_gaps"], 1);
+            assert_eq!(
+                months_sum(&v, "late"),
+                v["counts"]["late"].as_u64().unwrap()
+            );
+            assert_eq!(v["rates"]["penalty"]["due"], 1);
+            assert_eq!(v["rates"]["penalty"]["on_time"], 0);
+        } else if format == "table" {
+            let table = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                table.contains("超期公示 late: 1") && table.contains("公示期满未撤下 expired: 1"),
+                "{table}"
+            );
+        }
+    }
+    let dir = env.dir.path().join("csv");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-01",
+            "--kind",
+            "penalty",
+            "--format",
+            "csv",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    for c in ["late", "expired"] {
+        let text = std::fs::read_to_string(dir.join(format!("{c}.csv"))).unwrap();
+        assert!(text.contains("测试〔2026〕L号"), "{c}: {text}");
+    }
+    let xlsx = env.dir.path().join("r.xlsx");
+    let out = env
+        .dualpub(&[
+            "reconcile",
+            "--today",
+            "2026-12-01",
+            "--kind",
+            "penalty",
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
+    for sheet in ["超期公示", "公示期满未撤下"] {
+        let range = wb.worksheet_range(sheet).unwrap();
+        assert!(
+            range.rows().any(|r| r.iter().any(|c| c.to_string() == kl)),
+            "{sheet}"
+        );
+    }
+
+    // taken down, it is no longer public, so no longer `late`; 及时率 and its month still count it late
+    let (out, v) = env
+        .reconcile_json("2026-12-01", &["--kind", "penalty", "--repair"])
+        .await;
+    assert_eq!(
+        v["repair"]["withdrawn"],
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, v) = env
+        .reconcile_json("2026-12-01", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", v["gaps"]);
+    assert_eq!(months_sum(&v, "late"), 1, "{}", v["months"]);
+    assert_eq!(v["rates"]["penalty"]["due"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_penalty_found_to_be_on_a_minor_is_withdrawn() {
     let env = empty_env().await;

@@ -5,8 +5,8 @@
 
 use super::annual::{AnnualAccumulator, AnnualReport};
 use super::gaps::{
-    late_detail, missing_in_time_detail, older_copy_detail, overdue_detail, INVALID_OVERDUE_DETAIL,
-    MINOR_DETAIL, MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
+    display_ended_detail, late_detail, missing_in_time_detail, older_copy_detail, overdue_detail,
+    INVALID_OVERDUE_DETAIL, MINOR_DETAIL, MISSING_DETAIL, ORPHAN_DETAIL, REVOKED_DETAIL,
 };
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
@@ -1226,6 +1226,16 @@ async fn compare(
                             .into_iter()
                             .flatten()
                             .filter(|(_, h)| kind == Kind::Penalty && h.public);
+                        let revoked = matches!(
+                            src.status,
+                            Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
+                        );
+                        let until = mapped
+                            .record
+                            .get("CF_GSJZQ")
+                            .and_then(crate::validate::parse_date)
+                            .filter(|_| kind == Kind::Penalty)
+                            .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
                         for ((i, k), shown) in public {
                             // Not on the word of a copy older than the version the platform holds (a lagging
                             // replica): its row says so, and `--repair` leaves it, as for a valid copy.
@@ -1249,15 +1259,6 @@ async fn compare(
                                     withdraw.insert(i, k.to_string());
                                 }
                             };
-                            let revoked = matches!(
-                                src.status,
-                                Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
-                            );
-                            let until = mapped
-                                .record
-                                .get("CF_GSJZQ")
-                                .and_then(crate::validate::parse_date)
-                                .filter(|_| !mapped.findings.iter().any(|f| f.field == "CF_GSJZQ"));
                             if revoked || minor {
                                 let detail = if revoked {
                                     REVOKED_DETAIL
@@ -1284,10 +1285,18 @@ async fn compare(
                                 MonthOutcome::Late
                             }),
                             (Some(dl), None) if opts.today > dl => {
+                                // Its display period ended before it was ever published: fixing it will not make it
+                                // publishable (sync withdraws, never sends, a penalty past its CF_GSJZQ), and its row
+                                // says so instead of "publish it now".
+                                let ended = until.filter(|u| *u < opts.today && !revoked);
+                                let detail = ended.map(display_ended_detail);
+                                if ended.is_some() {
+                                    never_published += 1;
+                                }
                                 report.gaps.push_ref(row(
                                     Category::Overdue,
                                     &display_key,
-                                    INVALID_OVERDUE_DETAIL,
+                                    detail.as_deref().unwrap_or(INVALID_OVERDUE_DETAIL),
                                     None,
                                 ));
                                 Some(MonthOutcome::Overdue)
@@ -1469,14 +1478,30 @@ async fn compare(
                         // Not to be public now (display period over, or revoked), but it was due for publication once:
                         // 及时率 counts it as the report for its month does.
                         match (deadline, first_pub) {
-                            (Some(dl), Some(p)) => Some(if p <= dl {
-                                MonthOutcome::OnTime
-                            } else {
-                                MonthOutcome::Late
-                            }),
-                            // Its display period ended before it was ever published: a duty missed for good.
+                            (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
+                            (Some(dl), Some(p)) => {
+                                // Still public (not taken down yet): `late` as well as its `expired` or `stale` row
+                                // (a record can be in several categories). Once withdrawn it is no longer public, so
+                                // no longer `late`, though 及时率 and its month still count it late.
+                                if public {
+                                    report.gaps.push_ref(row(
+                                        Category::Late,
+                                        &key,
+                                        &late_detail(p, dl),
+                                        published,
+                                    ));
+                                }
+                                Some(MonthOutcome::Late)
+                            }
+                            // Its display period ended before it was ever published: a duty missed for good. Its
+                            // `overdue` row says it can no longer be published (nor must be: `--repair` plans nothing
+                            // for it, as neither `missing` nor `stale` nor public).
                             (Some(dl), None) if expired && !revoked && opts.today > dl => {
                                 never_published += 1;
+                                let detail = until.map(display_ended_detail).unwrap_or_default();
+                                report
+                                    .gaps
+                                    .push_ref(row(Category::Overdue, &key, &detail, None));
                                 Some(MonthOutcome::Overdue)
                             }
                             _ => None,
@@ -1629,7 +1654,8 @@ async fn compare(
     if never_published > 0 {
         report.notes.push(format!(
             "{never_published} penalty record(s) were never published before their display period ended; they \
-             count against 及时率 and can no longer be published (公示期已过仍未公示，计入及时率，已无法补公示)"
+             count against 及时率 and can no longer be published, and reconcile lists each as overdue \
+             (公示期已过仍未公示，计入及时率，已无法补公示，逐条列为逾期未公示)"
         ));
     }
     if let Some((n, first, e)) = uncovered {

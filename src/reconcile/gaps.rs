@@ -165,10 +165,42 @@ pub(crate) fn overdue_detail(dl: NaiveDate) -> String {
     s
 }
 
+/// How the detail of an `overdue` row of a penalty whose display period ended before it was ever published starts
+/// ([`display_ended_detail`]); the row's action follows from it (`GapRow::is_display_ended`).
+pub(crate) const DISPLAY_ENDED_LEAD: &str = "公示期已满，从未公示";
+
+/// The detail of an `overdue` row of a penalty whose display period (CF_GSJZQ) ended on `until` before it was ever
+/// published: it can no longer be published (and must not be), and it counts against 及时率. What it means comes
+/// first: the table cuts a long detail.
+pub(crate) fn display_ended_detail(until: NaiveDate) -> String {
+    let mut s = String::with_capacity(256);
+    s.push_str(DISPLAY_ENDED_LEAD);
+    s.push_str("（公示截止期 ");
+    push_date(&mut s, until);
+    s.push_str("），已不能也不得补公示，计入及时率（逾期未公示） / display period ended ");
+    push_date(&mut s, until);
+    s.push_str(
+        " before it was ever published: it can no longer be published (and must not be); it counts against \
+         及时率 as a missed deadline",
+    );
+    s
+}
+
+/// The display end an [`display_ended_detail`] was made from, if `detail` is exactly one.
+fn display_ended_until(detail: &str) -> Option<NaiveDate> {
+    let rest = detail
+        .strip_prefix(DISPLAY_ENDED_LEAD)?
+        .strip_prefix("（公示截止期 ")?;
+    let end = rest.find('）')?;
+    let until = NaiveDate::parse_from_str(&rest[..end], "%Y-%m-%d").ok()?;
+    (display_ended_detail(until) == detail).then_some(until)
+}
+
 const DETAIL_TEXT: u8 = 0;
 const DETAIL_FIXED: u8 = 1;
 const DETAIL_LATE: u8 = 2;
 const DETAIL_OVERDUE: u8 = 3;
+const DETAIL_DISPLAY_ENDED: u8 = 4;
 
 const DOC_NO_IS_KEYS: u8 = 0;
 const DOC_NO_TEXT: u8 = 1;
@@ -520,6 +552,9 @@ impl Gaps {
             row.extend_from_slice(&days(Some(p)).to_le_bytes());
         } else if g.deadline.is_some_and(|dl| overdue_detail(dl) == g.detail) {
             row.push(DETAIL_OVERDUE);
+        } else if let Some(until) = display_ended_until(g.detail) {
+            row.push(DETAIL_DISPLAY_ENDED);
+            row.extend_from_slice(&days(Some(until)).to_le_bytes());
         } else {
             row.push(DETAIL_TEXT);
             put_str(&mut row, g.detail);
@@ -623,7 +658,7 @@ impl Gaps {
             DETAIL_FIXED => {
                 c.u8();
             }
-            DETAIL_LATE => {
+            DETAIL_LATE | DETAIL_DISPLAY_ENDED => {
                 c.i32();
             }
             DETAIL_OVERDUE => {}
@@ -732,6 +767,7 @@ impl Gaps {
                 _ => String::new(),
             },
             DETAIL_OVERDUE => deadline.map(overdue_detail).unwrap_or_default(),
+            DETAIL_DISPLAY_ENDED => date(c.i32()).map(display_ended_detail).unwrap_or_default(),
             _ => text(c.bytes()),
         };
         GapRow {
@@ -929,6 +965,16 @@ mod tests {
             ),
             row(Category::Late, "XZCF:114100:y", "2024-05-01 odd".into()),
             row(Category::Quarantined, "(penalty CF-1)", String::new()),
+            row(
+                Category::Overdue,
+                "XZCF:114100:z",
+                display_ended_detail(d("2025-03-01")),
+            ),
+            row(
+                Category::Overdue,
+                "XZCF:114100:w",
+                format!("{DISPLAY_ENDED_LEAD}（公示截止期 2025-03-01） odd"),
+            ),
         ];
         rows[1].doc_no = "other".into();
         rows[2].decided_on = None;
@@ -941,9 +987,15 @@ mod tests {
         assert_eq!(g.iter().collect::<Vec<_>>(), rows);
         assert_eq!(g.iter_in(Category::Late).count(), 2);
         assert_eq!(g.category_counts()[4], 2);
-        assert_eq!(g.distinct_keys(), 6);
+        assert_eq!(g.distinct_keys(), 8);
         g.push(rows[0].clone());
-        assert_eq!(g.distinct_keys(), 6);
+        assert_eq!(g.distinct_keys(), 8);
+        assert_eq!(
+            display_ended_until(&rows[6].detail),
+            Some(d("2025-03-01")),
+            "stored as a tag"
+        );
+        assert_eq!(display_ended_until(&rows[7].detail), None);
     }
 
     #[cfg(unix)]

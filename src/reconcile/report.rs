@@ -157,6 +157,19 @@ pub const OLDER_COPY_ACTION_ZH: &str =
      （或 dualpub 读取的数据库副本）是否同步滞后，待其提供当前版本后再核对；如确为时钟滞后的机器保存的新修改，请校正\
      该时钟后重新保存该记录（下次同步将推送）";
 
+/// What the operator should do about an `overdue` row of a penalty whose display period ended before it was ever
+/// published ([`GapRow::is_display_ended`]), in English: nothing can be published any more.
+pub const DISPLAY_ENDED_ACTION_EN: &str =
+    "do not publish it: its display period (CF_GSJZQ) ended before it was ever published, so it can no longer be \
+     published and must not be (`dualpub reconcile --repair` leaves it, and so does sync); it counts against 及时率 \
+     as a missed deadline for good — find out why it was never published (committed late in the source, connector \
+     not running, or quarantined or rejected until its display period was over)";
+
+/// [`DISPLAY_ENDED_ACTION_EN`] in Chinese.
+pub const DISPLAY_ENDED_ACTION_ZH: &str =
+    "不得补公示：该处罚的公示期（CF_GSJZQ）已满而从未公示，已不能也不得再公示（`dualpub reconcile --repair` 与同步均不会\
+     推送）；该记录按逾期未公示计入及时率，请查明未公示的原因（执法系统迟录入、同步未运行，或校验未通过、被平台拒收直至公示期满）";
+
 impl std::fmt::Display for Category {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -195,11 +208,22 @@ impl GapRow {
         ) && self.detail.starts_with(super::gaps::OLDER_COPY_LEAD)
     }
 
+    /// Whether this is the `overdue` row of a penalty whose display period ended before it was ever published: one
+    /// whose detail the engine made with `gaps::display_ended_detail`. Nothing can be published for it any more, so
+    /// its action is not its category's "publish it now".
+    pub fn is_display_ended(&self) -> bool {
+        self.category == Category::Overdue
+            && self.detail.starts_with(super::gaps::DISPLAY_ENDED_LEAD)
+    }
+
     /// What the operator should do about this row, in English: its category's action, or for an older copy
-    /// ([`GapRow::is_older_copy`]) what is true of it instead (`--repair` leaves it).
+    /// ([`GapRow::is_older_copy`]) what is true of it instead (`--repair` leaves it), or for a penalty whose display
+    /// period ended before it was ever published ([`GapRow::is_display_ended`]) that it must not be published.
     pub fn action_en(&self) -> &'static str {
         if self.is_older_copy() {
             OLDER_COPY_ACTION_EN
+        } else if self.is_display_ended() {
+            DISPLAY_ENDED_ACTION_EN
         } else {
             self.category.action_en()
         }
@@ -209,6 +233,8 @@ impl GapRow {
     pub fn action_zh(&self) -> &'static str {
         if self.is_older_copy() {
             OLDER_COPY_ACTION_ZH
+        } else if self.is_display_ended() {
+            DISPLAY_ENDED_ACTION_ZH
         } else {
             self.category.action_zh()
         }
@@ -487,6 +513,38 @@ mod tests {
         }
         // a platform's message that happens to start so is no older copy
         let r = row(Category::Rejected, older);
+        assert_eq!(r.action_en(), Category::Rejected.action_en());
+    }
+
+    #[test]
+    fn a_penalty_never_published_in_its_display_period_is_not_to_be_published() {
+        let row = |category, detail: String| GapRow {
+            category,
+            key: "XZCF:1:a".into(),
+            kind: Kind::Penalty,
+            doc_no: "a".into(),
+            party_name: String::new(),
+            party_id_masked: String::new(),
+            decided_on: Some(d("2025-11-20")),
+            deadline: Some(d("2025-12-01")),
+            first_published: None,
+            detail,
+        };
+        let ended = crate::reconcile::gaps::display_ended_detail(d("2026-11-20"));
+        let r = row(Category::Overdue, ended.clone());
+        assert!(r.is_display_ended());
+        assert_eq!(
+            (r.action_en(), r.action_zh()),
+            (DISPLAY_ENDED_ACTION_EN, DISPLAY_ENDED_ACTION_ZH)
+        );
+        assert!(!r.action_en().contains("publish it now"));
+        // other overdue rows keep their category's action, and so does another category's detail that starts so
+        let r = row(
+            Category::Overdue,
+            crate::reconcile::gaps::overdue_detail(d("2025-12-01")),
+        );
+        assert_eq!(r.action_en(), Category::Overdue.action_en());
+        let r = row(Category::Rejected, ended);
         assert_eq!(r.action_en(), Category::Rejected.action_en());
     }
 

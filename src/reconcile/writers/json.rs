@@ -47,8 +47,8 @@ use super::round4;
 use crate::model::Kind;
 use crate::reconcile::gaps::date_string;
 use crate::reconcile::report::{
-    Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report, OLDER_COPY_ACTION_EN,
-    OLDER_COPY_ACTION_ZH,
+    Category, GapRow, Gaps, MonthBucket, Rates, RepairSummary, Report, DISPLAY_ENDED_ACTION_EN,
+    DISPLAY_ENDED_ACTION_ZH, OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH,
 };
 use serde::ser::SerializeMap;
 use serde::ser::SerializeSeq;
@@ -177,12 +177,17 @@ fn actions(g: &GapRow) -> (&'static RawValue, &'static RawValue) {
         Category::ALL
             .iter()
             .map(|c| (c.action_en(), c.action_zh()))
-            .chain([(OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH)])
+            .chain([
+                (OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH),
+                (DISPLAY_ENDED_ACTION_EN, DISPLAY_ENDED_ACTION_ZH),
+            ])
             .map(|(en, zh)| (raw(en), raw(zh)))
             .collect()
     });
     let i = if g.is_older_copy() {
         Category::ALL.len()
+    } else if g.is_display_ended() {
+        Category::ALL.len() + 1
     } else {
         Category::ALL
             .iter()

@@ -3,9 +3,10 @@
 
 use super::{align_rows, one_line, percent, truncate, Paint};
 use crate::model::Kind;
-use crate::reconcile::gaps::OLDER_COPY_LEAD;
+use crate::reconcile::gaps::{DISPLAY_ENDED_LEAD, OLDER_COPY_LEAD};
 use crate::reconcile::report::{
-    Category, GapRow, Rates, Report, OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH,
+    Category, GapRow, Rates, Report, DISPLAY_ENDED_ACTION_EN, DISPLAY_ENDED_ACTION_ZH,
+    OLDER_COPY_ACTION_EN, OLDER_COPY_ACTION_ZH,
 };
 use std::io::{self, Write};
 
@@ -197,6 +198,14 @@ fn write_category(
             "   说明以「{OLDER_COPY_LEAD}」开头的行 rows whose detail starts so: {OLDER_COPY_ACTION_EN}"
         )?;
         writeln!(out, "   {OLDER_COPY_ACTION_ZH}")?;
+    }
+    // Penalties whose display period ended before they were ever published: not to be published any more.
+    if rows.iter().any(GapRow::is_display_ended) {
+        writeln!(
+            out,
+            "   说明以「{DISPLAY_ENDED_LEAD}」开头的行 rows whose detail starts so: {DISPLAY_ENDED_ACTION_EN}"
+        )?;
+        writeln!(out, "   {DISPLAY_ENDED_ACTION_ZH}")?;
     }
     let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or("—".into());
     let mut table = vec![[
