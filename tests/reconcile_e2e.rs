@@ -1161,6 +1161,61 @@ fn assert_counts_match_rows(v: &serde_json::Value) {
     assert_eq!(v["total_gaps"].as_u64(), Some(gaps.len() as u64));
 }
 
+/// A penalty published late whose current version then fails validation: its last valid version stays public
+/// (sync leaves it), so it is `late` as well as `quarantined`; it was only `quarantined`, though its month counted it
+/// late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_penalty_whose_current_version_is_invalid_is_late_and_quarantined() {
+    let env = empty_env().await;
+    let mut p = record("penalty_multi_category", "penalty", "P", "2026-09-01");
+    p["updated_at"] = stamp(-8).into();
+    env.source_insert_one(p.clone()).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["accepted"].as_u64()), (0, Some(1)), "{s} {err}");
+    p["remarks"] = "\u{1}".into();
+    p["updated_at"] = stamp(-6).into();
+    env.source_insert_one(p).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, s["quarantined"].as_u64()), (1, Some(1)), "{s} {err}");
+    let (_, v) = env.reconcile_json(TODAY, &["--kind", "penalty"]).await;
+    let k = key("penalty", "P");
+    assert!(rows_in(&v, "quarantined").contains_key(&k), "{}", v["gaps"]);
+    let late = rows_in(&v, "late");
+    assert!(late.contains_key(&k), "{}", v["gaps"]);
+    assert!(late[&k]["first_published"].is_string(), "{}", late[&k]);
+    assert_counts_match_rows(&v);
+    assert_eq!(months_sum(&v, "late"), 1, "{}", v["months"]);
+}
+
+/// A penalty revoked before it was ever published is not due: a valid one is not counted in 及时率 and has no
+/// `overdue` row. One whose current version also fails validation was counted due, with an `overdue` row that said
+/// to publish it now — a revoked decision, which must never be published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_revoked_before_it_was_published_is_not_due_even_when_invalid() {
+    let env = empty_env().await;
+    let mut valid = record("penalty_multi_category", "penalty", "V", "2026-09-01");
+    valid["status"] = "revoked".into();
+    let mut invalid = record("penalty_multi_category", "penalty", "I", "2026-09-01");
+    invalid["status"] = "revoked".into();
+    invalid["remarks"] = "\u{1}".into();
+    env.source_insert(serde_json::json!([valid, invalid])).await;
+    let (out, v) = env
+        .reconcile_json("2026-11-30", &["--kind", "penalty"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "I is quarantined");
+    assert!(rows_in(&v, "overdue").is_empty(), "{}", v["gaps"]);
+    assert_eq!(
+        rows_in(&v, "quarantined")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![key("penalty", "I")]
+    );
+    assert_counts_match_rows(&v);
+    assert_eq!(v["rates"]["penalty"]["due"], 0, "{}", v["rates"]);
+    assert_eq!(months_sum(&v, "overdue"), 0, "{}", v["months"]);
+}
+
 /// Reported: a penalty never published before its display period (CF_GSJZQ) ended counted against 及时率, in the
 /// months' `overdue` and in a note, but no row gave its key or document number, and `counts.overdue` disagreed
 /// with the months (1 against 8). It is `overdue` (not public, past its deadline): its row, in every format, says

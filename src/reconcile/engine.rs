@@ -1279,11 +1279,28 @@ async fn compare(
                         // or due and missed once its deadline has passed.
                         break 'judged match (deadline, first_pub) {
                             _ if minor => None,
-                            (Some(dl), Some(p)) => Some(if p <= dl {
-                                MonthOutcome::OnTime
-                            } else {
-                                MonthOutcome::Late
-                            }),
+                            // Revoked before it was ever published: not due, as for a valid copy (a revoked
+                            // penalty must never be published; a revoked permit is published with XK_ZT = 2).
+                            (_, None) if revoked && kind == Kind::Penalty => None,
+                            (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
+                            (Some(dl), Some(p)) => {
+                                // Its last valid version still public: `late` as well as `quarantined` (a record
+                                // can be in several categories), under the key the platform shows it by.
+                                let public_key = match (&h, &linked) {
+                                    (Some(h), _) if h.public => key_str.as_deref(),
+                                    (_, Some((_, k, l))) if l.public => Some(k.as_str()),
+                                    _ => None,
+                                };
+                                if let Some(k) = public_key {
+                                    report.gaps.push_ref(row(
+                                        Category::Late,
+                                        k,
+                                        &late_detail(p, dl),
+                                        published,
+                                    ));
+                                }
+                                Some(MonthOutcome::Late)
+                            }
                             (Some(dl), None) if opts.today > dl => {
                                 // Its display period ended before it was ever published: fixing it will not make it
                                 // publishable (sync withdraws, never sends, a penalty past its CF_GSJZQ), and its row
