@@ -1808,14 +1808,18 @@ impl Store {
         }
     }
 
-    /// Stores `now` as the fingerprint of the settings that validate records ([`crate::config::Config::validation_fingerprint`])
-    /// and returns the one stored before (`None` for a store that has none yet).
-    pub fn swap_validated_with(&self, now: &str) -> Result<Option<String>, StoreError> {
-        let before = self
-            .meta
+    /// The fingerprint of the settings that validated the quarantine ([`crate::config::Config::validation_fingerprint`],
+    /// noted by the last run); `None` for a store that has none yet.
+    pub fn validated_with(&self) -> Result<Option<String>, StoreError> {
+        let v = self.meta.get(b"validated_with").map_err(|e| self.io(e))?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_validated_with(&self, now: &str) -> Result<(), StoreError> {
+        self.meta
             .insert(b"validated_with", now.as_bytes())
             .map_err(|e| self.io(e))?;
-        Ok(before.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(())
     }
 
     pub fn record_run(&self, summary: &serde_json::Value) -> Result<(), StoreError> {

@@ -175,22 +175,16 @@ const RECHECK_ROUNDS: usize = 16;
 /// How far past this machine's clock a feed time may be before a run warns of it.
 const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
-/// How many records in quarantine were validated under settings that changed since the last run (`None`: none, or
-/// the settings did not change). Notes this run's settings either way.
-fn settings_changed(cfg: &Config, store: &Store) -> Option<u64> {
+/// The fingerprint of this run's settings that validate records, and how many records in quarantine were judged
+/// under other settings (`None`: none, the settings did not change, or the store never noted any).
+fn settings_check(cfg: &Config, store: &Store) -> (String, Option<u64>) {
     let now = cfg.validation_fingerprint();
-    let before = store.swap_validated_with(&now).ok()??;
-    if before == now || store.quarantine_is_empty() {
-        return None;
-    }
-    let n = store.quarantine_len() as u64;
-    tracing::warn!(
-        records = n,
-        "the settings that validate records ([agency] name, credit_code or domain, or the mapping files) changed \
-         since the last run; the records in quarantine were judged under the old ones: run `dualpub quarantine \
-         retry` to validate them again"
-    );
-    Some(n)
+    let changed = match store.validated_with() {
+        Ok(Some(before)) => before != now && !store.quarantine_is_empty(),
+        _ => false,
+    };
+    let n = changed.then(|| store.quarantine_len() as u64);
+    (now, n)
 }
 
 /// The overlap start: `since` moved back by the window, in the source's format.
@@ -799,6 +793,9 @@ async fn run_with(
         },
         ..cfg.clone()
     };
+    // Before the run: what it quarantines is judged under its own settings. A cron run's question only: a retry or
+    // a repair sends chosen records (`quarantine retry` of all notes the settings itself).
+    let settings = (!opts.dry_run && mode.is_none()).then(|| settings_check(cfg, store));
     let budget = opts
         .budget
         .clone()
@@ -940,8 +937,18 @@ async fn run_with(
     let flushed = store.flush();
     match result.and(flushed.map_err(SyncError::from)) {
         Ok(()) => {
-            if !opts.dry_run {
-                summary.quarantine_to_recheck = settings_changed(cfg, store);
+            if let Some((now, n)) = &settings {
+                // Noted once the run has done its work: a run that stops says it again next time.
+                let _ = store.set_validated_with(now);
+                summary.quarantine_to_recheck = *n;
+                if let Some(n) = n {
+                    tracing::warn!(
+                        records = n,
+                        "the settings that validate records ([agency] name, credit_code or domain, or the mapping \
+                         files) changed since the last run; the records in quarantine were judged under the old \
+                         ones: run `dualpub quarantine retry` to validate them again"
+                    );
+                }
             }
             summary.outcome = if summary.needs_attention() {
                 "attention".into()

@@ -1307,11 +1307,8 @@ async fn a_penalty_never_published_before_its_display_period_ended_is_an_overdue
         "{table}"
     );
     let dir = env.dir.path().join("csv");
-    let dir_s = dir.to_str().unwrap();
-    let args = ["reconcile", "--today", "2026-11-30", "--kind", "penalty"];
-    let out = env
-        .dualpub(&[&args[..], &["--format", "csv", "--out", dir_s]].concat())
-        .await;
+    let penalties = ["--kind", "penalty"];
+    let out = reconcile_as_of_to(&env, "2026-11-30", &penalties, "csv", &dir).await;
     assert_eq!(out.status.code(), Some(1));
     let csv = std::fs::read_to_string(dir.join("overdue.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().skip(1).collect();
@@ -1324,10 +1321,7 @@ async fn a_penalty_never_published_before_its_display_period_ended_is_an_overdue
         assert!(line.contains(DISPLAY_ENDED_ACTION_ZH), "{line}");
     }
     let xlsx = env.dir.path().join("r.xlsx");
-    let xlsx_s = xlsx.to_str().unwrap();
-    let out = env
-        .dualpub(&[&args[..], &["--format", "xlsx", "--out", xlsx_s]].concat())
-        .await;
+    let out = reconcile_as_of_to(&env, "2026-11-30", &penalties, "xlsx", &xlsx).await;
     assert_eq!(out.status.code(), Some(1));
     let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
     let range = wb.worksheet_range("逾期未公示").unwrap();
@@ -1448,38 +1442,14 @@ async fn a_late_penalty_still_public_past_its_display_end_is_late_and_expired() 
         }
     }
     let dir = env.dir.path().join("csv");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            "2026-12-01",
-            "--kind",
-            "penalty",
-            "--format",
-            "csv",
-            "--out",
-            dir.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_as_of_to(&env, "2026-12-01", &["--kind", "penalty"], "csv", &dir).await;
     assert_eq!(out.status.code(), Some(1));
     for c in ["late", "expired"] {
         let text = std::fs::read_to_string(dir.join(format!("{c}.csv"))).unwrap();
         assert!(text.contains("测试〔2026〕L号"), "{c}: {text}");
     }
     let xlsx = env.dir.path().join("r.xlsx");
-    let out = env
-        .dualpub(&[
-            "reconcile",
-            "--today",
-            "2026-12-01",
-            "--kind",
-            "penalty",
-            "--format",
-            "xlsx",
-            "--out",
-            xlsx.to_str().unwrap(),
-        ])
-        .await;
+    let out = reconcile_as_of_to(&env, "2026-12-01", &["--kind", "penalty"], "xlsx", &xlsx).await;
     assert_eq!(out.status.code(), Some(1));
     let mut wb: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).unwrap();
     for sheet in ["超期公示", "公示期满未撤下"] {
@@ -2736,17 +2706,21 @@ fn stamped(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// `reconcile --today TODAY --format FORMAT --out OUT`: the process output.
 async fn reconcile_to(env: &Env, format: &str, out: &Path) -> std::process::Output {
+    reconcile_as_of_to(env, TODAY, &[], format, out).await
+}
+
+/// `reconcile --today TODAY ARGS --format FORMAT --out OUT`: the process output.
+async fn reconcile_as_of_to(
+    env: &Env,
+    today: &str,
+    args: &[&str],
+    format: &str,
+    out: &Path,
+) -> std::process::Output {
     let out = out.to_str().unwrap();
-    env.dualpub(&[
-        "reconcile",
-        "--today",
-        TODAY,
-        "--format",
-        format,
-        "--out",
-        out,
-    ])
-    .await
+    let head = ["reconcile", "--today", today];
+    let tail = ["--format", format, "--out", out];
+    env.dualpub(&[&head[..], args, &tail[..]].concat()).await
 }
 
 /// The gap row of `key` in `category`, from the JSON report.

@@ -2822,4 +2822,14 @@ async fn a_change_of_the_settings_that_validate_records_points_to_quarantine_ret
         .await;
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["quarantine_to_recheck"], held, "{s}");
+    // Changed again, then the whole quarantine retried: nothing is left to recheck.
+    std::fs::write(dir.join("codes.toml"), format!("{codes}\n# 2026-12-01\n")).unwrap();
+    let out = env.dualpub_with(&["quarantine", "retry"], &with_dir).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &with_dir)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["quarantine_to_recheck"], serde_json::Value::Null, "{s}");
 }

@@ -313,6 +313,11 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                 Ok(s) => (s, None),
                 Err((s, e)) => (s, Some(e)),
             };
+            // The whole quarantine judged again under today's settings: nothing left to recheck (see
+            // `RunSummary::quarantine_to_recheck`).
+            if keys.is_empty() && err.is_none() {
+                let _ = store.set_validated_with(&loaded.cfg.validation_fingerprint());
+            }
             let (retried, unreadable, empty) =
                 std::mem::take(&mut *retried.lock().unwrap_or_else(|p| p.into_inner()));
             if let Some(e) = unreadable {

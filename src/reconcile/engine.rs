@@ -658,6 +658,18 @@ impl<'m> RowParts<'m> {
             detail,
         }
     }
+
+    /// Adds a `late` row for `key`: first published on `first`, after `deadline`.
+    fn push_late(
+        &self,
+        gaps: &mut super::gaps::Gaps,
+        key: &str,
+        (first, deadline): (NaiveDate, NaiveDate),
+        published: Option<NaiveDate>,
+    ) {
+        let detail = late_detail(first, deadline);
+        gaps.push_ref(self.row(Category::Late, key, &detail, published));
+    }
 }
 
 /// The parts of a source record the comparison reads after mapping.
@@ -1292,12 +1304,7 @@ async fn compare(
                                     _ => None,
                                 };
                                 if let Some(k) = public_key {
-                                    report.gaps.push_ref(row(
-                                        Category::Late,
-                                        k,
-                                        &late_detail(p, dl),
-                                        published,
-                                    ));
+                                    rows.push_late(&mut report.gaps, k, (p, dl), published);
                                 }
                                 Some(MonthOutcome::Late)
                             }
@@ -1471,12 +1478,7 @@ async fn compare(
                         match (deadline, first_pub) {
                             (Some(dl), Some(p)) if p <= dl => Some(MonthOutcome::OnTime),
                             (Some(dl), Some(p)) => {
-                                report.gaps.push_ref(row(
-                                    Category::Late,
-                                    &key,
-                                    &late_detail(p, dl),
-                                    published,
-                                ));
+                                rows.push_late(&mut report.gaps, &key, (p, dl), published);
                                 Some(MonthOutcome::Late)
                             }
                             (Some(dl), None) if opts.today > dl => {
@@ -1501,12 +1503,7 @@ async fn compare(
                                 // (a record can be in several categories). Once withdrawn it is no longer public, so
                                 // no longer `late`, though 及时率 and its month still count it late.
                                 if public {
-                                    report.gaps.push_ref(row(
-                                        Category::Late,
-                                        &key,
-                                        &late_detail(p, dl),
-                                        published,
-                                    ));
+                                    rows.push_late(&mut report.gaps, &key, (p, dl), published);
                                 }
                                 Some(MonthOutcome::Late)
                             }
