@@ -206,14 +206,16 @@ pub fn render_xml(items: &[MapItem]) -> Vec<u8> {
     out
 }
 
-/// Every finding of the invalid items, one per line: record id, field, code, message (Chinese / English).
+/// Every finding of the invalid items, one per line: record id, field, code, message (Chinese / English). ID numbers
+/// are masked in all of them, the record id too (an id made from one, as sync's logs mask it).
 pub fn render_findings(items: &[MapItem]) -> String {
     let mut out = String::new();
     for it in items {
+        let id = crate::ids::mask_ids_in(&it.id);
         for f in &it.findings {
             out.push_str(&format!(
                 "{}\t{}\t{}\t{} / {}\n",
-                it.id,
+                id,
                 f.field,
                 f.code,
                 crate::ids::mask_ids_in(&f.zh),
@@ -223,7 +225,7 @@ pub fn render_findings(items: &[MapItem]) -> String {
         if it.findings.is_empty() && it.key.is_none() {
             out.push_str(&format!(
                 "{}\t(key)\trequired\t无法生成记录键 / no record key can be made\n",
-                it.id
+                id
             ));
         }
     }

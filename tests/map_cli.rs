@@ -286,6 +286,25 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
 // ---- regression tests for data-correctness defects (each named after the bug it pins) ----
 
 /// The first record of a fixture, to change one thing in it.
+/// A finding's line names its record by id; an id made from the party's ID number was printed whole, though the
+/// messages beside it mask every ID number (as sync's logs mask the id).
+#[test]
+fn a_record_id_made_from_an_id_number_is_masked_in_the_findings() {
+    let rec = with(
+        with(
+            fixture_record("permit_org"),
+            "/id",
+            "XK-410105194912310021".into(),
+        ),
+        "/party/credit_code",
+        "914101004157892343".into(),
+    );
+    let (code, _, err) = map_records("permit", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("XK-410105********0021"), "{err}");
+    assert!(!err.contains("410105194912310021"), "{err}");
+}
+
 /// A space around `[agency] credit_code` (easy to get from an environment file) passed the start-up check, which
 /// reads the code trimmed, but went into every record as it was: every record was quarantined as `uscc_format`.
 #[test]
