@@ -178,6 +178,40 @@ fn csv_files_per_category_with_bom_and_rfc4180_quoting() {
     assert!(summary.contains("平台记录数（不限决定日期 every decision date）,,117,"));
 }
 
+/// Party names from the source that start like a formula, also behind a tab (which Excel's import wizard drops, a
+/// formula after it then runs), are prefixed with `'`; control characters (an ANSI colour code) were written raw.
+#[test]
+fn csv_cells_never_start_a_formula_nor_hold_control_characters() {
+    let mut r = Report::new(d("2024-12-31"));
+    for (n, name) in [
+        "=1+2",
+        "\t=1+1",
+        "\r@SUM(1,1)",
+        "\u{1b}[31m红色公司\u{1b}[0m",
+        "-5",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut g = row(Category::Missing, n as u32, Kind::Penalty);
+        g.party_name = name.to_string();
+        r.gaps.push(g);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_csv(&r, dir.path()).expect("write csv");
+    let text = std::fs::read_to_string(dir.path().join("missing.csv")).expect("read");
+    for cell in [
+        "'=1+2",
+        ",'\t=1+1,",
+        "\"'\r@SUM(1,1)\"",
+        " [31m红色公司 [0m",
+        "'-5",
+    ] {
+        assert!(text.contains(cell), "{cell:?} in {text:?}");
+    }
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
 #[test]
 fn a_later_csv_report_into_the_same_folder_leaves_no_old_category_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -102,12 +102,25 @@ pub(crate) fn gap_cells(g: &GapRow, for_csv: bool) -> Vec<String> {
     ]
 }
 
-/// Source text that starts like a formula (`=`, `+`, `-`, `@`) would run as one when Excel opens the CSV.
+/// Source text for a CSV cell: control characters other than line breaks and tabs become spaces (as in the table;
+/// Excel shows them as boxes, a terminal obeys them), and text that starts like a formula — `=`, `+`, `-`, `@`, or
+/// a tab or carriage return before one, which Excel's import drops (OWASP's list) — is prefixed with `'`, or it
+/// would run as one when Excel opens the CSV.
 fn defuse(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@']) {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
-        s.to_string()
+        s
     }
 }
 
