@@ -506,6 +506,48 @@ async fn annual_report_matches_independent_counts() {
     assert!(std::fs::metadata(&xlsx).unwrap().len() > 1000);
 }
 
+/// A penalty whose fine is not a valid amount (negative, "1,000", finer than 0.01 yuan) counts in the totals but
+/// cannot be added: the fines figure was silently short. A note now says how many are left out (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annual_report_says_which_fines_it_could_not_add() {
+    let env = empty_env().await;
+    let mut recs = Vec::new();
+    for (id, fine) in [
+        ("G", "2000"),
+        ("N", "-500"),
+        ("M", "1,000"),
+        ("S", "100.001"),
+    ] {
+        let mut r = record("penalty_multi_category", "penalty", id, "2024-06-03");
+        r["fine_yuan"] = fine.into();
+        r["display_until"] = "2027-01-01".into();
+        recs.push(r);
+    }
+    env.source_insert(serde_json::Value::Array(recs)).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "three are quarantined: {err}");
+    let out = env
+        .dualpub(&[
+            "report", "annual", "--year", "2024", "--format", "json", "--today", TODAY,
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["penalties"]["total"], 4, "{v}");
+    assert_eq!(v["penalties"]["fines_wan"], "0.2", "{v}");
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("3 penalty record(s) are not in fines_wan")
+            && notes.contains("not a valid amount"),
+        "{notes}"
+    );
+}
+
 /// Document numbers of different lengths (`…9号`, `…98号`, `…980号`) come out of the store's ledger buckets in
 /// another order than the platform lists them; every one must still be matched with its ledger entry (the
 /// 入库率 counts submitted and accepted from it).

@@ -139,6 +139,10 @@ pub struct AnnualAccumulator {
     /// Penalties whose fine / confiscation the sum could not take (see [`add_amount`]).
     fines_left_out: u64,
     confiscated_left_out: u64,
+    /// Penalties whose fine / confiscation is not a valid amount (a finding on it: negative, not a plain number,
+    /// finer than 0.01 yuan): not in the sums, and said so (see [`AnnualAccumulator::amount_unreadable`]).
+    fines_unreadable: u64,
+    confiscated_unreadable: u64,
 }
 
 /// Adds an amount to a sum; one the sum cannot take (a total beyond 79228162514264337593543950335, the largest
@@ -183,6 +187,8 @@ impl AnnualAccumulator {
                 notes: Vec::new(),
             },
             fines_left_out: 0,
+            fines_unreadable: 0,
+            confiscated_unreadable: 0,
             confiscated_left_out: 0,
         }
     }
@@ -265,8 +271,48 @@ impl AnnualAccumulator {
         );
     }
 
+    /// Counts a penalty of the year counted by [`AnnualAccumulator::add_penalty`] whose fine (`fine`) or
+    /// confiscation (`confiscated`) the mapping could not read as an amount: it is in the counts but not in the sum,
+    /// which a note says (until 2026-11-30 the sum was silently short).
+    pub fn amount_unreadable(
+        &mut self,
+        status: Option<SourceStatus>,
+        decided: NaiveDate,
+        fine: bool,
+        confiscated: bool,
+    ) {
+        if decided.year() != self.report.year || status == Some(SourceStatus::Changed) {
+            return;
+        }
+        self.fines_unreadable += u64::from(fine);
+        self.confiscated_unreadable += u64::from(confiscated);
+    }
+
     /// The report, with a note for each sum that had to leave amounts out.
     pub fn finish(mut self) -> AnnualReport {
+        for (n, field, total, zh) in [
+            (
+                self.fines_unreadable,
+                "fine (CF_NR_FK)",
+                "fines_wan",
+                "罚款金额",
+            ),
+            (
+                self.confiscated_unreadable,
+                "confiscation (CF_NR_WFFF)",
+                "confiscated_wan",
+                "没收金额",
+            ),
+        ] {
+            if n > 0 {
+                self.report.notes.push(format!(
+                    "{n} penalty record(s) are not in {total}: their {field} is not a valid amount (negative, not a \
+                     plain number of yuan, or finer than 0.01 yuan; `dualpub quarantine list` names them), so the \
+                     figure shown is the sum of the others; fix them in the enforcement system ({zh}有误，{n} 条处罚\
+                     决定未计入合计)"
+                ));
+            }
+        }
         if self.fines_left_out > 0 {
             self.report.notes.push(left_out_note(
                 self.fines_left_out,

@@ -11,6 +11,7 @@ use super::gaps::{
 use super::report::{Category, GapRow, MonthOutcome, Rates, Report};
 use crate::calendar::{Calendar, CalendarError};
 use crate::config::Config;
+use crate::findings::FindingCode;
 use crate::ids::mask_id;
 use crate::mapping::{Mapped, MappingSet};
 use crate::model::{china_offset, Digest, Kind, PlatformRecord};
@@ -1562,6 +1563,25 @@ async fn compare(
                 }
                 if let (Some(acc), Some(d)) = (annual.as_deref_mut(), decided) {
                     add_to_annual(acc, kind, &mapped.record, src.status, d, judged);
+                    if kind == Kind::Penalty {
+                        let unreadable = |field: &str| {
+                            mapped.findings.iter().any(|f| {
+                                f.field == field
+                                    && matches!(
+                                        f.code,
+                                        FindingCode::AmountInvalid
+                                            | FindingCode::AmountNegative
+                                            | FindingCode::AmountScale
+                                    )
+                            })
+                        };
+                        acc.amount_unreadable(
+                            src.status,
+                            d,
+                            unreadable("CF_NR_FK"),
+                            unreadable("CF_NR_WFFF"),
+                        );
+                    }
                 }
             }
             if let Some(pb) = &pb {
