@@ -1500,6 +1500,23 @@ async fn a_retry_stopped_before_the_platform_answers_keeps_the_record_retryable(
         was + 1,
         "the retry sent the record again"
     );
+    // One record, rejected again: counted `rejected`, not `quarantined` as well.
+    let table = String::from_utf8_lossy(&out.stderr);
+    let count = |what: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(what))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    assert_eq!(
+        (count("rejected"), count("quarantined")),
+        (Some(1), Some(0)),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 of the 1 retried record(s) still in quarantine"),
+        "{table}"
+    );
 }
 
 /// A loopback proxy in front of the source simulator that passes each change-feed page on with its items

@@ -355,18 +355,20 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     );
                 }
             }
-            // A retried record that is still invalid was quarantined again by this run, though not anew.
-            let mut still = 0u64;
+            // A retried record that is still invalid was quarantined again by this run, though not anew. One the
+            // platform rejected again is counted `rejected` (not `quarantined` as well: one record, two counts).
+            let (mut still, mut still_invalid) = (0u64, 0u64);
             for (kind, id) in &retried {
-                if store
-                    .quarantine_contains(*kind, id)
+                if let Some(e) = store
+                    .quarantine_get(*kind, id)
                     .map_err(common::store_failure)?
                 {
                     still += 1;
+                    still_invalid += u64::from(e.reason != "rejected");
                 }
             }
-            if still > summary.quarantined {
-                summary.quarantined = still;
+            if still_invalid > summary.quarantined {
+                summary.quarantined = still_invalid;
                 if summary.outcome == "ok" && summary.needs_attention() {
                     summary.outcome = "attention".into();
                 }
