@@ -53,6 +53,10 @@ pub struct SyncOptions {
 /// the stable `--json` output documented in the README.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
+    /// What made the run: `sync`, `quarantine retry` or `reconcile --repair` (empty in runs stored before
+    /// 2026-11-30), so `status` does not show an operator's retry as a cron sync.
+    #[serde(default)]
+    pub command: String,
     pub started_at: String,
     pub finished_at: String,
     pub dry_run: bool,
@@ -800,7 +804,16 @@ async fn run_with(
         .budget
         .clone()
         .unwrap_or_else(|| Arc::new(Budget::new(cfg.retry_budget, cfg.max_backoff)));
+    let command = match &mode {
+        None => "sync",
+        Some(Mode::Retry {
+            copies: Copies::Held,
+            ..
+        }) => "quarantine retry",
+        Some(_) => "reconcile --repair",
+    };
     let mut summary = RunSummary {
+        command: command.to_string(),
         started_at: now_rfc3339(),
         dry_run: opts.dry_run,
         kinds: opts.kinds.clone(),

@@ -504,3 +504,39 @@ async fn a_dry_run_says_what_it_would_do_not_what_it_did() {
         "a dry run writes no quarantine"
     );
 }
+
+/// `status` listed an operator's `quarantine retry` like a cron sync ("attention read 12 … quarantined 12" reads as
+/// a sync that just quarantined 12 records). Each run says which command made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_which_command_made_each_run() {
+    let env = spawn(
+        GenConfig {
+            records: 40,
+            seed: 6,
+            invalid_rate: 0.2,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{err}");
+    let out = env.dualpub(&["quarantine", "retry"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = env.dualpub(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands: Vec<&str> = v["last_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["command"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(commands, ["quarantine retry", "sync"], "{v}");
+    let out = env.dualpub(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("run ")).collect();
+    assert!(
+        runs.len() == 2 && runs[0].contains(" quarantine retry ") && runs[1].contains(" sync "),
+        "{text}"
+    );
+}

@@ -120,8 +120,9 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
     }
     for r in runs {
         outln!(
-            "run          {} {:<9} read {} pushed {} accepted {} already held {} rejected {} withdrawn {} quarantined {} ({} ms)",
+            "run          {} {:<18} {:<9} read {} pushed {} accepted {} already held {} rejected {} withdrawn {} quarantined {} ({} ms)",
             r["finished_at"].as_str().unwrap_or(""),
+            r["command"].as_str().unwrap_or(""),
             r["outcome"].as_str().unwrap_or(""),
             r["read"], r["pushed"], r["accepted"], r["platform_unchanged"], r["rejected"], r["withdrawn"],
             r["quarantined"], r["elapsed_ms"]
