@@ -525,56 +525,21 @@ pub struct Config {
 
 impl Config {
     /// A digest of everything that decides whether a record is valid: the agency's name, code and display policy,
-    /// the built-in mapping files and every file of `[mapping] dir`. When it changes, what is in quarantine was
-    /// judged under the old settings (`sync` says so once; `quarantine retry` judges it again).
-    pub fn validation_fingerprint(&self) -> String {
+    /// and the mapping and code-table files `mappings` was read from (`MappingSet::fingerprint`: the files in force,
+    /// wherever they are, and nothing else). When it changes, what is in quarantine was judged under the old settings
+    /// (`sync` says so once; `quarantine retry` judges it again).
+    pub fn validation_fingerprint(&self, mappings: &crate::mapping::MappingSet) -> String {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
-        let mut part = |b: &[u8]| {
-            h.update((b.len() as u64).to_be_bytes());
-            h.update(b);
-        };
-        part(
-            self.mapping_context
-                .agency_name
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        part(
-            self.mapping_context
-                .agency_credit_code
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        part(format!("{:?}", self.mapping_context.display).as_bytes());
-        // The files in force: the directory's, else the built-in one of the name (a copy of a built-in file
-        // changes nothing); then the directory's other files (code tables a mapping there names).
-        let dir = self.mapping_dir.as_deref();
-        for name in crate::mapping::DIR_FILES {
-            match dir.and_then(|d| std::fs::read(d.join(name)).ok()) {
-                Some(text) => part(&text),
-                None => part(
-                    crate::mapping::builtin_file(name)
-                        .unwrap_or_default()
-                        .as_bytes(),
-                ),
-            }
-        }
-        if let Some(dir) = dir {
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            files.sort();
-            for f in files {
-                let name = f.file_name().unwrap_or_default();
-                if crate::mapping::DIR_FILES.iter().any(|n| name == *n) {
-                    continue;
-                }
-                part(name.as_encoded_bytes());
-                part(&std::fs::read(&f).unwrap_or_default());
-            }
+        let ctx = &self.mapping_context;
+        for part in [
+            ctx.agency_name.as_deref().unwrap_or_default(),
+            ctx.agency_credit_code.as_deref().unwrap_or_default(),
+            &format!("{:?}", ctx.display),
+            &mappings.fingerprint,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
         }
         hex::encode(h.finalize())
     }

@@ -442,6 +442,11 @@ pub(crate) fn builtin_file(name: &str) -> Option<&'static str> {
 pub struct MappingSet {
     pub permit: Mapping,
     pub penalty: Mapping,
+    /// A digest (hex SHA-256) of every mapping and code-table file the set was read from, by name and text, built-in
+    /// ones included: what `sync` compares to tell that the quarantine was judged under other mappings
+    /// (`Config::validation_fingerprint`). Files the set does not read (the calendar, notes, editor backups) are not
+    /// in it.
+    pub fingerprint: String,
 }
 
 impl MappingSet {
@@ -466,9 +471,11 @@ impl MappingSet {
     }
 
     fn load_from(dir: Option<&Path>) -> Result<(MappingSet, Vec<String>), MappingError> {
+        use sha2::Digest;
         let read = std::cell::RefCell::new(Vec::new());
+        let digest = std::cell::RefCell::new(sha2::Sha256::new());
         // A file of the directory, else the built-in file of that name.
-        let file = |name: &str| -> Result<(String, String), MappingError> {
+        let read_file = |name: &str| -> Result<(String, String), MappingError> {
             if let Some(dir) = dir {
                 let path = dir.join(name);
                 match std::fs::read_to_string(&path) {
@@ -495,6 +502,16 @@ impl MappingSet {
                 }),
             }
         };
+        // Every file read, by name and text, into the set's fingerprint.
+        let file = |name: &str| -> Result<(String, String), MappingError> {
+            let (origin, text) = read_file(name)?;
+            let mut d = digest.borrow_mut();
+            for part in [name.as_bytes(), text.as_bytes()] {
+                d.update((part.len() as u64).to_be_bytes());
+                d.update(part);
+            }
+            Ok((origin, text))
+        };
         let load = |want: Kind| -> Result<Mapping, MappingError> {
             let (origin, text) = file(&format!("{want}.toml"))?;
             let m = Mapping::from_str_with(&text, &origin, file)?;
@@ -510,9 +527,12 @@ impl MappingSet {
             }
             Ok(m)
         };
+        let permit = load(Kind::Permit)?;
+        let penalty = load(Kind::Penalty)?;
         let set = MappingSet {
-            permit: load(Kind::Permit)?,
-            penalty: load(Kind::Penalty)?,
+            permit,
+            penalty,
+            fingerprint: hex::encode(digest.into_inner().finalize()),
         };
         Ok((set, read.into_inner()))
     }

@@ -181,8 +181,8 @@ const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The fingerprint of this run's settings that validate records, and how many records in quarantine were judged
 /// under other settings (`None`: none, the settings did not change, or the store never noted any).
-fn settings_check(cfg: &Config, store: &Store) -> (String, Option<u64>) {
-    let now = cfg.validation_fingerprint();
+fn settings_check(cfg: &Config, mappings: &MappingSet, store: &Store) -> (String, Option<u64>) {
+    let now = cfg.validation_fingerprint(mappings);
     let changed = match store.validated_with() {
         Ok(Some(before)) => before != now && !store.quarantine_is_empty(),
         _ => false,
@@ -799,7 +799,7 @@ async fn run_with(
     };
     // Before the run: what it quarantines is judged under its own settings. A cron run's question only: a retry or
     // a repair sends chosen records (`quarantine retry` of all notes the settings itself).
-    let settings = (!opts.dry_run && mode.is_none()).then(|| settings_check(cfg, store));
+    let settings = (!opts.dry_run && mode.is_none()).then(|| settings_check(cfg, mappings, store));
     let budget = opts
         .budget
         .clone()

@@ -2829,6 +2829,26 @@ async fn a_change_of_the_settings_that_validate_records_points_to_quarantine_ret
         serde_json::Value::Null,
         "the same files: {s}"
     );
+    // Files that validate nothing: an editor's swap file, a note, a calendar (deadlines, not validity).
+    let calendar = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/calendar.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.join(".codes.toml.swp"), "swap").unwrap();
+    std::fs::write(
+        dir.join("calendar.toml"),
+        format!("{calendar}\n# local copy\n"),
+    )
+    .unwrap();
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", TODAY], &with_dir)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["quarantine_to_recheck"],
+        serde_json::Value::Null,
+        "nothing that validates changed: {s}"
+    );
     std::fs::write(
         dir.join("codes.toml"),
         format!("{codes}\n# 2026-11-30 checked\n"),
@@ -2849,4 +2869,22 @@ async fn a_change_of_the_settings_that_validate_records_points_to_quarantine_ret
         .await;
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["quarantine_to_recheck"], serde_json::Value::Null, "{s}");
+    // A code table in a folder of its own, named by the mapping, is a file in force too.
+    let permit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/permit.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("t")).unwrap();
+    std::fs::write(dir.join("t/codes.toml"), &codes).unwrap();
+    std::fs::write(
+        dir.join("permit.toml"),
+        permit.replace("codes = \"codes.toml\"", "codes = \"t/codes.toml\""),
+    )
+    .unwrap();
+    let sync = || env.dualpub_with(&["sync", "--json", "--today", TODAY], &with_dir);
+    let s: serde_json::Value = serde_json::from_slice(&sync().await.stdout).unwrap();
+    assert!(s["quarantine_to_recheck"].as_u64() > Some(0), "{s}");
+    std::fs::write(dir.join("t/codes.toml"), format!("{codes}\n# t\n")).unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&sync().await.stdout).unwrap();
+    assert!(s["quarantine_to_recheck"].as_u64() > Some(0), "{s}");
 }

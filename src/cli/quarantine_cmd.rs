@@ -315,11 +315,13 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
             };
             // The whole quarantine judged again under today's settings: nothing left to recheck (see
             // `RunSummary::quarantine_to_recheck`).
-            if keys.is_empty() && err.is_none() {
-                let _ = store.set_validated_with(&loaded.cfg.validation_fingerprint());
-            }
             let (retried, unreadable, empty) =
                 std::mem::take(&mut *retried.lock().unwrap_or_else(|p| p.into_inner()));
+            // Not when the retry stopped early (an error, or an entry it could not read): the rest was not judged.
+            if keys.is_empty() && err.is_none() && unreadable.is_none() {
+                let _ =
+                    store.set_validated_with(&loaded.cfg.validation_fingerprint(&loaded.mappings));
+            }
             if let Some(e) = unreadable {
                 return Err(common::store_failure(e));
             }
