@@ -814,7 +814,7 @@ fn unsendable(token: &str) -> Option<String> {
         c => format!("U+{:04X}, which is not ASCII", c as u32),
     };
     Some(format!(
-        "the token holds {what} at character {}; an HTTP header cannot carry it, so the token is certainly not          the one the enforcement system issued",
+        "the token holds {what} at character {}; an HTTP header cannot carry it, so it is not the token the enforcement system issued",
         i + 1
     ))
 }

@@ -279,16 +279,17 @@ impl PlatformClient {
         }
     }
 
-    /// Whether the platform has answered any request of this client (whatever the answer): a run that never heard
-    /// from it cannot tell an outage from a wrong `[platform] url`, and says so.
+    /// Whether the platform has answered any request of this client other than with a server error (5xx): a run
+    /// that never heard from it so cannot tell an outage (or a gateway answering for a platform that is down) from a
+    /// wrong `[platform] url`, and says so.
     pub fn answered(&self) -> bool {
         self.answered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// [`answer`], noting that the platform answered.
+    /// [`answer`], noting that the platform answered (not with a server error).
     async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Answer, String> {
         let a = answer(req).await;
-        if a.is_ok() {
+        if a.as_ref().is_ok_and(|a| a.status < 500) {
             self.answered
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }

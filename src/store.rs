@@ -856,12 +856,13 @@ enum StoreDir {
 }
 
 /// Whether a directory entry is one a store holds: sled's files (`conf`, `db`, `blobs/`, `snap.*`), the note of a
-/// damaged store, and `lost+found` (a file system of its own mounted at the store's path).
+/// damaged store, the mark of its last run (and its temporary file), and `lost+found` (a file system of its own
+/// mounted at the store's path).
 fn store_entry(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy();
     matches!(
         name.as_ref(),
-        "conf" | "db" | "blobs" | DAMAGE_NOTE | "lost+found"
+        "conf" | "db" | "blobs" | DAMAGE_NOTE | LAST_RUN_MARK | "LAST_RUN.tmp" | "lost+found"
     ) || name.starts_with("snap.")
 }
 

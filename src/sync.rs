@@ -923,20 +923,29 @@ async fn run_with(
     if let Some(pb) = &engine.progress {
         pb.finish_and_clear();
     }
-    // The opening login failed and the platform never answered any request since (a run with something to send
-    // would have stopped on it): tried once more, then reported. A platform that answers, if only with errors, can
-    // be reached (a fault it recovers from, as under a flaky platform's 5xx, is no reason to page anyone).
+    // The opening login failed and the platform never answered any request since other than with a server error
+    // (a run with something to send would have stopped on it): tried a few times more over a few seconds (a flaky
+    // platform's 5xx is no reason to page anyone), then reported.
     let mut unreachable = None;
     if no_login.is_some() && result.is_ok() && drained.is_ok() && !engine.platform.answered() {
-        if let (Ok(Some(problem)), false) = (
-            engine.platform.ensure_login().await,
-            engine.platform.answered(),
-        ) {
+        let mut problem = no_login.clone();
+        for wait_ms in [250, 500, 1000, 2000] {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            match engine.platform.ensure_login().await {
+                Ok(Some(p)) if !engine.platform.answered() => problem = Some(p),
+                _ => {
+                    problem = None;
+                    break;
+                }
+            }
+        }
+        if let Some(problem) = problem {
             tracing::warn!(
                 problem = %problem,
-                "could not reach the platform (logging in, at the start of the run and again at its end); nothing \
-                 was due to be sent, so nothing is lost, but check [platform] url and the network: a run with \
-                 something to send stops with exit 3 until the platform answers"
+                "could not reach the platform (logging in, at the start of the run and four times at its end: no \
+                 answer, or only server errors); nothing was due to be sent, so nothing is lost, but check \
+                 [platform] url and the network: a run with something to send stops with exit 3 until the \
+                 platform answers"
             );
             unreachable = Some(problem);
         }

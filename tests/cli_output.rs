@@ -474,6 +474,17 @@ async fn a_run_with_nothing_to_send_says_when_the_platform_cannot_be_reached() {
     let table = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{table}");
     assert!(table.contains("platform unreachable"), "{table}");
+    // A platform down behind a gateway that answers every call with 503: the same (it said "ok").
+    std::fs::write(&env.config, &text).unwrap();
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({ "error_rate": 1.0 }),
+    )
+    .await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 1, "{s} {err}");
+    let why = s["platform_unreachable"].as_str().unwrap_or_default();
+    assert!(why.contains("HTTP 50"), "{s}");
 }
 
 /// A dry run's summary sent the operator to `dualpub quarantine list`, which a dry run never writes to ("quarantine

@@ -159,3 +159,29 @@ async fn only_a_command_that_writes_sets_the_store_directory_to_0700() {
     assert_eq!(mode(&store), 0o700);
     assert!(names(&store).contains(&"notes.txt".to_string()));
 }
+
+/// A store directory whose sled files were moved away but whose `LAST_RUN` mark (dualpub's own, since 2026-11-30)
+/// was left: it was refused as "holding files that are not a dualpub store's (`LAST_RUN`)". It is the store's
+/// directory: `status` finds no store in it, and a sync finds the mark ahead of an empty store — damage, said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_directory_left_with_only_its_last_run_mark_is_not_someone_elses() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let dir = env.dir.path().join("moved");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LAST_RUN"), "5\n").unwrap();
+    let path = [("DUALPUB_STORE_PATH", dir.to_str().unwrap())];
+    let out = env.dualpub_with(&["status"], &path).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("not a dualpub store"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.dualpub_with(&["sync", "--today", TODAY], &path).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is damaged") && err.contains("LAST_RUN"),
+        "{err}"
+    );
+}

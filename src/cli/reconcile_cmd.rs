@@ -401,7 +401,19 @@ fn check_out(format: Format, out: Option<&Path>) -> Result<(), Failure> {
         }
         // A device or a named pipe is written into, the report made first in the temporary folder; a link to a
         // file replaces the file it points to (`writers::Target`).
-        let folder = writers::Target::of(out).folder();
+        let target = writers::Target::of(out);
+        // A device or an open file of this process is tried now, before any work (a `--repair`); a named pipe is
+        // not (opening it waits for its reader).
+        #[cfg(unix)]
+        if target == writers::Target::Through
+            && !std::fs::metadata(out)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+        {
+            if let Err(e) = std::fs::OpenOptions::new().append(true).open(out) {
+                return Err(bad(&format!("cannot be written: {e}")));
+            }
+        }
+        let folder = target.folder();
         if !folder.is_dir() {
             return Err(bad(&format!(
                 "the folder {} does not exist",

@@ -41,14 +41,39 @@ pub struct ReportFile {
 pub enum Target {
     /// A regular file, or nothing yet: replaced by a temporary file beside it. A symbolic link is followed.
     Replace(PathBuf),
-    /// A device, named pipe or socket: written into.
+    /// A device, named pipe or socket, or an open file of this process (`/dev/stdout`, `/proc/self/fd/N`): written
+    /// into (appended to), never replaced.
     Through,
+}
+
+/// Whether `dest` is, or links (in any step) to, a file descriptor of a process (`/proc/…/fd/N`, `/dev/fd/N`, as
+/// `/dev/stdout` does): the shell's redirection (`>> app.log`), not a file to replace. Until 2026-11-30 `--out
+/// /dev/stdout` with stdout sent to a file replaced that file (its earlier content and mode lost).
+fn an_open_descriptor(dest: &Path) -> bool {
+    let is_fd = |p: &Path| p.starts_with("/proc") || p.starts_with("/dev/fd");
+    let mut p = dest.to_path_buf();
+    for _ in 0..40 {
+        if is_fd(&p) {
+            return true;
+        }
+        match std::fs::read_link(&p) {
+            Ok(next) => {
+                p = match p.parent() {
+                    Some(dir) if next.is_relative() => dir.join(next),
+                    _ => next,
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 impl Target {
     pub fn of(dest: &Path) -> Target {
         match std::fs::metadata(dest) {
             Ok(m) if !m.is_file() && !m.is_dir() => Target::Through,
+            Ok(m) if m.is_file() && an_open_descriptor(dest) => Target::Through,
             Ok(m)
                 if m.is_file()
                     && std::fs::symlink_metadata(dest)
@@ -120,7 +145,9 @@ impl ReportFile {
         self.file.flush()?;
         if self.through {
             self.file.seek(SeekFrom::Start(0))?;
-            let mut out = OpenOptions::new().write(true).open(&self.dest)?;
+            // Appended: an open file of this process (`>> app.log`, or `>`, already emptied by the shell) keeps what
+            // it holds; a device or pipe does not care.
+            let mut out = OpenOptions::new().append(true).open(&self.dest)?;
             io::copy(&mut self.file, &mut out)?;
             return out.flush();
         }
@@ -323,6 +350,29 @@ mod tests {
         reader.read_to_string(&mut got).unwrap();
         assert_eq!(got, "{\"gaps\":[]}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// `--out /dev/stdout` with standard output sent to a file (`>> app.log`): `/dev/stdout` links to
+    /// `/proc/self/fd/1`, which links to the file, so the file was taken for a report to replace — its content and
+    /// mode were lost. A link into `/proc/…/fd` is written into, appended. (A link of the test's own to
+    /// `/proc/self/fd/N` of a file it opened for appending stands for the shell's redirection.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_report_to_an_open_file_of_this_process_is_appended_to_it() {
+        use std::os::unix::io::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "EARLIER\n").unwrap();
+        let held = OpenOptions::new().append(true).open(&log).unwrap();
+        let link = dir.path().join("mystdout");
+        std::os::unix::fs::symlink(format!("/proc/self/fd/{}", held.as_raw_fd()), &link).unwrap();
+        write_report_file(&link, |w| w.write_all(b"REPORT\n")).unwrap();
+        drop(held);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "EARLIER\nREPORT\n");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     /// A symbolic link to an earlier report (`latest.json` -> `2026-11.json`) was replaced by a regular file; the
