@@ -357,20 +357,21 @@ pub fn run(config: Option<&Path>, args: QuarantineArgs) -> Result<Exit, Failure>
                     );
                 }
             }
-            // A retried record that is still invalid was quarantined again by this run, though not anew. One the
-            // platform rejected again is counted `rejected` (not `quarantined` as well: one record, two counts).
-            let (mut still, mut still_invalid) = (0u64, 0u64);
+            // A retried record that is still invalid (or kept, not sent) was quarantined again by this run, though
+            // not anew. One the platform rejected again is counted `rejected` (not `quarantined` as well: one
+            // record, two counts).
+            let mut still = 0u64;
             for (kind, id) in &retried {
-                if let Some(e) = store
-                    .quarantine_get(*kind, id)
+                if store
+                    .quarantine_contains(*kind, id)
                     .map_err(common::store_failure)?
                 {
                     still += 1;
-                    still_invalid += u64::from(e.reason != "rejected");
                 }
             }
-            if still_invalid > summary.quarantined {
-                summary.quarantined = still_invalid;
+            let held_again = still.saturating_sub(summary.rejected);
+            if held_again > summary.quarantined {
+                summary.quarantined = held_again;
                 if summary.outcome == "ok" && summary.needs_attention() {
                     summary.outcome = "attention".into();
                 }
