@@ -883,7 +883,21 @@ fn inspect(path: &Path, shown: &str) -> Result<StoreDir, StoreError> {
     }
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreDir::Missing),
+        // A link to nothing: dualpub cannot create the store there (the link's name is taken), and sled's error
+        // said only "File exists".
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(path) {
+            Ok(to) => {
+                return Err(StoreError::Unusable {
+                    path: shown.to_string(),
+                    detail: format!(
+                        "it is a symbolic link to {}, which does not exist: create that directory (mode 0700), \
+                         or set [store] path to where the store is",
+                        to.display()
+                    ),
+                })
+            }
+            Err(_) => return Ok(StoreDir::Missing),
+        },
         Err(e) => return Err(classify_error(shown, sled::Error::Io(e), true)),
     };
     if !meta.is_dir() {

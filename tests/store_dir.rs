@@ -185,3 +185,24 @@ async fn a_store_directory_left_with_only_its_last_run_mark_is_not_someone_elses
         "{err}"
     );
 }
+
+/// A `[store] path` that is a symbolic link to a directory that does not exist: sled's error said "File exists"
+/// (the link's name is taken). The message names the link's target and what to do.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_linking_to_nothing_says_so() {
+    let env = spawn(GenConfig::default(), Faults::default()).await;
+    let link = env.dir.path().join("store-link");
+    let gone = env.dir.path().join("data/dualpub");
+    std::os::unix::fs::symlink(&gone, &link).unwrap();
+    let path = [("DUALPUB_STORE_PATH", link.to_str().unwrap())];
+    for args in [&["sync", "--today", TODAY][..], &["status"]] {
+        let out = env.dualpub_with(args, &path).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("symbolic link") && err.contains(&gone.display().to_string()),
+            "{args:?}: {err}"
+        );
+    }
+}
