@@ -25,6 +25,18 @@ fn with_closed_stderr(mut c: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Both simulators with `records` generated records of the default generator, no faults.
+async fn spawn_small(records: u64) -> Env {
+    spawn(
+        GenConfig {
+            records,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -175,14 +187,7 @@ fn a_simulator_whose_stdout_is_closed_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_or_secret_is_a_configuration_error() {
-    let env = spawn(
-        GenConfig {
-            records: 20,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_small(20).await;
     for (file, key) in [
         ("source.token", "[source] token_env / token_file"),
         ("platform.secret", "[platform] app_key and the secret"),
@@ -207,14 +212,7 @@ async fn a_refused_token_or_secret_is_a_configuration_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_source_or_platform_is_named_with_its_url() {
-    let env = spawn(
-        GenConfig {
-            records: 20,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_small(20).await;
     let text = std::fs::read_to_string(&env.config).unwrap();
     assert!(text.contains("retry_budget_secs = 120"));
     let text = text.replace("retry_budget_secs = 120", "retry_budget_secs = 2");
@@ -249,14 +247,7 @@ async fn an_unreachable_source_or_platform_is_named_with_its_url() {
 /// the operator paged for its exit 3 had to know to ask for JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_says_why_a_run_was_aborted() {
-    let env = spawn(
-        GenConfig {
-            records: 20,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_small(20).await;
     let text = std::fs::read_to_string(&env.config).unwrap();
     let live = env.platform.url();
     let dead = format!("http://127.0.0.1:{}", closed_port());
@@ -433,14 +424,7 @@ async fn status_shows_what_the_platform_already_held_and_what_was_withdrawn() {
 /// its summary; nothing was due, so nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_with_nothing_to_send_says_when_the_platform_cannot_be_reached() {
-    let env = spawn(
-        GenConfig {
-            records: 20,
-            ..GenConfig::default()
-        },
-        Faults::default(),
-    )
-    .await;
+    let env = spawn_small(20).await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     let (code, s, err) = env.sync(&[]).await;

@@ -460,18 +460,8 @@ async fn annual_report_matches_independent_counts() {
     env.source_insert(serde_json::Value::Array(recs)).await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
-    let out = env
-        .dualpub(&[
-            "report", "annual", "--year", "2024", "--format", "json", "--today", TODAY,
-        ])
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = annual_json(&env, "2024").await;
+    assert_eq!(code, 0, "{v}");
     assert_eq!(v["year"], 2024);
     assert_eq!(v["permits"]["total"], 3, "{v}");
     assert_eq!(v["permits"]["by_category"]["核准"], 2);
@@ -526,18 +516,8 @@ async fn an_annual_report_says_which_fines_it_could_not_add() {
     env.source_insert(serde_json::Value::Array(recs)).await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 1, "three are quarantined: {err}");
-    let out = env
-        .dualpub(&[
-            "report", "annual", "--year", "2024", "--format", "json", "--today", TODAY,
-        ])
-        .await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = annual_json(&env, "2024").await;
+    assert_eq!(code, 1, "{v}");
     assert_eq!(v["penalties"]["total"], 4, "{v}");
     assert_eq!(v["penalties"]["fines_wan"], "0.2", "{v}");
     let notes = v["notes"].to_string();
