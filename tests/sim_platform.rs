@@ -244,6 +244,19 @@ async fn login_checks_app_key_sign_and_clock() {
     let (status, _) = error_of(post_token(&c, &sim, bad_sign).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // DESIGN §3: lowercase hex. The same sign in capitals was taken.
+    let mut upper = Vec::new();
+    xml::write_token_request(
+        &xml::TokenRequest {
+            app_key: "demo-app".into(),
+            timestamp: now.clone(),
+            sign: sign("demo-secret", "demo-app", &now).to_uppercase(),
+        },
+        &mut upper,
+    );
+    let (status, _) = error_of(post_token(&c, &sim, upper).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
     let unknown = token_request("other-app", "demo-secret", &now);
     assert_eq!(
         post_token(&c, &sim, unknown).await.status(),
@@ -267,7 +280,7 @@ async fn login_checks_app_key_sign_and_clock() {
 
     let stats = sim.stats();
     assert_eq!(stats.tokens_issued, 2);
-    assert_eq!(stats.unauthorized, 4);
+    assert_eq!(stats.unauthorized, 5);
     sim.shutdown().await;
 }
 

@@ -1258,7 +1258,13 @@ async fn token(
         .expect("HMAC takes a key of any length");
     mac.update(req.app_key.as_bytes());
     mac.update(req.timestamp.as_bytes());
-    let given = hex::decode(req.sign.trim()).unwrap_or_default();
+    // Lowercase hex, as DESIGN §3 says: an upper-case sign was taken, so a client that sends one passed here and
+    // failed against a platform that compares the text.
+    let sign = req.sign.trim();
+    let given = hex::decode(sign)
+        .ok()
+        .filter(|_| !sign.bytes().any(|b| b.is_ascii_uppercase()))
+        .unwrap_or_default();
     if mac.verify_slice(&given).is_err() {
         return refuse("bad sign: expected lowercase hex HMAC-SHA256(secret, appKey + timestamp)");
     }
