@@ -1035,6 +1035,46 @@ impl Store {
         Store::open_with(path, 300_000).map(Some)
     }
 
+    /// The store's trees in sled database `db`, for the store at `p` (as messages name it).
+    fn with_trees(db: sled::Db, p: &str) -> Result<Store, StoreError> {
+        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_error(p, e, true));
+        Ok(Store {
+            meta: tree("meta")?,
+            cursor: tree("cursor")?,
+            ledger: tree("ledger_buckets")?,
+            by_source: tree("by_source_buckets")?,
+            outbox: tree("outbox")?,
+            quarantine: tree("quarantine")?,
+            quarantine_due: tree("quarantine_due")?,
+            quarantine_waiting: tree("quarantine_waiting")?,
+            expiry: tree("expiry_buckets")?,
+            runs: tree("runs")?,
+            released: tree("released")?,
+            path: p.to_string(),
+            db,
+            flush_stuck: Default::default(),
+            marked: Default::default(),
+        })
+    }
+
+    /// An empty store of the current schema in a temporary file (sled's temporary mode) that is gone when dropped:
+    /// what `reconcile` without `--repair` and `report annual` read when there is no store at `path` yet ("nothing
+    /// sent yet"), so that they create nothing there.
+    pub fn empty(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(8 << 20)
+            .open()
+            .map_err(|e| classify_error(&p, e, true))?;
+        let store = Store::with_trees(db, &p)?;
+        store
+            .meta
+            .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|e| store.io(e))?;
+        Ok(store)
+    }
+
     /// [`Store::open`], upgrading an old store `migrate_chunk` entries between reopenings.
     fn open_with(path: &Path, migrate_chunk: usize) -> Result<Store, StoreError> {
         let p = path.display().to_string();
@@ -1084,24 +1124,7 @@ impl Store {
                 detail: detail.into(),
             });
         }
-        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_error(&p, e, true));
-        let store = Store {
-            meta: tree("meta")?,
-            cursor: tree("cursor")?,
-            ledger: tree("ledger_buckets")?,
-            by_source: tree("by_source_buckets")?,
-            outbox: tree("outbox")?,
-            quarantine: tree("quarantine")?,
-            quarantine_due: tree("quarantine_due")?,
-            quarantine_waiting: tree("quarantine_waiting")?,
-            expiry: tree("expiry_buckets")?,
-            runs: tree("runs")?,
-            released: tree("released")?,
-            path: p.clone(),
-            db,
-            flush_stuck: Default::default(),
-            marked: Default::default(),
-        };
+        let store = Store::with_trees(db, &p)?;
         match store.meta.get(b"schema").map_err(|e| store.io(e))? {
             None => {
                 if !store.ledger.is_empty() || !store.cursor.is_empty() {

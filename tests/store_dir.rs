@@ -22,8 +22,8 @@ const STORE_COMMANDS: [&[&str]; 8] = [
     &["report", "annual", "--year", "2026", "--today", TODAY],
 ];
 
-/// The commands that only look at the store. (`reconcile` without `--repair` and `report` read it too, but still
-/// create it when there is none: a reconcile before the first sync compares the source with the platform.)
+/// The commands that only look at the store. (`reconcile` without `--repair` and `report` read it too; with none
+/// there, they compare as if nothing had been sent yet: `reports_before_the_first_sync_create_no_store`.)
 const LOOKING: [&[&str]; 4] = [
     &["status"],
     &["status", "--json"],
@@ -127,6 +127,70 @@ async fn looking_at_an_empty_directory_creates_no_store() {
     assert!(err.contains("dualpub set it to 0700"), "{err}");
     assert_eq!(mode(&store), 0o700);
     assert!(names(&store).contains(&"conf".to_string()));
+}
+
+/// Regression: `reconcile` (without `--repair`) and `report annual` created a store at `[store] path` when there was
+/// none, and set an existing empty directory to 0700, as a sync does: a mistyped path left an empty store behind,
+/// which `status` then showed as "never run". They now read the source and the platform against an empty,
+/// throw-away store, say that there is no store yet, and leave the path as it was; `reconcile --repair` sends, and
+/// creates the store.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_before_the_first_sync_create_no_store() {
+    let env = spawn(
+        GenConfig {
+            records: 60,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let empty = env.store_path();
+    std::fs::create_dir(&empty).unwrap();
+    set_mode(&empty, 0o755);
+    let missing = env.dir.path().join("not-yet");
+    let reports: [&[&str]; 2] = [
+        &["reconcile", "--today", TODAY, "--format", "json"],
+        &[
+            "report", "annual", "--year", "2026", "--today", TODAY, "--format", "json",
+        ],
+    ];
+    for path in [&empty, &missing] {
+        let var = [("DUALPUB_STORE_PATH", path.to_str().unwrap())];
+        for args in reports {
+            let out = env.dualpub_with(args, &var).await;
+            let err = stderr(&out);
+            assert!(matches!(out.status.code(), Some(0 | 1)), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("no store at {} yet", path.display())),
+                "{args:?}: {err}"
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}: {err}"));
+            assert!(report.is_object(), "{args:?}: {report}");
+        }
+        if path == &empty {
+            assert!(names(path).is_empty(), "{:?}", names(path));
+            assert_eq!(mode(path), 0o755);
+        } else {
+            assert!(!path.exists(), "{} was created", path.display());
+        }
+    }
+    // Before any sync, every source record the platform lacks is a gap of the reconcile's.
+    let out = env
+        .dualpub_with(
+            reports[0],
+            &[("DUALPUB_STORE_PATH", missing.to_str().unwrap())],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // The repair sends: it makes the store, for its owner only.
+    let out = env
+        .dualpub(&["reconcile", "--repair", "--today", TODAY])
+        .await;
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    assert_eq!(mode(&empty), 0o700);
+    assert!(names(&empty).contains(&"conf".to_string()));
 }
 
 /// The commands that only look at a store leave its directory's mode as it is (they warn); one that writes sets it

@@ -89,6 +89,21 @@ pub fn open_existing_store(path: &Path, access: Access) -> Result<Option<Store>,
     Store::open_existing(path, access).map_err(store_failure)
 }
 
+/// The store a report reads (`reconcile` without `--repair`, `report annual`): the one at `[store] path`, or, when
+/// there is none yet, an empty one that is not kept — the report compares as if nothing had been sent, and a
+/// mistyped path is left as it was (no empty store that `status` would show as "never run").
+pub fn store_to_read(path: &Path) -> Result<Store, Failure> {
+    if let Some(store) = open_existing_store(path, Access::Read)? {
+        return Ok(store);
+    }
+    crate::say!(
+        "no store at {} yet: read as if nothing had been sent (`dualpub sync` creates it on its first run; if there \
+         should be one, check [store] path)",
+        path.display()
+    );
+    Store::empty(path).map_err(store_failure)
+}
+
 pub fn store_failure(e: StoreError) -> Failure {
     match e {
         StoreError::Locked { .. } => Failure::new(Exit::Locked, e),

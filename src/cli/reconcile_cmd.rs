@@ -152,9 +152,13 @@ pub fn run(config: Option<&Path>, args: ReconcileArgs) -> Result<Exit, Failure> 
     }
     check_out(args.format, args.out.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
-    // Also without --repair: a reconcile before the first sync compares the source with the platform, and the
-    // empty store it gets stands for "nothing recorded yet" (not an empty throw-away store: not done yet).
-    let store = common::open_store(&loaded.cfg.store_path)?;
+    // A repair sends, and creates the store if there is none yet; a reconcile before the first sync reads an empty
+    // one that is not kept.
+    let store = if args.repair {
+        common::open_store(&loaded.cfg.store_path)?
+    } else {
+        common::store_to_read(&loaded.cfg.store_path)?
+    };
     // One retry budget for the whole command, as for a sync: reading both systems and every run of the repair
     // spend it (the repair had a fresh one of its own, so the command could spend twice the time in trouble).
     let budget = std::sync::Arc::new(crate::retry::Budget::new(
@@ -517,7 +521,7 @@ pub fn run_report(config: Option<&Path>, args: ReportArgs) -> Result<Exit, Failu
     let loaded = common::load(config)?;
     let today = common::today(today.as_deref())?;
     let cal = calendar(loaded.cfg.mapping_dir.as_deref())?;
-    let store = common::open_store(&loaded.cfg.store_path)?;
+    let store = common::store_to_read(&loaded.cfg.store_path)?;
     let from = chrono::NaiveDate::from_ymd_opt(year, 1, 1);
     let to = chrono::NaiveDate::from_ymd_opt(year, 12, 31);
     let opts = ReconcileOptions {
