@@ -1891,6 +1891,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest run summary whose `command` is `command` (runs of older versions, which have none, are passed
+    /// over), at most `within` runs back.
+    pub fn last_run_of(
+        &self,
+        command: &str,
+        within: usize,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        for r in self.runs.iter().rev().take(within) {
+            let (_, v) = r.map_err(|e| self.io(e))?;
+            let run: serde_json::Value =
+                serde_json::from_slice(&v).map_err(|e| self.damaged("run summary", e))?;
+            if run["command"].as_str() == Some(command) {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
     /// Ledger counts by platform state.
     pub fn ledger_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let mut m = std::collections::BTreeMap::new();

@@ -534,4 +534,40 @@ async fn status_says_which_command_made_each_run() {
         runs.len() == 2 && runs[0].contains(" quarantine retry ") && runs[1].contains(" sync "),
         "{text}"
     );
+    assert!(
+        !text.contains("last sync"),
+        "the sync is among the runs shown: {text}"
+    );
+
+    // An operator's retries push the cron run out of the five shown: `status` still shows the newest sync, and
+    // `--json` has it as `last_sync`.
+    for _ in 0..5 {
+        let out = env.dualpub(&["quarantine", "retry"]).await;
+        assert_eq!(out.status.code(), Some(1));
+    }
+    let out = env.dualpub(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = v["last_runs"].as_array().unwrap();
+    assert!(
+        runs.len() == 5 && runs.iter().all(|r| r["command"] == "quarantine retry"),
+        "{v}"
+    );
+    assert_eq!(v["last_sync"]["command"], "sync", "{v}");
+    let quarantined = commands_quarantined(&env).await;
+    assert!(quarantined.as_u64() > Some(0), "{v}");
+    assert_eq!(v["last_sync"]["quarantined"], quarantined, "{v}");
+    let out = env.dualpub(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("last sync "))
+        .collect();
+    assert!(last.len() == 1 && last[0].contains(" sync "), "{text}");
+}
+
+/// How many records the quarantine holds, as `quarantine list --json` counts them.
+async fn commands_quarantined(env: &Env) -> serde_json::Value {
+    let out = env.dualpub(&["quarantine", "list", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::json!(v.as_array().map_or(0, |a| a.len()))
 }

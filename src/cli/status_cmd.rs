@@ -38,6 +38,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
                 "outbox_unanswered_records": 0,
                 "outbox_unanswered_receipts": 0,
                 "last_runs": [],
+                "last_sync": null,
             });
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
@@ -52,7 +53,11 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
         );
     }
     let ledger = store.ledger_counts().map_err(common::store_failure)?;
-    let runs = store.last_runs(5).map_err(common::store_failure)?;
+    let runs = store.last_runs(LAST_RUNS).map_err(common::store_failure)?;
+    // The newest cron run, also when an operator's retries and repairs have pushed it out of `runs`.
+    let last_sync = store
+        .last_run_of("sync", usize::MAX)
+        .map_err(common::store_failure)?;
     // Counted once: sled counts a tree by reading all of it.
     let quarantined = store.quarantine_len();
     // What waits in the outbox (a few batches, unless a run was stopped with many in flight): its records, and those
@@ -76,6 +81,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
         "outbox_unanswered_records": unanswered_records,
         "outbox_unanswered_receipts": unanswered_most,
         "last_runs": runs,
+        "last_sync": last_sync,
     });
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -118,21 +124,35 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<Exit, Failure> {
             crate::sync::GIVE_UP_UNANSWERED
         );
     }
-    for r in runs {
-        outln!(
-            "run          {} {:<18} {:<9} read {} pushed {} accepted {} already held {} rejected {} withdrawn {} quarantined {} ({} ms)",
-            r["finished_at"].as_str().unwrap_or(""),
-            r["command"].as_str().unwrap_or(""),
-            r["outcome"].as_str().unwrap_or(""),
-            r["read"], r["pushed"], r["accepted"], r["platform_unchanged"], r["rejected"], r["withdrawn"],
-            r["quarantined"], r["elapsed_ms"]
-        );
-        // Why a run stopped (exit 3), for the operator paged for it; `--json` has the whole message.
-        if let Some(error) = r["error"].as_str().filter(|e| !e.trim().is_empty()) {
-            outln!("             error: {}", error_line(error));
-        }
+    let shown_sync = runs.iter().any(|r| r["command"] == "sync");
+    for r in &runs {
+        run_lines("run", r);
+    }
+    match &last_sync {
+        Some(r) if !shown_sync => run_lines("last sync", r),
+        None if !runs.is_empty() => outln!("last sync    none recorded (a dry run records none)"),
+        _ => {}
     }
     Ok(Exit::Ok)
+}
+
+/// How many of the newest runs `status` shows (and `--json` lists in `last_runs`).
+const LAST_RUNS: usize = 5;
+
+/// A run's line in `status`, and under an aborted one why it stopped.
+fn run_lines(label: &str, r: &serde_json::Value) {
+    outln!(
+        "{label:<12} {} {:<18} {:<9} read {} pushed {} accepted {} already held {} rejected {} withdrawn {} quarantined {} ({} ms)",
+        r["finished_at"].as_str().unwrap_or(""),
+        r["command"].as_str().unwrap_or(""),
+        r["outcome"].as_str().unwrap_or(""),
+        r["read"], r["pushed"], r["accepted"], r["platform_unchanged"], r["rejected"], r["withdrawn"],
+        r["quarantined"], r["elapsed_ms"]
+    );
+    // Why a run stopped (exit 3), for the operator paged for it; `--json` has the whole message.
+    if let Some(error) = r["error"].as_str().filter(|e| !e.trim().is_empty()) {
+        outln!("             error: {}", error_line(error));
+    }
 }
 
 /// How many characters of a run's error the text form shows: its start says what failed, its end the last problem
