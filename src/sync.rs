@@ -1263,7 +1263,6 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Withdraws public penalties whose CF_GSJZQ is before today.
     /// Counts a copy the feed served in a version older than one dualpub has already read (see `older_copies`), and
     /// says so once a run.
     fn older_copy(&mut self, key: &str, served: &str) {
@@ -1312,6 +1311,7 @@ impl Engine<'_> {
                 .is_some_and(|q| q.holds_later_than(served)))
     }
 
+    /// Withdraws public penalties whose CF_GSJZQ is before today.
     async fn withdraw_expired(&mut self) -> Result<(), SyncError> {
         let today = self.opts.today.format("%Y%m%d").to_string();
         let keys = self.store.expired_before(&today)?;
