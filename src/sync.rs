@@ -1323,12 +1323,20 @@ impl Engine<'_> {
             dry_run = self.opts.dry_run,
             "withdrawing penalties whose display period ended"
         );
+        // The keys of the messages still in the outbox once this run's receipts are in: held back (`held_keys`),
+        // waiting behind those, or written and not sent because the run stopped first (a message before them failed).
+        let queued: HashSet<String> = self
+            .store
+            .outbox()?
+            .into_iter()
+            .flat_map(|(_, b)| b.items.into_iter().map(|i| i.key))
+            .collect();
         let mut items = Vec::new();
         for key in keys {
-            // Not one held in the outbox (`held_keys`): its version waiting there may move its display period, and a
-            // withdrawal queued behind it would take that version down once acknowledged. A later run's takedown goes
-            // by whatever the platform acknowledged by then.
-            if self.held_keys.contains(&key) {
+            // Not one with a message in the outbox: its version there may move its display period, and a withdrawal
+            // queued behind it would take that version down once acknowledged — or, sent while it waits unsent,
+            // before it. A later run sends the outbox first; its takedown goes by what the platform acknowledged.
+            if self.held_keys.contains(&key) || queued.contains(&key) {
                 continue;
             }
             if let Some(e) = self.store.ledger_get(&key)? {

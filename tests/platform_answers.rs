@@ -1136,6 +1136,113 @@ async fn a_display_period_extended_in_a_held_version_is_not_withdrawn_behind_it(
     assert_eq!(held.2["BZ"], "延长公示", "{held:?}");
 }
 
+/// A penalty whose display period has ended, extended at the source, and another penalty changed just before it whose
+/// message a gateway refuses (HTTP 403, a firewall that takes a record's text for an attack): the run stopped at that
+/// refusal with the extension's message written to the outbox but not yet sent, and then took down the penalties
+/// past their display period by the ledger's old periods — the extended one among them, before its extension (a
+/// withdrawal overtaking the earlier message for its key). The platform withdrew a penalty whose latest version is to
+/// stay public, until some later run got the extension through. A key with a message in the outbox is now left to
+/// the takedown of a later run, which goes by what the platform acknowledged by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_period_extended_in_a_message_not_yet_sent_is_not_withdrawn_before_it() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // The penalty whose display period ends first (`key`), and one that ends later (`blocked`), whose own takedown
+    // does not come into it.
+    let held = env.platform_records().await;
+    let store = read_store(&env.store_path());
+    let mut published: Vec<(String, String, String)> = Vec::new();
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        let key = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        });
+        if let Some(key) = key {
+            let until = store
+                .ledger_get(&key)
+                .unwrap()
+                .unwrap()
+                .meta
+                .display_until
+                .unwrap();
+            published.push((until, key, r.id.clone()));
+        }
+    }
+    drop(store);
+    published.sort();
+    let (ends, key, id) = published[0].clone();
+    let (_, blocked, blocked_id) = published
+        .iter()
+        .find(|(until, _, _)| *until > ends)
+        .cloned()
+        .expect("a penalty whose display period ends later");
+    let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
+    // The blocked one changes first, then the extension: one page, the blocked message before the extension's.
+    let b = env.source_record(&blocked_id).await;
+    env.source_insert_one(remarked(b, "penalty", "被网关拦截"))
+        .await;
+    let mut v = env.source_record(&id).await;
+    v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    env.source_insert_one(remarked(v, "penalty", "延长公示"))
+        .await;
+    let taken_down = Arc::new(Mutex::new(false));
+    let (seen, watched) = (taken_down.clone(), key.clone());
+    let gateway = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| r.key == blocked) {
+                let refusal = r#"<Error code="FORBIDDEN" message="request blocked"/>"#;
+                return (403, refusal.as_bytes().to_vec());
+            }
+            if receipt
+                .results
+                .iter()
+                .any(|r| r.key == watched && r.status == ResultStatus::Withdrawn)
+            {
+                *seen.lock().unwrap() = true;
+            }
+            (status, body)
+        }),
+    )
+    .await;
+    let day_after = (ends + chrono::Duration::days(1)).to_string();
+    let one_at_a_time = [
+        ("DUALPUB_PLATFORM_URL", gateway.as_str()),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+    ];
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", &day_after], &one_at_a_time)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(3), "{s} {out:?}");
+    assert!(
+        !*taken_down.lock().unwrap(),
+        "withdrawn before its extension was sent: {s}"
+    );
+    assert_eq!(env.platform_records().await[&key].1, "public");
+    assert!(outbox_keys(&read_store(&env.store_path())).contains(&key));
+    // The gateway lets it through now: the extension goes out, and nothing is taken down.
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", &day_after],
+            &[("DUALPUB_PLATFORM_BATCH_SIZE", "1")],
+        )
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{s} {out:?}");
+    let held = &env.platform_records().await[&key];
+    assert_eq!(held.1, "public", "{held:?}");
+    assert_eq!(held.2["BZ"], "延长公示", "{held:?}");
+}
+
 /// The first generated permit changes at the source (its remarks become `许可证补正`).
 async fn permit_corrected(env: &Env) {
     let permit_id = dualpub::sim::gen::record(&env.gen, Kind::Permit, 0).id;
