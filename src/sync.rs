@@ -3055,10 +3055,9 @@ fn apply_receipt(
             })
             .or_insert(Some(r));
     }
-    let foreign = results
-        .keys()
-        .filter(|k| !batch.items.iter().any(|i| i.key == **k))
-        .count();
+    // A set, not a scan of the items per result: 500 × 500 key comparisons a receipt cost ~0.8 s of a 1M backfill.
+    let sent: HashSet<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
+    let foreign = results.keys().filter(|k| !sent.contains(**k)).count();
     if foreign > 0 {
         tracing::warn!(
             flow = %batch.flow,
