@@ -1516,7 +1516,11 @@ impl Engine<'_> {
         let mapping = self.mappings.get(kind);
         let mut due: Vec<(String, HeldVersion)> = Vec::new();
         let offer_before = chrono::Utc::now() - NO_RESULT_OFFERED_AFTER;
+        let on_their_way = self.on_their_way(kind);
         for e in self.store.quarantine_due(kind)? {
+            if on_their_way.contains(&e.source_id) {
+                continue;
+            }
             if e.reason == "rejected" && e.findings.iter().any(|f| f.code == NO_RESULT) {
                 let given_up = chrono::DateTime::parse_from_rfc3339(&e.last_seen).ok();
                 if given_up.is_none_or(|t| t > offer_before) {
@@ -1665,7 +1669,11 @@ impl Engine<'_> {
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
+        let on_their_way = self.on_their_way(kind);
         for (id, key, entry) in self.store.quarantine_waiting_for(kind, Some(released))? {
+            if on_their_way.contains(&id) {
+                continue;
+            }
             let held = entry.source;
             let ledger = self.store.ledger_get(&key)?;
             let holder = self.holder(
@@ -2276,6 +2284,19 @@ impl Engine<'_> {
         self.force
             || (!self.offered_again.is_empty()
                 && self.offered_again.contains(&(kind, id.to_string())))
+    }
+
+    /// The source records of `kind` with a message on its way (or held) in this run: the receipt of that message
+    /// decides what becomes of their quarantine entries, which it may be changing now (an acknowledgement removes
+    /// the entry, a rejection puts its own). A look at held versions leaves them alone: an entry it removed as gone
+    /// from the source, after a receipt had just put a rejection there, took that rejection away with it.
+    fn on_their_way(&self, kind: Kind) -> HashSet<String> {
+        let item = kind.item();
+        self.pending
+            .iter()
+            .filter(|(key, _)| key.strip_prefix(item).is_some_and(|k| k.starts_with(':')))
+            .map(|(_, p)| p.source_id.clone())
+            .collect()
     }
 
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {

@@ -700,6 +700,75 @@ async fn a_record_given_up_for_want_of_an_answer_is_offered_again_an_hour_later(
     assert_eq!(env.platform_records().await[&key].1, "withdrawn");
 }
 
+/// A record given up for want of an answer more than an hour ago, changed at the source since: the run sends the new
+/// version, and then, its message still on its way, offers the given-up version again. The feed no longer serves that
+/// version, so its entry leaves quarantine (`gone_from_source`) — but the entry removed was whatever quarantine held
+/// under the record's name by then: the platform had meanwhile rejected the new version, and its rejection, just put
+/// there by the receipt, was removed with it. The ledger kept the rejected content, so no later run sent the record
+/// again, and nothing told anyone: a rejected record gone without a trace. The offer now leaves an entry that is no
+/// longer the one it looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_comes_while_the_given_up_version_is_looked_up_stays_in_quarantine() {
+    let env = spawn(
+        gen_cfg(),
+        Faults {
+            latency_ms: 100,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (_, silent, _) = first_record_given_up(&env).await;
+    let id = {
+        let store = read_store(&env.store_path());
+        let q = store.quarantine_iter().next().unwrap().unwrap();
+        assert_eq!(q.findings[0].code, "NO_RESULT");
+        q.source_id
+    };
+    given_up_two_hours_ago(&env);
+    // A new version, which the platform rejects; the feed answers slowly, so the look-up of the version given up is
+    // still on its way when the rejection comes.
+    let kind = if silent.starts_with("XZCF") {
+        "penalty"
+    } else {
+        "permit"
+    };
+    let v = env.source_record(&id).await;
+    env.source_insert_one(remarked(v, kind, "第二版")).await;
+    let watched = silent.clone();
+    let rejecting = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| {
+            for res in r.results.iter_mut().filter(|res| res.key == watched) {
+                res.status = ResultStatus::Rejected;
+                res.code = "BAD_FIELD".into();
+                res.message = "字段不合规".into();
+            }
+        }),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 400}),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", rejecting.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_find(&id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("the rejected version is not in quarantine: {s}"));
+    assert_eq!(
+        (q.reason.as_str(), q.findings[0].code.as_str()),
+        ("rejected", "BAD_FIELD"),
+        "{q:?}"
+    );
+    assert_eq!(s["gone_from_source"], 0, "{s}");
+}
+
 /// Penalties whose display period has ended, one of them a withdrawal the platform's receipts never answer for
 /// (they answer the others). Given up after three receipts, it was found again by the expiry pass of every later
 /// run, sent three times more and given up again: every run ended with exit 1, for good. Now it waits in
