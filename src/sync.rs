@@ -1323,12 +1323,20 @@ impl Engine<'_> {
             dry_run = self.opts.dry_run,
             "withdrawing penalties whose display period ended"
         );
+        // The keys of the messages still in the outbox once this run's receipts are in: held back (`held_keys`),
+        // waiting behind those, or written and not sent because the run stopped first (a message before them failed).
+        let queued: HashSet<String> = self
+            .store
+            .outbox()?
+            .into_iter()
+            .flat_map(|(_, b)| b.items.into_iter().map(|i| i.key))
+            .collect();
         let mut items = Vec::new();
         for key in keys {
-            // Not one held in the outbox (`held_keys`): its version waiting there may move its display period, and a
-            // withdrawal queued behind it would take that version down once acknowledged. A later run's takedown goes
-            // by whatever the platform acknowledged by then.
-            if self.held_keys.contains(&key) {
+            // Not one with a message in the outbox: its version there may move its display period, and a withdrawal
+            // queued behind it would take that version down once acknowledged — or, sent while it waits unsent,
+            // before it. A later run sends the outbox first; its takedown goes by what the platform acknowledged.
+            if self.held_keys.contains(&key) || queued.contains(&key) {
                 continue;
             }
             if let Some(e) = self.store.ledger_get(&key)? {
@@ -1508,7 +1516,11 @@ impl Engine<'_> {
         let mapping = self.mappings.get(kind);
         let mut due: Vec<(String, HeldVersion)> = Vec::new();
         let offer_before = chrono::Utc::now() - NO_RESULT_OFFERED_AFTER;
+        let on_their_way = self.on_their_way(kind);
         for e in self.store.quarantine_due(kind)? {
+            if on_their_way.contains(&e.source_id) {
+                continue;
+            }
             if e.reason == "rejected" && e.findings.iter().any(|f| f.code == NO_RESULT) {
                 let given_up = chrono::DateTime::parse_from_rfc3339(&e.last_seen).ok();
                 if given_up.is_none_or(|t| t > offer_before) {
@@ -1657,7 +1669,11 @@ impl Engine<'_> {
         let mut free = Vec::new();
         let mut uncounted = 0u64;
         let mut gone = PageCommit::default();
+        let on_their_way = self.on_their_way(kind);
         for (id, key, entry) in self.store.quarantine_waiting_for(kind, Some(released))? {
+            if on_their_way.contains(&id) {
+                continue;
+            }
             let held = entry.source;
             let ledger = self.store.ledger_get(&key)?;
             let holder = self.holder(
@@ -2268,6 +2284,19 @@ impl Engine<'_> {
         self.force
             || (!self.offered_again.is_empty()
                 && self.offered_again.contains(&(kind, id.to_string())))
+    }
+
+    /// The source records of `kind` with a message on its way (or held) in this run: the receipt of that message
+    /// decides what becomes of their quarantine entries, which it may be changing now (an acknowledgement removes
+    /// the entry, a rejection puts its own). A look at held versions leaves them alone: an entry it removed as gone
+    /// from the source, after a receipt had just put a rejection there, took that rejection away with it.
+    fn on_their_way(&self, kind: Kind) -> HashSet<String> {
+        let item = kind.item();
+        self.pending
+            .iter()
+            .filter(|(key, _)| key.strip_prefix(item).is_some_and(|k| k.starts_with(':')))
+            .map(|(_, p)| p.source_id.clone())
+            .collect()
     }
 
     fn desired_op(&self, kind: Kind, src: &SourceRecord, mapped: &Mapped) -> Op {
@@ -3047,10 +3076,9 @@ fn apply_receipt(
             })
             .or_insert(Some(r));
     }
-    let foreign = results
-        .keys()
-        .filter(|k| !batch.items.iter().any(|i| i.key == **k))
-        .count();
+    // A set, not a scan of the items per result: 500 × 500 key comparisons a receipt cost ~0.8 s of a 1M backfill.
+    let sent: HashSet<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
+    let foreign = results.keys().filter(|k| !sent.contains(**k)).count();
     if foreign > 0 {
         tracing::warn!(
             flow = %batch.flow,

@@ -234,3 +234,81 @@ async fn killed_while_records_are_held_given_up_and_split() {
     want.sort();
     assert_eq!(codes, want);
 }
+
+/// Killed at random moments while the source keeps changing records (several versions of one key in one run, some
+/// in flight when the next is read), with half the acknowledgements lost: run to completion, the platform holds
+/// every record in its latest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_records_change_during_the_runs() {
+    use dualpub::model::Kind;
+    let gen_cfg = GenConfig {
+        records: 2_000,
+        seed: 80,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            seed: 5,
+            lost_ack_rate: 0.3,
+            latency_ms: 5,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let mut rng = Lcg(0xABCD);
+    let permits = gen_cfg.count(Kind::Permit);
+    let mut changed = std::collections::BTreeSet::new();
+    for round in 0..14 {
+        let mut child = env
+            .command(&["sync", "--today", TODAY])
+            .env("DUALPUB_PLATFORM_BATCH_SIZE", "7")
+            .env("DUALPUB_SOURCE_PAGE_SIZE", "20")
+            .spawn()
+            .unwrap();
+        let stop_at = 40 + rng.next(900);
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        while (start.elapsed().as_millis() as u64) < stop_at {
+            // the same few permits change again and again
+            let i = rng.next(permits.min(12));
+            let id = dualpub::sim::gen::record(&gen_cfg, Kind::Permit, i).id;
+            let mut v = env.source_record(&id).await;
+            v["remarks"] = format!("第{round}轮第{n}版").into();
+            v["updated_at"] = serde_json::Value::Null;
+            v["kind"] = "permit".into();
+            env.source_insert(serde_json::json!([v])).await;
+            changed.insert(id);
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let _ = child.kill();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"lost_ack_rate": 0.0}),
+    )
+    .await;
+    run_to_completion(&env).await;
+    let (mut expected, _) = expected_public(&gen_cfg, today());
+    let mappings = dualpub::mapping::MappingSet::builtin();
+    for id in &changed {
+        let v = env.source_record(id).await;
+        let rec = dualpub::source_schema::read_record(&v.to_string()).unwrap();
+        let m = mappings.get(Kind::Permit).map(&mapping_context(), &rec);
+        assert!(m.is_valid());
+        expected.insert(m.key.unwrap().to_string(), m.record.digest().to_hex());
+    }
+    let public = public_of(&env.platform_records().await);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(k, d)| public.get(*k) != Some(*d))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(wrong.is_empty(), "not in their latest version: {wrong:?}");
+    assert_eq!(public.len(), expected.len());
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
+}

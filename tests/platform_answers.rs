@@ -700,6 +700,75 @@ async fn a_record_given_up_for_want_of_an_answer_is_offered_again_an_hour_later(
     assert_eq!(env.platform_records().await[&key].1, "withdrawn");
 }
 
+/// A record given up for want of an answer more than an hour ago, changed at the source since: the run sends the new
+/// version, and then, its message still on its way, offers the given-up version again. The feed no longer serves that
+/// version, so its entry leaves quarantine (`gone_from_source`) — but the entry removed was whatever quarantine held
+/// under the record's name by then: the platform had meanwhile rejected the new version, and its rejection, just put
+/// there by the receipt, was removed with it. The ledger kept the rejected content, so no later run sent the record
+/// again, and nothing told anyone: a rejected record gone without a trace. The offer now leaves an entry that is no
+/// longer the one it looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_comes_while_the_given_up_version_is_looked_up_stays_in_quarantine() {
+    let env = spawn(
+        gen_cfg(),
+        Faults {
+            latency_ms: 100,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (_, silent, _) = first_record_given_up(&env).await;
+    let id = {
+        let store = read_store(&env.store_path());
+        let q = store.quarantine_iter().next().unwrap().unwrap();
+        assert_eq!(q.findings[0].code, "NO_RESULT");
+        q.source_id
+    };
+    given_up_two_hours_ago(&env);
+    // A new version, which the platform rejects; the feed answers slowly, so the look-up of the version given up is
+    // still on its way when the rejection comes.
+    let kind = if silent.starts_with("XZCF") {
+        "penalty"
+    } else {
+        "permit"
+    };
+    let v = env.source_record(&id).await;
+    env.source_insert_one(remarked(v, kind, "第二版")).await;
+    let watched = silent.clone();
+    let rejecting = platform_proxy(
+        env.platform.url(),
+        receipt_rewrite(move |r: &mut Receipt| {
+            for res in r.results.iter_mut().filter(|res| res.key == watched) {
+                res.status = ResultStatus::Rejected;
+                res.code = "BAD_FIELD".into();
+                res.message = "字段不合规".into();
+            }
+        }),
+    )
+    .await;
+    env.admin_post(
+        format!("{}/admin/latency", env.source.url()),
+        serde_json::json!({"ms": 400}),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[("DUALPUB_PLATFORM_URL", rejecting.as_str())])
+        .await;
+    assert_eq!(code, 1, "{s} {err}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let store = read_store(&env.store_path());
+    let q = store
+        .quarantine_find(&id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("the rejected version is not in quarantine: {s}"));
+    assert_eq!(
+        (q.reason.as_str(), q.findings[0].code.as_str()),
+        ("rejected", "BAD_FIELD"),
+        "{q:?}"
+    );
+    assert_eq!(s["gone_from_source"], 0, "{s}");
+}
+
 /// Penalties whose display period has ended, one of them a withdrawal the platform's receipts never answer for
 /// (they answer the others). Given up after three receipts, it was found again by the expiry pass of every later
 /// run, sent three times more and given up again: every run ended with exit 1, for good. Now it waits in
@@ -1131,6 +1200,113 @@ async fn a_display_period_extended_in_a_held_version_is_not_withdrawn_behind_it(
     let (code, s, out) = sync().await;
     assert_eq!(code, Some(0), "{s} {out:?}");
     assert_eq!(s["withdrawn"], 0, "{s}");
+    let held = &env.platform_records().await[&key];
+    assert_eq!(held.1, "public", "{held:?}");
+    assert_eq!(held.2["BZ"], "延长公示", "{held:?}");
+}
+
+/// A penalty whose display period has ended, extended at the source, and another penalty changed just before it whose
+/// message a gateway refuses (HTTP 403, a firewall that takes a record's text for an attack): the run stopped at that
+/// refusal with the extension's message written to the outbox but not yet sent, and then took down the penalties
+/// past their display period by the ledger's old periods — the extended one among them, before its extension (a
+/// withdrawal overtaking the earlier message for its key). The platform withdrew a penalty whose latest version is to
+/// stay public, until some later run got the extension through. A key with a message in the outbox is now left to
+/// the takedown of a later run, which goes by what the platform acknowledged by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_period_extended_in_a_message_not_yet_sent_is_not_withdrawn_before_it() {
+    let env = spawn(gen_cfg(), Faults::default()).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    // The penalty whose display period ends first (`key`), and one that ends later (`blocked`), whose own takedown
+    // does not come into it.
+    let held = env.platform_records().await;
+    let store = read_store(&env.store_path());
+    let mut published: Vec<(String, String, String)> = Vec::new();
+    for i in 0..env.gen.count(Kind::Penalty) {
+        let r = dualpub::sim::gen::record(&env.gen, Kind::Penalty, i);
+        let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+        let key = held.iter().find_map(|(k, v)| {
+            (k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public")
+                .then(|| k.clone())
+        });
+        if let Some(key) = key {
+            let until = store
+                .ledger_get(&key)
+                .unwrap()
+                .unwrap()
+                .meta
+                .display_until
+                .unwrap();
+            published.push((until, key, r.id.clone()));
+        }
+    }
+    drop(store);
+    published.sort();
+    let (ends, key, id) = published[0].clone();
+    let (_, blocked, blocked_id) = published
+        .iter()
+        .find(|(until, _, _)| *until > ends)
+        .cloned()
+        .expect("a penalty whose display period ends later");
+    let ends = chrono::NaiveDate::parse_from_str(&ends, "%Y-%m-%d").unwrap();
+    // The blocked one changes first, then the extension: one page, the blocked message before the extension's.
+    let b = env.source_record(&blocked_id).await;
+    env.source_insert_one(remarked(b, "penalty", "被网关拦截"))
+        .await;
+    let mut v = env.source_record(&id).await;
+    v["display_until"] = (ends + chrono::Duration::days(730)).to_string().into();
+    env.source_insert_one(remarked(v, "penalty", "延长公示"))
+        .await;
+    let taken_down = Arc::new(Mutex::new(false));
+    let (seen, watched) = (taken_down.clone(), key.clone());
+    let gateway = platform_proxy(
+        env.platform.url(),
+        Arc::new(move |path: &str, status: u16, body: Vec<u8>| {
+            if path != "/api/exchange" || status != 200 {
+                return (status, body);
+            }
+            let receipt = dualpub::xml::read_receipt(&body).unwrap();
+            if receipt.results.iter().any(|r| r.key == blocked) {
+                let refusal = r#"<Error code="FORBIDDEN" message="request blocked"/>"#;
+                return (403, refusal.as_bytes().to_vec());
+            }
+            if receipt
+                .results
+                .iter()
+                .any(|r| r.key == watched && r.status == ResultStatus::Withdrawn)
+            {
+                *seen.lock().unwrap() = true;
+            }
+            (status, body)
+        }),
+    )
+    .await;
+    let day_after = (ends + chrono::Duration::days(1)).to_string();
+    let one_at_a_time = [
+        ("DUALPUB_PLATFORM_URL", gateway.as_str()),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+    ];
+    let out = env
+        .dualpub_with(&["sync", "--json", "--today", &day_after], &one_at_a_time)
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(3), "{s} {out:?}");
+    assert!(
+        !*taken_down.lock().unwrap(),
+        "withdrawn before its extension was sent: {s}"
+    );
+    assert_eq!(env.platform_records().await[&key].1, "public");
+    assert!(outbox_keys(&read_store(&env.store_path())).contains(&key));
+    // The gateway lets it through now: the extension goes out, and nothing is taken down.
+    let out = env
+        .dualpub_with(
+            &["sync", "--json", "--today", &day_after],
+            &[("DUALPUB_PLATFORM_BATCH_SIZE", "1")],
+        )
+        .await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{s} {out:?}");
     let held = &env.platform_records().await[&key];
     assert_eq!(held.1, "public", "{held:?}");
     assert_eq!(held.2["BZ"], "延长公示", "{held:?}");
