@@ -2490,6 +2490,14 @@ impl Engine<'_> {
 
     async fn wait_one(&mut self) -> Result<(), SyncError> {
         match self.in_flight.join_next().await {
+            // Nothing in flight while keys are marked so: a send task ended without its note (it panicked, and
+            // its error was reported once). Waiting again would spin for ever holding the store's lock; its batch
+            // is still in the outbox, so the run stops and the next one sends it first, in order.
+            None if !self.in_flight_keys.is_empty() => Err(SyncError::Client(format!(
+                "{} record(s) are still marked as being sent though no send is in flight (a send task failed); \
+                 their messages stay in the outbox and the next run sends them first",
+                self.in_flight_keys.len()
+            ))),
             None => Ok(()),
             Some(Ok(sent)) => self.apply(sent),
             Some(Err(e)) => Err(SyncError::Client(format!("a send task failed: {e}"))),
