@@ -47,6 +47,7 @@ use crate::findings::Finding;
 use crate::model::Kind;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 pub const SCHEMA_VERSION: u32 = 4;
@@ -602,6 +603,11 @@ pub struct ReceiptCommit {
     pub ledger: Vec<(String, LedgerEntry)>,
     pub quarantine_put: Vec<QuarantineEntry>,
     pub quarantine_del: Vec<(Kind, String)>,
+    /// The quarantine entries `quarantine_put` and `quarantine_del` were decided on, as read before the transaction
+    /// (`None`: there was none). An entry found changed inside the transaction — the engine quarantined a newer
+    /// version of the record while the receipt was being applied — is left as it is: the decision was about
+    /// another entry.
+    pub quarantine_seen: HashMap<(Kind, String), Option<QuarantineEntry>>,
     /// (display_until YYYYMMDD, key, add?)
     pub expiry: Vec<(String, String, bool)>,
 }
@@ -1821,11 +1827,27 @@ impl Store {
             .transaction(|(outbox, ledger, quarantine, due, waiting, expiry)| {
                 apply_in_tx(ledger, &ledger_changes)?;
                 let trees = (quarantine, due, waiting);
+                // The entries no longer the ones the receipt's decisions were made on (found before any is
+                // changed here, so that this receipt's own changes count as none).
+                let mut changed = HashSet::new();
+                for ((kind, id), seen) in &c.quarantine_seen {
+                    let now: Option<QuarantineEntry> = trees
+                        .0
+                        .get(composite(*kind, id))?
+                        .and_then(|v| serde_json::from_slice(&v).ok());
+                    if now.as_ref().map(json) != seen.as_ref().map(json) {
+                        changed.insert((*kind, id.as_str()));
+                    }
+                }
                 for q in &c.quarantine_put {
-                    quarantine_put_in_tx(trees, q)?;
+                    if !changed.contains(&(q.kind, q.source_id.as_str())) {
+                        quarantine_put_in_tx(trees, q)?;
+                    }
                 }
                 for (kind, id) in &c.quarantine_del {
-                    quarantine_del_in_tx(trees, composite(*kind, id))?;
+                    if !changed.contains(&(*kind, id.as_str())) {
+                        quarantine_del_in_tx(trees, composite(*kind, id))?;
+                    }
                 }
                 apply_in_tx(expiry, &expiry_changes)?;
                 if let Some(id) = &c.outbox_seq {
@@ -2202,6 +2224,84 @@ mod tests {
             source_updated_at: None,
             read_at: None,
         }
+    }
+
+    /// A receipt decides on the quarantine entry it read before its transaction (remove it: the version was
+    /// acknowledged; replace it: rejected). An entry the engine changed meanwhile — a newer version of the record
+    /// quarantined while the receipt was being applied — was removed or replaced all the same, and the newer
+    /// version's findings were lost (helper-61). It is left as it is; the decision holds on the entry it was made on.
+    #[test]
+    fn a_receipt_leaves_a_quarantine_entry_changed_since_it_was_read() {
+        let (_dir, store) = index_store();
+        let put = |q: QuarantineEntry| {
+            store
+                .commit_receipt(&ReceiptCommit {
+                    quarantine_put: vec![q],
+                    ..ReceiptCommit::default()
+                })
+                .unwrap()
+        };
+        let codes = |store: &Store| {
+            store.quarantine_get(Kind::Penalty, "P1").unwrap().map(|q| {
+                q.findings
+                    .iter()
+                    .map(|f| f.code.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let seen_as =
+            |q: Option<QuarantineEntry>| HashMap::from([((Kind::Penalty, "P1".into()), q)]);
+        put(held("P1", "XZCF:1", &["OLD"]));
+        // the receipt reads the entry …
+        let seen = store.quarantine_get(Kind::Penalty, "P1").unwrap();
+        // … the engine quarantines a newer version …
+        put(held("P1", "XZCF:1", &["NEWER"]));
+        // … and the receipt, which acknowledged the old version, would remove the entry, or, which rejected it,
+        // replace it
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_del: vec![(Kind::Penalty, "P1".into())],
+                quarantine_seen: seen_as(seen.clone()),
+                ..ReceiptCommit::default()
+            })
+            .unwrap();
+        assert_eq!(codes(&store), Some(vec!["NEWER".to_string()]));
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_put: vec![held("P1", "XZCF:1", &["REJECTED"])],
+                quarantine_seen: seen_as(seen),
+                ..ReceiptCommit::default()
+            })
+            .unwrap();
+        assert_eq!(codes(&store), Some(vec!["NEWER".to_string()]));
+        // none there when read, one there now: left too
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_put: vec![held("P1", "XZCF:1", &["REJECTED"])],
+                quarantine_seen: seen_as(None),
+                ..ReceiptCommit::default()
+            })
+            .unwrap();
+        assert_eq!(codes(&store), Some(vec!["NEWER".to_string()]));
+        // the entry still the one read: the decision holds
+        let seen = store.quarantine_get(Kind::Penalty, "P1").unwrap();
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_put: vec![held("P1", "XZCF:1", &["REJECTED"])],
+                quarantine_seen: seen_as(seen),
+                ..ReceiptCommit::default()
+            })
+            .unwrap();
+        assert_eq!(codes(&store), Some(vec!["REJECTED".to_string()]));
+        let seen = store.quarantine_get(Kind::Penalty, "P1").unwrap();
+        store
+            .commit_receipt(&ReceiptCommit {
+                quarantine_del: vec![(Kind::Penalty, "P1".into())],
+                quarantine_seen: seen_as(seen),
+                ..ReceiptCommit::default()
+            })
+            .unwrap();
+        assert_eq!(codes(&store), None);
     }
 
     #[test]

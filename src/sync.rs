@@ -3059,6 +3059,23 @@ fn answers(op: Op, status: ResultStatus) -> bool {
     }
 }
 
+/// Quarantine entry `(kind, id)` as [`apply_receipt`] reads it to decide on it, noted in `commit` so that the decision
+/// is applied only if the entry is still this one when the receipt is committed (the engine may quarantine a newer
+/// version of the record meanwhile: a page is committed while receipts are applied).
+fn seen_entry(
+    store: &Store,
+    commit: &mut ReceiptCommit,
+    kind: Kind,
+    id: &str,
+) -> Result<Option<QuarantineEntry>, SyncError> {
+    let entry = store.quarantine_get(kind, id)?;
+    commit
+        .quarantine_seen
+        .entry((kind, id.to_string()))
+        .or_insert_with(|| entry.clone());
+    Ok(entry)
+}
+
 /// Records a receipt in one transaction: ledger, quarantine for rejections, the expiry index, and the outbox
 /// removal — with, in the batch's place, the records the receipt gave no usable result for ([`Unanswered`]), whose
 /// ledger entries stay as they were. Runs in the batch's send task; no other batch in flight holds any of its keys.
@@ -3220,7 +3237,7 @@ fn apply_receipt(
                 }
                 if !quarantine_empty {
                     // Not when a newer version of the record went to quarantine while this one was on its way.
-                    if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
+                    if let Some(q) = seen_entry(store, &mut commit, batch.kind, &item.source_id)? {
                         let held = held_updated_at(&q.source).unwrap_or_default();
                         if !newer(&held, &item.source_updated_at) {
                             commit
@@ -3252,7 +3269,7 @@ fn apply_receipt(
                 }
                 // A withdrawal offered again after it was given up kept its entry until this answer.
                 if !quarantine_empty {
-                    if let Some(q) = store.quarantine_get(batch.kind, &item.source_id)? {
+                    if let Some(q) = seen_entry(store, &mut commit, batch.kind, &item.source_id)? {
                         let held = held_updated_at(&q.source)
                             .or(q.source_updated_at)
                             .unwrap_or_default();
@@ -3306,7 +3323,7 @@ fn apply_receipt(
                     commit.ledger.push((item.key.clone(), e));
                     continue;
                 }
-                let existing = store.quarantine_get(batch.kind, &item.source_id)?;
+                let existing = seen_entry(store, &mut commit, batch.kind, &item.source_id)?;
                 // Not over the entry of a newer version: one that failed validation while this one was on its
                 // way, or the version after the public one whose withdrawal (display period over) this was. The
                 // rejection is in the ledger; replaced, that version's findings were gone, and a retry of this
