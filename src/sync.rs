@@ -72,7 +72,8 @@ pub struct RunSummary {
     /// Records sent (upserts and withdrawals), including resent outbox batches.
     pub pushed: u64,
     pub accepted: u64,
-    /// Upserts the platform answered `unchanged` (already held with that content).
+    /// Records the platform already held as sent: upserts it answered `unchanged` (held with that content), and
+    /// withdrawals with nothing to take down (`unchanged`: not public; `unknown_key`: never held, or lost).
     pub platform_unchanged: u64,
     pub rejected: u64,
     /// Records newly quarantined by local validation in this run.
@@ -3248,8 +3249,11 @@ fn apply_receipt(
                 }
             }
             (Op::Withdraw, ResultStatus::Withdrawn) | (Op::Withdraw, ResultStatus::Unchanged) => {
+                // Not public already (`unchanged`): nothing taken down, the platform was as asked.
                 if res.status == ResultStatus::Withdrawn {
                     applied.withdrawn += 1;
+                } else {
+                    applied.platform_unchanged += 1;
                 }
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
@@ -3282,8 +3286,10 @@ fn apply_receipt(
                 }
             }
             (Op::Withdraw, ResultStatus::Rejected) if res.code == "unknown_key" => {
-                // Nothing to take down: the platform never held it. Not a rejection a person must look at.
+                // Nothing to take down: the platform never held it. Not a rejection a person must look at; counted
+                // as already held (the platform was as asked), so that the summary adds up to what was pushed.
                 tracing::debug!(key = %mask_ids_in(&item.key), "the platform does not know a key to withdraw");
+                applied.platform_unchanged += 1;
                 e.state = PlatformState::Withdrawn;
                 e.last_error = None;
                 forget_rejected_withdrawal(&mut e);

@@ -3635,3 +3635,32 @@ async fn a_rejected_attempt_never_makes_a_future_stamped_version_trusted() {
         "更正后的许可内容"
     );
 }
+
+/// A withdrawal the platform answers with "nothing to take down" (`unknown_key`: it lost the record, here by an admin
+/// delete; or `unchanged`: it was not public) was counted in no field of the run's summary: `pushed` 1 and
+/// accepted, already held, rejected and withdrawn all 0, so the summary did not add up. It is `platform_unchanged`
+/// (the platform already was as the message asks; "already held" in the table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_with_nothing_to_take_down_is_counted_as_already_held() {
+    let env = empty_env().await;
+    let p = penalty("penalty_multi_category", "W", "2026-10-12", "2027-10-12");
+    env.source_insert(serde_json::json!([p.clone()])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!((code, &s["accepted"]), (0, &serde_json::json!(1)), "{s} {err}");
+    let held = env.platform_records().await;
+    let key = held.keys().next().unwrap().clone();
+    assert!(drop_from_platform(&env, &key).await.status().is_success());
+    let mut revoked = p;
+    revoked["status"] = "revoked".into();
+    env.source_insert(serde_json::json!([revoked])).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(s["pushed"], 1, "{s}");
+    assert_eq!(s["withdrawn"], 0, "{s}");
+    assert_eq!(s["platform_unchanged"], 1, "{s}");
+    let answered: u64 = ["accepted", "platform_unchanged", "rejected", "withdrawn"]
+        .iter()
+        .map(|f| s[f].as_u64().unwrap())
+        .sum();
+    assert_eq!(s["pushed"].as_u64(), Some(answered), "{s}");
+}
