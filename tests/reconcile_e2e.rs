@@ -3635,3 +3635,66 @@ async fn a_rejected_attempt_never_makes_a_future_stamped_version_trusted() {
         "更正后的许可内容"
     );
 }
+
+/// A permit numbered by its holder's ID number (a 特种作业操作证 is numbered `T` + the ID number, and a permit
+/// without a document number goes out under its permit number, XK_WSH): the record key and the document number
+/// hold the party's ID number. Every report masks it there too, as it masks the 证件号码 column beside them (it
+/// used to print it whole in the key and document-number columns of every format).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_number_in_the_document_number_is_masked_in_every_report() {
+    let env = empty_env().await;
+    let id_no = "410302199211011524";
+    let mut with_t = record("permit_person", "permit", "T1", "2026-11-02");
+    with_t["doc_no"] = serde_json::Value::Null;
+    with_t["permit_no"] = format!("T{id_no}").into();
+    let mut bare = record("permit_person", "permit", "T2", "2026-11-02");
+    bare["doc_no"] = serde_json::Value::Null;
+    bare["permit_no"] = id_no.into();
+    env.source_insert(serde_json::json!([with_t, bare])).await;
+    let dir = env.dir.path().join("reports");
+    std::fs::create_dir(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let mut seen = Vec::new();
+    for (format, out) in [
+        ("table", None),
+        ("json", None),
+        ("csv", Some(path("csv"))),
+        ("xlsx", Some(path("r.xlsx"))),
+    ] {
+        let mut args = vec!["reconcile", "--today", TODAY, "--format", format];
+        if let Some(out) = &out {
+            args.extend(["--out", out.as_str()]);
+        }
+        let o = env.dualpub(&args).await;
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{format}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = match format {
+            "csv" => std::fs::read_to_string(dir.join("csv/overdue.csv")).unwrap(),
+            "xlsx" => {
+                let mut wb: calamine::Xlsx<_> = calamine::open_workbook(path("r.xlsx")).unwrap();
+                let mut cells = String::new();
+                for name in wb.sheet_names() {
+                    for row in wb.worksheet_range(&name).unwrap().rows() {
+                        for c in row {
+                            cells.push_str(&c.to_string());
+                            cells.push('\t');
+                        }
+                    }
+                }
+                cells
+            }
+            _ => String::from_utf8_lossy(&o.stdout).into_owned(),
+        };
+        assert!(text.contains("410302********1524"), "{format}: {text}");
+        assert!(
+            !text.contains(id_no),
+            "{format} shows the ID number: {text}"
+        );
+        seen.push(format);
+    }
+    assert_eq!(seen.len(), 4);
+}
