@@ -3698,3 +3698,38 @@ async fn an_id_number_in_the_document_number_is_masked_in_every_report() {
     }
     assert_eq!(seen.len(), 4);
 }
+
+/// 完整率 is graded as data items supplied / data items required (reference §6; full marks at 95 %): a record
+/// holding every item its party category requires is complete, whatever optional items (备注, 许可证书名称) it
+/// leaves empty, and a missing required item counts against it. It used to count every item that applies to the
+/// category as expected, so two complete, accepted permits of natural persons without remarks scored 94.7 %, under
+/// the platform's full-marks line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completeness_counts_the_items_a_record_requires() {
+    let env = empty_env().await;
+    let mut complete = record("permit_person", "permit", "P1", "2026-11-20");
+    complete["remarks"] = serde_json::Value::Null;
+    complete["cert_name"] = serde_json::Value::Null;
+    let mut lacking = record("permit_person", "permit", "P2", "2026-11-20");
+    lacking["content"] = serde_json::Value::Null;
+    env.source_insert(serde_json::json!([complete])).await;
+    let (code, _, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let rates = |v: &serde_json::Value| v["rates"]["permit"].clone();
+    async fn report(env: &Env) -> serde_json::Value {
+        let out = env
+            .dualpub(&["reconcile", "--today", TODAY, "--format", "json"])
+            .await;
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    // 自然人: 名称, 类别, 证件类型, 证件号码, 文书名称, 文书号, 许可类别, 内容, 决定日期, 有效期自, 有效期至,
+    // 许可机关 and its code, 状态, 数据来源单位 and its code.
+    let v = report(&env).await;
+    assert_eq!(rates(&v)["filled_items"], 16, "{v}");
+    assert_eq!(rates(&v)["expected_items"], 16, "{v}");
+    assert_eq!(rates(&v)["completeness"], 1.0, "{v}");
+    env.source_insert(serde_json::json!([lacking])).await;
+    let v = report(&env).await;
+    assert_eq!(rates(&v)["filled_items"], 31, "{v}");
+    assert_eq!(rates(&v)["expected_items"], 32, "{v}");
+}
