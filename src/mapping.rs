@@ -1571,11 +1571,27 @@ pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
     if places > 2 {
         return Err(FindingCode::AmountScale);
     }
-    let wan = (d / Decimal::from(10_000)).normalize();
-    if wan.scale() > 6 {
-        return Err(FindingCode::AmountScale);
-    }
-    Ok(wan.to_string())
+    // The point moved four places on the text, not `d / 10000`: `Decimal` holds 28 significant digits, and a longer
+    // amount lost its last ones in the division (until 2026-11-30 `1234567890123456789012345678.01` went out as
+    // …234.5678, its fen dropped). `d` has vouched for the shape: digits, at most one point, a sign.
+    let body = s.trim_start_matches(['+', '-']);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let frac = frac.trim_end_matches('0');
+    let digits: String = int
+        .trim_start_matches('0')
+        .chars()
+        .chain(frac.chars())
+        .collect();
+    let scale = frac.len() + 4;
+    let mut out = if digits.len() > scale {
+        let (i, f) = digits.split_at(digits.len() - scale);
+        format!("{i}.{f}")
+    } else {
+        format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+    };
+    let trimmed = out.trim_end_matches('0').trim_end_matches('.').len();
+    out.truncate(trimmed);
+    Ok(out)
 }
 
 /// A 15-digit legacy ID number becomes its 18-digit form; anything else is left for validation to judge.
@@ -1706,5 +1722,38 @@ mod amount_tests {
         assert_eq!(yuan_to_wan("100.010000").as_deref(), Ok("0.010001"));
         assert_eq!(yuan_to_wan("35000.50").as_deref(), Ok("3.50005"));
         assert_eq!(yuan_to_wan("5000.").as_deref(), Ok("0.5"));
+    }
+}
+
+#[cfg(test)]
+mod exact_amount_tests {
+    use super::*;
+
+    /// 28 significant digits are all `Decimal` holds: a fine written with more (29 or 30 digits, still a plain
+    /// decimal in yuan) lost its fen in the division and went out rounded. The shift to 万元 is exact on the text.
+    #[test]
+    fn an_amount_is_never_rounded_however_many_digits_it_has() {
+        assert_eq!(
+            yuan_to_wan("1234567890123456789012345678.01").as_deref(),
+            Ok("123456789012345678901234.567801")
+        );
+        assert_eq!(
+            yuan_to_wan("123456789012345678901234567.89").as_deref(),
+            Ok("12345678901234567890123.456789")
+        );
+        for (yuan, wan) in [
+            ("0", "0"),
+            ("0.00", "0"),
+            ("-0", "0"),
+            ("+500", "0.05"),
+            ("0.01", "0.000001"),
+            (".5", "0.00005"),
+            ("000120", "0.012"),
+            ("10000", "1"),
+            ("1000000000", "100000"),
+            ("35000.50", "3.50005"),
+        ] {
+            assert_eq!(yuan_to_wan(yuan).as_deref(), Ok(wan), "{yuan}");
+        }
     }
 }
