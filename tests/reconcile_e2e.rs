@@ -3733,3 +3733,28 @@ async fn completeness_counts_the_items_a_record_requires() {
     assert_eq!(rates(&v)["filled_items"], 31, "{v}");
     assert_eq!(rates(&v)["expected_items"], 32, "{v}");
 }
+
+/// A permit whose document number is empty text rather than null goes out under its permit number (XK_WSH takes
+/// the first non-empty of the two); the reports' 文书号 column shows that number, as the key does (it was empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_document_number_is_shown_as_the_permit_number_it_went_out_under() {
+    let env = empty_env().await;
+    let mut r = record("permit_person", "permit", "E1", "2026-11-02");
+    r["doc_no"] = " ".into();
+    r["permit_no"] = "豫应急许〔2026〕77号".into();
+    env.source_insert(serde_json::json!([r])).await;
+    let out = env
+        .dualpub(&["reconcile", "--today", TODAY, "--format", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gaps = v["gaps"].as_array().unwrap();
+    assert!(!gaps.is_empty(), "{v}");
+    for g in gaps {
+        assert_eq!(
+            g["key"],
+            format!("XZXK:{}:豫应急许〔2026〕77号", agency_code()),
+            "{g}"
+        );
+        assert_eq!(g["doc_no"], "豫应急许〔2026〕77号", "{g}");
+    }
+}
