@@ -1465,8 +1465,12 @@ impl Mapping {
         self.category_field.as_ref().and_then(|f| rec.get(f))
     }
 
-    /// The 完整率 counts of a mapped record: (filled, expected) — how many rules apply to its party category,
-    /// and how many of those have a value. One walk over rules and fields together, both in name order.
+    /// The 完整率 counts of a mapped record: (filled, expected) — how many data items the record requires (as
+    /// platforms grade it, reference §6: items supplied / items required), and how many of those have a value.
+    /// Required: `required`, `required_for` its party category, `required_if` a condition that holds, or the
+    /// `placeholder_requires` of a field holding the USCC placeholder. Optional items (备注, 许可证书名称, …) count
+    /// neither way: until 2026-11-30 every item that applies to the category was expected, so a complete record
+    /// without remarks scored under 100 %. One walk over rules and fields together, both in name order.
     pub fn completeness(&self, rec: &PlatformRecord) -> (u64, u64) {
         let category = self.resolve_category(self.category(rec));
         let mut fields = rec.fields().peekable();
@@ -1482,12 +1486,27 @@ impl Mapping {
                     None => break false,
                 }
             };
-            if rule.applies_to_category(category) {
+            if rule.applies_to_category(category) && self.requires(rule, category, rec) {
                 expected += 1;
                 filled += u64::from(present);
             }
         }
         (filled, expected)
+    }
+
+    /// Whether `rule`'s item is required of a record of `category` with these values (the rules validation calls
+    /// `required`).
+    fn requires(&self, rule: &FieldRule, category: CategoryId, rec: &PlatformRecord) -> bool {
+        rule.required
+            || category.is_in(&rule.required_for_ids)
+            || rule.required_if.as_ref().is_some_and(|c| c.holds(rec))
+            || self.fields.iter().any(|other| {
+                other.placeholder_requires.as_deref() == Some(&*rule.name)
+                    && category.is_in(&other.placeholder_for_ids)
+                    && rec
+                        .get(&other.name)
+                        .is_some_and(crate::ids::is_uscc_placeholder)
+            })
     }
 }
 
@@ -1552,11 +1571,27 @@ pub fn yuan_to_wan(yuan: &str) -> Result<String, FindingCode> {
     if places > 2 {
         return Err(FindingCode::AmountScale);
     }
-    let wan = (d / Decimal::from(10_000)).normalize();
-    if wan.scale() > 6 {
-        return Err(FindingCode::AmountScale);
-    }
-    Ok(wan.to_string())
+    // The point moved four places on the text, not `d / 10000`: `Decimal` holds 28 significant digits, and a longer
+    // amount lost its last ones in the division (until 2026-11-30 `1234567890123456789012345678.01` went out as
+    // …234.5678, its fen dropped). `d` has vouched for the shape: digits, at most one point, a sign.
+    let body = s.trim_start_matches(['+', '-']);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let frac = frac.trim_end_matches('0');
+    let digits: String = int
+        .trim_start_matches('0')
+        .chars()
+        .chain(frac.chars())
+        .collect();
+    let scale = frac.len() + 4;
+    let mut out = if digits.len() > scale {
+        let (i, f) = digits.split_at(digits.len() - scale);
+        format!("{i}.{f}")
+    } else {
+        format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+    };
+    let trimmed = out.trim_end_matches('0').trim_end_matches('.').len();
+    out.truncate(trimmed);
+    Ok(out)
 }
 
 /// A 15-digit legacy ID number becomes its 18-digit form; anything else is left for validation to judge.
@@ -1627,10 +1662,11 @@ mod tests {
         }
     }
 
-    /// The one-walk count equals the definition: rules that apply to the record's category, and those with a
-    /// value — over generated records of every party category, both kinds, some invalid.
+    /// The one-walk count equals the definition: the items validation requires of the record (an item is required
+    /// when the record without it has a `required` finding on it), and those with a value — over generated records
+    /// of every party category, both kinds, some invalid.
     #[test]
-    fn completeness_counts_applicable_and_filled_rules() {
+    fn completeness_counts_required_and_filled_items() {
         let set = MappingSet::builtin();
         let ctx = MappingContext::default();
         let cfg = GenConfig {
@@ -1642,15 +1678,28 @@ mod tests {
             for i in 0..2000 {
                 let rec = m.map(&ctx, &gen::record(&cfg, kind, i)).record;
                 let category = m.category(&rec);
-                let applying: Vec<&FieldRule> =
-                    m.fields.iter().filter(|r| r.applies(category)).collect();
-                let filled = applying
+                let required: Vec<&FieldRule> = m
+                    .fields
+                    .iter()
+                    .filter(|r| r.applies(category))
+                    .filter(|r| {
+                        let without = PlatformRecord::from_fields(
+                            rec.fields().filter(|(n, _)| *n != &*r.name),
+                        );
+                        let mut findings = Vec::new();
+                        validate::validate_record(m, &without, &mut findings);
+                        findings
+                            .iter()
+                            .any(|f| f.code == FindingCode::Required && f.field == *r.name)
+                    })
+                    .collect();
+                let filled = required
                     .iter()
                     .filter(|r| rec.get(&r.name).is_some())
                     .count();
                 assert_eq!(
                     m.completeness(&rec),
-                    (filled as u64, applying.len() as u64),
+                    (filled as u64, required.len() as u64),
                     "{kind:?} {i}"
                 );
             }
@@ -1673,5 +1722,38 @@ mod amount_tests {
         assert_eq!(yuan_to_wan("100.010000").as_deref(), Ok("0.010001"));
         assert_eq!(yuan_to_wan("35000.50").as_deref(), Ok("3.50005"));
         assert_eq!(yuan_to_wan("5000.").as_deref(), Ok("0.5"));
+    }
+}
+
+#[cfg(test)]
+mod exact_amount_tests {
+    use super::*;
+
+    /// 28 significant digits are all `Decimal` holds: a fine written with more (29 or 30 digits, still a plain
+    /// decimal in yuan) lost its fen in the division and went out rounded. The shift to 万元 is exact on the text.
+    #[test]
+    fn an_amount_is_never_rounded_however_many_digits_it_has() {
+        assert_eq!(
+            yuan_to_wan("1234567890123456789012345678.01").as_deref(),
+            Ok("123456789012345678901234.567801")
+        );
+        assert_eq!(
+            yuan_to_wan("123456789012345678901234567.89").as_deref(),
+            Ok("12345678901234567890123.456789")
+        );
+        for (yuan, wan) in [
+            ("0", "0"),
+            ("0.00", "0"),
+            ("-0", "0"),
+            ("+500", "0.05"),
+            ("0.01", "0.000001"),
+            (".5", "0.00005"),
+            ("000120", "0.012"),
+            ("10000", "1"),
+            ("1000000000", "100000"),
+            ("35000.50", "3.50005"),
+        ] {
+            assert_eq!(yuan_to_wan(yuan).as_deref(), Ok(wan), "{yuan}");
+        }
     }
 }

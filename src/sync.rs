@@ -147,12 +147,14 @@ pub fn record_meta(kind: Kind, src: &SourceRecord, rec: &PlatformRecord) -> Reco
         Kind::Permit => None,
     };
     RecordMeta {
-        doc_no: src
-            .doc_no
-            .clone()
-            .or_else(|| src.permit_no.clone())
+        // The first non-empty of the two, as XK_WSH takes it (an empty `doc_no` left the column empty while the
+        // record went out under its permit number).
+        doc_no: [src.doc_no.as_deref(), src.permit_no.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(crate::model::trim)
+            .find(|s| !s.is_empty())
             .unwrap_or_default()
-            .trim()
             .to_string(),
         party_name: crate::ids::mask_ids_in_owned(
             party.and_then(|p| p.name.clone()).unwrap_or_default(),

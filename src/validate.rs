@@ -100,6 +100,18 @@ fn validate_with<V: Values + ?Sized>(
     if let (Some(d), Some(i)) = (decided, m.decision_date_index()) {
         check_decision_date(&m.fields[i].name, d, today, out);
     }
+    // The record's own ID numbers (证件号码 fields), to find in the text the platform shows as it is.
+    let mut own = [""; 4];
+    let mut owned = 0;
+    for (i, rule) in m.fields.iter().enumerate() {
+        if rule.check == Some(Check::IdNumber) && owned < own.len() {
+            if let Some(v) = values.at(i).filter(|v| id_digits(v).is_some()) {
+                own[owned] = v;
+                owned += 1;
+            }
+        }
+    }
+    let own = &own[..owned];
     for (i, rule) in m.fields.iter().enumerate() {
         if skip.get(i).copied().unwrap_or(false) {
             continue;
@@ -114,7 +126,7 @@ fn validate_with<V: Values + ?Sized>(
                     out.push(required(&rule.name, &why));
                 }
             }
-            Some(v) => check_value(rule, v, cat, values, xml_clean, decided, out),
+            Some(v) => check_value(rule, v, cat, values, xml_clean, (decided, own), out),
         }
     }
 }
@@ -164,7 +176,7 @@ fn check_value<V: Values + ?Sized>(
     category: Cat<'_>,
     values: &V,
     xml_clean: bool,
-    decided: Option<NaiveDate>,
+    (decided, own): (Option<NaiveDate>, &[&str]),
     out: &mut Vec<Finding>,
 ) {
     let name = &*rule.name;
@@ -186,7 +198,14 @@ fn check_value<V: Values + ?Sized>(
     // Only the 证件号码 fields (which have an identifier check) are masked by the platform; every other field is
     // shown as it is, and a natural person's ID number must not be (reference §3.4).
     if rule.check.is_none() && !rule.identifier {
-        if let Some(id) = ids::find_id_number_in(v) {
+        // Any valid number, or the record's own whatever its check character (its first 17 digits name the person:
+        // the party's number quoted with its X written as 0 is still its number).
+        let found = ids::find_id_number_in(v).or_else(|| {
+            own.iter()
+                .find(|id| id_digits(id).is_some_and(|d| v.contains(d)))
+                .map(|id| id.to_string())
+        });
+        if let Some(id) = found {
             let masked = ids::mask_id(&id);
             out.push(Finding::new(
                 FindingCode::IdInText,
@@ -423,6 +442,13 @@ fn check_age(rule: &FieldRule, born: NaiveDate, decided: NaiveDate, out: &mut Ve
             ),
         ));
     }
+}
+
+/// The 17 digits before the check character of an 18-character identity number, which name the person whatever
+/// the 18th is; `None` for any other value (a passport number, a 15-digit number).
+fn id_digits(v: &str) -> Option<&str> {
+    v.get(..17)
+        .filter(|d| v.len() == 18 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The birth date of an ID number [`is_valid_id_number`] accepted.

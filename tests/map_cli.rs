@@ -1094,3 +1094,49 @@ fn a_pretty_printed_record_or_a_fixture_file_is_read_whole() {
         "{err}"
     );
 }
+
+/// The record's own ID numbers (the party's, the legal representative's) are found in the text the platform shows
+/// as it is even when written with a wrong or missing check character, or inside a longer number: the first 17
+/// digits name the person whatever the 18th is. (Only valid 18-character numbers were found, so the party's number
+/// quoted with its `X` written as `0` was published.) A number of someone else with a wrong check character is still
+/// no finding (see the test above).
+#[test]
+fn the_records_own_id_number_is_found_in_text_whatever_its_check_character() {
+    use serde_json::json;
+    let person = fixture_record("penalty_person");
+    let own = person["party"]["id_no"].as_str().unwrap().to_string();
+    assert_eq!(own.len(), 18);
+    let first17 = &own[..17];
+    for (pointer, value) in [
+        ("/facts", format!("当事人陈志强（身份证号{first17}0）……")),
+        ("/remarks", format!("证件号码：{first17}")),
+        (
+            "/content",
+            format!("没收其特种作业操作证（编号T{first17}X01）"),
+        ),
+    ] {
+        let rec = with(person.clone(), pointer, json!(value));
+        let (code, xml, err) = map_records("penalty", &[rec], None);
+        assert_eq!(code, Some(1), "{pointer}: {err}");
+        assert!(xml.is_empty(), "{pointer}: {xml}");
+        assert!(err.contains("\tid_in_text\t"), "{pointer}: {err}");
+        assert!(
+            !err.contains(first17),
+            "no full ID number in a finding: {err}"
+        );
+    }
+    // the legal representative's, in an organisation's record
+    let org = fixture_record("penalty_fine_confiscation");
+    let rep = org["party"]["legal_rep"]["id_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec = with(
+        org,
+        "/facts",
+        json!(format!("法定代表人王建国（{}）", &rep[..17])),
+    );
+    let (code, _, err) = map_records("penalty", &[rec], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\tCF_SY\tid_in_text\t"), "{err}");
+}

@@ -197,6 +197,20 @@ pub struct GapRow {
 }
 
 impl GapRow {
+    /// The record key as a report shows it: an ID number in its document number masked (see
+    /// [`GapRow::doc_no_shown`]).
+    pub fn key_shown(&self) -> std::borrow::Cow<'_, str> {
+        shown_masked(&self.key)
+    }
+
+    /// The document number as a report shows it, any ID number in it masked (`410302********1524`), as in the
+    /// 证件号码 column beside it: a permit without a document number goes out under its permit number, and some
+    /// permits are numbered by their holder's ID number (a 特种作业操作证 is `T` + the ID number). Until 2026-11-30
+    /// every report printed it whole there. (The key used inside, and by `--repair`, stays whole.)
+    pub fn doc_no_shown(&self) -> std::borrow::Cow<'_, str> {
+        shown_masked(&self.doc_no)
+    }
+
     /// Whether `--repair` leaves this row alone because the feed served the record in an older version than the one
     /// the platform holds and acknowledged: a `missing`, `stale` or `expired` row whose detail the engine started
     /// with `gaps::older_copy_detail`. (Other categories' details may quote the platform or the source, and
@@ -435,6 +449,20 @@ impl Report {
             MonthOutcome::Overdue => b.overdue += 1,
             MonthOutcome::NotYetDue => b.not_yet_due += 1,
         }
+    }
+}
+
+/// `text` with every ID number in it masked, borrowed when it holds no digit (most document numbers are short
+/// digit runs among CJK text, which `ids::mask_ids_in` leaves as they are).
+fn shown_masked(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() < 15 {
+        return text.into();
+    }
+    let masked = crate::ids::mask_ids_in(text);
+    if masked == text {
+        text.into()
+    } else {
+        masked.into()
     }
 }
 

@@ -88,10 +88,10 @@ pub fn write_csv(r: &Report, dir: &Path) -> io::Result<Vec<PathBuf>> {
 pub(crate) fn gap_cells(g: &GapRow, for_csv: bool) -> Vec<String> {
     let defuse = |s: &str| if for_csv { defuse(s) } else { s.to_string() };
     vec![
-        defuse(&g.key),
+        defuse(&g.key_shown()),
         g.category.zh().to_string(),
         g.kind.zh().to_string(),
-        defuse(&g.doc_no),
+        defuse(&g.doc_no_shown()),
         defuse(&g.party_name),
         defuse(&g.party_id_masked),
         date_str(g.decided_on),

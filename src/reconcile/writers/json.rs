@@ -152,9 +152,9 @@ impl From<&Rates> for JsonRates {
 #[derive(Serialize)]
 struct JsonGap<'a> {
     category: Category,
-    key: &'a str,
+    key: std::borrow::Cow<'a, str>,
     kind: Kind,
-    doc_no: &'a str,
+    doc_no: std::borrow::Cow<'a, str>,
     party_name: &'a str,
     party_id_masked: &'a str,
     decided_on: Option<String>,
@@ -201,9 +201,9 @@ impl<'a> From<&'a GapRow> for JsonGap<'a> {
     fn from(g: &'a GapRow) -> Self {
         JsonGap {
             category: g.category,
-            key: &g.key,
+            key: g.key_shown(),
             kind: g.kind,
-            doc_no: &g.doc_no,
+            doc_no: g.doc_no_shown(),
             party_name: &g.party_name,
             party_id_masked: &g.party_id_masked,
             decided_on: g.decided_on.map(date_string),

@@ -222,8 +222,8 @@ fn write_category(
     .to_vec()];
     for g in rows.iter().take(TABLE_ROWS_PER_CATEGORY) {
         table.push(vec![
-            truncate(&one_line(&g.key), KEY_MAX),
-            truncate(&one_line(&g.doc_no), DOC_NO_MAX),
+            truncate(&one_line(&g.key_shown()), KEY_MAX),
+            truncate(&one_line(&g.doc_no_shown()), DOC_NO_MAX),
             truncate(&one_line(&g.party_name), PARTY_MAX),
             truncate(&one_line(&g.party_id_masked), ID_MAX),
             date(g.decided_on),
