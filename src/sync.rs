@@ -1438,6 +1438,8 @@ impl Engine<'_> {
                         break;
                     }
                 };
+                // Whether the page's records had positions at all (then they were all behind the request).
+                let placed = !this.is_empty();
                 prev = this;
                 if tx.send(Ok((prepared, asked_at))).await.is_err() || !more {
                     break;
@@ -1446,16 +1448,25 @@ impl Engine<'_> {
                     Some(next) => pos = Some(next),
                     None => {
                         // Asking again from the same place would get the same page for ever.
+                        let after = pos.as_ref().map_or("the start", |c| c.since.as_str());
+                        let message = if placed {
+                            format!(
+                                "a page asked for the changes after {after} (`since`, `after_id`) holds only \
+                                 records at or before that position, and says it has more, so the feed cannot be \
+                                 read further; the enforcement system's change feed must serve the records after \
+                                 `since` and `after_id`, ordered by `updated_at` and `id` (does it ignore them?)"
+                            )
+                        } else {
+                            format!(
+                                "a page after {after} has no record with a readable `updated_at` and `id` past \
+                                 where it was asked from, so the feed cannot be read further; the enforcement \
+                                 system's change feed must give every record an RFC 3339 `updated_at` and an `id`"
+                            )
+                        };
                         let _ = tx
                             .send(Err(GiveUp::Fatal {
                                 what: format!("reading the {kind} change feed"),
-                                message: format!(
-                                    "a page after {} has no record with a readable `updated_at` and `id` past \
-                                     where it was asked from, so the feed cannot be read further; the \
-                                     enforcement system's change feed must give every record an RFC 3339 \
-                                     `updated_at` and an `id`",
-                                    pos.as_ref().map_or("the start", |c| c.since.as_str())
-                                ),
+                                message,
                             }))
                             .await;
                         break;

@@ -1640,6 +1640,70 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A feed that ignores `since` and `after_id` (it serves its first records whatever it is asked) ends the run with
+/// exit 3, and says so: the message blamed the records' `updated_at` and `id`, which were all there and readable,
+/// so the vendor was sent after the wrong fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_ignores_where_it_is_asked_from_is_named_so() {
+    let (env, _) = backfilled(Faults::default()).await;
+    let first: serde_json::Value = env
+        .http
+        .get(format!(
+            "{}/api/v1/permits/changes?limit=3",
+            env.source.url()
+        ))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["has_more"], true, "{first}");
+    let first = first.to_string();
+    let deaf = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, _: String| first.clone()),
+    )
+    .await;
+    let (code, err) = sync_through(&env, &deaf, "3").await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("holds only records at or before that position")
+            && err.contains("does it ignore them?")
+            && !err.contains("readable `updated_at`"),
+        "{err}"
+    );
+}
+
+/// A feed that writes a UTF-8 byte order mark before each page's JSON (as servers on Windows or .NET may) is read
+/// as any other: every run ended with exit 3 after the retry budget, "expected value at line 1 column 1", and
+/// nothing was ever published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_whose_pages_begin_with_a_byte_order_mark_is_read() {
+    let gen_cfg = GenConfig {
+        records: 20,
+        seed: 5,
+        ..GenConfig::default()
+    };
+    let env = spawn(gen_cfg.clone(), Faults::default()).await;
+    let marked = feed_text_proxy(
+        env.source.url(),
+        Arc::new(|_: &str, text: String| format!("\u{feff}{text}")),
+    )
+    .await;
+    let (code, s, err) = env
+        .sync_with(&[
+            ("DUALPUB_SOURCE_URL", &marked),
+            ("DUALPUB_PLATFORM_RETRY_BUDGET_SECS", "3"),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s["read"], 20, "{s}");
+    let (expected, _) = expected_public(&gen_cfg, today());
+    assert_eq!(public_of(&env.platform_records().await), expected);
+}
+
 /// An enforcement system on a database whose locale collates ids unlike bytes (hyphens ignored at first, as glibc's
 /// and ICU's locales do): `records` served in `(updated_at, id)` order by that collation, `after_id` compared the
 /// same way. No penalties.
