@@ -1837,6 +1837,33 @@ impl Engine<'_> {
                             continue;
                         }
                     }
+                    // A penalty revoked (or superseded) in a version the schema cannot read still comes down,
+                    // under the number it was published with: the withdrawal needs no other field.
+                    let head = RawHead::of(raw.get());
+                    if kind == Kind::Penalty
+                        && matches!(head.status_text().as_deref(), Some("revoked" | "changed"))
+                    {
+                        if let (Some(source_id), Some(updated_at)) =
+                            (head.id_text(), head.updated_at_text())
+                        {
+                            let linked = self.store.by_source_get(kind, &source_id)?;
+                            if source_id == id && linked.is_some() {
+                                self.take_down(
+                                    TakeDown {
+                                        commit: &mut commit,
+                                        items: &mut items,
+                                        page_owner: &mut page_owner,
+                                        page_released: &page_released,
+                                    },
+                                    kind,
+                                    (&source_id, &updated_at),
+                                    linked.as_ref(),
+                                    false,
+                                    &RecordMeta::default(),
+                                )?;
+                            }
+                        }
+                    }
                     let raw = raw_value(&raw);
                     let f = crate::map_input::schema_finding(&e);
                     self.quarantine(
@@ -1879,63 +1906,19 @@ impl Engine<'_> {
                         Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
                     );
                 if minor || revoked {
-                    // The key it maps to now and the one it was linked to before (the same edit may change the
-                    // document number): neither may stay public, nor be sent from this page.
-                    let mut keys: Vec<String> = key.iter().cloned().collect();
-                    if let Some(old) = self.store.by_source_get(kind, &src.id)? {
-                        if !keys.contains(&old) {
-                            keys.push(old);
-                        }
-                    }
-                    keys.retain(|k| {
-                        !page_released.contains(k)
-                            && page_owner.get(k).is_none_or(|o| *o == src.id)
-                            && self.pending.get(k).is_none_or(|p| p.source_id == src.id)
-                    });
-                    for k in keys {
-                        if minor || key.as_ref() != Some(&k) {
-                            commit.released.push((kind, k.clone()));
-                            page_owner.remove(&k);
-                        }
-                        items.retain(|(i, _)| i.key != k || i.source_id != src.id);
-                        let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
-                        let on_its_way = self
-                            .pending
-                            .get(&k)
-                            .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
-                        // Not a withdrawal of this version the platform rejected or never answered.
-                        let given_up = !self.forced(kind, &src.id)
-                            && entry.as_ref().is_some_and(|e| {
-                                withdrawal_was_rejected(
-                                    e,
-                                    src.updated_at.as_deref().unwrap_or_default(),
-                                )
-                            });
-                        // Nor one of this very version already on its way, or held in the outbox (`held_keys`): read
-                        // again in the overlap window, it would be sent again after it was given up. A later
-                        // version's withdrawal is queued (behind it, if held).
-                        let withdrawing = self.pending.get(&k).is_some_and(|p| {
-                            p.op == Op::Withdraw
-                                && p.source_updated_at
-                                    == src.updated_at.as_deref().unwrap_or_default()
-                        });
-                        if !withdrawing
-                            && (on_its_way
-                                || entry
-                                    .as_ref()
-                                    .is_some_and(|e| e.state == PlatformState::Public && !given_up))
-                        {
-                            items.push((
-                                OutboxItem::withdraw(
-                                    k,
-                                    src.id.clone(),
-                                    src.updated_at.clone().unwrap_or_default(),
-                                    entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
-                                ),
-                                None,
-                            ));
-                        }
-                    }
+                    self.take_down(
+                        TakeDown {
+                            commit: &mut commit,
+                            items: &mut items,
+                            page_owner: &mut page_owner,
+                            page_released: &page_released,
+                        },
+                        kind,
+                        (&src.id, src.updated_at.as_deref().unwrap_or_default()),
+                        key.as_ref(),
+                        minor,
+                        &meta,
+                    )?;
                 }
                 self.quarantine(
                     &mut commit,
@@ -2275,6 +2258,80 @@ impl Engine<'_> {
     /// What the platform should hold for a valid record (DESIGN §4).
     /// Whether the record is sent even as content (or a withdrawal) the platform rejected or never answered:
     /// every record in `quarantine retry` and `reconcile --repair`, records offered again (`offered_again`).
+    /// Queues the withdrawal of what the platform holds (or what this run is sending) for source record `id`, in
+    /// its version `updated_at`, that must not be public: a penalty on a minor, or revoked (or superseded) at the
+    /// source, whatever else is wrong with that version. Both the key it maps to now (`key`, kept by a revoked
+    /// penalty; a minor's is freed) and the one it was linked to before (the same edit may change the document
+    /// number): neither may stay public, nor be sent from this page.
+    fn take_down(
+        &self,
+        page: TakeDown<'_>,
+        kind: Kind,
+        (id, updated_at): (&str, &str),
+        key: Option<&String>,
+        minor: bool,
+        meta: &RecordMeta,
+    ) -> Result<(), SyncError> {
+        let TakeDown {
+            commit,
+            items,
+            page_owner,
+            page_released,
+        } = page;
+        let mut keys: Vec<String> = key.into_iter().cloned().collect();
+        if let Some(old) = self.store.by_source_get(kind, id)? {
+            if !keys.contains(&old) {
+                keys.push(old);
+            }
+        }
+        keys.retain(|k| {
+            !page_released.contains(k)
+                && page_owner.get(k).is_none_or(|o| o == id)
+                && self.pending.get(k).is_none_or(|p| p.source_id == id)
+        });
+        for k in keys {
+            if minor || key != Some(&k) {
+                commit.released.push((kind, k.clone()));
+                page_owner.remove(&k);
+            }
+            items.retain(|(i, _)| i.key != k || i.source_id != id);
+            let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == id);
+            let on_its_way = self
+                .pending
+                .get(&k)
+                .is_some_and(|p| p.op == Op::Upsert && p.source_id == id);
+            // Not a withdrawal of this version the platform rejected or never answered.
+            let given_up = !self.forced(kind, id)
+                && entry
+                    .as_ref()
+                    .is_some_and(|e| withdrawal_was_rejected(e, updated_at));
+            // Nor one of this very version already on its way, or held in the outbox (`held_keys`): read again in
+            // the overlap window, it would be sent again after it was given up. A later version's withdrawal is
+            // queued (behind it, if held).
+            let withdrawing = self
+                .pending
+                .get(&k)
+                .is_some_and(|p| p.op == Op::Withdraw && p.source_updated_at == updated_at);
+            if !withdrawing
+                && (on_its_way
+                    || entry
+                        .as_ref()
+                        .is_some_and(|e| e.state == PlatformState::Public && !given_up))
+            {
+                items.push((
+                    OutboxItem::withdraw(
+                        k,
+                        id.to_string(),
+                        updated_at.to_string(),
+                        entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn forced(&self, kind: Kind, id: &str) -> bool {
         self.force
             || (!self.offered_again.is_empty()
@@ -2602,6 +2659,15 @@ impl Engine<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// What a page has decided so far that [`Engine::take_down`] adds to: the page's commit, its outbox items, the keys
+/// its records send (with the record each is sent for) and the keys they moved away from.
+struct TakeDown<'a> {
+    commit: &'a mut PageCommit,
+    items: &'a mut Vec<(OutboxItem, Option<PlatformRecord>)>,
+    page_owner: &'a mut HashMap<String, String>,
+    page_released: &'a HashSet<String>,
 }
 
 fn pending_of(i: &OutboxItem) -> (String, Pending) {

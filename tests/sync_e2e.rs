@@ -2952,3 +2952,61 @@ async fn a_change_of_the_settings_that_validate_records_points_to_quarantine_ret
     let s: serde_json::Value = serde_json::from_slice(&sync().await.stdout).unwrap();
     assert!(s["quarantine_to_recheck"].as_u64() > Some(0), "{s}");
 }
+
+/// A penalty revoked in a version the source schema cannot read (here its fine sent as a JSON number, not the
+/// decimal string DESIGN §2 asks for) is still taken down: a revoked decision must not stay public until someone
+/// mends a field the withdrawal does not need (as for one that fails validation, above). It stayed public, with the
+/// record only in quarantine as `source_schema`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_revoked_in_a_version_the_schema_cannot_read_is_still_taken_down() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let held = env.platform_records().await;
+    let (key, penalty) = (0..gen_cfg.count(Kind::Penalty))
+        .map(|i| dualpub::sim::gen::record(&gen_cfg, Kind::Penalty, i))
+        .filter(|r| r.fine_yuan.is_some())
+        .find_map(|r| {
+            let doc = r.doc_no.as_deref().unwrap_or("").trim().to_string();
+            held.iter()
+                .find(|(k, v)| {
+                    k.starts_with("XZCF") && k.ends_with(&format!(":{doc}")) && v.1 == "public"
+                })
+                .map(|(k, _)| (k.clone(), r))
+        })
+        .expect("a published penalty with a fine");
+    let mut v = env.source_record(&penalty.id).await;
+    v["status"] = "revoked".into();
+    v["updated_at"] = serde_json::Value::Null;
+    v["kind"] = "penalty".into();
+    env.source_insert_one(v).await;
+    // The feed sends the revoked version's fine as a number.
+    let numbers = feed_proxy(env.source.url(), |_, item| {
+        if item["status"] == "revoked" {
+            if let Some(fine) = item["fine_yuan"]
+                .as_str()
+                .and_then(|f| f.parse::<f64>().ok())
+            {
+                item["fine_yuan"] = fine.into();
+            }
+        }
+    })
+    .await;
+    let (code, s, err) = env.sync_with(&[("DUALPUB_SOURCE_URL", &numbers)]).await;
+    assert_eq!(code, 1, "quarantined: {s} {err}");
+    assert_eq!(s["withdrawn"], 1, "{s}");
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn", "{key}");
+    let q = read_store(&env.store_path())
+        .quarantine_get(Kind::Penalty, &penalty.id)
+        .unwrap()
+        .expect("the unreadable version is in quarantine");
+    assert_eq!(q.findings[0].code, "source_schema", "{:?}", q.findings);
+    // Read again (the overlap window), it withdraws nothing more; mended at the source, it stays down.
+    let (code, s, err) = env.sync_with(&[("DUALPUB_SOURCE_URL", &numbers)]).await;
+    assert_eq!(
+        (code, &s["withdrawn"], &s["pushed"]),
+        (0, &0.into(), &0.into()),
+        "{s} {err}"
+    );
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(code, 0, "{s} {err}");
+    assert_eq!(env.platform_records().await[&key].1, "withdrawn", "{key}");
+}
