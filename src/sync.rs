@@ -688,6 +688,9 @@ struct Engine<'a> {
     force: bool,
     /// Kinds whose feed gave a time in the future this run (warned once each).
     future_warned: HashSet<Kind>,
+    /// When the feed page processed last was asked for (RFC 3339): the checkpoint is never past it, whatever the
+    /// page held. `None` before the first page of a kind.
+    feed_read: Option<String>,
     /// Records this run counted as quarantined for a document number another record held: not counted after
     /// all when the run frees the number and sends them.
     counted_waiting: HashSet<(Kind, String)>,
@@ -865,6 +868,7 @@ async fn run_with(
         move_cursor: true,
         force: false,
         future_warned: HashSet::new(),
+        feed_read: None,
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
         envelopes: Envelopes::default(),
@@ -1357,6 +1361,7 @@ impl Engine<'_> {
 
     async fn sync_kind(&mut self, kind: Kind, source: Arc<SourceClient>) -> Result<(), SyncError> {
         let stored = self.store.cursor(kind)?;
+        self.feed_read = None;
         let start = stored.as_ref().map(|c| Cursor {
             since: minus_overlap(&c.since, self.cfg.overlap),
             after_id: String::new(),
@@ -1479,6 +1484,7 @@ impl Engine<'_> {
         while let Some(page) = rx.recv().await {
             match page {
                 Ok((page, read)) => {
+                    self.feed_read = Some(read.clone());
                     if let Err(e) = self.process_page(kind, page, &read, &mut cursor).await {
                         result = Err(e);
                         break;
@@ -1734,17 +1740,25 @@ impl Engine<'_> {
         .await
     }
 
-    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock. One record
-    /// stamped a day ahead (a writer node's wrong clock) would otherwise move the checkpoint a day ahead, and
-    /// every edit stamped correctly before then would be skipped. Records past the clock are read again by later
-    /// runs (and cost nothing while unchanged) until their time has come; beyond [`FUTURE_TOLERANCE`] the run
-    /// warns.
+    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock when the feed was
+    /// last read ([`Engine::feed_read`]). One record stamped a day ahead (a writer node's wrong clock) would
+    /// otherwise move the checkpoint a day ahead, and every edit stamped correctly before then would be skipped.
+    /// Records past the clock are read again by later runs (and cost nothing while unchanged) until their time has
+    /// come; beyond [`FUTURE_TOLERANCE`] the run warns. Not the clock when the page is committed: a page read
+    /// ahead waits behind the pages before it (a slow platform), and what was committed meanwhile was not read.
     fn checkpoint(&mut self, kind: Kind, furthest: Cursor) -> Cursor {
         let Ok(at) = chrono::DateTime::parse_from_rfc3339(&furthest.since) else {
             return furthest;
         };
         let now = chrono::Utc::now();
-        if at.with_timezone(&chrono::Utc) <= now {
+        let bound = self
+            .feed_read
+            .as_deref()
+            .and_then(|r| chrono::DateTime::parse_from_rfc3339(r).ok())
+            .map(|r| r.with_timezone(&chrono::Utc))
+            .filter(|r| *r < now)
+            .unwrap_or(now);
+        if at.with_timezone(&chrono::Utc) <= bound {
             return furthest;
         }
         // Clamped even a little ahead: a checkpoint minutes ahead with an overlap shorter than that would skip
@@ -1766,7 +1780,9 @@ impl Engine<'_> {
             );
         }
         Cursor {
-            since: now_rfc3339(),
+            since: bound
+                .with_timezone(&china_offset())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
             after_id: String::new(),
         }
     }

@@ -1126,6 +1126,76 @@ async fn a_record_a_little_ahead_with_a_short_overlap_skips_nothing() {
     );
 }
 
+/// The checkpoint that a record stamped in the future makes the run keep is the time the run read that record's
+/// page, not the time the page's turn came: a page read while the engine still waited for a slow platform with the
+/// pages before it was clamped to the clock of much later, and a record committed (and stamped correctly) in
+/// between was never read, by that run (which had read the page before it) nor by the next (which started after
+/// it), whenever the wait was longer than the overlap window. Shown here with `overlap_minutes = 0`, so that a
+/// wait of a few seconds is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_committed_while_a_read_page_waits_for_the_platform_is_read_next_run() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    for i in 0..8 {
+        put_permit(
+            &env,
+            &gen_cfg,
+            &format!("XK-WAIT{i}"),
+            &format!("（豫）WH安许证字〔2026〕9300{i:02}"),
+            "排队",
+        )
+        .await;
+    }
+    let mut ahead = permit_with_doc(
+        &env,
+        &gen_cfg,
+        "XK-AHEAD-DAY",
+        "（豫）WH安许证字〔2026〕930100",
+        "快一天",
+    )
+    .await;
+    ahead["updated_at"] = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339()
+        .into();
+    env.source_insert(serde_json::json!([ahead])).await;
+    let faults = format!("{}/admin/faults", env.platform.url());
+    env.admin_post(faults.clone(), serde_json::json!({"latency_ms": 800}))
+        .await;
+    // A page of the eight (each its own message, one at a time), then a page with the future-stamped record: read at
+    // once, processed once the eight have gone out.
+    let vars = [
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+        ("DUALPUB_SOURCE_PAGE_SIZE", "8"),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+    ];
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let meanwhile = "（豫）WH安许证字〔2026〕930200";
+    put_permit(&env, &gen_cfg, "XK-MEANWHILE", meanwhile, "运行中录入").await;
+    let out = run.await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let on_platform = |held: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        held.keys().any(|k| k.ends_with(&format!(":{meanwhile}")))
+    };
+    assert!(
+        !on_platform(&env.platform_records().await),
+        "the run read the record entered meanwhile: the platform was not slow enough to show anything"
+    );
+    env.admin_post(faults, serde_json::json!({"latency_ms": 0}))
+        .await;
+    let (code, _, err) = env.sync_with(&vars).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        on_platform(&env.platform_records().await),
+        "the record entered while the first run waited is published by the next"
+    );
+}
+
 /// A duplicate held back for its document number, then deleted in the enforcement system: neither the run that
 /// frees the number nor `quarantine retry` may publish the version quarantine holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
