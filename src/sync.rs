@@ -688,8 +688,10 @@ struct Engine<'a> {
     force: bool,
     /// Kinds whose feed gave a time in the future this run (warned once each).
     future_warned: HashSet<Kind>,
-    /// When the feed page processed last was asked for (RFC 3339): the checkpoint is never past it, whatever the
-    /// page held. `None` before the first page of a kind.
+    /// When the last feed page processed that was asked from a position not past that time was asked for (RFC
+    /// 3339): the checkpoint is never past it, whatever the pages held. Not a later page's: a page asked from beyond
+    /// the clock (records stamped in the future) does not serve what is entered meanwhile, stamped correctly. `None`
+    /// before the first page of a kind.
     feed_read: Option<String>,
     /// Records this run counted as quarantined for a document number another record held: not counted after
     /// all when the run frees the number and sends them.
@@ -1367,8 +1369,10 @@ impl Engine<'_> {
             after_id: String::new(),
         });
         // Read ahead one page while this one is mapped and pushed.
-        // Each page with when it was asked for (see `process_page`).
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<Prepared>, String), GiveUp>>(2);
+        // Each page with when it was asked for (see `process_page`), and whether it was asked from a position not
+        // past that time (see `Engine::feed_read`).
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<(Vec<Prepared>, String, bool), GiveUp>>(2);
         let budget = self.budget.clone();
         let overlap = self.cfg.overlap;
         let mappings = Arc::new(self.mappings.clone());
@@ -1417,6 +1421,9 @@ impl Engine<'_> {
                 let (m, c) = (mappings.clone(), ctx.clone());
                 let seen = std::mem::take(&mut prev);
                 let asked = pos.clone();
+                // Whether this request could still serve what is being entered now: asked from a position not past
+                // the time it was asked (a page of records stamped in the future asks from beyond it).
+                let present = pos.as_ref().is_none_or(|c| !newer(&c.since, &asked_at));
                 let read = tokio::task::spawn_blocking(move || {
                     let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
                     let positions: Vec<Option<Cursor>> =
@@ -1446,7 +1453,7 @@ impl Engine<'_> {
                 // Whether the page's records had positions at all (then they were all behind the request).
                 let placed = !this.is_empty();
                 prev = this;
-                if tx.send(Ok((prepared, asked_at))).await.is_err() || !more {
+                if tx.send(Ok((prepared, asked_at, present))).await.is_err() || !more {
                     break;
                 }
                 match next {
@@ -1483,8 +1490,10 @@ impl Engine<'_> {
         let mut result = Ok(());
         while let Some(page) = rx.recv().await {
             match page {
-                Ok((page, read)) => {
-                    self.feed_read = Some(read.clone());
+                Ok((page, read, present)) => {
+                    if present {
+                        self.feed_read = Some(read.clone());
+                    }
                     if let Err(e) = self.process_page(kind, page, &read, &mut cursor).await {
                         result = Err(e);
                         break;
@@ -1745,7 +1754,8 @@ impl Engine<'_> {
     /// otherwise move the checkpoint a day ahead, and every edit stamped correctly before then would be skipped.
     /// Records past the clock are read again by later runs (and cost nothing while unchanged) until their time has
     /// come; beyond [`FUTURE_TOLERANCE`] the run warns. Not the clock when the page is committed: a page read
-    /// ahead waits behind the pages before it (a slow platform), and what was committed meanwhile was not read.
+    /// ahead waits behind the pages before it (a slow platform), and what was committed meanwhile was not read; nor
+    /// when a later page of records stamped in the future was read.
     fn checkpoint(&mut self, kind: Kind, furthest: Cursor) -> Cursor {
         let Ok(at) = chrono::DateTime::parse_from_rfc3339(&furthest.since) else {
             return furthest;

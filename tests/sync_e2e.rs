@@ -1196,6 +1196,67 @@ async fn a_record_committed_while_a_read_page_waits_for_the_platform_is_read_nex
     );
 }
 
+/// The same with several pages of records stamped in the future (a writer node a day ahead): the pages after the
+/// first of them are asked from beyond the clock and serve nothing entered meanwhile, so the checkpoint is the time
+/// of the last page asked from before it, not of the last page read. A record entered while the later pages waited
+/// their turn was never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_committed_while_pages_of_future_records_are_read_is_read_next_run() {
+    let (env, gen_cfg) = backfilled(Faults::default()).await;
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    for i in 0..8i64 {
+        let mut ahead = permit_with_doc(
+            &env,
+            &gen_cfg,
+            &format!("XK-AHEAD{i}"),
+            &format!("（豫）WH安许证字〔2026〕9310{i:02}"),
+            "快一天",
+        )
+        .await;
+        ahead["updated_at"] = (tomorrow + chrono::Duration::seconds(i))
+            .to_rfc3339()
+            .into();
+        env.source_insert(serde_json::json!([ahead])).await;
+    }
+    let faults = format!("{}/admin/faults", env.platform.url());
+    env.admin_post(faults.clone(), serde_json::json!({"latency_ms": 800}))
+        .await;
+    // Pages of two, each record its own message, one at a time: the reader stays two pages ahead of the pushes.
+    let vars = [
+        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+        ("DUALPUB_SOURCE_PAGE_SIZE", "2"),
+        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+    ];
+    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let meanwhile = "（豫）WH安许证字〔2026〕931100";
+    put_permit(&env, &gen_cfg, "XK-MEANWHILE", meanwhile, "运行中录入").await;
+    let out = run.await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let on_platform = |held: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
+        held.keys().any(|k| k.ends_with(&format!(":{meanwhile}")))
+    };
+    let held = env.platform_records().await;
+    assert!(
+        !on_platform(&held) && held.keys().filter(|k| k.contains("〔2026〕9310")).count() == 8,
+        "the first run sends the eight and not the record entered meanwhile"
+    );
+    env.admin_post(faults, serde_json::json!({"latency_ms": 0}))
+        .await;
+    let (code, _, err) = env.sync_with(&vars).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        on_platform(&env.platform_records().await),
+        "the record entered while the first run read the future-stamped pages is published by the next"
+    );
+}
+
 /// A duplicate held back for its document number, then deleted in the enforcement system: neither the run that
 /// frees the number nor `quarantine retry` may publish the version quarantine holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
