@@ -68,6 +68,37 @@ impl Asked<'_> {
     }
 }
 
+/// Where a page of the feed goes back in time: the first record whose `updated_at` is earlier (as an instant) than
+/// that of a record before it in the page, as words naming both (ids masked); `None` for a page in order. DESIGN §2
+/// orders the feed by `(updated_at, id)`, and a reader goes on from a page's last records: in a feed ordered
+/// otherwise (by `id` alone, a common slip) every record the page orders after later ones is skipped, silently.
+/// Records within one millisecond may come in any order of ids (a database's collation may be unlike bytes, and a
+/// feed may order microseconds within a millisecond by id, as the simulator does); records without a readable
+/// position (`None`, or a time that is not RFC 3339) are left out.
+pub fn out_of_order<'a>(
+    positions: impl IntoIterator<Item = Option<(&'a str, &'a str)>>,
+) -> Option<String> {
+    let mut latest: Option<(i64, &str, &str)> = None;
+    for (since, id) in positions.into_iter().flatten() {
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+            continue;
+        };
+        let t = t.timestamp_millis();
+        match latest {
+            Some((l, l_since, l_id)) if t < l => {
+                return Some(format!(
+                    "record {} (updated_at {since}) comes after record {} (updated_at {l_since}) in one page",
+                    crate::ids::mask_ids_in(id),
+                    crate::ids::mask_ids_in(l_id)
+                ))
+            }
+            Some((l, ..)) if t == l => {}
+            _ => latest = Some((t, since, id)),
+        }
+    }
+    None
+}
+
 /// The feed's endpoints, under `[source] url`.
 const PERMITS_PATH: &str = "/api/v1/permits/changes";
 const PENALTIES_PATH: &str = "/api/v1/penalties/changes";
@@ -414,6 +445,37 @@ mod tests {
         // a URL that names something else (the method is not allowed there): fix [source] url, no retrying
         assert!(
             matches!(classify(405, None, b"", &[], &ASKED), Attempt::Config(m) if m.contains("[source] url"))
+        );
+    }
+
+    #[test]
+    fn a_page_that_goes_back_in_time_is_found() {
+        let at = |t: &'static str, id: &'static str| Some((t, id));
+        // in order, ties in any order of ids, offsets compared as instants, unreadable times left out
+        assert_eq!(
+            out_of_order([
+                at("2026-11-20T09:00:00.000+08:00", "XK-2"),
+                at("2026-11-20T09:00:00.000+08:00", "XK-1"),
+                // within a millisecond, by id
+                at("2026-11-20T09:00:00.000900+08:00", "XK-5"),
+                at("2026-11-20T09:00:00.000100+08:00", "XK-6"),
+                None,
+                at("yesterday", "XK-0"),
+                at("2026-11-20T01:00:00.001Z", "XK-3"),
+            ]),
+            None
+        );
+        let m = out_of_order([
+            at("2026-11-20T09:00:00.000+08:00", "XK-2"),
+            at("2026-11-20T10:00:00.000+08:00", "CF-110105194912310021"),
+            at("2026-11-20T01:30:00.000Z", "XK-1"),
+        ])
+        .expect("the third record is earlier than the second");
+        assert!(
+            m.contains(
+                "record XK-1 (updated_at 2026-11-20T01:30:00.000Z) comes after record CF-110105"
+            ) && !m.contains("1949123"),
+            "{m}"
         );
     }
 

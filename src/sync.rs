@@ -1428,6 +1428,11 @@ impl Engine<'_> {
                     let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
                     let positions: Vec<Option<Cursor>> =
                         read.iter().map(|p| p.pos.clone()).collect();
+                    let disorder = crate::source_client::out_of_order(
+                        positions
+                            .iter()
+                            .map(|p| p.as_ref().map(|c| (c.since.as_str(), c.after_id.as_str()))),
+                    );
                     let next = next_position(&positions, overlap, asked.as_ref(), &seen);
                     let this: HashSet<Cursor> = positions.into_iter().flatten().collect();
                     let prepared: Vec<Prepared> = read
@@ -1435,10 +1440,10 @@ impl Engine<'_> {
                         .filter(|p| p.pos.as_ref().is_none_or(|c| !seen.contains(c)))
                         .map(|p| map_item(m.get(kind), &c, p))
                         .collect();
-                    (prepared, next, this)
+                    (prepared, next, this, disorder)
                 })
                 .await;
-                let (prepared, next, this) = match read {
+                let (prepared, next, this, disorder) = match read {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = tx
@@ -1450,6 +1455,22 @@ impl Engine<'_> {
                         break;
                     }
                 };
+                if let Some(disorder) = disorder {
+                    // Gone on from, such a page skips what it orders after later records: nothing of it is taken.
+                    let _ = tx
+                        .send(Err(GiveUp::Fatal {
+                            what: format!("reading the {kind} change feed"),
+                            message: format!(
+                                "the enforcement system's change feed is not ordered by `updated_at` (then `id`): \
+                                 in the page after {}, {disorder}; read on from such a page, the records it orders \
+                                 after later ones would be skipped, so the run stops here, keeping what it read \
+                                 before; its vendor must order the feed by `updated_at`, then `id` (DESIGN §2)",
+                                pos.as_ref().map_or("the start", |c| c.since.as_str())
+                            ),
+                        }))
+                        .await;
+                    break;
+                }
                 // Whether the page's records had positions at all (then they were all behind the request).
                 let placed = !this.is_empty();
                 prev = this;

@@ -1878,6 +1878,96 @@ async fn collated_feed(records: Vec<serde_json::Value>) -> String {
     serve_local(app).await
 }
 
+/// An enforcement system whose feed selects the records after `(since, after_id)` but orders them by `id` alone (a
+/// vendor's slip: `ORDER BY id`): `records` (permits only).
+async fn id_ordered_feed(records: Vec<serde_json::Value>) -> String {
+    use axum::extract::{Path, Query, State};
+    use std::collections::HashMap;
+    fn place(r: &serde_json::Value) -> (i64, String) {
+        let t = r["updated_at"].as_str().unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(t).unwrap();
+        (t.timestamp_millis(), r["id"].as_str().unwrap().to_string())
+    }
+    let mut records = records;
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    async fn changes(
+        State(records): State<Arc<Vec<serde_json::Value>>>,
+        Path(kind): Path<String>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let limit: usize = q["limit"].parse().unwrap();
+        let from = q.get("since").map(|since| {
+            let t = chrono::DateTime::parse_from_rfc3339(since).unwrap();
+            (t.timestamp_millis(), q["after_id"].clone())
+        });
+        let after: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| kind == "permits" && from.as_ref().is_none_or(|f| place(r) > *f))
+            .collect();
+        let page = serde_json::json!({
+            "items": after.iter().take(limit).collect::<Vec<_>>(),
+            "has_more": after.len() > limit,
+        });
+        ([("content-type", "application/json")], page.to_string()).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/{kind}/changes", axum::routing::get(changes))
+        .with_state(Arc::new(records));
+    serve_local(app).await
+}
+
+/// Forty permits whose ids run against their times, served by a feed ordered by `id` alone: a run read the first
+/// page, went on from its middle record (the latest of the page) and never saw the 30 earlier records after it —
+/// exit 0, "ok", and a checkpoint past them, so no later run saw them either. The run (and reconcile, which would
+/// have listed their published copies as `orphan`) now stops with exit 3 and says the feed is out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_not_ordered_by_time_stops_the_run_instead_of_skipping_records() {
+    let env = spawn(
+        GenConfig {
+            records: 80,
+            seed: 3,
+            ..GenConfig::default()
+        },
+        Faults::default(),
+    )
+    .await;
+    let page: serde_json::Value = env
+        .http
+        .get(format!(
+            "{}/api/v1/permits/changes?limit=40",
+            env.source.url()
+        ))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut records = page["items"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 40);
+    let base = chrono::DateTime::parse_from_rfc3339("2026-11-20T09:00:00.000+08:00").unwrap();
+    for (n, r) in records.iter_mut().enumerate() {
+        r["updated_at"] = (base - chrono::Duration::minutes(n as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+            .into();
+    }
+    let feed = id_ordered_feed(records).await;
+    let (code, err) = sync_through(&env, &feed, "10").await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("is not ordered by `updated_at`") && err.contains("comes after record"),
+        "{err}"
+    );
+    let (out, _) = env
+        .reconcile_json_with(TODAY, &[], &[("DUALPUB_SOURCE_URL", &feed)])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("is not ordered by `updated_at`"), "{err}");
+}
+
 /// One UPDATE statement stamps 600 permits alike, half with old ids (`XK2019…`), half with new ones
 /// (`XK-2024-…`), which the feed's collation puts after the old ones although their bytes sort before. Every run
 /// stopped with exit 3 where the old ids ended ("no record … past where it was asked from"), and nothing after

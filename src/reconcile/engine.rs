@@ -800,6 +800,7 @@ fn spawn_feed(
             }
         };
         while let Some(this) = next.take() {
+            let after = pos.clone();
             let mut page = answer(this).await;
             // A page cut short before a commit still in progress can hold nothing yet say there is more: asked
             // again, as sync does. Taken for the end of the feed, every record after it was missing from the
@@ -857,6 +858,28 @@ fn spawn_feed(
             // blocking thread per page: every new thread gets its own allocator cache that keeps freed memory.
             let (mappings, ctx) = (mappings.clone(), ctx.clone());
             let items = tokio::spawn(async move {
+                // A feed not ordered by `updated_at` skips, read on from a page's last record, what the page orders
+                // after later ones: each a `missing` record, and its published copy an `orphan` that
+                // `--repair --repair-orphans` would withdraw.
+                let positions: Vec<Option<(String, String)>> =
+                    page.items.iter().map(|raw| raw_position(raw)).collect();
+                let disorder = crate::source_client::out_of_order(
+                    positions
+                        .iter()
+                        .map(|p| p.as_ref().map(|(t, id)| (t.as_str(), id.as_str()))),
+                );
+                if let Some(disorder) = disorder {
+                    return Err(ReconcileError::Remote(GiveUp::Fatal {
+                        what: format!("reading the {kind} change feed"),
+                        message: format!(
+                            "the enforcement system's change feed is not ordered by `updated_at` (then `id`): in \
+                             the page after {}, {disorder}; read on from such a page, the records it orders after \
+                             later ones would be missing from the comparison, so reconcile stops here; its vendor \
+                             must order the feed by `updated_at`, then `id` (DESIGN §2)",
+                            after.as_ref().map_or("the start", |c| c.0.as_str())
+                        ),
+                    }));
+                }
                 let mapping = mappings.get(kind);
                 Ok(page
                     .items
