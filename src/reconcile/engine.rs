@@ -858,11 +858,23 @@ fn spawn_feed(
             // blocking thread per page: every new thread gets its own allocator cache that keeps freed memory.
             let (mappings, ctx) = (mappings.clone(), ctx.clone());
             let items = tokio::spawn(async move {
+                let mapping = mappings.get(kind);
+                let prepared: Vec<Prepared> = page
+                    .items
+                    .into_iter()
+                    .map(|raw| prepare(kind, mapping, &ctx, window, raw))
+                    .collect();
                 // A feed not ordered by `updated_at` skips, read on from a page's last record, what the page orders
                 // after later ones: each a `missing` record, and its published copy an `orphan` that
-                // `--repair --repair-orphans` would withdraw.
-                let positions: Vec<Option<(String, String)>> =
-                    page.items.iter().map(|raw| raw_position(raw)).collect();
+                // `--repair --repair-orphans` would withdraw. Positions as read (the raw text only when the schema
+                // could not read the record).
+                let positions: Vec<Option<(String, String)>> = prepared
+                    .iter()
+                    .map(|p| match &p.src {
+                        Some(s) => s.updated_at.clone().map(|u| (u, s.id.clone())),
+                        None => raw_position(&p.raw),
+                    })
+                    .collect();
                 let disorder = crate::source_client::out_of_order(
                     positions
                         .iter()
@@ -880,12 +892,7 @@ fn spawn_feed(
                         ),
                     }));
                 }
-                let mapping = mappings.get(kind);
-                Ok(page
-                    .items
-                    .into_iter()
-                    .map(|raw| prepare(kind, mapping, &ctx, window, raw))
-                    .collect())
+                Ok(prepared)
             });
             if tx.send(items).await.is_err() {
                 return;
