@@ -701,6 +701,19 @@ impl Config {
                 format!("{source_page_size} is outside 2..=1000 (a page of one record cannot look back for late commits)"),
             ));
         }
+        let overlap_minutes = raw.sync.overlap_minutes.unwrap_or(10);
+        // Further back, the checkpoint minus the window is no four-digit year: the source refuses `since`, and the
+        // message sent the operator to [source] url.
+        if overlap_minutes > MAX_OVERLAP_MINUTES {
+            return Err(bad(
+                "sync",
+                "overlap_minutes",
+                format!(
+                    "{overlap_minutes} is more than {MAX_OVERLAP_MINUTES} (about 190 years; the window reaches before any \
+                     date the feed can be asked for)"
+                ),
+            ));
+        }
         let platform_page_size = raw.platform.page_size.unwrap_or(1000);
         if !(1..=5000).contains(&platform_page_size) {
             return Err(bad(
@@ -775,11 +788,14 @@ impl Config {
             )?,
             platform_page_size,
             store_path,
-            overlap: chrono::Duration::minutes(i64::from(raw.sync.overlap_minutes.unwrap_or(10))),
+            overlap: chrono::Duration::minutes(i64::from(overlap_minutes)),
             mapping_dir: raw.mapping.dir.clone(),
         })
     }
 }
+
+/// The largest `[sync] overlap_minutes`: about 190 years.
+const MAX_OVERLAP_MINUTES: u32 = 100_000_000;
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: what a secret's `…_env` key must hold.
 fn looks_like_variable(s: &str) -> bool {
@@ -1315,6 +1331,12 @@ mod tests {
             ),
             ("DUALPUB_SOURCE_TIMEOUT_SECS", "0", "[source] timeout_secs"),
             ("DUALPUB_PLATFORM_URL", "ftp://x", "[platform] url"),
+            // a window reaching before year 1: the source refused `since`, and the message blamed [source] url
+            (
+                "DUALPUB_SYNC_OVERLAP_MINUTES",
+                "4294967295",
+                "[sync] overlap_minutes",
+            ),
         ] {
             let mut e = secrets();
             e.push((var.to_string(), value.to_string()));

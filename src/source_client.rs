@@ -68,6 +68,37 @@ impl Asked<'_> {
     }
 }
 
+/// Where a page of the feed goes back in time: the first record whose `updated_at` is earlier (as an instant) than
+/// that of a record before it in the page, as words naming both (ids masked); `None` for a page in order. DESIGN §2
+/// orders the feed by `(updated_at, id)`, and a reader goes on from a page's last records: in a feed ordered
+/// otherwise (by `id` alone, a common slip) every record the page orders after later ones is skipped, silently.
+/// Records within one millisecond may come in any order of ids (a database's collation may be unlike bytes, and a
+/// feed may order microseconds within a millisecond by id, as the simulator does); records without a readable
+/// position (`None`, or a time that is not RFC 3339) are left out.
+pub fn out_of_order<'a>(
+    positions: impl IntoIterator<Item = Option<(&'a str, &'a str)>>,
+) -> Option<String> {
+    let mut latest: Option<(i64, &str, &str)> = None;
+    for (since, id) in positions.into_iter().flatten() {
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+            continue;
+        };
+        let t = t.timestamp_millis();
+        match latest {
+            Some((l, l_since, l_id)) if t < l => {
+                return Some(format!(
+                    "record {} (updated_at {since}) comes after record {} (updated_at {l_since}) in one page",
+                    crate::ids::mask_ids_in(id),
+                    crate::ids::mask_ids_in(l_id)
+                ))
+            }
+            Some((l, ..)) if t == l => {}
+            _ => latest = Some((t, since, id)),
+        }
+    }
+    None
+}
+
 /// The feed's endpoints, under `[source] url`.
 const PERMITS_PATH: &str = "/api/v1/permits/changes";
 const PENALTIES_PATH: &str = "/api/v1/penalties/changes";
@@ -118,6 +149,33 @@ pub fn classify_raw(
     })
 }
 
+/// The feed's own error answers: `{"error": "..."}`.
+#[derive(serde::Deserialize)]
+struct FeedError {
+    error: String,
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What a 200 answer that is no JSON page was, for the message: empty, or how it begins when it is not JSON at all
+/// (a gateway's login or error page). Nothing for a JSON text cut short: serde's message says where, and its
+/// beginning would quote a record.
+fn not_json(body: &[u8], secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(body.strip_prefix(UTF8_BOM).unwrap_or(body));
+    let text = text.trim_start();
+    if text.is_empty() {
+        " (the answer was empty)".into()
+    } else if text.starts_with(['{', '[']) {
+        String::new()
+    } else {
+        format!(
+            " (the answer is no JSON; it begins `{}`: is [source] url the enforcement system's feed, with no gateway \
+             or login page in between?)",
+            crate::redact::quote_at_most(text, secrets, 80)
+        )
+    }
+}
+
 fn classify_as<W: serde::de::DeserializeOwned, T>(
     status: u16,
     retry_after: Option<&str>,
@@ -127,24 +185,43 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
     page: impl FnOnce(W) -> T,
 ) -> Attempt<T> {
     match status {
-        200 => match serde_json::from_slice::<W>(body) {
+        // A byte order mark before the JSON (servers on Windows or .NET write one) is no part of the page: read
+        // as JSON, it made every page unreadable and every run end with exit 3.
+        200 => match serde_json::from_slice::<W>(body.strip_prefix(UTF8_BOM).unwrap_or(body)) {
             Ok(w) => Attempt::Done(page(w)),
             // serde's message may quote a value of a record.
             Err(e) => Attempt::Retry {
                 after: None,
-                reason: format!("unreadable page from the source: {}", quote(&e.to_string(), secrets)),
+                reason: format!(
+                    "unreadable page from the source: {}{}",
+                    quote(&e.to_string(), secrets),
+                    not_json(body, secrets)
+                ),
             },
         },
-        401 | 403 => Attempt::Config(
-            "the enforcement system refused the token (HTTP 401); check [source] token_env / token_file".into(),
-        ),
+        401 | 403 => {
+            let said = match serde_json::from_slice::<FeedError>(body) {
+                Ok(e) => quote(&e.error, secrets),
+                Err(_) => String::new(),
+            };
+            let said = if said.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            };
+            Attempt::Config(format!(
+                "the enforcement system refused the token (HTTP {status}{said}); check [source] token_env / \
+                 token_file{}",
+                if status == 403 {
+                    ", and that the token may read this feed from this host"
+                } else {
+                    ""
+                }
+            ))
+        }
         400 | 404 | 405 => {
             // The feed's own errors are `{"error": "..."}`; anything else (a proxy's page) is quoted as it is.
-            #[derive(serde::Deserialize)]
-            struct Error {
-                error: String,
-            }
-            let said = match serde_json::from_slice::<Error>(body) {
+            let said = match serde_json::from_slice::<FeedError>(body) {
                 Ok(e) => quote(&e.error, secrets),
                 Err(_) => quote_bytes(body, secrets),
             };
@@ -169,7 +246,8 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
                 "the enforcement system answered {} with a redirect (HTTP {status})",
                 asked.request()
             );
-            let not_followed = "dualpub does not follow redirects, so that the token goes nowhere else";
+            let not_followed =
+                "dualpub does not follow redirects, so that the token goes nowhere else";
             let path = asked.path;
             Attempt::Config(match redirect_target(&format!("{}{path}", asked.base), path, asked.location) {
                 RedirectTarget::SameEndpoint { shown, base } => format!(
@@ -186,8 +264,14 @@ fn classify_as<W: serde::de::DeserializeOwned, T>(
                 ),
             })
         }
-        429 => Attempt::Retry { after: parse_retry_after(retry_after), reason: "HTTP 429 from the source".into() },
-        s => Attempt::Retry { after: None, reason: format!("HTTP {s} from the source") },
+        429 => Attempt::Retry {
+            after: parse_retry_after(retry_after),
+            reason: "HTTP 429 from the source".into(),
+        },
+        s => Attempt::Retry {
+            after: None,
+            reason: format!("HTTP {s} from the source"),
+        },
     }
 }
 
@@ -361,6 +445,87 @@ mod tests {
         // a URL that names something else (the method is not allowed there): fix [source] url, no retrying
         assert!(
             matches!(classify(405, None, b"", &[], &ASKED), Attempt::Config(m) if m.contains("[source] url"))
+        );
+    }
+
+    #[test]
+    fn a_page_that_goes_back_in_time_is_found() {
+        let at = |t: &'static str, id: &'static str| Some((t, id));
+        // in order, ties in any order of ids, offsets compared as instants, unreadable times left out
+        assert_eq!(
+            out_of_order([
+                at("2026-11-20T09:00:00.000+08:00", "XK-2"),
+                at("2026-11-20T09:00:00.000+08:00", "XK-1"),
+                // within a millisecond, by id
+                at("2026-11-20T09:00:00.000900+08:00", "XK-5"),
+                at("2026-11-20T09:00:00.000100+08:00", "XK-6"),
+                None,
+                at("yesterday", "XK-0"),
+                at("2026-11-20T01:00:00.001Z", "XK-3"),
+            ]),
+            None
+        );
+        let m = out_of_order([
+            at("2026-11-20T09:00:00.000+08:00", "XK-2"),
+            at("2026-11-20T10:00:00.000+08:00", "CF-110105194912310021"),
+            at("2026-11-20T01:30:00.000Z", "XK-1"),
+        ])
+        .expect("the third record is earlier than the second");
+        assert!(
+            m.contains(
+                "record XK-1 (updated_at 2026-11-20T01:30:00.000Z) comes after record CF-110105"
+            ) && !m.contains("1949123"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_page_after_a_byte_order_mark_is_read_and_what_is_no_page_is_named() {
+        // Servers on Windows or .NET may write a UTF-8 byte order mark before the JSON.
+        let Attempt::<RawPage>::Done(p) = classify_raw(
+            200,
+            None,
+            b"\xEF\xBB\xBF{\"items\":[{\"id\":\"XK-1\"}],\"has_more\":false}",
+            &[],
+            &ASKED,
+        ) else {
+            panic!("a page after a byte order mark is a page");
+        };
+        assert_eq!(p.items.len(), 1);
+        // A gateway's login page answered with 200: the message says what came instead, without the token.
+        let login = b"<html>\n<title>SSO</title><body>login again, Bearer s3cret</body></html>";
+        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, login, &["s3cret"], &ASKED)
+        else {
+            panic!("an unreadable page is retried");
+        };
+        assert!(
+            reason.contains("is no JSON; it begins `<html> <title>SSO</title>")
+                && reason.contains("[source] url")
+                && !reason.contains("s3cret"),
+            "{reason}"
+        );
+        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, b"", &[], &ASKED) else {
+            panic!("an empty answer is retried");
+        };
+        assert!(reason.contains("(the answer was empty)"), "{reason}");
+        // A JSON page cut short: serde says where; nothing of the records is quoted.
+        let cut = r#"{"items":[{"id":"XK-1","party":{"name":"张三"#.as_bytes();
+        let Attempt::<Page>::Retry { reason, .. } = classify(200, None, cut, &[], &ASKED) else {
+            panic!("a page cut short is retried");
+        };
+        assert!(
+            reason.contains("EOF") && !reason.contains("张三"),
+            "{reason}"
+        );
+        // 403 is named as it came, with what the feed said.
+        let Attempt::<Page>::Config(m) =
+            classify(403, None, br#"{"error":"host not allowed"}"#, &[], &ASKED)
+        else {
+            panic!("a 403 is a configuration error");
+        };
+        assert!(
+            m.contains("(HTTP 403: host not allowed)") && !m.contains("401"),
+            "{m}"
         );
     }
 

@@ -269,6 +269,8 @@ pub fn describe_json_error(text: &str, e: &serde_json::Error) -> String {
 pub struct RawHead<'a> {
     pub id: Option<&'a RawValue>,
     pub updated_at: Option<&'a RawValue>,
+    /// `status`: a penalty revoked in a version nothing else of can be read still comes down.
+    pub status: Option<&'a RawValue>,
 }
 
 impl<'a> RawHead<'a> {
@@ -278,6 +280,7 @@ impl<'a> RawHead<'a> {
         enum Member {
             Id,
             UpdatedAt,
+            Status,
             Other,
         }
         // A member name as its bytes (WTF-8: a lone surrogate in a name is no error here).
@@ -293,6 +296,7 @@ impl<'a> RawHead<'a> {
                         Ok(match b {
                             b"id" => Member::Id,
                             b"updated_at" => Member::UpdatedAt,
+                            b"status" => Member::Status,
                             _ => Member::Other,
                         })
                     }
@@ -315,6 +319,7 @@ impl<'a> RawHead<'a> {
                     match member {
                         Member::Id => head.id = Some(map.next_value()?),
                         Member::UpdatedAt => head.updated_at = Some(map.next_value()?),
+                        Member::Status => head.status = Some(map.next_value()?),
                         Member::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -336,6 +341,11 @@ impl<'a> RawHead<'a> {
     /// `updated_at`, when it is a JSON string that is text.
     pub fn updated_at_text(&self) -> Option<String> {
         serde_json::from_str(self.updated_at?.get()).ok()
+    }
+
+    /// `status`, when it is a JSON string that is text.
+    pub fn status_text(&self) -> Option<String> {
+        serde_json::from_str(self.status?.get()).ok()
     }
 }
 

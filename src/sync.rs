@@ -691,6 +691,11 @@ struct Engine<'a> {
     force: bool,
     /// Kinds whose feed gave a time in the future this run (warned once each).
     future_warned: HashSet<Kind>,
+    /// When the last feed page processed that was asked from a position not past that time was asked for (RFC
+    /// 3339): the checkpoint is never past it, whatever the pages held. Not a later page's: a page asked from beyond
+    /// the clock (records stamped in the future) does not serve what is entered meanwhile, stamped correctly. `None`
+    /// before the first page of a kind.
+    feed_read: Option<String>,
     /// Records this run counted as quarantined for a document number another record held: not counted after
     /// all when the run frees the number and sends them.
     counted_waiting: HashSet<(Kind, String)>,
@@ -868,6 +873,7 @@ async fn run_with(
         move_cursor: true,
         force: false,
         future_warned: HashSet::new(),
+        feed_read: None,
         counted_waiting: HashSet::new(),
         answered: Arc::default(),
         envelopes: Envelopes::default(),
@@ -1368,13 +1374,16 @@ impl Engine<'_> {
 
     async fn sync_kind(&mut self, kind: Kind, source: Arc<SourceClient>) -> Result<(), SyncError> {
         let stored = self.store.cursor(kind)?;
+        self.feed_read = None;
         let start = stored.as_ref().map(|c| Cursor {
             since: minus_overlap(&c.since, self.cfg.overlap),
             after_id: String::new(),
         });
         // Read ahead one page while this one is mapped and pushed.
-        // Each page with when it was asked for (see `process_page`).
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<Prepared>, String), GiveUp>>(2);
+        // Each page with when it was asked for (see `process_page`), and whether it was asked from a position not
+        // past that time (see `Engine::feed_read`).
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<(Vec<Prepared>, String, bool), GiveUp>>(2);
         let budget = self.budget.clone();
         let overlap = self.cfg.overlap;
         let mappings = Arc::new(self.mappings.clone());
@@ -1423,10 +1432,18 @@ impl Engine<'_> {
                 let (m, c) = (mappings.clone(), ctx.clone());
                 let seen = std::mem::take(&mut prev);
                 let asked = pos.clone();
+                // Whether this request could still serve what is being entered now: asked from a position not past
+                // the time it was asked (a page of records stamped in the future asks from beyond it).
+                let present = pos.as_ref().is_none_or(|c| !newer(&c.since, &asked_at));
                 let read = tokio::task::spawn_blocking(move || {
                     let read: Vec<Prepared> = page.items.into_iter().map(read_item).collect();
                     let positions: Vec<Option<Cursor>> =
                         read.iter().map(|p| p.pos.clone()).collect();
+                    let disorder = crate::source_client::out_of_order(
+                        positions
+                            .iter()
+                            .map(|p| p.as_ref().map(|c| (c.since.as_str(), c.after_id.as_str()))),
+                    );
                     let next = next_position(&positions, overlap, asked.as_ref(), &seen);
                     let this: HashSet<Cursor> = positions.into_iter().flatten().collect();
                     let prepared: Vec<Prepared> = read
@@ -1434,10 +1451,10 @@ impl Engine<'_> {
                         .filter(|p| p.pos.as_ref().is_none_or(|c| !seen.contains(c)))
                         .map(|p| map_item(m.get(kind), &c, p))
                         .collect();
-                    (prepared, next, this)
+                    (prepared, next, this, disorder)
                 })
                 .await;
-                let (prepared, next, this) = match read {
+                let (prepared, next, this, disorder) = match read {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = tx
@@ -1449,24 +1466,51 @@ impl Engine<'_> {
                         break;
                     }
                 };
+                if let Some(disorder) = disorder {
+                    // Gone on from, such a page skips what it orders after later records: nothing of it is taken.
+                    let _ = tx
+                        .send(Err(GiveUp::Fatal {
+                            what: format!("reading the {kind} change feed"),
+                            message: format!(
+                                "the enforcement system's change feed is not ordered by `updated_at` (then `id`): \
+                                 in the page after {}, {disorder}; read on from such a page, the records it orders \
+                                 after later ones would be skipped, so the run stops here, keeping what it read \
+                                 before; its vendor must order the feed by `updated_at`, then `id` (DESIGN §2)",
+                                pos.as_ref().map_or("the start", |c| c.since.as_str())
+                            ),
+                        }))
+                        .await;
+                    break;
+                }
+                // Whether the page's records had positions at all (then they were all behind the request).
+                let placed = !this.is_empty();
                 prev = this;
-                if tx.send(Ok((prepared, asked_at))).await.is_err() || !more {
+                if tx.send(Ok((prepared, asked_at, present))).await.is_err() || !more {
                     break;
                 }
                 match next {
                     Some(next) => pos = Some(next),
                     None => {
                         // Asking again from the same place would get the same page for ever.
+                        let after = pos.as_ref().map_or("the start", |c| c.since.as_str());
+                        let message = if placed {
+                            format!(
+                                "a page asked for the changes after {after} (`since`, `after_id`) holds only \
+                                 records at or before that position, and says it has more, so the feed cannot be \
+                                 read further; the enforcement system's change feed must serve the records after \
+                                 `since` and `after_id`, ordered by `updated_at` and `id` (does it ignore them?)"
+                            )
+                        } else {
+                            format!(
+                                "a page after {after} has no record with a readable `updated_at` and `id` past \
+                                 where it was asked from, so the feed cannot be read further; the enforcement \
+                                 system's change feed must give every record an RFC 3339 `updated_at` and an `id`"
+                            )
+                        };
                         let _ = tx
                             .send(Err(GiveUp::Fatal {
                                 what: format!("reading the {kind} change feed"),
-                                message: format!(
-                                    "a page after {} has no record with a readable `updated_at` and `id` past \
-                                     where it was asked from, so the feed cannot be read further; the \
-                                     enforcement system's change feed must give every record an RFC 3339 \
-                                     `updated_at` and an `id`",
-                                    pos.as_ref().map_or("the start", |c| c.since.as_str())
-                                ),
+                                message,
                             }))
                             .await;
                         break;
@@ -1478,7 +1522,10 @@ impl Engine<'_> {
         let mut result = Ok(());
         while let Some(page) = rx.recv().await {
             match page {
-                Ok((page, read)) => {
+                Ok((page, read, present)) => {
+                    if present {
+                        self.feed_read = Some(read.clone());
+                    }
                     if let Err(e) = self.process_page(kind, page, &read, &mut cursor).await {
                         result = Err(e);
                         break;
@@ -1742,17 +1789,26 @@ impl Engine<'_> {
         .await
     }
 
-    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock. One record
-    /// stamped a day ahead (a writer node's wrong clock) would otherwise move the checkpoint a day ahead, and
-    /// every edit stamped correctly before then would be skipped. Records past the clock are read again by later
-    /// runs (and cost nothing while unchanged) until their time has come; beyond [`FUTURE_TOLERANCE`] the run
-    /// warns.
+    /// The checkpoint to keep for the feed's furthest position: never past the connector's clock when the feed was
+    /// last read ([`Engine::feed_read`]). One record stamped a day ahead (a writer node's wrong clock) would
+    /// otherwise move the checkpoint a day ahead, and every edit stamped correctly before then would be skipped.
+    /// Records past the clock are read again by later runs (and cost nothing while unchanged) until their time has
+    /// come; beyond [`FUTURE_TOLERANCE`] the run warns. Not the clock when the page is committed: a page read
+    /// ahead waits behind the pages before it (a slow platform), and what was committed meanwhile was not read; nor
+    /// when a later page of records stamped in the future was read.
     fn checkpoint(&mut self, kind: Kind, furthest: Cursor) -> Cursor {
         let Ok(at) = chrono::DateTime::parse_from_rfc3339(&furthest.since) else {
             return furthest;
         };
         let now = chrono::Utc::now();
-        if at.with_timezone(&chrono::Utc) <= now {
+        let bound = self
+            .feed_read
+            .as_deref()
+            .and_then(|r| chrono::DateTime::parse_from_rfc3339(r).ok())
+            .map(|r| r.with_timezone(&chrono::Utc))
+            .filter(|r| *r < now)
+            .unwrap_or(now);
+        if at.with_timezone(&chrono::Utc) <= bound {
             return furthest;
         }
         // Clamped even a little ahead: a checkpoint minutes ahead with an overlap shorter than that would skip
@@ -1774,7 +1830,9 @@ impl Engine<'_> {
             );
         }
         Cursor {
-            since: now_rfc3339(),
+            since: bound
+                .with_timezone(&china_offset())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
             after_id: String::new(),
         }
     }
@@ -1845,6 +1903,33 @@ impl Engine<'_> {
                             continue;
                         }
                     }
+                    // A penalty revoked (or superseded) in a version the schema cannot read still comes down,
+                    // under the number it was published with: the withdrawal needs no other field.
+                    let head = RawHead::of(raw.get());
+                    if kind == Kind::Penalty
+                        && matches!(head.status_text().as_deref(), Some("revoked" | "changed"))
+                    {
+                        if let (Some(source_id), Some(updated_at)) =
+                            (head.id_text(), head.updated_at_text())
+                        {
+                            let linked = self.store.by_source_get(kind, &source_id)?;
+                            if source_id == id && linked.is_some() {
+                                self.take_down(
+                                    TakeDown {
+                                        commit: &mut commit,
+                                        items: &mut items,
+                                        page_owner: &mut page_owner,
+                                        page_released: &page_released,
+                                    },
+                                    kind,
+                                    (&source_id, &updated_at),
+                                    linked.as_ref(),
+                                    false,
+                                    &RecordMeta::default(),
+                                )?;
+                            }
+                        }
+                    }
                     let raw = raw_value(&raw);
                     let f = crate::map_input::schema_finding(&e);
                     self.quarantine(
@@ -1887,63 +1972,19 @@ impl Engine<'_> {
                         Some(SourceStatus::Revoked) | Some(SourceStatus::Changed)
                     );
                 if minor || revoked {
-                    // The key it maps to now and the one it was linked to before (the same edit may change the
-                    // document number): neither may stay public, nor be sent from this page.
-                    let mut keys: Vec<String> = key.iter().cloned().collect();
-                    if let Some(old) = self.store.by_source_get(kind, &src.id)? {
-                        if !keys.contains(&old) {
-                            keys.push(old);
-                        }
-                    }
-                    keys.retain(|k| {
-                        !page_released.contains(k)
-                            && page_owner.get(k).is_none_or(|o| *o == src.id)
-                            && self.pending.get(k).is_none_or(|p| p.source_id == src.id)
-                    });
-                    for k in keys {
-                        if minor || key.as_ref() != Some(&k) {
-                            commit.released.push((kind, k.clone()));
-                            page_owner.remove(&k);
-                        }
-                        items.retain(|(i, _)| i.key != k || i.source_id != src.id);
-                        let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == src.id);
-                        let on_its_way = self
-                            .pending
-                            .get(&k)
-                            .is_some_and(|p| p.op == Op::Upsert && p.source_id == src.id);
-                        // Not a withdrawal of this version the platform rejected or never answered.
-                        let given_up = !self.forced(kind, &src.id)
-                            && entry.as_ref().is_some_and(|e| {
-                                withdrawal_was_rejected(
-                                    e,
-                                    src.updated_at.as_deref().unwrap_or_default(),
-                                )
-                            });
-                        // Nor one of this very version already on its way, or held in the outbox (`held_keys`): read
-                        // again in the overlap window, it would be sent again after it was given up. A later
-                        // version's withdrawal is queued (behind it, if held).
-                        let withdrawing = self.pending.get(&k).is_some_and(|p| {
-                            p.op == Op::Withdraw
-                                && p.source_updated_at
-                                    == src.updated_at.as_deref().unwrap_or_default()
-                        });
-                        if !withdrawing
-                            && (on_its_way
-                                || entry
-                                    .as_ref()
-                                    .is_some_and(|e| e.state == PlatformState::Public && !given_up))
-                        {
-                            items.push((
-                                OutboxItem::withdraw(
-                                    k,
-                                    src.id.clone(),
-                                    src.updated_at.clone().unwrap_or_default(),
-                                    entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
-                                ),
-                                None,
-                            ));
-                        }
-                    }
+                    self.take_down(
+                        TakeDown {
+                            commit: &mut commit,
+                            items: &mut items,
+                            page_owner: &mut page_owner,
+                            page_released: &page_released,
+                        },
+                        kind,
+                        (&src.id, src.updated_at.as_deref().unwrap_or_default()),
+                        key.as_ref(),
+                        minor,
+                        &meta,
+                    )?;
                 }
                 self.quarantine(
                     &mut commit,
@@ -2283,6 +2324,80 @@ impl Engine<'_> {
     /// What the platform should hold for a valid record (DESIGN §4).
     /// Whether the record is sent even as content (or a withdrawal) the platform rejected or never answered:
     /// every record in `quarantine retry` and `reconcile --repair`, records offered again (`offered_again`).
+    /// Queues the withdrawal of what the platform holds (or what this run is sending) for source record `id`, in
+    /// its version `updated_at`, that must not be public: a penalty on a minor, or revoked (or superseded) at the
+    /// source, whatever else is wrong with that version. Both the key it maps to now (`key`, kept by a revoked
+    /// penalty; a minor's is freed) and the one it was linked to before (the same edit may change the document
+    /// number): neither may stay public, nor be sent from this page.
+    fn take_down(
+        &self,
+        page: TakeDown<'_>,
+        kind: Kind,
+        (id, updated_at): (&str, &str),
+        key: Option<&String>,
+        minor: bool,
+        meta: &RecordMeta,
+    ) -> Result<(), SyncError> {
+        let TakeDown {
+            commit,
+            items,
+            page_owner,
+            page_released,
+        } = page;
+        let mut keys: Vec<String> = key.into_iter().cloned().collect();
+        if let Some(old) = self.store.by_source_get(kind, id)? {
+            if !keys.contains(&old) {
+                keys.push(old);
+            }
+        }
+        keys.retain(|k| {
+            !page_released.contains(k)
+                && page_owner.get(k).is_none_or(|o| o == id)
+                && self.pending.get(k).is_none_or(|p| p.source_id == id)
+        });
+        for k in keys {
+            if minor || key != Some(&k) {
+                commit.released.push((kind, k.clone()));
+                page_owner.remove(&k);
+            }
+            items.retain(|(i, _)| i.key != k || i.source_id != id);
+            let entry = self.store.ledger_get(&k)?.filter(|e| e.source_id == id);
+            let on_its_way = self
+                .pending
+                .get(&k)
+                .is_some_and(|p| p.op == Op::Upsert && p.source_id == id);
+            // Not a withdrawal of this version the platform rejected or never answered.
+            let given_up = !self.forced(kind, id)
+                && entry
+                    .as_ref()
+                    .is_some_and(|e| withdrawal_was_rejected(e, updated_at));
+            // Nor one of this very version already on its way, or held in the outbox (`held_keys`): read again in
+            // the overlap window, it would be sent again after it was given up. A later version's withdrawal is
+            // queued (behind it, if held).
+            let withdrawing = self
+                .pending
+                .get(&k)
+                .is_some_and(|p| p.op == Op::Withdraw && p.source_updated_at == updated_at);
+            if !withdrawing
+                && (on_its_way
+                    || entry
+                        .as_ref()
+                        .is_some_and(|e| e.state == PlatformState::Public && !given_up))
+            {
+                items.push((
+                    OutboxItem::withdraw(
+                        k,
+                        id.to_string(),
+                        updated_at.to_string(),
+                        entry.map(|e| e.meta).unwrap_or_else(|| meta.clone()),
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn forced(&self, kind: Kind, id: &str) -> bool {
         self.force
             || (!self.offered_again.is_empty()
@@ -2631,6 +2746,15 @@ impl Engine<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// What a page has decided so far that [`Engine::take_down`] adds to: the page's commit, its outbox items, the keys
+/// its records send (with the record each is sent for) and the keys they moved away from.
+struct TakeDown<'a> {
+    commit: &'a mut PageCommit,
+    items: &'a mut Vec<(OutboxItem, Option<PlatformRecord>)>,
+    page_owner: &'a mut HashMap<String, String>,
+    page_released: &'a HashSet<String>,
 }
 
 fn pending_of(i: &OutboxItem) -> (String, Pending) {

@@ -800,6 +800,7 @@ fn spawn_feed(
             }
         };
         while let Some(this) = next.take() {
+            let after = pos.clone();
             let mut page = answer(this).await;
             // A page cut short before a commit still in progress can hold nothing yet say there is more: asked
             // again, as sync does. Taken for the end of the feed, every record after it was missing from the
@@ -858,11 +859,40 @@ fn spawn_feed(
             let (mappings, ctx) = (mappings.clone(), ctx.clone());
             let items = tokio::spawn(async move {
                 let mapping = mappings.get(kind);
-                Ok(page
+                let prepared: Vec<Prepared> = page
                     .items
                     .into_iter()
                     .map(|raw| prepare(kind, mapping, &ctx, window, raw))
-                    .collect())
+                    .collect();
+                // A feed not ordered by `updated_at` skips, read on from a page's last record, what the page orders
+                // after later ones: each a `missing` record, and its published copy an `orphan` that
+                // `--repair --repair-orphans` would withdraw. Positions as read (the raw text only when the schema
+                // could not read the record).
+                let positions: Vec<Option<(String, String)>> = prepared
+                    .iter()
+                    .map(|p| match &p.src {
+                        Some(s) => s.updated_at.clone().map(|u| (u, s.id.clone())),
+                        None => raw_position(&p.raw),
+                    })
+                    .collect();
+                let disorder = crate::source_client::out_of_order(
+                    positions
+                        .iter()
+                        .map(|p| p.as_ref().map(|(t, id)| (t.as_str(), id.as_str()))),
+                );
+                if let Some(disorder) = disorder {
+                    return Err(ReconcileError::Remote(GiveUp::Fatal {
+                        what: format!("reading the {kind} change feed"),
+                        message: format!(
+                            "the enforcement system's change feed is not ordered by `updated_at` (then `id`): in \
+                             the page after {}, {disorder}; read on from such a page, the records it orders after \
+                             later ones would be missing from the comparison, so reconcile stops here; its vendor \
+                             must order the feed by `updated_at`, then `id` (DESIGN §2)",
+                            after.as_ref().map_or("the start", |c| c.0.as_str())
+                        ),
+                    }));
+                }
+                Ok(prepared)
             });
             if tx.send(items).await.is_err() {
                 return;
