@@ -330,8 +330,19 @@ pub fn public_of(
         .collect()
 }
 
+/// Opens the store a run left. A store this test process opened and dropped just before may still be locked for a
+/// moment (sled's background threads let go of its file after the drop returns: seen once as a failed open), so a
+/// lock is waited out for up to 5 s; any other error fails at once.
 pub fn read_store(path: &Path) -> dualpub::store::Store {
-    dualpub::store::Store::open(path).expect("the store opens after the run ended")
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match dualpub::store::Store::open(path) {
+            Err(dualpub::store::StoreError::Locked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.expect("the store opens after the run ended"),
+        }
+    }
 }
 
 /// How a [`platform_proxy`] rewrites an answer: from the path asked, the status and the body of the platform's
