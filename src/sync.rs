@@ -1281,7 +1281,9 @@ impl Engine<'_> {
                 served,
                 "the enforcement system served a record in a version older than one dualpub has already read (the \
                  one the platform holds, or one in quarantine); not sent (check whether the enforcement system, or \
-                 the copy dualpub reads, lags behind)"
+                 the copy dualpub reads, lags behind; if this version is the current one — a later edit stamped \
+                 earlier by a clock behind or a transaction that began before the newer version was saved — save \
+                 the record again there, and the next sync sends it; `dualpub reconcile` lists it meanwhile)"
             );
         }
         self.summary.older_copies += 1;

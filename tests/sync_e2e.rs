@@ -3238,8 +3238,9 @@ async fn a_penalty_revoked_in_a_version_the_schema_cannot_read_is_still_taken_do
 /// read and published, then a batch job that began a minute ago commits its edit of the same record, stamped a minute
 /// ago. That is the record's latest version, the only one the enforcement system still has; sync takes it for a
 /// lagging replica's older copy (`older_copies`), never sends it, and once the overlap window has passed every run
-/// exits 0 with the clerk's version public for good. The README's advice ("set that clock right") does not apply:
-/// no clock is wrong. Ignored: a matter of design (see helper-59's report).
+/// exits 0 with the clerk's version public for good (reconcile lists it as an older copy; saving the record again
+/// sends it, as the README now says). Ignored: a known limit of the design, in the README — telling a late edit
+/// from a lagging copy needs the contents the platform held before, which the ledger does not keep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "design: sync's older-copy rule drops the latest version a slow transaction commits (DESIGN §2)"]
 async fn a_later_edit_a_slow_transaction_stamped_earlier_is_published() {

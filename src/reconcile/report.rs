@@ -148,14 +148,17 @@ pub const OLDER_COPY_ACTION_EN: &str =
     "nothing for `dualpub reconcile --repair` to do: it leaves this row as it is, because the enforcement system \
      serves an older version of the record than the one the platform holds and acknowledged (see the detail); check \
      whether the enforcement system, or the replica dualpub reads, lags behind, and reconcile again once it serves \
-     the current version; if it is a real later edit saved with a clock running behind, set that clock right and save \
-     the record again (the next sync sends it)";
+     the current version; if the version it serves is the current one — a later edit saved with a clock running \
+     behind, or by a transaction that began before the published version was saved (a database that stamps \
+     updated_at when a transaction begins) — save the record again in the enforcement system (the next sync sends \
+     it), and set such a clock right";
 
 /// [`OLDER_COPY_ACTION_EN`] in Chinese.
 pub const OLDER_COPY_ACTION_ZH: &str =
     "`dualpub reconcile --repair` 不处理此行：执法系统提供的是比平台上已确认版本更旧的版本（见说明）；请检查执法系统\
-     （或 dualpub 读取的数据库副本）是否同步滞后，待其提供当前版本后再核对；如确为时钟滞后的机器保存的新修改，请校正\
-     该时钟后重新保存该记录（下次同步将推送）";
+     （或 dualpub 读取的数据库副本）是否同步滞后，待其提供当前版本后再核对；如其提供的就是当前版本（时钟滞后的机器保存\
+     的新修改，或在已公示版本保存前开始、之后才提交的事务所作的修改——数据库在事务开始时记录 updated_at），请在执法\
+     系统中重新保存该记录（下次同步将推送），并校正滞后的时钟";
 
 /// What the operator should do about an `overdue` row of a penalty whose display period ended before it was ever
 /// published ([`GapRow::is_display_ended`]), in English: nothing can be published any more.
