@@ -194,17 +194,19 @@ fn settings_check(cfg: &Config, mappings: &MappingSet, store: &Store) -> (String
     (now, n)
 }
 
-/// The overlap start: `since` moved back by the window, in the source's format.
+/// The overlap start: `since` moved back by the window, in the source's format: with the offset the feed wrote
+/// (`Z` kept as `Z`). Until 2026-11-30 always in +08:00: a source that compares the text of `since`, or drops its
+/// offset, would have skipped eight hours of records stamped in UTC.
 fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
     match chrono::DateTime::parse_from_rfc3339(since) {
-        Ok(t) => (t - overlap)
-            .with_timezone(&china_offset())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        Ok(t) => (t - overlap).to_rfc3339_opts(
+            chrono::SecondsFormat::Millis,
+            since.ends_with(['Z', 'z']),
+        ),
         Err(_) => since.to_string(),
     }
 }
 
-/// Orders two feed positions; timestamps compare as instants.
 /// Whether source time `a` is later than `b` (both RFC 3339, compared as instants); false when either is not.
 fn newer(a: &str, b: &str) -> bool {
     match (
@@ -3557,6 +3559,24 @@ fn apply_receipt(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_overlap_start_keeps_the_offset_the_feed_wrote() {
+        let ten = chrono::Duration::minutes(10);
+        assert_eq!(
+            minus_overlap("2026-11-27T02:00:00.123Z", ten),
+            "2026-11-27T01:50:00.123Z"
+        );
+        assert_eq!(
+            minus_overlap("2026-11-27T10:00:00.123+08:00", ten),
+            "2026-11-27T09:50:00.123+08:00"
+        );
+        assert_eq!(
+            minus_overlap("2026-11-27T02:00:00+00:00", ten),
+            "2026-11-27T01:50:00.000+00:00"
+        );
+        assert_eq!(minus_overlap("not a time", ten), "not a time");
+    }
+
     use super::*;
 
     fn at(since: &str, id: &str) -> Option<Cursor> {
