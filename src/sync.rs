@@ -199,10 +199,8 @@ fn settings_check(cfg: &Config, mappings: &MappingSet, store: &Store) -> (String
 /// offset, would have skipped eight hours of records stamped in UTC.
 fn minus_overlap(since: &str, overlap: chrono::Duration) -> String {
     match chrono::DateTime::parse_from_rfc3339(since) {
-        Ok(t) => (t - overlap).to_rfc3339_opts(
-            chrono::SecondsFormat::Millis,
-            since.ends_with(['Z', 'z']),
-        ),
+        Ok(t) => (t - overlap)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, since.ends_with(['Z', 'z'])),
         Err(_) => since.to_string(),
     }
 }
