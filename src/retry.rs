@@ -87,10 +87,11 @@ impl Drop for Failing<'_> {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GiveUp {
     #[error(
-        "{what}: gave up: calls have been failing for {:.1} s of this run in all, and another wait would pass \
+        "{what}: gave up: calls have been failing for {:.1} s of this run in all, and another wait{} would pass \
          the retry budget of {} s ([platform] retry_budget_secs, which calls to the enforcement system share with \
          calls to the platform); last problem: {last}",
         .spent.as_secs_f64(),
+        .asked.map(|a| format!(" of {} s (the server's Retry-After)", a.as_secs())).unwrap_or_default(),
         .budget.as_secs()
     )]
     Exhausted {
@@ -99,6 +100,9 @@ pub enum GiveUp {
         /// The run's time in trouble when the call gave up.
         spent: Duration,
         budget: Duration,
+        /// The wait the server asked for (`Retry-After`, at most 5 minutes) when it was that wait that would pass
+        /// the budget: a run that gave up at once said only "failing for 0.0 s".
+        asked: Option<Duration>,
     },
     #[error("{what}: {message}")]
     Fatal { what: String, message: String },
@@ -211,9 +215,10 @@ impl Budget {
                 Attempt::Retry { after, reason } => {
                     failing.get_or_insert_with(|| self.failing());
                     let backoff = self.jitter(delays.next().unwrap_or(self.max_delay));
-                    let wait = match after {
+                    let asked = after.map(|a| a.min(Duration::from_secs(300)));
+                    let wait = match asked {
                         // The server said when; wait that long (at most 5 minutes), plus a little spread.
-                        Some(a) => a.min(Duration::from_secs(300)) + self.jitter(self.min_delay),
+                        Some(a) => a + self.jitter(self.min_delay),
                         None => backoff,
                     };
                     // This call stays failing through the wait, so the time in trouble grows by at least `wait`.
@@ -224,6 +229,7 @@ impl Budget {
                             last: reason,
                             spent,
                             budget: self.total,
+                            asked,
                         });
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -534,6 +540,38 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 7);
         assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    /// A server asking for a wait longer than the budget: the call gives up at once, and the message said only
+    /// "failing for 0.0 s". It names the wait asked for.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_asked_for_beyond_the_budget_is_named_when_giving_up() {
+        let b = Budget::new(Duration::from_secs(60), Duration::from_secs(30));
+        let r: Result<(), _> = b
+            .run("throttled call", || async {
+                Attempt::Retry {
+                    after: Some(Duration::from_secs(120)),
+                    reason: "429".into(),
+                }
+            })
+            .await;
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("another wait of 120 s (the server's Retry-After) would pass the retry budget of 60 s"),
+            "{e}"
+        );
+        // a wait of its own (no Retry-After) is not said to be asked for
+        let b = Budget::new(Duration::from_secs(1), Duration::from_secs(30));
+        let r: Result<(), _> = b
+            .run("failing call", || async {
+                Attempt::Retry {
+                    after: None,
+                    reason: "503".into(),
+                }
+            })
+            .await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("another wait would pass"), "{e}");
     }
 
     /// A port nothing listens on: bound, then closed.
