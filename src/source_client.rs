@@ -99,6 +99,29 @@ pub fn out_of_order<'a>(
     None
 }
 
+/// The most a feed page may hold per record asked for (`limit`): far more than any record of the schema takes (its
+/// longest texts are a few thousand characters), so only a feed that ignores `limit` — and would send its whole
+/// table in one answer, more than memory holds — reaches it.
+const PAGE_BYTES_PER_RECORD: usize = 256 << 10;
+
+/// An answer's body, read as it comes; `None` once it passes `cap` bytes (the rest is not read).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// The feed's endpoints, under `[source] url`.
 const PERMITS_PATH: &str = "/api/v1/permits/changes";
 const PENALTIES_PATH: &str = "/api/v1/penalties/changes";
@@ -337,6 +360,7 @@ impl SourceClient {
             Kind::Penalty => PENALTIES_PATH,
         };
         let url = format!("{}{path}", self.base);
+        let page_cap = (limit as usize).max(1) * PAGE_BYTES_PER_RECORD;
         let limit = limit.to_string();
         budget
             .run(
@@ -352,6 +376,7 @@ impl SourceClient {
                         .get(&url)
                         .query(&q)
                         .bearer_auth(self.token.expose());
+                    let limit = &limit;
                     async move {
                         match req.send().await {
                             Err(e) => Attempt::Retry {
@@ -367,8 +392,19 @@ impl SourceClient {
                                     path,
                                     location: location.as_deref(),
                                 };
-                                match resp.bytes().await {
-                                    Ok(body) => classify(
+                                match read_capped(resp, page_cap).await {
+                                    Ok(None) => Attempt::Fatal(format!(
+                                        "the enforcement system answered a page of more than {} for limit={limit} \
+                                         (more than {} KiB a record): it may ignore `limit` and send everything at \
+                                         once, which would not fit in memory; ask its operators, or check [source] url",
+                                        if page_cap >= 1 << 20 {
+                                            format!("{} MiB", page_cap >> 20)
+                                        } else {
+                                            format!("{} KiB", page_cap >> 10)
+                                        },
+                                        PAGE_BYTES_PER_RECORD >> 10
+                                    )),
+                                    Ok(Some(body)) => classify(
                                         status,
                                         ra.as_deref(),
                                         &body,

@@ -1807,6 +1807,47 @@ async fn a_feed_that_ignores_where_it_is_asked_from_is_named_so() {
     );
 }
 
+/// A feed that ignores `limit` sends its whole table in one answer: read whole into memory, a real one (millions of
+/// records) would get the run killed for want of memory, with no message. A page far larger than `limit` records
+/// take (256 KiB a record) stops the run at once (exit 3), saying so; nothing is read from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_page_far_larger_than_its_limit_stops_the_run_saying_so() {
+    let (env, _) = backfilled(Faults::default()).await;
+    // every record of the feed in one page, its texts made long: over the cap of 768 KiB for a limit of 3
+    let all: serde_json::Value = env
+        .http
+        .get(format!(
+            "{}/api/v1/permits/changes?limit=1000",
+            env.source.url()
+        ))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut page = all.clone();
+    for r in page["items"].as_array_mut().unwrap() {
+        r["content"] = "许可内容".repeat(20_000).into();
+    }
+    page["has_more"] = false.into();
+    let page = page.to_string();
+    assert!(page.len() > 768 << 10, "{}", page.len());
+    let everything = feed_text_proxy(
+        env.source.url(),
+        Arc::new(move |_: &str, _: String| page.clone()),
+    )
+    .await;
+    let (code, err) = sync_through(&env, &everything, "3").await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("a page of more than 768 KiB for limit=3"),
+        "{err}"
+    );
+    assert!(err.contains("it may ignore `limit`"), "{err}");
+}
+
 /// A feed that writes a UTF-8 byte order mark before each page's JSON (as servers on Windows or .NET may) is read
 /// as any other: every run ended with exit 3 after the retry budget, "expected value at line 1 column 1", and
 /// nothing was ever published.
