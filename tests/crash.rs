@@ -312,3 +312,173 @@ async fn killed_while_records_change_during_the_runs() {
     let store = read_store(&env.store_path());
     assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
 }
+
+/// Killed at random moments of `reconcile --repair --repair-orphans` while the platform loses half its
+/// acknowledgements, with gaps only the repair closes: records the platform lost and records altered on it behind
+/// the connector's back (the ledger believes both are public as sent), and records deleted from the enforcement
+/// system since they were published (orphans); and penalties revoked at the source since. Run to completion (a
+/// repair, then syncs), the platform holds exactly the public source set in its versions, reconcile finds no gap
+/// the repair should have closed, and nothing is left in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_of_a_repair() {
+    use dualpub::model::Kind;
+    let gen_cfg = GenConfig {
+        records: 3_000,
+        seed: 81,
+        invalid_rate: 0.0,
+        ..GenConfig::default()
+    };
+    let env = spawn(
+        gen_cfg.clone(),
+        Faults {
+            latency_ms: 10,
+            ..Faults::default()
+        },
+    )
+    .await;
+    run_to_completion(&env).await;
+    let (mut expected, _) = expected_public(&gen_cfg, today());
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let keys: Vec<String> = expected.keys().cloned().collect();
+    for k in keys.iter().step_by(23) {
+        let r = env
+            .http
+            .delete(format!("{}/admin/records/{}", env.platform.url(), enc(k)))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    for (_, k) in keys
+        .iter()
+        .enumerate()
+        .skip(7)
+        .step_by(29)
+        .filter(|(i, _)| i % 23 != 0)
+    {
+        let field = if k.starts_with("XZXK") {
+            "XK_NR"
+        } else {
+            "CF_NR"
+        };
+        env.admin_post(
+            format!("{}/admin/records/alter", env.platform.url()),
+            serde_json::json!({"key": k, "field": field, "value": "被改动的内容"}),
+        )
+        .await;
+    }
+    let mappings = dualpub::mapping::MappingSet::builtin();
+    let mut gone = 0;
+    for kind in Kind::ALL {
+        for i in (0..gen_cfg.count(kind)).step_by(37) {
+            let rec = dualpub::sim::gen::record(&gen_cfg, kind, i);
+            let key = mappings.get(kind).map(&mapping_context(), &rec).key;
+            let Some(key) = key.map(|k| k.to_string()) else {
+                continue;
+            };
+            if expected.remove(&key).is_none() {
+                continue;
+            }
+            if kind == Kind::Penalty && i % 2 == 1 {
+                let mut v = env.source_record(&rec.id).await;
+                v["status"] = "revoked".into();
+                v["updated_at"] = serde_json::Value::Null;
+                v["kind"] = "penalty".into();
+                env.source_insert(serde_json::json!([v])).await;
+            } else {
+                env.source_delete(&rec.id).await;
+            }
+            gone += 1;
+        }
+    }
+    assert!(gone > 50, "only {gone} records taken from the public set");
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"seed": 6, "lost_ack_rate": 0.4, "latency_ms": 60}),
+    )
+    .await;
+    let mut rng = Lcg(0x5EED);
+    let mut killed = 0;
+    for _ in 0..12 {
+        let mut child = env
+            .command(&[
+                "reconcile",
+                "--repair",
+                "--repair-orphans",
+                "--today",
+                TODAY,
+                "--format",
+                "json",
+            ])
+            .env("DUALPUB_REPAIR_CHUNK", "20")
+            .env("DUALPUB_PLATFORM_BATCH_SIZE", "10")
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30 + rng.next(2500))).await;
+        if child.kill().is_ok() {
+            killed += 1;
+        }
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+    assert!(killed >= 6, "killed only {killed} times");
+    env.admin_post(
+        format!("{}/admin/faults", env.platform.url()),
+        serde_json::json!({"lost_ack_rate": 0.0, "latency_ms": 10}),
+    )
+    .await;
+    let (out, report) = env
+        .reconcile_json(TODAY, &["--repair", "--repair-orphans"])
+        .await;
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0 | 1)),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["repair"]["failed"], 0, "{}", report["repair"]);
+    let stats = env.platform_stats().await;
+    assert!(
+        stats["replayed_flows"].as_u64().unwrap() > 0,
+        "flows committed before their acknowledgement was lost were replayed: {stats}"
+    );
+    run_to_completion(&env).await;
+    let public = public_of(&env.platform_records().await);
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !public.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = public
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(k, d)| public.get(*k).is_some_and(|p| p != *d))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        (missing.len(), extra.len(), wrong.len()),
+        (0, 0, 0),
+        "missing {missing:?}, extra {extra:?}, wrong version {wrong:?}"
+    );
+    let (_, report) = env.reconcile_json(TODAY, &[]).await;
+    for category in ["missing", "stale", "orphan", "expired"] {
+        assert_eq!(
+            report["counts"][category], 0,
+            "{category}: {}",
+            report["counts"]
+        );
+    }
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
+}

@@ -32,8 +32,32 @@ pub fn run(args: DemoArgs) -> Result<Exit, Failure> {
         )));
     }
     let rt = common::runtime()?;
-    rt.block_on(demo(args.records))
-        .map_err(|e| Failure::new(Exit::Aborted, e))
+    rt.block_on(async {
+        // Ctrl-C drops the demo (its store, then its folder) instead of ending the process where it stands: the
+        // folder stayed in $TMPDIR, ~4 MB each time.
+        tokio::select! {
+            r = demo(args.records) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); the demo's folder is removed")),
+        }
+    })
+    .map_err(|e| Failure::new(Exit::Aborted, e))
+}
+
+/// The demo's folder (its store and config), removed however the demo ends: run through, a step that failed, or
+/// Ctrl-C (until 2026-11-30 only a demo that ran through removed it).
+struct DemoDir(std::path::PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for DemoDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
 async fn demo(records: u64) -> anyhow::Result<Exit> {
@@ -274,19 +298,19 @@ async fn demo(records: u64) -> anyhow::Result<Exit> {
     drop(store);
     src.shutdown().await;
     plat.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     crate::say!("\ndemo finished; try `dualpub sim source` and `dualpub sim platform` with dualpub.example.toml next");
     Ok(Exit::Ok)
 }
 
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+fn tempfile_dir() -> std::io::Result<DemoDir> {
     let dir = std::env::temp_dir().join(format!(
         "dualpub-demo-{}-{}",
         std::process::id(),
         chrono::Utc::now().timestamp_millis()
     ));
     std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(DemoDir(dir))
 }
 
 fn urlencode(s: &str) -> String {
