@@ -1063,12 +1063,19 @@ impl Store {
         })
     }
 
-    /// An empty store of the current schema in a temporary file (sled's temporary mode) that is gone when dropped:
-    /// what `reconcile` without `--repair` and `report annual` read when there is no store at `path` yet ("nothing
-    /// sent yet"), so that they create nothing there.
+    /// An empty store of the current schema in a directory of its own under `$TMPDIR` that sled removes when it is
+    /// dropped (its temporary mode; not sled's default place for that, `/dev/shm`, where a killed process would
+    /// leave it in memory): what `reconcile` without `--repair` and `report annual` read when there is no store at
+    /// `path` yet ("nothing sent yet"), so that they create nothing there.
     pub fn empty(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
+        let dir = std::env::temp_dir().join(format!(
+            "dualpub-empty-store-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let db = sled::Config::new()
+            .path(&dir)
             .temporary(true)
             .cache_capacity(8 << 20)
             .open()
@@ -2224,6 +2231,36 @@ mod tests {
             source_updated_at: None,
             read_at: None,
         }
+    }
+
+    /// The empty store a report reads when there is none yet lives in a directory of its own under `$TMPDIR`, gone
+    /// once it is dropped; it was in `/dev/shm` (sled's default for temporary stores), where a killed reconcile
+    /// left it in memory.
+    #[test]
+    fn an_empty_store_lives_under_tmpdir_until_dropped() {
+        let ours = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy()
+                            .starts_with(&format!("dualpub-empty-store-{}-", std::process::id()))
+                    })
+                })
+                .collect()
+        };
+        let store = Store::empty(Path::new("/nonexistent/store")).unwrap();
+        assert!(store.quarantine_is_empty());
+        assert!(store.ledger_get("XZXK:1").unwrap().is_none());
+        let dirs = ours();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        drop(store);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while dirs[0].exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!dirs[0].exists(), "{dirs:?} left behind");
     }
 
     /// A receipt decides on the quarantine entry it read before its transaction (remove it: the version was
