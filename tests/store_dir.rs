@@ -155,8 +155,13 @@ async fn reports_before_the_first_sync_create_no_store() {
             "report", "annual", "--year", "2026", "--today", TODAY, "--format", "json",
         ],
     ];
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     for path in [&empty, &missing] {
-        let var = [("DUALPUB_STORE_PATH", path.to_str().unwrap())];
+        let var = [
+            ("DUALPUB_STORE_PATH", path.to_str().unwrap()),
+            ("TMPDIR", tmp.to_str().unwrap()),
+        ];
         for args in reports {
             let out = env.dualpub_with(args, &var).await;
             let err = stderr(&out);
@@ -168,6 +173,8 @@ async fn reports_before_the_first_sync_create_no_store() {
             let report: serde_json::Value = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|e| panic!("{args:?}: {e}: {err}"));
             assert!(report.is_object(), "{args:?}: {report}");
+            // the throw-away store is gone with the process
+            assert!(names(&tmp).is_empty(), "{args:?}: {:?}", names(&tmp));
         }
         if path == &empty {
             assert!(names(path).is_empty(), "{:?}", names(path));
