@@ -126,9 +126,11 @@ pub struct LedgerEntry {
     /// The versions the platform acknowledged before the one `digest` is, latest first, at most
     /// [`EARLIER_VERSIONS`]: what an older copy of the record (a lagging replica, a restored backup) serves, as
     /// opposed to a late edit, which serves content never acknowledged ([`LedgerEntry::holds_later_version_of`]).
-    /// Empty in entries written before 2026-11-30 (ledger values `LEDGER_V2` and JSON).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub earlier: Vec<AckedVersion>,
+    /// `None`: not known, in an entry written before 2026-11-30 (ledger values `LEDGER_V2` and JSON) that no
+    /// acknowledgement of new content has rewritten since: its copies are judged by their stamps alone, as before,
+    /// so that a lagging copy of a version acknowledged before the upgrade is not taken for a late edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier: Option<Vec<AckedVersion>>,
 }
 
 /// A version of a record the platform acknowledged before the one its ledger entry follows.
@@ -168,16 +170,23 @@ impl LedgerEntry {
     /// stamped `served_at` with content `digest` (`None`: invalid or unreadable) is older than the version this
     /// entry follows.
     pub fn follows_later_than_copy(&self, served_at: &str, digest: Option<&str>) -> bool {
-        let Some(digest) = digest else {
+        let (Some(digest), Some(_)) = (digest, &self.earlier) else {
+            // No content to compare, or the versions acknowledged before are not known (an entry written before
+            // 2026-11-30): the stamps alone decide.
             return self.follows_later_than(served_at);
         };
         (self.follows_later_than(served_at) && self.acknowledged_content(digest))
             || self.was_acknowledged_before(digest, served_at)
     }
 
+    /// [`LedgerEntry::earlier`], none when not known.
+    fn earlier(&self) -> &[AckedVersion] {
+        self.earlier.as_deref().unwrap_or_default()
+    }
+
     /// Whether the platform acknowledged content `digest` for this key: the current version's, or an earlier one's.
     pub fn acknowledged_content(&self, digest: &str) -> bool {
-        self.digest.as_deref() == Some(digest) || self.earlier.iter().any(|v| v.digest == digest)
+        self.digest.as_deref() == Some(digest) || self.earlier().iter().any(|v| v.digest == digest)
     }
 
     /// Whether content `digest` stamped `served_at` is exactly a version acknowledged before the current one (a
@@ -185,7 +194,7 @@ impl LedgerEntry {
     pub fn was_acknowledged_before(&self, digest: &str, served_at: &str) -> bool {
         let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
         self.digest.as_deref() != Some(digest)
-            && self.earlier.iter().any(|v| {
+            && self.earlier().iter().any(|v| {
                 v.digest == digest
                     && match (instant(&v.source_updated_at), instant(served_at)) {
                         (Some(a), Some(b)) => a == b,
@@ -197,9 +206,10 @@ impl LedgerEntry {
     /// Records that the platform acknowledged content `digest` for version `updated_at`: the content it replaces
     /// (with the version the entry followed then) goes to [`LedgerEntry::earlier`].
     pub fn acknowledge_content(&mut self, digest: Option<String>, updated_at: &str) {
+        let earlier = self.earlier.get_or_insert_with(Vec::new);
         if let Some(old) = self.digest.take().filter(|d| Some(d) != digest.as_ref()) {
-            self.earlier.retain(|v| v.digest != old);
-            self.earlier.insert(
+            earlier.retain(|v| v.digest != old);
+            earlier.insert(
                 0,
                 AckedVersion {
                     digest: old,
@@ -208,9 +218,9 @@ impl LedgerEntry {
             );
         }
         if let Some(d) = &digest {
-            self.earlier.retain(|v| &v.digest != d);
+            earlier.retain(|v| &v.digest != d);
         }
-        self.earlier.truncate(EARLIER_VERSIONS);
+        earlier.truncate(EARLIER_VERSIONS);
         self.digest = digest;
         self.source_updated_at = updated_at.to_string();
     }
@@ -410,7 +420,8 @@ fn log_has_data(db: &Path) -> bool {
 }
 
 /// The tags that start a binary ledger value (a JSON value starts with `{`): version 3 adds the versions
-/// acknowledged before the current one ([`LedgerEntry::earlier`]); an entry with none is still written as version 2.
+/// acknowledged before the current one ([`LedgerEntry::earlier`]); an entry that does not know them (one written
+/// before 2026-11-30, not rewritten by an acknowledgement of new content since) is still written as version 2.
 const LEDGER_V2: u8 = 2;
 const LEDGER_V3: u8 = 3;
 
@@ -419,7 +430,7 @@ const LEDGER_V3: u8 = 3;
 /// number of earlier versions (one byte) and each one's digest and `updated_at`, as text fields.
 fn encode_ledger(e: &LedgerEntry) -> Vec<u8> {
     let mut v = Vec::with_capacity(256);
-    v.push(if e.earlier.is_empty() {
+    v.push(if e.earlier.is_none() {
         LEDGER_V2
     } else {
         LEDGER_V3
@@ -447,10 +458,10 @@ fn encode_ledger(e: &LedgerEntry) -> Vec<u8> {
     put_str(&mut v, Some(&e.meta.party_id_masked));
     put_str(&mut v, e.meta.decided_on.as_deref());
     put_str(&mut v, e.meta.display_until.as_deref());
-    if !e.earlier.is_empty() {
-        let n = e.earlier.len().min(usize::from(u8::MAX));
+    if let Some(earlier) = &e.earlier {
+        let n = earlier.len().min(usize::from(u8::MAX));
         v.push(n as u8);
-        for a in &e.earlier[..n] {
+        for a in &earlier[..n] {
             put_str(&mut v, Some(&a.digest));
             put_str(&mut v, Some(&a.source_updated_at));
         }
@@ -564,15 +575,17 @@ fn decode_ledger(v: &[u8]) -> Result<LedgerEntry, String> {
             decided_on: r.opt()?,
             display_until: r.opt()?,
         },
-        earlier: Vec::new(),
+        earlier: None,
     };
     if version == LEDGER_V3 {
+        let mut earlier = Vec::new();
         for _ in 0..r.byte()? {
-            e.earlier.push(AckedVersion {
+            earlier.push(AckedVersion {
                 digest: r.string()?,
                 source_updated_at: r.string()?,
             });
         }
+        e.earlier = Some(earlier);
     }
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
@@ -2122,7 +2135,7 @@ mod tests {
                 decided_on: Some("2024-03-01".into()),
                 display_until: None,
             },
-            earlier: Vec::new(),
+            earlier: None,
         }
     }
 
@@ -2131,10 +2144,10 @@ mod tests {
         let v2 = encode_ledger(&entry());
         assert_eq!(
             v2[0], LEDGER_V2,
-            "an entry with no earlier versions is written as before"
+            "an entry that does not know its earlier versions is written as before"
         );
         let mut e = entry();
-        e.earlier = vec![
+        e.earlier = Some(vec![
             AckedVersion {
                 digest: "cd".repeat(32),
                 source_updated_at: "2024-03-04T09:00:00.000+08:00".into(),
@@ -2143,7 +2156,7 @@ mod tests {
                 digest: "not a digest".into(),
                 source_updated_at: "2024-03-03T09:00:00Z".into(),
             },
-        ];
+        ]);
         let v3 = encode_ledger(&e);
         assert_eq!(v3[0], LEDGER_V3);
         assert_eq!(decode_ledger(&v3).unwrap(), e);
@@ -2151,9 +2164,18 @@ mod tests {
         let mut short = v3.clone();
         short.pop();
         assert!(decode_ledger(&short).is_err());
-        // a value written by a dualpub before 2026-11-30 (tag 2, no count of earlier versions) reads with none
+        // known to be none (a new entry): version 3, one byte more
+        let known_none = LedgerEntry {
+            earlier: Some(Vec::new()),
+            ..entry()
+        };
+        let bin = encode_ledger(&known_none);
+        assert_eq!((bin[0], bin.len()), (LEDGER_V3, v2.len() + 1));
+        assert_eq!(decode_ledger(&bin).unwrap(), known_none);
+        // a value written by a dualpub before 2026-11-30 (tag 2, no count of earlier versions) reads with no
+        // earlier digests: not known (its copies are judged by their stamps alone, as before)
         let read = decode_ledger(&v2).unwrap();
-        assert!(read.earlier.is_empty());
+        assert_eq!(read.earlier, None);
         assert_eq!(read, entry());
         let mut old_json = serde_json::to_value(entry()).unwrap();
         old_json.as_object_mut().unwrap().remove("earlier");
@@ -2171,23 +2193,24 @@ mod tests {
         e.digest = Some(d(1));
         e.source_updated_at = "2026-11-30T10:00:00.000+08:00".into();
         e.acknowledge_content(Some(d(1)), "2026-11-30T10:01:00.000+08:00");
-        assert!(
-            e.earlier.is_empty(),
-            "the same content again is no earlier version"
+        assert_eq!(
+            e.earlier,
+            Some(Vec::new()),
+            "the same content again is no earlier version (and from now on they are known)"
         );
         for n in 2..=6u8 {
             e.acknowledge_content(Some(d(n)), &format!("2026-11-30T10:0{n}:00.000+08:00"));
         }
         assert_eq!(e.digest, Some(d(6)));
-        let kept: Vec<_> = e.earlier.iter().map(|v| v.digest.clone()).collect();
+        let kept: Vec<_> = e.earlier().iter().map(|v| v.digest.clone()).collect();
         assert_eq!(kept, [d(5), d(4), d(3)]);
         assert_eq!(
-            e.earlier[0].source_updated_at,
+            e.earlier()[0].source_updated_at,
             "2026-11-30T10:05:00.000+08:00"
         );
         // content acknowledged before comes back: it is the current one, no longer an earlier one
         e.acknowledge_content(Some(d(4)), "2026-11-30T10:07:00.000+08:00");
-        let kept: Vec<_> = e.earlier.iter().map(|v| v.digest.clone()).collect();
+        let kept: Vec<_> = e.earlier().iter().map(|v| v.digest.clone()).collect();
         assert_eq!(kept, [d(6), d(5), d(3)]);
     }
 

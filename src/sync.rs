@@ -3336,7 +3336,7 @@ fn apply_receipt(
             attempts: 0,
             last_error: None,
             meta: item.meta.clone(),
-            earlier: Vec::new(),
+            earlier: Some(Vec::new()),
         });
         e.attempts += 1;
         // The time the platform acknowledged the version its state follows, kept while it follows the same one: a
@@ -3356,7 +3356,7 @@ fn apply_receipt(
                 if e.source_id != item.source_id {
                     // Another record's versions say nothing of this one's copies.
                     e.digest = None;
-                    e.earlier.clear();
+                    e.earlier = Some(Vec::new());
                 }
                 // The content acknowledged before goes to `earlier`: a copy serving it again is an older copy.
                 e.acknowledge_content(item.digest.clone(), &item.source_updated_at);

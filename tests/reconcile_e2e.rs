@@ -2958,6 +2958,47 @@ async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
     );
 }
 
+/// The same lagging source after an upgrade: the ledger entry was written by a dualpub before 2026-11-30, which kept
+/// only the digest of the content the platform holds, not those it acknowledged before. The first version, served
+/// again, has content the entry does not know was acknowledged; taken for a late edit, it was pushed over the newer
+/// one. The entry's copies are judged by their stamps alone, as before, until an acknowledgement of new content
+/// rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_is_not_taken_for_a_late_edit_by_a_ledger_entry_written_before_the_upgrade()
+{
+    let env = empty_env().await;
+    let (old, _, published) = permit_published_then_edited(&env, -8, -6).await;
+    {
+        let store = read_store(&env.store_path());
+        let k = key("permit", "L");
+        let mut entry = store.ledger_get(&k).unwrap().expect("published");
+        assert!(
+            entry.earlier.as_ref().is_some_and(|e| e.len() == 1),
+            "{entry:?}"
+        );
+        entry.earlier = None;
+        store
+            .commit_receipt(&dualpub::store::ReceiptCommit {
+                ledger: vec![(k, entry)],
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    env.source_insert_one(old).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["older_copies"], &s["pushed"]),
+        (1, &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].0,
+        published.0,
+        "the platform keeps the newer version"
+    );
+}
+
 /// Permit `L` renumbered at the source (its second version has number `M`): sync publishes `M` and withdraws the old
 /// number. Then a lagging source serves the first version again, stamped as it was: it is older than what the
 /// platform holds for either number, so sync neither publishes the old number again nor takes `M` down as the number

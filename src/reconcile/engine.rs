@@ -1794,7 +1794,7 @@ mod tests {
             attempts: 1,
             last_error: None,
             meta: RecordMeta::default(),
-            earlier: Vec::new(),
+            earlier: Some(Vec::new()),
         }
     }
 
@@ -1819,10 +1819,10 @@ mod tests {
     fn a_valid_copy_stamped_earlier_is_older_only_with_content_the_platform_acknowledged() {
         let h = held([7; 32], true);
         let e = LedgerEntry {
-            earlier: vec![crate::store::AckedVersion {
+            earlier: Some(vec![crate::store::AckedVersion {
                 digest: Digest([6; 32]).to_hex(),
                 source_updated_at: "2026-11-20T09:30:00.000+08:00".into(),
-            }],
+            }]),
             ..entry()
         };
         let earlier = "2026-11-20T09:00:00.000+08:00";
@@ -1846,6 +1846,18 @@ mod tests {
         // the content acknowledged before, saved again later: a change
         assert!(!older_valid(
             &e,
+            "2026-11-20T11:00:00.000+08:00",
+            [6; 32],
+            &h
+        ));
+        // an entry written before 2026-11-30 does not know what was acknowledged before: stamps alone decide
+        let legacy = LedgerEntry {
+            earlier: None,
+            ..e.clone()
+        };
+        assert!(older_valid(&legacy, earlier, [9; 32], &h));
+        assert!(!older_valid(
+            &legacy,
             "2026-11-20T11:00:00.000+08:00",
             [6; 32],
             &h
