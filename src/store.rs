@@ -123,15 +123,106 @@ pub struct LedgerEntry {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub meta: RecordMeta,
+    /// The versions the platform acknowledged before the one `digest` is, latest first, at most
+    /// [`EARLIER_VERSIONS`]: what an older copy of the record (a lagging replica, a restored backup) serves, as
+    /// opposed to a late edit, which serves content never acknowledged ([`LedgerEntry::holds_later_version_of`]).
+    /// `None`: not known, in an entry written before 2026-11-30 (ledger values `LEDGER_V2` and JSON) that no
+    /// acknowledgement of new content has rewritten since: its copies are judged by their stamps alone, as before,
+    /// so that a lagging copy of a version acknowledged before the upgrade is not taken for a late edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier: Option<Vec<AckedVersion>>,
 }
 
+/// A version of a record the platform acknowledged before the one its ledger entry follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckedVersion {
+    /// Digest of its mapped content.
+    pub digest: String,
+    /// The `updated_at` the ledger followed while this was the acknowledged content.
+    pub source_updated_at: String,
+}
+
+/// How many versions acknowledged before the current one a ledger entry keeps ([`LedgerEntry::earlier`]).
+pub const EARLIER_VERSIONS: usize = 3;
+
 impl LedgerEntry {
-    /// [`LedgerEntry::follows_later_than`] for a copy of source record `id`, when this entry is that record's and
-    /// the platform's state (public or withdrawn) follows a version of it: what sync asks of every copy it reads.
-    pub fn holds_later_version_of(&self, id: &str, served_at: &str) -> bool {
+    /// Whether a copy of source record `id` stamped `served_at` is an older copy of a version the platform's state
+    /// (public or withdrawn) follows, so that it must not be applied over it: what sync asks of every copy it reads.
+    ///
+    /// `digest`: the copy's mapped digest, for a valid copy. Such a copy is older when it is stamped before the
+    /// followed version ([`LedgerEntry::follows_later_than`]) and serves content the platform acknowledged (the
+    /// current digest or one of [`LedgerEntry::earlier`]), or when it is exactly a version acknowledged before
+    /// (content and stamp): what a lagging replica or a restored backup serves. A valid copy stamped earlier with
+    /// content never acknowledged is a late edit (a transaction that began before the followed version was saved
+    /// and committed after it): the record's latest version, sent like any change. (Until 2026-11-30 every copy
+    /// stamped earlier was taken for an older one, and such an edit was never published.)
+    ///
+    /// `None`: a copy that is invalid or that the source schema cannot read as it is. It has no digest the
+    /// platform could have acknowledged to compare, so the stamp alone decides, as before: it must not put its
+    /// findings over a later version, nor take down (revoked, on a minor) what the platform holds of one.
+    pub fn holds_later_version_of(&self, id: &str, served_at: &str, digest: Option<&str>) -> bool {
         self.source_id == id
             && matches!(self.state, PlatformState::Public | PlatformState::Withdrawn)
-            && self.follows_later_than(served_at)
+            && self.follows_later_than_copy(served_at, digest)
+    }
+
+    /// [`LedgerEntry::holds_later_version_of`] without asking whose entry this is nor in what state: whether a copy
+    /// stamped `served_at` with content `digest` (`None`: invalid or unreadable) is older than the version this
+    /// entry follows.
+    pub fn follows_later_than_copy(&self, served_at: &str, digest: Option<&str>) -> bool {
+        let (Some(digest), Some(_)) = (digest, &self.earlier) else {
+            // No content to compare, or the versions acknowledged before are not known (an entry written before
+            // 2026-11-30): the stamps alone decide.
+            return self.follows_later_than(served_at);
+        };
+        (self.follows_later_than(served_at) && self.acknowledged_content(digest))
+            || self.was_acknowledged_before(digest, served_at)
+    }
+
+    /// [`LedgerEntry::earlier`], none when not known.
+    fn earlier(&self) -> &[AckedVersion] {
+        self.earlier.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the platform acknowledged content `digest` for this key: the current version's, or an earlier one's.
+    pub fn acknowledged_content(&self, digest: &str) -> bool {
+        self.digest.as_deref() == Some(digest) || self.earlier().iter().any(|v| v.digest == digest)
+    }
+
+    /// Whether content `digest` stamped `served_at` is exactly a version acknowledged before the current one (a
+    /// replica serving it again after the ledger followed a late edit stamped earlier).
+    pub fn was_acknowledged_before(&self, digest: &str, served_at: &str) -> bool {
+        let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        self.digest.as_deref() != Some(digest)
+            && self.earlier().iter().any(|v| {
+                v.digest == digest
+                    && match (instant(&v.source_updated_at), instant(served_at)) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => v.source_updated_at == served_at,
+                    }
+            })
+    }
+
+    /// Records that the platform acknowledged content `digest` for version `updated_at`: the content it replaces
+    /// (with the version the entry followed then) goes to [`LedgerEntry::earlier`].
+    pub fn acknowledge_content(&mut self, digest: Option<String>, updated_at: &str) {
+        let earlier = self.earlier.get_or_insert_with(Vec::new);
+        if let Some(old) = self.digest.take().filter(|d| Some(d) != digest.as_ref()) {
+            earlier.retain(|v| v.digest != old);
+            earlier.insert(
+                0,
+                AckedVersion {
+                    digest: old,
+                    source_updated_at: self.source_updated_at.clone(),
+                },
+            );
+        }
+        if let Some(d) = &digest {
+            earlier.retain(|v| &v.digest != d);
+        }
+        earlier.truncate(EARLIER_VERSIONS);
+        self.digest = digest;
+        self.source_updated_at = updated_at.to_string();
     }
 
     /// Whether a copy of this entry's source record stamped `served_at` is older than the version the platform's
@@ -328,14 +419,22 @@ fn log_has_data(db: &Path) -> bool {
     }
 }
 
-/// The tag that starts a binary ledger value (a JSON value starts with `{`).
+/// The tags that start a binary ledger value (a JSON value starts with `{`): version 3 adds the versions
+/// acknowledged before the current one ([`LedgerEntry::earlier`]); an entry that does not know them (one written
+/// before 2026-11-30, not rewritten by an acknowledgement of new content since) is still written as version 2.
 const LEDGER_V2: u8 = 2;
+const LEDGER_V3: u8 = 3;
 
 /// A ledger value, compactly: tag, kind, state, attempts (u32 LE), then the text fields, each an optional string
-/// (0 = none; 1 = length as LEB128, then UTF-8; 2 = 32 raw bytes of a lowercase hex digest).
+/// (0 = none; 1 = length as LEB128, then UTF-8; 2 = 32 raw bytes of a lowercase hex digest); in version 3 then the
+/// number of earlier versions (one byte) and each one's digest and `updated_at`, as text fields.
 fn encode_ledger(e: &LedgerEntry) -> Vec<u8> {
     let mut v = Vec::with_capacity(256);
-    v.push(LEDGER_V2);
+    v.push(if e.earlier.is_none() {
+        LEDGER_V2
+    } else {
+        LEDGER_V3
+    });
     v.push(match e.kind {
         Kind::Permit => 0,
         Kind::Penalty => 1,
@@ -359,6 +458,14 @@ fn encode_ledger(e: &LedgerEntry) -> Vec<u8> {
     put_str(&mut v, Some(&e.meta.party_id_masked));
     put_str(&mut v, e.meta.decided_on.as_deref());
     put_str(&mut v, e.meta.display_until.as_deref());
+    if let Some(earlier) = &e.earlier {
+        let n = earlier.len().min(usize::from(u8::MAX));
+        v.push(n as u8);
+        for a in &earlier[..n] {
+            put_str(&mut v, Some(&a.digest));
+            put_str(&mut v, Some(&a.source_updated_at));
+        }
+    }
     v
 }
 
@@ -430,11 +537,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads a ledger value in either form: binary (version 2) or JSON (version 1).
+/// Reads a ledger value in any form: binary (version 3, or 2: no earlier versions) or JSON (version 1).
 fn decode_ledger(v: &[u8]) -> Result<LedgerEntry, String> {
-    if v.first() != Some(&LEDGER_V2) {
-        return serde_json::from_slice(v).map_err(|e| e.to_string());
-    }
+    let version = match v.first() {
+        Some(&t @ (LEDGER_V2 | LEDGER_V3)) => t,
+        _ => return serde_json::from_slice(v).map_err(|e| e.to_string()),
+    };
     let mut r = Reader(&v[1..]);
     let kind = match r.byte()? {
         0 => Kind::Permit,
@@ -449,7 +557,7 @@ fn decode_ledger(v: &[u8]) -> Result<LedgerEntry, String> {
         s => return Err(format!("bad state {s}")),
     };
     let attempts = u32::from_le_bytes(r.take(4)?.try_into().map_err(|_| "truncated")?);
-    let e = LedgerEntry {
+    let mut e = LedgerEntry {
         kind,
         state,
         attempts,
@@ -467,7 +575,18 @@ fn decode_ledger(v: &[u8]) -> Result<LedgerEntry, String> {
             decided_on: r.opt()?,
             display_until: r.opt()?,
         },
+        earlier: None,
     };
+    if version == LEDGER_V3 {
+        let mut earlier = Vec::new();
+        for _ in 0..r.byte()? {
+            earlier.push(AckedVersion {
+                digest: r.string()?,
+                source_updated_at: r.string()?,
+            });
+        }
+        e.earlier = Some(earlier);
+    }
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
@@ -2023,7 +2142,83 @@ mod tests {
                 decided_on: Some("2024-03-01".into()),
                 display_until: None,
             },
+            earlier: None,
         }
+    }
+
+    #[test]
+    fn ledger_values_with_earlier_versions_round_trip_and_version_2_values_read_with_none() {
+        let v2 = encode_ledger(&entry());
+        assert_eq!(
+            v2[0], LEDGER_V2,
+            "an entry that does not know its earlier versions is written as before"
+        );
+        let mut e = entry();
+        e.earlier = Some(vec![
+            AckedVersion {
+                digest: "cd".repeat(32),
+                source_updated_at: "2024-03-04T09:00:00.000+08:00".into(),
+            },
+            AckedVersion {
+                digest: "not a digest".into(),
+                source_updated_at: "2024-03-03T09:00:00Z".into(),
+            },
+        ]);
+        let v3 = encode_ledger(&e);
+        assert_eq!(v3[0], LEDGER_V3);
+        assert_eq!(decode_ledger(&v3).unwrap(), e);
+        assert_eq!(decode_ledger(&json(&e)).unwrap(), e);
+        let mut short = v3.clone();
+        short.pop();
+        assert!(decode_ledger(&short).is_err());
+        // known to be none (a new entry): version 3, one byte more
+        let known_none = LedgerEntry {
+            earlier: Some(Vec::new()),
+            ..entry()
+        };
+        let bin = encode_ledger(&known_none);
+        assert_eq!((bin[0], bin.len()), (LEDGER_V3, v2.len() + 1));
+        assert_eq!(decode_ledger(&bin).unwrap(), known_none);
+        // a value written by a dualpub before 2026-11-30 (tag 2, no count of earlier versions) reads with no
+        // earlier digests: not known (its copies are judged by their stamps alone, as before)
+        let read = decode_ledger(&v2).unwrap();
+        assert_eq!(read.earlier, None);
+        assert_eq!(read, entry());
+        let mut old_json = serde_json::to_value(entry()).unwrap();
+        old_json.as_object_mut().unwrap().remove("earlier");
+        assert_eq!(
+            decode_ledger(&serde_json::to_vec(&old_json).unwrap()).unwrap(),
+            entry()
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_keeps_the_content_it_replaces_among_the_earlier_versions() {
+        let mut e = entry();
+        e.state = PlatformState::Public;
+        let d = |n: u8| format!("{n:02x}").repeat(32);
+        e.digest = Some(d(1));
+        e.source_updated_at = "2026-11-30T10:00:00.000+08:00".into();
+        e.acknowledge_content(Some(d(1)), "2026-11-30T10:01:00.000+08:00");
+        assert_eq!(
+            e.earlier,
+            Some(Vec::new()),
+            "the same content again is no earlier version (and from now on they are known)"
+        );
+        for n in 2..=6u8 {
+            e.acknowledge_content(Some(d(n)), &format!("2026-11-30T10:0{n}:00.000+08:00"));
+        }
+        assert_eq!(e.digest, Some(d(6)));
+        let kept: Vec<_> = e.earlier().iter().map(|v| v.digest.clone()).collect();
+        assert_eq!(kept, [d(5), d(4), d(3)]);
+        assert_eq!(
+            e.earlier()[0].source_updated_at,
+            "2026-11-30T10:05:00.000+08:00"
+        );
+        // content acknowledged before comes back: it is the current one, no longer an earlier one
+        e.acknowledge_content(Some(d(4)), "2026-11-30T10:07:00.000+08:00");
+        let kept: Vec<_> = e.earlier().iter().map(|v| v.digest.clone()).collect();
+        assert_eq!(kept, [d(6), d(5), d(3)]);
     }
 
     #[test]

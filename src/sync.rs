@@ -660,8 +660,9 @@ struct PageKeys<'a> {
     wants: &'a HashMap<String, Wanted>,
 }
 
-/// The key a record's copy in a page maps to, and the copy's `updated_at` (see [`PageKeys`]).
-type Wanted = (Option<String>, String);
+/// The key a record's copy in a page maps to, the copy's `updated_at`, and its digest when it is valid (see
+/// [`PageKeys`]).
+type Wanted = (Option<String>, String, Option<String>);
 
 /// A key sent in this run and not yet acknowledged, or held in the outbox for this run (`Engine::held_keys`).
 struct Pending {
@@ -1280,9 +1281,10 @@ impl Engine<'_> {
                 key = %mask_ids_in(key),
                 served,
                 "the enforcement system served a record in a version older than one dualpub has already read (the \
-                 one the platform holds, or one in quarantine); not sent (check whether the enforcement system, or \
-                 the copy dualpub reads, lags behind; if this version is the current one — a later edit stamped \
-                 earlier by a clock behind or a transaction that began before the newer version was saved — save \
+                 one the platform holds, with content it acknowledged, or one in quarantine); not sent (check \
+                 whether the enforcement system, or the copy dualpub reads, lags behind; if this version is the \
+                 current one — an edit stamped earlier, by a clock behind or a transaction that began before the \
+                 newer version was saved, that brings back content published before or fails validation — save \
                  the record again there, and the next sync sends it; `dualpub reconcile` lists it meanwhile)"
             );
         }
@@ -1292,13 +1294,14 @@ impl Engine<'_> {
     /// Whether a copy of source record `id` stamped `served` (one that fails validation, or another record's copy in
     /// the page that [`Engine::holder`] asks about) is older than the version the platform holds for it (under the
     /// key it maps to, or the key it is linked to) or the version in quarantine. Never while a version of this run
-    /// is on its way for either key.
+    /// is on its way for either key. `digest`: the copy's, when it is valid (see
+    /// [`LedgerEntry::holds_later_version_of`]).
     fn copy_is_older(
         &self,
         kind: Kind,
         id: &str,
         key: Option<&str>,
-        served: &str,
+        (served, digest): (&str, Option<&str>),
         quarantine_empty: bool,
     ) -> Result<bool, SyncError> {
         let linked = self.store.by_source_get(kind, id)?;
@@ -1310,7 +1313,7 @@ impl Engine<'_> {
             if self
                 .store
                 .ledger_get(k)?
-                .is_some_and(|e| e.holds_later_version_of(id, served))
+                .is_some_and(|e| e.holds_later_version_of(id, served, digest))
             {
                 return Ok(true);
             }
@@ -1868,11 +1871,12 @@ impl Engine<'_> {
         let page_wants: HashMap<String, Wanted> = page
             .iter()
             .filter_map(|p| match (&p.src, &p.mapped) {
-                (Ok(src), Some((m, _, _))) => Some((
+                (Ok(src), Some((m, digest, _))) => Some((
                     src.id.clone(),
                     (
                         m.key.as_ref().map(|k| k.to_string()),
                         src.updated_at.clone().unwrap_or_default(),
+                        m.is_valid().then(|| digest.clone()),
                     ),
                 )),
                 _ => None,
@@ -1900,7 +1904,7 @@ impl Engine<'_> {
                     // replace a later version's entry in quarantine, nor stand for the record while the platform
                     // holds a later version.
                     if let Some(served) = RawHead::of(raw.get()).updated_at_text() {
-                        if self.copy_is_older(kind, &id, None, &served, quarantine_empty)? {
+                        if self.copy_is_older(kind, &id, None, (&served, None), quarantine_empty)? {
                             self.older_copy(&id, &served);
                             continue;
                         }
@@ -1955,7 +1959,13 @@ impl Engine<'_> {
                 // later version's in quarantine, nor a withdrawal (revoked, on a minor) of what the platform holds
                 // of a later version.
                 let served = src.updated_at.as_deref().unwrap_or_default();
-                if self.copy_is_older(kind, &src.id, key.as_deref(), served, quarantine_empty)? {
+                if self.copy_is_older(
+                    kind,
+                    &src.id,
+                    key.as_deref(),
+                    (served, None),
+                    quarantine_empty,
+                )? {
                     let shown = key.clone().unwrap_or_else(|| src.id.clone());
                     self.older_copy(&shown, served);
                     continue;
@@ -2010,13 +2020,16 @@ impl Engine<'_> {
             let ledger = self.store.ledger_get(&key)?;
             // A copy older than the version the platform acknowledged for this record (a lagging replica of the
             // enforcement system, read in the overlap window, or a record written back from an old backup): never
-            // applied over the newer one. Not while a version of this run is on its way for the key. Nor older than
-            // the version in quarantine: it would take that version's findings out of quarantine, as if the record
-            // had been fixed.
+            // applied over the newer one. Told from a late edit stamped earlier (a slow transaction that began
+            // before the acknowledged version was saved) by its content: an older copy serves content the platform
+            // acknowledged (`LedgerEntry::holds_later_version_of`); a late edit is the latest version, sent. Not
+            // while a version of this run is on its way for the key. Nor older than the version in quarantine: it
+            // would take that version's findings out of quarantine, as if the record had been fixed (stamps alone
+            // decide there: quarantine keeps no acknowledged content to compare).
             let served = src.updated_at.as_deref().unwrap_or_default();
             let older_than_held = ledger
                 .as_ref()
-                .is_some_and(|e| e.holds_later_version_of(&src.id, served));
+                .is_some_and(|e| e.holds_later_version_of(&src.id, served, Some(digest.as_str())));
             // Whether the record is in quarantine, once read here (`leaves_quarantine` below needs it too).
             let mut in_quarantine = None;
             let mut older_than_quarantined = || -> Result<bool, SyncError> {
@@ -2293,7 +2306,7 @@ impl Engine<'_> {
             return Ok(None);
         }
         let quarantine_empty = self.store.quarantine_is_empty();
-        if let Some((wants, served)) = page_wants.get(candidate) {
+        if let Some((wants, served, digest)) = page_wants.get(candidate) {
             // Not a copy older than what the platform holds or quarantine keeps (a lagging replica's copy of a
             // renumbered record): it is not sent, so the record keeps its number.
             if wants.as_deref() != Some(key)
@@ -2301,7 +2314,7 @@ impl Engine<'_> {
                     kind,
                     candidate,
                     wants.as_deref(),
-                    served,
+                    (served, digest.as_deref()),
                     quarantine_empty,
                 )?
             {
@@ -3323,6 +3336,7 @@ fn apply_receipt(
             attempts: 0,
             last_error: None,
             meta: item.meta.clone(),
+            earlier: Some(Vec::new()),
         });
         e.attempts += 1;
         // The time the platform acknowledged the version its state follows, kept while it follows the same one: a
@@ -3339,11 +3353,16 @@ fn apply_receipt(
                     applied.platform_unchanged += 1;
                 }
                 e.state = PlatformState::Public;
-                e.digest = item.digest.clone();
+                if e.source_id != item.source_id {
+                    // Another record's versions say nothing of this one's copies.
+                    e.digest = None;
+                    e.earlier = Some(Vec::new());
+                }
+                // The content acknowledged before goes to `earlier`: a copy serving it again is an older copy.
+                e.acknowledge_content(item.digest.clone(), &item.source_updated_at);
                 e.rejected_digest = None;
                 e.last_error = None;
                 e.source_id = item.source_id.clone();
-                e.source_updated_at = item.source_updated_at.clone();
                 acknowledged(&mut e, followed.as_deref(), &batch.created);
                 e.meta = item.meta.clone();
                 if e.first_published.is_none() {

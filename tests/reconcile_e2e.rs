@@ -2819,6 +2819,30 @@ async fn a_repair_never_pushes_an_older_version_over_the_published_one() {
     );
 }
 
+/// DESIGN §2's slow transaction met by reconcile: permit `L` published, then edited and published again; then a
+/// transaction that began between the two commits its edit of the record, stamped before the published version. The
+/// source serves it before a sync reads it. Its content was never acknowledged for the key, so it is no lagging copy
+/// but the record's latest version: `stale` with its category's action, and `--repair` sends it. (Until 2026-11-30
+/// its row said the enforcement system served an older version, and the repair left it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_sends_a_late_edit_stamped_before_the_published_version() {
+    let env = empty_env().await;
+    let (_, mut late, published) = permit_published_then_edited(&env, -120, -60).await;
+    late["content"] = "批处理事务的修改（最新）".into();
+    late["updated_at"] = stamp(-90).into();
+    env.source_insert_one(late).await;
+
+    let (_, v, err) = repair_json(&env, "permit").await;
+    let row = gap_of(&v, &key("permit", "L"), "stale");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(!detail.starts_with("执法系统提供的是旧版本"), "{detail}");
+    assert_ne!(row["action"].as_str(), Some(OLDER_COPY_ACTION_EN), "{row}");
+    assert_eq!(v["repair"]["repushed"], 1, "{} {err}", v["repair"]);
+    let held = env.platform_records().await[&key("permit", "L")].clone();
+    assert_ne!(held.0, published.0, "{err}");
+    assert_eq!(held.2["XK_NR"], "批处理事务的修改（最新）", "{err}");
+}
+
 /// The action of an older copy's row (JSON): `--repair` leaves it, check the source; not its category's, which
 /// says `--repair` sends or withdraws it.
 /// The gap row of `key` in `category` from the JSON report, checked to be an older copy's (its detail names the copy's
@@ -2931,6 +2955,47 @@ async fn sync_never_pushes_an_older_version_a_lagging_source_serves_again() {
     assert_ne!(
         env.platform_records().await[&key("permit", "L")].0,
         published.0
+    );
+}
+
+/// The same lagging source after an upgrade: the ledger entry was written by a dualpub before 2026-11-30, which kept
+/// only the digest of the content the platform holds, not those it acknowledged before. The first version, served
+/// again, has content the entry does not know was acknowledged; taken for a late edit, it was pushed over the newer
+/// one. The entry's copies are judged by their stamps alone, as before, until an acknowledgement of new content
+/// rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_copy_is_not_taken_for_a_late_edit_by_a_ledger_entry_written_before_the_upgrade()
+{
+    let env = empty_env().await;
+    let (old, _, published) = permit_published_then_edited(&env, -8, -6).await;
+    {
+        let store = read_store(&env.store_path());
+        let k = key("permit", "L");
+        let mut entry = store.ledger_get(&k).unwrap().expect("published");
+        assert!(
+            entry.earlier.as_ref().is_some_and(|e| e.len() == 1),
+            "{entry:?}"
+        );
+        entry.earlier = None;
+        store
+            .commit_receipt(&dualpub::store::ReceiptCommit {
+                ledger: vec![(k, entry)],
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    env.source_insert_one(old).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["older_copies"], &s["pushed"]),
+        (1, &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key("permit", "L")].0,
+        published.0,
+        "the platform keeps the newer version"
     );
 }
 

@@ -3277,13 +3277,11 @@ async fn a_penalty_revoked_in_a_version_the_schema_cannot_read_is_still_taken_do
 /// served: the connector must lose none of these." A database that stamps `updated_at` at the start of the writing
 /// transaction (PostgreSQL's `now()`) does this to a record edited twice: a clerk's quick edit (stamped 30 s ago) is
 /// read and published, then a batch job that began a minute ago commits its edit of the same record, stamped a minute
-/// ago. That is the record's latest version, the only one the enforcement system still has; sync takes it for a
-/// lagging replica's older copy (`older_copies`), never sends it, and once the overlap window has passed every run
-/// exits 0 with the clerk's version public for good (reconcile lists it as an older copy; saving the record again
-/// sends it, as the README now says). Ignored: a known limit of the design, in the README — telling a late edit
-/// from a lagging copy needs the contents the platform held before, which the ledger does not keep.
+/// ago. That is the record's latest version, the only one the enforcement system still has. Until 2026-11-30 sync
+/// took it for a lagging replica's older copy (`older_copies`), never sent it, and once the overlap window had passed
+/// every run exited 0 with the clerk's version public for good. Its content was never acknowledged for the key, so
+/// it is a late edit, not a lagging copy (which serves content the platform held before): it is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "design: sync's older-copy rule drops the latest version a slow transaction commits (DESIGN §2)"]
 async fn a_later_edit_a_slow_transaction_stamped_earlier_is_published() {
     let (env, gen_cfg) = backfilled(Faults::default()).await;
     let doc = "（豫）WH安许证字〔2026〕770001";
@@ -3293,18 +3291,32 @@ async fn a_later_edit_a_slow_transaction_stamped_earlier_is_published() {
     };
     let mut clerk = permit_with_doc(&env, &gen_cfg, "XK-SLOW", doc, "书记员的修改").await;
     clerk["updated_at"] = ago(30).into();
-    env.source_insert_one(clerk).await;
+    env.source_insert_one(clerk.clone()).await;
     let (code, _, err) = env.sync(&[]).await;
     assert_eq!(code, 0, "{err}");
     let mut batch =
         permit_with_doc(&env, &gen_cfg, "XK-SLOW", doc, "批处理事务的修改（最新）").await;
     batch["updated_at"] = ago(60).into();
     env.source_insert_one(batch).await;
-    let (_, s, err) = env.sync(&[]).await;
+    let (code, s, err) = env.sync(&[]).await;
     let key = format!("XZXK:{}:{doc}", agency_code());
     assert_eq!(
         env.platform_records().await[&key].2["XK_NR"],
         "批处理事务的修改（最新）",
         "{s} {err}"
+    );
+    assert_eq!((code, &s["older_copies"]), (0, &0.into()), "{s} {err}");
+    // A lagging replica then serves the clerk's version again, stamped as it was (later than the version now
+    // published): exactly a version the platform acknowledged before, so an older copy, not sent over the latest.
+    env.source_insert_one(clerk).await;
+    let (code, s, err) = env.sync(&[]).await;
+    assert_eq!(
+        (code, &s["older_copies"], &s["pushed"]),
+        (1, &1.into(), &0.into()),
+        "{s} {err}"
+    );
+    assert_eq!(
+        env.platform_records().await[&key].2["XK_NR"],
+        "批处理事务的修改（最新）"
     );
 }

@@ -156,10 +156,16 @@ struct OlderCopy {
 /// stamped correctly later in real time has an earlier `updated_at`, and sync keeps its checkpoint at its own clock
 /// (`Engine::checkpoint`) so that such edits are read — and should one be committed too late for sync, only
 /// `--repair` sends it. Were it skipped here, it would stay unpublished for good.
+///
+/// `digest`: the served copy's, when it is valid. As in sync ([`LedgerEntry::holds_later_version_of`]), a valid copy
+/// is older only when its content is one the platform acknowledged for the key (or it is exactly a version
+/// acknowledged before): a late edit stamped earlier (a transaction that began before the acknowledged version was
+/// saved) with new content is the record's latest version, `stale` (or `missing`), and `--repair` sends it. `None`:
+/// a copy that fails validation, with no content the platform could have acknowledged; the stamp alone decides.
 fn older_copy(
     entry: Option<&LedgerEntry>,
     id: &str,
-    served_at: Option<&str>,
+    (served_at, digest): (Option<&str>, Option<&Digest>),
     platform: &Held,
 ) -> Option<OlderCopy> {
     let e = entry?;
@@ -171,10 +177,12 @@ fn older_copy(
         return None;
     }
     let served_text = served_at?;
-    e.follows_later_than(served_text).then(|| OlderCopy {
-        served: served_text.to_string(),
-        acknowledged: e.source_updated_at.clone(),
-    })
+    let digest = digest.map(Digest::to_hex);
+    e.follows_later_than_copy(served_text, digest.as_deref())
+        .then(|| OlderCopy {
+            served: served_text.to_string(),
+            acknowledged: e.source_updated_at.clone(),
+        })
 }
 
 /// [`older_copy`] for a source record and the platform row it took, as the detail its gap row gives; `None` when
@@ -183,7 +191,7 @@ fn older_copy_row(
     entry: &mut LedgerOnce,
     store: &Store,
     key: &str,
-    src: &SourceInfo,
+    (src, digest): (&SourceInfo, &Digest),
     platform: Option<&Held>,
 ) -> Result<Option<String>, StoreError> {
     let Some(platform) = platform else {
@@ -192,7 +200,7 @@ fn older_copy_row(
     Ok(older_copy(
         entry.get(store, key)?,
         &src.id,
-        src.updated_at.as_deref(),
+        (src.updated_at.as_deref(), Some(digest)),
         platform,
     )
     .map(|o| older_copy_detail(&o.served, &o.acknowledged)))
@@ -1285,7 +1293,7 @@ async fn compare(
                             let older = older_copy(
                                 store.ledger_get(k)?.as_ref(),
                                 &src.id,
-                                src.updated_at.as_deref(),
+                                (src.updated_at.as_deref(), None),
                                 shown,
                             )
                             .map(|o| older_copy_detail(&o.served, &o.acknowledged));
@@ -1448,7 +1456,13 @@ async fn compare(
                         if !public {
                             // The platform holds a later version of it withdrawn (revoked since, say): an older copy
                             // must not publish it again.
-                            let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
+                            let older = older_copy_row(
+                                &mut entry,
+                                store,
+                                &key,
+                                (&src, &digest),
+                                h.as_ref(),
+                            )?;
                             if let Some(older) = &older {
                                 plan.older_copies += 1;
                                 report.gaps.push_ref(rows.row(
@@ -1478,7 +1492,13 @@ async fn compare(
                             }
                         } else if h.as_ref().and_then(|h| h.digest) != Some(digest) {
                             // The platform holds a later version than the feed serves: listed, not pushed over it.
-                            let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
+                            let older = older_copy_row(
+                                &mut entry,
+                                store,
+                                &key,
+                                (&src, &digest),
+                                h.as_ref(),
+                            )?;
                             // Pushed once the platform's fields are fetched (step 4).
                             need_fields
                                 .push(
@@ -1555,7 +1575,8 @@ async fn compare(
                     if !should_be_public && public {
                         // A later version on the platform (its display period extended, say) is not taken down on
                         // the word of an older copy.
-                        let older = older_copy_row(&mut entry, store, &key, &src, h.as_ref())?;
+                        let older =
+                            older_copy_row(&mut entry, store, &key, (&src, &digest), h.as_ref())?;
                         let mut detail = if expired {
                             let u = until.map(|u| u.to_string()).unwrap_or_default();
                             format!(
@@ -1773,6 +1794,7 @@ mod tests {
             attempts: 1,
             last_error: None,
             meta: RecordMeta::default(),
+            earlier: Some(Vec::new()),
         }
     }
 
@@ -1786,7 +1808,60 @@ mod tests {
     }
 
     fn older(e: &LedgerEntry, served: &str, h: &Held) -> bool {
-        older_copy(Some(e), "XK-1", Some(served), h).is_some()
+        older_copy(Some(e), "XK-1", (Some(served), None), h).is_some()
+    }
+
+    fn older_valid(e: &LedgerEntry, served: &str, content: [u8; 32], h: &Held) -> bool {
+        older_copy(Some(e), "XK-1", (Some(served), Some(&Digest(content))), h).is_some()
+    }
+
+    #[test]
+    fn a_valid_copy_stamped_earlier_is_older_only_with_content_the_platform_acknowledged() {
+        let h = held([7; 32], true);
+        let e = LedgerEntry {
+            earlier: Some(vec![crate::store::AckedVersion {
+                digest: Digest([6; 32]).to_hex(),
+                source_updated_at: "2026-11-20T09:30:00.000+08:00".into(),
+            }]),
+            ..entry()
+        };
+        let earlier = "2026-11-20T09:00:00.000+08:00";
+        // a lagging copy: the content acknowledged now, or before
+        assert!(older_valid(&e, earlier, [7; 32], &h));
+        assert!(older_valid(&e, earlier, [6; 32], &h));
+        // a late edit (a transaction that began before the acknowledged version was saved): new content
+        assert!(!older_valid(&e, earlier, [9; 32], &h));
+        // exactly a version acknowledged before, even when the followed one (a late edit) is stamped earlier
+        let late = LedgerEntry {
+            source_updated_at: "2026-11-20T09:10:00.000+08:00".into(),
+            ..e.clone()
+        };
+        assert!(older_valid(&late, "2026-11-20T01:30:00.000Z", [6; 32], &h));
+        assert!(!older_valid(
+            &late,
+            "2026-11-20T09:40:00.000+08:00",
+            [6; 32],
+            &h
+        ));
+        // the content acknowledged before, saved again later: a change
+        assert!(!older_valid(
+            &e,
+            "2026-11-20T11:00:00.000+08:00",
+            [6; 32],
+            &h
+        ));
+        // an entry written before 2026-11-30 does not know what was acknowledged before: stamps alone decide
+        let legacy = LedgerEntry {
+            earlier: None,
+            ..e.clone()
+        };
+        assert!(older_valid(&legacy, earlier, [9; 32], &h));
+        assert!(!older_valid(
+            &legacy,
+            "2026-11-20T11:00:00.000+08:00",
+            [6; 32],
+            &h
+        ));
     }
 
     #[test]
@@ -1794,7 +1869,7 @@ mod tests {
         let (e, h) = (entry(), held([7; 32], true));
         let earlier = "2026-11-20T09:00:00.000+08:00";
         assert_eq!(
-            older_copy(Some(&e), "XK-1", Some(earlier), &h),
+            older_copy(Some(&e), "XK-1", (Some(earlier), None), &h),
             Some(OlderCopy {
                 served: earlier.into(),
                 acknowledged: ACKED.into()
@@ -1804,12 +1879,12 @@ mod tests {
         assert!(!older(&e, "2026-11-20T02:00:00.000Z", &h));
         assert!(!older(&e, "2026-11-20T11:00:00.000+08:00", &h));
         // another record's entry, another digest on the platform, another state, no time to compare
-        assert!(older_copy(Some(&e), "XK-2", Some(earlier), &h).is_none());
+        assert!(older_copy(Some(&e), "XK-2", (Some(earlier), None), &h).is_none());
         assert!(!older(&e, earlier, &held([8; 32], true)));
         assert!(!older(&e, earlier, &held([7; 32], false)));
-        assert!(older_copy(Some(&e), "XK-1", None, &h).is_none());
+        assert!(older_copy(Some(&e), "XK-1", (None, None), &h).is_none());
         assert!(!older(&e, "yesterday", &h));
-        assert!(older_copy(None, "XK-1", Some(earlier), &h).is_none());
+        assert!(older_copy(None, "XK-1", (Some(earlier), None), &h).is_none());
         // withdrawn for a later version, and the platform shows it withdrawn
         let w = LedgerEntry {
             state: PlatformState::Withdrawn,

@@ -149,8 +149,8 @@ pub(crate) fn older_copy_detail(served: &str, acknowledged: &str) -> String {
          --repair 不会用旧版本覆盖；请检查执法系统（或 dualpub 读取的数据库副本）是否同步滞后 / the enforcement system \
          serves an older version (updated_at {served}) than the one the platform holds and acknowledged (updated_at \
          {acknowledged}), so --repair leaves the platform's as it is: check whether the enforcement system, or the \
-         replica dualpub reads, lags behind; if this is a real later edit saved with a clock running behind, set \
-         that clock right and save the record again (the next sync sends it)"
+         replica dualpub reads, lags behind; if this is a real later edit (a clock running behind, a slow transaction) \
+         that brings back content published before, save the record again (the next sync sends it)"
     )
 }
 

@@ -150,15 +150,18 @@ pub const OLDER_COPY_ACTION_EN: &str =
      whether the enforcement system, or the replica dualpub reads, lags behind, and reconcile again once it serves \
      the current version; if the version it serves is the current one — a later edit saved with a clock running \
      behind, or by a transaction that began before the published version was saved (a database that stamps \
-     updated_at when a transaction begins) — save the record again in the enforcement system (the next sync sends \
-     it), and set such a clock right";
+     updated_at when a transaction begins), that brings back content the platform acknowledged before, or that fails \
+     validation — save the record again in the enforcement system (the next sync sends it), and set such a clock \
+     right (a valid late edit with new content is not listed here: its row is `stale` or `missing`, and --repair \
+     sends it)";
 
 /// [`OLDER_COPY_ACTION_EN`] in Chinese.
 pub const OLDER_COPY_ACTION_ZH: &str =
     "`dualpub reconcile --repair` 不处理此行：执法系统提供的是比平台上已确认版本更旧的版本（见说明）；请检查执法系统\
      （或 dualpub 读取的数据库副本）是否同步滞后，待其提供当前版本后再核对；如其提供的就是当前版本（时钟滞后的机器保存\
-     的新修改，或在已公示版本保存前开始、之后才提交的事务所作的修改——数据库在事务开始时记录 updated_at），请在执法\
-     系统中重新保存该记录（下次同步将推送），并校正滞后的时钟";
+     的新修改，或在已公示版本保存前开始、之后才提交的事务所作的修改——数据库在事务开始时记录 updated_at——且其内容与平台此前确认过的某一版本\
+     相同，或未通过校验），请在执法系统中重新保存该记录（下次同步将推送），并校正滞后的时钟（内容为新的、通过校验的此类修改\
+     不列于此：其行为 stale 或 missing，--repair 会推送）";
 
 /// What the operator should do about an `overdue` row of a penalty whose display period ended before it was ever
 /// published ([`GapRow::is_display_ended`]), in English: nothing can be published any more.
