@@ -1,7 +1,7 @@
 //! The sled store: the only module that knows the key layout. Everything the connector remembers between runs
 //! lives here, so a run killed at any instant resumes from exactly what was made durable.
 //!
-//! Schema (version 4), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
+//! Schema (version 5), one tree per kind of thing, named for its key; `0xff` separates composite keys (it never
 //! occurs in UTF-8); integers are big-endian so keys sort:
 //!
 //! | tree                | key                              | value                                        |
@@ -50,9 +50,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5 (2026-11-30) may hold ledger values with the earlier versions the platform acknowledged (`LEDGER_V3`),
+/// which a dualpub of version 4 cannot read: the version tells it so ("written by a newer dualpub") instead of a
+/// ledger entry found damaged. The layout is 4's; a version-4 store only has its number raised.
+pub const SCHEMA_VERSION: u32 = 5;
 /// The version whose layout `migrate_indexes` produces (ledger and indexes in buckets).
 const BUCKETS_SCHEMA: u32 = 3;
+/// The version from which the quarantine has its indexes (`index_quarantine`).
+const QUARANTINE_INDEX_SCHEMA: u32 = 4;
 const SEP: u8 = 0xff;
 
 #[derive(Debug, thiserror::Error)]
@@ -1298,8 +1303,15 @@ impl Store {
                     // A migration that set the version but was stopped before it dropped the old trees.
                     store.drop_old_indexes()?;
                 }
-                if found < SCHEMA_VERSION {
+                if found < QUARANTINE_INDEX_SCHEMA {
                     store.index_quarantine()?;
+                }
+                if found < SCHEMA_VERSION {
+                    store
+                        .meta
+                        .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(|e| store.io(e))?;
+                    store.flush()?;
                 }
             }
         }
@@ -1431,7 +1443,7 @@ impl Store {
         if !self.quarantine.is_empty() {
             tracing::info!(
                 store = %self.path,
-                "upgrading the store to schema {SCHEMA_VERSION}: indexing the quarantine (once; a few seconds per \
+                "upgrading the store to schema {QUARANTINE_INDEX_SCHEMA}: indexing the quarantine (once; a few seconds per \
                  100,000 quarantined records)"
             );
         }
@@ -1467,11 +1479,11 @@ impl Store {
             .map_err(|e| self.io(e))?;
         self.flush()?;
         self.meta
-            .insert(b"schema", &SCHEMA_VERSION.to_be_bytes())
+            .insert(b"schema", &QUARANTINE_INDEX_SCHEMA.to_be_bytes())
             .map_err(|e| self.io(e))?;
         self.flush()?;
         if n > 0 {
-            tracing::info!(store = %self.path, quarantined = n, "store upgraded to schema {SCHEMA_VERSION}");
+            tracing::info!(store = %self.path, quarantined = n, "store upgraded to schema {QUARANTINE_INDEX_SCHEMA}");
         }
         Ok(())
     }
@@ -2690,6 +2702,34 @@ mod tests {
             store.meta.get(b"schema").unwrap().unwrap().as_ref(),
             &SCHEMA_VERSION.to_be_bytes()
         );
+    }
+
+    /// A version-4 store (before ledger values could hold earlier versions) has its number raised to 5 on open, so
+    /// that a dualpub of version 4 refuses it as newer once it may hold such values; what it holds is kept.
+    #[test]
+    fn a_version_4_store_is_raised_to_5_keeping_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .commit_receipt(&ReceiptCommit {
+                    ledger: vec![("XZCF:k".into(), entry())],
+                    quarantine_put: vec![held("CF-1", "XZCF:a", &["date_out_of_range"])],
+                    ..Default::default()
+                })
+                .unwrap();
+            store.meta.insert(b"schema", &4u32.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::reopen(&path).unwrap();
+        assert_eq!(
+            store.meta.get(b"schema").unwrap().unwrap().as_ref(),
+            &5u32.to_be_bytes()
+        );
+        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(store.ledger_get("XZCF:k").unwrap(), Some(entry()));
+        assert_eq!(due_ids(&store), ["CF-1"]);
     }
 
     #[test]
