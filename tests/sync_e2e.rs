@@ -1157,43 +1157,64 @@ async fn a_record_committed_while_a_read_page_waits_for_the_platform_is_read_nex
         .to_rfc3339()
         .into();
     env.source_insert(serde_json::json!([ahead])).await;
+    // A page of the eight (each its own message, one at a time), then a page with the future-stamped record: read at
+    // once, processed once the eight have gone out.
+    let meanwhile = "（豫）WH安许证字〔2026〕930200";
+    let held = entered_while_a_slow_run_reads(&env, &gen_cfg, "8", meanwhile).await;
+    assert!(
+        !on_platform(&held, meanwhile),
+        "the run read the record entered meanwhile: the platform was not slow enough to show anything"
+    );
+    let (code, _, err) = env.sync_with(&SLOW_RUN).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        on_platform(&env.platform_records().await, meanwhile),
+        "the record entered while the first run waited is published by the next"
+    );
+}
+
+/// One message at a time, no overlap window: what [`entered_while_a_slow_run_reads`] runs.
+const SLOW_RUN: [(&str, &str); 3] = [
+    ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
+    ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
+    ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
+];
+
+/// A sync ([`SLOW_RUN`], feed pages of `page_size`) against a platform that takes 800 ms a call, during which
+/// (2.5 s in) a permit numbered `meanwhile` is entered at the source, stamped correctly; the run must end with exit 0.
+/// The platform is fast again after it. What the platform holds after that run.
+async fn entered_while_a_slow_run_reads(
+    env: &Env,
+    gen_cfg: &GenConfig,
+    page_size: &str,
+    meanwhile: &str,
+) -> BTreeMap<String, (String, String, serde_json::Value, u64)> {
     let faults = format!("{}/admin/faults", env.platform.url());
     env.admin_post(faults.clone(), serde_json::json!({"latency_ms": 800}))
         .await;
-    // A page of the eight (each its own message, one at a time), then a page with the future-stamped record: read at
-    // once, processed once the eight have gone out.
-    let vars = [
-        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
-        ("DUALPUB_SOURCE_PAGE_SIZE", "8"),
-        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
-        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
-    ];
     let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    for (k, v) in vars {
+    for (k, v) in SLOW_RUN {
         c.env(k, v);
     }
+    c.env("DUALPUB_SOURCE_PAGE_SIZE", page_size);
     let run = tokio::task::spawn_blocking(move || c.output().unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let meanwhile = "（豫）WH安许证字〔2026〕930200";
-    put_permit(&env, &gen_cfg, "XK-MEANWHILE", meanwhile, "运行中录入").await;
+    put_permit(env, gen_cfg, "XK-MEANWHILE", meanwhile, "运行中录入").await;
     let out = run.await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let on_platform = |held: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
-        held.keys().any(|k| k.ends_with(&format!(":{meanwhile}")))
-    };
-    assert!(
-        !on_platform(&env.platform_records().await),
-        "the run read the record entered meanwhile: the platform was not slow enough to show anything"
-    );
+    let held = env.platform_records().await;
     env.admin_post(faults, serde_json::json!({"latency_ms": 0}))
         .await;
-    let (code, _, err) = env.sync_with(&vars).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        on_platform(&env.platform_records().await),
-        "the record entered while the first run waited is published by the next"
-    );
+    held
+}
+
+/// Whether the platform holds the permit numbered `doc`.
+fn on_platform(
+    held: &BTreeMap<String, (String, String, serde_json::Value, u64)>,
+    doc: &str,
+) -> bool {
+    held.keys().any(|k| k.ends_with(&format!(":{doc}")))
 }
 
 /// The same with several pages of records stamped in the future (a writer node a day ahead): the pages after the
@@ -1218,41 +1239,18 @@ async fn a_record_committed_while_pages_of_future_records_are_read_is_read_next_
             .into();
         env.source_insert(serde_json::json!([ahead])).await;
     }
-    let faults = format!("{}/admin/faults", env.platform.url());
-    env.admin_post(faults.clone(), serde_json::json!({"latency_ms": 800}))
-        .await;
     // Pages of two, each record its own message, one at a time: the reader stays two pages ahead of the pushes.
-    let vars = [
-        ("DUALPUB_SYNC_OVERLAP_MINUTES", "0"),
-        ("DUALPUB_SOURCE_PAGE_SIZE", "2"),
-        ("DUALPUB_PLATFORM_BATCH_SIZE", "1"),
-        ("DUALPUB_PLATFORM_CONCURRENCY", "1"),
-    ];
-    let mut c = env.command(&["sync", "--json", "--today", TODAY]);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    let run = tokio::task::spawn_blocking(move || c.output().unwrap());
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let meanwhile = "（豫）WH安许证字〔2026〕931100";
-    put_permit(&env, &gen_cfg, "XK-MEANWHILE", meanwhile, "运行中录入").await;
-    let out = run.await.unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let on_platform = |held: &BTreeMap<String, (String, String, serde_json::Value, u64)>| {
-        held.keys().any(|k| k.ends_with(&format!(":{meanwhile}")))
-    };
-    let held = env.platform_records().await;
+    let held = entered_while_a_slow_run_reads(&env, &gen_cfg, "2", meanwhile).await;
     assert!(
-        !on_platform(&held) && held.keys().filter(|k| k.contains("〔2026〕9310")).count() == 8,
+        !on_platform(&held, meanwhile)
+            && held.keys().filter(|k| k.contains("〔2026〕9310")).count() == 8,
         "the first run sends the eight and not the record entered meanwhile"
     );
-    env.admin_post(faults, serde_json::json!({"latency_ms": 0}))
-        .await;
-    let (code, _, err) = env.sync_with(&vars).await;
+    let (code, _, err) = env.sync_with(&SLOW_RUN).await;
     assert_eq!(code, 0, "{err}");
     assert!(
-        on_platform(&env.platform_records().await),
+        on_platform(&env.platform_records().await, meanwhile),
         "the record entered while the first run read the future-stamped pages is published by the next"
     );
 }
