@@ -338,17 +338,6 @@ async fn killed_at_random_moments_of_a_repair() {
     .await;
     run_to_completion(&env).await;
     let (mut expected, _) = expected_public(&gen_cfg, today());
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
     let keys: Vec<String> = expected.keys().cloned().collect();
     for k in keys.iter().step_by(23) {
         let r = env

@@ -80,18 +80,6 @@ fn key(kind: &str, id: &str) -> String {
     format!("{item}:{}:测试〔2026〕{id}号", agency_code())
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn set_published(env: &Env, key: &str, at: &str) {
     env.admin_post(
         format!("{}/admin/records/published_at", env.platform.url()),

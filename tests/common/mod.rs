@@ -482,3 +482,16 @@ pub async fn feed_text_proxy(source: String, rewrite: Rewrite) -> String {
         .with_state((source, rewrite, reqwest::Client::new()));
     serve_local(app).await
 }
+
+/// A path segment percent-encoded (a record key in an admin URL: Chinese document numbers, `:`).
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
