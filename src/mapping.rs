@@ -520,7 +520,7 @@ impl MappingSet {
             if m.kind != want {
                 return Err(MappingError::Invalid {
                     file: m.origin.clone(),
-                    line: 1,
+                    line: key_line(&text, "kind"),
                     message: format!(
                         "this file must describe `kind = \"{want}\"`, but says `{}`",
                         m.kind
@@ -643,6 +643,18 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The line of a top-level `key = …` of a mapping file (1 when it is not found): the top-level keys are read
+/// without their spans.
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
 }
 
 /// Turns a toml error into file:line: message.
@@ -848,7 +860,7 @@ impl Mapping {
         };
         let kind = Kind::parse(&spec.kind).ok_or_else(|| {
             err(
-                1,
+                key_line(text, "kind"),
                 format!(
                     "kind = \"{}\": expected \"permit\" or \"penalty\"",
                     spec.kind
@@ -860,7 +872,7 @@ impl Mapping {
             Some("YYYY-MM-DD") => DateFormat::Dash,
             Some(other) => {
                 return Err(err(
-                    1,
+                    key_line(text, "date_format"),
                     format!("date_format = \"{other}\": expected \"YYYY/MM/DD\" or \"YYYY-MM-DD\""),
                 ))
             }
@@ -1079,7 +1091,7 @@ impl Mapping {
                     .map(|(k, _)| k.clone())
                     .ok_or_else(|| {
                         err(
-                            1,
+                            key_line(text, "category_field"),
                             format!("category_field = \"{c}\" is not a field of this mapping"),
                         )
                     })?,
@@ -1090,7 +1102,7 @@ impl Mapping {
             .map(|(k, _)| k.clone())
             .ok_or_else(|| {
                 err(
-                    1,
+                    key_line(text, "key_field"),
                     format!(
                         "key_field = \"{}\" is not a field of this mapping",
                         spec.key_field
@@ -1104,7 +1116,7 @@ impl Mapping {
             None => None,
             Some(d) => Some(*by_name.get(d.as_str()).ok_or_else(|| {
                 err(
-                    1,
+                    key_line(text, "decision_date_field"),
                     format!("decision_date_field = \"{d}\" is not a field of this mapping"),
                 )
             })?),

@@ -1229,3 +1229,40 @@ fn a_slip_in_a_code_table_or_a_rules_category_names_is_a_broken_mapping_file() {
         assert!(out.stdout.is_empty(), "{file}: {to}: nothing is mapped");
     }
 }
+
+/// A wrong top-level key of a mapping file is named at its own line (it was always line 1).
+#[test]
+fn a_wrong_top_level_key_of_a_mapping_file_is_named_at_its_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    for (file, from, to, said) in [
+        (
+            "permit.toml",
+            "date_format = \"YYYY/MM/DD\"",
+            "date_format = \"YYYY.MM.DD\"",
+            "permit.toml:5: date_format = \"YYYY.MM.DD\": expected",
+        ),
+        (
+            "penalty.toml",
+            "key_field = \"CF_WSH\"",
+            "key_field = \"CF_WHS\"",
+            "penalty.toml:6: key_field = \"CF_WHS\" is not a field of this mapping",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let broken = text.replacen(from, to, 1);
+        assert_ne!(broken, text);
+        std::fs::write(m.join(file), broken).unwrap();
+        std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+        let out = dualpub(
+            &["map", "--kind", "permit"],
+            &fixture_records("permit_org"),
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{err}");
+    }
+}
