@@ -685,6 +685,22 @@ fn add_tables(
 ) -> Result<(), MappingError> {
     let origin: Arc<str> = Arc::from(file);
     for (name, rows) in raw {
+        if let Some((at, _)) = into.get(&name).and_then(|t| t.rows_at.values().next()) {
+            // A mapping file's [tables.NAME] adds a table; one of the code-table file's name replaced it whole,
+            // without a word (every code it lacked became `code_unknown`).
+            let header = format!("[tables.{name}]");
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(&header))
+                .map_or(1, |i| i + 1);
+            return Err(MappingError::Invalid {
+                file: file.to_string(),
+                line,
+                message: format!(
+                    "code table [{name}] is already in {at}; [tables.{name}] in a mapping file adds a table of its own, it does not replace or extend one: give it another name, or change {at}"
+                ),
+            });
+        }
         let mut t = CodeTable::default();
         for (code, value) in rows {
             let line = line_of(text, value.span().start);
