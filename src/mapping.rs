@@ -985,6 +985,14 @@ impl Mapping {
                 )))
                 }
             };
+            // Lists are checked (one_of) and tested (required_if, check_if) as `;`-separated, as the standard
+            // writes them: another separator (a full-width `；`) put every record of several values in
+            // quarantine as `code_unknown`.
+            if let Some(j) = f.join.as_deref().filter(|j| *j != ";") {
+                return Err(e(format!(
+                    "join = \"{j}\": lists are joined with \";\" (the standard's separator, the one the checks split on)"
+                )));
+            }
             for t in [&f.table, &f.one_of].into_iter().flatten() {
                 if !tables.contains_key(t) {
                     let mut known: Vec<&String> = tables.keys().collect();

@@ -1145,7 +1145,7 @@ fn the_records_own_id_number_is_found_in_text_whatever_its_check_character() {
 /// one of the standard's (a typo, a space around it) was sent to the platform as it was — and a party category the
 /// rules do not know dropped every rule of the category (the credit code of an organisation was left out) — a code
 /// with a space around it put every record with it in quarantine, and a misspelt category in `required_for` made a
-/// required field optional; a `[tables.NAME]` in a mapping file named as a table of `codes.toml` replaced it
+/// required field optional, a `join` other than `;` put every penalty of several categories in quarantine; a `[tables.NAME]` in a mapping file named as a table of `codes.toml` replaced it
 /// whole. Each is now a broken mapping file (exit 2) naming the file, the line and the slip.
 #[test]
 fn a_slip_in_a_code_table_or_a_rules_category_names_is_a_broken_mapping_file() {
@@ -1199,6 +1199,13 @@ fn a_slip_in_a_code_table_or_a_rules_category_names_is_a_broken_mapping_file() {
             "contains_any = [\"罚款\"]",
             "contains_any = [\"罚金\"]",
             "field CF_NR_FK: required_if tests CF_CFLB for `罚金`, which its code table [penalty_type] cannot give",
+            "penalty",
+        ),
+        (
+            "penalty.toml",
+            "join = \";\"",
+            "join = \"；\"",
+            "penalty.toml:132: field CF_CFLB: join = \"；\": lists are joined with \";\"",
             "penalty",
         ),
         (
