@@ -126,7 +126,7 @@ pub enum CalendarError {
     },
     #[error(
         "{file}: no [{year}] table, but [{first_year}] and [{last_year}] are present; covered years must be \
-         consecutive (a year without exceptions gets `holidays = []` and `workdays = []`)"
+         consecutive: add the [{year}] table, with that year's `holidays` and `workdays`"
     )]
     MissingYear {
         file: String,
@@ -134,6 +134,12 @@ pub enum CalendarError {
         first_year: i32,
         last_year: i32,
     },
+    #[error(
+        "{file}: [{year}] lists no holidays, and every year has weekday holidays (元旦, 春节, 国庆节…): without \
+         them every deadline of {year} would count them as working days. Copy the year's holidays and 调休 \
+         working days from the State Council's notice"
+    )]
+    NoHolidays { file: String, year: i32 },
     #[error("{}", not_covered_message(*.date, *.first_year, *.last_year, .file, *.calendar))]
     NotCovered {
         date: NaiveDate,
@@ -210,6 +216,14 @@ impl Calendar {
             "mappings/calendar.toml is part of the crate and checked by its tests, so it always parses",
         );
         let mut years = parse_years(&text, &file)?;
+        // A year the built-in calendar lacks must be the whole year, and no year is without holidays: an empty
+        // table (the way to fill a gap between years, once) made every day of that year a working day.
+        if let Some((&year, _)) = years
+            .iter()
+            .find(|(year, (holidays, _))| holidays.is_empty() && !builtin.contains_key(year))
+        {
+            return Err(CalendarError::NoHolidays { file, year });
+        }
         for (year, (holidays, workdays)) in builtin {
             let days = years.entry(year).or_default();
             for (mine, built_in) in [(&mut days.0, holidays), (&mut days.1, workdays)] {
@@ -783,7 +797,7 @@ mod tests {
 
     #[test]
     fn a_file_over_the_builtin_must_leave_no_gap_and_is_checked() {
-        let err = over_builtin("[2028]\nholidays = []\nworkdays = []\n").unwrap_err();
+        let err = over_builtin("[2028]\nholidays = [\"2028-01-03\"]\nworkdays = []\n").unwrap_err();
         assert!(
             matches!(err, CalendarError::MissingYear { year: 2027, .. }),
             "{err}"
@@ -794,5 +808,32 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("calendar.toml"), "{err}");
+    }
+
+    /// A new year with no holidays — what the gap message once told to write (`holidays = []`) — made every
+    /// weekday of the year a working day, and every deadline in it too early, without a word.
+    #[test]
+    fn a_new_year_without_holidays_over_the_builtin_is_refused() {
+        let err = over_builtin(
+            "[2027]\nholidays = []\nworkdays = []\n[2028]\nholidays = [\"2028-01-03\"]\nworkdays = []\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, CalendarError::NoHolidays { year: 2027, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("calendar.toml: [2027] lists no holidays"),
+            "{err}"
+        );
+        // nothing to add to a built-in year is fine
+        over_builtin("[2026]\nholidays = []\nworkdays = []\n").unwrap();
+        let err = over_builtin("[2028]\nholidays = [\"2028-01-03\"]\nworkdays = []\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("add the [2027] table, with that year's"),
+            "{err}"
+        );
     }
 }

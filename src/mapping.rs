@@ -245,6 +245,8 @@ pub struct CodeTable {
     /// The exact rows' values, sorted and distinct.
     values: Vec<String>,
     value_prefixes: Vec<String>,
+    /// Where each row was read (file, line), by code: for the load checks' messages.
+    rows_at: BTreeMap<String, (Arc<str>, usize)>,
 }
 
 impl CodeTable {
@@ -518,7 +520,7 @@ impl MappingSet {
             if m.kind != want {
                 return Err(MappingError::Invalid {
                     file: m.origin.clone(),
-                    line: 1,
+                    line: key_line(&text, "kind"),
                     message: format!(
                         "this file must describe `kind = \"{want}\"`, but says `{}`",
                         m.kind
@@ -561,7 +563,7 @@ struct FileSpec {
     #[serde(default)]
     codes: Option<String>,
     #[serde(default)]
-    tables: BTreeMap<String, BTreeMap<String, String>>,
+    tables: BTreeMap<String, BTreeMap<String, toml::Spanned<String>>>,
     #[serde(default, rename = "field")]
     fields: Vec<toml::Spanned<FieldSpec>>,
 }
@@ -643,6 +645,18 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The line of a top-level `key = …` of a mapping file (1 when it is not found): the top-level keys are read
+/// without their spans.
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
 /// Turns a toml error into file:line: message.
 fn toml_error(file: &str, text: &str, e: toml::de::Error) -> MappingError {
     let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
@@ -658,26 +672,62 @@ fn parse_tables(
     text: &str,
     into: &mut HashMap<String, CodeTable>,
 ) -> Result<(), MappingError> {
-    let raw: BTreeMap<String, BTreeMap<String, String>> =
+    let raw: BTreeMap<String, BTreeMap<String, toml::Spanned<String>>> =
         toml::from_str(text).map_err(|e| toml_error(file, text, e))?;
-    add_tables(file, raw, into)
+    add_tables(file, text, raw, into)
 }
 
 fn add_tables(
     file: &str,
-    raw: BTreeMap<String, BTreeMap<String, String>>,
+    text: &str,
+    raw: BTreeMap<String, BTreeMap<String, toml::Spanned<String>>>,
     into: &mut HashMap<String, CodeTable>,
 ) -> Result<(), MappingError> {
+    let origin: Arc<str> = Arc::from(file);
     for (name, rows) in raw {
+        if let Some((at, _)) = into.get(&name).and_then(|t| t.rows_at.values().next()) {
+            // A mapping file's [tables.NAME] adds a table; one of the code-table file's name replaced it whole,
+            // without a word (every code it lacked became `code_unknown`).
+            let header = format!("[tables.{name}]");
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(&header))
+                .map_or(1, |i| i + 1);
+            return Err(MappingError::Invalid {
+                file: file.to_string(),
+                line,
+                message: format!(
+                    "code table [{name}] is already in {at}; [tables.{name}] in a mapping file adds a table of its own, it does not replace or extend one: give it another name, or change {at}"
+                ),
+            });
+        }
         let mut t = CodeTable::default();
         for (code, value) in rows {
+            let line = line_of(text, value.span().start);
+            let value = value.into_inner();
+            let err = |message: String| MappingError::Invalid {
+                file: file.to_string(),
+                line,
+                message: format!("code table [{name}]: {message}"),
+            };
             if value.trim().is_empty() {
-                return Err(MappingError::Invalid {
-                    file: file.to_string(),
-                    line: 1,
-                    message: format!("code table [{name}]: code `{code}` maps to an empty value"),
-                });
+                return Err(err(format!("code `{code}` maps to an empty value")));
             }
+            // A space around a code never matches the source's code (every record with it would be quarantined
+            // `code_unknown`), and one around a value is sent as it is (not a value of the standard's tables).
+            if code.trim() != code || code.is_empty() {
+                return Err(err(format!(
+                    "code `{code}` has a space around it (or is empty), so no source code matches it; write `{}`",
+                    code.trim()
+                )));
+            }
+            if value.trim() != value {
+                return Err(err(format!(
+                    "code `{code}` maps to `{value}`, with a space around it that would be sent to the platform; write `{}`",
+                    value.trim()
+                )));
+            }
+            t.rows_at.insert(code.clone(), (origin.clone(), line));
             if let Some(p) = code.strip_suffix('*') {
                 let vp = value.split('*').next().unwrap_or("").to_string();
                 t.value_prefixes.push(vp);
@@ -691,6 +741,122 @@ fn add_tables(
         t.values.sort();
         t.values.dedup();
         into.insert(name, t);
+    }
+    Ok(())
+}
+
+/// The code tables of the national field set (reference §2), by the target fields that carry them: a code table
+/// that translates into one of these fields may map only to these values (a typo in a value, say 法人及非法人组识,
+/// was sent as it was, and the record lost every rule of its party category). `true`: a `其他-…` value naming the
+/// concrete kind is one of them too. Fields of other field sets (the 2016 one: XK_SPLB, CF_CFLB1) are not checked.
+const NATIONAL_VALUES: &[(&[&str], &[&str], bool)] = &[
+    (
+        &["XK_XDR_LB", "CF_XDR_LB"],
+        &["法人及非法人组织", "自然人", "个体工商户"],
+        false,
+    ),
+    (
+        &["XK_FR_ZJLX", "XK_XDR_ZJLX", "CF_FR_ZJLX", "CF_XDR_ZJLX"],
+        &[
+            "身份证",
+            "护照号",
+            "港澳居民来往内地通行证",
+            "台湾居民来往大陆通行证",
+            "外国人永久居留身份证",
+        ],
+        true,
+    ),
+    (
+        &["XK_XKLB"],
+        &["普通", "特许", "认可", "核准", "登记", "其他"],
+        true,
+    ),
+    (
+        &["CF_CFLB"],
+        &[
+            "警告",
+            "通报批评",
+            "罚款",
+            "没收违法所得",
+            "没收非法财物",
+            "暂扣许可证件",
+            "降低资质等级",
+            "吊销许可证件",
+            "限制开展生产经营活动",
+            "责令停产停业",
+            "责令关闭",
+            "限制从业",
+            "行政拘留",
+            "其他",
+        ],
+        false,
+    ),
+];
+
+/// Checks the values a national field can receive from its code table or constant (see [`NATIONAL_VALUES`]).
+fn check_national_values(file: &str, rule: &FieldRule) -> Result<(), MappingError> {
+    let Some((_, values, other_named)) = NATIONAL_VALUES
+        .iter()
+        .find(|(fields, _, _)| fields.contains(&&*rule.name))
+    else {
+        return Ok(());
+    };
+    let named = |v: &str| {
+        *other_named
+            && v.strip_prefix("其他-")
+                .is_some_and(|rest| !rest.trim().is_empty())
+    };
+    let fits = |v: &str| values.contains(&v) || named(v);
+    let expected = || {
+        let mut s = values.join(", ");
+        if *other_named {
+            s.push_str(", 其他-<name>");
+        }
+        s
+    };
+    if let Some(v) = &rule.constant {
+        if !fits(v) {
+            return Err(MappingError::Invalid {
+                file: file.to_string(),
+                line: rule.line,
+                message: format!(
+                    "field {}: value = \"{v}\" is not a value of the national code table ({})",
+                    rule.name,
+                    expected()
+                ),
+            });
+        }
+    }
+    if let Some((tname, table)) = &rule.table {
+        // Exact rows, then prefix rules (`OTHER:*` = `其他-*`: the source's text goes in for `*`).
+        let exact = table.exact.iter().map(|(c, v)| (c.clone(), v, fits(v)));
+        let prefix = table.prefix.iter().map(|(p, v)| {
+            let ok = match v.split_once('*') {
+                Some((head, _)) => *other_named && head.starts_with("其他-"),
+                None => fits(v),
+            };
+            (format!("{p}*"), v, ok)
+        });
+        for (code, value, ok) in exact.chain(prefix) {
+            if ok {
+                continue;
+            }
+            let (at_file, at_line) = table
+                .rows_at
+                .get(&code)
+                .map(|(f, l)| (f.to_string(), *l))
+                .unwrap_or_else(|| (file.to_string(), rule.line));
+            return Err(MappingError::Invalid {
+                file: at_file,
+                line: at_line,
+                message: format!(
+                    "code table [{tname}]: code `{code}` maps to `{value}`, which is not a value of the national code table of {} ({}); {file}:{} sends it",
+                    rule.name,
+                    expected(),
+                    rule.line
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -710,7 +876,7 @@ impl Mapping {
         };
         let kind = Kind::parse(&spec.kind).ok_or_else(|| {
             err(
-                1,
+                key_line(text, "kind"),
                 format!(
                     "kind = \"{}\": expected \"permit\" or \"penalty\"",
                     spec.kind
@@ -722,7 +888,7 @@ impl Mapping {
             Some("YYYY-MM-DD") => DateFormat::Dash,
             Some(other) => {
                 return Err(err(
-                    1,
+                    key_line(text, "date_format"),
                     format!("date_format = \"{other}\": expected \"YYYY/MM/DD\" or \"YYYY-MM-DD\""),
                 ))
             }
@@ -732,7 +898,7 @@ impl Mapping {
             let (cfile, ctext) = read_codes(codes)?;
             parse_tables(&cfile, &ctext, &mut tables)?;
         }
-        add_tables(file, spec.tables, &mut tables)?;
+        add_tables(file, text, spec.tables, &mut tables)?;
 
         let mut fields: Vec<FieldRule> = Vec::new();
         let mut by_name: HashMap<FieldName, usize> = HashMap::new();
@@ -819,6 +985,14 @@ impl Mapping {
                 )))
                 }
             };
+            // Lists are checked (one_of) and tested (required_if, check_if) as `;`-separated, as the standard
+            // writes them: another separator (a full-width `；`) put every record of several values in
+            // quarantine as `code_unknown`.
+            if let Some(j) = f.join.as_deref().filter(|j| *j != ";") {
+                return Err(e(format!(
+                    "join = \"{j}\": lists are joined with \";\" (the standard's separator, the one the checks split on)"
+                )));
+            }
             for t in [&f.table, &f.one_of].into_iter().flatten() {
                 if !tables.contains_key(t) {
                     let mut known: Vec<&String> = tables.keys().collect();
@@ -941,7 +1115,7 @@ impl Mapping {
                     .map(|(k, _)| k.clone())
                     .ok_or_else(|| {
                         err(
-                            1,
+                            key_line(text, "category_field"),
                             format!("category_field = \"{c}\" is not a field of this mapping"),
                         )
                     })?,
@@ -952,7 +1126,7 @@ impl Mapping {
             .map(|(k, _)| k.clone())
             .ok_or_else(|| {
                 err(
-                    1,
+                    key_line(text, "key_field"),
                     format!(
                         "key_field = \"{}\" is not a field of this mapping",
                         spec.key_field
@@ -966,7 +1140,7 @@ impl Mapping {
             None => None,
             Some(d) => Some(*by_name.get(d.as_str()).ok_or_else(|| {
                 err(
-                    1,
+                    key_line(text, "decision_date_field"),
                     format!("decision_date_field = \"{d}\" is not a field of this mapping"),
                 )
             })?),
@@ -980,6 +1154,54 @@ impl Mapping {
                         r.name
                     ),
                 ));
+            }
+        }
+        // Values named in rules must be values the fields can hold: a party category in `applies_to` /
+        // `required_for` / `placeholder_for` that the category field's code table cannot give (a typo on either
+        // side) silently dropped the rule — a required field became optional, or a field was left out.
+        let table_of = |r: &FieldRule| r.one_of.clone().or_else(|| r.table.clone());
+        let category_table = category_index.and_then(|i| table_of(&fields[i]));
+        for rule in &fields {
+            check_national_values(file, rule)?;
+            if let Some((tname, table)) = &category_table {
+                let lists = [
+                    ("applies_to", rule.applies_to.as_deref().unwrap_or_default()),
+                    ("required_for", &rule.required_for[..]),
+                    ("placeholder_for", &rule.placeholder_for[..]),
+                ];
+                for (key, names) in lists {
+                    if let Some(n) = names.iter().find(|n| !table.contains_value(n)) {
+                        return Err(err(
+                            rule.line,
+                            format!(
+                                "field {}: {key} names `{n}`, which code table [{tname}] of the category field cannot give (its values: {})",
+                                rule.name,
+                                table.value_list().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            for (key, cond) in [
+                ("required_if", &rule.required_if),
+                ("check_if", &rule.check_if),
+            ] {
+                let Some(c) = cond else { continue };
+                let Some((tname, table)) = table_of(&fields[c.index]) else {
+                    continue;
+                };
+                let named = c.equals.iter().chain(c.contains_any.iter());
+                if let Some(v) = named.into_iter().find(|v| !table.contains_value(v)) {
+                    return Err(err(
+                        rule.line,
+                        format!(
+                            "field {}: {key} tests {} for `{v}`, which its code table [{tname}] cannot give (its values: {})",
+                            rule.name,
+                            c.field,
+                            table.value_list().join(", ")
+                        ),
+                    ));
+                }
             }
         }
         let decision_date_reported = fields.iter().any(|r| {

@@ -1140,3 +1140,145 @@ fn the_records_own_id_number_is_found_in_text_whatever_its_check_character() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("\tCF_SY\tid_in_text\t"), "{err}");
 }
+
+/// A slip in a code table or in a rule's category names used to load without a word: a code-table value that is not
+/// one of the standard's (a typo, a space around it) was sent to the platform as it was — and a party category the
+/// rules do not know dropped every rule of the category (the credit code of an organisation was left out) — a code
+/// with a space around it put every record with it in quarantine, and a misspelt category in `required_for` made a
+/// required field optional, a `join` other than `;` put every penalty of several categories in quarantine; a `[tables.NAME]` in a mapping file named as a table of `codes.toml` replaced it
+/// whole. Each is now a broken mapping file (exit 2) naming the file, the line and the slip.
+#[test]
+fn a_slip_in_a_code_table_or_a_rules_category_names_is_a_broken_mapping_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "codes.toml",
+            "org = \"法人及非法人组织\"",
+            "org = \"法人及非法人组识\"",
+            "codes.toml:10: code table [party_category]: code `org` maps to `法人及非法人组识`, which is not a value of the national code table of XK_XDR_LB",
+            "permit",
+        ),
+        (
+            "codes.toml",
+            "org = \"法人及非法人组织\"",
+            "org = \"法人及非法人组织 \"",
+            "codes.toml:10: code table [party_category]: code `org` maps to `法人及非法人组织 `, with a space around it",
+            "permit",
+        ),
+        (
+            "codes.toml",
+            "C02 = \"罚款\"",
+            "C02 = \"罚金\"",
+            "codes.toml:35: code table [penalty_type]: code `C02` maps to `罚金`, which is not a value of the national code table of CF_CFLB",
+            "penalty",
+        ),
+        (
+            "codes.toml",
+            "\"OTHER:*\" = \"其他-*\"          #",
+            "\"OTHER:*\" = \"其它-*\"          #",
+            "codes.toml:31: code table [permit_category]: code `OTHER:*` maps to `其它-*`",
+            "permit",
+        ),
+        (
+            "codes.toml",
+            "P04 = ",
+            "\"P04 \" = ",
+            "codes.toml:26: code table [permit_category]: code `P04 ` has a space around it",
+            "permit",
+        ),
+        (
+            "permit.toml",
+            "required_for = [\"法人及非法人组织\", \"个体工商户\"]",
+            "required_for = [\"法人及非法人组识\", \"个体工商户\"]",
+            "permit.toml:24: field XK_XDR_SHXYM: required_for names `法人及非法人组识`, which code table [party_category] of the category field cannot give",
+            "permit",
+        ),
+        (
+            "penalty.toml",
+            "contains_any = [\"罚款\"]",
+            "contains_any = [\"罚金\"]",
+            "field CF_NR_FK: required_if tests CF_CFLB for `罚金`, which its code table [penalty_type] cannot give",
+            "penalty",
+        ),
+        (
+            "penalty.toml",
+            "join = \";\"",
+            "join = \"；\"",
+            "penalty.toml:132: field CF_CFLB: join = \"；\": lists are joined with \";\"",
+            "penalty",
+        ),
+        (
+            // a table of codes.toml's name in a mapping file replaced it whole: P01–P03, P05, P06 unknown
+            "permit.toml",
+            "from = \"remarks\"\nmax_len = 1000",
+            "from = \"remarks\"\nmax_len = 1000\n\n[tables.permit_category]\nP04 = \"核准\"",
+            "permit.toml:207: code table [permit_category] is already in",
+            "permit",
+        ),
+    ];
+    for (file, from, to, said, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        for name in ["permit.toml", "penalty.toml", "codes.toml"] {
+            std::fs::write(m.join(name), read(name)).unwrap();
+        }
+        let text = read(file);
+        let broken = text.replacen(from, to, 1);
+        assert_ne!(broken, text, "{file}: `{from}` is in it");
+        std::fs::write(m.join(file), broken).unwrap();
+        std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+        let fixture = if *kind == "permit" {
+            "permit_org"
+        } else {
+            "penalty_fine_confiscation"
+        };
+        let out = dualpub(
+            &["map", "--kind", kind],
+            &fixture_records(fixture),
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {to}: {err}");
+        assert!(err.contains(said), "{file}: {to}: {err}");
+        assert!(out.stdout.is_empty(), "{file}: {to}: nothing is mapped");
+    }
+}
+
+/// A wrong top-level key of a mapping file is named at its own line (it was always line 1).
+#[test]
+fn a_wrong_top_level_key_of_a_mapping_file_is_named_at_its_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    for (file, from, to, said) in [
+        (
+            "permit.toml",
+            "date_format = \"YYYY/MM/DD\"",
+            "date_format = \"YYYY.MM.DD\"",
+            "permit.toml:5: date_format = \"YYYY.MM.DD\": expected",
+        ),
+        (
+            "penalty.toml",
+            "key_field = \"CF_WSH\"",
+            "key_field = \"CF_WHS\"",
+            "penalty.toml:6: key_field = \"CF_WHS\" is not a field of this mapping",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let broken = text.replacen(from, to, 1);
+        assert_ne!(broken, text);
+        std::fs::write(m.join(file), broken).unwrap();
+        std::fs::write(dir.path().join("dualpub.toml"), "[mapping]\ndir = \"m\"\n").unwrap();
+        let out = dualpub(
+            &["map", "--kind", "permit"],
+            &fixture_records("permit_org"),
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{err}");
+    }
+}
