@@ -208,7 +208,7 @@ impl Calendar {
     /// consecutive. Errors name `path`.
     pub fn load_over_builtin(path: &Path) -> Result<Calendar, CalendarError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Io {
+        let text = crate::read_settings_text(path).map_err(|source| CalendarError::Io {
             file: file.clone(),
             source,
         })?;
@@ -238,7 +238,7 @@ impl Calendar {
     /// Reads a calendar file in the `mappings/calendar.toml` format; errors name `path`.
     pub fn load(path: &Path) -> Result<Calendar, CalendarError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Io {
+        let text = crate::read_settings_text(path).map_err(|source| CalendarError::Io {
             file: file.clone(),
             source,
         })?;
@@ -528,6 +528,27 @@ fn parse_date(item: &toml::Value) -> Option<NaiveDate> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_calendar_file_that_is_not_utf8_says_to_save_it_as_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calendar.toml");
+        // `# 调休` in GBK, then a year
+        let mut text = b"# \xB5\xF7\xD0\xDD\n".to_vec();
+        text.extend_from_slice(b"[2027]\nholidays = [\"2027-01-01\"]\nworkdays = []\n");
+        std::fs::write(&path, text).unwrap();
+        for e in [
+            Calendar::load(&path).unwrap_err(),
+            Calendar::load_over_builtin(&path).unwrap_err(),
+        ] {
+            let e = e.to_string();
+            assert!(
+                e.contains("calendar.toml") && e.contains("save it as UTF-8"),
+                "{e}"
+            );
+        }
+    }
+
     use super::*;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {

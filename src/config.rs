@@ -202,7 +202,7 @@ impl RawConfig {
         let mut sources = BTreeMap::new();
         let mut table: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
+                let text = crate::read_settings_text(p).map_err(|error| ConfigError::Read {
                     path: origin.clone(),
                     error,
                 })?;

@@ -41,3 +41,19 @@ pub mod store;
 pub mod sync;
 pub mod validate;
 pub mod xml;
+
+/// Reads a settings file an operator writes (`dualpub.toml`, mapping files, `calendar.toml`) as text. One that is not
+/// UTF-8 — saved as GBK by an editor on a Chinese Windows, say — says so and what to do, not only "stream did not
+/// contain valid UTF-8".
+pub fn read_settings_text(path: &std::path::Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            std::io::Error::new(
+                e.kind(),
+                "it is not UTF-8 text (saved as GBK by an editor on a Chinese Windows, say): save it as UTF-8",
+            )
+        } else {
+            e
+        }
+    })
+}

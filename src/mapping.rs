@@ -480,7 +480,7 @@ impl MappingSet {
         let read_file = |name: &str| -> Result<(String, String), MappingError> {
             if let Some(dir) = dir {
                 let path = dir.join(name);
-                match std::fs::read_to_string(&path) {
+                match crate::read_settings_text(&path) {
                     Ok(text) => {
                         read.borrow_mut().push(name.to_string());
                         return Ok((path.display().to_string(), text));

@@ -847,6 +847,38 @@ fn a_mapping_dir_with_only_codes_toml_uses_it_with_the_built_in_mapping_files() 
     );
 }
 
+/// A settings file saved as GBK (an editor on a Chinese Windows): exit 2 naming the file, and saying to save it as
+/// UTF-8 — the message said only "stream did not contain valid UTF-8". (`calendar.toml`: its unit test.)
+#[test]
+fn a_settings_file_that_is_not_utf8_says_to_save_it_as_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    // 罚款 in GBK
+    let gbk: &[u8] = &[0xB7, 0xA3, 0xBF, 0xEE];
+    let mut codes = b"[penalty_category]\nC02 = \"".to_vec();
+    codes.extend_from_slice(gbk);
+    codes.extend_from_slice(b"\"\n");
+    std::fs::write(m.join("codes.toml"), &codes).unwrap();
+    let mut config = b"# ".to_vec();
+    config.extend_from_slice(gbk);
+    config.extend_from_slice(b"\n[mapping]\ndir = \"m\"\n");
+    // the configuration first, then (it mended) the code table
+    for (config, named) in [
+        (config, "dualpub.toml"),
+        (b"[mapping]\ndir = \"m\"\n".to_vec(), "codes.toml"),
+    ] {
+        std::fs::write(dir.path().join("dualpub.toml"), config).unwrap();
+        let out = dualpub(&["map", "--kind", "penalty"], b"[]", dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(named) && err.contains("save it as UTF-8"),
+            "{err}"
+        );
+    }
+}
+
 /// A `[mapping] dir` that is not there, or empty, is named once with its key; a file of it that cannot be read is
 /// named once (it was three times, the cause twice more).
 #[test]
