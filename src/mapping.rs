@@ -745,6 +745,26 @@ fn add_tables(
     Ok(())
 }
 
+/// 许可类别 in the standard's order (reference §2.3); reports list these first, even at 0.
+pub const PERMIT_CATEGORIES: [&str; 6] = ["普通", "特许", "认可", "核准", "登记", "其他"];
+
+/// 处罚类别 in the order of 行政处罚法 (2021) art. 9 (reference §2.4); reports list these first, even at 0.
+pub const PENALTY_CATEGORIES: [&str; 14] = [
+    "警告",
+    "通报批评",
+    "罚款",
+    "没收违法所得",
+    "没收非法财物",
+    "暂扣许可证件",
+    "降低资质等级",
+    "吊销许可证件",
+    "限制开展生产经营活动",
+    "责令停产停业",
+    "责令关闭",
+    "限制从业",
+    "行政拘留",
+    "其他",
+];
 /// The code tables of the national field set (reference §2), by the target fields that carry them: a code table
 /// that translates into one of these fields may map only to these values (a typo in a value, say 法人及非法人组识,
 /// was sent as it was, and the record lost every rule of its party category). `true`: a `其他-…` value naming the
@@ -766,31 +786,8 @@ const NATIONAL_VALUES: &[(&[&str], &[&str], bool)] = &[
         ],
         true,
     ),
-    (
-        &["XK_XKLB"],
-        &["普通", "特许", "认可", "核准", "登记", "其他"],
-        true,
-    ),
-    (
-        &["CF_CFLB"],
-        &[
-            "警告",
-            "通报批评",
-            "罚款",
-            "没收违法所得",
-            "没收非法财物",
-            "暂扣许可证件",
-            "降低资质等级",
-            "吊销许可证件",
-            "限制开展生产经营活动",
-            "责令停产停业",
-            "责令关闭",
-            "限制从业",
-            "行政拘留",
-            "其他",
-        ],
-        false,
-    ),
+    (&["XK_XKLB"], &PERMIT_CATEGORIES, true),
+    (&["CF_CFLB"], &PENALTY_CATEGORIES, false),
 ];
 
 /// Checks the values a national field can receive from its code table or constant (see [`NATIONAL_VALUES`]).

@@ -65,28 +65,47 @@ async fn run_to_completion_with(env: &Env, vars: &[(&str, &str)]) {
     panic!("sync did not settle within 5 runs");
 }
 
-async fn assert_exact(env: &Env, gen_cfg: &GenConfig) {
-    let (expected, _) = expected_public(gen_cfg, today());
-    let held = env.platform_records().await;
-    let public = public_of(&held);
-    let missing = expected.keys().filter(|k| !public.contains_key(*k)).count();
-    let extra = public.keys().filter(|k| !expected.contains_key(*k)).count();
-    let wrong = expected
+/// The platform holds exactly `expected` public (key → digest): nothing missing, extra or in another version; and
+/// nothing is left in the outbox.
+async fn assert_public_is(env: &Env, expected: &std::collections::BTreeMap<String, String>) {
+    let public = public_of(&env.platform_records().await);
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !public.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = public
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    let wrong: Vec<_> = expected
         .iter()
         .filter(|(k, d)| public.get(*k).is_some_and(|p| p != *d))
-        .count();
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(
-        (missing, extra, wrong),
+        (missing.len(), extra.len(), wrong.len()),
         (0, 0, 0),
-        "missing, extra, wrong-version records"
+        "missing {missing:?}, extra {extra:?}, wrong version {wrong:?}"
     );
-    let multi = held.values().filter(|v| v.3 != 1).count();
+    let store = read_store(&env.store_path());
+    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
+}
+
+/// [`assert_public_is`] the generated source's public set, each record stored in one version only (the source
+/// never changed).
+async fn assert_exact(env: &Env, gen_cfg: &GenConfig) {
+    let (expected, _) = expected_public(gen_cfg, today());
+    assert_public_is(env, &expected).await;
+    let multi = env
+        .platform_records()
+        .await
+        .values()
+        .filter(|v| v.3 != 1)
+        .count();
     assert_eq!(
         multi, 0,
         "records stored in more than one version although the source never changed"
     );
-    let store = read_store(&env.store_path());
-    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,16 +320,7 @@ async fn killed_while_records_change_during_the_runs() {
         assert!(m.is_valid());
         expected.insert(m.key.unwrap().to_string(), m.record.digest().to_hex());
     }
-    let public = public_of(&env.platform_records().await);
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(k, d)| public.get(*k) != Some(*d))
-        .map(|(k, _)| k.clone())
-        .collect();
-    assert!(wrong.is_empty(), "not in their latest version: {wrong:?}");
-    assert_eq!(public.len(), expected.len());
-    let store = read_store(&env.store_path());
-    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
+    assert_public_is(&env, &expected).await;
 }
 
 /// Killed at random moments of `reconcile --repair --repair-orphans` while the platform loses half its
@@ -441,25 +451,7 @@ async fn killed_at_random_moments_of_a_repair() {
         "flows committed before their acknowledgement was lost were replayed: {stats}"
     );
     run_to_completion(&env).await;
-    let public = public_of(&env.platform_records().await);
-    let missing: Vec<_> = expected
-        .keys()
-        .filter(|k| !public.contains_key(*k))
-        .collect();
-    let extra: Vec<_> = public
-        .keys()
-        .filter(|k| !expected.contains_key(*k))
-        .collect();
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(k, d)| public.get(*k).is_some_and(|p| p != *d))
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        (missing.len(), extra.len(), wrong.len()),
-        (0, 0, 0),
-        "missing {missing:?}, extra {extra:?}, wrong version {wrong:?}"
-    );
+    assert_public_is(&env, &expected).await;
     let (_, report) = env.reconcile_json(TODAY, &[]).await;
     for category in ["missing", "stale", "orphan", "expired"] {
         assert_eq!(
@@ -468,6 +460,4 @@ async fn killed_at_random_moments_of_a_repair() {
             report["counts"]
         );
     }
-    let store = read_store(&env.store_path());
-    assert_eq!(store.outbox_len(), 0, "nothing left in the outbox");
 }

@@ -1775,19 +1775,7 @@ async fn a_feed_whose_records_lack_positions_ends_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_that_ignores_where_it_is_asked_from_is_named_so() {
     let (env, _) = backfilled(Faults::default()).await;
-    let first: serde_json::Value = env
-        .http
-        .get(format!(
-            "{}/api/v1/permits/changes?limit=3",
-            env.source.url()
-        ))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: serde_json::Value = env.permits_page(3).await;
     assert_eq!(first["has_more"], true, "{first}");
     let first = first.to_string();
     let deaf = feed_text_proxy(
@@ -1812,19 +1800,7 @@ async fn a_feed_that_ignores_where_it_is_asked_from_is_named_so() {
 async fn a_feed_page_far_larger_than_its_limit_stops_the_run_saying_so() {
     let (env, _) = backfilled(Faults::default()).await;
     // every record of the feed in one page, its texts made long: over the cap of 768 KiB for a limit of 3
-    let all: serde_json::Value = env
-        .http
-        .get(format!(
-            "{}/api/v1/permits/changes?limit=1000",
-            env.source.url()
-        ))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: serde_json::Value = env.permits_page(1000).await;
     let mut page = all.clone();
     for r in page["items"].as_array_mut().unwrap() {
         r["content"] = "许可内容".repeat(20_000).into();
@@ -1971,19 +1947,7 @@ async fn a_feed_not_ordered_by_time_stops_the_run_instead_of_skipping_records() 
         Faults::default(),
     )
     .await;
-    let page: serde_json::Value = env
-        .http
-        .get(format!(
-            "{}/api/v1/permits/changes?limit=40",
-            env.source.url()
-        ))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = env.permits_page(40).await;
     let mut records = page["items"].as_array().unwrap().clone();
     assert_eq!(records.len(), 40);
     let base = chrono::DateTime::parse_from_rfc3339("2026-11-20T09:00:00.000+08:00").unwrap();
@@ -2022,19 +1986,7 @@ async fn a_tie_group_the_feed_collates_unlike_bytes_is_read_through() {
         Faults::default(),
     )
     .await;
-    let page: serde_json::Value = env
-        .http
-        .get(format!(
-            "{}/api/v1/permits/changes?limit=600",
-            env.source.url()
-        ))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = env.permits_page(600).await;
     let mut records = page["items"].as_array().unwrap().clone();
     assert_eq!(records.len(), 600);
     for (n, r) in records.iter_mut().enumerate() {

@@ -17,26 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// 许可类别 in the standard's order (reference §2.3); reports list these first, even at 0.
-pub const PERMIT_CATEGORIES: [&str; 6] = ["普通", "特许", "认可", "核准", "登记", "其他"];
-
-/// 处罚类别 in the order of 行政处罚法 (2021) art. 9 (reference §2.4); reports list these first, even at 0.
-pub const PENALTY_CATEGORIES: [&str; 14] = [
-    "警告",
-    "通报批评",
-    "罚款",
-    "没收违法所得",
-    "没收非法财物",
-    "暂扣许可证件",
-    "降低资质等级",
-    "吊销许可证件",
-    "限制开展生产经营活动",
-    "责令停产停业",
-    "责令关闭",
-    "限制从业",
-    "行政拘留",
-    "其他",
-];
+pub use crate::mapping::{PENALTY_CATEGORIES, PERMIT_CATEGORIES};
 
 /// The category row of decisions whose category the mapping could not give (an unknown code, or none): they
 /// still count in the totals, fines and on-time share.

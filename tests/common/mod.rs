@@ -229,6 +229,22 @@ impl Env {
             .unwrap()
     }
 
+    /// The source's first page of permit changes, `limit` long, as the feed serves it (to serve again changed).
+    pub async fn permits_page(&self, limit: usize) -> serde_json::Value {
+        self.http
+            .get(format!(
+                "{}/api/v1/permits/changes?limit={limit}",
+                self.source.url()
+            ))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The platform simulator's counts (`GET /admin/stats`).
     pub async fn platform_stats(&self) -> serde_json::Value {
         self.get_json(format!("{}/admin/stats", self.platform.url()))
